@@ -1,0 +1,88 @@
+"""Benchmark several model variants the same way and collect one table of figures."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from edge_distill.benchmarks.runner import describe_host, measure_latency, predict_classes
+from edge_distill.config import BenchmarkConfig, DeviceConfig
+
+
+def benchmark_variants(
+    variants: dict[str, tuple[Path, int]],  # name -> (model file, parameter count); the first is the reference
+    x_test: np.ndarray,  # (N, C, H, W)
+    y_test: np.ndarray,  # (N,)
+    cfg: BenchmarkConfig,
+    device: DeviceConfig,
+    progress: Callable[[str], None] = lambda _: None,
+) -> dict:
+    """Accuracy, agreement with the first variant, size and latency of each variant."""
+    # Asking for more threads than cores only measures oversubscription; the clamp is recorded.
+    threads = min(cfg.threads, os.cpu_count() or 1)
+    sample = x_test[: cfg.batch_size]
+    if len(sample) < cfg.batch_size:
+        sample = np.resize(x_test, (cfg.batch_size, *x_test.shape[1:]))
+    metrics, reference = [], None
+    for name, (model, params) in variants.items():
+        progress(f"benchmark {name}: {cfg.timed_runs} timed runs at batch {cfg.batch_size}, {threads} thread(s)")
+        predicted = predict_classes(model, x_test, cfg.providers, threads)
+        reference = predicted if reference is None else reference
+        latency = measure_latency(
+            model, sample, cfg.providers, threads, cfg.warmup_runs, cfg.timed_runs, cfg.cold_start_runs
+        )
+        metrics.append(
+            {
+                "variant": name,
+                "provider": cfg.providers[0],
+                "accuracy": float((predicted == y_test).mean()),
+                "teacher_agreement": float((predicted == reference).mean()),
+                "params": params,
+                "size_bytes": model.stat().st_size,
+                "latency_ms": latency,
+            }
+        )
+    host = describe_host()
+    return {
+        "metrics": metrics,
+        "host": host,
+        "measured_on": measurement_note(host, device),
+        "method": {
+            "providers": cfg.providers,
+            "threads": threads,
+            "threads_requested": cfg.threads,
+            "batch_size": cfg.batch_size,
+            "warmup_runs": cfg.warmup_runs,
+            "timed_runs": cfg.timed_runs,
+            "cold_start_runs": cfg.cold_start_runs,
+            "timer": "time.perf_counter around InferenceSession.run, in process",
+            "cold_start": "InferenceSession creation + first run, median of cold_start_runs, model file in page cache",
+            "accuracy": f"top-1 on the {len(y_test)}-sample test split; teacher_agreement: same top-1 as the first variant",
+        },
+    }
+
+
+def measurement_note(host: dict, device: DeviceConfig) -> str:
+    """Say plainly where the figures come from, so host figures are never read as device figures."""
+    where = f"this host ({host['arch']}, {host['cpu']}, {host['cores']} cores)"
+    if host["arch"] != device.arch:
+        return f"Measured on {where}, NOT on the target device {device.description or device.name}: expect different latency there."
+    return f"Measured on {where}, which has the profile's architecture ({device.arch}); it may not be the target device itself."
+
+
+def check_providers(providers: list[str]) -> None:
+    """Fail before any work when this onnxruntime lacks a provider the profile needs."""
+    import onnxruntime as ort
+
+    from edge_distill.errors import ProviderUnavailableError
+
+    available = ort.get_available_providers()
+    missing = [p for p in providers if p not in available]
+    if missing:
+        raise ProviderUnavailableError(
+            f"benchmark.providers: {', '.join(missing)} not available in this onnxruntime (has {', '.join(available)})",
+            "install the matching build (e.g. onnxruntime-gpu for CUDAExecutionProvider) or pick a CPU profile",
+        )

@@ -1,0 +1,93 @@
+"""Latency and prediction runs on ONNX Runtime.
+
+This module is what runs on a device: it imports only the standard library, numpy and
+onnxruntime, and nothing else from edge_distill.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+
+def create_session(model: Path, providers: list[str], threads: int) -> ort.InferenceSession:
+    """A session pinned to `threads` intra-op threads; fails if the first provider is not used."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session = ort.InferenceSession(str(model), sess_options=options, providers=providers)
+    if session.get_providers()[0] != providers[0]:
+        raise RuntimeError(f"{providers[0]} was asked for but the session runs on {session.get_providers()[0]}")
+    return session
+
+
+def measure_latency(
+    model: Path,
+    sample: np.ndarray,  # (B, C, H, W): one batch, fed every run
+    providers: list[str],
+    threads: int,
+    warmup_runs: int,
+    timed_runs: int,
+    cold_start_runs: int,
+) -> dict:
+    """Cold start (session creation + first run; median of `cold_start_runs`), then warm-up and
+    `timed_runs` timed runs of one batch. Times in milliseconds, from time.perf_counter."""
+    cold = []
+    for _ in range(cold_start_runs):
+        start = time.perf_counter()
+        session = create_session(model, providers, threads)
+        feed = {session.get_inputs()[0].name: sample}
+        session.run(None, feed)
+        cold.append((time.perf_counter() - start) * 1e3)
+    for _ in range(warmup_runs):
+        session.run(None, feed)
+    times = np.empty(timed_runs)
+    for i in range(timed_runs):
+        start = time.perf_counter()
+        session.run(None, feed)
+        times[i] = (time.perf_counter() - start) * 1e3
+    return {
+        "cold_start": float(np.median(cold)),
+        "p50": float(np.percentile(times, 50)),
+        "p90": float(np.percentile(times, 90)),
+        "p99": float(np.percentile(times, 99)),
+        "mean": float(times.mean()),
+        "std": float(times.std()),
+        "min": float(times.min()),
+        "max": float(times.max()),
+        "throughput_per_s": float(len(sample) * 1e3 / times.mean()),
+    }
+
+
+def predict_classes(model: Path, x: np.ndarray, providers: list[str], threads: int, batch_size: int = 256) -> np.ndarray:
+    """Top-1 class of each sample: (N, C, H, W) -> (N,)."""
+    session = create_session(model, providers, threads)
+    name = session.get_inputs()[0].name
+    logits = [session.run(None, {name: x[i : i + batch_size]})[0] for i in range(0, len(x), batch_size)]
+    return np.concatenate(logits).argmax(axis=1)
+
+
+def describe_host() -> dict:
+    """The machine the figures come from."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("model name", "Model")):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {
+        "arch": platform.machine(),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "os": f"{platform.system()} {platform.release()}",
+        "onnxruntime": ort.__version__,
+    }

@@ -1,0 +1,167 @@
+"""The `edge-distill` command: parse, call the library, render. No logic lives here."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from edge_distill import __version__
+from edge_distill.errors import ConfigError, EdgeDistillError
+
+DEFAULT_CACHE = Path(".edge-distill/cache")
+
+
+class ErrorRenderingGroup(click.Group):
+    """Renders library errors once: `Error:` and `Hint:` on stderr, the error's exit code."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except EdgeDistillError as e:
+            if ctx.params.get("debug"):
+                raise
+            click.secho(f"Error: {e.message}", fg="red", err=True)
+            if e.hint:
+                click.echo(f"Hint: {e.hint}", err=True)
+            ctx.exit(e.exit_code)
+
+
+def _progress(message: str) -> None:
+    click.echo(f"{time.strftime('%H:%M:%S')} {message}", err=True)
+
+
+def _emit(payload: dict, as_json: bool, text: str) -> None:
+    click.echo(json.dumps(payload, indent=2, default=str) if as_json else text)
+
+
+def config_options(fn):
+    """Options shared by `build` and every stage command."""
+    options = [
+        click.option("--profile", "-p", required=True, help="Device profile: a shipped name (see `profiles`) or a .toml file."),
+        click.option("--config", "config_file", type=click.Path(path_type=Path), help="TOML file with training/data settings."),
+        click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE", help="Override one config value."),
+        click.option("--data", help="Dataset: an image folder, an .npz with x/y, or 'digits' (default)."),
+        click.option("--teacher", help="Teacher factory 'package.module:function' (default: built-in, trained here)."),
+        click.option("--teacher-checkpoint", type=click.Path(path_type=Path), help="Teacher state_dict file."),
+        click.option("--student", help="Student factory 'package.module:function' (default: built-in ConvNet)."),
+        click.option("--cache-dir", type=click.Path(path_type=Path), default=DEFAULT_CACHE, show_default=True),
+        click.option("--force", is_flag=True, help="Rerun every stage, ignoring the cache."),
+        click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _load_config(profile, config_file, overrides, data, teacher, teacher_checkpoint, student):
+    from edge_distill.config import load_config
+
+    shortcuts = {"data.source": data, "teacher.factory": teacher, "teacher.checkpoint": teacher_checkpoint,
+                 "student.factory": student}
+    extra = [f"{key}={json.dumps(str(value))}" for key, value in shortcuts.items() if value is not None]
+    return load_config(profile, config_file, [*overrides, *extra])
+
+
+@click.group(cls=ErrorRenderingGroup)
+@click.version_option(__version__, prog_name="edge-distill")
+@click.option("--debug", is_flag=True, help="Show the full traceback on errors.")
+def main(debug: bool) -> None:
+    """Distill a teacher into a small int8 ONNX model for a device, and measure it."""
+
+
+@main.command()
+@config_options
+@click.option("--out", "-o", type=click.Path(path_type=Path), help="Bundle folder (default: dist/<profile>).")
+def build(profile, config_file, overrides, data, teacher, teacher_checkpoint, student, cache_dir, force, as_json, out):
+    """Run every stage and write the bundle: model.onnx, manifest.json, README.md."""
+    from edge_distill.pipeline.build import build as run_build
+    from edge_distill.pipeline.package import metrics_table
+
+    config = _load_config(profile, config_file, overrides, data, teacher, teacher_checkpoint, student)
+    out = out or Path("dist") / config.profile
+    started = time.perf_counter()
+    run = run_build(config, out, cache_dir, force=force, progress=_progress)
+    manifest = json.loads((out / "manifest.json").read_text())
+    seconds = time.perf_counter() - started
+    payload = {"out": str(out), "seconds": round(seconds, 2), "steps": [dataclasses.asdict(s) for s in run.steps],
+               "metrics": manifest["metrics"], "measured_on": manifest["measurement"]["measured_on"]}
+    text = "\n".join([metrics_table(manifest["metrics"]), "", manifest["measurement"]["measured_on"],
+                      f"Bundle: {out}  ({seconds:.1f} s, {sum(s.cached for s in run.steps)}/{len(run.steps)} stages cached)"])
+    _emit(payload, as_json, text)
+
+
+def _stage_command(name: str, doc: str) -> click.Command:
+    @config_options
+    @click.option("--input", "provided", multiple=True, metavar="ARTIFACT=PATH",
+                  help="Use your own file for an upstream artifact, e.g. student_fp32.onnx=model.onnx.")
+    def command(profile, config_file, overrides, data, teacher, teacher_checkpoint, student, cache_dir, force,
+                as_json, provided):
+        from edge_distill.pipeline.build import run_pipeline
+
+        config = _load_config(profile, config_file, overrides, data, teacher, teacher_checkpoint, student)
+        pairs = {}
+        for item in provided:
+            artifact, sep, path = item.partition("=")
+            if not sep:
+                raise ConfigError(f"--input {item!r}: expected ARTIFACT=PATH", "e.g. --input student_fp32.onnx=my.onnx")
+            pairs[artifact] = Path(path)
+        run = run_pipeline(config, cache_dir, name, force=force, provided=pairs, progress=_progress)
+        outputs = run.steps[-1].outputs
+        _emit({"stage": name, "outputs": outputs, "steps": [dataclasses.asdict(s) for s in run.steps]}, as_json,
+              "\n".join(f"{artifact}: {path}" for artifact, path in outputs.items()))
+
+    command.__doc__ = doc + " Earlier stages run as needed, from the cache when unchanged."
+    return click.command(name)(command)
+
+
+STAGE_DOCS = {
+    "data": "Load, check and split the dataset.",
+    "teacher": "Load the user's teacher or train the built-in one.",
+    "distill": "Train the student on the teacher's soft targets and the labels.",
+    "export": "Export teacher and student to ONNX and check parity with PyTorch.",
+    "simplify": "Simplify the student with onnxsim, checked on real samples.",
+    "quantize": "Quantize the student to static int8, calibrated on training samples.",
+    "benchmark": "Measure accuracy and latency of teacher, fp32 student and int8 student.",
+    "package": "Assemble model.onnx, manifest.json and README.md (in the cache; `build` publishes them).",
+}
+for _name, _doc in STAGE_DOCS.items():
+    main.add_command(_stage_command(_name, _doc))
+
+
+@main.group(invoke_without_command=True)
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+@click.pass_context
+def profiles(ctx: click.Context, as_json: bool) -> None:
+    """List the shipped device profiles."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from edge_distill.config import load_config
+    from edge_distill.profiles import list_profiles
+
+    rows = {name: load_config(name).device.description for name in list_profiles()}
+    _emit(rows, as_json, "\n".join(f"{name:<15} {description}" for name, description in rows.items()))
+
+
+@profiles.command("show")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+def profiles_show(name: str, as_json: bool) -> None:
+    """Print a profile's resolved values (a shipped name or a .toml file)."""
+    from edge_distill.config import PROFILE_SECTIONS, load_config
+
+    resolved = load_config(name).to_dict()
+    shown = {"name": resolved["profile"], **{section: resolved[section] for section in PROFILE_SECTIONS}}
+    lines = [f"profile: {shown['name']}"]
+    for section in PROFILE_SECTIONS:
+        lines.append(f"[{section}]")
+        lines += [f"  {key} = {json.dumps(value)}" for key, value in shown[section].items()]
+    _emit(shown, as_json, "\n".join(lines))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,267 @@
+"""Typed build configuration: defaults < device profile < config file < --set overrides.
+
+Every key is validated against the dataclasses below; an error names the key, the file (or
+`--set`) it came from, what was expected, and the closest valid key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edge_distill.errors import ConfigError, did_you_mean
+from edge_distill.profiles import profile_path
+
+
+def _choice(default: str, *choices: str) -> Any:
+    return field(default=default, metadata={"choices": choices})
+
+
+def _at_least(default: float, minimum: float) -> Any:
+    return field(default=default, metadata={"min": minimum})
+
+
+def _between(default: float, low: float, high: float) -> Any:
+    return field(default=default, metadata={"min": low, "max": high})
+
+
+@dataclass(frozen=True)
+class DeviceConfig:
+    """The target device. Figures are measured on the host unless its arch matches."""
+
+    name: str = "host"
+    description: str = ""
+    arch: str = _choice("x86_64", "x86_64", "aarch64")
+    cpu: str = ""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where samples come from and how they are split."""
+
+    source: str = "digits"  # "digits" (embedded) or a path: an image folder or an .npz file
+    val_fraction: float = _between(0.15, 0.05, 0.5)
+    test_fraction: float = _between(0.2, 0.05, 0.5)
+    color_mode: str = _choice("grayscale", "grayscale", "rgb")  # image folders only
+    image_size: list[int] = field(default_factory=list)  # [H, W] for image folders; [] keeps size
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    """The user's teacher (factory + checkpoint) or the built-in ConvNet trained here."""
+
+    factory: str = ""  # "package.module:function" returning an nn.Module; "" = built-in
+    checkpoint: str = ""  # state_dict file, loaded with weights_only=True
+    width: int = _at_least(64, 1)
+    depth: int = _between(3, 1, 4)
+    epochs: int = _at_least(30, 1)
+    batch_size: int = _at_least(64, 1)
+    lr: float = _at_least(2e-3, 0.0)
+
+
+@dataclass(frozen=True)
+class StudentConfig:
+    """The student: the built-in ConvNet sized by width/depth, or the user's factory."""
+
+    factory: str = ""
+    width: int = _at_least(16, 1)
+    depth: int = _between(2, 1, 4)
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """Hinton KD: alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE(student, y)."""
+
+    temperature: float = _at_least(4.0, 1e-3)
+    alpha: float = _between(0.9, 0.0, 1.0)
+    epochs: int = _at_least(80, 1)
+    batch_size: int = _at_least(64, 1)
+    lr: float = _at_least(5e-3, 0.0)
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    opset: int = _between(18, 13, 23)  # 18: the torch.onnx (dynamo) exporter's native opset
+    parity_rtol: float = _at_least(1e-3, 0.0)
+    parity_atol: float = _at_least(1e-4, 0.0)
+    parity_samples: int = _at_least(64, 1)
+
+
+@dataclass(frozen=True)
+class SimplifyConfig:
+    enabled: bool = True  # false is an explicit opt-out, recorded in the manifest
+
+
+@dataclass(frozen=True)
+class QuantizeConfig:
+    format: str = _choice("QDQ", "QDQ", "QOperator")
+    per_channel: bool = True
+    activation_type: str = _choice("QUInt8", "QUInt8", "QInt8")
+    weight_type: str = _choice("QInt8", "QInt8", "QUInt8")
+    calibrate_method: str = _choice("MinMax", "MinMax", "Entropy", "Percentile")
+    calibration_samples: int = _at_least(256, 1)
+    reduce_range: bool = False  # 7-bit weights, for x86 CPUs without VNNI
+
+
+@dataclass(frozen=True)
+class BenchmarkConfig:
+    providers: list[str] = field(default_factory=lambda: ["CPUExecutionProvider"])
+    threads: int = _at_least(1, 1)
+    batch_size: int = _at_least(1, 1)
+    warmup_runs: int = _at_least(20, 0)
+    timed_runs: int = _at_least(300, 1)
+    cold_start_runs: int = _at_least(3, 1)
+
+
+@dataclass(frozen=True)
+class BudgetConfig:
+    """Device budgets; 0 means no budget. Recorded next to the measured figures."""
+
+    max_latency_ms: float = _at_least(0.0, 0.0)
+    max_size_bytes: int = _at_least(0, 0)
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    seed: int = 0
+    device: DeviceConfig = field(default_factory=DeviceConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    student: StudentConfig = field(default_factory=StudentConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    simplify: SimplifyConfig = field(default_factory=SimplifyConfig)
+    quantize: QuantizeConfig = field(default_factory=QuantizeConfig)
+    benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
+    profile: str = ""  # the resolved profile's name, set by load_config
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# A profile names what a device needs; how to train belongs in a config file.
+PROFILE_SECTIONS = ("device", "export", "quantize", "benchmark", "budget")
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """Parse a TOML file, turning every failure into a ConfigError naming the file."""
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found", "check the path") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML ({e})", "fix the syntax") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read ({e.strerror})") from None
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`section.key=value` -> (["section", "key"], value); value parsed as TOML, else a string."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {text!r}: expected section.key=value", "e.g. --set quantize.per_channel=false")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return key.strip().split("."), value
+
+
+def load_config(
+    profile: str | None = None, config_file: Path | None = None, overrides: list[str] | tuple = ()
+) -> BuildConfig:
+    """Resolve a profile (shipped name or .toml path), a config file and overrides into a BuildConfig."""
+    merged: dict[str, Any] = {}
+    origins: dict[str, str] = {}
+    if profile:
+        profile_name, path = profile_path(profile)
+        profile_origin = str(path)
+        raw_profile = read_toml(path)
+        for section in raw_profile:
+            if section not in PROFILE_SECTIONS:
+                hint = f"a profile holds only [{'], ['.join(PROFILE_SECTIONS)}]; put training settings in --config"
+                raise ConfigError(f"{profile_origin}: section '{section}' does not belong in a device profile", hint)
+        _merge(merged, raw_profile, profile_origin, origins, [])
+        merged["profile"] = profile_name
+    if config_file is not None:
+        _merge(merged, read_toml(config_file), str(config_file), origins, [])
+    for text in overrides:
+        path, value = parse_override(text)
+        nested: dict[str, Any] = value
+        for part in reversed(path):
+            nested = {part: nested}
+        _merge(merged, nested, f"--set {text}", origins, [])
+    return _build(BuildConfig, merged, origins, [])
+
+
+def _merge(into: dict, new: dict, origin: str, origins: dict[str, str], prefix: list[str]) -> None:
+    for key, value in new.items():
+        path = prefix + [key]
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value, origin, origins, path)
+        else:
+            into[key] = value
+        _record_origin(origins, path, value, origin)
+
+
+def _record_origin(origins: dict[str, str], path: list[str], value: Any, origin: str) -> None:
+    origins[".".join(path)] = origin
+    if isinstance(value, dict):
+        for key, sub in value.items():
+            _record_origin(origins, path + [key], sub, origin)
+
+
+def _build(cls: type, raw: dict[str, Any], origins: dict[str, str], prefix: list[str]) -> Any:
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for key, value in raw.items():
+        path = prefix + [key]
+        dotted = ".".join(path)
+        if key not in fields:
+            where = origins.get(dotted, "config")
+            kind = "section" if not prefix else "key"
+            raise ConfigError(f"{where}: unknown {kind} '{dotted}'", did_you_mean(key, fields))
+        expected = hints[key]
+        if dataclasses.is_dataclass(expected):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{origins.get(dotted, 'config')}: '{dotted}' must be a table [{dotted}]")
+            values[key] = _build(expected, value, origins, path)
+        else:
+            values[key] = _check_value(dotted, value, expected, fields[key].metadata, origins)
+    return cls(**values)
+
+
+def _check_value(dotted: str, value: Any, expected: Any, meta: Any, origins: dict[str, str]) -> Any:
+    where = origins.get(dotted, "config")
+    origin = typing.get_origin(expected)
+    if origin is list:
+        (item_type,) = typing.get_args(expected)
+        if not isinstance(value, list) or not all(_is_type(v, item_type) for v in value):
+            raise ConfigError(f"{where}: '{dotted}' must be a list of {item_type.__name__}, got {value!r}")
+        return list(value)
+    if not _is_type(value, expected):
+        raise ConfigError(f"{where}: '{dotted}' must be {expected.__name__}, got {value!r}")
+    if expected is float:
+        value = float(value)
+    if "choices" in meta and value not in meta["choices"]:
+        raise ConfigError(f"{where}: '{dotted}' = {value!r} is not valid", did_you_mean(str(value), meta["choices"]))
+    if "min" in meta and value < meta["min"]:
+        raise ConfigError(f"{where}: '{dotted}' = {value!r} is below the minimum {meta['min']}")
+    if "max" in meta and value > meta["max"]:
+        raise ConfigError(f"{where}: '{dotted}' = {value!r} is above the maximum {meta['max']}")
+    return value
+
+
+def _is_type(value: Any, expected: type) -> bool:
+    if expected is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if expected is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, expected)

@@ -1,0 +1,214 @@
+"""Dataset sources: the embedded digits default, an image folder, or an .npz with x/y.
+
+Every source ends as the same `Dataset`: float32 NCHW arrays already preprocessed, a seeded
+stratified train/val/test split, class labels, and the preprocessing recipe an app must repeat.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_distill.config import DataConfig
+from edge_distill.errors import DataError, InputFileError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class Dataset:
+    x: dict[str, np.ndarray]  # split -> (N, C, H, W) float32, preprocessed
+    y: dict[str, np.ndarray]  # split -> (N,) int64
+    labels: list[str]
+    preprocessing: dict[str, Any]  # layout, pixel_scale, mean, std, color_mode
+    source: str
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.labels)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """(C, H, W) of one sample."""
+        return tuple(self.x["train"].shape[1:])
+
+    def save(self, path: Path) -> None:
+        arrays = {f"x_{s}": self.x[s] for s in SPLITS} | {f"y_{s}": self.y[s] for s in SPLITS}
+        meta = {"labels": self.labels, "preprocessing": self.preprocessing, "source": self.source}
+        np.savez(path, meta=np.array(json.dumps(meta)), **arrays)
+
+    @classmethod
+    def load(cls, path: Path) -> "Dataset":
+        with np.load(path) as f:
+            meta = json.loads(str(f["meta"]))
+            return cls(
+                x={s: f[f"x_{s}"] for s in SPLITS},
+                y={s: f[f"y_{s}"] for s in SPLITS},
+                labels=meta["labels"],
+                preprocessing=meta["preprocessing"],
+                source=meta["source"],
+            )
+
+
+def source_path(cfg: DataConfig) -> Path | None:
+    """The user's file or folder behind the data config, or None for the embedded default."""
+    return None if cfg.source == "digits" else Path(cfg.source)
+
+
+def load_dataset(cfg: DataConfig, seed: int) -> Dataset:
+    """Read the configured source, check it, split it (seeded, stratified) and normalize it."""
+    path = source_path(cfg)
+    if path is None:
+        raw, labels, pixel_scale = _read_digits()
+        color_mode = "grayscale"
+    elif not path.exists():
+        raise InputFileError(f"data.source: {path} does not exist", "give an image folder, an .npz, or 'digits'")
+    elif path.is_dir():
+        raw, labels, pixel_scale = _read_image_folder(path, cfg)
+        color_mode = cfg.color_mode
+    elif path.suffix == ".npz":
+        raw, labels, pixel_scale = _read_npz(path)
+        color_mode = "grayscale" if raw[0].shape[1] == 1 else "rgb"
+    else:
+        raise InputFileError(
+            f"data.source: {path} is neither a folder nor an .npz file",
+            "give a folder with one subfolder of images per class, or an .npz with x and y arrays",
+        )
+    x, y = raw
+    where = cfg.source
+    _check_samples(x, y, labels, where)
+    x_split, y_split = _split(x, y, cfg, seed, where)
+
+    # Per-channel statistics of the training split only, so val/test stay unseen.
+    train = x_split["train"] * pixel_scale
+    mean = train.mean(axis=(0, 2, 3))
+    std = train.std(axis=(0, 2, 3)) + 1e-6
+    x_norm = {
+        s: ((x_split[s] * pixel_scale - mean[None, :, None, None]) / std[None, :, None, None]).astype(np.float32)
+        for s in SPLITS
+    }
+    preprocessing = {
+        "layout": "NCHW",
+        "color_mode": color_mode,
+        "pixel_scale": pixel_scale,
+        "mean": [round(float(m), 6) for m in mean],
+        "std": [round(float(s), 6) for s in std],
+        "formula": "x = (pixel * pixel_scale - mean[c]) / std[c]",
+    }
+    return Dataset(x=x_norm, y=y_split, labels=labels, preprocessing=preprocessing, source=where)
+
+
+def _read_digits() -> tuple[tuple[np.ndarray, np.ndarray], list[str], float]:
+    # scikit-learn ships the UCI digits inside the package (sklearn/datasets/data): no download.
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = digits.images.astype(np.float32)[:, None]  # (N, 1, 8, 8), pixel values 0..16
+    return (x, digits.target.astype(np.int64)), [str(c) for c in digits.target_names], 1.0 / 16.0
+
+
+def _read_npz(path: Path) -> tuple[tuple[np.ndarray, np.ndarray], list[str], float]:
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            missing = {"x", "y"} - set(f.files)
+            if missing:
+                raise DataError(
+                    f"{path}: missing array(s) {', '.join(sorted(missing))} (found {', '.join(f.files) or 'none'})",
+                    "save with np.savez(path, x=images, y=labels)",
+                )
+            x, y = f["x"], f["y"]
+            labels = [str(v) for v in f["labels"]] if "labels" in f.files else None
+    except DataError:
+        raise
+    except Exception as e:  # zipfile/pickle/format errors all mean "not a usable npz"
+        raise DataError(f"{path}: not a readable .npz file ({e})", "save it with numpy.savez") from None
+    if x.ndim == 3:
+        x = x[:, None]  # (N, H, W) -> (N, 1, H, W)
+    if x.ndim != 4:
+        raise DataError(f"{path}: x must be (N, H, W) or (N, C, H, W), got shape {x.shape}")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise DataError(f"{path}: y must hold integer class ids, got dtype {y.dtype}")
+    pixel_scale = 1.0 / 255.0 if x.dtype == np.uint8 else 1.0
+    y = y.astype(np.int64)
+    if labels is None:
+        labels = [str(i) for i in range(int(y.max()) + 1 if y.size else 0)]
+    return (x.astype(np.float32), y), labels, pixel_scale
+
+
+def _read_image_folder(path: Path, cfg: DataConfig) -> tuple[tuple[np.ndarray, np.ndarray], list[str], float]:
+    from PIL import Image, UnidentifiedImageError
+
+    classes = sorted(p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise DataError(f"{path}: no class subfolders", "put the images of each class in their own subfolder")
+    mode = "L" if cfg.color_mode == "grayscale" else "RGB"
+    size = tuple(cfg.image_size)
+    if size and len(size) != 2:
+        raise DataError(f"data.image_size must be [height, width], got {list(size)}")
+    images, targets = [], []
+    for class_id, name in enumerate(classes):
+        for file in sorted((path / name).iterdir()):
+            if file.suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            try:
+                with Image.open(file) as img:
+                    img = img.convert(mode)
+                    if size:
+                        img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+                    array = np.asarray(img, dtype=np.float32)
+            except (UnidentifiedImageError, OSError) as e:
+                raise DataError(f"{file}: cannot read image ({e})", "remove or replace the file") from None
+            if images and array.shape != images[0].shape:
+                raise DataError(
+                    f"{file}: size {array.shape[:2]} differs from {images[0].shape[:2]} of the first image",
+                    "set data.image_size = [height, width] to resize every image",
+                )
+            images.append(array)
+            targets.append(class_id)
+    if not images:
+        raise DataError(f"{path}: no PNG or JPEG images in the class folders")
+    x = np.stack(images)
+    x = x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2)  # -> (N, C, H, W)
+    return (x, np.asarray(targets, dtype=np.int64)), classes, 1.0 / 255.0
+
+
+def _check_samples(x: np.ndarray, y: np.ndarray, labels: list[str], where: str) -> None:
+    if len(x) == 0:
+        raise DataError(f"{where}: the dataset is empty")
+    if len(x) != len(y):
+        raise DataError(f"{where}: {len(x)} samples in x but {len(y)} labels in y")
+    if not np.isfinite(x).all():
+        bad = int((~np.isfinite(x)).any(axis=tuple(range(1, x.ndim))).sum())
+        raise DataError(f"{where}: {bad} sample(s) contain NaN or inf", "clean or drop those samples")
+    if y.min() < 0 or y.max() >= len(labels):
+        raise DataError(f"{where}: class ids must lie in 0..{len(labels) - 1}, found {y.min()}..{y.max()}")
+    if len(np.unique(y)) < 2:
+        raise DataError(f"{where}: needs at least 2 classes, found {len(np.unique(y))}")
+
+
+def _split(x: np.ndarray, y: np.ndarray, cfg: DataConfig, seed: int, where: str):
+    from sklearn.model_selection import train_test_split
+
+    counts = np.bincount(y)
+    if counts[counts > 0].min() < 3:
+        raise DataError(
+            f"{where}: every class needs at least 3 samples for a train/val/test split; "
+            f"class '{int(np.argmin(np.where(counts > 0, counts, np.inf)))}' has {counts[counts > 0].min()}",
+            "add samples or drop that class",
+        )
+    try:
+        x_rest, x_test, y_rest, y_test = train_test_split(
+            x, y, test_size=cfg.test_fraction, random_state=seed, stratify=y
+        )
+        val_share = cfg.val_fraction / (1.0 - cfg.test_fraction)
+        x_train, x_val, y_train, y_val = train_test_split(
+            x_rest, y_rest, test_size=val_share, random_state=seed, stratify=y_rest
+        )
+    except ValueError as e:  # too few samples for the requested fractions
+        raise DataError(f"{where}: cannot split {len(x)} samples ({e})", "add samples or change data.*_fraction") from None
+    return {"train": x_train, "val": x_val, "test": x_test}, {"train": y_train, "val": y_val, "test": y_test}

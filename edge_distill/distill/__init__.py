@@ -1,0 +1,1 @@
+"""Knowledge distillation: losses (pure functions on tensors) and the training loop."""

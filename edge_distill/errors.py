@@ -1,0 +1,82 @@
+"""Typed errors. Library code raises these; the CLI renders them once as `Error:` / `Hint:`."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class EdgeDistillError(Exception):
+    """A failure the user can act on: a one-line message, a hint and an exit code."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+class ConfigError(EdgeDistillError):
+    """A config or profile file, key or value is wrong."""
+
+    exit_code = 2
+
+
+class ProfileNotFoundError(ConfigError):
+    """No shipped profile and no file has the given name."""
+
+
+class InputFileError(EdgeDistillError):
+    """A file the user named is missing, unreadable or not what it should be."""
+
+    exit_code = 3
+
+
+class DataError(InputFileError):
+    """The dataset is empty, malformed or holds NaN/inf."""
+
+
+class ModelError(EdgeDistillError):
+    """A teacher or student cannot be built, loaded or does not fit the data."""
+
+    exit_code = 4
+
+
+class ExportParityError(EdgeDistillError):
+    """ONNX Runtime outputs differ from the reference beyond tolerance."""
+
+    exit_code = 5
+
+
+class SimplifyError(EdgeDistillError):
+    """onnxsim failed or changed the model's outputs."""
+
+    exit_code = 5
+
+
+class QuantizeError(EdgeDistillError):
+    """Static quantization failed."""
+
+    exit_code = 5
+
+
+class ProviderUnavailableError(EdgeDistillError):
+    """The profile asks for an execution provider this onnxruntime does not have."""
+
+    exit_code = 6
+
+
+def closest(name: str, choices: Iterable[str]) -> str | None:
+    """The choice closest to `name`, for 'did you mean' hints."""
+    matches = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.5)
+    return matches[0] if matches else None
+
+
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """A hint sentence naming the closest choice, else listing them all."""
+    choices = sorted(choices)
+    match = closest(name, choices)
+    if match:
+        return f"did you mean '{match}'? Valid: {', '.join(choices)}"
+    return f"valid: {', '.join(choices)}"

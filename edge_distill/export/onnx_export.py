@@ -1,0 +1,69 @@
+"""torch.onnx.export with the torch.export-based (dynamo) exporter.
+
+Why this exporter: it is the default and the maintained path in torch >= 2.9; the TorchScript
+path (dynamo=False) is deprecated. It needs the onnxscript package, which we depend on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from edge_distill.errors import ModelError
+from edge_distill.export.onnx_io import compare_outputs, load_onnx, run_onnx
+
+INPUT_NAME = "input"
+OUTPUT_NAME = "logits"
+
+
+def export_onnx(model: nn.Module, sample: np.ndarray, path: Path, opset: int) -> None:
+    """Export with a dynamic batch axis; the exporter's chatter is kept out of the user's terminal."""
+    model.eval()
+    example = torch.from_numpy(sample[:2] if len(sample) >= 2 else np.repeat(sample, 2, axis=0))
+    chatter = io.StringIO()
+    torch_onnx_log = logging.getLogger("torch.onnx")
+    level = torch_onnx_log.level
+    torch_onnx_log.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(
+                model,
+                (example,),
+                dynamo=True,
+                opset_version=opset,
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                dynamic_shapes=({0: torch.export.Dim("batch")},),
+                verbose=False,
+            )
+            program.save(str(path))
+    except Exception as e:
+        raise ModelError(
+            f"torch.onnx.export failed for {type(model).__name__}: {type(e).__name__}: {str(e).splitlines()[0][:300]}",
+            "the model must be traceable by torch.export (no data-dependent Python control flow)",
+        ) from e
+    finally:
+        torch_onnx_log.setLevel(level)
+    exported = load_onnx(path)
+    actual = next(op.version for op in exported.opset_import if op.domain in ("", "ai.onnx"))
+    if actual != opset:
+        raise ModelError(
+            f"export.opset = {opset} was asked, but the exporter could only produce opset {actual}",
+            f"set export.opset = {actual}, or check that the device's onnxruntime supports it",
+        )
+
+
+@torch.no_grad()
+def check_export_parity(model: nn.Module, path: Path, x: np.ndarray, atol: float, rtol: float) -> dict[str, float]:
+    """ONNX Runtime vs PyTorch on real samples -> max abs diff per output."""
+    model.eval()
+    reference = {OUTPUT_NAME: model(torch.from_numpy(x)).numpy().astype(np.float64)}
+    return compare_outputs(reference, run_onnx(path, x), atol, rtol, f"export parity of {path.name}")

@@ -1,0 +1,54 @@
+"""Loading, running and comparing ONNX models with ONNX Runtime."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from edge_distill.errors import ExportParityError, InputFileError
+
+
+def load_onnx(path: Path) -> onnx.ModelProto:
+    """Load and check an ONNX model; any failure names the file."""
+    if not path.is_file():
+        raise InputFileError(f"{path}: file not found", "check the path")
+    try:
+        model = onnx.load(str(path))
+        onnx.checker.check_model(model)
+    except Exception as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise InputFileError(f"{path}: not a valid ONNX model ({reason[:200]})", "re-export it with torch.onnx.export") from None
+    return model
+
+
+def run_onnx(path: Path, x: np.ndarray, batch_size: int = 256) -> dict[str, np.ndarray]:
+    """All outputs of a single-input model on `x`, batched, on the CPU provider."""
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    input_name = session.get_inputs()[0].name
+    names = [o.name for o in session.get_outputs()]
+    parts = [session.run(names, {input_name: x[i : i + batch_size]}) for i in range(0, len(x), batch_size)]
+    return {name: np.concatenate([p[k] for p in parts]) for k, name in enumerate(names)}
+
+
+def compare_outputs(
+    reference: dict[str, np.ndarray], actual: dict[str, np.ndarray], atol: float, rtol: float, what: str
+) -> dict[str, float]:
+    """Max abs diff per output; raise naming every output outside atol + rtol * |reference|."""
+    diffs, failing = {}, []
+    for name, ref in reference.items():
+        if name not in actual or actual[name].shape != ref.shape:
+            got = actual[name].shape if name in actual else "missing"
+            raise ExportParityError(f"{what}: output '{name}' has shape {got}, expected {ref.shape}")
+        diff = np.abs(actual[name].astype(np.float64) - ref)
+        diffs[name] = float(diff.max())
+        if (diff > atol + rtol * np.abs(ref)).any():
+            failing.append(f"'{name}' max abs diff {diffs[name]:.3g}")
+    if failing:
+        raise ExportParityError(
+            f"{what}: outputs differ beyond atol={atol:g}, rtol={rtol:g}: {'; '.join(failing)}",
+            "check the model for train-only behaviour (dropout, batch-norm in train mode) or raise export.parity_atol",
+        )
+    return diffs

@@ -1,0 +1,135 @@
+"""Model families: the built-in ConvNet (teacher and student sizes) and users' factories."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from edge_distill.errors import InputFileError, ModelError
+
+
+class ConvNet(nn.Module):
+    """VGG-style blocks (conv-bn-relu x2, max-pool) and a global-pool linear head.
+
+    `width` sets the first block's channels; each further block doubles them. One family serves
+    both roles: the default teacher is width 64 / depth 3, the default student width 16 / depth 2.
+    """
+
+    def __init__(self, input_shape: tuple[int, int, int], num_classes: int, width: int, depth: int):
+        super().__init__()
+        in_channels, height, width_px = input_shape
+        layers: list[nn.Module] = []
+        channels = in_channels
+        for i in range(depth):
+            out = width * 2**i
+            layers += [
+                nn.Conv2d(channels, out, 3, padding=1, bias=False),
+                nn.BatchNorm2d(out),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(out, out, 3, padding=1, bias=False),
+                nn.BatchNorm2d(out),
+                nn.ReLU(inplace=True),
+            ]
+            if min(height, width_px) >= 2:  # pool while there is something left to pool
+                layers.append(nn.MaxPool2d(2))
+                height, width_px = height // 2, width_px // 2
+            channels = out
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, num_classes)
+        return self.head(self.features(x))
+
+
+def build_model(
+    factory: str, input_shape: tuple[int, int, int], num_classes: int, width: int, depth: int, role: str
+) -> nn.Module:
+    """The user's factory ("package.module:function") if given, else the built-in ConvNet.
+
+    A factory is called with whichever of `num_classes` and `input_shape` it accepts.
+    """
+    if not factory:
+        return ConvNet(input_shape, num_classes, width, depth)
+    fn = import_factory(factory, role)
+    accepted = inspect.signature(fn).parameters
+    kwargs = {k: v for k, v in {"num_classes": num_classes, "input_shape": input_shape}.items() if k in accepted}
+    try:
+        model = fn(**kwargs)
+    except Exception as e:
+        raise ModelError(f"{role}.factory '{factory}' raised {type(e).__name__}: {e}") from e
+    if not isinstance(model, nn.Module):
+        raise ModelError(f"{role}.factory '{factory}' returned {type(model).__name__}, expected a torch.nn.Module")
+    return model
+
+
+def import_factory(spec: str, role: str):
+    """Resolve "package.module:function"; the working directory is importable, as for `python -m`."""
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise ModelError(f"{role}.factory '{spec}' is not of the form 'package.module:function'")
+    if "" not in sys.path and str(Path.cwd()) not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise ModelError(f"{role}.factory: cannot import module '{module_name}' ({e})", "check the name and PYTHONPATH") from None
+    fn = getattr(module, attr, None)
+    if not callable(fn):
+        raise ModelError(f"{role}.factory: '{module_name}' has no callable '{attr}'")
+    return fn
+
+
+def factory_source(spec: str) -> Path | None:
+    """The source file behind a factory, so a change to the user's code invalidates the cache."""
+    if not spec:
+        return None
+    fn = import_factory(spec, "factory")
+    source = inspect.getsourcefile(fn)
+    return Path(source) if source else None
+
+
+def load_checkpoint(model: nn.Module, path: Path, role: str) -> None:
+    """Load a state_dict (or {"state_dict": ...}) with weights_only=True: no pickled code runs."""
+    if not path.is_file():
+        raise InputFileError(f"{role}.checkpoint: {path} not found", "check the path")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise InputFileError(
+            f"{path}: not a loadable PyTorch checkpoint ({type(e).__name__})",
+            "save it with torch.save(model.state_dict(), path)",
+        ) from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise InputFileError(f"{path}: holds a {type(state).__name__}, expected a state_dict")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[1].strip() if "\n" in str(e) else str(e)
+        raise ModelError(f"{path}: does not match the {role} model: {first}", "check the factory and checkpoint pair") from None
+
+
+def check_output_size(model: nn.Module, input_shape: tuple[int, ...], num_classes: int, role: str) -> None:
+    """A model must map (1, *input_shape) to (1, num_classes) logits."""
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(torch.zeros(1, *input_shape))
+    except Exception as e:
+        raise ModelError(f"{role} cannot run on inputs of shape {(1, *input_shape)}: {type(e).__name__}: {e}") from None
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (1, num_classes):
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ModelError(
+            f"{role} outputs {shape} but the data has {num_classes} classes (expected (1, {num_classes}))",
+            "make the model's last layer produce one logit per class",
+        )
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,151 @@
+"""The runner: plans the stages a target needs, restores cache hits, runs misses, publishes the bundle."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edge_distill.config import BuildConfig
+from edge_distill.errors import ConfigError, InputFileError, did_you_mean
+from edge_distill.pipeline.cache import StageCache, hash_path, library_versions
+from edge_distill.pipeline.stage import Progress
+from edge_distill.pipeline.stages import STAGE_NAMES, STAGES, BenchmarkStage, PackageStage
+
+ARTIFACTS = tuple(name for stage in STAGES for name in stage.outputs)
+
+
+@dataclass
+class StepRecord:
+    stage: str
+    key: str
+    cached: bool
+    seconds: float
+    outputs: dict[str, str]
+
+
+@dataclass
+class PipelineRun:
+    artifacts: dict[str, Path] = field(default_factory=dict)
+    steps: list[StepRecord] = field(default_factory=list)
+
+
+def plan(target: str, provided: set[str]) -> list[type]:
+    """The stages needed for `target`, in build order, skipping what the user provided."""
+    if target not in STAGE_NAMES:
+        raise ConfigError(f"unknown stage '{target}'", did_you_mean(target, STAGE_NAMES))
+    producer = {name: stage for stage in STAGES for name in stage.outputs}
+    needed: set[type] = set()
+
+    def need(stage: type) -> None:
+        if stage not in needed:
+            needed.add(stage)
+            for name in stage.inputs:
+                if name not in provided:
+                    need(producer[name])
+
+    need(next(s for s in STAGES if s.name == target))
+    return [s for s in STAGES if s in needed]
+
+
+def run_pipeline(
+    config: BuildConfig,
+    cache_dir: Path,
+    target: str = "package",
+    force: bool = False,
+    provided: dict[str, Path] | None = None,
+    progress: Progress = lambda _: None,
+) -> PipelineRun:
+    """Run the stages `target` needs. `provided` maps artifact names to the user's own files."""
+    provided = dict(provided or {})
+    for name, path in provided.items():
+        if name not in ARTIFACTS:
+            raise ConfigError(f"--input {name}: no stage consumes an artifact of that name", did_you_mean(name, ARTIFACTS))
+        if not path.is_file():
+            raise InputFileError(f"--input {name}: {path} not found", "check the path")
+    stages = plan(target, set(provided))
+    if BenchmarkStage in stages:
+        from edge_distill.benchmarks.harness import check_providers
+
+        check_providers(config.benchmark.providers)
+    cache = StageCache(cache_dir)
+    libraries = library_versions()
+    hashes: dict[Path, str] = {}
+    run = PipelineRun(artifacts=provided)
+
+    def digest(path: Path) -> str:
+        if path not in hashes:
+            hashes[path] = hash_path(path)
+        return hashes[path]
+
+    for index, stage_cls in enumerate(stages, 1):
+        stage = stage_cls(config)
+        started = time.perf_counter()
+        inputs = {name: run.artifacts[name] for name in stage.inputs}
+        external = dict(stage.external_files())
+        for key, path in external.items():
+            if not path.exists():
+                raise InputFileError(f"{key}: {path} not found", "check the path in your config")
+        description = {
+            "stage": stage.name,
+            "version": stage.version,
+            "params": stage.params(),
+            "inputs": {name: digest(path) for name, path in inputs.items()},
+            "external": {name: digest(path) for name, path in external.items()},
+            "libraries": libraries,
+        }
+        key = cache.key(description)
+        entry = None if force else cache.lookup(stage.name, key, stage.outputs)
+        prefix = f"[{index}/{len(stages)}] {stage.name}"
+        cached = entry is not None
+        if cached:
+            progress(f"{prefix}: cached")
+        else:
+            progress(f"{prefix}: running")
+            staged = cache.staging(stage.name)
+            try:
+                stage.run(inputs, staged, progress)
+                missing = [name for name in stage.outputs if not (staged / name).is_file()]
+                if missing:
+                    raise RuntimeError(f"stage {stage.name} did not write {', '.join(missing)}")
+                entry = cache.commit(stage.name, key, staged, description)
+            finally:
+                shutil.rmtree(staged, ignore_errors=True)
+        outputs = {name: entry / name for name in stage.outputs}
+        run.artifacts.update(outputs)
+        run.steps.append(StepRecord(stage.name, key, cached, time.perf_counter() - started,
+                                    {k: str(v) for k, v in outputs.items()}))
+    return run
+
+
+def publish(files: dict[str, Path], out: Path) -> None:
+    """Copy `files` into `out` so that it appears whole or not at all (temp folder, then rename)."""
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "manifest.json").is_file())):
+        raise InputFileError(f"--out {out}: exists and is not an edge-distill bundle", "choose another --out or remove it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staged = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    staged.chmod(0o755)  # mkdtemp makes it private; a bundle is meant to be shared
+    try:
+        for name, source in files.items():
+            shutil.copyfile(source, staged / name)
+        if out.exists():
+            retired = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            out.rename(retired / out.name)
+            staged.rename(out)
+            shutil.rmtree(retired)
+        else:
+            staged.rename(out)
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
+
+
+def build(
+    config: BuildConfig, out: Path, cache_dir: Path, force: bool = False, progress: Progress = lambda _: None
+) -> PipelineRun:
+    """The whole chain, then the bundle published at `out`."""
+    run = run_pipeline(config, cache_dir, PackageStage.name, force=force, progress=progress)
+    publish({name: run.artifacts[name] for name in PackageStage.outputs}, out)
+    progress(f"bundle written to {out}")
+    return run

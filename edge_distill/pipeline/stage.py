@@ -1,0 +1,25 @@
+"""The stage protocol: a small unit with declared inputs, outputs and the config that affects them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+Progress = Callable[[str], None]
+
+
+class Stage(Protocol):
+    name: ClassVar[str]  # "quantize"
+    version: ClassVar[int]  # bump when output semantics change: invalidates cached results
+    inputs: ClassVar[tuple[str, ...]]  # artifact file names produced by earlier stages
+    outputs: ClassVar[tuple[str, ...]]  # file names this stage writes into `out`
+
+    def params(self) -> Mapping[str, Any]:
+        """The config slice that affects the outputs (JSON-serializable)."""
+
+    def external_files(self) -> Mapping[str, Path]:
+        """User files outside the pipeline (data, checkpoints, factory sources) that affect the outputs."""
+
+    def run(self, inputs: Mapping[str, Path], out: Path, progress: Progress) -> None:
+        """Read `inputs`, write every name in `outputs` into the directory `out`."""

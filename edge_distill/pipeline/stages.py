@@ -1,0 +1,341 @@
+"""The build's stages, in order. Heavy libraries are imported inside `run`, so planning a build
+and checking its cache (a no-op rebuild) never pays for importing torch."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from edge_distill.config import BuildConfig, StudentConfig, TeacherConfig
+from edge_distill.pipeline.stage import Progress
+
+
+def write_json(path: Path, payload: Any) -> None:
+    path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text())
+
+
+def architecture(cfg: TeacherConfig | StudentConfig) -> dict[str, Any]:
+    """The part of a model config that fixes its architecture (not how it is trained)."""
+    return {"factory": cfg.factory, "width": cfg.width, "depth": cfg.depth}
+
+
+class ConfiguredStage:
+    """Base for stages built from the whole BuildConfig; each picks its slice in `params`."""
+
+    inputs: tuple[str, ...] = ()
+
+    def __init__(self, config: BuildConfig):
+        self.config = config
+
+    def external_files(self) -> Mapping[str, Path]:
+        return {}
+
+
+def _factory_files(*factories: tuple[str, str]) -> dict[str, Path]:
+    from edge_distill.models import factory_source
+
+    files = {}
+    for role, spec in factories:
+        source = factory_source(spec)
+        if source is not None:
+            files[f"{role}.factory"] = source
+    return files
+
+
+def _build_model(config: BuildConfig, role: str, dataset):
+    import torch
+
+    from edge_distill.models import build_model, check_output_size
+
+    cfg = config.teacher if role == "teacher" else config.student
+    torch.manual_seed(config.seed)  # the initial weights depend on the seed alone
+    model = build_model(cfg.factory, dataset.input_shape, dataset.num_classes, cfg.width, cfg.depth, role)
+    check_output_size(model, dataset.input_shape, dataset.num_classes, role)
+    return model
+
+
+def _load_trained(config: BuildConfig, role: str, dataset, weights: Path):
+    import torch
+
+    model = _build_model(config, role, dataset)
+    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    return model.eval()
+
+
+class DataStage(ConfiguredStage):
+    name = "data"
+    version = 1
+    outputs = ("dataset.npz", "dataset.json")
+
+    def params(self):
+        return {"data": dataclasses.asdict(self.config.data), "seed": self.config.seed}
+
+    def external_files(self):
+        from edge_distill.data import source_path
+
+        path = source_path(self.config.data)
+        return {"data.source": path} if path is not None and path.exists() else {}
+
+    def run(self, inputs, out, progress):
+        from edge_distill.data import load_dataset
+
+        progress(f"loading {self.config.data.source}")
+        dataset = load_dataset(self.config.data, self.config.seed)
+        dataset.save(out / "dataset.npz")
+        write_json(
+            out / "dataset.json",
+            {
+                "source": dataset.source,
+                "labels": dataset.labels,
+                "input_shape": list(dataset.input_shape),
+                "preprocessing": dataset.preprocessing,
+                "split_sizes": {split: len(y) for split, y in dataset.y.items()},
+            },
+        )
+
+
+class TeacherStage(ConfiguredStage):
+    name = "teacher"
+    version = 1
+    inputs = ("dataset.npz",)
+    outputs = ("teacher.pt", "teacher.json")
+
+    def params(self):
+        return {"teacher": dataclasses.asdict(self.config.teacher), "seed": self.config.seed}
+
+    def external_files(self):
+        files = _factory_files(("teacher", self.config.teacher.factory))
+        if self.config.teacher.checkpoint:
+            files["teacher.checkpoint"] = Path(self.config.teacher.checkpoint)
+        return files
+
+    def run(self, inputs, out, progress):
+        import torch
+
+        from edge_distill.data import Dataset
+        from edge_distill.distill.trainer import FitSettings, accuracy, fit
+        from edge_distill.models import count_params, load_checkpoint
+
+        cfg = self.config.teacher
+        dataset = Dataset.load(inputs["dataset.npz"])
+        model = _build_model(self.config, "teacher", dataset)
+        report: dict[str, Any] = {"source": cfg.factory or f"built-in ConvNet(width={cfg.width}, depth={cfg.depth})"}
+        if cfg.checkpoint:
+            progress(f"loading teacher weights from {cfg.checkpoint}")
+            load_checkpoint(model, Path(cfg.checkpoint), "teacher")
+            report["trained_here"] = False
+        else:
+            settings = FitSettings(cfg.epochs, cfg.batch_size, cfg.lr, self.config.seed)
+            history = fit(model, dataset.x["train"], dataset.y["train"], dataset.x["val"], dataset.y["val"],
+                          settings, progress=progress, label="teacher")
+            report |= {"trained_here": True, "epochs": cfg.epochs, "best_epoch": history.best_epoch}
+        report |= {
+            "params": count_params(model),
+            "val_accuracy": accuracy(model, dataset.x["val"], dataset.y["val"]),
+            "test_accuracy": accuracy(model, dataset.x["test"], dataset.y["test"]),
+        }
+        torch.save(model.state_dict(), out / "teacher.pt")
+        write_json(out / "teacher.json", report)
+
+
+class DistillStage(ConfiguredStage):
+    name = "distill"
+    version = 1
+    inputs = ("dataset.npz", "teacher.pt")
+    outputs = ("student.pt", "distill.json")
+
+    def params(self):
+        return {
+            "teacher": architecture(self.config.teacher),
+            "student": dataclasses.asdict(self.config.student),
+            "distill": dataclasses.asdict(self.config.distill),
+            "seed": self.config.seed,
+        }
+
+    def external_files(self):
+        return _factory_files(("teacher", self.config.teacher.factory), ("student", self.config.student.factory))
+
+    def run(self, inputs, out, progress):
+        import torch
+
+        from edge_distill.data import Dataset
+        from edge_distill.distill.trainer import FitSettings, accuracy, fit, predict_logits
+        from edge_distill.models import count_params
+
+        cfg = self.config.distill
+        dataset = Dataset.load(inputs["dataset.npz"])
+        teacher = _load_trained(self.config, "teacher", dataset, inputs["teacher.pt"])
+        student = _build_model(self.config, "student", dataset)
+        teacher_logits = predict_logits(teacher, dataset.x["train"])  # (N, K), once: inputs are not augmented
+        settings = FitSettings(cfg.epochs, cfg.batch_size, cfg.lr, self.config.seed, cfg.temperature, cfg.alpha)
+        history = fit(student, dataset.x["train"], dataset.y["train"], dataset.x["val"], dataset.y["val"],
+                      settings, teacher_logits=teacher_logits, progress=progress, label="distill")
+        torch.save(student.state_dict(), out / "student.pt")
+        write_json(
+            out / "distill.json",
+            {
+                "method": "logit KD (Hinton et al. 2015)",
+                "loss": "alpha * T^2 * KL(softmax(t/T) || softmax(s/T)) + (1 - alpha) * CE(s, y)",
+                "temperature": cfg.temperature,
+                "alpha": cfg.alpha,
+                "epochs": cfg.epochs,
+                "best_epoch": history.best_epoch,
+                "teacher_outputs": "computed once and reused every epoch (no augmentation)",
+                "student": self.config.student.factory
+                or f"built-in ConvNet(width={self.config.student.width}, depth={self.config.student.depth})",
+                "params": count_params(student),
+                "val_accuracy": history.best_val_accuracy,
+                "test_accuracy": accuracy(student, dataset.x["test"], dataset.y["test"]),
+            },
+        )
+
+
+class ExportStage(ConfiguredStage):
+    name = "export"
+    version = 1
+    inputs = ("dataset.npz", "teacher.pt", "student.pt")
+    outputs = ("teacher_fp32.onnx", "student_exported.onnx", "export.json")
+
+    def params(self):
+        return {
+            "export": dataclasses.asdict(self.config.export),
+            "teacher": architecture(self.config.teacher),
+            "student": architecture(self.config.student),
+        }
+
+    def external_files(self):
+        return _factory_files(("teacher", self.config.teacher.factory), ("student", self.config.student.factory))
+
+    def run(self, inputs, out, progress):
+        from edge_distill.data import Dataset
+        from edge_distill.export.onnx_export import check_export_parity, export_onnx
+        from edge_distill.models import count_params
+
+        cfg = self.config.export
+        dataset = Dataset.load(inputs["dataset.npz"])
+        samples = dataset.x["val"][: cfg.parity_samples]
+        report: dict[str, Any] = {"exporter": "torch.onnx.export(dynamo=True)", "opset": cfg.opset}
+        for role, weights, target in (
+            ("teacher", "teacher.pt", "teacher_fp32.onnx"),
+            ("student", "student.pt", "student_exported.onnx"),
+        ):
+            progress(f"exporting {role} to ONNX (opset {cfg.opset})")
+            model = _load_trained(self.config, role, dataset, inputs[weights])
+            export_onnx(model, samples, out / target, cfg.opset)
+            diffs = check_export_parity(model, out / target, samples, cfg.parity_atol, cfg.parity_rtol)
+            report[role] = {"params": count_params(model), "parity_max_abs_diff": diffs, "parity_samples": len(samples)}
+        write_json(out / "export.json", report)
+
+
+class SimplifyStage(ConfiguredStage):
+    name = "simplify"
+    version = 1
+    inputs = ("dataset.npz", "student_exported.onnx")
+    outputs = ("student_fp32.onnx", "simplify.json")
+
+    def params(self):
+        export = self.config.export
+        return {"simplify": dataclasses.asdict(self.config.simplify), "atol": export.parity_atol,
+                "rtol": export.parity_rtol, "samples": export.parity_samples}
+
+    def run(self, inputs, out, progress):
+        from edge_distill.data import Dataset
+        from edge_distill.export.simplify import simplify_onnx
+
+        if not self.config.simplify.enabled:
+            progress("simplify skipped: simplify.enabled = false (recorded in the manifest)")
+            shutil.copyfile(inputs["student_exported.onnx"], out / "student_fp32.onnx")
+            write_json(out / "simplify.json", {"enabled": False, "reason": "opted out: simplify.enabled = false"})
+            return
+        progress("simplifying with onnxsim")
+        samples = Dataset.load(inputs["dataset.npz"]).x["val"][: self.config.export.parity_samples]
+        report = simplify_onnx(inputs["student_exported.onnx"], out / "student_fp32.onnx", samples,
+                               self.config.export.parity_atol, self.config.export.parity_rtol)
+        write_json(out / "simplify.json", {"enabled": True, **report})
+
+
+class QuantizeStage(ConfiguredStage):
+    name = "quantize"
+    version = 1
+    inputs = ("dataset.npz", "student_fp32.onnx")
+    outputs = ("student_int8.onnx", "quantize.json")
+
+    def params(self):
+        return {"quantize": dataclasses.asdict(self.config.quantize), "seed": self.config.seed}
+
+    def run(self, inputs, out, progress):
+        import numpy as np
+
+        from edge_distill.data import Dataset
+        from edge_distill.errors import QuantizeError
+        from edge_distill.export.quantize import quantize_static_int8, quantized_node_count
+
+        cfg = self.config.quantize
+        train = Dataset.load(inputs["dataset.npz"]).x["train"]
+        # Real training samples, a seeded random subset so every class is likely represented.
+        picked = np.random.default_rng(self.config.seed).permutation(len(train))[: cfg.calibration_samples]
+        progress(f"calibrating on {len(picked)} training samples ({cfg.calibrate_method}), quantizing to int8 {cfg.format}")
+        report = quantize_static_int8(inputs["student_fp32.onnx"], out / "student_int8.onnx", train[np.sort(picked)], cfg)
+        report["quantized_nodes"] = quantized_node_count(report["op_counts"])
+        if report["quantized_nodes"] == 0:
+            raise QuantizeError("quantization left the model without any int8 node", "check that the model has Conv/Gemm/MatMul layers")
+        write_json(out / "quantize.json", {**dataclasses.asdict(cfg), **report})
+
+
+class BenchmarkStage(ConfiguredStage):
+    name = "benchmark"
+    version = 1
+    inputs = ("dataset.npz", "teacher_fp32.onnx", "student_fp32.onnx", "student_int8.onnx", "export.json")
+    outputs = ("benchmark.json",)
+
+    def params(self):
+        from edge_distill.benchmarks.runner import describe_host
+
+        # The host is part of the key: figures cached on one machine are not this machine's.
+        return {"benchmark": dataclasses.asdict(self.config.benchmark), "device": dataclasses.asdict(self.config.device),
+                "host": describe_host()}
+
+    def run(self, inputs, out, progress):
+        from edge_distill.benchmarks.harness import benchmark_variants
+        from edge_distill.data import Dataset
+
+        dataset = Dataset.load(inputs["dataset.npz"])
+        exported = read_json(inputs["export.json"])
+        variants = {
+            "teacher_fp32": (inputs["teacher_fp32.onnx"], exported["teacher"]["params"]),
+            "student_fp32": (inputs["student_fp32.onnx"], exported["student"]["params"]),
+            "student_int8": (inputs["student_int8.onnx"], exported["student"]["params"]),
+        }
+        report = benchmark_variants(variants, dataset.x["test"], dataset.y["test"], self.config.benchmark,
+                                    self.config.device, progress)
+        write_json(out / "benchmark.json", report)
+
+
+class PackageStage(ConfiguredStage):
+    name = "package"
+    version = 1
+    inputs = ("student_int8.onnx", "dataset.json", "teacher.json", "distill.json", "export.json",
+              "simplify.json", "quantize.json", "benchmark.json")
+    outputs = ("model.onnx", "manifest.json", "README.md")
+
+    def params(self):
+        return {"config": self.config.to_dict()}
+
+    def run(self, inputs, out, progress):
+        from edge_distill.pipeline.package import write_bundle
+
+        write_bundle(self.config, inputs, out)
+
+
+STAGES: tuple[type[ConfiguredStage], ...] = (
+    DataStage, TeacherStage, DistillStage, ExportStage, SimplifyStage, QuantizeStage, BenchmarkStage, PackageStage,
+)
+STAGE_NAMES = tuple(stage.name for stage in STAGES)

@@ -1,0 +1,42 @@
+import subprocess
+import sys
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from edge_distill.benchmarks.harness import check_providers
+from edge_distill.benchmarks.runner import describe_host, measure_latency, predict_classes
+from edge_distill.errors import ProviderUnavailableError
+
+
+def test_latency_statistics_are_consistent(tiny_artifacts):
+    sample = np.zeros((2, 1, 8, 8), dtype=np.float32)
+    stats = measure_latency(tiny_artifacts["student_int8.onnx"], sample, ["CPUExecutionProvider"], 1, 2, 20, 2)
+    assert 0 < stats["min"] <= stats["p50"] <= stats["p90"] <= stats["p99"] <= stats["max"]
+    assert stats["cold_start"] > stats["p50"]  # session creation costs more than one warm run
+    assert stats["throughput_per_s"] == pytest.approx(2e3 / stats["mean"])
+
+
+def test_predict_classes_returns_one_class_per_sample(tiny_artifacts):
+    x = np.random.default_rng(0).standard_normal((7, 1, 8, 8)).astype(np.float32)
+    classes = predict_classes(tiny_artifacts["student_fp32.onnx"], x, ["CPUExecutionProvider"], 1, batch_size=3)
+    assert classes.shape == (7,) and classes.dtype.kind == "i"
+
+
+def test_runner_imports_nothing_heavier_than_numpy_and_onnxruntime():
+    code = ("import sys, edge_distill.benchmarks.runner; "
+            "print(sorted(m for m in ('torch', 'onnx', 'click', 'sklearn', 'edge_distill.config') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+@pytest.mark.skipif("CUDAExecutionProvider" in ort.get_available_providers(), reason="CUDA present")
+def test_missing_cuda_provider_is_a_clear_error():
+    with pytest.raises(ProviderUnavailableError, match="CUDAExecutionProvider not available"):
+        check_providers(["CUDAExecutionProvider"])
+
+
+def test_host_description_names_the_machine():
+    host = describe_host()
+    assert host["arch"] and host["cpu"] and host["cores"] >= 1 and host["onnxruntime"] == ort.__version__

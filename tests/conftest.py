@@ -1,0 +1,46 @@
+"""Shared fixtures: a tiny build config on the real digits data, and one cached tiny build."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge_distill.config import BuildConfig, load_config
+
+# Small enough for seconds on 2 cores, real enough to train, export, quantize and measure.
+TINY = [
+    "teacher.width=8", "teacher.depth=1", "teacher.epochs=3",
+    "student.width=4", "student.depth=1",
+    "distill.epochs=3",
+    "export.parity_samples=16",
+    "quantize.calibration_samples=32",
+    "benchmark.warmup_runs=1", "benchmark.timed_runs=5", "benchmark.cold_start_runs=1",
+]
+
+
+def tiny_config(*overrides: str, profile: str = "rpi4") -> BuildConfig:
+    return load_config(profile, None, [*TINY, *overrides])
+
+
+@pytest.fixture(scope="session")
+def tiny_cache(tmp_path_factory) -> Path:
+    """One cache holding a complete tiny build; tests that add entries only add, never remove."""
+    from edge_distill.pipeline.build import run_pipeline
+
+    cache = tmp_path_factory.mktemp("cache")
+    run_pipeline(tiny_config(), cache)
+    return cache
+
+
+@pytest.fixture(scope="session")
+def tiny_artifacts(tiny_cache) -> dict[str, Path]:
+    from edge_distill.pipeline.build import run_pipeline
+
+    return run_pipeline(tiny_config(), tiny_cache).artifacts
+
+
+@pytest.fixture
+def calibration() -> np.ndarray:
+    return np.random.default_rng(0).standard_normal((32, 1, 8, 8)).astype(np.float32)

@@ -1,0 +1,83 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from edge_distill.config import DataConfig
+from edge_distill.data import Dataset, load_dataset
+from edge_distill.errors import DataError, InputFileError
+
+
+def test_digits_split_is_seeded_disjoint_and_normalized():
+    first, again = load_dataset(DataConfig(), seed=0), load_dataset(DataConfig(), seed=0)
+    other = load_dataset(DataConfig(), seed=1)
+    sizes = {s: len(first.y[s]) for s in ("train", "val", "test")}
+    assert sum(sizes.values()) == 1797 and sizes["test"] == 360
+    np.testing.assert_array_equal(first.x["test"], again.x["test"])
+    assert not np.array_equal(first.x["test"], other.x["test"])
+    assert set(np.unique(first.y["test"])) == set(range(10))  # stratified: every class in test
+    # Train-split statistics: the normalized training data has mean 0 and std 1.
+    assert abs(first.x["train"].mean()) < 1e-4 and abs(first.x["train"].std() - 1) < 1e-3
+    assert first.input_shape == (1, 8, 8) and first.labels == [str(i) for i in range(10)]
+
+
+def test_dataset_round_trips_through_npz(tmp_path):
+    dataset = load_dataset(DataConfig(), seed=0)
+    dataset.save(tmp_path / "d.npz")
+    loaded = Dataset.load(tmp_path / "d.npz")
+    np.testing.assert_array_equal(loaded.x["val"], dataset.x["val"])
+    assert loaded.preprocessing == dataset.preprocessing and loaded.labels == dataset.labels
+
+
+def _npz(tmp_path, **arrays):
+    path = tmp_path / "data.npz"
+    np.savez(path, **arrays)
+    return DataConfig(source=str(path))
+
+
+def test_npz_source_with_uint8_images_and_labels(tmp_path):
+    rng = np.random.default_rng(0)
+    cfg = _npz(tmp_path, x=rng.integers(0, 256, (60, 6, 6), dtype=np.uint8), y=np.arange(60) % 3,
+               labels=np.array(["cat", "dog", "owl"]))
+    dataset = load_dataset(cfg, seed=0)
+    assert dataset.labels == ["cat", "dog", "owl"]
+    assert dataset.input_shape == (1, 6, 6)
+    assert dataset.preprocessing["pixel_scale"] == pytest.approx(1 / 255)
+
+
+def test_image_folder_source(tmp_path):
+    rng = np.random.default_rng(0)
+    for name in ("circle", "square"):
+        (tmp_path / name).mkdir()
+        for i in range(6):
+            Image.fromarray(rng.integers(0, 256, (10, 12, 3), dtype=np.uint8)).save(tmp_path / name / f"{i}.png")
+    dataset = load_dataset(DataConfig(source=str(tmp_path), color_mode="rgb", image_size=[8, 8]), seed=0)
+    assert dataset.labels == ["circle", "square"]
+    assert dataset.input_shape == (3, 8, 8)
+    assert sum(len(y) for y in dataset.y.values()) == 12
+
+
+@pytest.mark.parametrize(
+    "arrays, message",
+    [
+        ({"x": np.zeros((0, 4, 4)), "y": np.zeros(0, dtype=int)}, "the dataset is empty"),
+        ({"x": np.full((30, 4, 4), np.nan), "y": np.arange(30) % 2}, "contain NaN or inf"),
+        ({"x": np.zeros((30, 4, 4))}, "missing array(s) y"),
+        ({"x": np.zeros((30, 4, 4)), "y": np.zeros(29, dtype=int)}, "30 samples in x but 29 labels"),
+        ({"x": np.zeros((30, 4, 4)), "y": np.zeros(30)}, "integer class ids"),
+        ({"x": np.zeros((30, 4, 4)), "y": np.zeros(30, dtype=int)}, "at least 2 classes"),
+    ],
+)
+def test_bad_npz_data_gives_one_line_errors(tmp_path, arrays, message):
+    with pytest.raises(DataError) as e:
+        load_dataset(_npz(tmp_path, **arrays), seed=0)
+    assert message in e.value.message and "\n" not in e.value.message
+    assert "data.npz" in e.value.message
+
+
+def test_corrupt_npz_and_missing_source(tmp_path):
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not a zip file")
+    with pytest.raises(DataError, match="bad.npz: not a readable .npz"):
+        load_dataset(DataConfig(source=str(bad)), seed=0)
+    with pytest.raises(InputFileError, match="does not exist"):
+        load_dataset(DataConfig(source=str(tmp_path / "nope.npz")), seed=0)

@@ -1,0 +1,67 @@
+import sys
+
+import pytest
+import torch
+
+from edge_distill.errors import InputFileError, ModelError
+from edge_distill.models import ConvNet, build_model, check_output_size, count_params, load_checkpoint
+
+
+def test_convnet_width_and_depth_set_the_size():
+    small, large = ConvNet((1, 8, 8), 10, 4, 1), ConvNet((1, 8, 8), 10, 16, 2)
+    assert count_params(small) < count_params(large)
+    assert large(torch.zeros(3, 1, 8, 8)).shape == (3, 10)
+    # Deeper than the input can be pooled: keeps working on a 1x1 map.
+    assert ConvNet((3, 4, 4), 5, 4, 4)(torch.zeros(2, 3, 4, 4)).shape == (2, 5)
+
+
+@pytest.fixture
+def user_module(tmp_path, monkeypatch):
+    (tmp_path / "user_models.py").write_text(
+        "import torch\n"
+        "def five_classes():\n    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 5))\n"
+        "def sized(num_classes, input_shape):\n"
+        "    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(input_shape[1] * input_shape[2], num_classes))\n"
+        "def not_a_module():\n    return 42\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield
+    sys.modules.pop("user_models", None)
+
+
+def test_factory_receives_the_arguments_it_accepts(user_module):
+    model = build_model("user_models:sized", (1, 8, 8), 10, 0, 0, "student")
+    check_output_size(model, (1, 8, 8), 10, "student")
+
+
+def test_teacher_with_wrong_class_count_is_a_model_error(user_module):
+    model = build_model("user_models:five_classes", (1, 8, 8), 10, 0, 0, "teacher")
+    with pytest.raises(ModelError, match=r"teacher outputs \(1, 5\) but the data has 10 classes"):
+        check_output_size(model, (1, 8, 8), 10, "teacher")
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [("user_models", "not of the form"), ("no_such_module:f", "cannot import module"),
+     ("user_models:missing", "has no callable 'missing'"), ("user_models:not_a_module", "expected a torch.nn.Module")],
+)
+def test_bad_factories(user_module, spec, message):
+    with pytest.raises(ModelError, match=message):
+        build_model(spec, (1, 8, 8), 10, 0, 0, "teacher")
+
+
+def test_checkpoint_round_trip_and_errors(tmp_path):
+    model = ConvNet((1, 8, 8), 10, 4, 1)
+    torch.save({"state_dict": model.state_dict()}, tmp_path / "ok.pt")
+    other = ConvNet((1, 8, 8), 10, 4, 1)
+    load_checkpoint(other, tmp_path / "ok.pt", "teacher")
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), other.state_dict().values()))
+
+    (tmp_path / "junk.pt").write_bytes(b"garbage")
+    with pytest.raises(InputFileError, match="junk.pt: not a loadable PyTorch checkpoint"):
+        load_checkpoint(other, tmp_path / "junk.pt", "teacher")
+    torch.save(ConvNet((1, 8, 8), 10, 8, 1).state_dict(), tmp_path / "wide.pt")
+    with pytest.raises(ModelError, match="wide.pt: does not match the teacher model"):
+        load_checkpoint(other, tmp_path / "wide.pt", "teacher")
+    with pytest.raises(InputFileError, match="not found"):
+        load_checkpoint(other, tmp_path / "missing.pt", "teacher")
