@@ -1,0 +1,80 @@
+"""End to end: a tiny build publishes a complete, consistent bundle, atomically."""
+
+import hashlib
+import json
+
+import onnx
+import pytest
+
+from edge_distill.errors import InputFileError
+from edge_distill.pipeline import stages
+from edge_distill.pipeline.build import build, publish
+from tests.conftest import tiny_config
+
+
+@pytest.mark.slow
+def test_tiny_build_publishes_a_complete_bundle(tmp_path):
+    lines = []
+    build(tiny_config(), tmp_path / "dist", tmp_path / "cache", progress=lines.append)
+    bundle = tmp_path / "dist"
+    assert sorted(p.name for p in bundle.iterdir()) == ["README.md", "manifest.json", "model.onnx"]
+    manifest = json.loads((bundle / "manifest.json").read_text())
+
+    assert manifest["schema_version"] == 1
+    assert manifest["model"]["sha256"] == hashlib.sha256((bundle / "model.onnx").read_bytes()).hexdigest()
+    assert manifest["profile"]["name"] == "rpi4" and manifest["profile"]["device"]["arch"] == "aarch64"
+    assert manifest["inputs"] == [{"name": "input", "shape": ["batch", 1, 8, 8], "dtype": "float32"}]
+    assert manifest["outputs"][0]["shape"] == ["batch", 10]
+    assert manifest["labels"] == [str(i) for i in range(10)]
+    assert {"layout", "pixel_scale", "mean", "std"} <= set(manifest["preprocessing"])
+    assert set(manifest["versions"]) >= {"torch", "onnx", "onnxruntime", "onnxsim"}
+
+    variants = {m["variant"]: m for m in manifest["metrics"]}
+    assert list(variants) == ["teacher_fp32", "student_fp32", "student_int8"]
+    for m in variants.values():
+        assert set(m) >= {"provider", "accuracy", "teacher_agreement", "params", "size_bytes", "latency_ms"}
+        assert set(m["latency_ms"]) >= {"cold_start", "p50", "p90", "p99"}
+        assert 0.0 <= m["accuracy"] <= 1.0
+    assert variants["teacher_fp32"]["teacher_agreement"] == 1.0
+    assert variants["student_int8"]["size_bytes"] == (bundle / "model.onnx").stat().st_size
+    assert variants["student_int8"]["params"] < variants["teacher_fp32"]["params"]
+    # The ARM profile's figures come from this x86 host, and the bundle says so.
+    assert "NOT on the target device" in manifest["measurement"]["measured_on"]
+    assert manifest["measurement"]["method"]["threads_requested"] == 4
+
+    ops = {n.op_type for n in onnx.load(str(bundle / "model.onnx")).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    card = (bundle / "README.md").read_text()
+    assert "student_int8" in card and manifest["model"]["sha256"] in card
+    assert any("[8/8] package" in line for line in lines)
+
+
+def test_simplify_opt_out_is_recorded(tiny_cache, tmp_path):
+    config = tiny_config("simplify.enabled=false")
+    build(config, tmp_path / "dist", tiny_cache)
+    manifest = json.loads((tmp_path / "dist" / "manifest.json").read_text())
+    assert manifest["model"]["simplified"] == {"enabled": False, "reason": "opted out: simplify.enabled = false"}
+
+
+def test_failed_build_leaves_previous_bundle_untouched(tiny_cache, tmp_path, monkeypatch):
+    out = tmp_path / "dist"
+    build(tiny_config(), out, tiny_cache)
+    before = (out / "manifest.json").read_bytes()
+
+    def explode(self, inputs, out_dir, progress):
+        raise RuntimeError("benchmark crashed")
+
+    monkeypatch.setattr(stages.BenchmarkStage, "run", explode)
+    with pytest.raises(RuntimeError):
+        build(tiny_config("benchmark.timed_runs=6"), out, tiny_cache)
+    assert (out / "manifest.json").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dist"]  # no temp folders left behind
+
+
+def test_publish_refuses_to_replace_a_folder_that_is_not_a_bundle(tmp_path):
+    out = tmp_path / "precious"
+    out.mkdir()
+    (out / "thesis.tex").write_text("years of work")
+    with pytest.raises(InputFileError, match="is not an edge-distill bundle"):
+        publish({}, out)
+    assert (out / "thesis.tex").exists()

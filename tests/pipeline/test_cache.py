@@ -1,0 +1,82 @@
+"""The stage cache: a hit provably skips the stage; a changed param reruns only what follows it."""
+
+import pytest
+
+from edge_distill.pipeline import stages
+from edge_distill.pipeline.build import plan, run_pipeline
+from edge_distill.pipeline.cache import hash_path
+from tests.conftest import tiny_config
+
+
+@pytest.fixture
+def spy(monkeypatch):
+    """Records which stages actually ran, while still running them."""
+    ran = []
+    for stage in stages.STAGES:
+        original = stage.run
+
+        def recording(self, inputs, out, progress, _original=original):
+            ran.append(self.name)
+            return _original(self, inputs, out, progress)
+
+        monkeypatch.setattr(stage, "run", recording)
+    return ran
+
+
+def test_unchanged_build_runs_no_stage(tiny_cache, spy):
+    run = run_pipeline(tiny_config(), tiny_cache)
+    assert spy == []
+    assert all(step.cached for step in run.steps) and len(run.steps) == len(stages.STAGES)
+
+
+def test_changed_quantize_setting_reruns_only_downstream(tiny_cache, spy):
+    run_pipeline(tiny_config("quantize.per_channel=false"), tiny_cache)
+    assert spy == ["quantize", "benchmark", "package"]
+
+
+def test_changed_distill_setting_keeps_data_and_teacher(tiny_cache, spy):
+    run_pipeline(tiny_config("distill.alpha=0.5"), tiny_cache)
+    assert spy == ["distill", "export", "simplify", "quantize", "benchmark", "package"]
+
+
+def test_force_reruns_every_stage(tiny_cache, spy):
+    run_pipeline(tiny_config(), tiny_cache, force=True)
+    assert spy == list(stages.STAGE_NAMES)
+
+
+def test_user_file_change_invalidates_the_stage(tmp_path, spy):
+    import numpy as np
+
+    data = tmp_path / "d.npz"
+    rng = np.random.default_rng(0)
+    np.savez(data, x=rng.standard_normal((40, 8, 8)).astype(np.float32), y=np.arange(40) % 2)
+    config = tiny_config(f"data.source='{data}'")
+    run_pipeline(config, tmp_path / "cache", target="data")
+    run_pipeline(config, tmp_path / "cache", target="data")
+    np.savez(data, x=rng.standard_normal((40, 8, 8)).astype(np.float32), y=np.arange(40) % 2)
+    run_pipeline(config, tmp_path / "cache", target="data")
+    assert spy == ["data", "data"]
+
+
+def test_plan_skips_stages_whose_outputs_the_user_provides():
+    assert [s.name for s in plan("quantize", {"student_fp32.onnx"})] == ["data", "quantize"]
+    assert [s.name for s in plan("export", set())] == ["data", "teacher", "distill", "export"]
+
+
+def test_failed_stage_leaves_no_cache_entry(tmp_path, monkeypatch):
+    def explode(self, inputs, out, progress):
+        (out / "dataset.npz").write_text("half")
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(stages.DataStage, "run", explode)
+    with pytest.raises(RuntimeError, match="boom"):
+        run_pipeline(tiny_config(), tmp_path / "cache", target="data")
+    assert list((tmp_path / "cache" / "data").iterdir()) == []
+
+
+def test_hash_path_covers_folder_names_and_contents(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "x.png").write_bytes(b"1")
+    first = hash_path(tmp_path / "a")
+    (tmp_path / "a" / "x.png").rename(tmp_path / "a" / "y.png")
+    assert hash_path(tmp_path / "a") != first

@@ -1,0 +1,118 @@
+"""The CLI: every user mistake gives one `Error:` line, a hint, its exit code and no traceback."""
+
+import json
+import sys
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from click.testing import CliRunner
+
+from edge_distill.cli import main
+from tests.conftest import TINY
+
+
+def invoke(*args, cwd=None):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def tiny_args(*extra):
+    return [arg for item in TINY for arg in ("--set", item)] + list(extra)
+
+
+def assert_user_error(result, code, *fragments):
+    assert result.exit_code == code, result.output
+    # Progress lines may come first; the error is one line, then at most a hint.
+    lines = result.stderr.strip().splitlines()
+    errors = [i for i, line in enumerate(lines) if line.startswith("Error: ")]
+    assert len(errors) == 1 and len(lines) - errors[0] <= 2 and "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in result.stderr
+
+
+def test_profiles_lists_and_shows():
+    listed = invoke("profiles", "--json")
+    assert listed.exit_code == 0 and "rpi4" in json.loads(listed.stdout)
+    shown = invoke("profiles", "show", "rpi5", "--json")
+    assert json.loads(shown.stdout)["device"]["cpu"] == "Cortex-A76"
+    assert "[quantize]" in invoke("profiles", "show", "rpi4").stdout
+
+
+def test_unknown_profile_suggests_the_closest():
+    assert_user_error(invoke("profiles", "show", "rpi44"), 2, "unknown profile 'rpi44'", "did you mean 'rpi4'")
+
+
+def test_unknown_config_key_names_the_file(tmp_path):
+    config = tmp_path / "train.toml"
+    config.write_text("[distill]\nepoch = 3\n")
+    result = invoke("build", "--profile", "rpi4", "--config", str(config), "--out", str(tmp_path / "out"))
+    assert_user_error(result, 2, f"{config}: unknown key 'distill.epoch'", "did you mean 'epochs'")
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_data_file(tmp_path):
+    result = invoke("data", "--profile", "rpi4", "--data", str(tmp_path / "none.npz"), "--cache-dir", str(tmp_path))
+    assert_user_error(result, 3, "none.npz does not exist")
+
+
+def test_nan_and_empty_data(tmp_path):
+    np.savez(tmp_path / "nan.npz", x=np.full((30, 8, 8), np.nan, dtype=np.float32), y=np.arange(30) % 3)
+    np.savez(tmp_path / "empty.npz", x=np.zeros((0, 8, 8), dtype=np.float32), y=np.zeros(0, dtype=np.int64))
+    result = invoke("data", "--profile", "rpi4", "--data", str(tmp_path / "nan.npz"), "--cache-dir", str(tmp_path / "c"))
+    assert_user_error(result, 3, "nan.npz: 30 sample(s) contain NaN or inf")
+    result = invoke("data", "--profile", "rpi4", "--data", str(tmp_path / "empty.npz"), "--cache-dir", str(tmp_path / "c"))
+    assert_user_error(result, 3, "empty.npz: the dataset is empty")
+
+
+def test_missing_and_corrupt_checkpoint(tmp_path):
+    args = ["teacher", "--profile", "rpi4", "--cache-dir", str(tmp_path / "c"), *tiny_args()]
+    assert_user_error(invoke(*args, "--teacher-checkpoint", str(tmp_path / "gone.pt")), 3, "teacher.checkpoint", "gone.pt not found")
+    (tmp_path / "junk.pt").write_bytes(b"junk")
+    assert_user_error(invoke(*args, "--teacher-checkpoint", str(tmp_path / "junk.pt")), 3, "junk.pt: not a loadable PyTorch checkpoint")
+
+
+def test_teacher_with_wrong_output_size(tmp_path, monkeypatch):
+    (tmp_path / "five.py").write_text(
+        "import torch\ndef teacher():\n    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 5))\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    result = invoke("teacher", "--profile", "rpi4", "--teacher", "five:teacher", "--cache-dir", str(tmp_path / "c"), *tiny_args())
+    sys.modules.pop("five", None)
+    assert_user_error(result, 4, "teacher outputs (1, 5) but the data has 10 classes")
+
+
+def test_onnx_that_is_not_a_model(tmp_path):
+    (tmp_path / "fake.onnx").write_text("hello")
+    result = invoke("quantize", "--profile", "rpi4", "--input", f"student_fp32.onnx={tmp_path / 'fake.onnx'}",
+                    "--cache-dir", str(tmp_path / "c"), *tiny_args())
+    assert_user_error(result, 3, "fake.onnx: not a valid ONNX model")
+
+
+def test_unknown_input_artifact(tmp_path):
+    result = invoke("quantize", "--profile", "rpi4", "--input", "student.onnx=x.onnx", "--cache-dir", str(tmp_path))
+    assert_user_error(result, 2, "--input student.onnx", "did you mean")
+
+
+@pytest.mark.skipif("CUDAExecutionProvider" in ort.get_available_providers(), reason="CUDA present")
+def test_cuda_profile_without_cuda_fails_before_any_work(tmp_path):
+    result = invoke("build", "--profile", "cuda", "--cache-dir", str(tmp_path / "c"), "--out", str(tmp_path / "out"))
+    assert_user_error(result, 6, "CUDAExecutionProvider not available", "onnxruntime-gpu")
+    assert not (tmp_path / "c").exists() and not (tmp_path / "out").exists()
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    with pytest.raises(Exception, match="unknown profile"):
+        invoke("--debug", "profiles", "show", "nope")
+
+
+@pytest.mark.slow
+def test_build_prints_the_table_and_json(tmp_path, tiny_cache):
+    out = tmp_path / "bundle"
+    result = invoke("build", "--profile", "rpi4", "--out", str(out), "--cache-dir", str(tiny_cache), "--json", *tiny_args())
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert [m["variant"] for m in payload["metrics"]] == ["teacher_fp32", "student_fp32", "student_int8"]
+    assert all(step["cached"] for step in payload["steps"])
+    assert "[8/8] package: cached" in result.stderr
+    table = invoke("build", "--profile", "rpi4", "--out", str(out), "--cache-dir", str(tiny_cache), *tiny_args())
+    assert "student_int8" in table.stdout and "p99 ms" in table.stdout
