@@ -80,3 +80,9 @@ def did_you_mean(name: str, choices: Iterable[str]) -> str:
     if match:
         return f"did you mean '{match}'? Valid: {', '.join(choices)}"
     return f"valid: {', '.join(choices)}"
+
+
+def describe(exc: BaseException, limit: int = 300) -> str:
+    """`Type: first line of the message`, short enough for a one-line error."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {lines[0][:limit]}" if lines else type(exc).__name__

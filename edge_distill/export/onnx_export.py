@@ -6,18 +6,14 @@ path (dynamo=False) is deprecated. It needs the onnxscript package, which we dep
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
-import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from edge_distill.errors import ModelError
-from edge_distill.export.onnx_io import compare_outputs, load_onnx, run_onnx
+from edge_distill.errors import ModelError, describe
+from edge_distill.export.onnx_io import compare_outputs, load_onnx, quiet_libraries, run_onnx
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
@@ -27,13 +23,8 @@ def export_onnx(model: nn.Module, sample: np.ndarray, path: Path, opset: int) ->
     """Export with a dynamic batch axis; the exporter's chatter is kept out of the user's terminal."""
     model.eval()
     example = torch.from_numpy(sample[:2] if len(sample) >= 2 else np.repeat(sample, 2, axis=0))
-    chatter = io.StringIO()
-    torch_onnx_log = logging.getLogger("torch.onnx")
-    level = torch_onnx_log.level
-    torch_onnx_log.setLevel(logging.ERROR)
     try:
-        with contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with quiet_libraries():
             program = torch.onnx.export(
                 model,
                 (example,),
@@ -47,11 +38,9 @@ def export_onnx(model: nn.Module, sample: np.ndarray, path: Path, opset: int) ->
             program.save(str(path))
     except Exception as e:
         raise ModelError(
-            f"torch.onnx.export failed for {type(model).__name__}: {type(e).__name__}: {str(e).splitlines()[0][:300]}",
+            f"torch.onnx.export failed for {type(model).__name__}: {describe(e)}",
             "the model must be traceable by torch.export (no data-dependent Python control flow)",
         ) from e
-    finally:
-        torch_onnx_log.setLevel(level)
     exported = load_onnx(path)
     actual = next(op.version for op in exported.opset_import if op.domain in ("", "ai.onnx"))
     if actual != opset:

@@ -2,13 +2,36 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 
-from edge_distill.errors import ExportParityError, InputFileError
+from edge_distill.errors import ExportParityError, InputFileError, describe
+
+
+@contextlib.contextmanager
+def quiet_libraries() -> Iterator[io.StringIO]:
+    """Keep the exporters' and quantizer's chatter (prints, warnings, INFO/WARNING logs) out of the
+    user's terminal; the captured text is yielded for error messages."""
+    chatter = io.StringIO()
+    loggers = [logging.getLogger(), logging.getLogger("torch.onnx"), logging.getLogger("onnxscript")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield chatter
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
 
 def load_onnx(path: Path) -> onnx.ModelProto:
@@ -19,8 +42,7 @@ def load_onnx(path: Path) -> onnx.ModelProto:
         model = onnx.load(str(path))
         onnx.checker.check_model(model)
     except Exception as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise InputFileError(f"{path}: not a valid ONNX model ({reason[:200]})", "re-export it with torch.onnx.export") from None
+        raise InputFileError(f"{path}: not a valid ONNX model ({describe(e, 200)})", "re-export it with torch.onnx.export") from None
     return model
 
 

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import collections
-import contextlib
-import io
-import logging
 import tempfile
 from pathlib import Path
 
@@ -15,8 +12,8 @@ from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, Q
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from edge_distill.config import QuantizeConfig
-from edge_distill.errors import QuantizeError
-from edge_distill.export.onnx_io import load_onnx
+from edge_distill.errors import QuantizeError, describe
+from edge_distill.export.onnx_io import load_onnx, quiet_libraries
 
 QUANT_OPS = ("QuantizeLinear", "DequantizeLinear")
 
@@ -45,12 +42,8 @@ def quantize_static_int8(src: Path, dst: Path, calibration: np.ndarray, cfg: Qua
     """ORT's recommended pre-processing (shape inference + graph optimization), then quantize_static."""
     model = load_onnx(src)
     input_name = model.graph.input[0].name
-    chatter = io.StringIO()
-    ort_quant_log = logging.getLogger("root")
-    with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(chatter):
+    with tempfile.TemporaryDirectory() as tmp, quiet_libraries():
         prepared = Path(tmp) / "prepared.onnx"
-        level = ort_quant_log.level
-        ort_quant_log.setLevel(logging.ERROR)  # quant_pre_process logs hints at WARNING through the root logger
         try:
             quant_pre_process(str(src), str(prepared))
             quantize_static(
@@ -66,11 +59,9 @@ def quantize_static_int8(src: Path, dst: Path, calibration: np.ndarray, cfg: Qua
             )
         except Exception as e:
             raise QuantizeError(
-                f"quantizing {src.name} failed: {type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}",
+                f"quantizing {src.name} failed: {describe(e)}",
                 "try quantize.format = \"QDQ\" or quantize.calibrate_method = \"MinMax\"",
             ) from e
-        finally:
-            ort_quant_log.setLevel(level)
     return {"op_counts": count_ops(onnx.load(str(dst))), "calibration_samples": len(calibration)}
 
 

@@ -2,29 +2,26 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 from pathlib import Path
 
 import numpy as np
 import onnx
 import onnxsim
 
-from edge_distill.errors import SimplifyError
-from edge_distill.export.onnx_io import compare_outputs, load_onnx, run_onnx
+from edge_distill.errors import SimplifyError, describe
+from edge_distill.export.onnx_io import compare_outputs, load_onnx, quiet_libraries, run_onnx
 
 
 def simplify_onnx(src: Path, dst: Path, x: np.ndarray, atol: float, rtol: float) -> dict:
     """Simplify `src` into `dst`; a failed check is an error, never a silent fallback."""
     model = load_onnx(src)
-    chatter = io.StringIO()
     try:
-        with contextlib.redirect_stdout(chatter):
+        with quiet_libraries():
             # onnxsim compares original and simplified on these real inputs.
             simplified, ok = onnxsim.simplify(model, check_n=1, input_data={model.graph.input[0].name: x}, certify=False)
     except Exception as e:
         raise SimplifyError(
-            f"onnxsim failed on {src.name}: {type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}",
+            f"onnxsim failed on {src.name}: {describe(e)}",
             "set simplify.enabled = false to ship the unsimplified model (recorded in the manifest)",
         ) from None
     if not ok:

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from edge_distill.errors import InputFileError, ModelError
+from edge_distill.errors import InputFileError, ModelError, describe
 
 
 class ConvNet(nn.Module):
@@ -61,7 +61,7 @@ def build_model(
     try:
         model = fn(**kwargs)
     except Exception as e:
-        raise ModelError(f"{role}.factory '{factory}' raised {type(e).__name__}: {e}") from e
+        raise ModelError(f"{role}.factory '{factory}' raised {describe(e)}") from e
     if not isinstance(model, nn.Module):
         raise ModelError(f"{role}.factory '{factory}' returned {type(model).__name__}, expected a torch.nn.Module")
     return model
@@ -111,8 +111,9 @@ def load_checkpoint(model: nn.Module, path: Path, role: str) -> None:
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
-        first = str(e).strip().splitlines()[1].strip() if "\n" in str(e) else str(e)
-        raise ModelError(f"{path}: does not match the {role} model: {first}", "check the factory and checkpoint pair") from None
+        # torch's message starts "Error(s) in loading state_dict..."; the next line names the keys.
+        detail = [line.strip() for line in str(e).splitlines() if line.strip()][1:2] or [str(e)]
+        raise ModelError(f"{path}: does not match the {role} model: {detail[0][:300]}", "check the factory and checkpoint pair") from None
 
 
 def check_output_size(model: nn.Module, input_shape: tuple[int, ...], num_classes: int, role: str) -> None:
@@ -122,7 +123,7 @@ def check_output_size(model: nn.Module, input_shape: tuple[int, ...], num_classe
         with torch.no_grad():
             out = model(torch.zeros(1, *input_shape))
     except Exception as e:
-        raise ModelError(f"{role} cannot run on inputs of shape {(1, *input_shape)}: {type(e).__name__}: {e}") from None
+        raise ModelError(f"{role} cannot run on inputs of shape {(1, *input_shape)}: {describe(e)}") from None
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != (1, num_classes):
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ModelError(
