@@ -126,11 +126,30 @@ STAGE_DOCS = {
     "export": "Export teacher and student to ONNX and check parity with PyTorch.",
     "simplify": "Simplify the student with onnxsim, checked on real samples.",
     "quantize": "Quantize the student to static int8, calibrated on training samples.",
+    "describe": "Embed labels, preprocessing and a build id in the int8 model's metadata.",
     "benchmark": "Measure accuracy and latency of teacher, fp32 student and int8 student.",
     "package": "Assemble model.onnx, manifest.json and README.md (in the cache; `build` publishes them).",
 }
 for _name, _doc in STAGE_DOCS.items():
     main.add_command(_stage_command(_name, _doc))
+
+
+@main.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+def verify(bundle: Path, as_json: bool) -> None:
+    """Check a bundle: file hashes, containment, model spec and golden outputs. Exit 1 on any failure.
+
+    Needs only numpy and onnxruntime: on a device, `python -m edge_distill.benchmarks.verify BUNDLE`.
+    """
+    from edge_distill.benchmarks.verify import render, verify_bundle
+
+    checks = verify_bundle(bundle)
+    passed = all(c.passed for c in checks)
+    _emit({"bundle": str(bundle), "passed": passed, "checks": [dataclasses.asdict(c) for c in checks]}, as_json,
+          render(checks))
+    if not passed:
+        sys.exit(1)
 
 
 @main.group(invoke_without_command=True)

@@ -37,6 +37,10 @@ class DataError(InputFileError):
     """The dataset is empty, malformed or holds NaN/inf."""
 
 
+class BundleError(InputFileError):
+    """A bundle cannot be verified: its manifest or golden files are unreadable or inconsistent."""
+
+
 class ModelError(EdgeDistillError):
     """A teacher or student cannot be built, loaded or does not fit the data."""
 

@@ -44,3 +44,20 @@ def tiny_artifacts(tiny_cache) -> dict[str, Path]:
 @pytest.fixture
 def calibration() -> np.ndarray:
     return np.random.default_rng(0).standard_normal((32, 1, 8, 8)).astype(np.float32)
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tiny_cache, tmp_path_factory) -> Path:
+    """A published tiny bundle; copy it before changing anything in it."""
+    from edge_distill.pipeline.build import build
+
+    out = tmp_path_factory.mktemp("bundle") / "dist"
+    build(tiny_config(), out, tiny_cache)
+    return out
+
+
+@pytest.fixture
+def bundle_copy(tiny_bundle, tmp_path) -> Path:
+    import shutil
+
+    return Path(shutil.copytree(tiny_bundle, tmp_path / "bundle"))

@@ -113,6 +113,6 @@ def test_build_prints_the_table_and_json(tmp_path, tiny_cache):
     payload = json.loads(result.stdout)
     assert [m["variant"] for m in payload["metrics"]] == ["teacher_fp32", "student_fp32", "student_int8"]
     assert all(step["cached"] for step in payload["steps"])
-    assert "[8/8] package: cached" in result.stderr
+    assert "[9/9] package: cached" in result.stderr
     table = invoke("build", "--profile", "rpi4", "--out", str(out), "--cache-dir", str(tiny_cache), *tiny_args())
     assert "student_int8" in table.stdout and "p99 ms" in table.stdout

@@ -15,6 +15,7 @@ from edge_distill.pipeline.stage import Progress
 from edge_distill.pipeline.stages import STAGE_NAMES, STAGES, BenchmarkStage, PackageStage
 
 ARTIFACTS = tuple(name for stage in STAGES for name in stage.outputs)
+PRODUCER = {name: stage for stage in STAGES for name in stage.outputs}
 
 
 @dataclass
@@ -36,7 +37,6 @@ def plan(target: str, provided: set[str]) -> list[type]:
     """The stages needed for `target`, in build order, skipping what the user provided."""
     if target not in STAGE_NAMES:
         raise ConfigError(f"unknown stage '{target}'", did_you_mean(target, STAGE_NAMES))
-    producer = {name: stage for stage in STAGES for name in stage.outputs}
     needed: set[type] = set()
 
     def need(stage: type) -> None:
@@ -44,7 +44,7 @@ def plan(target: str, provided: set[str]) -> list[type]:
             needed.add(stage)
             for name in stage.inputs:
                 if name not in provided:
-                    need(producer[name])
+                    need(PRODUCER[name])
 
     need(next(s for s in STAGES if s.name == target))
     return [s for s in STAGES if s in needed]

@@ -1,33 +1,111 @@
-"""The bundle an app team receives: model.onnx, manifest.json (schema in docs/manifest.md), README.md."""
+"""The bundle an app team receives: model.onnx, manifest.json (schema in docs/manifest.md), golden
+vectors and README.md. `edge_distill.benchmarks.verify` is its reader."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import platform
-import shutil
 from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from edge_distill import __version__
+from edge_distill.benchmarks.verify import METADATA_PREFIX, SCHEMA_VERSION, sha256
 from edge_distill.config import PROFILE_SECTIONS, BuildConfig
 
-SCHEMA_VERSION = 1
 VERSIONED_LIBRARIES = ("torch", "onnx", "onnxscript", "onnxruntime", "onnxsim", "numpy")
+BUNDLE_FILES = ("model.onnx", "golden.npz", "golden.json", "README.md")  # all hashed in manifest["files"]
+GOLDEN_COUNT = 16
+# int8 kernels differ across CPUs (VNNI, NEON dot product, reduce_range): a couple of output
+# quantization steps. Golden samples are chosen with a top-1 margin well above this tolerance.
+GOLDEN_ATOL_SHARE = 0.025
 
 
 def write_bundle(config: BuildConfig, inputs: Mapping[str, Path], out: Path) -> None:
-    model = out / "model.onnx"
-    shutil.copyfile(inputs["student_int8.onnx"], model)
+    from edge_distill.data import Dataset
+
     reports = {name.removesuffix(".json"): json.loads(inputs[name].read_text()) for name in inputs if name.endswith(".json")}
-    manifest = build_manifest(config, model, reports)
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    model = out / "model.onnx"
+    model.write_bytes(inputs["shipped_model.onnx"].read_bytes())
+    golden = write_golden(model, Dataset.load(inputs["dataset.npz"]).x["test"], out)
+    manifest = build_manifest(config, model, reports, golden)
     (out / "README.md").write_text(render_model_card(manifest))
+    manifest["files"] = {name: {"sha256": sha256(out / name), "size_bytes": (out / name).stat().st_size}
+                         for name in BUNDLE_FILES}
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
 
 
-def build_manifest(config: BuildConfig, model: Path, reports: dict[str, Any]) -> dict[str, Any]:
+def embed_metadata(src: Path, dst: Path, config: BuildConfig, dataset: dict[str, Any]) -> None:
+    """Put the facts an app needs into the .onnx itself (metadata_props and doc strings).
+
+    The build id names the model, not its measurements: the same weights and labels for the same
+    device give the same id, however often the benchmark reruns.
+    """
+    import onnx
+
+    model = onnx.load(str(src))
+    pre = dataset["preprocessing"]
+    build_id = hashlib.sha256(
+        src.read_bytes() + json.dumps([dataset, config.profile, __version__], sort_keys=True).encode()
+    ).hexdigest()[:16]
+    props = {
+        "labels": json.dumps(dataset["labels"]),
+        "preprocessing": json.dumps(pre, sort_keys=True),
+        "input_layout": pre["layout"],
+        "profile": config.profile,
+        "device": config.device.description or config.device.name,
+        "generator_version": __version__,
+        "build_id": build_id,
+        "schema_version": str(SCHEMA_VERSION),
+    }
+    onnx.helper.set_model_props(model, {METADATA_PREFIX + key: value for key, value in props.items()})
+    model.doc_string = f"int8 classifier built by edge-distill {__version__} for {props['device']} (build {build_id})"
+    model.graph.input[0].doc_string = (
+        f"{pre['layout']} float32, {pre['color_mode']}; x = (pixel * {pre['pixel_scale']:g} - mean[c]) / std[c], "
+        f"mean={pre['mean']}, std={pre['std']}"
+    )
+    model.graph.output[0].doc_string = f"logits, one per class in this order: {', '.join(dataset['labels'])}"
+    onnx.save(model, str(dst))
+
+
+def model_metadata(model: Path) -> dict[str, str]:
+    """The edge_distill.* metadata_props of a model, without the prefix."""
+    import onnx
+
+    props = onnx.load(str(model), load_external_data=False).metadata_props
+    return {p.key.removeprefix(METADATA_PREFIX): p.value for p in props if p.key.startswith(METADATA_PREFIX)}
+
+
+def write_golden(model: Path, x_test, out: Path) -> dict[str, Any]:
+    """Real test inputs with this machine's outputs, as .npz and as JSON, for `verify` anywhere."""
+    import numpy as np
+
+    from edge_distill.export.onnx_io import run_onnx
+
+    logits = next(iter(run_onnx(model, x_test).values()))  # (N, K)
+    atol = GOLDEN_ATOL_SHARE * float(np.abs(logits).max())
+    top2 = np.sort(logits, axis=1)[:, -2:]
+    margin = top2[:, 1] - top2[:, 0]
+    # Samples whose decision no allowed deviation can flip, in test-split order.
+    clear = np.flatnonzero(margin > 4 * atol)
+    picked = clear[:GOLDEN_COUNT] if len(clear) >= GOLDEN_COUNT else np.argsort(-margin)[:GOLDEN_COUNT]
+    arrays = {"inputs": x_test[picked], "logits": logits[picked], "top1": logits[picked].argmax(axis=1).astype(np.int64)}
+    np.savez(out / "golden.npz", **arrays)
+    (out / "golden.json").write_text(json.dumps({name: a.tolist() for name, a in arrays.items()}) + "\n")
+    return {
+        "npz": "golden.npz",
+        "json": "golden.json",
+        "count": len(picked),
+        "arrays": {name: {"shape": list(a.shape), "dtype": a.dtype.name} for name, a in arrays.items()},
+        "tolerance": {"logits_atol": atol, "top1": "exact",
+                      "why": f"{GOLDEN_ATOL_SHARE:.1%} of the largest |logit|: int8 kernels differ slightly across CPUs"},
+        "source": "test-split samples; outputs from ONNX Runtime's CPU provider on the build machine",
+    }
+
+
+def build_manifest(config: BuildConfig, model: Path, reports: dict[str, Any], golden: dict[str, Any]) -> dict[str, Any]:
     import onnx
 
     graph = onnx.load(str(model)).graph
@@ -38,10 +116,11 @@ def build_manifest(config: BuildConfig, model: Path, reports: dict[str, Any]) ->
     return {
         "schema_version": SCHEMA_VERSION,
         "generator": {"name": "edge-distill", "version": __version__},
+        "build_id": model_metadata(model)["build_id"],
         "profile": {"name": config.profile, **{section: resolved[section] for section in PROFILE_SECTIONS}},
         "model": {
             "file": "model.onnx",
-            "sha256": hashlib.sha256(model.read_bytes()).hexdigest(),
+            "sha256": sha256(model),
             "size_bytes": model.stat().st_size,
             "opset": reports["export"]["opset"],
             "precision": "int8",
@@ -55,6 +134,7 @@ def build_manifest(config: BuildConfig, model: Path, reports: dict[str, Any]) ->
         ],
         "preprocessing": dataset["preprocessing"],
         "labels": dataset["labels"],
+        "golden": golden,
         "training": {
             "data": {k: dataset[k] for k in ("source", "split_sizes")},
             "seed": config.seed,

@@ -17,7 +17,7 @@ def test_tiny_build_publishes_a_complete_bundle(tmp_path):
     lines = []
     build(tiny_config(), tmp_path / "dist", tmp_path / "cache", progress=lines.append)
     bundle = tmp_path / "dist"
-    assert sorted(p.name for p in bundle.iterdir()) == ["README.md", "manifest.json", "model.onnx"]
+    assert sorted(p.name for p in bundle.iterdir()) == ["README.md", "golden.json", "golden.npz", "manifest.json", "model.onnx"]
     manifest = json.loads((bundle / "manifest.json").read_text())
 
     assert manifest["schema_version"] == 1
@@ -46,7 +46,7 @@ def test_tiny_build_publishes_a_complete_bundle(tmp_path):
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     card = (bundle / "README.md").read_text()
     assert "student_int8" in card and manifest["model"]["sha256"] in card
-    assert any("[8/8] package" in line for line in lines)
+    assert any("[9/9] package" in line for line in lines)
 
 
 def test_simplify_opt_out_is_recorded(tiny_cache, tmp_path):
@@ -78,3 +78,14 @@ def test_publish_refuses_to_replace_a_folder_that_is_not_a_bundle(tmp_path):
     with pytest.raises(InputFileError, match="is not an edge-distill bundle"):
         publish({}, out)
     assert (out / "thesis.tex").exists()
+
+
+@pytest.mark.slow
+def test_same_config_and_seed_give_the_same_model_bytes(tiny_bundle, tmp_path):
+    """Reproducible: a build from an empty cache yields a byte-identical model.onnx and the same accuracy."""
+    build(tiny_config(), tmp_path / "dist", tmp_path / "fresh-cache")
+    first = json.loads((tiny_bundle / "manifest.json").read_text())
+    again = json.loads((tmp_path / "dist" / "manifest.json").read_text())
+    assert again["model"]["sha256"] == first["model"]["sha256"]
+    assert again["build_id"] == first["build_id"]
+    assert [m["accuracy"] for m in again["metrics"]] == [m["accuracy"] for m in first["metrics"]]

@@ -31,12 +31,12 @@ def test_unchanged_build_runs_no_stage(tiny_cache, spy):
 
 def test_changed_quantize_setting_reruns_only_downstream(tiny_cache, spy):
     run_pipeline(tiny_config("quantize.per_channel=false"), tiny_cache)
-    assert spy == ["quantize", "benchmark", "package"]
+    assert spy == ["quantize", "describe", "benchmark", "package"]
 
 
 def test_changed_distill_setting_keeps_data_and_teacher(tiny_cache, spy):
     run_pipeline(tiny_config("distill.alpha=0.5"), tiny_cache)
-    assert spy == ["distill", "export", "simplify", "quantize", "benchmark", "package"]
+    assert spy == ["distill", "export", "simplify", "quantize", "describe", "benchmark", "package"]
 
 
 def test_force_reruns_every_stage(tiny_cache, spy):
@@ -80,3 +80,15 @@ def test_hash_path_covers_folder_names_and_contents(tmp_path):
     first = hash_path(tmp_path / "a")
     (tmp_path / "a" / "x.png").rename(tmp_path / "a" / "y.png")
     assert hash_path(tmp_path / "a") != first
+
+
+def test_every_artifact_has_one_producer_and_every_input_a_producer():
+    from edge_distill.pipeline.build import ARTIFACTS, PRODUCER
+
+    assert len(ARTIFACTS) == len(set(ARTIFACTS))
+    for stage in stages.STAGES:
+        for name in stage.inputs:
+            assert STAGE_ORDER[PRODUCER[name].name] < STAGE_ORDER[stage.name], (stage.name, name)
+
+
+STAGE_ORDER = {name: i for i, name in enumerate(stages.STAGE_NAMES)}

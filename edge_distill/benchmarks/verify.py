@@ -1,0 +1,275 @@
+"""Verify a bundle: hashes, containment, the model's spec, and its golden vectors.
+
+Like runner.py, this runs where the model runs: it needs only the standard library, numpy and
+onnxruntime (plus edge_distill.errors, itself standard-library only). Usable as
+`python -m edge_distill.benchmarks.verify DIR [--json]` on a device without torch or onnx.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_distill.errors import BundleError
+
+SCHEMA_VERSION = 1  # the newest manifest schema this verifier understands
+REQUIRED_KEYS = ("schema_version", "files", "model", "inputs", "outputs", "labels", "golden")
+GOLDEN_ARRAYS = ("inputs", "logits", "top1")
+METADATA_PREFIX = "edge_distill."
+
+
+@dataclass
+class Check:
+    name: str
+    passed: bool
+    detail: str
+
+
+def verify_bundle(bundle: Path, providers: list[str] | None = None) -> list[Check]:
+    """Run every check; a bundle that cannot be read at all raises BundleError instead."""
+    manifest = read_manifest(bundle)
+    checks = check_files(bundle, manifest)
+    if not all(c.passed for c in checks):
+        return checks  # never run a model whose bytes are not the ones the manifest vouches for
+    model = bundle / manifest["model"]["file"]
+    checks.append(check_external_data(bundle, model, manifest))
+    if not checks[-1].passed:
+        return checks
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(model), providers=providers or ["CPUExecutionProvider"])
+    checks += check_spec(session, manifest)
+    checks += check_golden(bundle, session, manifest)
+    return checks
+
+
+def read_manifest(bundle: Path) -> dict[str, Any]:
+    path = bundle / "manifest.json"
+    if not bundle.is_dir():
+        raise BundleError(f"{bundle}: not a folder", "give the folder that holds manifest.json")
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise BundleError(f"{path}: missing", "is this an edge-distill bundle?") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise BundleError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(manifest, dict):
+        raise BundleError(f"{path}: expected a JSON object")
+    missing = [key for key in REQUIRED_KEYS if key not in manifest]
+    if missing:
+        raise BundleError(f"{path}: missing key(s) {', '.join(missing)}", "rebuild the bundle with edge-distill build")
+    version = manifest["schema_version"]
+    if not isinstance(version, int) or version > SCHEMA_VERSION:
+        raise BundleError(
+            f"{path}: schema_version {version!r} is newer than this verifier understands ({SCHEMA_VERSION})",
+            "upgrade edge-distill",
+        )
+    return manifest
+
+
+def inside(bundle: Path, relative: str) -> Path | None:
+    """The file a manifest path names, or None if it would leave the bundle (absolute, .., symlink)."""
+    if Path(relative).is_absolute():
+        return None
+    target = (bundle / relative).resolve()
+    return target if target.is_relative_to(bundle.resolve()) else None
+
+
+def check_files(bundle: Path, manifest: dict[str, Any]) -> list[Check]:
+    checks = []
+    for name, record in sorted(manifest["files"].items()):
+        target = inside(bundle, name)
+        if target is None:
+            checks.append(Check(f"file {name}", False, "points outside the bundle"))
+        elif not target.is_file():
+            checks.append(Check(f"file {name}", False, "missing"))
+        elif sha256(target) != record.get("sha256"):
+            checks.append(Check(f"file {name}", False, "sha256 differs from manifest.json: the file was altered"))
+        else:
+            checks.append(Check(f"file {name}", True, f"sha256 {record['sha256'][:12]}…"))
+    if manifest["model"].get("file") not in manifest["files"]:
+        checks.append(Check("model file listed", False, f"{manifest['model'].get('file')!r} is not in manifest files"))
+    return checks
+
+
+def check_external_data(bundle: Path, model: Path, manifest: dict[str, Any]) -> Check:
+    """ONNX external-data locations must stay inside the bundle and be hashed in the manifest."""
+    root = bundle.resolve()
+    locations = external_data_locations(model.read_bytes())
+    outside, unlisted = [], []
+    for location in locations:
+        target = inside(model.parent, location)  # ONNX resolves locations against the model's folder
+        if target is None or not target.is_relative_to(root):
+            outside.append(location)
+        elif target.relative_to(root).as_posix() not in manifest["files"]:
+            unlisted.append(location)
+    if outside:
+        return Check("external data", False, f"{model.name} points outside the bundle: {', '.join(outside)}")
+    if unlisted:
+        return Check("external data", False, f"{model.name} uses files the manifest does not hash: {', '.join(unlisted)}")
+    return Check("external data", True, f"{len(locations)} external file(s)" if locations else "none")
+
+
+def check_spec(session, manifest: dict[str, Any]) -> list[Check]:
+    checks = []
+    for kind, actual in (("inputs", session.get_inputs()), ("outputs", session.get_outputs())):
+        expected = [(t["name"], t["shape"]) for t in manifest[kind]]
+        got = [(t.name, [d if isinstance(d, int) else str(d) for d in t.shape]) for t in actual]
+        checks.append(Check(f"model {kind}", got == expected, f"{got}" if got == expected else f"model has {got}, manifest says {expected}"))
+    labels = session.get_modelmeta().custom_metadata_map.get(METADATA_PREFIX + "labels")
+    ok = labels is not None and json.loads(labels) == manifest["labels"]
+    checks.append(Check("model metadata labels", ok, "match manifest" if ok else "model metadata_props labels differ or are absent"))
+    return checks
+
+
+def check_golden(bundle: Path, session, manifest: dict[str, Any]) -> list[Check]:
+    golden = manifest["golden"]
+    arrays = load_golden(bundle, golden)
+    input_name, output_name = manifest["inputs"][0]["name"], manifest["outputs"][0]["name"]
+    logits = session.run([output_name], {input_name: arrays["inputs"]})[0]
+    diff = float(np.abs(logits - arrays["logits"]).max())
+    atol = float(golden["tolerance"]["logits_atol"])
+    agree = int((logits.argmax(axis=1) == arrays["top1"]).sum())
+    count = len(arrays["top1"])
+    return [
+        Check("golden logits", diff <= atol, f"max abs diff {diff:.3g} (tolerance {atol:.3g}) on {count} samples"),
+        Check("golden top-1", agree == count, f"{agree}/{count} match"),
+    ]
+
+
+def load_golden(bundle: Path, golden: dict[str, Any]) -> dict[str, np.ndarray]:
+    """The .npz vectors, checked against the shapes the manifest states and against the JSON copy."""
+    path = inside(bundle, golden["npz"])
+    if path is None:
+        raise BundleError(f"{bundle / golden['npz']}: points outside the bundle")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {name: f[name] for name in GOLDEN_ARRAYS}
+    except (OSError, KeyError, ValueError) as e:
+        raise BundleError(f"{path}: unreadable golden vectors ({e})") from None
+    for name, spec in golden["arrays"].items():
+        if list(arrays[name].shape) != spec["shape"] or arrays[name].dtype.name != spec["dtype"]:
+            raise BundleError(
+                f"{path}: '{name}' is {arrays[name].dtype.name}{list(arrays[name].shape)}, "
+                f"manifest says {spec['dtype']}{spec['shape']}"
+            )
+    json_path = inside(bundle, golden["json"])
+    copy = json.loads(json_path.read_text()) if json_path and json_path.is_file() else {}
+    for name in GOLDEN_ARRAYS:
+        if name not in copy or not np.array_equal(np.asarray(copy[name], dtype=arrays[name].dtype), arrays[name]):
+            raise BundleError(f"{bundle / golden['json']}: '{name}' differs from {golden['npz']}")
+    return arrays
+
+
+def external_data_locations(model_bytes: bytes) -> list[str]:
+    """`location` of every tensor stored as ONNX external data, read from the protobuf wire format
+    directly so that verification needs no onnx package. Walks ModelProto.graph, its initializers,
+    sparse initializers, and node attributes (tensors and subgraphs)."""
+    locations: list[str] = []
+    for field, value in _fields(model_bytes):
+        if field == 7:  # ModelProto.graph
+            _walk_graph(value, locations)
+    return sorted(set(locations))
+
+
+def _walk_graph(graph: bytes, locations: list[str]) -> None:
+    for field, value in _fields(graph):
+        if field == 5:  # GraphProto.initializer
+            _read_tensor(value, locations)
+        elif field == 15:  # GraphProto.sparse_initializer: values (1) and indices (2) are tensors
+            for sub_field, sub in _fields(value):
+                if sub_field in (1, 2):
+                    _read_tensor(sub, locations)
+        elif field == 1:  # GraphProto.node -> NodeProto.attribute (5)
+            for node_field, attribute in _fields(value):
+                if node_field == 5:
+                    for attr_field, item in _fields(attribute):
+                        if attr_field in (5, 10):  # AttributeProto.t, .tensors
+                            _read_tensor(item, locations)
+                        elif attr_field in (6, 11):  # AttributeProto.g, .graphs
+                            _walk_graph(item, locations)
+
+
+def _read_tensor(tensor: bytes, locations: list[str]) -> None:
+    for field, entry in _fields(tensor):
+        if field == 13:  # TensorProto.external_data: StringStringEntryProto(key=1, value=2)
+            pair = {k: v for k, v in _fields(entry)}
+            if pair.get(1) == b"location":
+                locations.append(pair.get(2, b"").decode("utf-8", "replace"))
+
+
+def _fields(buffer: bytes):
+    """Yield (field number, bytes) for each length-delimited field; skip the other wire types."""
+    position, end = 0, len(buffer)
+    while position < end:
+        key, position = _varint(buffer, position)
+        field, wire_type = key >> 3, key & 7
+        if wire_type == 0:
+            _, position = _varint(buffer, position)
+        elif wire_type == 1:
+            position += 8
+        elif wire_type == 5:
+            position += 4
+        elif wire_type == 2:
+            length, position = _varint(buffer, position)
+            yield field, buffer[position : position + length]
+            position += length
+        else:
+            raise BundleError(f"model file: unsupported protobuf wire type {wire_type}")
+
+
+def _varint(buffer: bytes, position: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        if position >= len(buffer):
+            raise BundleError("model file: truncated protobuf")
+        byte = buffer[position]
+        position += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return result, position
+        shift += 7
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def render(checks: list[Check]) -> str:
+    lines = [f"{'PASS' if c.passed else 'FAIL'}  {c.name:<24} {c.detail}" for c in checks]
+    failed = sum(not c.passed for c in checks)
+    lines.append(f"bundle FAILED {failed} of {len(checks)} checks" if failed else f"bundle OK: all {len(checks)} checks passed")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Verify an edge-distill bundle with numpy + onnxruntime only.")
+    parser.add_argument("bundle", type=Path)
+    parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    args = parser.parse_args(argv)
+    try:
+        checks = verify_bundle(args.bundle)
+    except BundleError as e:
+        print(f"Error: {e.message}" + (f"\nHint: {e.hint}" if e.hint else ""), file=sys.stderr)
+        return e.exit_code
+    ok = all(c.passed for c in checks)
+    if args.json:
+        print(json.dumps({"bundle": str(args.bundle), "passed": ok, "checks": [asdict(c) for c in checks]}, indent=2))
+    else:
+        print(render(checks))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
