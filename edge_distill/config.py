@@ -113,7 +113,8 @@ class BenchmarkConfig:
     threads: int = _at_least(1, 1)
     batch_size: int = _at_least(1, 1)
     warmup_runs: int = _at_least(20, 0)
-    timed_runs: int = _at_least(300, 1)
+    timed_runs: int = _at_least(300, 1)  # at least this many timed runs...
+    min_seconds: float = _at_least(2.0, 0.0)  # ...and at least this long
     cold_start_runs: int = _at_least(3, 1)
 
 

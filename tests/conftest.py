@@ -16,7 +16,7 @@ TINY = [
     "distill.epochs=3",
     "export.parity_samples=16",
     "quantize.calibration_samples=32",
-    "benchmark.warmup_runs=1", "benchmark.timed_runs=5", "benchmark.cold_start_runs=1",
+    "benchmark.warmup_runs=1", "benchmark.timed_runs=5", "benchmark.min_seconds=0", "benchmark.cold_start_runs=1",
 ]
 
 

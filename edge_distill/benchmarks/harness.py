@@ -28,11 +28,13 @@ def benchmark_variants(
         sample = np.resize(x_test, (cfg.batch_size, *x_test.shape[1:]))
     metrics, reference = [], None
     for name, (model, params) in variants.items():
-        progress(f"benchmark {name}: {cfg.timed_runs} timed runs at batch {cfg.batch_size}, {threads} thread(s)")
+        progress(f"benchmark {name}: >= {cfg.timed_runs} timed runs and >= {cfg.min_seconds:g} s at batch "
+                 f"{cfg.batch_size}, {threads} thread(s)")
         predicted = predict_classes(model, x_test, cfg.providers, threads)
         reference = predicted if reference is None else reference
         latency = measure_latency(
-            model, sample, cfg.providers, threads, cfg.warmup_runs, cfg.timed_runs, cfg.cold_start_runs
+            model, sample, cfg.providers, threads, cfg.warmup_runs, cfg.timed_runs, cfg.cold_start_runs,
+            cfg.min_seconds,
         )
         metrics.append(
             {
@@ -57,6 +59,7 @@ def benchmark_variants(
             "batch_size": cfg.batch_size,
             "warmup_runs": cfg.warmup_runs,
             "timed_runs": cfg.timed_runs,
+            "min_seconds": cfg.min_seconds,
             "cold_start_runs": cfg.cold_start_runs,
             "timer": "time.perf_counter around InferenceSession.run, in process",
             "cold_start": "InferenceSession creation + first run, median of cold_start_runs, model file in page cache",

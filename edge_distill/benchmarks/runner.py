@@ -35,9 +35,12 @@ def measure_latency(
     warmup_runs: int,
     timed_runs: int,
     cold_start_runs: int,
+    min_seconds: float = 0.0,
 ) -> dict:
-    """Cold start (session creation + first run; median of `cold_start_runs`), then warm-up and
-    `timed_runs` timed runs of one batch. Times in milliseconds, from time.perf_counter."""
+    """Cold start (session creation + first run; median of `cold_start_runs`), then warm-up and at
+    least `timed_runs` timed runs of one batch, continuing until `min_seconds` have passed (a
+    sub-millisecond model needs thousands of runs for a stable p99). Times in milliseconds, from
+    time.perf_counter around each run."""
     cold = []
     for _ in range(cold_start_runs):
         start = time.perf_counter()
@@ -47,11 +50,13 @@ def measure_latency(
         cold.append((time.perf_counter() - start) * 1e3)
     for _ in range(warmup_runs):
         session.run(None, feed)
-    times = np.empty(timed_runs)
-    for i in range(timed_runs):
+    samples: list[float] = []
+    deadline = time.perf_counter() + min_seconds
+    while len(samples) < timed_runs or time.perf_counter() < deadline:
         start = time.perf_counter()
         session.run(None, feed)
-        times[i] = (time.perf_counter() - start) * 1e3
+        samples.append((time.perf_counter() - start) * 1e3)
+    times = np.asarray(samples)
     return {
         "cold_start": float(np.median(cold)),
         "p50": float(np.percentile(times, 50)),
@@ -62,6 +67,7 @@ def measure_latency(
         "min": float(times.min()),
         "max": float(times.max()),
         "throughput_per_s": float(len(sample) * 1e3 / times.mean()),
+        "runs": len(times),
     }
 
 

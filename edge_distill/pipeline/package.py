@@ -203,10 +203,9 @@ def render_model_card(manifest: dict[str, Any]) -> str:
         "",
         metrics_table(manifest["metrics"], markdown=True),
         "",
-        f"Latency: batch {manifest['measurement']['method']['batch_size']}, "
-        f"{manifest['measurement']['method']['threads']} thread(s), {manifest['measurement']['method']['warmup_runs']} "
-        f"warm-up and {manifest['measurement']['method']['timed_runs']} timed runs on "
-        f"{manifest['measurement']['method']['providers'][0]}.",
+        "Latency: batch {batch_size}, {threads} thread(s), {warmup_runs} warm-up runs, then at least {timed_runs} "
+        "timed runs and {min_seconds:g} s on {provider}; p50/p90/p99 are percentiles of those runs.".format(
+            provider=manifest["measurement"]["method"]["providers"][0], **manifest["measurement"]["method"]),
         "",
         "## Known limits",
         "- Accuracy is measured on a held-out split of the training data's distribution; inputs unlike it "

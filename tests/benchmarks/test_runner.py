@@ -40,3 +40,9 @@ def test_missing_cuda_provider_is_a_clear_error():
 def test_host_description_names_the_machine():
     host = describe_host()
     assert host["arch"] and host["cpu"] and host["cores"] >= 1 and host["onnxruntime"] == ort.__version__
+
+
+def test_min_seconds_extends_the_timed_runs(tiny_artifacts):
+    sample = np.zeros((1, 1, 8, 8), dtype=np.float32)
+    stats = measure_latency(tiny_artifacts["student_int8.onnx"], sample, ["CPUExecutionProvider"], 1, 0, 3, 1, 0.2)
+    assert stats["runs"] > 3 and stats["runs"] * stats["mean"] >= 150  # ms spent in timed runs
