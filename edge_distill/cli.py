@@ -49,6 +49,10 @@ def config_options(fn):
         click.option("--teacher", help="Teacher factory 'package.module:function' (default: built-in, trained here)."),
         click.option("--teacher-checkpoint", type=click.Path(path_type=Path), help="Teacher state_dict file."),
         click.option("--student", help="Student factory 'package.module:function' (default: built-in ConvNet)."),
+        click.option("--search-quantization", is_flag=True, default=None,
+                      help="Try every quantization recipe; ship the fastest within the accuracy budget."),
+        click.option("--max-accuracy-drop", type=float, metavar="POINTS",
+                     help="Accuracy budget vs the fp32 student, in percentage points (implies --search-quantization)."),
         click.option("--cache-dir", type=click.Path(path_type=Path), default=DEFAULT_CACHE, show_default=True),
         click.option("--force", is_flag=True, help="Rerun every stage, ignoring the cache."),
         click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout."),
@@ -58,12 +62,17 @@ def config_options(fn):
     return fn
 
 
-def _load_config(profile, config_file, overrides, data, teacher, teacher_checkpoint, student):
+def _load_config(profile, config_file, overrides, data, teacher, teacher_checkpoint, student, search_quantization,
+                 max_accuracy_drop):
     from edge_distill.config import load_config
 
-    shortcuts = {"data.source": data, "teacher.factory": teacher, "teacher.checkpoint": teacher_checkpoint,
-                 "student.factory": student}
-    extra = [f"{key}={json.dumps(str(value))}" for key, value in shortcuts.items() if value is not None]
+    paths = {"data.source": data, "teacher.factory": teacher, "teacher.checkpoint": teacher_checkpoint,
+             "student.factory": student}
+    extra = [f"{key}={json.dumps(str(value))}" for key, value in paths.items() if value is not None]
+    if search_quantization or max_accuracy_drop is not None:
+        extra.append("quantize.search=true")
+    if max_accuracy_drop is not None:
+        extra.append(f"quantize.max_accuracy_drop={max_accuracy_drop!r}")
     return load_config(profile, config_file, [*overrides, *extra])
 
 
@@ -77,12 +86,14 @@ def main(debug: bool) -> None:
 @main.command()
 @config_options
 @click.option("--out", "-o", type=click.Path(path_type=Path), help="Bundle folder (default: dist/<profile>).")
-def build(profile, config_file, overrides, data, teacher, teacher_checkpoint, student, cache_dir, force, as_json, out):
+def build(profile, config_file, overrides, data, teacher, teacher_checkpoint, student, search_quantization,
+          max_accuracy_drop, cache_dir, force, as_json, out):
     """Run every stage and write the bundle: model.onnx, manifest.json, README.md."""
     from edge_distill.pipeline.build import build as run_build
     from edge_distill.pipeline.package import metrics_table
 
-    config = _load_config(profile, config_file, overrides, data, teacher, teacher_checkpoint, student)
+    config = _load_config(profile, config_file, overrides, data, teacher, teacher_checkpoint, student,
+                          search_quantization, max_accuracy_drop)
     out = out or Path("dist") / config.profile
     started = time.perf_counter()
     run = run_build(config, out, cache_dir, force=force, progress=_progress)
@@ -99,11 +110,12 @@ def _stage_command(name: str, doc: str) -> click.Command:
     @config_options
     @click.option("--input", "provided", multiple=True, metavar="ARTIFACT=PATH",
                   help="Use your own file for an upstream artifact, e.g. student_fp32.onnx=model.onnx.")
-    def command(profile, config_file, overrides, data, teacher, teacher_checkpoint, student, cache_dir, force,
-                as_json, provided):
+    def command(profile, config_file, overrides, data, teacher, teacher_checkpoint, student, search_quantization,
+                max_accuracy_drop, cache_dir, force, as_json, provided):
         from edge_distill.pipeline.build import run_pipeline
 
-        config = _load_config(profile, config_file, overrides, data, teacher, teacher_checkpoint, student)
+        config = _load_config(profile, config_file, overrides, data, teacher, teacher_checkpoint, student,
+                              search_quantization, max_accuracy_drop)
         pairs = {}
         for item in provided:
             artifact, sep, path = item.partition("=")
@@ -125,7 +137,7 @@ STAGE_DOCS = {
     "distill": "Train the student on the teacher's soft targets and the labels.",
     "export": "Export teacher and student to ONNX and check parity with PyTorch.",
     "simplify": "Simplify the student with onnxsim, checked on real samples.",
-    "quantize": "Quantize the student to static int8, calibrated on training samples.",
+    "quantize": "Quantize the student to int8 (the profile's recipe, or the fastest within budget with --search-quantization).",
     "describe": "Embed labels, preprocessing and a build id in the int8 model's metadata.",
     "benchmark": "Measure accuracy and latency of teacher, fp32 student and int8 student.",
     "package": "Assemble model.onnx, manifest.json and README.md (in the cache; `build` publishes them).",

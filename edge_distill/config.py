@@ -37,6 +37,7 @@ class DeviceConfig:
     description: str = ""
     arch: str = _choice("x86_64", "x86_64", "aarch64")
     cpu: str = ""
+    vnni: bool = True  # x86 only: without VNNI, u8s8 int8 can saturate, so the search adds reduce_range
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ class TeacherConfig:
 
     factory: str = ""  # "package.module:function" returning an nn.Module; "" = built-in
     checkpoint: str = ""  # state_dict file, loaded with weights_only=True
+    family: str = _choice("convnet", "convnet", "mobilenet")  # built-in architecture
     width: int = _at_least(64, 1)
     depth: int = _between(3, 1, 4)
     epochs: int = _at_least(30, 1)
@@ -68,6 +70,7 @@ class StudentConfig:
     """The student: the built-in ConvNet sized by width/depth, or the user's factory."""
 
     factory: str = ""
+    family: str = _choice("convnet", "convnet", "mobilenet")
     width: int = _at_least(16, 1)
     depth: int = _between(2, 1, 4)
 
@@ -105,6 +108,13 @@ class QuantizeConfig:
     calibrate_method: str = _choice("MinMax", "MinMax", "Entropy", "Percentile")
     calibration_samples: int = _at_least(256, 1)
     reduce_range: bool = False  # 7-bit weights, for x86 CPUs without VNNI
+    exclude_nodes: list[str] = field(default_factory=list)  # node names kept in float
+    # Search: try every recipe the device can run, ship the fastest within the accuracy budget.
+    search: bool = False
+    max_accuracy_drop: float = _at_least(1.0, 0.0)  # percentage points of val accuracy vs the fp32 student
+    require_int8: bool = False  # if no int8 recipe fits the budget: error (true) or ship fp32 (false)
+    fallback_max_nodes: int = _at_least(4, 0)  # most sensitive nodes kept in float to repair a recipe
+    search_min_seconds: float = _at_least(0.5, 0.0)  # latency timing per candidate
 
 
 @dataclass(frozen=True)

@@ -46,15 +46,48 @@ class ConvNet(nn.Module):
         return self.head(self.features(x))
 
 
-def build_model(
-    factory: str, input_shape: tuple[int, int, int], num_classes: int, width: int, depth: int, role: str
-) -> nn.Module:
-    """The user's factory ("package.module:function") if given, else the built-in ConvNet.
+def _conv_bn_relu(c_in: int, c_out: int, kernel: int, stride: int = 1, groups: int = 1) -> list[nn.Module]:
+    return [nn.Conv2d(c_in, c_out, kernel, stride, kernel // 2, groups=groups, bias=False),
+            nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
 
-    A factory is called with whichever of `num_classes` and `input_shape` it accepts.
+
+class MobileNet(nn.Module):
+    """MobileNet-v1 style: a stride-2 stem, then `depth` stages of depthwise-separable blocks
+    (3x3 depthwise + 1x1 pointwise), each stage halving the resolution and doubling the channels.
+    Cheap in MACs, heavy in memory traffic: the kind of student int8 helps most on small CPUs."""
+
+    def __init__(self, input_shape: tuple[int, int, int], num_classes: int, width: int, depth: int):
+        super().__init__()
+        in_channels, height, width_px = input_shape
+        stem_stride = 2 if min(height, width_px) >= 16 else 1
+        layers = _conv_bn_relu(in_channels, width, 3, stem_stride)
+        size = min(height, width_px) // stem_stride
+        channels = width
+        for i in range(depth):
+            out = width * 2 ** (i + 1)
+            stride = 2 if size >= 2 else 1
+            size //= stride
+            layers += _conv_bn_relu(channels, channels, 3, stride, groups=channels) + _conv_bn_relu(channels, out, 1)
+            layers += _conv_bn_relu(out, out, 3, 1, groups=out) + _conv_bn_relu(out, out, 1)
+            channels = out
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, num_classes)
+        return self.head(self.features(x))
+
+
+FAMILIES = {"convnet": ConvNet, "mobilenet": MobileNet}
+
+
+def build_model(
+    factory: str, family: str, input_shape: tuple[int, int, int], num_classes: int, width: int, depth: int, role: str
+) -> nn.Module:
+    """The user's factory ("package.module:function") if given, else a built-in family sized by
+    width and depth. A factory is called with whichever of `num_classes` and `input_shape` it accepts.
     """
     if not factory:
-        return ConvNet(input_shape, num_classes, width, depth)
+        return FAMILIES[family](input_shape, num_classes, width, depth)
     fn = import_factory(factory, role)
     accepted = inspect.signature(fn).parameters
     kwargs = {k: v for k, v in {"num_classes": num_classes, "input_shape": input_shape}.items() if k in accepted}

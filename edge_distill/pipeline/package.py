@@ -37,7 +37,7 @@ def write_bundle(config: BuildConfig, inputs: Mapping[str, Path], out: Path) -> 
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
 
 
-def embed_metadata(src: Path, dst: Path, config: BuildConfig, dataset: dict[str, Any]) -> None:
+def embed_metadata(src: Path, dst: Path, config: BuildConfig, dataset: dict[str, Any], variant: str) -> None:
     """Put the facts an app needs into the .onnx itself (metadata_props and doc strings).
 
     The build id names the model, not its measurements: the same weights and labels for the same
@@ -59,15 +59,21 @@ def embed_metadata(src: Path, dst: Path, config: BuildConfig, dataset: dict[str,
         "generator_version": __version__,
         "build_id": build_id,
         "schema_version": str(SCHEMA_VERSION),
+        "precision": precision_of(variant),
     }
     onnx.helper.set_model_props(model, {METADATA_PREFIX + key: value for key, value in props.items()})
-    model.doc_string = f"int8 classifier built by edge-distill {__version__} for {props['device']} (build {build_id})"
+    model.doc_string = f"{props['precision']} classifier built by edge-distill {__version__} for {props['device']} (build {build_id})"
     model.graph.input[0].doc_string = (
         f"{pre['layout']} float32, {pre['color_mode']}; x = (pixel * {pre['pixel_scale']:g} - mean[c]) / std[c], "
         f"mean={pre['mean']}, std={pre['std']}"
     )
     model.graph.output[0].doc_string = f"logits, one per class in this order: {', '.join(dataset['labels'])}"
     onnx.save(model, str(dst))
+
+
+def precision_of(variant: str) -> str:
+    """"student_int8" -> "int8"."""
+    return variant.rsplit("_", 1)[-1]
 
 
 def model_metadata(model: Path) -> dict[str, str]:
@@ -112,7 +118,7 @@ def build_manifest(config: BuildConfig, model: Path, reports: dict[str, Any], go
     resolved = config.to_dict()
     dataset, benchmark = reports["dataset"], reports["benchmark"]
     budgets = config.budget
-    int8 = next(m for m in benchmark["metrics"] if m["variant"] == "student_int8")
+    shipped = next(m for m in benchmark["metrics"] if m["variant"] == benchmark["shipped_variant"])
     return {
         "schema_version": SCHEMA_VERSION,
         "generator": {"name": "edge-distill", "version": __version__},
@@ -123,7 +129,8 @@ def build_manifest(config: BuildConfig, model: Path, reports: dict[str, Any], go
             "sha256": sha256(model),
             "size_bytes": model.stat().st_size,
             "opset": reports["export"]["opset"],
-            "precision": "int8",
+            "precision": precision_of(benchmark["shipped_variant"]),
+            "variant": benchmark["shipped_variant"],
             "quantization": reports["quantize"],
             "simplified": reports["simplify"],
         },
@@ -148,8 +155,8 @@ def build_manifest(config: BuildConfig, model: Path, reports: dict[str, Any], go
         "budgets": {
             "max_latency_ms": budgets.max_latency_ms or None,
             "max_size_bytes": budgets.max_size_bytes or None,
-            "latency_p50_within": budgets.max_latency_ms == 0 or int8["latency_ms"]["p50"] <= budgets.max_latency_ms,
-            "size_within": budgets.max_size_bytes == 0 or int8["size_bytes"] <= budgets.max_size_bytes,
+            "latency_p50_within": budgets.max_latency_ms == 0 or shipped["latency_ms"]["p50"] <= budgets.max_latency_ms,
+            "size_within": budgets.max_size_bytes == 0 or shipped["size_bytes"] <= budgets.max_size_bytes,
         },
         "config": resolved,
     }
@@ -171,7 +178,7 @@ def render_model_card(manifest: dict[str, Any]) -> str:
     pre = manifest["preprocessing"]
     spec = manifest["inputs"][0]
     lines = [
-        f"# {device['name']} classifier ({len(manifest['labels'])} classes, int8 ONNX)",
+        f"# {device['name']} classifier ({len(manifest['labels'])} classes, {manifest['model']['precision']} ONNX)",
         "",
         f"Built by edge-distill {manifest['generator']['version']} for **{device['description'] or device['name']}** "
         f"(profile `{manifest['profile']['name']}`).",
@@ -194,10 +201,11 @@ def render_model_card(manifest: dict[str, Any]) -> str:
         f"- Student: {training['distillation']['student']}, {training['distillation']['params']:,} parameters, "
         f"{training['distillation']['method']} with T={training['distillation']['temperature']:g}, "
         f"alpha={training['distillation']['alpha']:g}.",
-        f"- Quantization: static int8 {quant['format']}, activations {quant['activation_type']}, weights "
-        f"{quant['weight_type']}, per-channel {quant['per_channel']}, {quant['calibrate_method']} calibration on "
-        f"{quant['calibration_samples']} training samples.",
+        f"- Quantization: int8 recipe {quant['int8_recipe']} (format-types-per-channel-calibration), calibrated on "
+        f"{quant['calibration_samples']} training samples. Shipped: {manifest['model']['variant']} "
+        f"({quant['selected']['recipe']}): {quant['selected']['why']}.",
         "",
+        *search_report(quant["selected"]),
         "## Measured figures",
         manifest["measurement"]["measured_on"],
         "",
@@ -216,6 +224,29 @@ def render_model_card(manifest: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def search_report(selected: dict[str, Any]) -> list[str]:
+    """Model-card lines for a quantization search: every candidate, and the sensitivity ranking."""
+    if "candidates" not in selected:
+        return []
+    lines = ["## Quantization search",
+             f"Validation accuracy of fp32: {selected['reference_val_accuracy']:.4f}; drop in percentage points. "
+             f"Latency {selected['latency_measured_on'][0].lower()}{selected['latency_measured_on'][1:]}", "",
+             "| recipe | val accuracy | drop | p50 ms | size | |", "|---|---|---|---|---|---|"]
+    for row in selected["candidates"]:
+        if row["error"]:
+            lines.append(f"| {row['name']} | - | - | - | - | failed: {row['error'][:80]} |")
+        else:
+            mark = "**shipped**" if row["name"] == selected["recipe"] else ""
+            lines.append(f"| {row['name']} | {row['accuracy']:.4f} | {row['accuracy_drop']:+.2f} | {row['p50_ms']:.4f} "
+                         f"| {_human_size(row['size_bytes'])} | {mark} |")
+    for recipe, ranked in selected["sensitivity"].items():
+        lines += ["", f"Most sensitive layers of {recipe} (SNR in dB, lower is worse):", "",
+                  "| node | op | activation | cumulative | weight |", "|---|---|---|---|---|"]
+        lines += [f"| {r['node']} | {r['op_type']} | {r['activation_snr_db']} | {r['cumulative_snr_db']} | "
+                  f"{r['weight_snr_db']} |" for r in ranked[:8]]
+    return lines + [""]
 
 
 def metrics_table(metrics: list[dict[str, Any]], markdown: bool = False) -> str:

@@ -24,7 +24,7 @@ def read_json(path: Path) -> Any:
 
 def architecture(cfg: TeacherConfig | StudentConfig) -> dict[str, Any]:
     """The part of a model config that fixes its architecture (not how it is trained)."""
-    return {"factory": cfg.factory, "width": cfg.width, "depth": cfg.depth}
+    return {"factory": cfg.factory, "family": cfg.family, "width": cfg.width, "depth": cfg.depth}
 
 
 class ConfiguredStage:
@@ -57,7 +57,7 @@ def _build_model(config: BuildConfig, role: str, dataset):
 
     cfg = config.teacher if role == "teacher" else config.student
     torch.manual_seed(config.seed)  # the initial weights depend on the seed alone
-    model = build_model(cfg.factory, dataset.input_shape, dataset.num_classes, cfg.width, cfg.depth, role)
+    model = build_model(cfg.factory, cfg.family, dataset.input_shape, dataset.num_classes, cfg.width, cfg.depth, role)
     check_output_size(model, dataset.input_shape, dataset.num_classes, role)
     return model
 
@@ -127,7 +127,7 @@ class TeacherStage(ConfiguredStage):
         cfg = self.config.teacher
         dataset = Dataset.load(inputs["dataset.npz"])
         model = _build_model(self.config, "teacher", dataset)
-        report: dict[str, Any] = {"source": cfg.factory or f"built-in ConvNet(width={cfg.width}, depth={cfg.depth})"}
+        report: dict[str, Any] = {"source": cfg.factory or f"built-in {cfg.family}(width={cfg.width}, depth={cfg.depth})"}
         if cfg.checkpoint:
             progress(f"loading teacher weights from {cfg.checkpoint}")
             load_checkpoint(model, Path(cfg.checkpoint), "teacher")
@@ -190,7 +190,8 @@ class DistillStage(ConfiguredStage):
                 "best_epoch": history.best_epoch,
                 "teacher_outputs": "computed once and reused every epoch (no augmentation)",
                 "student": self.config.student.factory
-                or f"built-in ConvNet(width={self.config.student.width}, depth={self.config.student.depth})",
+                or (f"built-in {self.config.student.family}(width={self.config.student.width}, "
+                    f"depth={self.config.student.depth})"),
                 "params": count_params(student),
                 "val_accuracy": history.best_val_accuracy,
                 "test_accuracy": accuracy(student, dataset.x["test"], dataset.y["test"]),
@@ -263,31 +264,77 @@ class SimplifyStage(ConfiguredStage):
 
 
 class QuantizeStage(ConfiguredStage):
+    """The profile's int8 recipe, or (quantize.search) the fastest recipe within the accuracy budget.
+
+    Writes the best int8 model (reported as student_int8) and the model selected to ship, which
+    is the int8 one unless the search found fp32 (or fp16 on a GPU) faster within budget."""
+
     name = "quantize"
-    version = 1
+    version = 2
     inputs = ("dataset.npz", "student_fp32.onnx")
-    outputs = ("student_int8.onnx", "quantize.json")
+    outputs = ("student_int8.onnx", "selected.onnx", "quantize.json")
 
     def params(self):
-        return {"quantize": dataclasses.asdict(self.config.quantize), "seed": self.config.seed}
+        params = {"quantize": dataclasses.asdict(self.config.quantize), "seed": self.config.seed}
+        if self.config.quantize.search:  # the search measures latency: it depends on where it runs
+            from edge_distill.benchmarks.runner import describe_host
+
+            params |= {"device": dataclasses.asdict(self.config.device), "host": describe_host(),
+                       "benchmark": dataclasses.asdict(self.config.benchmark)}
+        return params
 
     def run(self, inputs, out, progress):
+        import tempfile
+
         import numpy as np
+        import onnx
 
         from edge_distill.data import Dataset
         from edge_distill.errors import QuantizeError
-        from edge_distill.export.quantize import quantize_static_int8, quantized_node_count
+        from edge_distill.export.quantize import QuantRecipe, count_ops, quantize_model, quantized_node_count
+        from edge_distill.export.search import search_quantization
 
         cfg = self.config.quantize
-        train = Dataset.load(inputs["dataset.npz"]).x["train"]
+        dataset = Dataset.load(inputs["dataset.npz"])
+        train = dataset.x["train"]
         # Real training samples, a seeded random subset so every class is likely represented.
         picked = np.random.default_rng(self.config.seed).permutation(len(train))[: cfg.calibration_samples]
-        progress(f"calibrating on {len(picked)} training samples ({cfg.calibrate_method}), quantizing to int8 {cfg.format}")
-        report = quantize_static_int8(inputs["student_fp32.onnx"], out / "student_int8.onnx", train[np.sort(picked)], cfg)
-        report["quantized_nodes"] = quantized_node_count(report["op_counts"])
-        if report["quantized_nodes"] == 0:
+        calibration = train[np.sort(picked)]
+        with tempfile.TemporaryDirectory() as tmp:
+            if cfg.search:
+                found = search_quantization(inputs["student_fp32.onnx"], calibration, dataset.x["val"],
+                                            dataset.y["val"], cfg, self.config.device, self.config.benchmark,
+                                            Path(tmp), progress)
+                if found["best_int8"] is None:
+                    raise QuantizeError("no int8 recipe could be built for this model", "see quantize.json candidates")
+                int8_recipe, winner = found["best_int8"]["name"], found["winner"]
+                shutil.copyfile(found["best_int8"]["file"], out / "student_int8.onnx")
+                shutil.copyfile(winner["file"], out / "selected.onnx")
+                selection = {
+                    "variant": {"fp32": "student_fp32", "fp16": "student_fp16"}.get(winner["kind"], "student_int8"),
+                    "recipe": winner["name"],
+                    "why": found["why"],
+                    "candidates": [{k: v for k, v in row.items() if k != "file"} for row in found["rows"]],
+                    "sensitivity": found["sensitivity"],
+                    "reference_val_accuracy": found["reference_accuracy"],
+                    "latency_measured_on": found["measured_on"],
+                    "threads": found["threads"],
+                }
+            else:
+                recipe = QuantRecipe.from_config(cfg)
+                progress(f"calibrating on {len(calibration)} training samples ({cfg.calibrate_method}), "
+                         f"quantizing to int8 {recipe.name}")
+                quantize_model(inputs["student_fp32.onnx"], out / "student_int8.onnx", calibration, recipe, Path(tmp))
+                shutil.copyfile(out / "student_int8.onnx", out / "selected.onnx")
+                int8_recipe = recipe.name
+                selection = {"variant": "student_int8", "recipe": recipe.name,
+                             "why": "the profile's recipe (quantize.search = false)"}
+        op_counts = count_ops(onnx.load(str(out / "student_int8.onnx")))
+        if quantized_node_count(op_counts) == 0:
             raise QuantizeError("quantization left the model without any int8 node", "check that the model has Conv/Gemm/MatMul layers")
-        write_json(out / "quantize.json", {**dataclasses.asdict(cfg), **report})
+        write_json(out / "quantize.json", {**dataclasses.asdict(cfg), "int8_recipe": int8_recipe, "op_counts": op_counts,
+                                           "quantized_nodes": quantized_node_count(op_counts),
+                                           "calibration_samples": len(calibration), "selected": selection})
 
 
 class DescribeStage(ConfiguredStage):
@@ -295,8 +342,8 @@ class DescribeStage(ConfiguredStage):
     so that the benchmark measures the exact bytes that ship."""
 
     name = "describe"
-    version = 1
-    inputs = ("student_int8.onnx", "dataset.json")
+    version = 2
+    inputs = ("selected.onnx", "dataset.json", "quantize.json")
     outputs = ("shipped_model.onnx",)
 
     def params(self):
@@ -306,13 +353,16 @@ class DescribeStage(ConfiguredStage):
         from edge_distill.pipeline.package import embed_metadata
 
         progress("embedding labels, preprocessing and build id in the model")
-        embed_metadata(inputs["student_int8.onnx"], out / "shipped_model.onnx", self.config, read_json(inputs["dataset.json"]))
+        variant = read_json(inputs["quantize.json"])["selected"]["variant"]
+        embed_metadata(inputs["selected.onnx"], out / "shipped_model.onnx", self.config, read_json(inputs["dataset.json"]),
+                       variant)
 
 
 class BenchmarkStage(ConfiguredStage):
     name = "benchmark"
-    version = 1
-    inputs = ("dataset.npz", "teacher_fp32.onnx", "student_fp32.onnx", "shipped_model.onnx", "export.json")
+    version = 2
+    inputs = ("dataset.npz", "teacher_fp32.onnx", "student_fp32.onnx", "student_int8.onnx", "shipped_model.onnx",
+              "export.json", "quantize.json")
     outputs = ("benchmark.json",)
 
     def params(self):
@@ -327,14 +377,18 @@ class BenchmarkStage(ConfiguredStage):
         from edge_distill.data import Dataset
 
         dataset = Dataset.load(inputs["dataset.npz"])
-        exported = read_json(inputs["export.json"])
+        params = read_json(inputs["export.json"])
+        shipped = read_json(inputs["quantize.json"])["selected"]["variant"]
         variants = {
-            "teacher_fp32": (inputs["teacher_fp32.onnx"], exported["teacher"]["params"]),
-            "student_fp32": (inputs["student_fp32.onnx"], exported["student"]["params"]),
-            "student_int8": (inputs["shipped_model.onnx"], exported["student"]["params"]),
+            "teacher_fp32": (inputs["teacher_fp32.onnx"], params["teacher"]["params"]),
+            "student_fp32": (inputs["student_fp32.onnx"], params["student"]["params"]),
+            "student_int8": (inputs["student_int8.onnx"], params["student"]["params"]),
         }
+        # The shipped variant is measured from the exact bytes that ship.
+        variants[shipped] = (inputs["shipped_model.onnx"], params["student"]["params"])
         report = benchmark_variants(variants, dataset.x["test"], dataset.y["test"], self.config.benchmark,
                                     self.config.device, progress)
+        report["shipped_variant"] = shipped
         write_json(out / "benchmark.json", report)
 
 

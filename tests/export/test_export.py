@@ -3,11 +3,9 @@ import onnx
 import pytest
 import torch
 
-from edge_distill.config import QuantizeConfig
 from edge_distill.errors import ExportParityError, InputFileError, ModelError
 from edge_distill.export.onnx_export import check_export_parity, export_onnx
 from edge_distill.export.onnx_io import compare_outputs, load_onnx, run_onnx
-from edge_distill.export.quantize import count_ops, quantize_static_int8, quantized_node_count
 from edge_distill.export.simplify import simplify_onnx
 from edge_distill.models import ConvNet
 
@@ -65,29 +63,3 @@ def test_not_a_model_is_an_input_error(tmp_path):
     bogus.write_bytes(b"\x00\x01 definitely not protobuf of a model")
     with pytest.raises(InputFileError, match="bogus.onnx: not a valid ONNX model"):
         load_onnx(bogus)
-
-
-@pytest.mark.parametrize("fmt, expected_op", [("QDQ", "QuantizeLinear"), ("QOperator", "QLinearConv")])
-def test_static_int8_quantization_adds_quant_nodes_and_shrinks(exported, tmp_path, fmt, expected_op):
-    _, path, x = exported
-    out = tmp_path / f"{fmt}.onnx"
-    report = quantize_static_int8(path, out, x, QuantizeConfig(format=fmt))
-    ops = count_ops(onnx.load(str(out)))
-    assert ops == report["op_counts"] and ops.get(expected_op, 0) > 0
-    assert quantized_node_count(ops) > 0
-    assert out.stat().st_size < path.stat().st_size
-    # int8 must keep the float model's decisions on the calibration data.
-    agreement = (run_onnx(out, x)["logits"].argmax(1) == run_onnx(path, x)["logits"].argmax(1)).mean()
-    assert agreement >= 0.8
-
-
-def test_per_channel_setting_reaches_the_quantizer(exported, tmp_path):
-    _, path, x = exported
-    scales = {}
-    for per_channel in (True, False):
-        out = tmp_path / f"pc{per_channel}.onnx"
-        quantize_static_int8(path, out, x, QuantizeConfig(per_channel=per_channel))
-        model = onnx.load(str(out))
-        conv_weight_scales = [i for i in model.graph.initializer if "scale" in i.name and len(i.dims) == 1]
-        scales[per_channel] = len(conv_weight_scales)
-    assert scales[True] > scales[False]  # per-channel weights carry one scale per output channel

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from edge_distill.errors import InputFileError, ModelError
-from edge_distill.models import ConvNet, build_model, check_output_size, count_params, load_checkpoint
+from edge_distill.models import ConvNet, MobileNet, build_model, check_output_size, count_params, load_checkpoint
 
 
 def test_convnet_width_and_depth_set_the_size():
@@ -30,12 +30,12 @@ def user_module(tmp_path, monkeypatch):
 
 
 def test_factory_receives_the_arguments_it_accepts(user_module):
-    model = build_model("user_models:sized", (1, 8, 8), 10, 0, 0, "student")
+    model = build_model("user_models:sized", "convnet", (1, 8, 8), 10, 0, 0, "student")
     check_output_size(model, (1, 8, 8), 10, "student")
 
 
 def test_teacher_with_wrong_class_count_is_a_model_error(user_module):
-    model = build_model("user_models:five_classes", (1, 8, 8), 10, 0, 0, "teacher")
+    model = build_model("user_models:five_classes", "convnet", (1, 8, 8), 10, 0, 0, "teacher")
     with pytest.raises(ModelError, match=r"teacher outputs \(1, 5\) but the data has 10 classes"):
         check_output_size(model, (1, 8, 8), 10, "teacher")
 
@@ -47,7 +47,7 @@ def test_teacher_with_wrong_class_count_is_a_model_error(user_module):
 )
 def test_bad_factories(user_module, spec, message):
     with pytest.raises(ModelError, match=message):
-        build_model(spec, (1, 8, 8), 10, 0, 0, "teacher")
+        build_model(spec, "convnet", (1, 8, 8), 10, 0, 0, "teacher")
 
 
 def test_checkpoint_round_trip_and_errors(tmp_path):
@@ -65,3 +65,13 @@ def test_checkpoint_round_trip_and_errors(tmp_path):
         load_checkpoint(other, tmp_path / "wide.pt", "teacher")
     with pytest.raises(InputFileError, match="not found"):
         load_checkpoint(other, tmp_path / "missing.pt", "teacher")
+
+
+def test_mobilenet_is_depthwise_separable_and_halves_resolution():
+    model = MobileNet((3, 96, 96), 10, 8, 3)
+    depthwise = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.groups == m.in_channels > 1]
+    assert len(depthwise) == 6  # two per stage
+    assert model(torch.zeros(2, 3, 96, 96)).shape == (2, 10)
+    assert build_model("", "mobilenet", (1, 8, 8), 10, 4, 2, "student")(torch.zeros(1, 1, 8, 8)).shape == (1, 10)
+    # fewer parameters than the ConvNet of the same width and depth
+    assert count_params(model) < count_params(ConvNet((3, 96, 96), 10, 8, 3))

@@ -1,0 +1,164 @@
+"""Quantization chosen by measurement: build every recipe the device can run, measure validation
+accuracy and p50 latency on the profile's provider and threads, repair over-budget recipes by
+keeping their most sensitive nodes in float, and pick the fastest within the accuracy budget."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from edge_distill.benchmarks.harness import measurement_note
+from edge_distill.benchmarks.runner import describe_host, measure_latency, predict_classes
+from edge_distill.config import BenchmarkConfig, DeviceConfig, QuantizeConfig
+from edge_distill.errors import EdgeDistillError, QuantizeError, describe
+from edge_distill.export.quantize import (
+    QuantRecipe,
+    StreamedCalibration,
+    apply_recipe,
+    check_node_names,
+    prepare_for_quantization,
+    quantized_node_count,
+)
+from edge_distill.export.sensitivity import layer_sensitivity
+
+INT8_KINDS = ("static", "dynamic")
+GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+REPAIRED_PER_SEARCH = 3  # over-budget recipes, most accurate first, that get the per-node fallback
+
+
+def candidate_recipes(cfg: QuantizeConfig, device: DeviceConfig, providers: list[str]) -> list[QuantRecipe]:
+    """fp32, static int8 in both formats x per-channel x (U8S8, S8S8) x calibration methods, with
+    reduce_range where an x86 CPU lacks VNNI, dynamic int8, and fp16 on GPU providers."""
+    reduce_ranges = (False, True) if device.arch == "x86_64" and not device.vnni else (False,)
+    excluded = tuple(cfg.exclude_nodes)
+    recipes = [QuantRecipe("fp32")]
+    for fmt in ("QDQ", "QOperator"):
+        for per_channel in (True, False):
+            for activation_type in ("QUInt8", "QInt8"):
+                for method in ("MinMax", "Entropy", "Percentile"):
+                    for reduce_range in reduce_ranges:
+                        recipes.append(QuantRecipe("static", fmt, per_channel, activation_type, "QInt8", method,
+                                                   reduce_range, excluded))
+    # ORT's dynamic Conv (ConvInteger) takes uint8 weights only; MatMulInteger takes both.
+    recipes.append(QuantRecipe("dynamic", weight_type="QUInt8", per_channel=False, exclude_nodes=excluded))
+    if any(p in GPU_PROVIDERS for p in providers):
+        recipes.append(QuantRecipe("fp16"))
+    return recipes
+
+
+def select_recipe(rows: list[dict], max_drop: float, require_int8: bool) -> tuple[dict, dict | None, str]:
+    """(winner, best int8 row, why). The winner is the lowest p50 among rows within the accuracy
+    budget (fp32 always is); the best int8 row is the fastest int8 one within budget, else the most
+    accurate int8 one, for the report."""
+    measured = [r for r in rows if r.get("error") is None]
+    within = [r for r in measured if r["accuracy_drop"] <= max_drop + 1e-9]
+    int8 = [r for r in measured if r["kind"] in INT8_KINDS]
+    int8_within = [r for r in within if r["kind"] in INT8_KINDS]
+    if not within:
+        raise QuantizeError("no candidate could be measured", "see the errors in quantize.json")
+    if not int8_within and require_int8:
+        closest = min(int8, key=lambda r: r["accuracy_drop"], default=None)
+        detail = f"; the closest, {closest['name']}, drops {closest['accuracy_drop']:.2f} points" if closest else ""
+        raise QuantizeError(
+            f"no int8 recipe stays within quantize.max_accuracy_drop = {max_drop:g} points{detail}",
+            "raise --max-accuracy-drop, or set quantize.require_int8 = false to ship fp32",
+        )
+    winner = min(within, key=lambda r: r["p50_ms"])
+    best_int8 = min(int8_within, key=lambda r: r["p50_ms"]) if int8_within else \
+        max(int8, key=lambda r: r["accuracy"], default=None)
+    fp32 = next(r for r in rows if r["kind"] == "fp32")
+    if winner["kind"] == "fp32":
+        why = (f"fp32 ships: no recipe within the {max_drop:g}-point budget beat its p50 of {fp32['p50_ms']:.4f} ms"
+               + (f" (fastest int8 within budget: {best_int8['name']} at {best_int8['p50_ms']:.4f} ms)"
+                  if int8_within else " (no int8 recipe stayed within budget)"))
+    else:
+        why = (f"{winner['name']} is the fastest within the {max_drop:g}-point budget: p50 {winner['p50_ms']:.4f} ms "
+               f"vs fp32 {fp32['p50_ms']:.4f} ms, accuracy drop {winner['accuracy_drop']:.2f} points")
+    return winner, best_int8, why
+
+
+def search_quantization(
+    fp32_model: Path,
+    calibration_x: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    cfg: QuantizeConfig,
+    device: DeviceConfig,
+    bench: BenchmarkConfig,
+    workdir: Path,
+    progress: Callable[[str], None] = lambda _: None,
+) -> dict:
+    """Measure every candidate; returns the report with `rows`, `sensitivity`, `winner`,
+    `best_int8` (rows whose `file` lies in `workdir`) and `why`."""
+    prepared = workdir / "prepared.onnx"
+    prepare_for_quantization(fp32_model, prepared)
+    check_node_names(prepared, tuple(cfg.exclude_nodes))  # a typo is the user's error, not a failed recipe
+    calibration = StreamedCalibration(prepared, calibration_x, workdir)
+    threads = min(bench.threads, os.cpu_count() or 1)
+    sample = x_val[: bench.batch_size]
+    reference: dict = {}
+
+    def measure(recipe: QuantRecipe) -> dict:
+        path = workdir / f"{recipe.name}.onnx"
+        row = {"name": recipe.name, "kind": recipe.kind, "recipe": dataclasses.asdict(recipe), "file": str(path),
+               "error": None}
+        try:
+            report = apply_recipe(recipe, prepared, path, calibration)
+            accuracy = float((predict_classes(path, x_val, bench.providers, threads) == y_val).mean())
+            latency = measure_latency(path, sample, bench.providers, threads, warmup_runs=10, timed_runs=50,
+                                      cold_start_runs=1, min_seconds=cfg.search_min_seconds)
+        except EdgeDistillError as e:
+            return {**row, "error": e.message}
+        except Exception as e:  # an ORT kernel missing for this recipe on this provider: record, go on
+            return {**row, "error": describe(e)}
+        reference.setdefault("accuracy", accuracy)  # fp32 is measured first
+        row |= {
+            "accuracy": accuracy,
+            "accuracy_drop": round(100.0 * (reference["accuracy"] - accuracy), 4),
+            "p50_ms": latency["p50"],
+            "p90_ms": latency["p90"],
+            "size_bytes": path.stat().st_size,
+            "quantized_nodes": quantized_node_count(report["op_counts"]),
+        }
+        progress(f"  {recipe.name:<34} acc {accuracy:.4f} (drop {row['accuracy_drop']:+.2f} pt)  "
+                 f"p50 {latency['p50']:.4f} ms  {row['size_bytes']:,} B")
+        return row
+
+    recipes = candidate_recipes(cfg, device, bench.providers)
+    progress(f"searching {len(recipes)} quantization recipes: val accuracy on {len(y_val)} samples, "
+             f"p50 over >= {cfg.search_min_seconds:g} s each")
+    rows = [measure(recipe) for recipe in recipes]
+    sensitivity = repair_over_budget(rows, prepared, calibration_x, cfg, workdir, measure, progress)
+    winner, best_int8, why = select_recipe(rows, cfg.max_accuracy_drop, cfg.require_int8)
+    progress(why)
+    host = describe_host()
+    return {"rows": rows, "measured_on": measurement_note(host, device), "sensitivity": sensitivity, "winner": winner, "best_int8": best_int8, "why": why,
+            "max_accuracy_drop": cfg.max_accuracy_drop, "reference_accuracy": reference.get("accuracy"),
+            "threads": threads}
+
+
+def repair_over_budget(rows, prepared, calibration_x, cfg, workdir, measure, progress) -> dict[str, list[dict]]:
+    """Per-node fallback: for the most accurate over-budget QDQ recipes, keep their most sensitive
+    nodes in float (1, 2, 4, ... up to fallback_max_nodes) until one fits; adds those rows."""
+    over = [r for r in rows if r.get("error") is None and r["kind"] == "static" and r["recipe"]["format"] == "QDQ"
+            and r["accuracy_drop"] > cfg.max_accuracy_drop]
+    sensitivity = {}
+    for row in sorted(over, key=lambda r: -r["accuracy"])[:REPAIRED_PER_SEARCH if cfg.fallback_max_nodes else 0]:
+        ranked = layer_sensitivity(prepared, Path(row["file"]), calibration_x[:64], workdir)
+        sensitivity[row["name"]] = ranked
+        recipe = QuantRecipe(**{**row["recipe"], "exclude_nodes": tuple(row["recipe"]["exclude_nodes"])})
+        count = 1
+        while count <= min(cfg.fallback_max_nodes, len(ranked)):
+            nodes = tuple(r["node"] for r in ranked[:count])
+            progress(f"repairing {row['name']}: keeping {', '.join(nodes)} in float")
+            repaired = measure(recipe.keep_in_float(nodes))
+            repaired["repaired_from"] = row["name"]
+            rows.append(repaired)
+            if repaired.get("error") is None and repaired["accuracy_drop"] <= cfg.max_accuracy_drop:
+                break
+            count *= 2
+    return sensitivity
