@@ -84,6 +84,9 @@ class DistillConfig:
     epochs: int = _at_least(80, 1)
     batch_size: int = _at_least(64, 1)
     lr: float = _at_least(5e-3, 0.0)
+    # Quantization-aware distillation after KD: fake-quant fine-tuning in the profile's int8 scheme.
+    qat_epochs: int = _at_least(0, 0)
+    qat_lr: float = _at_least(5e-4, 0.0)
 
 
 @dataclass(frozen=True)

@@ -116,3 +116,17 @@ def test_build_prints_the_table_and_json(tmp_path, tiny_cache):
     assert "[9/9] package: cached" in result.stderr
     table = invoke("build", "--profile", "rpi4", "--out", str(out), "--cache-dir", str(tiny_cache), *tiny_args())
     assert "student_int8" in table.stdout and "p99 ms" in table.stdout
+
+
+def test_bad_accuracy_budgets(tmp_path):
+    args = ["build", "--profile", "rpi4", "--cache-dir", str(tmp_path), "--out", str(tmp_path / "out")]
+    assert_user_error(invoke(*args, "--max-accuracy-drop", "-1"), 2, "'quantize.max_accuracy_drop' = -1.0 is below the minimum 0")
+    result = invoke(*args, "--max-accuracy-drop", "half")
+    assert result.exit_code == 2 and "'half' is not a valid float" in result.stderr
+    assert_user_error(invoke(*args, "--set", "quantize.calibrate_method=KL"), 2, "'quantize.calibrate_method' = 'KL' is not valid")
+
+
+def test_node_to_exclude_that_is_not_in_the_graph(tiny_cache):
+    result = invoke("quantize", "--profile", "rpi4", "--cache-dir", str(tiny_cache), *tiny_args(),
+                    "--set", "quantize.exclude_nodes=['node_Conv_999']")
+    assert_user_error(result, 2, "quantize.exclude_nodes: node_Conv_999 not in the graph", "node names after ORT")

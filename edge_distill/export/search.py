@@ -65,7 +65,8 @@ def select_recipe(rows: list[dict], max_drop: float, require_int8: bool) -> tupl
         detail = f"; the closest, {closest['name']}, drops {closest['accuracy_drop']:.2f} points" if closest else ""
         raise QuantizeError(
             f"no int8 recipe stays within quantize.max_accuracy_drop = {max_drop:g} points{detail}",
-            "raise --max-accuracy-drop, or set quantize.require_int8 = false to ship fp32",
+            "raise --max-accuracy-drop, fine-tune with quantization-aware distillation (--set distill.qat_epochs=5), "
+            "or set quantize.require_int8 = false to ship fp32",
         )
     winner = min(within, key=lambda r: r["p50_ms"])
     best_int8 = min(int8_within, key=lambda r: r["p50_ms"]) if int8_within else \

@@ -153,12 +153,16 @@ class DistillStage(ConfiguredStage):
     outputs = ("student.pt", "distill.json")
 
     def params(self):
-        return {
+        params = {
             "teacher": architecture(self.config.teacher),
             "student": dataclasses.asdict(self.config.student),
             "distill": dataclasses.asdict(self.config.distill),
             "seed": self.config.seed,
         }
+        if self.config.distill.qat_epochs:  # QAT trains in the profile's int8 scheme
+            quantize = self.config.quantize
+            params["qat_scheme"] = {"per_channel": quantize.per_channel, "activation_type": quantize.activation_type}
+        return params
 
     def external_files(self):
         return _factory_files(("teacher", self.config.teacher.factory), ("student", self.config.student.factory))
@@ -178,10 +182,14 @@ class DistillStage(ConfiguredStage):
         settings = FitSettings(cfg.epochs, cfg.batch_size, cfg.lr, self.config.seed, cfg.temperature, cfg.alpha)
         history = fit(student, dataset.x["train"], dataset.y["train"], dataset.x["val"], dataset.y["val"],
                       settings, teacher_logits=teacher_logits, progress=progress, label="distill")
+        report = {}
+        if cfg.qat_epochs:
+            report["qat"] = self._fine_tune_quant_aware(student, dataset, teacher_logits, history, progress)
         torch.save(student.state_dict(), out / "student.pt")
         write_json(
             out / "distill.json",
             {
+                **report,
                 "method": "logit KD (Hinton et al. 2015)",
                 "loss": "alpha * T^2 * KL(softmax(t/T) || softmax(s/T)) + (1 - alpha) * CE(s, y)",
                 "temperature": cfg.temperature,
@@ -193,10 +201,29 @@ class DistillStage(ConfiguredStage):
                 or (f"built-in {self.config.student.family}(width={self.config.student.width}, "
                     f"depth={self.config.student.depth})"),
                 "params": count_params(student),
-                "val_accuracy": history.best_val_accuracy,
+                "val_accuracy": accuracy(student, dataset.x["val"], dataset.y["val"]),
                 "test_accuracy": accuracy(student, dataset.x["test"], dataset.y["test"]),
             },
         )
+
+    def _fine_tune_quant_aware(self, student, dataset, teacher_logits, kd_history, progress) -> dict:
+        from edge_distill.distill.qat import prepare_qat, strip_qat
+        from edge_distill.distill.trainer import FitSettings, fit
+
+        cfg, quantize = self.config.distill, self.config.quantize
+        prepare_qat(student, quantize.per_channel, signed_activations=quantize.activation_type == "QInt8")
+        settings = FitSettings(cfg.qat_epochs, cfg.batch_size, cfg.qat_lr, self.config.seed, cfg.temperature, cfg.alpha)
+        history = fit(student, dataset.x["train"], dataset.y["train"], dataset.x["val"], dataset.y["val"],
+                      settings, teacher_logits=teacher_logits, progress=progress, label="qat")
+        strip_qat(student)
+        return {
+            "epochs": cfg.qat_epochs,
+            "lr": cfg.qat_lr,
+            "scheme": {"per_channel": quantize.per_channel, "activation_type": quantize.activation_type,
+                       "weights": "symmetric int8"},
+            "val_accuracy_before": kd_history.best_val_accuracy,
+            "val_accuracy_fake_quant": history.best_val_accuracy,
+        }
 
 
 class ExportStage(ConfiguredStage):

@@ -89,3 +89,28 @@ def test_same_config_and_seed_give_the_same_model_bytes(tiny_bundle, tmp_path):
     assert again["model"]["sha256"] == first["model"]["sha256"]
     assert again["build_id"] == first["build_id"]
     assert [m["accuracy"] for m in again["metrics"]] == [m["accuracy"] for m in first["metrics"]]
+
+
+def test_quantization_aware_distillation_flows_into_the_bundle(tiny_cache, tmp_path):
+    build(tiny_config("distill.qat_epochs=1"), tmp_path / "dist", tiny_cache)
+    manifest = json.loads((tmp_path / "dist" / "manifest.json").read_text())
+    qat = manifest["training"]["distillation"]["qat"]
+    assert qat["epochs"] == 1 and qat["scheme"]["per_channel"] is True
+    assert 0.0 <= qat["val_accuracy_fake_quant"] <= 1.0
+    assert manifest["model"]["precision"] == "int8"
+
+
+def test_quantization_search_ships_the_selected_recipe(tiny_cache, tmp_path):
+    config = tiny_config("quantize.search=true", "quantize.max_accuracy_drop=100.0", "quantize.search_min_seconds=0")
+    build(config, tmp_path / "dist", tiny_cache)
+    manifest = json.loads((tmp_path / "dist" / "manifest.json").read_text())
+    selected = manifest["model"]["quantization"]["selected"]
+    candidates = {row["name"]: row for row in selected["candidates"]}
+    assert selected["recipe"] in candidates and len(candidates) >= 20
+    winner = candidates[selected["recipe"]]
+    fastest = min((r for r in candidates.values() if r["error"] is None), key=lambda r: r["p50_ms"])
+    assert winner is fastest  # a 100-point budget admits everything
+    assert manifest["model"]["variant"] == {"fp32": "student_fp32"}.get(winner["kind"], "student_int8")
+    shipped = next(m for m in manifest["metrics"] if m["variant"] == manifest["model"]["variant"])
+    assert shipped["size_bytes"] == (tmp_path / "dist" / "model.onnx").stat().st_size
+    assert "## Quantization search" in (tmp_path / "dist" / "README.md").read_text()

@@ -1,0 +1,91 @@
+"""Quantization-aware distillation: fine-tune the student while it sees int8 rounding.
+
+Every Conv2d and Linear is wrapped so that, in training and evaluation alike, its input goes
+through an 8-bit fake quantizer (asymmetric, range tracked by an EMA of min/max: what MinMax
+calibration measures) and its weight through a symmetric int8 one, per output channel or per
+tensor as the profile's recipe. After fine-tuning the wrappers are removed and the float weights
+go through the usual export and static quantization. Per-channel symmetric weight quantization is
+unchanged by the per-channel scale that folding BatchNorm into the conv applies, so the int8 grid
+the student trained on is the grid it is deployed on.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class ActivationFakeQuant(nn.Module):
+    """Asymmetric 8-bit fake quantization with an EMA min/max range (frozen in eval mode)."""
+
+    def __init__(self, signed: bool, momentum: float = 0.05):
+        super().__init__()
+        self.qmin, self.qmax = (-128, 127) if signed else (0, 255)
+        self.momentum = momentum
+        self.register_buffer("low", torch.tensor(0.0))
+        self.register_buffer("high", torch.tensor(0.0))
+        self.register_buffer("initialized", torch.tensor(False))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            low, high = x.detach().min(), x.detach().max()
+            if not self.initialized:
+                self.low.copy_(low)
+                self.high.copy_(high)
+                self.initialized.fill_(True)
+            else:
+                self.low.lerp_(low, self.momentum)
+                self.high.lerp_(high, self.momentum)
+        # The range must contain 0 so that zero (padding, ReLU output) is exact, as in ORT.
+        low, high = torch.clamp(self.low, max=0.0), torch.clamp(self.high, min=0.0)
+        scale = torch.clamp((high - low) / (self.qmax - self.qmin), min=1e-8)
+        zero_point = int(torch.clamp(torch.round(self.qmin - low / scale), self.qmin, self.qmax))
+        return torch.fake_quantize_per_tensor_affine(x, float(scale), zero_point, self.qmin, self.qmax)
+
+
+def fake_quantize_weight(weight: torch.Tensor, per_channel: bool) -> torch.Tensor:
+    """Symmetric int8 (-127..127, zero point 0), as ORT quantizes QInt8 weights."""
+    if per_channel:
+        scale = weight.detach().abs().flatten(1).amax(dim=1).clamp(min=1e-8) / 127.0  # (C_out,)
+        zero = torch.zeros_like(scale, dtype=torch.int32)
+        return torch.fake_quantize_per_channel_affine(weight, scale, zero, 0, -127, 127)
+    scale = float(weight.detach().abs().max().clamp(min=1e-8) / 127.0)
+    return torch.fake_quantize_per_tensor_affine(weight, scale, 0, -127, 127)
+
+
+class QuantAware(nn.Module):
+    """A Conv2d or Linear whose input and weight are fake-quantized."""
+
+    def __init__(self, layer: nn.Conv2d | nn.Linear, per_channel: bool, signed_activations: bool):
+        super().__init__()
+        self.layer = layer
+        self.per_channel = per_channel
+        self.input_quant = ActivationFakeQuant(signed_activations)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.input_quant(x)
+        weight = fake_quantize_weight(self.layer.weight, self.per_channel)
+        if isinstance(self.layer, nn.Linear):
+            return F.linear(x, weight, self.layer.bias)
+        return self.layer._conv_forward(x, weight, self.layer.bias)
+
+
+def prepare_qat(model: nn.Module, per_channel: bool, signed_activations: bool) -> nn.Module:
+    """Wrap every Conv2d and Linear in place; returns the model."""
+    for name, child in model.named_children():
+        if isinstance(child, (nn.Conv2d, nn.Linear)):
+            setattr(model, name, QuantAware(child, per_channel, signed_activations))
+        else:
+            prepare_qat(child, per_channel, signed_activations)
+    return model
+
+
+def strip_qat(model: nn.Module) -> nn.Module:
+    """Undo `prepare_qat`: the plain layers with their fine-tuned float weights."""
+    for name, child in model.named_children():
+        if isinstance(child, QuantAware):
+            setattr(model, name, child.layer)
+        else:
+            strip_qat(child)
+    return model
