@@ -117,7 +117,7 @@ class QuantizeConfig:
     max_accuracy_drop: float = _at_least(1.0, 0.0)  # percentage points of val accuracy vs the fp32 student
     require_int8: bool = False  # if no int8 recipe fits the budget: error (true) or ship fp32 (false)
     fallback_max_nodes: int = _at_least(4, 0)  # most sensitive nodes kept in float to repair a recipe
-    search_min_seconds: float = _at_least(0.5, 0.0)  # latency timing per candidate
+    search_min_seconds: float = _at_least(1.0, 0.0)  # timed running per candidate, over 5 interleaved rounds
 
 
 @dataclass(frozen=True)

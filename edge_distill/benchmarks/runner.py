@@ -50,13 +50,7 @@ def measure_latency(
         cold.append((time.perf_counter() - start) * 1e3)
     for _ in range(warmup_runs):
         session.run(None, feed)
-    samples: list[float] = []
-    deadline = time.perf_counter() + min_seconds
-    while len(samples) < timed_runs or time.perf_counter() < deadline:
-        start = time.perf_counter()
-        session.run(None, feed)
-        samples.append((time.perf_counter() - start) * 1e3)
-    times = np.asarray(samples)
+    times = np.asarray(time_runs(session, feed, timed_runs, min_seconds))
     return {
         "cold_start": float(np.median(cold)),
         "p50": float(np.percentile(times, 50)),
@@ -69,6 +63,45 @@ def measure_latency(
         "throughput_per_s": float(len(sample) * 1e3 / times.mean()),
         "runs": len(times),
     }
+
+
+def time_runs(session: ort.InferenceSession, feed: dict, min_runs: int, min_seconds: float) -> list[float]:
+    """Milliseconds of each `session.run`, at least `min_runs` runs and at least `min_seconds`."""
+    samples: list[float] = []
+    deadline = time.perf_counter() + min_seconds
+    while len(samples) < min_runs or time.perf_counter() < deadline:
+        start = time.perf_counter()
+        session.run(None, feed)
+        samples.append((time.perf_counter() - start) * 1e3)
+    return samples
+
+
+def compare_latency(
+    models: dict[str, Path], sample: np.ndarray, providers: list[str], threads: int, seconds_each: float, rounds: int = 5
+) -> dict[str, dict]:
+    """p50/p90 of several models measured in interleaved rounds (each round visits every model in
+    a rotated order), so a drift of the machine's speed hits all of them alike. Models that fail
+    to load or run get {"error": ...}."""
+    sessions, results = {}, {}
+    for name, model in models.items():
+        try:
+            sessions[name] = create_session(model, providers, threads)
+            feed = {sessions[name].get_inputs()[0].name: sample}
+            time_runs(sessions[name], feed, 10, 0.0)  # warm-up
+        except Exception as e:  # an op without a kernel for this provider: report it, measure the rest
+            sessions.pop(name, None)
+            results[name] = {"error": f"{type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}"}
+    times: dict[str, list[float]] = {name: [] for name in sessions}
+    order = list(sessions)
+    for round_index in range(rounds):
+        shift = round_index % max(len(order), 1)
+        for name in order[shift:] + order[:shift]:
+            feed = {sessions[name].get_inputs()[0].name: sample}
+            times[name] += time_runs(sessions[name], feed, 5, seconds_each / rounds)
+    for name, samples in times.items():
+        results[name] = {"p50": float(np.percentile(samples, 50)), "p90": float(np.percentile(samples, 90)),
+                         "runs": len(samples)}
+    return results
 
 
 def predict_classes(model: Path, x: np.ndarray, providers: list[str], threads: int, batch_size: int = 256) -> np.ndarray:

@@ -1,6 +1,7 @@
 """Quantization chosen by measurement: build every recipe the device can run, measure validation
-accuracy and p50 latency on the profile's provider and threads, repair over-budget recipes by
-keeping their most sensitive nodes in float, and pick the fastest within the accuracy budget."""
+accuracy, repair over-budget recipes by keeping their most sensitive nodes in float, time all of
+them in interleaved rounds on the profile's provider and threads, and pick the fastest within the
+accuracy budget."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_distill.benchmarks.harness import measurement_note
-from edge_distill.benchmarks.runner import describe_host, measure_latency, predict_classes
+from edge_distill.benchmarks.runner import compare_latency, describe_host, predict_classes
 from edge_distill.config import BenchmarkConfig, DeviceConfig, QuantizeConfig
 from edge_distill.errors import EdgeDistillError, QuantizeError, describe
 from edge_distill.export.quantize import (
@@ -100,49 +101,53 @@ def search_quantization(
     check_node_names(prepared, tuple(cfg.exclude_nodes))  # a typo is the user's error, not a failed recipe
     calibration = StreamedCalibration(prepared, calibration_x, workdir)
     threads = min(bench.threads, os.cpu_count() or 1)
-    sample = x_val[: bench.batch_size]
     reference: dict = {}
 
-    def measure(recipe: QuantRecipe) -> dict:
+    def evaluate(recipe: QuantRecipe) -> dict:
         path = workdir / f"{recipe.name}.onnx"
         row = {"name": recipe.name, "kind": recipe.kind, "recipe": dataclasses.asdict(recipe), "file": str(path),
                "error": None}
         try:
             report = apply_recipe(recipe, prepared, path, calibration)
             accuracy = float((predict_classes(path, x_val, bench.providers, threads) == y_val).mean())
-            latency = measure_latency(path, sample, bench.providers, threads, warmup_runs=10, timed_runs=50,
-                                      cold_start_runs=1, min_seconds=cfg.search_min_seconds)
         except EdgeDistillError as e:
             return {**row, "error": e.message}
         except Exception as e:  # an ORT kernel missing for this recipe on this provider: record, go on
             return {**row, "error": describe(e)}
-        reference.setdefault("accuracy", accuracy)  # fp32 is measured first
-        row |= {
+        reference.setdefault("accuracy", accuracy)  # fp32 is evaluated first
+        return row | {
             "accuracy": accuracy,
             "accuracy_drop": round(100.0 * (reference["accuracy"] - accuracy), 4),
-            "p50_ms": latency["p50"],
-            "p90_ms": latency["p90"],
             "size_bytes": path.stat().st_size,
             "quantized_nodes": quantized_node_count(report["op_counts"]),
         }
-        progress(f"  {recipe.name:<34} acc {accuracy:.4f} (drop {row['accuracy_drop']:+.2f} pt)  "
-                 f"p50 {latency['p50']:.4f} ms  {row['size_bytes']:,} B")
-        return row
 
     recipes = candidate_recipes(cfg, device, bench.providers)
-    progress(f"searching {len(recipes)} quantization recipes: val accuracy on {len(y_val)} samples, "
-             f"p50 over >= {cfg.search_min_seconds:g} s each")
-    rows = [measure(recipe) for recipe in recipes]
-    sensitivity = repair_over_budget(rows, prepared, calibration_x, cfg, workdir, measure, progress)
+    progress(f"searching {len(recipes)} quantization recipes: val accuracy on {len(y_val)} samples")
+    rows = [evaluate(recipe) for recipe in recipes]
+    sensitivity = repair_over_budget(rows, prepared, calibration_x, cfg, workdir, evaluate, progress)
+    measured = [r for r in rows if r["error"] is None]
+    progress(f"timing {len(measured)} models in interleaved rounds, {cfg.search_min_seconds:g} s each")
+    latency = compare_latency({r["name"]: Path(r["file"]) for r in measured}, x_val[: bench.batch_size],
+                              bench.providers, threads, cfg.search_min_seconds)
+    for row in measured:
+        if "error" in latency[row["name"]]:
+            row["error"] = latency[row["name"]]["error"]
+        else:
+            row |= {"p50_ms": latency[row["name"]]["p50"], "p90_ms": latency[row["name"]]["p90"]}
+            progress(f"  {row['name']:<34} acc {row['accuracy']:.4f} (drop {row['accuracy_drop']:+.2f} pt)  "
+                     f"p50 {row['p50_ms']:.4f} ms  {row['size_bytes']:,} B")
+        if row["error"]:
+            progress(f"  {row['name']:<34} failed: {row['error']}")
     winner, best_int8, why = select_recipe(rows, cfg.max_accuracy_drop, cfg.require_int8)
     progress(why)
     host = describe_host()
-    return {"rows": rows, "measured_on": measurement_note(host, device), "sensitivity": sensitivity, "winner": winner, "best_int8": best_int8, "why": why,
-            "max_accuracy_drop": cfg.max_accuracy_drop, "reference_accuracy": reference.get("accuracy"),
-            "threads": threads}
+    return {"rows": rows, "measured_on": measurement_note(host, device), "sensitivity": sensitivity,
+            "winner": winner, "best_int8": best_int8, "why": why, "max_accuracy_drop": cfg.max_accuracy_drop,
+            "reference_accuracy": reference.get("accuracy"), "threads": threads}
 
 
-def repair_over_budget(rows, prepared, calibration_x, cfg, workdir, measure, progress) -> dict[str, list[dict]]:
+def repair_over_budget(rows, prepared, calibration_x, cfg, workdir, evaluate, progress) -> dict[str, list[dict]]:
     """Per-node fallback: for the most accurate over-budget QDQ recipes, keep their most sensitive
     nodes in float (1, 2, 4, ... up to fallback_max_nodes) until one fits; adds those rows."""
     over = [r for r in rows if r.get("error") is None and r["kind"] == "static" and r["recipe"]["format"] == "QDQ"
@@ -156,7 +161,7 @@ def repair_over_budget(rows, prepared, calibration_x, cfg, workdir, measure, pro
         while count <= min(cfg.fallback_max_nodes, len(ranked)):
             nodes = tuple(r["node"] for r in ranked[:count])
             progress(f"repairing {row['name']}: keeping {', '.join(nodes)} in float")
-            repaired = measure(recipe.keep_in_float(nodes))
+            repaired = evaluate(recipe.keep_in_float(nodes))
             repaired["repaired_from"] = row["name"]
             rows.append(repaired)
             if repaired.get("error") is None and repaired["accuracy_drop"] <= cfg.max_accuracy_drop:

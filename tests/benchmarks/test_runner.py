@@ -46,3 +46,15 @@ def test_min_seconds_extends_the_timed_runs(tiny_artifacts):
     sample = np.zeros((1, 1, 8, 8), dtype=np.float32)
     stats = measure_latency(tiny_artifacts["student_int8.onnx"], sample, ["CPUExecutionProvider"], 1, 0, 3, 1, 0.2)
     assert stats["runs"] > 3 and stats["runs"] * stats["mean"] >= 150  # ms spent in timed runs
+
+
+def test_compare_latency_times_every_model_and_reports_failures(tiny_artifacts, tmp_path):
+    from edge_distill.benchmarks.runner import compare_latency
+
+    (tmp_path / "broken.onnx").write_bytes(b"not a model")
+    models = {"fp32": tiny_artifacts["student_fp32.onnx"], "int8": tiny_artifacts["student_int8.onnx"],
+              "broken": tmp_path / "broken.onnx"}
+    results = compare_latency(models, np.zeros((1, 1, 8, 8), np.float32), ["CPUExecutionProvider"], 1, 0.05, rounds=3)
+    assert "error" in results["broken"]
+    for name in ("fp32", "int8"):
+        assert results[name]["runs"] >= 15 and 0 < results[name]["p50"] <= results[name]["p90"]
