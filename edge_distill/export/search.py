@@ -24,7 +24,7 @@ from edge_distill.export.quantize import (
     prepare_for_quantization,
     quantized_node_count,
 )
-from edge_distill.export.sensitivity import layer_sensitivity
+from edge_distill.export.sensitivity import layer_sensitivity, sensitivity_table
 
 INT8_KINDS = ("static", "dynamic")
 GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
@@ -156,6 +156,7 @@ def repair_over_budget(rows, prepared, calibration_x, cfg, workdir, evaluate, pr
     for row in sorted(over, key=lambda r: -r["accuracy"])[:REPAIRED_PER_SEARCH if cfg.fallback_max_nodes else 0]:
         ranked = layer_sensitivity(prepared, Path(row["file"]), calibration_x[:64], workdir)
         sensitivity[row["name"]] = ranked
+        progress(f"per-layer sensitivity of {row['name']} (lowest SNR first):\n{sensitivity_table(ranked)}")
         recipe = QuantRecipe(**{**row["recipe"], "exclude_nodes": tuple(row["recipe"]["exclude_nodes"])})
         count = 1
         while count <= min(cfg.fallback_max_nodes, len(ranked)):
