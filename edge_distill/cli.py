@@ -86,22 +86,37 @@ def main(debug: bool) -> None:
 @main.command()
 @config_options
 @click.option("--out", "-o", type=click.Path(path_type=Path), help="Bundle folder (default: dist/<profile>).")
+@click.option("--max-latency-ms", type=float, help="Latency budget (p50): sweep student sizes, ship the smallest that fits.")
+@click.option("--min-accuracy", type=float, help="Test-accuracy budget (0..1) for the size sweep.")
+@click.option("--ship-best-effort", is_flag=True, default=None, help="When no size meets the budgets, ship the closest.")
 def build(profile, config_file, overrides, data, teacher, teacher_checkpoint, student, search_quantization,
-          max_accuracy_drop, cache_dir, force, as_json, out):
-    """Run every stage and write the bundle: model.onnx, manifest.json, README.md."""
+          max_accuracy_drop, cache_dir, force, as_json, out, max_latency_ms, min_accuracy, ship_best_effort):
+    """Run every stage and write the bundle: model.onnx, manifest.json, golden vectors, README.md."""
     from edge_distill.pipeline.build import build as run_build
     from edge_distill.pipeline.package import metrics_table
+    from edge_distill.pipeline.sweep import build_for_budget, sweep_table
 
-    config = _load_config(profile, config_file, overrides, data, teacher, teacher_checkpoint, student,
+    budgets = {"budget.max_latency_ms": max_latency_ms, "budget.min_accuracy": min_accuracy,
+               "budget.ship_best_effort": ship_best_effort}
+    sweep = [f"{key}={json.dumps(value)}" for key, value in budgets.items() if value is not None]
+    if max_latency_ms is not None or min_accuracy is not None:
+        sweep.append("budget.sweep=true")
+    config = _load_config(profile, config_file, [*overrides, *sweep], data, teacher, teacher_checkpoint, student,
                           search_quantization, max_accuracy_drop)
     out = out or Path("dist") / config.profile
     started = time.perf_counter()
-    run = run_build(config, out, cache_dir, force=force, progress=_progress)
+    sweep_report = None
+    if config.budget.sweep:
+        run, sweep_report = build_for_budget(config, out, cache_dir, force=force, progress=_progress)
+    else:
+        run = run_build(config, out, cache_dir, force=force, progress=_progress)
     manifest = json.loads((out / "manifest.json").read_text())
     seconds = time.perf_counter() - started
     payload = {"out": str(out), "seconds": round(seconds, 2), "steps": [dataclasses.asdict(s) for s in run.steps],
-               "metrics": manifest["metrics"], "measured_on": manifest["measurement"]["measured_on"]}
-    text = "\n".join([metrics_table(manifest["metrics"]), "", manifest["measurement"]["measured_on"],
+               "metrics": manifest["metrics"], "measured_on": manifest["measurement"]["measured_on"],
+               "sweep": sweep_report}
+    text = "\n".join([*([sweep_table(sweep_report), ""] if sweep_report else []),
+                      metrics_table(manifest["metrics"]), "", manifest["measurement"]["measured_on"],
                       f"Bundle: {out}  ({seconds:.1f} s, {sum(s.cached for s in run.steps)}/{len(run.steps)} stages cached)"])
     _emit(payload, as_json, text)
 
@@ -162,6 +177,38 @@ def verify(bundle: Path, as_json: bool) -> None:
           render(checks))
     if not passed:
         sys.exit(1)
+
+
+@main.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--profile", "-p", required=True, help="Device profile whose peak figures to use.")
+@click.option("--batch", type=int, default=1, show_default=True)
+@click.option("--measure", is_flag=True, help="Also measure p50 here and show measured / estimate.")
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+def estimate(model: Path, profile: str, batch: int, measure: bool, as_json: bool) -> None:
+    """Roofline latency estimate of MODEL.onnx for a device, per node and in total."""
+    from edge_distill.benchmarks.estimate import estimate_latency, estimate_table
+    from edge_distill.config import load_config
+    from edge_distill.export.onnx_io import load_onnx
+
+    config = load_config(profile)
+    load_onnx(model)  # a clear error for a file that is not a model
+    result = estimate_latency(model, config.device, config.benchmark.threads, batch)
+    measured = None
+    if measure:
+        import numpy as np
+
+        from edge_distill.benchmarks.harness import measurement_note
+        from edge_distill.benchmarks.runner import describe_host, measure_latency
+
+        shape = [batch, *result["input_shape"][1:]]
+        latency = measure_latency(model, np.zeros(shape, np.float32), config.benchmark.providers,
+                                  result["threads"], 20, 300, 1, 1.0)
+        measured = latency["p50"]
+        result |= {"measured_p50_ms": measured, "measured_over_estimate": measured / result["estimate_ms"],
+                   "measured_on": measurement_note(describe_host(), config.device)}
+    text = estimate_table(result, measured) + (f"\n{result['measured_on']}" if measure else "")
+    _emit(result, as_json, text)
 
 
 @main.group(invoke_without_command=True)

@@ -38,6 +38,13 @@ class DeviceConfig:
     arch: str = _choice("x86_64", "x86_64", "aarch64")
     cpu: str = ""
     vnni: bool = True  # x86 only: without VNNI, u8s8 int8 can saturate, so the search adds reduce_range
+    # Roofline figures for `edge-distill estimate`, whole chip, with where they come from.
+    cores: int = _at_least(4, 1)
+    peak_fp32_gflops: float = _at_least(100.0, 1e-3)
+    peak_int8_gops: float = _at_least(400.0, 1e-3)
+    memory_bandwidth_gbs: float = _at_least(20.0, 1e-3)
+    dispatch_us_per_node: float = _at_least(1.5, 0.0)  # ONNX Runtime's fixed cost per node and run
+    peak_sources: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -137,6 +144,13 @@ class BudgetConfig:
 
     max_latency_ms: float = _at_least(0.0, 0.0)
     max_size_bytes: int = _at_least(0, 0)
+    min_accuracy: float = _between(0.0, 0.0, 1.0)  # test accuracy of the shipped model
+    # Budget-driven build: sweep student sizes, ship the smallest that meets the budgets.
+    sweep: bool = False
+    sweep_widths: list[int] = field(default_factory=lambda: [4, 8, 16, 32])
+    sweep_depths: list[int] = field(default_factory=lambda: [1, 2, 3])
+    estimate_slack: float = _at_least(2.0, 1.0)  # skip sizes whose estimate exceeds slack x latency budget
+    ship_best_effort: bool = False  # when no size meets both budgets: ship the closest (true) or nothing
 
 
 @dataclass(frozen=True)

@@ -71,6 +71,12 @@ class ProviderUnavailableError(EdgeDistillError):
     exit_code = 6
 
 
+class BudgetExceededError(EdgeDistillError):
+    """No candidate meets the device's budgets."""
+
+    exit_code = 7
+
+
 def closest(name: str, choices: Iterable[str]) -> str | None:
     """The choice closest to `name`, for 'did you mean' hints."""
     matches = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.5)

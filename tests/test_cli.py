@@ -130,3 +130,10 @@ def test_node_to_exclude_that_is_not_in_the_graph(tiny_cache):
     result = invoke("quantize", "--profile", "rpi4", "--cache-dir", str(tiny_cache), *tiny_args(),
                     "--set", "quantize.exclude_nodes=['node_Conv_999']")
     assert_user_error(result, 2, "quantize.exclude_nodes: node_Conv_999 not in the graph", "node names after ORT")
+
+
+def test_latency_budget_no_size_can_meet(tmp_path):
+    result = invoke("build", "--profile", "rpi4", "--cache-dir", str(tmp_path / "c"), "--out", str(tmp_path / "out"),
+                    "--max-latency-ms", "0.0001", *tiny_args())
+    assert_user_error(result, 7, "every student size is estimated over the latency budget")
+    assert not (tmp_path / "out").exists()

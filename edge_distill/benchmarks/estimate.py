@@ -1,0 +1,157 @@
+"""Latency estimate from the graph alone: MACs, FLOPs and bytes per node, and a roofline.
+
+Per node, time = max(FLOPs / peak compute, bytes moved / memory bandwidth) + a fixed dispatch cost,
+with the device's peak figures from its profile (`[device]` peak_*, with their sources). The
+estimate is a bound-style guide for choosing sizes before training, not a measurement.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import numpy_helper, shape_inference
+
+from edge_distill.config import DeviceConfig
+
+# Weight input index of the ops that carry weights, per op type.
+WEIGHT_INPUT = {"Conv": 1, "ConvInteger": 1, "QLinearConv": 3, "Gemm": 1, "MatMul": 1, "MatMulInteger": 1,
+                "QGemm": 3, "QLinearMatMul": 3}
+CONV_OPS = ("Conv", "ConvInteger", "QLinearConv")
+MATMUL_OPS = ("Gemm", "MatMul", "MatMulInteger", "QGemm", "QLinearMatMul")
+POOL_OPS = ("MaxPool", "AveragePool")
+# Bookkeeping nodes: no arithmetic worth counting, but each still costs a dispatch.
+FREE_OPS = ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Shape", "Constant", "Transpose")
+
+
+@dataclass
+class NodeCost:
+    name: str
+    op_type: str
+    macs: int
+    flops: int  # 2 per MAC plus every other arithmetic operation
+    bytes_moved: int  # weights read + activations read and written
+    estimate_ms: float = 0.0
+    bound: str = ""  # "compute", "memory" or "dispatch"
+
+
+def count_costs(model_path: Path, batch: int = 1) -> tuple[list[NodeCost], bool, list[int]]:
+    """Per-node costs at `batch`, whether the model is int8 (QDQ or QOperator), and its input shape."""
+    model = onnx.load(str(model_path))
+    for graph_input in model.graph.input:
+        dims = graph_input.type.tensor_type.shape.dim
+        if dims and not dims[0].dim_value:
+            dims[0].dim_value = batch  # a symbolic batch axis becomes concrete so shapes resolve
+    inferred = shape_inference.infer_shapes(model)
+    graph = inferred.graph
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in
+              [*graph.input, *graph.value_info, *graph.output]}
+    initializers = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    int8 = any(n.op_type in ("QuantizeLinear", "QLinearConv", "ConvInteger", "MatMulInteger", "QGemm")
+               for n in graph.node)
+    activation_bytes = 1 if int8 else 4
+    # In a QDQ graph a weight reaches its Conv through DequantizeLinear: follow it to the int8 tensor.
+    dequantized = {n.output[0]: n.input[0] for n in graph.node if n.op_type == "DequantizeLinear"}
+    costs = []
+    for node in graph.node:
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            continue  # fused into the quantized kernels by ONNX Runtime
+        out_shape = shapes.get(node.output[0], [])
+        out_elems = int(np.prod(out_shape)) if out_shape and all(out_shape) else 0
+        weight = _weight(node, initializers, dequantized)
+        macs = _macs(node, shapes, weight, out_elems)
+        other = _other_flops(node, shapes, out_elems)
+        activation_in = sum(int(np.prod(shapes[i])) for i in node.input
+                            if i in shapes and shapes[i] and all(shapes[i]) and i not in initializers
+                            and i not in dequantized)
+        weight_bytes = weight.nbytes if weight is not None else 0
+        costs.append(NodeCost(node.name or node.op_type, node.op_type, macs, 2 * macs + other,
+                              weight_bytes + (activation_in + out_elems) * activation_bytes))
+    return costs, int8, shapes.get(graph.input[0].name, [])
+
+
+def _weight(node, initializers: dict, dequantized: dict) -> np.ndarray | None:
+    index = WEIGHT_INPUT.get(node.op_type)
+    if index is None or index >= len(node.input):
+        return None
+    name = dequantized.get(node.input[index], node.input[index])
+    return initializers.get(name)
+
+
+def _macs(node, shapes: dict, weight: np.ndarray | None, out_elems: int) -> int:
+    if node.op_type in CONV_OPS and weight is not None:
+        # Each output element: C_in/groups x kH x kW multiply-adds; weight is (C_out, C_in/groups, kH, kW).
+        return out_elems * int(np.prod(weight.shape[1:]))
+    if node.op_type in MATMUL_OPS:
+        a = shapes.get(node.input[0], [])
+        if not a:
+            return 0
+        transposed = node.op_type == "Gemm" and any(at.name == "transA" and at.i for at in node.attribute)
+        k = a[0] if transposed else a[-1]  # (M, K) @ (K, N): M x N outputs, K MACs each
+        return out_elems * k
+    return 0
+
+
+def _other_flops(node, shapes: dict, out_elems: int) -> int:
+    if node.op_type in POOL_OPS:
+        kernel = next((list(a.ints) for a in node.attribute if a.name == "kernel_shape"), [1])
+        return out_elems * int(np.prod(kernel))  # one comparison or add per window element
+    if node.op_type in ("GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "ReduceMax", "ReduceSum"):
+        first = shapes.get(node.input[0], [])
+        return int(np.prod(first)) if first and all(first) else 0
+    if node.op_type in FREE_OPS or node.op_type in CONV_OPS or node.op_type in MATMUL_OPS:
+        bias = 0
+        if node.op_type in CONV_OPS + ("Gemm",) and len(node.input) > 2:
+            bias = out_elems  # one add per output for the bias
+        return bias
+    return out_elems  # elementwise: Relu, Add, Mul, Clip, Sigmoid ...
+
+
+def estimate_latency(
+    model_path: Path, device: DeviceConfig, threads: int, batch: int = 1, assume_int8: bool = False
+) -> dict:
+    """Roofline estimate of one run for `device` with `threads` cores busy. `assume_int8` estimates
+    a float graph as its int8 version will run (for sizing students before they are quantized)."""
+    costs, int8, input_shape = count_costs(model_path, batch)
+    if assume_int8 and not int8:
+        int8 = True
+        for cost in costs:
+            cost.bytes_moved //= 4  # int8 weights and activations: a quarter of the fp32 bytes
+    cores = min(threads, device.cores)
+    peak_gops = (device.peak_int8_gops if int8 else device.peak_fp32_gflops) * cores / device.cores
+    bandwidth = device.memory_bandwidth_gbs
+    for cost in costs:
+        compute_ms = cost.flops / (peak_gops * 1e9) * 1e3
+        memory_ms = cost.bytes_moved / (bandwidth * 1e9) * 1e3
+        dispatch_ms = device.dispatch_us_per_node * 1e-3
+        cost.estimate_ms = max(compute_ms, memory_ms) + dispatch_ms
+        cost.bound = max((compute_ms, "compute"), (memory_ms, "memory"), (dispatch_ms, "dispatch"))[1]
+    return {
+        "device": device.name,
+        "precision": "int8" if int8 else "fp32",
+        "threads": cores,
+        "batch": batch,
+        "input_shape": input_shape,
+        "macs": sum(c.macs for c in costs),
+        "flops": sum(c.flops for c in costs),
+        "bytes_moved": sum(c.bytes_moved for c in costs),
+        "estimate_ms": sum(c.estimate_ms for c in costs),
+        "nodes": [asdict(c) for c in costs],
+        "peaks": {"gops": peak_gops, "memory_bandwidth_gbs": bandwidth,
+                  "dispatch_us_per_node": device.dispatch_us_per_node, "sources": device.peak_sources},
+    }
+
+
+def estimate_table(estimate: dict, measured_ms: float | None = None) -> str:
+    """Per-node and total estimate, with the measurement and ratio when there is one."""
+    lines = [f"{'node':<28}{'op':<14}{'MACs':>12}{'bytes':>12}{'est. ms':>10}  bound"]
+    for node in estimate["nodes"]:
+        lines.append(f"{node['name'][:27]:<28}{node['op_type']:<14}{node['macs']:>12,}{node['bytes_moved']:>12,}"
+                     f"{node['estimate_ms']:>10.4f}  {node['bound']}")
+    lines.append(f"{'total (' + estimate['precision'] + ', ' + str(estimate['threads']) + ' thread(s))':<42}"
+                 f"{estimate['macs']:>12,}{estimate['bytes_moved']:>12,}{estimate['estimate_ms']:>10.4f}")
+    if measured_ms is not None:
+        lines.append(f"measured p50 {measured_ms:.4f} ms; measured / estimate = {measured_ms / estimate['estimate_ms']:.2f}")
+    return "\n".join(lines)

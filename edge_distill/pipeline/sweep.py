@@ -1,0 +1,199 @@
+"""Budget-driven build: the smallest student that meets the device's latency and accuracy budgets.
+
+Every (width, depth) of the sweep is first estimated from its exported graph (roofline, as int8);
+sizes whose estimate exceeds `estimate_slack` x the latency budget are skipped untrained. The rest
+run the normal cached pipeline (data and teacher are shared), are measured, and the smallest that
+meets both budgets ships, with the whole sweep as a Pareto table and an SVG plot.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from edge_distill.config import BudgetConfig, BuildConfig
+from edge_distill.errors import BudgetExceededError
+from edge_distill.pipeline.build import PipelineRun, publish, run_pipeline
+from edge_distill.pipeline.stage import Progress
+from edge_distill.pipeline.stages import PackageStage
+
+
+def build_for_budget(
+    config: BuildConfig, out: Path, cache_dir: Path, force: bool = False, progress: Progress = lambda _: None
+) -> tuple[PipelineRun, dict]:
+    """Sweep, pick, publish. Returns the chosen size's run and the sweep report."""
+    budget = config.budget
+    dataset = json.loads(run_pipeline(config, cache_dir, "data", progress=progress).artifacts["dataset.json"].read_text())
+    rows, runs = [], {}
+    sizes = [(width, depth) for depth in budget.sweep_depths for width in sorted(budget.sweep_widths)]
+    progress(f"budget sweep over {len(sizes)} student sizes: p50 <= {budget.max_latency_ms or 'any'} ms, "
+             f"test accuracy >= {budget.min_accuracy or 'any'}")
+    for width, depth in sizes:
+        candidate = dataclasses.replace(config, student=dataclasses.replace(config.student, width=width, depth=depth))
+        row: dict[str, Any] = {"size": f"w{width}-d{depth}", "width": width, "depth": depth}
+        row |= estimate_student(candidate, dataset)
+        if budget.max_latency_ms and row["estimate_ms"] > budget.estimate_slack * budget.max_latency_ms:
+            progress(f"{row['size']}: estimate {row['estimate_ms']:.3f} ms > {budget.estimate_slack:g} x budget: skipped")
+            rows.append(row | {"status": "skipped by estimate"})
+            continue
+        progress(f"{row['size']}: estimate {row['estimate_ms']:.3f} ms: building")
+        run = run_pipeline(candidate, cache_dir, PackageStage.name, force=force, progress=progress)
+        manifest = json.loads(run.artifacts["manifest.json"].read_text())
+        shipped = next(m for m in manifest["metrics"] if m["variant"] == manifest["model"]["variant"])
+        row |= {"status": "measured", "accuracy": shipped["accuracy"], "p50_ms": shipped["latency_ms"]["p50"],
+                "size_bytes": shipped["size_bytes"], "params": shipped["params"], "variant": shipped["variant"]}
+        row["measured_over_estimate"] = row["p50_ms"] / row["estimate_ms"]
+        rows.append(row)
+        runs[row["size"]] = run
+    mark_pareto(rows)
+    chosen, why = pick_smallest(rows, budget)
+    chosen["chosen"] = True
+    progress(why)
+    report = {"budgets": {"max_latency_ms": budget.max_latency_ms or None, "min_accuracy": budget.min_accuracy or None},
+              "accuracy": "test accuracy of the shipped model", "rows": rows, "chosen": chosen["size"], "why": why,
+              "measured_on": manifest_note(runs[chosen["size"]])}
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "sweep.json").write_text(json.dumps(report, indent=2) + "\n")
+        (Path(tmp) / "sweep.svg").write_text(render_svg(rows, budget))
+        files = {name: runs[chosen["size"]].artifacts[name] for name in PackageStage.outputs}
+        publish(files | {"sweep.json": Path(tmp) / "sweep.json", "sweep.svg": Path(tmp) / "sweep.svg"}, out)
+    progress(f"bundle for {chosen['size']} written to {out}")
+    return runs[chosen["size"]], report
+
+
+def estimate_student(config: BuildConfig, dataset: dict) -> dict:
+    """Roofline estimate of an untrained student of this size, exported as it will be, run as int8."""
+    import numpy as np
+
+    from edge_distill.benchmarks.estimate import estimate_latency
+    from edge_distill.export.onnx_export import export_onnx
+    from edge_distill.models import build_model, count_params
+
+    student = config.student
+    model = build_model(student.factory, student.family, tuple(dataset["input_shape"]), len(dataset["labels"]),
+                        student.width, student.depth, "student")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "student.onnx"
+        export_onnx(model, np.zeros((2, *dataset["input_shape"]), np.float32), path, config.export.opset)
+        estimate = estimate_latency(path, config.device, config.benchmark.threads, config.benchmark.batch_size,
+                                    assume_int8=True)
+    return {"params": count_params(model), "macs": estimate["macs"], "estimate_ms": estimate["estimate_ms"]}
+
+
+def mark_pareto(rows: list[dict]) -> None:
+    """A measured row is on the Pareto front if no other is at least as fast and as accurate, and better in one."""
+    measured = [r for r in rows if r["status"] == "measured"]
+    for row in measured:
+        row["pareto"] = not any(
+            o is not row and o["p50_ms"] <= row["p50_ms"] and o["accuracy"] >= row["accuracy"]
+            and (o["p50_ms"] < row["p50_ms"] or o["accuracy"] > row["accuracy"]) for o in measured)
+
+
+def pick_smallest(rows: list[dict], budget: BudgetConfig) -> tuple[dict, str]:
+    """The fewest-parameter measured row meeting both budgets; else best effort or a clear error."""
+    measured = [r for r in rows if r["status"] == "measured"]
+
+    def fast_enough(r):
+        return not budget.max_latency_ms or r["p50_ms"] <= budget.max_latency_ms
+
+    def accurate_enough(r):
+        return r["accuracy"] >= budget.min_accuracy
+
+    meeting = [r for r in measured if fast_enough(r) and accurate_enough(r)]
+    if meeting:
+        chosen = min(meeting, key=lambda r: (r["params"], r["p50_ms"]))
+        return chosen, (f"{chosen['size']} is the smallest student meeting both budgets: {chosen['params']:,} params, "
+                        f"p50 {chosen['p50_ms']:.4f} ms, test accuracy {chosen['accuracy']:.4f}")
+    if not measured:
+        fastest = min(rows, key=lambda r: r["estimate_ms"])
+        message = (f"every student size is estimated over the latency budget: the fastest, {fastest['size']}, at "
+                   f"{fastest['estimate_ms']:.3f} ms vs {budget.max_latency_ms:g} ms "
+                   f"(x{fastest['estimate_ms'] / budget.max_latency_ms:.1f})")
+        raise BudgetExceededError(message, "raise --max-latency-ms, add smaller sizes to budget.sweep_widths, "
+                                           "or raise budget.estimate_slack")
+    fastest = min(measured, key=lambda r: r["p50_ms"])
+    best = max(measured, key=lambda r: r["accuracy"])
+    failures = []
+    if not any(fast_enough(r) for r in measured):
+        failures.append(f"latency: the fastest, {fastest['size']}, has p50 {fastest['p50_ms']:.4f} ms, "
+                        f"{100 * (fastest['p50_ms'] / budget.max_latency_ms - 1):.0f}% over {budget.max_latency_ms:g} ms")
+    if not any(accurate_enough(r) for r in measured):
+        failures.append(f"accuracy: the most accurate, {best['size']}, reaches {best['accuracy']:.4f}, "
+                        f"{100 * (budget.min_accuracy - best['accuracy']):.2f} points under {budget.min_accuracy:g}")
+    if not failures:
+        failures.append("no single size meets both: the fast ones miss the accuracy budget and the accurate ones "
+                        "the latency budget")
+    message = "no student size meets the budgets; " + "; ".join(failures)
+    if not budget.ship_best_effort:
+        raise BudgetExceededError(message, "relax a budget, widen budget.sweep_widths/sweep_depths, "
+                                           "or set budget.ship_best_effort = true")
+    fast = [r for r in measured if fast_enough(r)]
+    chosen = max(fast, key=lambda r: r["accuracy"]) if fast else fastest
+    return chosen, f"best effort ({message}): shipping {chosen['size']}"
+
+
+def sweep_table(report: dict) -> str:
+    """The sweep as a Pareto table: one line per size, front marked '*', the chosen one '<-'."""
+    lines = [f"{'size':<8}{'params':>9}{'MACs':>12}{'est. ms':>9}{'p50 ms':>9}{'meas/est':>9}{'accuracy':>10}  "]
+    for r in report["rows"]:
+        if r["status"] != "measured":
+            lines.append(f"{r['size']:<8}{r['params']:>9,}{r['macs']:>12,}{r['estimate_ms']:>9.4f}  {r['status']}")
+            continue
+        mark = ("*" if r.get("pareto") else " ") + (" <- shipped" if r.get("chosen") else "")
+        lines.append(f"{r['size']:<8}{r['params']:>9,}{r['macs']:>12,}{r['estimate_ms']:>9.4f}{r['p50_ms']:>9.4f}"
+                     f"{r['measured_over_estimate']:>9.2f}{r['accuracy']:>10.4f} {mark}")
+    return "\n".join(lines + ["* Pareto front (no other size is both faster and more accurate)", report["why"]])
+
+
+def manifest_note(run: PipelineRun) -> str:
+    return json.loads(run.artifacts["manifest.json"].read_text())["measurement"]["measured_on"]
+
+
+def render_svg(rows: list[dict], budget: BudgetConfig) -> str:
+    """Accuracy vs p50 latency of every measured size; Pareto front joined, the chosen one ringed."""
+    measured = [r for r in rows if r["status"] == "measured"]
+    width, height, pad = 640, 420, 60
+    if not measured:
+        return f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}"><text x="20" y="40">no size was measured</text></svg>\n'
+    xs = [r["p50_ms"] for r in measured] + ([budget.max_latency_ms] if budget.max_latency_ms else [])
+    ys = [r["accuracy"] for r in measured] + ([budget.min_accuracy] if budget.min_accuracy else [])
+    x_lo, x_hi = 0.0, max(xs) * 1.1
+    y_lo, y_hi = min(ys) - 0.01, min(1.0, max(ys) + 0.01)
+
+    def px(x):
+        return pad + (x - x_lo) / (x_hi - x_lo) * (width - 2 * pad)
+
+    def py(y):
+        return height - pad - (y - y_lo) / (y_hi - y_lo) * (height - 2 * pad)
+
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">',
+             f'<rect width="{width}" height="{height}" fill="white"/>',
+             f'<line x1="{pad}" y1="{height - pad}" x2="{width - pad}" y2="{height - pad}" stroke="black"/>',
+             f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{height - pad}" stroke="black"/>',
+             f'<text x="{width / 2}" y="{height - 15}" text-anchor="middle">p50 latency (ms)</text>',
+             f'<text x="15" y="{height / 2}" transform="rotate(-90 15 {height / 2})" text-anchor="middle">test accuracy</text>']
+    for value in (x_lo, (x_lo + x_hi) / 2, x_hi):
+        parts.append(f'<text x="{px(value):.1f}" y="{height - pad + 18}" text-anchor="middle">{value:.3f}</text>')
+    for value in (y_lo, (y_lo + y_hi) / 2, y_hi):
+        parts.append(f'<text x="{pad - 6}" y="{py(value) + 4:.1f}" text-anchor="end">{value:.3f}</text>')
+    if budget.max_latency_ms:
+        parts.append(f'<line x1="{px(budget.max_latency_ms):.1f}" y1="{pad}" x2="{px(budget.max_latency_ms):.1f}" '
+                     f'y2="{height - pad}" stroke="red" stroke-dasharray="4"/>')
+    if budget.min_accuracy:
+        parts.append(f'<line x1="{pad}" y1="{py(budget.min_accuracy):.1f}" x2="{width - pad}" '
+                     f'y2="{py(budget.min_accuracy):.1f}" stroke="red" stroke-dasharray="4"/>')
+    front = sorted((r for r in measured if r.get("pareto")), key=lambda r: r["p50_ms"])
+    if len(front) > 1:
+        points = " ".join(f"{px(r['p50_ms']):.1f},{py(r['accuracy']):.1f}" for r in front)
+        parts.append(f'<polyline points="{points}" fill="none" stroke="steelblue"/>')
+    for r in measured:
+        x, y = px(r["p50_ms"]), py(r["accuracy"])
+        parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="4" fill="steelblue"/>')
+        parts.append(f'<text x="{x + 6:.1f}" y="{y - 6:.1f}">{r["size"]}</text>')
+        if r.get("chosen"):
+            parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="9" fill="none" stroke="green" stroke-width="2"/>')
+    parts.append("</svg>")
+    return "\n".join(parts) + "\n"

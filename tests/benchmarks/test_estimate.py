@@ -1,0 +1,88 @@
+"""The MAC/FLOP counter on small graphs with hand-computed counts, and the roofline."""
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper, numpy_helper, save
+
+from edge_distill.benchmarks.estimate import count_costs, estimate_latency, estimate_table
+from edge_distill.config import DeviceConfig
+
+
+def save_graph(tmp_path, nodes, inputs, output, initializers):
+    graph = helper.make_graph(
+        nodes, "g",
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, shape) for name, shape in inputs],
+        [helper.make_tensor_value_info(output, TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(array.astype(np.float32), name) for name, array in initializers.items()],
+    )
+    path = tmp_path / "g.onnx"
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
+    return path
+
+
+def by_op(costs):
+    return {c.op_type: c for c in costs}
+
+
+def test_conv_depthwise_conv_and_pooling(tmp_path):
+    path = save_graph(tmp_path, [
+        helper.make_node("Conv", ["x", "w"], ["a"], pads=[1, 1, 1, 1]),                    # (1,4,8,8)
+        helper.make_node("Conv", ["a", "dw"], ["b"], pads=[1, 1, 1, 1], group=4),          # depthwise
+        helper.make_node("MaxPool", ["b"], ["c"], kernel_shape=[2, 2], strides=[2, 2]),    # (1,4,4,4)
+    ], [("x", ["batch", 3, 8, 8])], "c", {"w": np.zeros((4, 3, 3, 3)), "dw": np.zeros((4, 1, 3, 3))})
+    costs, int8, shape = count_costs(path)
+    assert shape == [1, 3, 8, 8]
+    assert not int8
+    conv, depthwise = costs[0], costs[1]
+    assert conv.macs == 4 * 8 * 8 * (3 * 3 * 3)          # C_out x H x W x (C_in x kH x kW) = 6912
+    assert depthwise.macs == 4 * 8 * 8 * (1 * 3 * 3)     # one input channel per group = 2304
+    assert conv.flops == 2 * 6912
+    assert costs[2].macs == 0 and costs[2].flops == 4 * 4 * 4 * 4  # 64 outputs x 2x2 window
+    # bytes: weights + input + output, fp32
+    assert conv.bytes_moved == 4 * 3 * 3 * 3 * 4 + (3 * 64 + 4 * 64) * 4
+    # batch scales activations, not weights
+    assert count_costs(path, batch=5)[0][0].macs == 5 * 6912
+
+
+def test_gemm_and_batched_matmul(tmp_path):
+    path = save_graph(tmp_path, [
+        helper.make_node("MatMul", ["x", "w"], ["a"]),               # (2,5,16) @ (16,4) -> (2,5,4)
+        helper.make_node("Reshape", ["a", "shape"], ["b"]),          # (10, 4)
+        helper.make_node("Gemm", ["b", "g", "bias"], ["c"]),         # (10,4) @ (4,3) + bias
+        helper.make_node("Relu", ["c"], ["d"]),
+    ], [("x", [2, 5, 16])], "d", {"w": np.zeros((16, 4)), "g": np.zeros((4, 3)), "bias": np.zeros(3)} | {})
+    # Reshape needs an int64 shape tensor
+    import onnx
+
+    model = onnx.load(str(path))
+    model.graph.initializer.append(numpy_helper.from_array(np.array([10, 4], dtype=np.int64), "shape"))
+    onnx.save(model, str(path))
+    ops = by_op(count_costs(path)[0])
+    assert ops["MatMul"].macs == 2 * 5 * 4 * 16
+    assert ops["Gemm"].macs == 10 * 3 * 4 and ops["Gemm"].flops == 2 * 120 + 30  # + bias adds
+    assert ops["Reshape"].flops == 0 and ops["Relu"].flops == 30
+
+
+def test_roofline_takes_the_slower_of_compute_and_memory(tmp_path):
+    path = save_graph(tmp_path, [helper.make_node("Conv", ["x", "w"], ["y"])], [("x", [1, 64, 32, 32])], "y",
+                      {"w": np.zeros((64, 64, 3, 3))})
+    slow_compute = DeviceConfig(name="d", cores=1, peak_fp32_gflops=1.0, memory_bandwidth_gbs=1000.0, dispatch_us_per_node=0)
+    slow_memory = DeviceConfig(name="d", cores=1, peak_fp32_gflops=1e6, memory_bandwidth_gbs=0.001, dispatch_us_per_node=0)
+    cost = count_costs(path)[0][0]
+    compute = estimate_latency(path, slow_compute, threads=1)
+    memory = estimate_latency(path, slow_memory, threads=1)
+    assert compute["nodes"][0]["bound"] == "compute"
+    assert compute["estimate_ms"] == pytest.approx(cost.flops / 1e9 * 1e3)
+    assert memory["nodes"][0]["bound"] == "memory"
+    assert memory["estimate_ms"] == pytest.approx(cost.bytes_moved / 1e6 * 1e3)
+    # half the cores, half the compute peak
+    two_cores = DeviceConfig(name="d", cores=2, peak_fp32_gflops=2.0, memory_bandwidth_gbs=1000.0, dispatch_us_per_node=0)
+    assert estimate_latency(path, two_cores, threads=1)["estimate_ms"] == pytest.approx(compute["estimate_ms"])
+    assert "measured / estimate = 2.00" in estimate_table(compute, measured_ms=2 * compute["estimate_ms"])
+
+
+def test_int8_models_count_the_float_ops_once(tiny_artifacts):
+    fp32, fp32_int8 = count_costs(tiny_artifacts["student_fp32.onnx"]), count_costs(tiny_artifacts["student_int8.onnx"])
+    assert fp32[1] is False and fp32_int8[1] is True
+    assert sum(c.macs for c in fp32[0]) == sum(c.macs for c in fp32_int8[0]) > 0
+    assert sum(c.bytes_moved for c in fp32_int8[0]) < sum(c.bytes_moved for c in fp32[0])
