@@ -387,7 +387,7 @@ class DescribeStage(ConfiguredStage):
 
 class BenchmarkStage(ConfiguredStage):
     name = "benchmark"
-    version = 2
+    version = 3
     inputs = ("dataset.npz", "teacher_fp32.onnx", "student_fp32.onnx", "student_int8.onnx", "shipped_model.onnx",
               "export.json", "quantize.json")
     outputs = ("benchmark.json",)
@@ -400,6 +400,7 @@ class BenchmarkStage(ConfiguredStage):
                 "host": describe_host()}
 
     def run(self, inputs, out, progress):
+        from edge_distill.benchmarks.estimate import estimate_latency
         from edge_distill.benchmarks.harness import benchmark_variants
         from edge_distill.data import Dataset
 
@@ -416,6 +417,12 @@ class BenchmarkStage(ConfiguredStage):
         report = benchmark_variants(variants, dataset.x["test"], dataset.y["test"], self.config.benchmark,
                                     self.config.device, progress)
         report["shipped_variant"] = shipped
+        for metric in report["metrics"]:
+            estimate = estimate_latency(variants[metric["variant"]][0], self.config.device, report["method"]["threads"],
+                                        self.config.benchmark.batch_size)
+            metric["estimate_ms"] = estimate["estimate_ms"]
+            if report["host"]["arch"] == self.config.device.arch:  # a ratio to another machine's figure means nothing
+                metric["measured_over_estimate"] = metric["latency_ms"]["p50"] / estimate["estimate_ms"]
         write_json(out / "benchmark.json", report)
 
 
