@@ -180,6 +180,27 @@ def verify(bundle: Path, as_json: bool) -> None:
 
 
 @main.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--remote", metavar="[USER@]HOST", help="Benchmark on this device over SSH (a Host of your ssh config works).")
+@click.option("--ssh-config", type=click.Path(path_type=Path), help="ssh config file (default: OpenSSH's own).")
+@click.option("--remote-python", default="python3", show_default=True, help="Python on the device.")
+@click.option("--connect-timeout", type=int, default=10, show_default=True, help="Seconds.")
+@click.option("--command-timeout", type=int, default=600, show_default=True, help="Seconds per remote command.")
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+def bench(bundle, remote, ssh_config, remote_python, connect_timeout, command_timeout, as_json):
+    """Measure a bundle's model with its profile's settings, here or on a device over SSH.
+
+    On the device only python3 with numpy and onnxruntime is needed; the runner is copied there
+    and removed afterwards. Host keys must already be in known_hosts.
+    """
+    from edge_distill.benchmarks.remote import RemoteTarget, bench_bundle, render_bench
+
+    target = RemoteTarget(remote, ssh_config, remote_python, connect_timeout, command_timeout) if remote else None
+    report = bench_bundle(bundle, target, progress=_progress)
+    _emit(report, as_json, render_bench(report))
+
+
+@main.command()
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("--profile", "-p", required=True, help="Device profile whose peak figures to use.")
 @click.option("--batch", type=int, default=1, show_default=True)

@@ -71,6 +71,12 @@ class ProviderUnavailableError(EdgeDistillError):
     exit_code = 6
 
 
+class RemoteError(EdgeDistillError):
+    """The device cannot be reached, refuses us, or lacks what the runner needs."""
+
+    exit_code = 8
+
+
 class BudgetExceededError(EdgeDistillError):
     """No candidate meets the device's budgets."""
 

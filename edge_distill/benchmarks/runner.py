@@ -130,3 +130,52 @@ def describe_host() -> dict:
         "os": f"{platform.system()} {platform.release()}",
         "onnxruntime": ort.__version__,
     }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python3 runner.py model.onnx --json`: what `edge-distill bench --remote` runs on a device."""
+    import argparse
+    import json
+    import sys
+
+    parser = argparse.ArgumentParser(description="Time an ONNX model with onnxruntime (numpy + onnxruntime only).")
+    parser.add_argument("model", type=Path)
+    parser.add_argument("--inputs", type=Path, help=".npy of preprocessed inputs; their top-1 is reported")
+    parser.add_argument("--provider", default="CPUExecutionProvider")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--runs", type=int, default=300)
+    parser.add_argument("--min-seconds", type=float, default=2.0)
+    parser.add_argument("--cold-starts", type=int, default=3)
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    args = parser.parse_args(argv)
+    providers = [args.provider]
+    if args.inputs:
+        inputs = np.load(args.inputs, allow_pickle=False)
+    else:  # zeros of the model's input shape, a symbolic batch axis set to --batch
+        spec = ort.InferenceSession(str(args.model), providers=providers).get_inputs()[0]
+        inputs = np.zeros([d if isinstance(d, int) else args.batch for d in spec.shape], np.float32)
+    sample = np.resize(inputs, (args.batch, *inputs.shape[1:])).astype(np.float32)
+    result = {
+        "host": describe_host(),
+        "provider": args.provider,
+        "threads": args.threads,
+        "batch": args.batch,
+        "latency_ms": measure_latency(args.model, sample, providers, args.threads, args.warmup, args.runs,
+                                      args.cold_starts, args.min_seconds),
+    }
+    if args.inputs:
+        result["top1"] = predict_classes(args.model, inputs, providers, args.threads).tolist()
+    if args.json:
+        print(json.dumps(result))
+    else:
+        latency = result["latency_ms"]
+        print(f"{result['host']['cpu']} ({result['host']['arch']}, onnxruntime {result['host']['onnxruntime']}): "
+              f"p50 {latency['p50']:.4f} ms, p90 {latency['p90']:.4f} ms, p99 {latency['p99']:.4f} ms, "
+              f"cold start {latency['cold_start']:.2f} ms", file=sys.stdout)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

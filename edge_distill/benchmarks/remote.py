@@ -1,0 +1,187 @@
+"""Benchmark a bundle on a device over SSH with the system's OpenSSH client.
+
+OpenSSH brings the user's ~/.ssh/config, keys and agent. Host keys are always checked against
+known_hosts (StrictHostKeyChecking=yes: an unknown or changed key is an error, never accepted);
+BatchMode keeps ssh from prompting. Files travel as a tar stream on ssh's stdin (no SFTP server needed);
+only fixed file names and a `mktemp` folder reach the remote shell, quoted; the folder is removed
+afterwards.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shlex
+import subprocess
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edge_distill.errors import RemoteError
+
+RUNNER = Path(__file__).with_name("runner.py")
+
+
+@dataclass(frozen=True)
+class RemoteTarget:
+    destination: str  # "pi@raspberrypi.local", or a Host from the ssh config
+    ssh_config: Path | None = None  # default: OpenSSH's own (~/.ssh/config)
+    python: str = "python3"
+    connect_timeout_s: int = 10
+    command_timeout_s: int = 600
+
+    def options(self) -> list[str]:
+        config = ["-F", str(self.ssh_config)] if self.ssh_config else []
+        return [*config, "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
+                "-o", f"ConnectTimeout={self.connect_timeout_s}",
+                "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=2"]
+
+
+def run_remote_benchmark(target: RemoteTarget, model: Path, inputs: np.ndarray, runner_args: list[str],
+                         progress=lambda _: None) -> dict:
+    """Copy the runner, the model and `inputs` to the device, run there, return the runner's JSON."""
+    python = shlex.quote(target.python)
+    probe = _ssh(target, f"{python} -c 'import numpy, onnxruntime' 2>&1; echo \"exit=$?\"", "checking the device's python")
+    output, _, status = probe.strip().rpartition("exit=")
+    if status == "127":
+        raise RemoteError(f"{target.destination}: no {target.python} on the device",
+                          "install it (Raspberry Pi OS: sudo apt install python3) or pass --remote-python PATH")
+    if "No module named" in output:
+        missing = output.split("No module named", 1)[1].split()[0].strip("'\"")
+        raise RemoteError(f"{target.destination}: {target.python} lacks the '{missing}' package",
+                          f"on the device: {target.python} -m pip install onnxruntime numpy")
+    if status != "0":
+        raise RemoteError(f"{target.destination}: {target.python} failed: {output.strip()[-200:]}")
+    folder = _ssh(target, "mktemp -d -t edge-distill.XXXXXXXX", "creating a work folder").strip()
+    remote = shlex.quote(folder)
+    try:
+        progress(f"copying the model and runner to {target.destination}")
+        bundle = io.BytesIO()
+        with tarfile.open(fileobj=bundle, mode="w") as tar:  # fixed names only: nothing of ours is parsed there
+            for name, data in (("model.onnx", model.read_bytes()), ("runner.py", RUNNER.read_bytes()),
+                               ("inputs.npy", _npy_bytes(inputs))):
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+        # Through ssh's stdin: needs only tar on the device, not an SFTP server.
+        _ssh(target, f"tar -xf - -C {remote}", "copying files", stdin=bundle.getvalue())
+        progress(f"benchmarking on {target.destination}")
+        command = f"cd {remote} && {python} runner.py model.onnx --inputs inputs.npy --json " + \
+                  " ".join(shlex.quote(a) for a in runner_args)
+        output = _ssh(target, command, "running the benchmark")
+    finally:
+        try:
+            _ssh(target, f"rm -rf {remote}", "removing the work folder")
+        except RemoteError:
+            pass  # the connection is gone: the error that matters was raised above
+    try:
+        return json.loads(output.strip().splitlines()[-1])
+    except (json.JSONDecodeError, IndexError):
+        raise RemoteError(f"{target.destination}: the runner printed no result: {output.strip()[-300:]}") from None
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+def _ssh(target: RemoteTarget, command: str, doing: str, stdin: bytes = b"") -> str:
+    return _run(["ssh", *target.options(), target.destination, command], target, doing, stdin)
+
+
+def _run(argv: list[str], target: RemoteTarget, doing: str, stdin: bytes = b"") -> str:
+    try:
+        raw = subprocess.run(argv, capture_output=True, timeout=target.command_timeout_s, input=stdin)
+        done = subprocess.CompletedProcess(argv, raw.returncode, raw.stdout.decode(errors="replace"),
+                                           raw.stderr.decode(errors="replace"))
+    except subprocess.TimeoutExpired:
+        raise RemoteError(f"{target.destination}: no answer within {target.command_timeout_s} s while {doing}",
+                          "check the device, or raise --command-timeout") from None
+    except FileNotFoundError:
+        raise RemoteError(f"'{argv[0]}' not found on this machine", "install the OpenSSH client") from None
+    if done.returncode == 255:  # ssh's own failure, not the remote command's
+        raise explain_ssh_failure(target.destination, done.stderr, doing)
+    if done.returncode != 0:
+        raise RemoteError(f"{target.destination}: {doing} failed ({done.returncode}): "
+                          f"{(done.stderr or done.stdout).strip()[-300:]}")
+    return done.stdout
+
+
+def explain_ssh_failure(destination: str, stderr: str, doing: str) -> RemoteError:
+    """One line for each way ssh fails, with what to do about it."""
+    host = destination.rsplit("@", 1)[-1]
+    if "REMOTE HOST IDENTIFICATION HAS CHANGED" in stderr:
+        return RemoteError(f"{destination}: the host key changed since it was recorded in known_hosts",
+                           f"if the device was reinstalled, remove the old key (ssh-keygen -R {host}) and "
+                           f"check the new fingerprint before connecting again")
+    if "Host key verification failed" in stderr or "No ED25519 host key is known" in stderr \
+            or "host key is not known" in stderr.lower():
+        return RemoteError(f"{destination}: its host key is not in known_hosts",
+                           f"check the device's fingerprint, then trust it: ssh {destination} once, "
+                           f"or ssh-keyscan {host} >> ~/.ssh/known_hosts")
+    if "Permission denied" in stderr:
+        return RemoteError(f"{destination}: the device refused our keys", f"ssh-copy-id {destination}")
+    if "Connection refused" in stderr or "timed out" in stderr or "Could not resolve" in stderr \
+            or "No route to host" in stderr:
+        reason = stderr.strip().splitlines()[-1] if stderr.strip() else "no connection"
+        return RemoteError(f"{destination}: cannot connect ({reason})", "check that the device is on and runs sshd")
+    last = stderr.strip().splitlines()[-1] if stderr.strip() else "connection lost"
+    return RemoteError(f"{destination}: the connection failed while {doing} ({last})",
+                       "check the device and the network, then run again")
+
+
+def bench_bundle(bundle: Path, target: RemoteTarget | None, progress=lambda _: None) -> dict:
+    """Latency of a bundle's model on the device (or here, without a target) with the profile's
+    settings, and top-1 agreement with the bundle's golden vectors there."""
+    from edge_distill.benchmarks import runner
+    from edge_distill.benchmarks.verify import load_golden, read_manifest
+
+    manifest = read_manifest(bundle)
+    golden = load_golden(bundle, manifest["golden"])
+    settings = manifest["profile"]["benchmark"]
+    args = ["--provider", settings["providers"][0], "--threads", str(settings["threads"]),
+            "--batch", str(settings["batch_size"]), "--warmup", str(settings["warmup_runs"]),
+            "--runs", str(settings["timed_runs"]), "--min-seconds", str(settings["min_seconds"]),
+            "--cold-starts", str(settings["cold_start_runs"])]
+    model = bundle / manifest["model"]["file"]
+    if target is None:  # this host is not the device: more threads than cores would only measure contention
+        args[args.index("--threads") + 1] = str(min(settings["threads"], os.cpu_count() or 1))
+        with tempfile.TemporaryDirectory() as tmp:
+            np.save(Path(tmp) / "inputs.npy", golden["inputs"])
+            result = _run_local(model, Path(tmp) / "inputs.npy", args)
+    else:
+        result = run_remote_benchmark(target, model, golden["inputs"], args, progress)
+    agreement = float(np.mean(np.asarray(result["top1"]) == golden["top1"]))
+    return {"bundle": str(bundle), "where": target.destination if target else "local", "device": result["host"],
+            "provider": result["provider"], "threads": result["threads"], "batch": result["batch"],
+            "latency_ms": result["latency_ms"], "golden_top1_agreement": agreement,
+            "golden_samples": len(golden["top1"]), "model_sha256": manifest["model"]["sha256"]}
+
+
+def _run_local(model: Path, inputs: Path, args: list[str]) -> dict:
+    """The same runner in a subprocess, so local and remote figures come from the same code path."""
+    import sys
+
+    done = subprocess.run([sys.executable, str(RUNNER), str(model), "--inputs", str(inputs), "--json", *args],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RemoteError(f"the local runner failed: {done.stderr.strip()[-300:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def render_bench(report: dict) -> str:
+    device, latency = report["device"], report["latency_ms"]
+    return "\n".join([
+        f"{report['where']}: {device['cpu']} ({device['arch']}, {device['cores']} cores, {device['os']}, "
+        f"onnxruntime {device['onnxruntime']})",
+        f"{report['provider']}, {report['threads']} thread(s), batch {report['batch']}: cold start "
+        f"{latency['cold_start']:.2f} ms, p50 {latency['p50']:.4f} ms, p90 {latency['p90']:.4f} ms, "
+        f"p99 {latency['p99']:.4f} ms over {latency['runs']} runs",
+        f"golden top-1 agreement on the device: {report['golden_top1_agreement']:.4f} "
+        f"({report['golden_samples']} samples)",
+    ])

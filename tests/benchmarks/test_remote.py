@@ -1,0 +1,162 @@
+"""Remote benchmarks through a real OpenSSH server on 127.0.0.1 with its own host key."""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from edge_distill.benchmarks.remote import RemoteTarget, bench_bundle, run_remote_benchmark
+from edge_distill.errors import RemoteError
+
+SSHD = shutil.which("sshd") or ("/usr/sbin/sshd" if os.path.exists("/usr/sbin/sshd") else None)
+
+if SSHD is None or shutil.which("ssh") is None:
+    if os.environ.get("CI") == "true":
+        pytest.fail("OpenSSH server/client missing: .ci/run must install openssh-server", allow_module_level=True)
+    pytest.skip("OpenSSH server not installed (apt-get install openssh-server)", allow_module_level=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def keygen(path: Path) -> None:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
+
+
+class SshServer:
+    """sshd -D on a free loopback port with its own host key and one authorized client key."""
+
+    def __init__(self, root: Path):
+        self.root, self.port = root, free_port()
+        keygen(root / "host_key")
+        keygen(root / "client_key")
+        (root / "authorized_keys").write_text((root / "client_key.pub").read_text())
+        (root / "sshd_config").write_text(
+            f"ListenAddress 127.0.0.1\nPort {self.port}\nHostKey {root / 'host_key'}\n"
+            f"AuthorizedKeysFile {root / 'authorized_keys'}\nUsePAM no\nPasswordAuthentication no\n"
+            f"StrictModes no\nPidFile {root / 'sshd.pid'}\n"
+        )
+        host_key = " ".join((root / "host_key.pub").read_text().split()[:2])
+        self.trust(host_key)
+        (root / "ssh_config").write_text(
+            f"Host device\n  HostName 127.0.0.1\n  Port {self.port}\n  User {os.environ.get('USER', 'root')}\n"
+            f"  IdentityFile {root / 'client_key'}\n  IdentitiesOnly yes\n  UserKnownHostsFile {root / 'known_hosts'}\n"
+        )
+        Path("/run/sshd").mkdir(parents=True, exist_ok=True)  # privilege-separation folder; Debian's package lacks it here
+        self.process = subprocess.Popen([SSHD, "-D", "-e", "-f", str(root / "sshd_config")], start_new_session=True,
+                                        stderr=open(root / "sshd.log", "w"))
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            time.sleep(0.02)
+        raise RuntimeError((root / "sshd.log").read_text())
+
+    def trust(self, host_key: str) -> None:
+        (self.root / "known_hosts").write_text(f"[127.0.0.1]:{self.port} {host_key}\n")
+
+    def target(self, **kwargs) -> RemoteTarget:
+        return RemoteTarget("device", self.root / "ssh_config", kwargs.pop("python", sys.executable), **kwargs)
+
+    def stop(self) -> None:
+        """End the server and every session it serves, as a power cut would: sshd starts each
+        session in a new process session, so they are found as its descendants."""
+        for pid in [*descendants(self.process.pid), self.process.pid]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.process.wait()
+
+
+def descendants(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, stack = [], [root]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            found.append(child)
+            stack.append(child)
+    return found
+
+
+@pytest.fixture
+def server(tmp_path):
+    server = SshServer(tmp_path)
+    yield server
+    server.stop()
+
+
+def leftover_folders() -> set[str]:
+    return {p.name for p in Path(os.environ.get("TMPDIR", "/tmp")).glob("edge-distill.*")}
+
+
+def test_bench_on_the_device_reports_its_figures_and_cleans_up(server, tiny_bundle):
+    before = leftover_folders()
+    report = bench_bundle(tiny_bundle, server.target())
+    assert report["where"] == "device" and report["golden_top1_agreement"] == 1.0
+    assert report["device"]["arch"] and report["device"]["onnxruntime"] and report["device"]["cores"] >= 1
+    assert report["latency_ms"]["p50"] > 0 and report["threads"] == 4  # the profile's threads on the device
+    assert leftover_folders() == before
+
+
+def test_unknown_host_key_is_refused(server, tiny_bundle):
+    (server.root / "known_hosts").write_text("")
+    with pytest.raises(RemoteError, match="its host key is not in known_hosts") as e:
+        bench_bundle(tiny_bundle, server.target())
+    assert "ssh-keyscan" in e.value.hint
+
+
+def test_changed_host_key_is_refused(server, tiny_bundle):
+    keygen(server.root / "other_key")
+    server.trust(" ".join((server.root / "other_key.pub").read_text().split()[:2]))
+    with pytest.raises(RemoteError, match="the host key changed") as e:
+        bench_bundle(tiny_bundle, server.target())
+    assert "ssh-keygen -R" in e.value.hint
+
+
+def test_refused_connection(server, tiny_bundle):
+    server.stop()
+    with pytest.raises(RemoteError, match=r"device: cannot connect \(.*Connection refused"):
+        bench_bundle(tiny_bundle, server.target(connect_timeout_s=3))
+
+
+def test_device_python_without_onnxruntime(server, tiny_bundle, tmp_path):
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "bare")], check=True)
+    with pytest.raises(RemoteError, match="lacks the 'numpy' package") as e:
+        bench_bundle(tiny_bundle, server.target(python=str(tmp_path / "bare" / "bin" / "python")))
+    assert "pip install onnxruntime numpy" in e.value.hint
+
+
+def test_missing_python_and_no_shell_injection(server, tiny_bundle, tmp_path):
+    marker = tmp_path / "injected"
+    with pytest.raises(RemoteError, match="no python3; touch .* on the device"):
+        bench_bundle(tiny_bundle, server.target(python=f"python3; touch {marker}"))
+    assert not marker.exists()
+
+
+def test_server_stopped_mid_run(server, tiny_bundle):
+    import numpy as np
+
+    model = tiny_bundle / "model.onnx"
+    threading.Timer(4.0, server.stop).start()  # the copy takes well under a second; the run 60 s
+    started = time.time()
+    with pytest.raises(RemoteError, match="device: the connection failed while running the benchmark"):
+        run_remote_benchmark(server.target(), model, np.zeros((2, 1, 8, 8), np.float32), ["--min-seconds", "60"])
+    assert time.time() - started < 30  # noticed by ssh, not by waiting for the run to end
