@@ -163,15 +163,26 @@ for _name, _doc in STAGE_DOCS.items():
 
 @main.command()
 @click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--emulate", type=click.Choice(["aarch64"]),
+              help="Also run the golden inputs on aarch64 onnxruntime under qemu and compare with this host.")
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
-def verify(bundle: Path, as_json: bool) -> None:
+def verify(bundle: Path, emulate: str | None, as_json: bool) -> None:
     """Check a bundle: file hashes, containment, model spec and golden outputs. Exit 1 on any failure.
 
     Needs only numpy and onnxruntime: on a device, `python -m edge_distill.benchmarks.verify BUNDLE`.
     """
-    from edge_distill.benchmarks.verify import render, verify_bundle
+    from edge_distill.benchmarks.verify import Check, render, verify_bundle
 
     checks = verify_bundle(bundle)
+    if emulate and all(c.passed for c in checks):
+        from edge_distill.benchmarks.emulate import verify_emulated
+
+        _progress("running the golden inputs on aarch64 onnxruntime under qemu")
+        emulated = verify_emulated(bundle)
+        checks.append(Check(f"aarch64 ({emulated['emulated_cpu']}, emulated)", emulated["passed"],
+                            f"top-1 {emulated['top1_agree']}/{emulated['samples']} agree with this host, "
+                            f"max abs diff {emulated['max_abs_diff']:.3g} (tolerance {emulated['tolerance']:.3g}); "
+                            f"onnxruntime {emulated['guest']['onnxruntime']}; outputs only, no timing"))
     passed = all(c.passed for c in checks)
     _emit({"bundle": str(bundle), "passed": passed, "checks": [dataclasses.asdict(c) for c in checks]}, as_json,
           render(checks))
@@ -230,6 +241,20 @@ def estimate(model: Path, profile: str, batch: int, measure: bool, as_json: bool
                    "measured_on": measurement_note(describe_host(), config.device)}
     text = estimate_table(result, measured) + (f"\n{result['measured_on']}" if measure else "")
     _emit(result, as_json, text)
+
+
+@main.group()
+def emulator() -> None:
+    """The aarch64 userland that `verify --emulate aarch64` runs under qemu."""
+
+
+@emulator.command("setup")
+@click.option("--root", type=click.Path(path_type=Path), help="Where to keep it (default: ~/.cache/edge-distill).")
+def emulator_setup(root: Path | None) -> None:
+    """Download Debian's arm64 Python 3.11 and the aarch64 numpy/onnxruntime wheels, once."""
+    from edge_distill.benchmarks.emulate import default_root, setup_userland
+
+    setup_userland(root or default_root(), progress=_progress)
 
 
 @main.group(invoke_without_command=True)

@@ -77,6 +77,12 @@ class RemoteError(EdgeDistillError):
     exit_code = 8
 
 
+class EmulationError(EdgeDistillError):
+    """qemu or the emulated aarch64 userland is missing or failed."""
+
+    exit_code = 9
+
+
 class BudgetExceededError(EdgeDistillError):
     """No candidate meets the device's budgets."""
 

@@ -1,0 +1,160 @@
+"""Run a bundle on aarch64 onnxruntime under qemu user-mode emulation, without a device.
+
+The userland is an arm64 Python 3.11 unpacked from Debian's arm64 packages plus the aarch64
+numpy and onnxruntime wheels from PyPI, prepared once by `edge-distill emulator setup` (the only
+step that downloads) and cached. onnxruntime reads /proc/cpuinfo to pick its kernels and crashes on
+the host's x86 one under qemu-user; qemu resolves absolute paths inside the `-L` root first, so the
+root carries an ARM cpuinfo for the profile's core. Emulated timing is not device timing: this
+checks outputs only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from edge_distill.errors import EmulationError
+
+DEBIAN_PACKAGES = (
+    "python3.11-minimal", "libpython3.11-minimal", "libpython3.11-stdlib", "libc6", "zlib1g", "libexpat1",
+    "libffi8", "libssl3", "libbz2-1.0", "liblzma5", "libstdc++6", "libgcc-s1", "libsqlite3-0", "libuuid1",
+    "libncursesw6", "libtinfo6", "libreadline8",
+)
+WHEEL_PLATFORMS = ("manylinux_2_28_aarch64", "manylinux_2_27_aarch64", "manylinux_2_17_aarch64", "manylinux2014_aarch64")
+# /proc/cpuinfo "CPU part" of the Arm cores the profiles name.
+CPU_PARTS = {"Cortex-A72": "0xd08", "Cortex-A76": "0xd0b", "Cortex-A53": "0xd03", "Cortex-A55": "0xd05"}
+QEMU = "qemu-aarch64-static"
+
+GUEST_SCRIPT = """
+import json, sys
+import numpy as np, onnxruntime as ort
+session = ort.InferenceSession(sys.argv[1], providers=["CPUExecutionProvider"])
+x = np.load(sys.argv[2])
+np.save(sys.argv[3], session.run(None, {session.get_inputs()[0].name: x})[0])
+print(json.dumps({"onnxruntime": ort.__version__, "numpy": np.__version__}))
+"""
+
+
+def default_root() -> Path:
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return cache / "edge-distill" / "aarch64-userland"
+
+
+def userland_versions() -> dict[str, str]:
+    """The guest gets the host's numpy and onnxruntime versions, so outputs compare like for like."""
+    import onnxruntime
+
+    return {"python": "3.11", "numpy": np.__version__, "onnxruntime": onnxruntime.__version__}
+
+
+def setup_userland(root: Path, progress=lambda _: None) -> Path:
+    """Download and unpack the arm64 userland into `root` (once per version set)."""
+    marker = root / "edge-distill-userland.json"
+    if marker.is_file() and json.loads(marker.read_text()) == userland_versions():
+        progress(f"aarch64 userland already prepared in {root}")
+        return root
+    for tool in ("apt-get", "dpkg"):
+        if shutil.which(tool) is None:
+            raise EmulationError(f"'{tool}' not found: the userland is built from Debian's arm64 packages",
+                                 "run on a Debian or Ubuntu machine")
+    staging = Path(tempfile.mkdtemp(prefix=".userland-", dir=_mkdir(root.parent)))
+    try:
+        work = staging / "work"
+        (work / "lists" / "partial").mkdir(parents=True)
+        (work / "debs").mkdir()
+        apt = ["apt-get", "-oAPT::Architecture=arm64", "-oAPT::Architectures=arm64",
+               f"-oDir::State::Lists={work / 'lists'}", f"-oDir::Cache={work / 'cache'}"]
+        progress("downloading Debian's arm64 package index and Python 3.11 packages")
+        _check([*apt, "update", "-qq"], "apt-get update (arm64)")
+        _check([*apt, "download", *DEBIAN_PACKAGES], "apt-get download (arm64)", cwd=work / "debs")
+        guest = staging / "root"
+        for deb in sorted((work / "debs").glob("*.deb")):
+            _check(["dpkg", "-x", str(deb), str(guest)], f"dpkg -x {deb.name}")
+        versions = userland_versions()
+        progress(f"downloading aarch64 wheels: numpy {versions['numpy']}, onnxruntime {versions['onnxruntime']}")
+        platforms = [arg for p in WHEEL_PLATFORMS for arg in ("--platform", p)]
+        _check([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", "--python-version",
+                "3.11", "--implementation", "cp", *platforms, "-d", str(work / "wheels"),
+                f"numpy=={versions['numpy']}", f"onnxruntime=={versions['onnxruntime']}"], "pip download (aarch64)")
+        site = _mkdir(guest / "usr" / "lib" / "python3" / "dist-packages")  # where Debian's python3.11 looks
+        for wheel in (work / "wheels").glob("*.whl"):
+            with zipfile.ZipFile(wheel) as archive:
+                archive.extractall(site)
+        shutil.rmtree(work)
+        (guest / "edge-distill-userland.json").write_text(json.dumps(versions))
+        if root.exists():
+            shutil.rmtree(root)
+        guest.rename(root)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    progress(f"aarch64 userland ready in {root}")
+    return root
+
+
+def run_emulated(model: Path, x: np.ndarray, cpu: str, root: Path | None = None) -> tuple[np.ndarray, dict]:
+    """First output of `model` on `x` computed by aarch64 onnxruntime under qemu."""
+    root = root or default_root()
+    if shutil.which(QEMU) is None:
+        raise EmulationError(f"{QEMU} not found", "install it: apt-get install qemu-user-static")
+    if not (root / "edge-distill-userland.json").is_file():
+        raise EmulationError(f"no aarch64 userland in {root}", "prepare it once: edge-distill emulator setup")
+    part = CPU_PARTS.get(cpu)
+    if part is None:
+        raise EmulationError(f"device.cpu '{cpu}' has no known ARM CPU part", f"known: {', '.join(CPU_PARTS)}")
+    _mkdir(root / "proc")
+    (root / "proc" / "cpuinfo").write_text("".join(
+        f"processor\t: {i}\nBogoMIPS\t: 108.00\nFeatures\t: fp asimd evtstrm crc32 cpuid\nCPU implementer\t: 0x41\n"
+        f"CPU architecture: 8\nCPU variant\t: 0x0\nCPU part\t: {part}\nCPU revision\t: 3\n\n" for i in range(4)))
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        np.save(tmp / "x.npy", x)
+        shutil.copyfile(model, tmp / "model.onnx")
+        done = subprocess.run([QEMU, "-L", str(root), str(root / "usr" / "bin" / "python3.11"), "-c", GUEST_SCRIPT,
+                               str(tmp / "model.onnx"), str(tmp / "x.npy"), str(tmp / "y.npy")],
+                              capture_output=True, text=True, timeout=600)
+        if done.returncode != 0:
+            raise EmulationError(f"the emulated run failed: {(done.stderr or done.stdout).strip()[-300:]}")
+        return np.load(tmp / "y.npy"), json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def verify_emulated(bundle: Path, root: Path | None = None) -> dict:
+    """The bundle's golden inputs on aarch64 vs on this host: top-1 must agree; max abs diff reported."""
+    import onnxruntime as ort
+
+    from edge_distill.benchmarks.verify import load_golden, read_manifest
+
+    manifest = read_manifest(bundle)
+    golden = load_golden(bundle, manifest["golden"])
+    model = bundle / manifest["model"]["file"]
+    device = manifest["profile"]["device"]
+    cpu = device["cpu"] if device["arch"] == "aarch64" else "Cortex-A72"
+    emulated, guest = run_emulated(model, golden["inputs"], cpu, root)
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    host = session.run(None, {session.get_inputs()[0].name: golden["inputs"]})[0]
+    diff = float(np.abs(emulated - host).max())
+    agree = int((emulated.argmax(1) == host.argmax(1)).sum())
+    atol = float(manifest["golden"]["tolerance"]["logits_atol"])
+    return {"bundle": str(bundle), "emulated_cpu": cpu, "guest": guest, "precision": manifest["model"]["precision"],
+            "samples": len(host), "top1_agree": agree, "max_abs_diff": diff, "tolerance": atol,
+            "passed": agree == len(host) and diff <= atol,
+            "note": "outputs only: emulated timing is not device timing"}
+
+
+def _check(argv: list[str], what: str, cwd: Path | None = None) -> None:
+    done = subprocess.run(argv, capture_output=True, text=True, cwd=cwd)
+    if done.returncode != 0:
+        raise EmulationError(f"{what} failed: {(done.stderr or done.stdout).strip()[-300:]}",
+                             "check that the package registries are reachable")
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
