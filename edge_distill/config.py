@@ -130,6 +130,9 @@ class QuantizeConfig:
 @dataclass(frozen=True)
 class BenchmarkConfig:
     providers: list[str] = field(default_factory=lambda: ["CPUExecutionProvider"])
+    # Per provider, options as onnxruntime takes them, e.g. {CUDAExecutionProvider = {device_id = 0}}.
+    provider_options: dict[str, dict] = field(default_factory=dict)
+    allow_cpu_fallback: bool = False  # run on the CPU when the providers are missing (always recorded)
     threads: int = _at_least(1, 1)
     batch_size: int = _at_least(1, 1)
     warmup_runs: int = _at_least(20, 0)
@@ -269,6 +272,10 @@ def _build(cls: type, raw: dict[str, Any], origins: dict[str, str], prefix: list
 def _check_value(dotted: str, value: Any, expected: Any, meta: Any, origins: dict[str, str]) -> Any:
     where = origins.get(dotted, "config")
     origin = typing.get_origin(expected)
+    if origin is dict:
+        if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+            raise ConfigError(f"{where}: '{dotted}' must be a table of tables, got {value!r}")
+        return dict(value)
     if origin is list:
         (item_type,) = typing.get_args(expected)
         if not isinstance(value, list) or not all(_is_type(v, item_type) for v in value):

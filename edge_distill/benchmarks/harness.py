@@ -26,20 +26,23 @@ def benchmark_variants(
     sample = x_test[: cfg.batch_size]
     if len(sample) < cfg.batch_size:
         sample = np.resize(x_test, (cfg.batch_size, *x_test.shape[1:]))
+    providers = provider_specs(cfg)
     metrics, reference = [], None
     for name, (model, params) in variants.items():
         progress(f"benchmark {name}: >= {cfg.timed_runs} timed runs and >= {cfg.min_seconds:g} s at batch "
                  f"{cfg.batch_size}, {threads} thread(s)")
-        predicted = predict_classes(model, x_test, cfg.providers, threads)
+        predicted = predict_classes(model, x_test, providers, threads, require_first=not cfg.allow_cpu_fallback)
         reference = predicted if reference is None else reference
         latency = measure_latency(
-            model, sample, cfg.providers, threads, cfg.warmup_runs, cfg.timed_runs, cfg.cold_start_runs,
-            cfg.min_seconds,
+            model, sample, providers, threads, cfg.warmup_runs, cfg.timed_runs, cfg.cold_start_runs,
+            cfg.min_seconds, require_first=not cfg.allow_cpu_fallback,
         )
         metrics.append(
             {
                 "variant": name,
-                "provider": cfg.providers[0],
+                "provider": latency["provider"],
+                "provider_requested": cfg.providers[0],
+                "fell_back_to_cpu": latency["provider"] != cfg.providers[0],
                 "accuracy": float((predicted == y_test).mean()),
                 "teacher_agreement": float((predicted == reference).mean()),
                 "params": params,
@@ -76,16 +79,26 @@ def measurement_note(host: dict, device: DeviceConfig) -> str:
     return f"Measured on {where}, which has the profile's architecture ({device.arch}); it may not be the target device itself."
 
 
-def check_providers(providers: list[str]) -> None:
-    """Fail before any work when this onnxruntime lacks a provider the profile needs."""
+def provider_specs(cfg: BenchmarkConfig) -> list:
+    """Providers with their options, as onnxruntime takes them; the CPU last when fallback is allowed."""
+    specs = [(name, cfg.provider_options.get(name, {})) for name in cfg.providers]
+    if cfg.allow_cpu_fallback and "CPUExecutionProvider" not in cfg.providers:
+        specs.append(("CPUExecutionProvider", {}))
+    return specs
+
+
+def check_providers(providers: list[str], allow_cpu_fallback: bool = False) -> None:
+    """Fail before any work when this onnxruntime lacks a provider the profile needs (unless the
+    profile allows falling back to the CPU; the benchmark then records the fallback)."""
     import onnxruntime as ort
 
     from edge_distill.errors import ProviderUnavailableError
 
     available = ort.get_available_providers()
     missing = [p for p in providers if p not in available]
-    if missing:
+    if missing and not allow_cpu_fallback:
         raise ProviderUnavailableError(
             f"benchmark.providers: {', '.join(missing)} not available in this onnxruntime (has {', '.join(available)})",
-            "install the matching build (e.g. onnxruntime-gpu for CUDAExecutionProvider) or pick a CPU profile",
+            "install the matching build (e.g. onnxruntime-gpu for CUDAExecutionProvider), pick a CPU profile, "
+            "or set benchmark.allow_cpu_fallback = true",
         )

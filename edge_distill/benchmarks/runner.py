@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -15,15 +16,18 @@ import numpy as np
 import onnxruntime as ort
 
 
-def create_session(model: Path, providers: list[str], threads: int) -> ort.InferenceSession:
-    """A session pinned to `threads` intra-op threads; fails if the first provider is not used."""
+def create_session(model: Path, providers: list, threads: int, require_first: bool = True) -> ort.InferenceSession:
+    """A session pinned to `threads` intra-op threads. `providers` as onnxruntime takes them: names
+    or (name, options) pairs. Unless `require_first` is off, a session that fell back from the first
+    provider is an error: its figures would not be that provider's."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     session = ort.InferenceSession(str(model), sess_options=options, providers=providers)
-    if session.get_providers()[0] != providers[0]:
-        raise RuntimeError(f"{providers[0]} was asked for but the session runs on {session.get_providers()[0]}")
+    first = providers[0] if isinstance(providers[0], str) else providers[0][0]
+    if require_first and session.get_providers()[0] != first:
+        raise RuntimeError(f"{first} was asked for but the session runs on {session.get_providers()[0]}")
     return session
 
 
@@ -36,6 +40,7 @@ def measure_latency(
     timed_runs: int,
     cold_start_runs: int,
     min_seconds: float = 0.0,
+    require_first: bool = True,
 ) -> dict:
     """Cold start (session creation + first run; median of `cold_start_runs`), then warm-up and at
     least `timed_runs` timed runs of one batch, continuing until `min_seconds` have passed (a
@@ -44,7 +49,7 @@ def measure_latency(
     cold = []
     for _ in range(cold_start_runs):
         start = time.perf_counter()
-        session = create_session(model, providers, threads)
+        session = create_session(model, providers, threads, require_first)
         feed = {session.get_inputs()[0].name: sample}
         session.run(None, feed)
         cold.append((time.perf_counter() - start) * 1e3)
@@ -62,6 +67,8 @@ def measure_latency(
         "max": float(times.max()),
         "throughput_per_s": float(len(sample) * 1e3 / times.mean()),
         "runs": len(times),
+        "provider": session.get_providers()[0],
+        "peak_rss_mb": peak_rss_mb(),
     }
 
 
@@ -77,7 +84,8 @@ def time_runs(session: ort.InferenceSession, feed: dict, min_runs: int, min_seco
 
 
 def compare_latency(
-    models: dict[str, Path], sample: np.ndarray, providers: list[str], threads: int, seconds_each: float, rounds: int = 5
+    models: dict[str, Path], sample: np.ndarray, providers: list, threads: int, seconds_each: float, rounds: int = 5,
+    require_first: bool = True,
 ) -> dict[str, dict]:
     """p50/p90 of several models measured in interleaved rounds (each round visits every model in
     a rotated order), so a drift of the machine's speed hits all of them alike. Models that fail
@@ -85,7 +93,7 @@ def compare_latency(
     sessions, results = {}, {}
     for name, model in models.items():
         try:
-            sessions[name] = create_session(model, providers, threads)
+            sessions[name] = create_session(model, providers, threads, require_first)
             feed = {sessions[name].get_inputs()[0].name: sample}
             time_runs(sessions[name], feed, 10, 0.0)  # warm-up
         except Exception as e:  # an op without a kernel for this provider: report it, measure the rest
@@ -104,12 +112,23 @@ def compare_latency(
     return results
 
 
-def predict_classes(model: Path, x: np.ndarray, providers: list[str], threads: int, batch_size: int = 256) -> np.ndarray:
+def predict_classes(model: Path, x: np.ndarray, providers: list, threads: int, batch_size: int = 256,
+                    require_first: bool = True) -> np.ndarray:
     """Top-1 class of each sample: (N, C, H, W) -> (N,)."""
-    session = create_session(model, providers, threads)
+    session = create_session(model, providers, threads, require_first)
     name = session.get_inputs()[0].name
     logits = [session.run(None, {name: x[i : i + batch_size]})[0] for i in range(0, len(x), batch_size)]
     return np.concatenate(logits).argmax(axis=1)
+
+
+def peak_rss_mb() -> float | None:
+    """Peak resident memory of this process so far (the runner's own process on a device)."""
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 1024 / (1024 if sys.platform == "darwin" else 1)  # bytes on macOS, KiB on Linux
 
 
 def describe_host() -> dict:
@@ -136,7 +155,6 @@ def main(argv: list[str] | None = None) -> int:
     """`python3 runner.py model.onnx --json`: what `edge-distill bench --remote` runs on a device."""
     import argparse
     import json
-    import sys
 
     parser = argparse.ArgumentParser(description="Time an ONNX model with onnxruntime (numpy + onnxruntime only).")
     parser.add_argument("model", type=Path)

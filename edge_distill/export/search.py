@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_distill.benchmarks.harness import measurement_note
+from edge_distill.benchmarks.harness import measurement_note, provider_specs
 from edge_distill.benchmarks.runner import compare_latency, describe_host, predict_classes
 from edge_distill.config import BenchmarkConfig, DeviceConfig, QuantizeConfig
 from edge_distill.errors import EdgeDistillError, QuantizeError, describe
@@ -101,6 +101,7 @@ def search_quantization(
     check_node_names(prepared, tuple(cfg.exclude_nodes))  # a typo is the user's error, not a failed recipe
     calibration = StreamedCalibration(prepared, calibration_x, workdir)
     threads = min(bench.threads, os.cpu_count() or 1)
+    providers, strict = provider_specs(bench), not bench.allow_cpu_fallback
     reference: dict = {}
 
     def evaluate(recipe: QuantRecipe) -> dict:
@@ -109,7 +110,7 @@ def search_quantization(
                "error": None}
         try:
             report = apply_recipe(recipe, prepared, path, calibration)
-            accuracy = float((predict_classes(path, x_val, bench.providers, threads) == y_val).mean())
+            accuracy = float((predict_classes(path, x_val, providers, threads, require_first=strict) == y_val).mean())
         except EdgeDistillError as e:
             return {**row, "error": e.message}
         except Exception as e:  # an ORT kernel missing for this recipe on this provider: record, go on
@@ -129,7 +130,7 @@ def search_quantization(
     measured = [r for r in rows if r["error"] is None]
     progress(f"timing {len(measured)} models in interleaved rounds, {cfg.search_min_seconds:g} s each")
     latency = compare_latency({r["name"]: Path(r["file"]) for r in measured}, x_val[: bench.batch_size],
-                              bench.providers, threads, cfg.search_min_seconds)
+                              providers, threads, cfg.search_min_seconds, require_first=strict)
     for row in measured:
         if "error" in latency[row["name"]]:
             row["error"] = latency[row["name"]]["error"]

@@ -69,7 +69,7 @@ def run_pipeline(
     if BenchmarkStage in stages:
         from edge_distill.benchmarks.harness import check_providers
 
-        check_providers(config.benchmark.providers)
+        check_providers(config.benchmark.providers, config.benchmark.allow_cpu_fallback)
     cache = StageCache(cache_dir)
     libraries = library_versions()
     hashes: dict[Path, str] = {}

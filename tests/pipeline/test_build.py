@@ -115,3 +115,27 @@ def test_quantization_search_ships_the_selected_recipe(tiny_cache, tmp_path):
     shipped = next(m for m in manifest["metrics"] if m["variant"] == manifest["model"]["variant"])
     assert shipped["size_bytes"] == (tmp_path / "dist" / "model.onnx").stat().st_size
     assert "## Quantization search" in (tmp_path / "dist" / "README.md").read_text()
+
+
+def test_gpu_profile_falls_back_to_cpu_only_when_allowed_and_says_so(tiny_cache, tmp_path):
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("CUDA present: no fallback to observe")
+    config = tiny_config("benchmark.allow_cpu_fallback=true", profile="cuda")
+    build(config, tmp_path / "dist", tiny_cache)
+    manifest = json.loads((tmp_path / "dist" / "manifest.json").read_text())
+    for metric in manifest["metrics"]:
+        assert metric["provider_requested"] == "CUDAExecutionProvider"
+        assert metric["provider"] == "CPUExecutionProvider" and metric["fell_back_to_cpu"] is True
+
+
+@pytest.mark.gpu
+def test_cuda_profile_runs_on_the_gpu(tiny_cache, tmp_path):
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("no CUDAExecutionProvider in this onnxruntime (needs onnxruntime-gpu and a GPU)")
+    build(tiny_config(profile="cuda"), tmp_path / "dist", tiny_cache)
+    manifest = json.loads((tmp_path / "dist" / "manifest.json").read_text())
+    assert all(m["provider"] == "CUDAExecutionProvider" and not m["fell_back_to_cpu"] for m in manifest["metrics"])
