@@ -69,7 +69,17 @@ def measure_latency(
         "runs": len(times),
         "provider": session.get_providers()[0],
         "peak_rss_mb": peak_rss_mb(),
+        "histogram": latency_histogram(times),
     }
+
+
+def latency_histogram(times: np.ndarray, bins: int = 30) -> dict:
+    """Counts over log-spaced bins from the fastest run to the 99.9th percentile (slower runs in the
+    last bin), for plotting without shipping every sample."""
+    low, high = float(times.min()), float(np.percentile(times, 99.9))
+    edges = np.geomspace(low, max(high, low * 1.001), bins + 1)
+    counts, _ = np.histogram(np.clip(times, low, edges[-1]), bins=edges)
+    return {"edges_ms": [round(float(e), 6) for e in edges], "counts": counts.tolist()}
 
 
 def time_runs(session: ort.InferenceSession, feed: dict, min_runs: int, min_seconds: float) -> list[float]:

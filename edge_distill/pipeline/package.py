@@ -14,9 +14,11 @@ from typing import Any
 from edge_distill import __version__
 from edge_distill.benchmarks.verify import METADATA_PREFIX, SCHEMA_VERSION, sha256
 from edge_distill.config import PROFILE_SECTIONS, BuildConfig
+from edge_distill.pipeline.report import write_reports
 
 VERSIONED_LIBRARIES = ("torch", "onnx", "onnxscript", "onnxruntime", "onnxsim", "numpy")
-BUNDLE_FILES = ("model.onnx", "golden.npz", "golden.json", "README.md")  # all hashed in manifest["files"]
+BUNDLE_FILES = ("model.onnx", "golden.npz", "golden.json", "README.md",  # all hashed in manifest["files"]
+                "report.json", "report.csv", "report.md", "report.html")
 GOLDEN_COUNT = 16
 # int8 kernels differ across CPUs (VNNI, NEON dot product, reduce_range): a couple of output
 # quantization steps. Golden samples are chosen with a top-1 margin well above this tolerance.
@@ -32,6 +34,7 @@ def write_bundle(config: BuildConfig, inputs: Mapping[str, Path], out: Path) -> 
     golden = write_golden(model, Dataset.load(inputs["dataset.npz"]).x["test"], out)
     manifest = build_manifest(config, model, reports, golden)
     (out / "README.md").write_text(render_model_card(manifest))
+    write_reports(manifest, out, metrics_table(manifest["metrics"], markdown=True))
     manifest["files"] = {name: {"sha256": sha256(out / name), "size_bytes": (out / name).stat().st_size}
                          for name in BUNDLE_FILES}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")

@@ -428,10 +428,11 @@ class BenchmarkStage(ConfiguredStage):
 
 class PackageStage(ConfiguredStage):
     name = "package"
-    version = 1
+    version = 2
     inputs = ("shipped_model.onnx", "dataset.npz", "dataset.json", "teacher.json", "distill.json", "export.json",
               "simplify.json", "quantize.json", "benchmark.json")
-    outputs = ("model.onnx", "manifest.json", "README.md", "golden.npz", "golden.json")
+    outputs = ("model.onnx", "manifest.json", "README.md", "golden.npz", "golden.json",
+               "report.json", "report.csv", "report.md", "report.html")
 
     def params(self):
         return {"config": self.config.to_dict()}

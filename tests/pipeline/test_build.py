@@ -17,7 +17,9 @@ def test_tiny_build_publishes_a_complete_bundle(tmp_path):
     lines = []
     build(tiny_config(), tmp_path / "dist", tmp_path / "cache", progress=lines.append)
     bundle = tmp_path / "dist"
-    assert sorted(p.name for p in bundle.iterdir()) == ["README.md", "golden.json", "golden.npz", "manifest.json", "model.onnx"]
+    assert sorted(p.name for p in bundle.iterdir()) == [
+        "README.md", "golden.json", "golden.npz", "manifest.json", "model.onnx",
+        "report.csv", "report.html", "report.json", "report.md"]
     manifest = json.loads((bundle / "manifest.json").read_text())
 
     assert manifest["schema_version"] == 1
