@@ -89,8 +89,12 @@ def main(debug: bool) -> None:
 @click.option("--max-latency-ms", type=float, help="Latency budget (p50): sweep student sizes, ship the smallest that fits.")
 @click.option("--min-accuracy", type=float, help="Test-accuracy budget (0..1) for the size sweep.")
 @click.option("--ship-best-effort", is_flag=True, default=None, help="When no size meets the budgets, ship the closest.")
+@click.option("--remote", metavar="[USER@]HOST", help="Also benchmark the bundle on this device over SSH (see `bench`).")
+@click.option("--ssh-config", type=click.Path(path_type=Path), help="ssh config file for --remote.")
+@click.option("--remote-python", default="python3", show_default=True, help="Python on the device, for --remote.")
 def build(profile, config_file, overrides, data, teacher, teacher_checkpoint, student, search_quantization,
-          max_accuracy_drop, cache_dir, force, as_json, out, max_latency_ms, min_accuracy, ship_best_effort):
+          max_accuracy_drop, cache_dir, force, as_json, out, max_latency_ms, min_accuracy, ship_best_effort,
+          remote, ssh_config, remote_python):
     """Run every stage and write the bundle: model.onnx, manifest.json, golden vectors, README.md."""
     from edge_distill.pipeline.build import build as run_build
     from edge_distill.pipeline.package import metrics_table
@@ -111,12 +115,21 @@ def build(profile, config_file, overrides, data, teacher, teacher_checkpoint, st
     else:
         run = run_build(config, out, cache_dir, force=force, progress=_progress)
     manifest = json.loads((out / "manifest.json").read_text())
+    device_report = None
+    if remote or config.device.host:
+        from edge_distill.benchmarks.remote import RemoteTarget, bench_bundle, render_bench
+
+        target = RemoteTarget(remote or config.device.host, ssh_config, remote_python)
+        device_report = bench_bundle(out, target, progress=_progress)
+        # Beside the bundle's own files: not hashed in the manifest, which holds the build's figures.
+        (out / "device_benchmark.json").write_text(json.dumps(device_report, indent=2) + "\n")
     seconds = time.perf_counter() - started
     payload = {"out": str(out), "seconds": round(seconds, 2), "steps": [dataclasses.asdict(s) for s in run.steps],
                "metrics": manifest["metrics"], "measured_on": manifest["measurement"]["measured_on"],
-               "sweep": sweep_report}
+               "sweep": sweep_report, "device_benchmark": device_report}
     text = "\n".join([*([sweep_table(sweep_report), ""] if sweep_report else []),
                       metrics_table(manifest["metrics"]), "", manifest["measurement"]["measured_on"],
+                      *([f"On the device: {render_bench(device_report)}"] if device_report else []),
                       f"Bundle: {out}  ({seconds:.1f} s, {sum(s.cached for s in run.steps)}/{len(run.steps)} stages cached)"])
     _emit(payload, as_json, text)
 

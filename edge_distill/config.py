@@ -37,6 +37,7 @@ class DeviceConfig:
     description: str = ""
     arch: str = _choice("x86_64", "x86_64", "aarch64")
     cpu: str = ""
+    host: str = ""  # [user@]host of the device: `build` then also benchmarks there over SSH
     vnni: bool = True  # x86 only: without VNNI, u8s8 int8 can saturate, so the search adds reduce_range
     # Roofline figures for `edge-distill estimate`, whole chip, with where they come from.
     cores: int = _at_least(4, 1)

@@ -63,6 +63,7 @@ def measure_latency(
         "p99": float(np.percentile(times, 99)),
         "mean": float(times.mean()),
         "std": float(times.std()),
+        "cv_pct": float(100 * times.std() / times.mean()),  # run-to-run spread
         "min": float(times.min()),
         "max": float(times.max()),
         "throughput_per_s": float(len(sample) * 1e3 / times.mean()),
@@ -169,12 +170,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Time an ONNX model with onnxruntime (numpy + onnxruntime only).")
     parser.add_argument("model", type=Path)
     parser.add_argument("--inputs", type=Path, help=".npy of preprocessed inputs; their top-1 is reported")
-    parser.add_argument("--provider", default="CPUExecutionProvider")
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    # Short flags as onnxruntime_perf_test names them: -e provider, -x threads, -r runs, -t seconds.
+    parser.add_argument("-e", "--provider", default="CPUExecutionProvider")
+    parser.add_argument("-x", "--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--warmup", type=int, default=20)
-    parser.add_argument("--runs", type=int, default=300)
-    parser.add_argument("--min-seconds", type=float, default=2.0)
+    parser.add_argument("-r", "--runs", type=int, default=300)
+    parser.add_argument("-t", "--min-seconds", type=float, default=2.0)
     parser.add_argument("--cold-starts", type=int, default=3)
     parser.add_argument("--json", action="store_true", help="print JSON")
     args = parser.parse_args(argv)

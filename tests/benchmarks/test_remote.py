@@ -160,3 +160,22 @@ def test_server_stopped_mid_run(server, tiny_bundle):
     with pytest.raises(RemoteError, match="device: the connection failed while running the benchmark"):
         run_remote_benchmark(server.target(), model, np.zeros((2, 1, 8, 8), np.float32), ["--min-seconds", "60"])
     assert time.time() - started < 30  # noticed by ssh, not by waiting for the run to end
+
+
+def test_build_benchmarks_on_the_device_named_on_the_command_line(server, tiny_cache, tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from edge_distill.cli import main
+    from tests.conftest import TINY
+
+    out = tmp_path / "dist"
+    args = ["build", "--profile", "rpi4", "--out", str(out), "--cache-dir", str(tiny_cache), "--remote", "device",
+            "--ssh-config", str(server.root / "ssh_config"), "--remote-python", sys.executable, "--json",
+            *[a for s in TINY for a in ("--set", s)]]
+    result = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    device = json.loads(result.stdout)["device_benchmark"]
+    assert device["where"] == "device" and device["golden_top1_agreement"] == 1.0
+    assert json.loads((out / "device_benchmark.json").read_text())["device"]["cpu"] == device["device"]["cpu"]
