@@ -96,9 +96,10 @@ def build(profile, config_file, overrides, data, teacher, teacher_checkpoint, st
           max_accuracy_drop, cache_dir, force, as_json, out, max_latency_ms, min_accuracy, ship_best_effort,
           remote, ssh_config, remote_python):
     """Run every stage and write the bundle: model.onnx, manifest.json, golden vectors, README.md."""
-    from edge_distill.pipeline.build import build as run_build
+    from edge_distill.api import build_bundle
+    from edge_distill.benchmarks.remote import RemoteTarget, render_bench
     from edge_distill.pipeline.package import metrics_table
-    from edge_distill.pipeline.sweep import build_for_budget, sweep_table
+    from edge_distill.pipeline.sweep import sweep_table
 
     budgets = {"budget.max_latency_ms": max_latency_ms, "budget.min_accuracy": min_accuracy,
                "budget.ship_best_effort": ship_best_effort}
@@ -107,30 +108,20 @@ def build(profile, config_file, overrides, data, teacher, teacher_checkpoint, st
         sweep.append("budget.sweep=true")
     config = _load_config(profile, config_file, [*overrides, *sweep], data, teacher, teacher_checkpoint, student,
                           search_quantization, max_accuracy_drop)
+    host = remote or config.device.host
+    target = RemoteTarget(host, ssh_config, remote_python) if host else None
     out = out or Path("dist") / config.profile
     started = time.perf_counter()
-    sweep_report = None
-    if config.budget.sweep:
-        run, sweep_report = build_for_budget(config, out, cache_dir, force=force, progress=_progress)
-    else:
-        run = run_build(config, out, cache_dir, force=force, progress=_progress)
-    manifest = json.loads((out / "manifest.json").read_text())
-    device_report = None
-    if remote or config.device.host:
-        from edge_distill.benchmarks.remote import RemoteTarget, bench_bundle, render_bench
-
-        target = RemoteTarget(remote or config.device.host, ssh_config, remote_python)
-        device_report = bench_bundle(out, target, progress=_progress)
-        # Beside the bundle's own files: not hashed in the manifest, which holds the build's figures.
-        (out / "device_benchmark.json").write_text(json.dumps(device_report, indent=2) + "\n")
+    result = build_bundle(config, out, cache_dir, force=force, remote=target, progress=_progress)
     seconds = time.perf_counter() - started
-    payload = {"out": str(out), "seconds": round(seconds, 2), "steps": [dataclasses.asdict(s) for s in run.steps],
-               "metrics": manifest["metrics"], "measured_on": manifest["measurement"]["measured_on"],
-               "sweep": sweep_report, "device_benchmark": device_report}
-    text = "\n".join([*([sweep_table(sweep_report), ""] if sweep_report else []),
-                      metrics_table(manifest["metrics"]), "", manifest["measurement"]["measured_on"],
-                      *([f"On the device: {render_bench(device_report)}"] if device_report else []),
-                      f"Bundle: {out}  ({seconds:.1f} s, {sum(s.cached for s in run.steps)}/{len(run.steps)} stages cached)"])
+    metrics, measured_on = result.manifest["metrics"], result.manifest["measurement"]["measured_on"]
+    steps = result.run.steps
+    payload = {"out": str(out), "seconds": round(seconds, 2), "steps": [dataclasses.asdict(s) for s in steps],
+               "metrics": metrics, "measured_on": measured_on, "sweep": result.sweep, "device_benchmark": result.device}
+    text = "\n".join([*([sweep_table(result.sweep), ""] if result.sweep else []),
+                      metrics_table(metrics), "", measured_on,
+                      *([f"On the device: {render_bench(result.device)}"] if result.device else []),
+                      f"Bundle: {out}  ({seconds:.1f} s, {sum(s.cached for s in steps)}/{len(steps)} stages cached)"])
     _emit(payload, as_json, text)
 
 

@@ -1,0 +1,45 @@
+"""The library entry point behind `edge-distill build`: one call from config to a published bundle."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from edge_distill.config import BuildConfig
+from edge_distill.pipeline.build import PipelineRun, build
+from edge_distill.pipeline.stage import Progress
+from edge_distill.pipeline.sweep import build_for_budget
+
+
+@dataclass
+class BuildResult:
+    run: PipelineRun  # the stages of the shipped bundle
+    manifest: dict
+    sweep: dict | None = None  # the size sweep, for budget-driven builds
+    device: dict | None = None  # figures from the device over SSH, when one was named
+
+
+def build_bundle(
+    config: BuildConfig,
+    out: Path,
+    cache_dir: Path,
+    force: bool = False,
+    remote=None,  # a benchmarks.remote.RemoteTarget: also benchmark the bundle on that device
+    progress: Progress = lambda _: None,
+) -> BuildResult:
+    """Build and publish the bundle (sweeping student sizes when `budget.sweep`), then benchmark it
+    on the device when a remote target is given."""
+    sweep = None
+    if config.budget.sweep:
+        run, sweep = build_for_budget(config, out, cache_dir, force=force, progress=progress)
+    else:
+        run = build(config, out, cache_dir, force=force, progress=progress)
+    device = None
+    if remote is not None:
+        from edge_distill.benchmarks.remote import bench_bundle
+
+        device = bench_bundle(out, remote, progress=progress)
+        # Beside the bundle's own files: not hashed in the manifest, which holds the build's figures.
+        (out / "device_benchmark.json").write_text(json.dumps(device, indent=2) + "\n")
+    return BuildResult(run, json.loads((out / "manifest.json").read_text()), sweep, device)
