@@ -64,6 +64,11 @@ class StageCache:
         (staged / "stage.json").write_text(json.dumps(description, indent=2, sort_keys=True, default=str))
         entry = self.entry(stage, key)
         if entry.exists():  # --force rebuilt an existing entry
-            shutil.rmtree(entry)
-        staged.rename(entry)
+            shutil.rmtree(entry, ignore_errors=True)
+        try:
+            staged.rename(entry)
+        except OSError:
+            if not (entry / "stage.json").is_file():
+                raise
+            # A concurrent build committed the same key first; its entry stands and ours is dropped.
         return entry

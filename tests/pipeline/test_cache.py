@@ -92,3 +92,4 @@ def test_every_artifact_has_one_producer_and_every_input_a_producer():
 
 
 STAGE_ORDER = {name: i for i, name in enumerate(stages.STAGE_NAMES)}
+
