@@ -44,7 +44,11 @@ class DeviceConfig:
     peak_fp32_gflops: float = _at_least(100.0, 1e-3)
     peak_int8_gops: float = _at_least(400.0, 1e-3)
     memory_bandwidth_gbs: float = _at_least(20.0, 1e-3)
+    # A model whose weights fit in the last-level cache streams them from there on warm runs.
+    cache_bytes: int = _at_least(0, 0)  # 0: assume DRAM always
+    cache_bandwidth_gbs: float = _at_least(100.0, 1e-3)
     dispatch_us_per_node: float = _at_least(1.5, 0.0)  # ONNX Runtime's fixed cost per node and run
+    run_overhead_us: float = _at_least(5.0, 0.0)  # fixed cost of one session.run call
     peak_sources: list[str] = field(default_factory=list)
 
 

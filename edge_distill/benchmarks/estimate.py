@@ -1,6 +1,8 @@
 """Latency estimate from the graph alone: MACs, FLOPs and bytes per node, and a roofline.
 
-Per node, time = max(FLOPs / peak compute, bytes moved / memory bandwidth) + a fixed dispatch cost,
+Per node, time = max(FLOPs / peak compute, bytes moved / bandwidth) + a fixed dispatch cost, where
+the bandwidth is the last-level cache's when all weights fit in it (warm runs), else DRAM's; plus
+one fixed cost per run,
 with the device's peak figures from its profile (`[device]` peak_*, with their sources). The
 estimate is a bound-style guide for choosing sizes before training, not a measurement.
 """
@@ -33,6 +35,7 @@ class NodeCost:
     macs: int
     flops: int  # 2 per MAC plus every other arithmetic operation
     bytes_moved: int  # weights read + activations read and written
+    weight_bytes: int
     estimate_ms: float = 0.0
     bound: str = ""  # "compute", "memory" or "dispatch"
 
@@ -68,7 +71,7 @@ def count_costs(model_path: Path, batch: int = 1) -> tuple[list[NodeCost], bool,
                             and i not in dequantized)
         weight_bytes = weight.nbytes if weight is not None else 0
         costs.append(NodeCost(node.name or node.op_type, node.op_type, macs, 2 * macs + other,
-                              weight_bytes + (activation_in + out_elems) * activation_bytes))
+                              weight_bytes + (activation_in + out_elems) * activation_bytes, weight_bytes))
     return costs, int8, shapes.get(graph.input[0].name, [])
 
 
@@ -119,9 +122,12 @@ def estimate_latency(
         int8 = True
         for cost in costs:
             cost.bytes_moved //= 4  # int8 weights and activations: a quarter of the fp32 bytes
+            cost.weight_bytes //= 4
     cores = min(threads, device.cores)
     peak_gops = (device.peak_int8_gops if int8 else device.peak_fp32_gflops) * cores / device.cores
-    bandwidth = device.memory_bandwidth_gbs
+    weights = sum(c.weight_bytes for c in costs)
+    in_cache = device.cache_bytes and weights <= device.cache_bytes
+    bandwidth = device.cache_bandwidth_gbs if in_cache else device.memory_bandwidth_gbs
     for cost in costs:
         compute_ms = cost.flops / (peak_gops * 1e9) * 1e3
         memory_ms = cost.bytes_moved / (bandwidth * 1e9) * 1e3
@@ -137,9 +143,11 @@ def estimate_latency(
         "macs": sum(c.macs for c in costs),
         "flops": sum(c.flops for c in costs),
         "bytes_moved": sum(c.bytes_moved for c in costs),
-        "estimate_ms": sum(c.estimate_ms for c in costs),
+        "estimate_ms": sum(c.estimate_ms for c in costs) + device.run_overhead_us * 1e-3,
+        "run_overhead_ms": device.run_overhead_us * 1e-3,
         "nodes": [asdict(c) for c in costs],
-        "peaks": {"gops": peak_gops, "memory_bandwidth_gbs": bandwidth,
+        "weight_bytes": weights,
+        "peaks": {"gops": peak_gops, "bandwidth_gbs": bandwidth, "weights_in_cache": bool(in_cache),
                   "dispatch_us_per_node": device.dispatch_us_per_node, "sources": device.peak_sources},
     }
 
@@ -150,6 +158,7 @@ def estimate_table(estimate: dict, measured_ms: float | None = None) -> str:
     for node in estimate["nodes"]:
         lines.append(f"{node['name'][:27]:<28}{node['op_type']:<14}{node['macs']:>12,}{node['bytes_moved']:>12,}"
                      f"{node['estimate_ms']:>10.4f}  {node['bound']}")
+    lines.append(f"{'run overhead':<28}{'':<14}{'':>12}{'':>12}{estimate['run_overhead_ms']:>10.4f}")
     lines.append(f"{'total (' + estimate['precision'] + ', ' + str(estimate['threads']) + ' thread(s))':<42}"
                  f"{estimate['macs']:>12,}{estimate['bytes_moved']:>12,}{estimate['estimate_ms']:>10.4f}")
     if measured_ms is not None:

@@ -66,8 +66,8 @@ def test_gemm_and_batched_matmul(tmp_path):
 def test_roofline_takes_the_slower_of_compute_and_memory(tmp_path):
     path = save_graph(tmp_path, [helper.make_node("Conv", ["x", "w"], ["y"])], [("x", [1, 64, 32, 32])], "y",
                       {"w": np.zeros((64, 64, 3, 3))})
-    slow_compute = DeviceConfig(name="d", cores=1, peak_fp32_gflops=1.0, memory_bandwidth_gbs=1000.0, dispatch_us_per_node=0)
-    slow_memory = DeviceConfig(name="d", cores=1, peak_fp32_gflops=1e6, memory_bandwidth_gbs=0.001, dispatch_us_per_node=0)
+    slow_compute = DeviceConfig(name="d", cores=1, peak_fp32_gflops=1.0, memory_bandwidth_gbs=1000.0, dispatch_us_per_node=0, run_overhead_us=0)
+    slow_memory = DeviceConfig(name="d", cores=1, peak_fp32_gflops=1e6, memory_bandwidth_gbs=0.001, dispatch_us_per_node=0, run_overhead_us=0)
     cost = count_costs(path)[0][0]
     compute = estimate_latency(path, slow_compute, threads=1)
     memory = estimate_latency(path, slow_memory, threads=1)
@@ -76,7 +76,7 @@ def test_roofline_takes_the_slower_of_compute_and_memory(tmp_path):
     assert memory["nodes"][0]["bound"] == "memory"
     assert memory["estimate_ms"] == pytest.approx(cost.bytes_moved / 1e6 * 1e3)
     # half the cores, half the compute peak
-    two_cores = DeviceConfig(name="d", cores=2, peak_fp32_gflops=2.0, memory_bandwidth_gbs=1000.0, dispatch_us_per_node=0)
+    two_cores = DeviceConfig(name="d", cores=2, peak_fp32_gflops=2.0, memory_bandwidth_gbs=1000.0, dispatch_us_per_node=0, run_overhead_us=0)
     assert estimate_latency(path, two_cores, threads=1)["estimate_ms"] == pytest.approx(compute["estimate_ms"])
     assert "measured / estimate = 2.00" in estimate_table(compute, measured_ms=2 * compute["estimate_ms"])
 
@@ -86,3 +86,20 @@ def test_int8_models_count_the_float_ops_once(tiny_artifacts):
     assert fp32[1] is False and fp32_int8[1] is True
     assert sum(c.macs for c in fp32[0]) == sum(c.macs for c in fp32_int8[0]) > 0
     assert sum(c.bytes_moved for c in fp32_int8[0]) < sum(c.bytes_moved for c in fp32[0])
+
+
+def test_weights_that_fit_in_cache_stream_from_it(tmp_path):
+    path = save_graph(tmp_path, [helper.make_node("Gemm", ["x", "w"], ["y"])], [("x", [1, 256])], "y",
+                      {"w": np.zeros((256, 256))})  # 256 KiB of fp32 weights, 128 MACs... memory bound
+    dram = DeviceConfig(name="d", cores=1, peak_fp32_gflops=1e6, memory_bandwidth_gbs=1.0, dispatch_us_per_node=0, run_overhead_us=0)
+    cached = DeviceConfig(name="d", cores=1, peak_fp32_gflops=1e6, memory_bandwidth_gbs=1.0, dispatch_us_per_node=0, run_overhead_us=0,
+                          cache_bytes=1 << 20, cache_bandwidth_gbs=10.0)
+    too_small = DeviceConfig(name="d", cores=1, peak_fp32_gflops=1e6, memory_bandwidth_gbs=1.0,
+                             dispatch_us_per_node=0, run_overhead_us=0, cache_bytes=1 << 10, cache_bandwidth_gbs=10.0)
+    assert estimate_latency(path, cached, 1)["estimate_ms"] == pytest.approx(
+        estimate_latency(path, dram, 1)["estimate_ms"] / 10)
+    assert estimate_latency(path, too_small, 1)["estimate_ms"] == pytest.approx(estimate_latency(path, dram, 1)["estimate_ms"])
+    with_overhead = DeviceConfig(name="d", cores=1, peak_fp32_gflops=1e6, memory_bandwidth_gbs=1.0,
+                                 dispatch_us_per_node=0, run_overhead_us=7.0)
+    assert estimate_latency(path, with_overhead, 1)["estimate_ms"] == pytest.approx(
+        estimate_latency(path, dram, 1)["estimate_ms"] + 0.007)
