@@ -138,7 +138,6 @@ def explain_ssh_failure(destination: str, stderr: str, doing: str) -> RemoteErro
 def bench_bundle(bundle: Path, target: RemoteTarget | None, progress=lambda _: None) -> dict:
     """Latency of a bundle's model on the device (or here, without a target) with the profile's
     settings, and top-1 agreement with the bundle's golden vectors there."""
-    from edge_distill.benchmarks import runner
     from edge_distill.benchmarks.verify import load_golden, read_manifest
 
     manifest = read_manifest(bundle)

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 from edge_distill.config import BuildConfig, StudentConfig, TeacherConfig
-from edge_distill.pipeline.stage import Progress
 
 
 def write_json(path: Path, payload: Any) -> None:

@@ -1,6 +1,5 @@
 """Quantization-aware distillation: fake quantization matches ORT's int8 grid and can be removed."""
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
