@@ -10,6 +10,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from edge_distill.benchmarks.verify import sha256
+
 # Versions that can change what a stage produces.
 KEY_LIBRARIES = ("edge-distill", "torch", "onnx", "onnxscript", "onnxruntime", "onnxsim", "numpy", "scikit-learn")
 
@@ -26,14 +28,11 @@ def library_versions() -> dict[str, str]:
 
 def hash_path(path: Path) -> str:
     """sha256 of a file, or of a folder's relative paths and contents in sorted order."""
+    if path.is_file():
+        return sha256(path)
     digest = hashlib.sha256()
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    for file in files:
-        if file != path:
-            digest.update(file.relative_to(path).as_posix().encode() + b"\0")
-        with open(file, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(file.relative_to(path).as_posix().encode() + b"\0" + sha256(file).encode())
     return digest.hexdigest()
 
 
