@@ -60,7 +60,7 @@ class SimplifyError(EdgeDistillError):
 
 
 class QuantizeError(EdgeDistillError):
-    """Static quantization failed."""
+    """Quantization failed, or no recipe fits the accuracy budget when int8 is required."""
 
     exit_code = 5
 
@@ -69,6 +69,12 @@ class ProviderUnavailableError(EdgeDistillError):
     """The profile asks for an execution provider this onnxruntime does not have."""
 
     exit_code = 6
+
+
+class BudgetExceededError(EdgeDistillError):
+    """No candidate meets the device's budgets."""
+
+    exit_code = 7
 
 
 class RemoteError(EdgeDistillError):
@@ -81,12 +87,6 @@ class EmulationError(EdgeDistillError):
     """qemu or the emulated aarch64 userland is missing or failed."""
 
     exit_code = 9
-
-
-class BudgetExceededError(EdgeDistillError):
-    """No candidate meets the device's budgets."""
-
-    exit_code = 7
 
 
 def closest(name: str, choices: Iterable[str]) -> str | None:
