@@ -61,6 +61,15 @@ class DataConfig:
     test_fraction: float = _between(0.2, 0.05, 0.5)
     color_mode: str = _choice("grayscale", "grayscale", "rgb")  # image folders only
     image_size: list[int] = field(default_factory=list)  # [H, W] for image folders; [] keeps size
+    # .npz only: "auto" reads (N, L) as 1-D signals and (N, H, W) / (N, C, H, W) as images;
+    # "NCL" reads (N, C, L) as signals with C channels.
+    layout: str = _choice("auto", "auto", "NCL")
+    # Unlabeled transfer data the teacher labels with soft targets: an image folder without class
+    # subfolders, or an .npz with an `x` array.
+    transfer: str = ""
+    # Keep only this many labeled training samples (stratified); the rest of the train split
+    # joins the transfer set without labels. 0 keeps every label.
+    labeled_samples: int = _at_least(0, 0)
 
 
 @dataclass(frozen=True)
@@ -69,6 +78,11 @@ class TeacherConfig:
 
     factory: str = ""  # "package.module:function" returning an nn.Module; "" = built-in
     checkpoint: str = ""  # state_dict file, loaded with weights_only=True
+    # A whole teacher in a file, used as it is (not trained here): TorchScript (torch.jit.save),
+    # torch.export (torch.export.save) or ONNX (run with onnxruntime: a black box).
+    file: str = ""
+    ensemble: list[str] = field(default_factory=list)  # more teacher files; their soft targets are combined
+    ensemble_weights: list[float] = field(default_factory=list)  # main teacher first; [] = plain mean
     family: str = _choice("convnet", "convnet", "mobilenet")  # built-in architecture
     width: int = _at_least(64, 1)
     depth: int = _between(3, 1, 4)
@@ -89,13 +103,32 @@ class StudentConfig:
 
 @dataclass(frozen=True)
 class DistillConfig:
-    """Hinton KD: alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE(student, y)."""
+    """Hinton KD: alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE(student, y), plus
+    the optional methods below (docs/distillation.md says when to use each)."""
 
     temperature: float = _at_least(4.0, 1e-3)
     alpha: float = _between(0.9, 0.0, 1.0)
     epochs: int = _at_least(80, 1)
     batch_size: int = _at_least(64, 1)
     lr: float = _at_least(5e-3, 0.0)
+    # Feature KD: student layer -> teacher layer, e.g. {"features.5" = "features.11"}.
+    hint_layers: dict[str, str] = field(default_factory=dict)
+    hint_weight: float = _at_least(1.0, 0.0)  # FitNets MSE through a learned 1x1 adapter
+    attention_weight: float = _at_least(0.0, 0.0)  # attention transfer on the same layer pairs
+    # Self-distillation: born-again generations (each distills from the one before), and
+    # auxiliary heads on these student layers taught by the student's own final head.
+    generations: int = _at_least(1, 1)
+    self_heads: list[str] = field(default_factory=list)
+    self_head_weight: float = _at_least(1.0, 0.0)
+    # Progressive distillation: teacher -> assistants (in order) -> student, e.g. [{width = 32, depth = 2}].
+    assistants: list[dict] = field(default_factory=list, metadata={"table": {"width": int, "depth": int}})
+    # Consistent augmentation: teacher and student see the same augmented batch (images or signals,
+    # by the data's layout); the teacher then runs on every batch.
+    augment: bool = False
+    # Teacher outputs: "cached" computes them once (and the stage cache keeps them across builds),
+    # "per_step" on every batch; "auto" caches unless augmentation or feature hints need them live.
+    teacher_outputs: str = _choice("auto", "auto", "cached", "per_step")
+    nproc: int = _at_least(1, 1)  # processes under torchrun (DistributedDataParallel, gloo on CPU)
     # Quantization-aware distillation after KD: fake-quant fine-tuning in the profile's int8 scheme.
     qat_epochs: int = _at_least(0, 0)
     qat_lr: float = _at_least(5e-4, 0.0)
@@ -236,6 +269,11 @@ def load_config(
     return _build(BuildConfig, merged, origins, [])
 
 
+def config_from_dict(raw: dict[str, Any]) -> BuildConfig:
+    """The inverse of BuildConfig.to_dict (e.g. to hand a resolved config to worker processes)."""
+    return _build(BuildConfig, raw, {}, [])
+
+
 def _merge(into: dict, new: dict, origin: str, origins: dict[str, str], prefix: list[str]) -> None:
     for key, value in new.items():
         path = prefix + [key]
@@ -278,14 +316,19 @@ def _check_value(dotted: str, value: Any, expected: Any, meta: Any, origins: dic
     where = origins.get(dotted, "config")
     origin = typing.get_origin(expected)
     if origin is dict:
-        if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
-            raise ConfigError(f"{where}: '{dotted}' must be a table of tables, got {value!r}")
+        value_type = typing.get_origin(typing.get_args(expected)[1]) or typing.get_args(expected)[1]
+        if not isinstance(value, dict) or not all(_is_type(v, value_type) for v in value.values()):
+            what = "table of tables" if value_type is dict else f"table of {value_type.__name__} values"
+            raise ConfigError(f"{where}: '{dotted}' must be a {what}, got {value!r}")
         return dict(value)
     if origin is list:
         (item_type,) = typing.get_args(expected)
         if not isinstance(value, list) or not all(_is_type(v, item_type) for v in value):
             raise ConfigError(f"{where}: '{dotted}' must be a list of {item_type.__name__}, got {value!r}")
-        return list(value)
+        for i, item in enumerate(value):
+            if "table" in meta:
+                _check_table(f"{dotted}[{i}]", item, meta["table"], where)
+        return [float(v) for v in value] if item_type is float else list(value)
     if not _is_type(value, expected):
         raise ConfigError(f"{where}: '{dotted}' must be {expected.__name__}, got {value!r}")
     if expected is float:
@@ -297,6 +340,17 @@ def _check_value(dotted: str, value: Any, expected: Any, meta: Any, origins: dic
     if "max" in meta and value > meta["max"]:
         raise ConfigError(f"{where}: '{dotted}' = {value!r} is above the maximum {meta['max']}")
     return value
+
+
+def _check_table(dotted: str, item: dict, keys: dict[str, type], where: str) -> None:
+    """A small inline table such as {width = 32, depth = 2}: exactly these keys, of these types."""
+    for key in item:
+        if key not in keys:
+            raise ConfigError(f"{where}: unknown key '{key}' in '{dotted}'", did_you_mean(key, keys))
+    for key, kind in keys.items():
+        if key not in item or not _is_type(item[key], kind) or item[key] < 1:
+            raise ConfigError(f"{where}: '{dotted}.{key}' must be a {kind.__name__} >= 1, got {item.get(key)!r}",
+                              f"e.g. {{{', '.join(f'{k} = 32' for k in keys)}}}")
 
 
 def _is_type(value: Any, expected: type) -> bool:

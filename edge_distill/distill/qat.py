@@ -1,6 +1,6 @@
 """Quantization-aware distillation: fine-tune the student while it sees int8 rounding.
 
-Every Conv2d and Linear is wrapped so that, in training and evaluation alike, its input goes
+Every convolution and Linear is wrapped so that, in training and evaluation alike, its input goes
 through an 8-bit fake quantizer (asymmetric, range tracked by an EMA of min/max: what MinMax
 calibration measures) and its weight through a symmetric int8 one, per output channel or per
 tensor as the profile's recipe. After fine-tuning the wrappers are removed and the float weights
@@ -55,9 +55,9 @@ def fake_quantize_weight(weight: torch.Tensor, per_channel: bool) -> torch.Tenso
 
 
 class QuantAware(nn.Module):
-    """A Conv2d or Linear whose input and weight are fake-quantized."""
+    """A Conv1d, Conv2d or Linear whose input and weight are fake-quantized."""
 
-    def __init__(self, layer: nn.Conv2d | nn.Linear, per_channel: bool, signed_activations: bool):
+    def __init__(self, layer: nn.Conv1d | nn.Conv2d | nn.Linear, per_channel: bool, signed_activations: bool):
         super().__init__()
         self.layer = layer
         self.per_channel = per_channel
@@ -72,9 +72,9 @@ class QuantAware(nn.Module):
 
 
 def prepare_qat(model: nn.Module, per_channel: bool, signed_activations: bool) -> nn.Module:
-    """Wrap every Conv2d and Linear in place; returns the model."""
+    """Wrap every Conv1d, Conv2d and Linear in place; returns the model."""
     for name, child in model.named_children():
-        if isinstance(child, (nn.Conv2d, nn.Linear)):
+        if isinstance(child, (nn.Conv1d, nn.Conv2d, nn.Linear)):
             setattr(model, name, QuantAware(child, per_channel, signed_activations))
         else:
             prepare_qat(child, per_channel, signed_activations)

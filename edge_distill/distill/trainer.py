@@ -1,17 +1,26 @@
-"""One training loop for both the teacher (labels only) and the student (KD on teacher logits)."""
+"""One training loop for the teacher (labels only) and every student (distillation objectives).
+
+The loop runs the same in one process or under `torchrun`: when torch.distributed is
+initialized, each rank takes its share of every global batch and DistributedDataParallel
+averages the gradients, so the schedule and the number of steps match the one-process run.
+"""
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+import torch.distributed as dist
 from torch import nn
 
-from edge_distill.distill.losses import kd_loss
+from edge_distill.distill.augment import Augment
+from edge_distill.distill.losses import attention_loss, hard_loss, hint_loss, kd_loss
+from edge_distill.distill.teachers import TeacherEnsemble
+from edge_distill.errors import ConfigError, did_you_mean
 
 
 @dataclass(frozen=True)
@@ -20,70 +29,222 @@ class FitSettings:
     batch_size: int
     lr: float
     seed: int
-    temperature: float = 4.0
-    alpha: float = 0.0  # 0: plain cross-entropy; the teacher is trained this way
 
 
 @dataclass
 class FitHistory:
     train_loss: list[float] = field(default_factory=list)
     val_accuracy: list[float] = field(default_factory=list)
+    epoch_seconds: list[float] = field(default_factory=list)
+    samples_per_epoch: int = 0
     best_epoch: int = 0
 
     @property
     def best_val_accuracy(self) -> float:
         return self.val_accuracy[self.best_epoch - 1]
 
+    @property
+    def samples_per_second(self) -> float:
+        """Training throughput (all processes together), median over epochs."""
+        return self.samples_per_epoch / float(np.median(self.epoch_seconds))
+
+
+class Objective(nn.Module):
+    """Cross-entropy on the labels. Subclasses add what the student learns from the teacher."""
+
+    def loss(self, student: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        return hard_loss(student(x), y)
+
+    def close(self) -> None:
+        """Remove forward hooks, so the trained student exports as a plain module."""
+
+
+class Distillation(Objective):
+    """KD on soft targets, plus optional feature hints, attention transfer and deep-head
+    self-distillation.
+
+    Soft targets come from `cached` logits (one row per training sample, computed once) or from
+    the teachers called on each batch, which augmented inputs and feature hints need.
+    """
+
+    def __init__(
+        self,
+        student: nn.Module,
+        teachers: TeacherEnsemble,
+        input_shape: tuple[int, ...],
+        temperature: float,
+        alpha: float,
+        cached: np.ndarray | None = None,  # (N, K)
+        hint_layers: dict[str, str] | None = None,  # student layer -> teacher layer
+        hint_weight: float = 1.0,
+        attention_weight: float = 0.0,
+        self_heads: Sequence[str] = (),  # student layers given an auxiliary head taught by the final one
+        self_head_weight: float = 1.0,
+    ):
+        super().__init__()
+        self.teachers, self.temperature, self.alpha = teachers, temperature, alpha
+        self.cached = torch.from_numpy(cached) if cached is not None else None
+        self.hint_layers = dict(hint_layers or {})
+        self.hint_weight, self.attention_weight = hint_weight, attention_weight
+        self.self_head_weight = self_head_weight
+        self._student_features: dict[str, torch.Tensor] = {}
+        self._teacher_features: dict[str, torch.Tensor] = {}
+        self._hooks = []
+        teacher_module = teachers.teachers[0].module
+        if self.hint_layers:
+            if teacher_module is None:
+                main = teachers.teachers[0]
+                raise ConfigError(f"distill.hint_layers needs a teacher built from Python code; {main.name} is a "
+                                  f"{main.format} file, which gives only its outputs",
+                                  "use teacher.factory + teacher.checkpoint, or drop distill.hint_layers")
+            if self.cached is not None:
+                raise ValueError("feature hints need the teacher on every batch, not cached logits")
+            self._hook(teacher_module, self.hint_layers.values(), "teacher", self._teacher_features)
+        self._hook(student, [*self.hint_layers, *self_heads], "student", self._student_features)
+        # One dry run gives every hooked layer's shape, to size the adapters and heads.
+        sample = torch.zeros(2, *input_shape)
+        was_training = student.training
+        student.eval()
+        with torch.no_grad():
+            final = student(sample)
+            if self.hint_layers:
+                teacher_module(sample)
+        student.train(was_training)
+        conv = nn.Conv2d if len(input_shape) == 3 else nn.Conv1d
+        self.adapters = nn.ModuleDict()
+        for s_name, t_name in self.hint_layers.items():
+            s_ch, t_ch = self._student_features[s_name].shape[1], self._teacher_features[t_name].shape[1]
+            # FitNets' regressor where widths differ; the identity where they already match.
+            self.adapters[_key(s_name)] = conv(s_ch, t_ch, 1) if s_ch != t_ch else nn.Identity()
+        pool = nn.AdaptiveAvgPool2d if len(input_shape) == 3 else nn.AdaptiveAvgPool1d
+        self.heads = nn.ModuleDict({
+            _key(name): nn.Sequential(pool(1), nn.Flatten(), nn.Linear(self._student_features[name].shape[1],
+                                                                        final.shape[1]))
+            for name in self_heads
+        })
+
+    def _hook(self, module: nn.Module, names, role: str, into: dict[str, torch.Tensor]) -> None:
+        layers = dict(module.named_modules())
+        for name in names:
+            if name not in layers:
+                valid = [n for n in layers if n]
+                shown = ", ".join(valid[:40]) + (", ..." if len(valid) > 40 else "")
+                key = "distill.self_heads" if role == "student" and name not in self.hint_layers else "distill.hint_layers"
+                raise ConfigError(f"{key}: the {role} has no layer '{name}'; valid layers: {shown}",
+                                  did_you_mean(name, valid))
+
+            def keep(_module, _inputs, output, name=name):
+                into[name] = output
+
+            self._hooks.append(layers[name].register_forward_hook(keep))
+
+    def close(self) -> None:
+        for handle in self._hooks:
+            handle.remove()
+        self._hooks.clear()
+
+    def loss(self, student: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        logits = student(x)  # (B, K)
+        if self.cached is not None:
+            soft = self.cached[index]
+        else:
+            soft = self.teachers.predict(x, self.temperature)
+        loss = kd_loss(logits, soft, y, self.temperature, self.alpha)
+        for s_name, t_name in self.hint_layers.items():
+            s_feat, t_feat = self._student_features[s_name], self._teacher_features[t_name]
+            if self.hint_weight:
+                loss = loss + self.hint_weight * hint_loss(self.adapters[_key(s_name)](s_feat), t_feat)
+            if self.attention_weight:
+                loss = loss + self.attention_weight * attention_loss(s_feat, t_feat)
+        for name, head in self.heads.items():
+            aux = head(self._student_features[_unkey(name)])
+            loss = loss + self.self_head_weight * kd_loss(aux, logits.detach(), y, self.temperature, self.alpha)
+        return loss
+
+
+def _key(layer: str) -> str:
+    return layer.replace(".", "/")  # ModuleDict keys may not contain dots
+
+
+def _unkey(key: str) -> str:
+    return key.replace("/", ".")
+
+
+class _Trainee(nn.Module):
+    """The student and the objective's own parameters (adapters, heads) as one module, so one
+    optimizer and one DistributedDataParallel wrapper cover both."""
+
+    def __init__(self, student: nn.Module, objective: Objective):
+        super().__init__()
+        self.student, self.objective = student, objective
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        return self.objective.loss(self.student, x, y, index)
+
+
+def world() -> tuple[int, int]:
+    """(rank, world size): (0, 1) outside torchrun."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
 
 def fit(
     model: nn.Module,
-    x_train: np.ndarray,  # (N, C, H, W)
-    y_train: np.ndarray,  # (N,)
+    x_train: np.ndarray,  # (N, *input)
+    y_train: np.ndarray,  # (N,), -1 for unlabeled transfer samples
     x_val: np.ndarray,
     y_val: np.ndarray,
     settings: FitSettings,
-    teacher_logits: np.ndarray | None = None,  # (N, K): KD when given
+    objective: Objective | None = None,
+    augment: Augment | None = None,
     progress: Callable[[str], None] = lambda _: None,
     label: str = "train",
 ) -> FitHistory:
-    """Train in place with AdamW and a cosine schedule; keep the weights of the best val epoch.
-
-    Teacher logits are computed once by the caller: inputs are not augmented, so the teacher's
-    outputs are the same every epoch and recomputing them would only cost time.
-    """
+    """Train in place with AdamW and a one-cycle schedule; keep the weights of the best val epoch."""
     torch.manual_seed(settings.seed)
+    rank, size = world()
     shuffle = torch.Generator().manual_seed(settings.seed)
-    x = torch.from_numpy(x_train)
-    y = torch.from_numpy(y_train)
-    soft = torch.from_numpy(teacher_logits) if teacher_logits is not None else None
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=1e-4)
+    objective = objective if objective is not None else Objective()
+    trainee = _Trainee(model, objective)
+    net: nn.Module = trainee
+    if size > 1:
+        net = nn.parallel.DistributedDataParallel(trainee)
+    x, y = torch.from_numpy(x_train), torch.from_numpy(y_train)
+    optimizer = torch.optim.AdamW(trainee.parameters(), lr=settings.lr, weight_decay=1e-4)
     steps_per_epoch = -(-len(x) // settings.batch_size)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=settings.lr, total_steps=settings.epochs * steps_per_epoch
     )
-    history = FitHistory()
+    history = FitHistory(samples_per_epoch=len(x))
     best_state = None
     for epoch in range(1, settings.epochs + 1):
         model.train()
-        total = 0.0
-        for idx in torch.randperm(len(x), generator=shuffle).split(settings.batch_size):
-            logits = model(x[idx])
-            if soft is None:
-                loss = F.cross_entropy(logits, y[idx])
-            else:
-                loss = kd_loss(logits, soft[idx], y[idx], settings.temperature, settings.alpha)
+        total = torch.zeros(())
+        start = time.perf_counter()
+        for batch in torch.randperm(len(x), generator=shuffle).split(settings.batch_size):
+            index = batch[rank::size]  # this process's share of the global batch
+            x_b, y_b = x[index], y[index]
+            if augment is not None:
+                x_b, y_b = augment(x_b, y_b)
+            loss = net(x_b, y_b, index)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             schedule.step()
-            total += loss.item() * len(idx)
+            total += loss.detach() * len(index)
+        if size > 1:
+            dist.all_reduce(total)
+        history.epoch_seconds.append(time.perf_counter() - start)
         val_acc = accuracy(model, x_val, y_val)
-        history.train_loss.append(total / len(x))
+        history.train_loss.append(float(total) / len(x))
         history.val_accuracy.append(val_acc)
         if best_state is None or val_acc >= history.best_val_accuracy:
             history.best_epoch = epoch
             best_state = copy.deepcopy(model.state_dict())
-        progress(f"{label} epoch {epoch}/{settings.epochs}  loss {total / len(x):.4f}  val acc {val_acc:.4f}")
+        if rank == 0:
+            progress(f"{label} epoch {epoch}/{settings.epochs}  loss {history.train_loss[-1]:.4f}  val acc {val_acc:.4f}")
+    objective.close()
     model.load_state_dict(best_state)
     model.eval()
     return history
@@ -91,7 +252,7 @@ def fit(
 
 @torch.no_grad()
 def predict_logits(model: nn.Module, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
-    """(N, C, H, W) -> (N, K) float32 logits, in eval mode."""
+    """(N, *input) -> (N, K) float32 logits, in eval mode."""
     model.eval()
     parts = [model(torch.from_numpy(x[i : i + batch_size])) for i in range(0, len(x), batch_size)]
     return torch.cat(parts).numpy()

@@ -19,23 +19,29 @@ INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 
 
+def eval_mode(model: nn.Module) -> None:
+    # A module unflattened from a torch.export archive refuses .eval(); it was traced in eval mode.
+    if not isinstance(model, torch.fx.GraphModule):
+        model.eval()
+
+
 def export_onnx(model: nn.Module, sample: np.ndarray, path: Path, opset: int) -> None:
-    """Export with a dynamic batch axis; the exporter's chatter is kept out of the user's terminal."""
-    model.eval()
+    """Export with a dynamic batch axis; the exporter's chatter is kept out of the user's terminal.
+
+    A TorchScript module (a teacher saved with torch.jit.save) can only go through the deprecated
+    TorchScript exporter; everything else goes through the dynamo one."""
+    eval_mode(model)
     example = torch.from_numpy(sample[:2] if len(sample) >= 2 else np.repeat(sample, 2, axis=0))
+    names = {"input_names": [INPUT_NAME], "output_names": [OUTPUT_NAME], "opset_version": opset, "verbose": False}
     try:
         with quiet_libraries():
-            program = torch.onnx.export(
-                model,
-                (example,),
-                dynamo=True,
-                opset_version=opset,
-                input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME],
-                dynamic_shapes=({0: torch.export.Dim("batch")},),
-                verbose=False,
-            )
-            program.save(str(path))
+            if isinstance(model, torch.jit.ScriptModule):
+                torch.onnx.export(model, (example,), str(path), dynamo=False, **names,
+                                  dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
+            else:
+                program = torch.onnx.export(model, (example,), dynamo=True, **names,
+                                            dynamic_shapes=({0: torch.export.Dim("batch")},))
+                program.save(str(path))
     except Exception as e:
         raise ModelError(
             f"torch.onnx.export failed for {type(model).__name__}: {describe(e)}",
@@ -53,6 +59,6 @@ def export_onnx(model: nn.Module, sample: np.ndarray, path: Path, opset: int) ->
 @torch.no_grad()
 def check_export_parity(model: nn.Module, path: Path, x: np.ndarray, atol: float, rtol: float) -> dict[str, float]:
     """ONNX Runtime vs PyTorch on real samples -> max abs diff per output."""
-    model.eval()
+    eval_mode(model)
     reference = {OUTPUT_NAME: model(torch.from_numpy(x)).numpy().astype(np.float64)}
     return compare_outputs(reference, run_onnx(path, x), atol, rtol, f"export parity of {path.name}")

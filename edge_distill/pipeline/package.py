@@ -199,11 +199,12 @@ def render_model_card(manifest: dict[str, Any]) -> str:
         "",
         "## How it was made",
         f"- Data: {training['data']['source']} (split sizes {training['data']['split_sizes']}, seed {training['seed']}).",
-        f"- Teacher: {training['teacher']['source']}, {training['teacher']['params']:,} parameters, "
-        f"test accuracy {training['teacher']['test_accuracy']:.4f}.",
+        f"- Teacher: {training['teacher']['source']} ({training['teacher']['format']}), "
+        f"{training['export']['teacher']['params']:,} parameters, test accuracy {training['teacher']['test_accuracy']:.4f}.",
         f"- Student: {training['distillation']['student']}, {training['distillation']['params']:,} parameters, "
-        f"{training['distillation']['method']} with T={training['distillation']['temperature']:g}, "
-        f"alpha={training['distillation']['alpha']:g}.",
+        f"{'; '.join(training['distillation']['methods'])} with T={training['distillation']['temperature']:g}, "
+        f"alpha={training['distillation']['alpha']:g}, on {training['distillation']['samples']['labeled']} labeled and "
+        f"{training['distillation']['samples']['transfer']} unlabeled transfer samples.",
         f"- Quantization: int8 recipe {quant['int8_recipe']} (format-types-per-channel-calibration), calibrated on "
         f"{quant['calibration_samples']} training samples. Shipped: {manifest['model']['variant']} "
         f"({quant['selected']['recipe']}): {quant['selected']['why']}.",

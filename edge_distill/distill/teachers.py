@@ -1,0 +1,180 @@
+"""Teachers of every kind behind one call: logits for a batch.
+
+A teacher is a PyTorch module (built here, or the user's factory + checkpoint), a TorchScript
+archive, a `torch.export` archive, or an ONNX model run with onnxruntime (a black box: only its
+outputs are used). Several teachers make an ensemble whose softened distributions are averaged.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from edge_distill.distill.losses import combine_teachers
+from edge_distill.errors import InputFileError, ModelError, describe
+from edge_distill.export.onnx_export import eval_mode
+
+FORMATS = ("state_dict", "torchscript", "torch.export", "onnx")
+
+
+def sniff_format(path: Path) -> str:
+    """What a teacher file holds, from its contents (suffixes vary: .pt, .pth, .pt2, .onnx)."""
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+        if any(n.endswith("serialized_exported_program.json") or "/models/" in n for n in names):
+            return "torch.export"
+        if any("/code/" in n for n in names):
+            return "torchscript"
+        return "state_dict"
+    return "onnx"
+
+
+@dataclass
+class Teacher:
+    """One teacher. `module` is set when it is a Python module, the only kind whose
+    intermediate layers can be hooked for feature hints."""
+
+    name: str  # how errors name it: "teacher" or "teacher.ensemble[0] (b.onnx)"
+    format: str
+    predict: Callable[[torch.Tensor], torch.Tensor]  # (B, *input) -> (B, K), no gradient
+    module: nn.Module | None = None
+    exported: nn.Module | None = None  # the TorchScript or torch.export graph, for re-export to ONNX
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        """(N, *input) -> (N, K) float32."""
+        return predict_batched(self.predict, x)
+
+
+def predict_batched(predict: Callable[[torch.Tensor], torch.Tensor], x: np.ndarray, batch_size: int = 512) -> np.ndarray:
+    with torch.no_grad():
+        return torch.cat([predict(torch.from_numpy(x[i : i + batch_size])) for i in range(0, len(x), batch_size)]).numpy()
+
+
+def _without_grad(fn: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
+    def call(x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return fn(x)
+
+    return call
+
+
+def from_module(module: nn.Module, name: str = "teacher") -> Teacher:
+    module.eval()
+    return Teacher(name, "state_dict", _without_grad(module), module)
+
+
+def load_teacher_file(path: Path, name: str, input_shape: tuple[int, ...], num_classes: int,
+                      build_module: Callable[[], nn.Module] | None = None) -> Teacher:
+    """Load any teacher file and check that it maps the data's inputs to `num_classes` logits.
+    A plain state_dict needs `build_module` (the configured architecture) to load into."""
+    if not path.is_file():
+        raise InputFileError(f"{name}: {path} not found", "check the path")
+    kind = sniff_format(path)
+    if kind == "onnx":
+        teacher = _onnx_teacher(path, name, input_shape)
+    else:
+        try:
+            if kind == "torchscript":
+                module = torch.jit.load(str(path), map_location="cpu")
+            elif kind == "torch.export":
+                module = torch.export.load(str(path)).module()
+            else:
+                if build_module is None:
+                    raise ModelError(f"{name}: {path} holds only weights (a state_dict)",
+                                     "save the whole model with torch.jit.save, torch.export.save or as ONNX")
+                from edge_distill.models import load_checkpoint
+
+                module = build_module()
+                load_checkpoint(module, path, name)
+        except (ModelError, InputFileError):
+            raise
+        except Exception as e:
+            raise InputFileError(f"{name}: {path} is not a loadable {kind} file ({describe(e)})") from None
+        if kind == "state_dict":
+            teacher = from_module(module, name)
+        else:  # an exported graph: call it, but its submodules are not hookable
+            eval_mode(module)
+            teacher = Teacher(name, kind, _without_grad(module), exported=module)
+    check_teacher(teacher, input_shape, num_classes)
+    return teacher
+
+
+def _onnx_teacher(path: Path, name: str, input_shape: tuple[int, ...]) -> Teacher:
+    import onnxruntime as ort
+
+    try:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as e:
+        raise InputFileError(f"{name}: {path} is not a loadable ONNX model ({describe(e)})") from None
+    inputs = session.get_inputs()
+    if len(inputs) != 1:
+        raise ModelError(f"{name}: {path} has {len(inputs)} inputs; a teacher takes one (the sample batch)")
+    declared = inputs[0].shape  # e.g. ['batch', 1, 8, 8]; names or None for free axes
+    fits = len(declared) == len(input_shape) + 1 and all(
+        not isinstance(d, int) or d == e for d, e in zip(declared[1:], input_shape))
+    if not fits:
+        shown = "(" + ", ".join(str(d) if isinstance(d, int) else "?" for d in declared) + ")"
+        raise ModelError(f"{name}: {path} takes input '{inputs[0].name}' of shape {shown}, "
+                         f"the data gives (batch, {', '.join(map(str, input_shape))})",
+                         "export the teacher for the data's input shape, or resize the data (data.image_size)")
+    if isinstance(declared[0], int):
+        raise ModelError(f"{name}: {path} has a fixed batch size of {declared[0]}",
+                         "export the teacher with a dynamic batch axis")
+    if inputs[0].type != "tensor(float)":
+        raise ModelError(f"{name}: {path} takes {inputs[0].type}, the data is float32", "export with a float32 input")
+    input_name = inputs[0].name
+
+    def predict(x: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(session.run(None, {input_name: x.detach().numpy()})[0])
+
+    return Teacher(name, "onnx", predict)
+
+
+def check_teacher(teacher: Teacher, input_shape: tuple[int, ...], num_classes: int) -> None:
+    # An odd batch size: a graph exported with a fixed batch (often 1 or 2) fails here, not mid-training.
+    try:
+        out = teacher.predict(torch.zeros(3, *input_shape))
+    except Exception as e:
+        raise ModelError(f"{teacher.name} cannot run on a batch of inputs of shape {(3, *input_shape)}: {describe(e)}",
+                         "export it with a dynamic batch axis, e.g. dynamic_shapes=({0: torch.export.Dim('batch')},)") from None
+    if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != 3:
+        raise ModelError(f"{teacher.name} must return (batch, classes) logits, got "
+                         f"{tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__}")
+    if out.shape[1] != num_classes:
+        raise ModelError(f"{teacher.name} outputs {out.shape[1]} classes but the data has {num_classes}",
+                         "every teacher must score the data's classes, in the data's label order")
+
+
+class TeacherEnsemble:
+    """The teachers' soft targets combined: a weighted mean of their distributions at T."""
+
+    def __init__(self, teachers: Sequence[Teacher], weights: Sequence[float] = ()):
+        if weights and len(weights) != len(teachers):
+            raise ModelError(f"teacher.ensemble_weights has {len(weights)} weights for {len(teachers)} teachers",
+                             "give one weight per teacher, the main teacher first, or none for a plain mean")
+        if weights and (min(weights) < 0 or sum(weights) <= 0):
+            raise ModelError(f"teacher.ensemble_weights {list(weights)} must be non-negative with a positive sum")
+        raw = torch.tensor(weights or [1.0] * len(teachers), dtype=torch.float32)
+        self.teachers = list(teachers)
+        self.weights = raw / raw.sum()
+
+    @property
+    def single(self) -> Teacher | None:
+        return self.teachers[0] if len(self.teachers) == 1 else None
+
+    def predict(self, x: torch.Tensor, temperature: float) -> torch.Tensor:
+        """(B, *input) -> (B, K) logits to distill from at `temperature`."""
+        if self.single is not None:
+            return self.single.predict(x)
+        return combine_teachers(torch.stack([t.predict(x) for t in self.teachers]), self.weights, temperature)
+
+    def logits(self, x: np.ndarray, temperature: float) -> np.ndarray:
+        """(N, *input) -> (N, K) soft-target logits at `temperature`."""
+        return predict_batched(lambda batch: self.predict(batch, temperature), x)

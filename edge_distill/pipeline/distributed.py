@@ -1,0 +1,98 @@
+"""The distill stage under torchrun: `distill.nproc` processes, DistributedDataParallel over gloo
+(CPU) or nccl (CUDA), the same config. Rank 0 writes the stage's outputs.
+
+The launch passes the rendezvous address explicitly (127.0.0.1 and a free port, with
+--local-addr): `torchrun --standalone` resolves the host name, and hangs where it does not resolve.
+
+Run by hand, the same training is:
+    torchrun --nnodes 1 --nproc-per-node 2 --master-addr 127.0.0.1 --master-port 29500 \
+        --local-addr 127.0.0.1 -m edge_distill.pipeline.distributed SPEC.json
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+from edge_distill import errors
+from edge_distill.config import BuildConfig, config_from_dict
+from edge_distill.pipeline.stage import Progress
+
+# Lines rank 0 prints for the launching process: progress, and a user error as JSON.
+PROGRESS_PREFIX = "edge-distill progress: "
+ERROR_PREFIX = "edge-distill error: "
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_distributed(config: BuildConfig, inputs: Mapping[str, Path], out: Path, progress: Progress) -> None:
+    """Run the distill stage in `config.distill.nproc` processes and wait; rank 0 fills `out`."""
+    nproc = config.distill.nproc
+    with tempfile.TemporaryDirectory() as tmp:
+        spec = Path(tmp) / "spec.json"
+        spec.write_text(json.dumps({"config": config.to_dict(), "inputs": {k: str(v) for k, v in inputs.items()},
+                                    "out": str(out)}))
+        command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", str(nproc),
+                   "--master-addr", "127.0.0.1", "--master-port", str(_free_port()), "--local-addr", "127.0.0.1",
+                   "-m", "edge_distill.pipeline.distributed", str(spec)]
+        progress(f"distill: {nproc} processes under torchrun (DistributedDataParallel, "
+                 f"{'nccl' if _cuda() else 'gloo'})")
+        env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
+        with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) as proc:
+            tail: list[str] = []
+            for line in proc.stdout:
+                if line.startswith(PROGRESS_PREFIX):
+                    progress(line[len(PROGRESS_PREFIX):].rstrip())
+                else:
+                    tail = (tail + [line.rstrip()])[-15:]
+        if proc.returncode != 0:
+            reported = [line for line in tail if line.startswith(ERROR_PREFIX)]
+            if reported:  # a user error inside a worker: raise it here as it was raised there
+                error = json.loads(reported[-1][len(ERROR_PREFIX):])
+                raise getattr(errors, error["type"], errors.EdgeDistillError)(error["message"], error["hint"])
+            raise errors.ModelError(f"torchrun with {nproc} processes failed (exit {proc.returncode}): "
+                                    + " | ".join(tail[-4:]), "run with distill.nproc = 1 to see the error directly")
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def main(spec_path: str) -> int:
+    import torch.distributed as dist
+
+    from edge_distill.pipeline.stages import DistillStage
+
+    spec = json.loads(Path(spec_path).read_text())
+    dist.init_process_group("nccl" if _cuda() else "gloo")
+    rank = dist.get_rank()
+    stage = DistillStage(config_from_dict(spec["config"]))
+    inputs = {k: Path(v) for k, v in spec["inputs"].items()}
+    out = Path(spec["out"]) if rank == 0 else Path(tempfile.mkdtemp())
+    try:
+        stage.train(inputs, out, lambda message: print(PROGRESS_PREFIX + message, flush=True))
+    except errors.EdgeDistillError as e:
+        print(ERROR_PREFIX + json.dumps({"type": type(e).__name__, "message": e.message, "hint": e.hint}), flush=True)
+        return 1
+    finally:
+        if rank != 0:
+            shutil.rmtree(out, ignore_errors=True)
+        dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))
