@@ -335,7 +335,7 @@ class DistillStage(ConfiguredStage):
         methods = ["logit KD (Hinton et al. 2015)"]
         if len(self.config.teacher.ensemble):
             methods.append(f"multi-teacher: {1 + len(self.config.teacher.ensemble)} teachers, "
-                           f"{'weighted' if self.config.teacher.ensemble_weights else 'mean'} of softened distributions")
+                           f"{'weighted mean' if self.config.teacher.ensemble_weights else 'mean'} of softened distributions")
         if cfg.hint_layers and cfg.hint_weight:
             methods.append(f"feature hints (FitNets) on {cfg.hint_layers}, weight {cfg.hint_weight}")
         if cfg.hint_layers and cfg.attention_weight:

@@ -81,3 +81,43 @@ def test_corrupt_npz_and_missing_source(tmp_path):
         load_dataset(DataConfig(source=str(bad)), seed=0)
     with pytest.raises(InputFileError, match="does not exist"):
         load_dataset(DataConfig(source=str(tmp_path / "nope.npz")), seed=0)
+
+
+def test_labeled_samples_moves_the_rest_of_train_to_the_transfer_set():
+    full = load_dataset(DataConfig(), seed=0)
+    scarce = load_dataset(DataConfig(labeled_samples=100), seed=0)
+    assert len(scarce.y["train"]) == 100 and set(np.unique(scarce.y["train"])) == set(range(10))
+    assert len(scarce.x["transfer"]) == len(full.x["train"]) - 100
+    np.testing.assert_array_equal(scarce.y["test"], full.y["test"])  # val and test are untouched
+    with pytest.raises(DataError, match="fewer than the 10 classes"):
+        load_dataset(DataConfig(labeled_samples=5), seed=0)
+
+
+def test_transfer_set_from_an_unlabeled_npz_and_an_image_folder(tmp_path):
+    rng = np.random.default_rng(0)
+    labeled = _npz(tmp_path, x=rng.integers(0, 256, (60, 6, 6), dtype=np.uint8), y=np.arange(60) % 3)
+    np.savez(tmp_path / "unlabeled.npz", x=rng.integers(0, 256, (25, 6, 6), dtype=np.uint8))
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 256, (6, 6), dtype=np.uint8)).save(folder / f"{i}.png")
+    for source, count in ((tmp_path / "unlabeled.npz", 25), (folder, 4)):
+        dataset = load_dataset(DataConfig(source=labeled.source, transfer=str(source)), seed=0)
+        assert dataset.x["transfer"].shape == (count, 1, 6, 6)
+        assert dataset.x["transfer"].dtype == np.float32 and abs(dataset.x["transfer"].mean()) < 0.5
+    np.savez(tmp_path / "wrong.npz", x=np.zeros((5, 7, 7), np.uint8))
+    with pytest.raises(DataError, match=r"data.transfer: .*wrong.npz samples have shape \(1, 7, 7\), the labeled data \(1, 6, 6\)"):
+        load_dataset(DataConfig(source=labeled.source, transfer=str(tmp_path / "wrong.npz")), seed=0)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="holds no PNG or JPEG images"):
+        load_dataset(DataConfig(source=labeled.source, transfer=str(tmp_path / "empty")), seed=0)
+
+
+def test_one_dimensional_signals(tmp_path):
+    rng = np.random.default_rng(0)
+    cfg = _npz(tmp_path, x=rng.standard_normal((60, 32)).astype(np.float32), y=np.arange(60) % 3)
+    dataset = load_dataset(cfg, seed=0)
+    assert dataset.input_shape == (1, 32) and dataset.preprocessing["layout"] == "NCL"
+    channels = _npz(tmp_path, x=rng.standard_normal((60, 3, 32)).astype(np.float32), y=np.arange(60) % 3)
+    assert load_dataset(DataConfig(source=channels.source, layout="NCL"), seed=0).input_shape == (3, 32)
+    assert load_dataset(channels, seed=0).input_shape == (1, 3, 32)  # "auto": a 3-D array is grayscale images

@@ -1,0 +1,103 @@
+"""The distill stage: its methods, the teacher-output cache, teachers from files, several processes."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from edge_distill.errors import ConfigError
+from edge_distill.export.onnx_export import export_onnx
+from edge_distill.models import ConvNet
+from edge_distill.pipeline.build import build, run_pipeline
+from tests.conftest import tiny_config
+
+
+def _distill(cache, *overrides, progress=None):
+    run = run_pipeline(tiny_config(*overrides), cache, "distill", progress=progress or (lambda _: None))
+    return run, json.loads(run.artifacts["distill.json"].read_text())
+
+
+def test_teacher_outputs_mode_is_picked_logged_and_reused_across_builds(tiny_cache):
+    lines = []
+    run, report = _distill(tiny_cache, "distill.temperature=2.5", progress=lines.append)
+    assert report["teacher_outputs"]["mode"] == "cached"
+    assert any(line.startswith("teacher outputs: cached (inputs are not augmented") for line in lines)
+    # A new temperature retrains the student, but the teacher and its outputs come from the cache.
+    assert {s.stage: s.cached for s in run.steps} == {"data": True, "teacher": True, "distill": False}
+    _, augmented = _distill(tiny_cache, "distill.augment=true")
+    assert augmented["teacher_outputs"] == {"mode": "per_step",
+                                            "why": "augmentation is on: the teacher labels each augmented batch"}
+    assert augmented["augmentation"] == "image"
+    with pytest.raises(ConfigError, match="distill.teacher_outputs = 'cached' cannot be used: augmentation is on"):
+        _distill(tiny_cache, "distill.augment=true", "distill.teacher_outputs=cached")
+
+
+def test_cached_and_per_step_teacher_outputs_train_the_same_student(tiny_cache):
+    _, cached = _distill(tiny_cache, "distill.teacher_outputs=cached", "distill.epochs=2")
+    _, live = _distill(tiny_cache, "distill.teacher_outputs=per_step", "distill.epochs=2")
+    assert cached["val_accuracy"] == pytest.approx(live["val_accuracy"], abs=1e-9)
+
+
+def test_label_scarce_run_uses_the_transfer_set(tiny_cache):
+    _, report = _distill(tiny_cache, "data.labeled_samples=50")
+    assert report["samples"] == {"labeled": 50, "transfer": 1167 - 50}
+    assert "unlabeled transfer set labeled by the teacher" in report["methods"]
+
+
+def test_progressive_chain_and_born_again_generations(tiny_cache):
+    _, chain = _distill(tiny_cache, "distill.assistants=[{width=6, depth=1}]")
+    assert [link["model"] for link in chain["chain"]] == ["assistant 1 (6x1)", "student"]
+    assert chain["chain"][0]["params"] > chain["chain"][1]["params"]
+    _, born_again = _distill(tiny_cache, "distill.generations=2")
+    assert [link["model"] for link in born_again["chain"]] == ["student generation 1", "student generation 2"]
+    with pytest.raises(ConfigError, match="cannot be combined with distill.assistants"):
+        _distill(tiny_cache, "distill.generations=2", 'distill.hint_layers={"features.2"="features.2"}')
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_within_tolerance(tiny_cache):
+    _, one = _distill(tiny_cache, "distill.epochs=2")
+    run, two = _distill(tiny_cache, "distill.epochs=2", "distill.nproc=2")
+    assert two["processes"] == 2 and one["processes"] == 1
+    # Each rank normalizes its half of the batch with its own BatchNorm statistics, so the runs
+    # are close, not identical.
+    assert abs(two["val_accuracy"] - one["val_accuracy"]) <= 0.05
+    student = torch.load(run.artifacts["student.pt"], weights_only=True)
+    assert all(torch.isfinite(v).all() for v in student.values() if v.is_floating_point())
+
+
+@pytest.mark.slow
+def test_onnx_and_torchscript_teachers_build_a_bundle(tmp_path):
+    torch.manual_seed(0)
+    sample = torch.randn(3, 1, 8, 8)
+    main_teacher, other = ConvNet((1, 8, 8), 10, 8, 1).eval(), ConvNet((1, 8, 8), 10, 6, 1).eval()
+    export_onnx(main_teacher, sample.numpy(), tmp_path / "teacher.onnx", 18)
+    torch.jit.save(torch.jit.trace(other, sample), tmp_path / "other.pt")
+    config = tiny_config(f"teacher.file={tmp_path / 'teacher.onnx'}", f"teacher.ensemble=['{tmp_path / 'other.pt'}']",
+                         "teacher.ensemble_weights=[2.0, 1.0]")
+    build(config, tmp_path / "dist", tmp_path / "cache")
+    manifest = json.loads((tmp_path / "dist" / "manifest.json").read_text())
+    training = manifest["training"]
+    assert training["teacher"]["format"] == "onnx" and [m["format"] for m in training["teacher"]["members"]] == [
+        "onnx", "torchscript"]
+    assert "multi-teacher: 2 teachers, weighted mean of softened distributions" in training["distillation"]["methods"]
+    assert training["export"]["teacher"] == {"params": sum(p.numel() for p in main_teacher.parameters()),
+                                             "format": "onnx", "exported": False}
+
+
+@pytest.mark.slow
+def test_one_dimensional_signals_build_end_to_end(tmp_path):
+    rng = np.random.default_rng(0)
+    t = np.linspace(0, 1, 32)
+    y = np.arange(90) % 3
+    x = np.sin(2 * np.pi * (y[:, None] + 1) * 2 * t) + 0.3 * rng.standard_normal((90, 32))
+    np.savez(tmp_path / "signals.npz", x=x.astype(np.float32), y=y, labels=np.array(["slow", "mid", "fast"]))
+    config = tiny_config(f"data.source={tmp_path / 'signals.npz'}", "distill.augment=true", "distill.epochs=8",
+                         "teacher.epochs=8")
+    build(config, tmp_path / "dist", tmp_path / "cache")
+    manifest = json.loads((tmp_path / "dist" / "manifest.json").read_text())
+    assert manifest["inputs"][0]["shape"] == ["batch", 1, 32] and manifest["preprocessing"]["layout"] == "NCL"
+    assert manifest["training"]["distillation"]["augmentation"] == "signal"
+    int8 = next(m for m in manifest["metrics"] if m["variant"] == "student_int8")
+    assert int8["accuracy"] > 0.6  # three well-separated frequencies; chance is 0.33
