@@ -48,6 +48,11 @@ def config_options(fn):
         click.option("--data", help="Dataset: an image folder, an .npz with x/y, or 'digits' (default)."),
         click.option("--teacher", help="Teacher factory 'package.module:function' (default: built-in, trained here)."),
         click.option("--teacher-checkpoint", type=click.Path(path_type=Path), help="Teacher state_dict file."),
+        click.option("--teacher-file", type=click.Path(path_type=Path),
+                     help="A whole teacher: TorchScript, torch.export (.pt2) or ONNX file, used as it is."),
+        click.option("--transfer", type=click.Path(path_type=Path),
+                     help="Unlabeled transfer data: an image folder (no class folders) or an .npz with x."),
+        click.option("--nproc", type=click.IntRange(min=1), help="Distill in N processes under torchrun (DDP)."),
         click.option("--student", help="Student factory 'package.module:function' (default: built-in ConvNet)."),
         click.option("--search-quantization", is_flag=True, default=None,
                       help="Try every quantization recipe; ship the fastest within the accuracy budget."),
@@ -62,18 +67,20 @@ def config_options(fn):
     return fn
 
 
-def _load_config(profile, config_file, overrides, data, teacher, teacher_checkpoint, student, search_quantization,
-                 max_accuracy_drop):
+def _load_config(profile, config_file, overrides, data, teacher, teacher_checkpoint, teacher_file, transfer, nproc,
+                 student, search_quantization, max_accuracy_drop, extra_overrides=()):
     from edge_distill.config import load_config
 
     paths = {"data.source": data, "teacher.factory": teacher, "teacher.checkpoint": teacher_checkpoint,
-             "student.factory": student}
+             "teacher.file": teacher_file, "data.transfer": transfer, "student.factory": student}
     extra = [f"{key}={json.dumps(str(value))}" for key, value in paths.items() if value is not None]
+    if nproc is not None:
+        extra.append(f"distill.nproc={nproc}")
     if search_quantization or max_accuracy_drop is not None:
         extra.append("quantize.search=true")
     if max_accuracy_drop is not None:
         extra.append(f"quantize.max_accuracy_drop={max_accuracy_drop!r}")
-    return load_config(profile, config_file, [*overrides, *extra])
+    return load_config(profile, config_file, [*overrides, *extra_overrides, *extra])
 
 
 @click.group(cls=ErrorRenderingGroup)
@@ -92,9 +99,8 @@ def main(debug: bool) -> None:
 @click.option("--remote", metavar="[USER@]HOST", help="Also benchmark the bundle on this device over SSH (see `bench`).")
 @click.option("--ssh-config", type=click.Path(path_type=Path), help="ssh config file for --remote.")
 @click.option("--remote-python", default="python3", show_default=True, help="Python on the device, for --remote.")
-def build(profile, config_file, overrides, data, teacher, teacher_checkpoint, student, search_quantization,
-          max_accuracy_drop, cache_dir, force, as_json, out, max_latency_ms, min_accuracy, ship_best_effort,
-          remote, ssh_config, remote_python):
+def build(cache_dir, force, as_json, out, max_latency_ms, min_accuracy, ship_best_effort, remote, ssh_config,
+          remote_python, **config_args):
     """Run every stage and write the bundle: model.onnx, manifest.json, golden vectors, README.md."""
     from edge_distill.api import build_bundle
     from edge_distill.benchmarks.remote import RemoteTarget, render_bench
@@ -106,8 +112,7 @@ def build(profile, config_file, overrides, data, teacher, teacher_checkpoint, st
     sweep = [f"{key}={json.dumps(value)}" for key, value in budgets.items() if value is not None]
     if max_latency_ms is not None or min_accuracy is not None:
         sweep.append("budget.sweep=true")
-    config = _load_config(profile, config_file, [*overrides, *sweep], data, teacher, teacher_checkpoint, student,
-                          search_quantization, max_accuracy_drop)
+    config = _load_config(**config_args, extra_overrides=sweep)
     host = remote or config.device.host
     target = RemoteTarget(host, ssh_config, remote_python) if host else None
     out = out or Path("dist") / config.profile
@@ -129,12 +134,10 @@ def _stage_command(name: str, doc: str) -> click.Command:
     @config_options
     @click.option("--input", "provided", multiple=True, metavar="ARTIFACT=PATH",
                   help="Use your own file for an upstream artifact, e.g. student_fp32.onnx=model.onnx.")
-    def command(profile, config_file, overrides, data, teacher, teacher_checkpoint, student, search_quantization,
-                max_accuracy_drop, cache_dir, force, as_json, provided):
+    def command(cache_dir, force, as_json, provided, **config_args):
         from edge_distill.pipeline.build import run_pipeline
 
-        config = _load_config(profile, config_file, overrides, data, teacher, teacher_checkpoint, student,
-                              search_quantization, max_accuracy_drop)
+        config = _load_config(**config_args)
         pairs = {}
         for item in provided:
             artifact, sep, path = item.partition("=")
@@ -153,7 +156,7 @@ def _stage_command(name: str, doc: str) -> click.Command:
 STAGE_DOCS = {
     "data": "Load, check and split the dataset.",
     "teacher": "Load the user's teacher or train the built-in one.",
-    "distill": "Train the student on the teacher's soft targets and the labels.",
+    "distill": "Train the student on the teacher's soft targets, the labels and any transfer data (--nproc N: DDP).",
     "export": "Export teacher and student to ONNX and check parity with PyTorch.",
     "simplify": "Simplify the student with onnxsim, checked on real samples.",
     "quantize": "Quantize the student to int8 (the profile's recipe, or the fastest within budget with --search-quantization).",
@@ -163,6 +166,25 @@ STAGE_DOCS = {
 }
 for _name, _doc in STAGE_DOCS.items():
     main.add_command(_stage_command(_name, _doc))
+
+
+@main.command()
+@click.option("--out", "-o", type=click.Path(path_type=Path), default=Path("dist/sequence"), show_default=True)
+@click.option("--text", type=click.Path(path_type=Path), help="UTF-8 text (default: scikit-learn's installed dataset descriptions).")
+@click.option("--steps", type=click.IntRange(min=1), default=400, show_default=True, help="Training steps per model.")
+@click.option("--teacher-hidden", type=click.IntRange(min=1), default=256, show_default=True)
+@click.option("--student-hidden", type=click.IntRange(min=1), default=48, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+def sequence(out, text, steps, teacher_hidden, student_hidden, seed, as_json):
+    """Sequence distillation: a small character-level GRU from a larger one (token-level KD), as ONNX."""
+    from edge_distill.distill.sequence import SequenceSettings, distill_sequence
+
+    settings = SequenceSettings(teacher_hidden=teacher_hidden, student_hidden=student_hidden, steps=steps, seed=seed)
+    report = distill_sequence(out, settings, text, progress=_progress)
+    rows = [f"{name:16s} {m['params']:>9,} params  {m['held_out_bits_per_char']:.3f} bits/char (held out)"
+            for name, m in report["models"].items()]
+    _emit(report, as_json, "\n".join([*rows, f"ONNX student: {out / 'student.onnx'}"]))
 
 
 @main.command()

@@ -137,3 +137,34 @@ def test_latency_budget_no_size_can_meet(tmp_path):
                     "--max-latency-ms", "0.0001", *tiny_args())
     assert_user_error(result, 7, "every student size is estimated over the latency budget")
     assert not (tmp_path / "out").exists()
+
+
+def test_hint_layer_that_does_not_exist_lists_the_valid_ones(tiny_cache):
+    result = invoke("distill", "--profile", "rpi4", "--cache-dir", str(tiny_cache),
+                    *tiny_args("--set", 'distill.hint_layers={"features.2" = "features.9"}'))
+    assert_user_error(result, 2, "distill.hint_layers: the teacher has no layer 'features.9'; valid layers: features,")
+
+
+def _onnx_teacher(path, classes, shape=(1, 8, 8)):
+    import torch
+
+    from edge_distill.export.onnx_export import export_onnx
+    from edge_distill.models import ConvNet
+
+    torch.manual_seed(0)
+    export_onnx(ConvNet(shape, classes, 4, 1), np.zeros((2, *shape), np.float32), path, 18)
+    return path
+
+
+def test_teachers_with_mismatched_class_counts(tmp_path, tiny_cache):
+    other = _onnx_teacher(tmp_path / "five.onnx", 5)
+    result = invoke("teacher", "--profile", "rpi4", "--cache-dir", str(tiny_cache),
+                    *tiny_args("--set", f"teacher.ensemble=['{other}']"))
+    assert_user_error(result, 4, f"teacher.ensemble[0] ({other}) outputs 5 classes but the data has 10")
+
+
+def test_onnx_teacher_whose_input_does_not_match_the_data(tmp_path, tiny_cache):
+    teacher = _onnx_teacher(tmp_path / "rgb.onnx", 10, shape=(3, 8, 8))
+    result = invoke("teacher", "--profile", "rpi4", "--cache-dir", str(tiny_cache), "--teacher-file", str(teacher),
+                    *tiny_args())
+    assert_user_error(result, 4, "takes input 'input' of shape (?, 3, 8, 8), the data gives (batch, 1, 8, 8)")

@@ -1,0 +1,185 @@
+"""Sequence distillation: a small character-level GRU learns next-character distributions from a
+larger one (token-level KD, Kim & Rush 2016), then ships as ONNX like the classifiers.
+
+The default text is the dataset descriptions scikit-learn installs with itself
+(sklearn/datasets/descr/*.rst): real English prose, on disk, nothing downloaded.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from edge_distill.distill.losses import token_kd_loss
+from edge_distill.errors import DataError, InputFileError
+
+
+def read_corpus(path: Path | None = None) -> str:
+    """The user's UTF-8 text file, or the embedded default."""
+    if path is not None:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise DataError(f"{path}: cannot read as UTF-8 text ({e})", "give a plain text file") from None
+    else:
+        import sklearn
+
+        descr = Path(sklearn.__file__).parent / "datasets" / "descr"
+        text = "\n".join(p.read_text(encoding="utf-8") for p in sorted(descr.glob("*.rst")))
+    if len(text) < 1000:
+        raise DataError(f"{path}: {len(text)} characters; sequence distillation needs at least 1000")
+    return text
+
+
+class CharGRU(nn.Module):
+    """Embedding -> GRU -> linear: next-character logits at every position."""
+
+    def __init__(self, vocab_size: int, hidden: int, layers: int = 1):
+        super().__init__()
+        self.embed = nn.Embedding(vocab_size, min(hidden, 64))
+        self.rnn = nn.GRU(min(hidden, 64), hidden, layers, batch_first=True)
+        self.out = nn.Linear(hidden, vocab_size)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:  # (B, L) int64 -> (B, L, V)
+        return self.out(self.rnn(self.embed(tokens))[0])
+
+
+@dataclass(frozen=True)
+class SequenceSettings:
+    teacher_hidden: int = 256
+    student_hidden: int = 48
+    steps: int = 400
+    batch_size: int = 32
+    length: int = 64
+    lr: float = 3e-3
+    temperature: float = 1.0
+    alpha: float = 0.5
+    seed: int = 0
+
+
+def encode(text: str) -> tuple[np.ndarray, list[str]]:
+    vocab = sorted(set(text))
+    index = {c: i for i, c in enumerate(vocab)}
+    return np.array([index[c] for c in text], dtype=np.int64), vocab
+
+
+def train_char_model(
+    model: nn.Module,
+    tokens: np.ndarray,  # (N,) training text
+    settings: SequenceSettings,
+    teacher: nn.Module | None = None,
+    progress: Callable[[str], None] = lambda _: None,
+    label: str = "train",
+) -> None:
+    """Random windows, AdamW; token-level KD from `teacher` when given, else cross-entropy."""
+    torch.manual_seed(settings.seed)
+    rng = np.random.default_rng(settings.seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, settings.lr, total_steps=settings.steps)
+    model.train()
+    for step in range(1, settings.steps + 1):
+        starts = rng.integers(0, len(tokens) - settings.length - 1, settings.batch_size)
+        window = torch.from_numpy(np.stack([tokens[s : s + settings.length + 1] for s in starts]))  # (B, L + 1)
+        inputs, targets = window[:, :-1], window[:, 1:]
+        logits = model(inputs)  # (B, L, V)
+        if teacher is None:
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+        else:
+            with torch.no_grad():
+                soft = teacher(inputs)
+            loss = token_kd_loss(logits, soft, targets, settings.temperature, settings.alpha)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        if step % 50 == 0 or step == settings.steps:
+            progress(f"{label} step {step}/{settings.steps}  loss {loss.item():.3f}")
+    model.eval()
+
+
+@torch.no_grad()
+def bits_per_character(model: nn.Module, tokens: np.ndarray, length: int = 256) -> float:
+    """Cross-entropy of the next character in bits, over consecutive windows of held-out text."""
+    model.eval()
+    count = (len(tokens) - 1) // length
+    window = torch.from_numpy(tokens[: count * length + 1])
+    inputs = window[:-1].reshape(count, length)
+    targets = window[1:].reshape(count, length)
+    logits = model(inputs)
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)).item() / math.log(2)
+
+
+def export_char_model(model: nn.Module, path: Path, opset: int, length: int = 16) -> None:
+    """ONNX with dynamic batch and sequence length; checked against PyTorch on random tokens."""
+    from edge_distill.export.onnx_io import compare_outputs, quiet_libraries, run_onnx
+
+    model.eval()
+    vocab = model.out.out_features
+    example = torch.randint(0, vocab, (2, length))
+    with quiet_libraries():
+        program = torch.onnx.export(model, (example,), dynamo=True, opset_version=opset, input_names=["tokens"],
+                                    output_names=["logits"], verbose=False,
+                                    dynamic_shapes=({0: torch.export.Dim("batch"), 1: torch.export.Dim("length")},))
+        program.save(str(path))
+    _free_output_length(path)
+    check = torch.randint(0, vocab, (3, 2 * length))  # another batch size and length than the example
+    with torch.no_grad():
+        reference = {"logits": model(check).numpy().astype(np.float64)}
+    compare_outputs(reference, run_onnx(path, check.numpy()), 1e-4, 1e-3, f"export parity of {path.name}")
+
+
+def _free_output_length(path: Path) -> None:
+    # The exporter records the example's length in the output's declared shape although the graph
+    # takes any length; ONNX Runtime then warns on every other length. Declare it free.
+    import onnx
+
+    model = onnx.load(str(path))
+    model.graph.output[0].type.tensor_type.shape.dim[1].dim_param = "length"
+    onnx.save(model, str(path))
+
+
+def distill_sequence(out: Path, settings: SequenceSettings, text_path: Path | None = None, opset: int = 18,
+                     progress: Callable[[str], None] = lambda _: None) -> dict:
+    """Teacher, scratch student and KD student on the same text; the KD student exported to ONNX.
+    Writes student.onnx, vocab.json and sequence.json into `out`; returns the report."""
+    text = read_corpus(text_path)
+    tokens, vocab = encode(text)
+    split = int(len(tokens) * 0.9)
+    train, held_out = tokens[:split], tokens[split:]
+    report: dict = {"text": str(text_path) if text_path else "scikit-learn dataset descriptions (installed)",
+                    "characters": len(text), "vocab_size": len(vocab), "settings": asdict(settings), "models": {}}
+    models = {}
+    for name, hidden, teacher in (("teacher", settings.teacher_hidden, None),
+                                  ("student_scratch", settings.student_hidden, None),
+                                  ("student_kd", settings.student_hidden, "teacher")):
+        torch.manual_seed(settings.seed)
+        model = CharGRU(len(vocab), hidden)
+        train_char_model(model, train, settings, models.get(teacher), progress, name)
+        models[name] = model
+        report["models"][name] = {"hidden": hidden, "params": sum(p.numel() for p in model.parameters()),
+                                  "held_out_bits_per_char": bits_per_character(model, held_out)}
+    if out.exists() and not (out / "sequence.json").is_file():
+        raise InputFileError(f"{out} exists and is not a sequence-distillation output", "choose another --out")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:  # written beside `out`, then renamed in: never a half-written folder
+        export_char_model(models["student_kd"], staging / "student.onnx", opset)
+        (staging / "vocab.json").write_text(json.dumps(vocab) + "\n")
+        (staging / "sequence.json").write_text(json.dumps(report, indent=2) + "\n")
+        if out.exists():
+            shutil.rmtree(out)
+        staging.rename(out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return report
