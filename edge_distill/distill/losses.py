@@ -13,11 +13,9 @@ UNLABELED = -1
 
 
 def hard_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy over the labeled samples of the batch; 0 when it has none."""
-    labeled = targets != UNLABELED
-    if not labeled.any():
-        return logits.sum() * 0.0  # keeps the graph (and DDP's gradient hooks) intact
-    return F.cross_entropy(logits[labeled], targets[labeled])
+    """Cross-entropy averaged over the labeled samples of the batch; 0 when it has none."""
+    total = F.cross_entropy(logits, targets, ignore_index=UNLABELED, reduction="sum")
+    return total / (targets != UNLABELED).sum().clamp(min=1)
 
 
 def kd_loss(

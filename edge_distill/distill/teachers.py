@@ -28,9 +28,12 @@ def sniff_format(path: Path) -> str:
     if zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as archive:
             names = archive.namelist()
-        if any(n.endswith("serialized_exported_program.json") or "/models/" in n for n in names):
+        # Both archives hold one top-level folder: torch.export's has archive_format (PT2 archive
+        # format), TorchScript's has constants.pkl beside its code/ folder.
+        top_level = {name.split("/", 1)[1] for name in names if "/" in name}
+        if "archive_format" in top_level:
             return "torch.export"
-        if any("/code/" in n for n in names):
+        if "constants.pkl" in top_level:
             return "torchscript"
         return "state_dict"
     return "onnx"
