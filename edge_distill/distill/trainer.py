@@ -112,9 +112,10 @@ class Distillation(Objective):
         student.train(was_training)
         conv = nn.Conv2d if len(input_shape) == 3 else nn.Conv1d
         self.adapters = nn.ModuleDict()
-        for s_name, t_name in self.hint_layers.items():
+        for s_name, t_name in self.hint_layers.items() if hint_weight else ():
             s_ch, t_ch = self._student_features[s_name].shape[1], self._teacher_features[t_name].shape[1]
-            # FitNets' regressor where widths differ; the identity where they already match.
+            # FitNets' regressor where widths differ; the identity where they already match. (Only
+            # with a hint term: an adapter without gradients would stall DistributedDataParallel.)
             self.adapters[_key(s_name)] = conv(s_ch, t_ch, 1) if s_ch != t_ch else nn.Identity()
         pool = nn.AdaptiveAvgPool2d if len(input_shape) == 3 else nn.AdaptiveAvgPool1d
         self.heads = nn.ModuleDict({
@@ -225,6 +226,8 @@ def fit(
         total = torch.zeros(())
         start = time.perf_counter()
         for batch in torch.randperm(len(x), generator=shuffle).split(settings.batch_size):
+            if len(batch) < size:  # a last batch too small to give every process a sample
+                continue
             index = batch[rank::size]  # this process's share of the global batch
             x_b, y_b = x[index], y[index]
             if augment is not None:

@@ -88,3 +88,28 @@ def test_shift_translates_and_mixup_drops_the_hard_label_of_mixed_samples():
     assert mixed_y.tolist() == [UNLABELED, UNLABELED]
     kept_x, kept_y = mixup(x, y, fraction=0.0, generator=torch.Generator().manual_seed(0))
     assert torch.equal(kept_x, x) and kept_y.tolist() == [3, 4]
+
+
+def test_objective_adds_each_methods_term_to_kd():
+    """The composed loss on fixed inputs equals the sum of the pure loss functions."""
+    from edge_distill.distill.losses import attention_loss, hint_loss, kd_loss
+
+    student, teacher = _models()
+    objective = Distillation(student, TeacherEnsemble([from_module(teacher)]), SHAPE, 3.0, 0.7,
+                             hint_layers={"features.2": "features.5"}, hint_weight=0.5, attention_weight=2.0,
+                             self_heads=["features.2"], self_head_weight=0.25)
+    x = torch.from_numpy(_data(8)[0])
+    y = torch.tensor([1, 2, 3, UNLABELED, 5, 6, UNLABELED, 8])
+    student.eval()
+    got = objective.loss(student, x, y, torch.arange(8))
+    with torch.no_grad():
+        s_feat = student.features[:3](x)
+        t_feat = teacher.features[:6](x)
+        logits, soft = student(x), teacher(x)
+        aux = objective.heads["features/2"](s_feat)
+        expected = (kd_loss(logits, soft, y, 3.0, 0.7)
+                    + 0.5 * hint_loss(objective.adapters["features/2"](s_feat), t_feat)
+                    + 2.0 * attention_loss(s_feat, t_feat)
+                    + 0.25 * kd_loss(aux, logits, y, 3.0, 0.7))
+    assert got.item() == pytest.approx(expected.item(), rel=1e-5)
+    objective.close()
