@@ -7,6 +7,7 @@ The default text is the dataset descriptions scikit-learn installs with itself
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import shutil
@@ -76,18 +77,22 @@ def encode(text: str) -> tuple[np.ndarray, list[str]]:
 def train_char_model(
     model: nn.Module,
     tokens: np.ndarray,  # (N,) training text
+    val_tokens: np.ndarray,  # held-out text for choosing the best step
     settings: SequenceSettings,
     teacher: nn.Module | None = None,
     progress: Callable[[str], None] = lambda _: None,
     label: str = "train",
-) -> None:
-    """Random windows, AdamW; token-level KD from `teacher` when given, else cross-entropy."""
+) -> float:
+    """Random windows, AdamW; token-level KD from `teacher` when given, else cross-entropy.
+    Every 50 steps the model is scored on `val_tokens`; the best weights are kept (a small text
+    is over-fitted quickly). Returns the best validation bits per character."""
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, fused=True)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, settings.lr, total_steps=settings.steps)
-    model.train()
+    best_bits, best_state = math.inf, None
     for step in range(1, settings.steps + 1):
+        model.train()
         starts = rng.integers(0, len(tokens) - settings.length - 1, settings.batch_size)
         window = torch.from_numpy(np.stack([tokens[s : s + settings.length + 1] for s in starts]))  # (B, L + 1)
         inputs, targets = window[:, :-1], window[:, 1:]
@@ -104,8 +109,13 @@ def train_char_model(
         optimizer.step()
         schedule.step()
         if step % 50 == 0 or step == settings.steps:
-            progress(f"{label} step {step}/{settings.steps}  loss {loss.item():.3f}")
+            bits = bits_per_character(model, val_tokens)
+            if bits < best_bits:
+                best_bits, best_state = bits, copy.deepcopy(model.state_dict())
+            progress(f"{label} step {step}/{settings.steps}  loss {loss.item():.3f}  val {bits:.3f} bits/char")
+    model.load_state_dict(best_state)
     model.eval()
+    return best_bits
 
 
 @torch.no_grad()
@@ -140,12 +150,14 @@ def export_char_model(model: nn.Module, path: Path, opset: int, length: int = 16
 
 
 def _free_output_length(path: Path) -> None:
-    # The exporter records the example's length in the output's declared shape although the graph
-    # takes any length; ONNX Runtime then warns on every other length. Declare it free.
+    # The exporter records the example's length in the output's and some intermediate declared
+    # shapes although the graph takes any length; ONNX Runtime then warns on every other length.
+    # Declare the output's length free and drop the (optional) intermediate shape annotations.
     import onnx
 
     model = onnx.load(str(path))
     model.graph.output[0].type.tensor_type.shape.dim[1].dim_param = "length"
+    del model.graph.value_info[:]
     onnx.save(model, str(path))
 
 
@@ -155,8 +167,8 @@ def distill_sequence(out: Path, settings: SequenceSettings, text_path: Path | No
     Writes student.onnx, vocab.json and sequence.json into `out`; returns the report."""
     text = read_corpus(text_path)
     tokens, vocab = encode(text)
-    split = int(len(tokens) * 0.9)
-    train, held_out = tokens[:split], tokens[split:]
+    # Contiguous 80/10/10 splits: validation picks each model's best step, the test text reports.
+    train, val, held_out = np.split(tokens, [int(len(tokens) * 0.8), int(len(tokens) * 0.9)])
     report: dict = {"text": str(text_path) if text_path else "scikit-learn dataset descriptions (installed)",
                     "characters": len(text), "vocab_size": len(vocab), "settings": asdict(settings), "models": {}}
     models = {}
@@ -165,9 +177,10 @@ def distill_sequence(out: Path, settings: SequenceSettings, text_path: Path | No
                                   ("student_kd", settings.student_hidden, "teacher")):
         torch.manual_seed(settings.seed)
         model = CharGRU(len(vocab), hidden)
-        train_char_model(model, train, settings, models.get(teacher), progress, name)
+        val_bits = train_char_model(model, train, val, settings, models.get(teacher), progress, name)
         models[name] = model
         report["models"][name] = {"hidden": hidden, "params": sum(p.numel() for p in model.parameters()),
+                                  "val_bits_per_char": val_bits,
                                   "held_out_bits_per_char": bits_per_character(model, held_out)}
     if out.exists() and not (out / "sequence.json").is_file():
         raise InputFileError(f"{out} exists and is not a sequence-distillation output", "choose another --out")
