@@ -232,7 +232,13 @@ class DistillStage(ConfiguredStage):
     def run(self, inputs, out, progress):
         from edge_distill.distill.trainer import world
 
-        if self.config.distill.nproc > 1 and world()[1] == 1:
+        cfg = self.config.distill
+        if cfg.hint_layers and (cfg.assistants or cfg.generations > 1):  # checked before any process starts
+            raise ConfigError("distill.hint_layers name layers of the teacher and the student, so they cannot be "
+                              "combined with distill.assistants or distill.generations > 1",
+                              "drop one of them")
+        self.teacher_outputs_mode()
+        if cfg.nproc > 1 and world()[1] == 1:
             from edge_distill.pipeline.distributed import run_distributed
 
             run_distributed(self.config, inputs, out, progress)
@@ -264,10 +270,6 @@ class DistillStage(ConfiguredStage):
         from edge_distill.models import count_params
 
         cfg = self.config.distill
-        if cfg.hint_layers and (cfg.assistants or cfg.generations > 1):
-            raise ConfigError("distill.hint_layers name layers of the teacher and the student, so they cannot be "
-                              "combined with distill.assistants or distill.generations > 1",
-                              "drop one of them")
         dataset = Dataset.load(inputs["dataset.npz"])
         x_train, y_train = _transfer_train_set(dataset)
         mode, why = self.teacher_outputs_mode()
@@ -287,11 +289,11 @@ class DistillStage(ConfiguredStage):
                 teachers = TeacherEnsemble([from_module(student, links[step - 1][0])])
                 cached = teachers.logits(x_train, cfg.temperature)[None] if mode == "cached" else None
             student = self._build_student(dataset, size, step)
-            last = step == len(links) - 1
+            last = step == len(links) - 1  # auxiliary heads belong to the final student only
             soft = None if cached is None else _combined(cached, teachers, cfg.temperature)
             objective = Distillation(
                 student, teachers, dataset.input_shape, cfg.temperature, cfg.alpha, cached=soft,
-                hint_layers=cfg.hint_layers if last else None, hint_weight=cfg.hint_weight,
+                hint_layers=cfg.hint_layers, hint_weight=cfg.hint_weight,
                 attention_weight=cfg.attention_weight, self_heads=cfg.self_heads if last else (),
                 self_head_weight=cfg.self_head_weight)
             augment = Augment(kind, self.config.seed + 1000 * step + 7919 * rank) if cfg.augment else None
@@ -333,7 +335,7 @@ class DistillStage(ConfiguredStage):
     def describe_methods(self) -> list[str]:
         cfg = self.config.distill
         methods = ["logit KD (Hinton et al. 2015)"]
-        if len(self.config.teacher.ensemble):
+        if self.config.teacher.ensemble:
             methods.append(f"multi-teacher: {1 + len(self.config.teacher.ensemble)} teachers, "
                            f"{'weighted mean' if self.config.teacher.ensemble_weights else 'mean'} of softened distributions")
         if cfg.hint_layers and cfg.hint_weight:
