@@ -1,7 +1,7 @@
 """The project's benchmark suite: one command, one summary table, one JSON.
 
     python benchmarks/run_all.py            # about 4 minutes on 2 cores
-    python benchmarks/run_all.py --full     # also the quantization and calibration-memory benchmarks
+    python benchmarks/run_all.py --full     # also the quantization, calibration-memory and distillation benchmarks
 
 Every figure comes from the real `edge-distill` command or the real runner on this machine:
 - build time: cold `edge-distill build --profile rpi4` in an empty cache, then the no-op rebuild;
@@ -68,7 +68,8 @@ def harness_overhead(model: Path, seconds: float = 3.0) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--full", action="store_true", help="also run quantization.py and calibration_memory.py")
+    parser.add_argument("--full", action="store_true",
+                        help="also run quantization.py, calibration_memory.py and distillation.py")
     parser.add_argument("--json", type=Path, default=HERE / "results" / "suite.json")
     args = parser.parse_args()
     results: dict = {}
@@ -110,7 +111,7 @@ def main() -> None:
                                                      ("estimate_ms", "measured_p50_ms", "measured_over_estimate")}
         results["measured_on"] = build["measured_on"]
     if args.full:
-        for script in ("quantization.py", "calibration_memory.py"):
+        for script in ("quantization.py", "calibration_memory.py", "distillation.py"):
             subprocess.run([sys.executable, str(HERE / script)], check=True)
 
     closure = results["kd_gap_closure"]

@@ -51,15 +51,17 @@ def run_distributed(config: BuildConfig, inputs: Mapping[str, Path], out: Path, 
         env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
         with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) as proc:
             tail: list[str] = []
+            reported: list[str] = []
             for line in proc.stdout:
                 if line.startswith(PROGRESS_PREFIX):
                     progress(line[len(PROGRESS_PREFIX):].rstrip())
+                elif line.startswith(ERROR_PREFIX):
+                    reported.append(line[len(ERROR_PREFIX):])
                 else:
                     tail = (tail + [line.rstrip()])[-15:]
         if proc.returncode != 0:
-            reported = [line for line in tail if line.startswith(ERROR_PREFIX)]
             if reported:  # a user error inside a worker: raise it here as it was raised there
-                error = json.loads(reported[-1][len(ERROR_PREFIX):])
+                error = json.loads(reported[0])
                 raise getattr(errors, error["type"], errors.EdgeDistillError)(error["message"], error["hint"])
             raise errors.ModelError(f"torchrun with {nproc} processes failed (exit {proc.returncode}): "
                                     + " | ".join(tail[-4:]), "run with distill.nproc = 1 to see the error directly")
@@ -83,7 +85,7 @@ def main(spec_path: str) -> int:
     inputs = {k: Path(v) for k, v in spec["inputs"].items()}
     out = Path(spec["out"]) if rank == 0 else Path(tempfile.mkdtemp())
     try:
-        stage.train(inputs, out, lambda message: print(PROGRESS_PREFIX + message, flush=True))
+        stage.train(inputs, out, lambda message: print(PROGRESS_PREFIX + message, flush=True) if rank == 0 else None)
     except errors.EdgeDistillError as e:
         print(ERROR_PREFIX + json.dumps({"type": type(e).__name__, "message": e.message, "hint": e.hint}), flush=True)
         return 1

@@ -66,6 +66,9 @@ def test_two_processes_match_one_within_tolerance(tiny_cache):
     assert abs(two["val_accuracy"] - one["val_accuracy"]) <= 0.05
     student = torch.load(run.artifacts["student.pt"], weights_only=True)
     assert all(torch.isfinite(v).all() for v in student.values() if v.is_floating_point())
+    # A user error inside the workers reaches the caller as the same one-line error.
+    with pytest.raises(ConfigError, match="the teacher has no layer 'features.99'"):
+        _distill(tiny_cache, "distill.nproc=2", 'distill.hint_layers={"features.2" = "features.99"}')
 
 
 @pytest.mark.slow
