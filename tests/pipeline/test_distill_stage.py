@@ -109,3 +109,20 @@ def test_one_dimensional_signals_build_end_to_end(tmp_path):
     # Three well-separated frequencies (chance is 0.33); the int8 student keeps the fp32 one's accuracy.
     assert accuracy["teacher_fp32"] > 0.9 and accuracy["student_int8"] > 0.7
     assert abs(accuracy["student_int8"] - accuracy["student_fp32"]) <= 0.1
+
+
+@pytest.mark.parametrize("kind", ["torchscript", "torch.export"])
+def test_torch_teacher_files_are_exported_for_the_benchmark(tmp_path, tiny_cache, kind):
+    torch.manual_seed(0)
+    teacher = ConvNet((1, 8, 8), 10, 8, 1).eval()
+    sample = torch.randn(3, 1, 8, 8)
+    path = tmp_path / "teacher.pt"
+    if kind == "torchscript":
+        torch.jit.save(torch.jit.trace(teacher, sample), path)
+    else:
+        torch.export.save(torch.export.export(teacher, (sample,), dynamic_shapes=({0: torch.export.Dim("batch")},)), path)
+    run = run_pipeline(tiny_config(f"teacher.file={path}"), tiny_cache, "export")
+    report = json.loads(run.artifacts["export.json"].read_text())["teacher"]
+    assert report["format"] == kind and report["params"] == sum(p.numel() for p in teacher.parameters())
+    assert max(report["parity_max_abs_diff"].values()) < 1e-4
+    assert json.loads(run.artifacts["teacher.json"].read_text())["trained_here"] is False
