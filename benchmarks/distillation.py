@@ -19,12 +19,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import tempfile
 from pathlib import Path
 
+from edge_distill.benchmarks.runner import describe_host
 from edge_distill.config import load_config
 from edge_distill.pipeline.build import run_pipeline
 
@@ -120,7 +119,7 @@ def main() -> None:
         speed = cache_speedup(cache, args.seeds[0], args.timing_epochs)
         procs = processes(cache, args.seeds[0], args.timing_epochs)
     results = {
-        "machine": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cores".strip(),
+        "machine": describe_host(),
         "labeled_samples": args.labeled,
         "seeds": args.seeds,
         "label_scarcity": scarcity,
