@@ -505,8 +505,9 @@ class QuantizeStage(ConfiguredStage):
 
         cfg = self.config.quantize
         dataset = Dataset.load(inputs["dataset.npz"])
-        train = dataset.x["train"]
-        # Real training samples, a seeded random subset so every class is likely represented.
+        # Real training inputs, labeled and transfer (calibration needs no labels): a seeded random
+        # subset, so every class is likely represented.
+        train = np.concatenate([dataset.x["train"], dataset.x["transfer"]])
         picked = np.random.default_rng(self.config.seed).permutation(len(train))[: cfg.calibration_samples]
         calibration = train[np.sort(picked)]
         with tempfile.TemporaryDirectory() as tmp:

@@ -141,3 +141,10 @@ def test_cuda_profile_runs_on_the_gpu(tiny_cache, tmp_path):
     build(tiny_config(profile="cuda"), tmp_path / "dist", tiny_cache)
     manifest = json.loads((tmp_path / "dist" / "manifest.json").read_text())
     assert all(m["provider"] == "CUDAExecutionProvider" and not m["fell_back_to_cpu"] for m in manifest["metrics"])
+
+
+def test_calibration_draws_on_the_unlabeled_transfer_set_too(tiny_cache):
+    from edge_distill.pipeline.build import run_pipeline
+
+    run = run_pipeline(tiny_config("data.labeled_samples=20"), tiny_cache, "quantize")
+    assert json.loads(run.artifacts["quantize.json"].read_text())["calibration_samples"] == 32  # > 20 labeled
