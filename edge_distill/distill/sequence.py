@@ -165,6 +165,8 @@ def distill_sequence(out: Path, settings: SequenceSettings, text_path: Path | No
                      progress: Callable[[str], None] = lambda _: None) -> dict:
     """Teacher, scratch student and KD student on the same text; the KD student exported to ONNX.
     Writes student.onnx, vocab.json and sequence.json into `out`; returns the report."""
+    if out.exists() and not (out / "sequence.json").is_file():  # checked before minutes of training
+        raise InputFileError(f"{out} exists and is not a sequence-distillation output", "choose another --out")
     text = read_corpus(text_path)
     tokens, vocab = encode(text)
     # Contiguous 80/10/10 splits: validation picks each model's best step, the test text reports.
@@ -182,8 +184,6 @@ def distill_sequence(out: Path, settings: SequenceSettings, text_path: Path | No
         report["models"][name] = {"hidden": hidden, "params": sum(p.numel() for p in model.parameters()),
                                   "val_bits_per_char": val_bits,
                                   "held_out_bits_per_char": bits_per_character(model, held_out)}
-    if out.exists() and not (out / "sequence.json").is_file():
-        raise InputFileError(f"{out} exists and is not a sequence-distillation output", "choose another --out")
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:  # written beside `out`, then renamed in: never a half-written folder

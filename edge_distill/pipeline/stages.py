@@ -302,7 +302,7 @@ class DistillStage(ConfiguredStage):
             history = fit(student, x_train, y_train, dataset.x["val"], dataset.y["val"], settings, objective,
                           augment, progress, label)
             chain.append({"model": label, "params": count_params(student), "best_epoch": history.best_epoch,
-                          "val_accuracy": history.best_val_accuracy,
+                          "val_accuracy": history.best_val_accuracy, "train_loss": history.train_loss,
                           "epoch_seconds_median": float(np.median(history.epoch_seconds)),
                           "samples_per_second": history.samples_per_second})
         report = {}

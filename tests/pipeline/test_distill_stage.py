@@ -58,14 +58,17 @@ def test_progressive_chain_and_born_again_generations(tiny_cache):
 
 @pytest.mark.slow
 def test_two_processes_match_one_within_tolerance(tiny_cache):
-    _, one = _distill(tiny_cache, "distill.epochs=2")
-    run, two = _distill(tiny_cache, "distill.epochs=2", "distill.nproc=2")
+    settings = ("distill.epochs=8", "teacher.epochs=8")
+    one_run, one = _distill(tiny_cache, *settings)
+    two_run, two = _distill(tiny_cache, *settings, "distill.nproc=2")
     assert two["processes"] == 2 and one["processes"] == 1
-    # Each rank normalizes its half of the batch with its own BatchNorm statistics, so the runs
-    # are close, not identical.
-    assert abs(two["val_accuracy"] - one["val_accuracy"]) <= 0.05
-    student = torch.load(run.artifacts["student.pt"], weights_only=True)
-    assert all(torch.isfinite(v).all() for v in student.values() if v.is_floating_point())
+    assert one["val_accuracy"] > 0.2  # it learned (chance: 0.1), so the comparison means something
+    # Same global batches and schedule; each rank normalizes its half batch with its own BatchNorm
+    # statistics, so the runs are close, not identical.
+    assert abs(two["val_accuracy"] - one["val_accuracy"]) <= 0.03
+    weights = [torch.load(run.artifacts["student.pt"], weights_only=True) for run in (one_run, two_run)]
+    gaps = {k: (weights[0][k].float() - weights[1][k].float()).abs().max().item() for k in weights[0]}
+    assert 0 < max(gaps.values()) < 0.1, gaps
     # A user error inside the workers reaches the caller as the same one-line error.
     with pytest.raises(ConfigError, match="the teacher has no layer 'features.99'"):
         _distill(tiny_cache, "distill.nproc=2", 'distill.hint_layers={"features.2" = "features.99"}')
