@@ -168,3 +168,11 @@ def test_onnx_teacher_whose_input_does_not_match_the_data(tmp_path, tiny_cache):
     result = invoke("teacher", "--profile", "rpi4", "--cache-dir", str(tiny_cache), "--teacher-file", str(teacher),
                     *tiny_args())
     assert_user_error(result, 4, "takes input 'input' of shape (?, 3, 8, 8), the data gives (batch, 1, 8, 8)")
+
+
+def test_teacher_file_and_checkpoint_together(tmp_path, tiny_cache):
+    teacher = _onnx_teacher(tmp_path / "t.onnx", 10)
+    (tmp_path / "w.pt").write_bytes(b"weights")
+    result = invoke("teacher", "--profile", "rpi4", "--cache-dir", str(tiny_cache), "--teacher-file", str(teacher),
+                    "--teacher-checkpoint", str(tmp_path / "w.pt"), *tiny_args())
+    assert_user_error(result, 2, "teacher.file and teacher.checkpoint both name a teacher")

@@ -163,6 +163,10 @@ class TeacherStage(ConfiguredStage):
         from edge_distill.models import count_params, load_checkpoint
 
         cfg = self.config.teacher
+        if cfg.file and (cfg.checkpoint or cfg.factory):
+            given = " and ".join(f"teacher.{k}" for k in ("factory", "checkpoint") if getattr(cfg, k))
+            raise ConfigError(f"teacher.file and {given} both name a teacher", "give either a whole-model file "
+                              "(teacher.file) or a factory and its checkpoint")
         dataset = Dataset.load(inputs["dataset.npz"])
         report: dict[str, Any] = {}
         if cfg.file:
