@@ -264,13 +264,13 @@ class DistillStage(ConfiguredStage):
         return "cached", "inputs are not augmented: teacher outputs computed once by the teacher stage, reused every epoch"
 
     def train(self, inputs, out, progress):
+        """Train in this process (one of several under torchrun); rank 0 writes the outputs."""
         import numpy as np
         import torch
 
         from edge_distill.data import Dataset
-        from edge_distill.distill.augment import Augment
-        from edge_distill.distill.teachers import TeacherEnsemble, from_module
-        from edge_distill.distill.trainer import Distillation, FitSettings, accuracy, fit, world
+        from edge_distill.distill.chain import Link, train_chain
+        from edge_distill.distill.trainer import accuracy, world
         from edge_distill.models import count_params
 
         cfg = self.config.distill
@@ -282,33 +282,15 @@ class DistillStage(ConfiguredStage):
         kind = "image" if len(dataset.input_shape) == 3 else "signal"
         teachers = _load_teachers(self.config, dataset, inputs["teacher.model"])
         cached = np.load(inputs["teacher_logits.npy"]) if mode == "cached" else None  # (M, N, K)
-        # The chain: each assistant, then the student once per born-again generation.
-        links = [(f"assistant {i + 1} ({a['width']}x{a['depth']})", a) for i, a in enumerate(cfg.assistants)]
-        links += [("student" if cfg.generations == 1 else f"student generation {g + 1}", None)
+        # Each assistant, then the student once per born-again generation; a fresh seed per link.
+        sizes = [(f"assistant {i + 1} ({a['width']}x{a['depth']})", a) for i, a in enumerate(cfg.assistants)]
+        sizes += [("student" if cfg.generations == 1 else f"student generation {g + 1}", None)
                   for g in range(cfg.generations)]
-        chain = []
-        student = None
-        for step, (label, size) in enumerate(links):
-            if step > 0:  # the model trained last teaches the next one
-                teachers = TeacherEnsemble([from_module(student, links[step - 1][0])])
-                cached = teachers.logits(x_train, cfg.temperature)[None] if mode == "cached" else None
-            student = self._build_student(dataset, size, step)
-            last = step == len(links) - 1  # auxiliary heads belong to the final student only
-            soft = None if cached is None else _combined(cached, teachers, cfg.temperature)
-            objective = Distillation(
-                student, teachers, dataset.input_shape, cfg.temperature, cfg.alpha, cached=soft,
-                hint_layers=cfg.hint_layers, hint_weight=cfg.hint_weight,
-                attention_weight=cfg.attention_weight, self_heads=cfg.self_heads if last else (),
-                self_head_weight=cfg.self_head_weight)
-            augment = Augment(kind, self.config.seed + 1000 * step + 7919 * rank) if cfg.augment else None
-            settings = FitSettings(cfg.epochs, cfg.batch_size, cfg.lr, self.config.seed + step)
-            progress(f"training {label}")
-            history = fit(student, x_train, y_train, dataset.x["val"], dataset.y["val"], settings, objective,
-                          augment, progress, label)
-            chain.append({"model": label, "params": count_params(student), "best_epoch": history.best_epoch,
-                          "val_accuracy": history.best_val_accuracy, "train_loss": history.train_loss,
-                          "epoch_seconds_median": float(np.median(history.epoch_seconds)),
-                          "samples_per_second": history.samples_per_second})
+        links = [Link(label, lambda size=size, step=step: self._build_student(dataset, size, step))
+                 for step, (label, size) in enumerate(sizes)]
+        result = train_chain(links, teachers, cached, x_train, y_train, dataset.x["val"], dataset.y["val"],
+                             dataset.input_shape, cfg, self.config.seed, progress)
+        student, teachers, history, chain = result.student, result.teachers, result.history, result.report
         report = {}
         if cfg.qat_epochs:
             report["qat"] = self._fine_tune_quant_aware(student, dataset, teachers, history, progress)
@@ -386,17 +368,6 @@ class DistillStage(ConfiguredStage):
             "val_accuracy_before": kd_history.best_val_accuracy,
             "val_accuracy_fake_quant": history.best_val_accuracy,
         }
-
-
-def _combined(cached, teachers, temperature: float):
-    """(M, N, K) per-teacher logits -> (N, K) soft-target logits, combined at `temperature`."""
-    import torch
-
-    from edge_distill.distill.losses import combine_teachers
-
-    if len(cached) == 1:
-        return cached[0]
-    return combine_teachers(torch.from_numpy(cached), teachers.weights, temperature).numpy()
 
 
 class ExportStage(ConfiguredStage):
