@@ -112,7 +112,7 @@ class DistillConfig:
     batch_size: int = _at_least(64, 1)
     lr: float = _at_least(5e-3, 0.0)
     # Feature KD: student layer -> teacher layer, e.g. {"features.5" = "features.11"}.
-    hint_layers: dict[str, str] = field(default_factory=dict)
+    hint_layers: dict[str, str] = field(default_factory=dict, metadata={"example": '{"features.5" = "features.11"}'})
     hint_weight: float = _at_least(1.0, 0.0)  # FitNets MSE through a learned 1x1 adapter
     attention_weight: float = _at_least(0.0, 0.0)  # attention transfer on the same layer pairs
     # Self-distillation: born-again generations (each distills from the one before), and
@@ -121,7 +121,8 @@ class DistillConfig:
     self_heads: list[str] = field(default_factory=list)
     self_head_weight: float = _at_least(1.0, 0.0)
     # Progressive distillation: teacher -> assistants (in order) -> student, e.g. [{width = 32, depth = 2}].
-    assistants: list[dict] = field(default_factory=list, metadata={"table": {"width": int, "depth": int}})
+    assistants: list[dict] = field(default_factory=list, metadata={"table": {"width": int, "depth": int},
+                                                                    "example": "[{width = 32, depth = 2}]"})
     # Consistent augmentation: teacher and student see the same augmented batch (images or signals,
     # by the data's layout); the teacher then runs on every batch.
     augment: bool = False
@@ -319,15 +320,15 @@ def _check_value(dotted: str, value: Any, expected: Any, meta: Any, origins: dic
         value_type = typing.get_origin(typing.get_args(expected)[1]) or typing.get_args(expected)[1]
         if not isinstance(value, dict) or not all(_is_type(v, value_type) for v in value.values()):
             what = "table of tables" if value_type is dict else f"table of {value_type.__name__} values"
-            raise ConfigError(f"{where}: '{dotted}' must be a {what}, got {value!r}")
+            raise ConfigError(f"{where}: '{dotted}' must be a {what}, got {value!r}", _example(meta))
         return dict(value)
     if origin is list:
         (item_type,) = typing.get_args(expected)
         if not isinstance(value, list) or not all(_is_type(v, item_type) for v in value):
-            raise ConfigError(f"{where}: '{dotted}' must be a list of {item_type.__name__}, got {value!r}")
+            raise ConfigError(f"{where}: '{dotted}' must be a list of {item_type.__name__}, got {value!r}", _example(meta))
         for i, item in enumerate(value):
             if "table" in meta:
-                _check_table(f"{dotted}[{i}]", item, meta["table"], where)
+                _check_table(f"{dotted}[{i}]", item, meta["table"], where, _example(meta))
         return [float(v) for v in value] if item_type is float else list(value)
     if not _is_type(value, expected):
         raise ConfigError(f"{where}: '{dotted}' must be {expected.__name__}, got {value!r}")
@@ -342,15 +343,18 @@ def _check_value(dotted: str, value: Any, expected: Any, meta: Any, origins: dic
     return value
 
 
-def _check_table(dotted: str, item: dict, keys: dict[str, type], where: str) -> None:
-    """A small inline table such as {width = 32, depth = 2}: exactly these keys, of these types."""
+def _example(meta: Any) -> str | None:
+    return f"e.g. {meta['example']}" if "example" in meta else None
+
+
+def _check_table(dotted: str, item: dict, keys: dict[str, type], where: str, hint: str | None) -> None:
+    """A small inline table such as {width = 32, depth = 2}: exactly these keys, positive integers."""
     for key in item:
         if key not in keys:
             raise ConfigError(f"{where}: unknown key '{key}' in '{dotted}'", did_you_mean(key, keys))
     for key, kind in keys.items():
         if key not in item or not _is_type(item[key], kind) or item[key] < 1:
-            raise ConfigError(f"{where}: '{dotted}.{key}' must be a {kind.__name__} >= 1, got {item.get(key)!r}",
-                              f"e.g. {{{', '.join(f'{k} = 32' for k in keys)}}}")
+            raise ConfigError(f"{where}: '{dotted}.{key}' must be a positive integer, got {item.get(key)!r}", hint)
 
 
 def _is_type(value: Any, expected: type) -> bool:

@@ -210,6 +210,8 @@ def _read_transfer(cfg: DataConfig, sample_shape: tuple[int, ...], pixel_scale: 
     if not cfg.transfer:
         return np.zeros((0, *sample_shape), np.float32)
     path = Path(cfg.transfer)
+    if not path.exists():
+        raise InputFileError(f"data.transfer: {path} does not exist", "give a folder of unlabeled images or an .npz")
     if path.is_dir():
         files = _image_files(path)
         if not files:

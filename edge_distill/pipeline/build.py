@@ -12,7 +12,7 @@ from edge_distill.config import BuildConfig
 from edge_distill.errors import ConfigError, InputFileError, did_you_mean
 from edge_distill.pipeline.cache import StageCache, hash_path, library_versions
 from edge_distill.pipeline.stage import Progress
-from edge_distill.pipeline.stages import STAGE_NAMES, STAGES, BenchmarkStage, PackageStage
+from edge_distill.pipeline.stages import STAGE_NAMES, STAGES, PackageStage
 
 ARTIFACTS = tuple(name for stage in STAGES for name in stage.outputs)
 PRODUCER = {name: stage for stage in STAGES for name in stage.outputs}
@@ -65,11 +65,9 @@ def run_pipeline(
             raise ConfigError(f"--input {name}: no stage consumes an artifact of that name", did_you_mean(name, ARTIFACTS))
         if not path.is_file():
             raise InputFileError(f"--input {name}: {path} not found", "check the path")
-    stages = plan(target, set(provided))
-    if BenchmarkStage in stages:
-        from edge_distill.benchmarks.harness import check_providers
-
-        check_providers(config.benchmark.providers, config.benchmark.allow_cpu_fallback)
+    stages = [stage_cls(config) for stage_cls in plan(target, set(provided))]
+    for stage in stages:
+        stage.check()
     cache = StageCache(cache_dir)
     libraries = library_versions()
     hashes: dict[Path, str] = {}
@@ -80,8 +78,7 @@ def run_pipeline(
             hashes[path] = hash_path(path)
         return hashes[path]
 
-    for index, stage_cls in enumerate(stages, 1):
-        stage = stage_cls(config)
+    for index, stage in enumerate(stages, 1):
         started = time.perf_counter()
         inputs = {name: run.artifacts[name] for name in stage.inputs}
         external = dict(stage.external_files())

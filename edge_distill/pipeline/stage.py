@@ -18,6 +18,10 @@ class Stage(Protocol):
     def params(self) -> Mapping[str, Any]:
         """The config slice that affects the outputs (JSON-serializable)."""
 
+    def check(self) -> None:
+        """Raise a typed error for a config this stage cannot run; called for every planned stage
+        before any stage runs, so a mistake costs no training. Cheap: no heavy imports."""
+
     def external_files(self) -> Mapping[str, Path]:
         """User files outside the pipeline (data, checkpoints, factory sources) that affect the outputs."""
 

@@ -35,6 +35,9 @@ class ConfiguredStage:
     def __init__(self, config: BuildConfig):
         self.config = config
 
+    def check(self) -> None:
+        pass
+
     def external_files(self) -> Mapping[str, Path]:
         return {}
 
@@ -83,7 +86,7 @@ class DataStage(ConfiguredStage):
 
         path = source_path(self.config.data)
         files = {"data.source": path} if path is not None and path.exists() else {}
-        if self.config.data.transfer and Path(self.config.data.transfer).exists():
+        if self.config.data.transfer:  # the runner reports a missing one before any stage runs
             files["data.transfer"] = Path(self.config.data.transfer)
         return files
 
@@ -150,6 +153,13 @@ class TeacherStage(ConfiguredStage):
     def params(self):
         return {"teacher": dataclasses.asdict(self.config.teacher), "seed": self.config.seed}
 
+    def check(self):
+        cfg = self.config.teacher
+        if cfg.file and (cfg.checkpoint or cfg.factory):
+            given = " and ".join(f"teacher.{k}" for k in ("factory", "checkpoint") if getattr(cfg, k))
+            raise ConfigError(f"teacher.file and {given} both name a teacher", "give either a whole-model file "
+                              "(teacher.file) or a factory and its checkpoint")
+
     def external_files(self):
         return _factory_files(("teacher", self.config.teacher.factory)) | _teacher_files(self.config)
 
@@ -163,10 +173,6 @@ class TeacherStage(ConfiguredStage):
         from edge_distill.models import count_params, load_checkpoint
 
         cfg = self.config.teacher
-        if cfg.file and (cfg.checkpoint or cfg.factory):
-            given = " and ".join(f"teacher.{k}" for k in ("factory", "checkpoint") if getattr(cfg, k))
-            raise ConfigError(f"teacher.file and {given} both name a teacher", "give either a whole-model file "
-                              "(teacher.file) or a factory and its checkpoint")
         dataset = Dataset.load(inputs["dataset.npz"])
         report: dict[str, Any] = {}
         if cfg.file:
@@ -233,16 +239,18 @@ class DistillStage(ConfiguredStage):
         files = _factory_files(("teacher", self.config.teacher.factory), ("student", self.config.student.factory))
         return files | {k: v for k, v in _teacher_files(self.config).items() if k.startswith("teacher.ensemble")}
 
-    def run(self, inputs, out, progress):
-        from edge_distill.distill.trainer import world
-
+    def check(self):
         cfg = self.config.distill
-        if cfg.hint_layers and (cfg.assistants or cfg.generations > 1):  # checked before any process starts
+        if cfg.hint_layers and (cfg.assistants or cfg.generations > 1):
             raise ConfigError("distill.hint_layers name layers of the teacher and the student, so they cannot be "
                               "combined with distill.assistants or distill.generations > 1",
                               "drop one of them")
         self.teacher_outputs_mode()
-        if cfg.nproc > 1 and world()[1] == 1:
+
+    def run(self, inputs, out, progress):
+        from edge_distill.distill.trainer import world
+
+        if self.config.distill.nproc > 1 and world()[1] == 1:
             from edge_distill.pipeline.distributed import run_distributed
 
             run_distributed(self.config, inputs, out, progress)
@@ -549,6 +557,11 @@ class BenchmarkStage(ConfiguredStage):
     inputs = ("dataset.npz", "teacher_fp32.onnx", "student_fp32.onnx", "student_int8.onnx", "shipped_model.onnx",
               "export.json", "quantize.json")
     outputs = ("benchmark.json",)
+
+    def check(self):
+        from edge_distill.benchmarks.harness import check_providers
+
+        check_providers(self.config.benchmark.providers, self.config.benchmark.allow_cpu_fallback)
 
     def params(self):
         from edge_distill.benchmarks.runner import describe_host

@@ -30,8 +30,10 @@ def test_teacher_outputs_mode_is_picked_logged_and_reused_across_builds(tiny_cac
     assert augmented["teacher_outputs"] == {"mode": "per_step",
                                             "why": "augmentation is on: the teacher labels each augmented batch"}
     assert augmented["augmentation"] == "image"
+    lines.clear()
     with pytest.raises(ConfigError, match="distill.teacher_outputs = 'cached' cannot be used: augmentation is on"):
-        _distill(tiny_cache, "distill.augment=true", "distill.teacher_outputs=cached")
+        _distill(tiny_cache, "distill.augment=true", "distill.teacher_outputs=cached", "seed=5", progress=lines.append)
+    assert lines == []  # refused before any stage ran (seed 5 has no cached data or teacher)
 
 
 def test_cached_and_per_step_teacher_outputs_train_the_same_student(tiny_cache):
