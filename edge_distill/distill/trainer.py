@@ -135,7 +135,9 @@ class Distillation(Objective):
                                   did_you_mean(name, valid))
 
             def keep(_module, _inputs, output, name=name):
-                into[name] = output
+                # A copy: an in-place op after this layer (ReLU(inplace=True) after BatchNorm) would
+                # otherwise change the kept values. clone() is differentiable, so gradients still flow.
+                into[name] = output.clone()
 
             self._hooks.append(layers[name].register_forward_hook(keep))
 

@@ -113,3 +113,16 @@ def test_objective_adds_each_methods_term_to_kd():
                     + 0.25 * kd_loss(aux, logits, y, 3.0, 0.7))
     assert got.item() == pytest.approx(expected.item(), rel=1e-5)
     objective.close()
+
+
+def test_a_hooked_layer_keeps_its_output_before_an_in_place_relu():
+    student, teacher = _models()
+    objective = Distillation(student, TeacherEnsemble([from_module(teacher)]), SHAPE, 4.0, 0.9,
+                             hint_layers={"features.1": "features.1"})  # BatchNorm, then ReLU(inplace=True)
+    x = torch.from_numpy(_data(8)[0])
+    student.eval()
+    objective.loss(student, x, torch.zeros(8, dtype=torch.long), torch.arange(8))
+    kept = objective._student_features["features.1"]
+    torch.testing.assert_close(kept, student.features[:2](x))
+    assert (kept < 0).any()  # not overwritten by the ReLU
+    objective.close()
