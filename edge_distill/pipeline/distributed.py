@@ -3,10 +3,10 @@
 
 The launch passes the rendezvous address explicitly (127.0.0.1 and a free port, with
 --local-addr): `torchrun --standalone` resolves the host name, and hangs where it does not resolve.
-
-Run by hand, the same training is:
-    torchrun --nnodes 1 --nproc-per-node 2 --master-addr 127.0.0.1 --master-port 29500 \
-        --local-addr 127.0.0.1 -m edge_distill.pipeline.distributed SPEC.json
+It is (and the log prints it)
+    python -m torch.distributed.run --nnodes 1 --nproc-per-node N --master-addr 127.0.0.1 \
+        --master-port <free> --local-addr 127.0.0.1 -m edge_distill.pipeline.distributed SPEC.json
+with SPEC.json holding the resolved config, the stage's input files and its output folder.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def run_distributed(config: BuildConfig, inputs: Mapping[str, Path], out: Path, 
                    "--master-addr", "127.0.0.1", "--master-port", str(_free_port()), "--local-addr", "127.0.0.1",
                    "-m", "edge_distill.pipeline.distributed", str(spec)]
         progress(f"distill: {nproc} processes under torchrun (DistributedDataParallel, "
-                 f"{'nccl' if _cuda() else 'gloo'})")
+                 f"{'nccl' if _cuda() else 'gloo'}): {' '.join(command[1:])}")
         env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
         with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) as proc:
             tail: list[str] = []
