@@ -88,7 +88,7 @@ def train_char_model(
     is over-fitted quickly). Returns the best validation bits per character."""
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, fused=True)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, settings.lr, total_steps=settings.steps)
     best_bits, best_state = math.inf, None
     for step in range(1, settings.steps + 1):
