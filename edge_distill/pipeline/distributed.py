@@ -60,8 +60,11 @@ def run_distributed(config: BuildConfig, inputs: Mapping[str, Path], out: Path, 
                 else:
                     tail = (tail + [line.rstrip()])[-15:]
         if proc.returncode != 0:
-            if reported:  # a user error inside a worker: raise it here as it was raised there
-                error = json.loads(reported[0])
+            for line in reported:  # a user error inside a worker: raise it here as it was raised there
+                try:
+                    error = json.loads(line)
+                except json.JSONDecodeError:  # not expected (one write() per line), but never a traceback
+                    continue
                 raise getattr(errors, error["type"], errors.EdgeDistillError)(error["message"], error["hint"])
             raise errors.ModelError(f"torchrun with {nproc} processes failed (exit {proc.returncode}): "
                                     + " | ".join(tail[-4:]), "run with distill.nproc = 1 to see the error directly")
@@ -71,6 +74,12 @@ def _cuda() -> bool:
     import torch
 
     return torch.cuda.is_available()
+
+
+def _say(line: str) -> None:
+    # One write() per line: the workers share the launcher's stdout pipe, and print() writes the
+    # text and the newline separately, so two ranks' lines could interleave into one.
+    os.write(sys.stdout.fileno(), (line + "\n").encode())
 
 
 def main(spec_path: str) -> int:
@@ -85,9 +94,9 @@ def main(spec_path: str) -> int:
     inputs = {k: Path(v) for k, v in spec["inputs"].items()}
     out = Path(spec["out"]) if rank == 0 else Path(tempfile.mkdtemp())
     try:
-        stage.train(inputs, out, lambda message: print(PROGRESS_PREFIX + message, flush=True) if rank == 0 else None)
+        stage.train(inputs, out, lambda message: _say(PROGRESS_PREFIX + message) if rank == 0 else None)
     except errors.EdgeDistillError as e:
-        print(ERROR_PREFIX + json.dumps({"type": type(e).__name__, "message": e.message, "hint": e.hint}), flush=True)
+        _say(ERROR_PREFIX + json.dumps({"type": type(e).__name__, "message": e.message, "hint": e.hint}))
         return 1
     finally:
         if rank != 0:
