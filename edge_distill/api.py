@@ -1,13 +1,15 @@
-"""The library entry point behind `edge-distill build`: one call from config to a published bundle."""
+"""The library entry points behind `edge-distill build` and `edge-distill sequence`: one call from
+settings to a published output folder."""
 
 from __future__ import annotations
 
 import json
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from edge_distill.config import BuildConfig
-from edge_distill.pipeline.build import PipelineRun, build
+from edge_distill.pipeline.build import PipelineRun, build, check_out, publish
 from edge_distill.pipeline.stage import Progress
 from edge_distill.pipeline.sweep import build_for_budget
 
@@ -43,3 +45,16 @@ def build_bundle(
         # Beside the bundle's own files: not hashed in the manifest, which holds the build's figures.
         (out / "device_benchmark.json").write_text(json.dumps(device, indent=2) + "\n")
     return BuildResult(run, json.loads((out / "manifest.json").read_text()), sweep, device)
+
+
+def sequence_distillation(out: Path, settings, text: Path | None = None,
+                          progress: Progress = lambda _: None) -> dict:
+    """`distill.sequence.distill_sequence` (settings: its SequenceSettings), published at `out`;
+    an `out` that is not an earlier sequence output is refused before any training."""
+    from edge_distill.distill.sequence import OUTPUTS, distill_sequence
+
+    check_out(out, "sequence.json", "sequence-distillation output")
+    with tempfile.TemporaryDirectory() as tmp:
+        report = distill_sequence(Path(tmp), settings, text, progress=progress)
+        publish({name: Path(tmp) / name for name in OUTPUTS}, out, "sequence.json", "sequence-distillation output")
+    return report

@@ -178,10 +178,11 @@ for _name, _doc in STAGE_DOCS.items():
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 def sequence(out, text, steps, teacher_hidden, student_hidden, seed, as_json):
     """Sequence distillation: a small character-level GRU from a larger one (token-level KD), as ONNX."""
-    from edge_distill.distill.sequence import SequenceSettings, distill_sequence
+    from edge_distill.api import sequence_distillation
+    from edge_distill.distill.sequence import SequenceSettings
 
     settings = SequenceSettings(teacher_hidden=teacher_hidden, student_hidden=student_hidden, steps=steps, seed=seed)
-    report = distill_sequence(out, settings, text, progress=_progress)
+    report = sequence_distillation(out, settings, text, progress=_progress)
     rows = [f"{name:16s} {m['params']:>9,} params  {m['held_out_bits_per_char']:.3f} bits/char (held out)"
             for name, m in report["models"].items()]
     _emit(report, as_json, "\n".join([*rows, f"ONNX student: {out / 'student.onnx'}"]))

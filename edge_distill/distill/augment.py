@@ -11,6 +11,11 @@ import torch.nn.functional as F
 from edge_distill.distill.losses import UNLABELED
 
 
+def augmentation_kind(input_shape: tuple[int, ...]) -> str:
+    """"image" for (C, H, W) samples, "signal" for (C, L)."""
+    return "image" if len(input_shape) == 3 else "signal"
+
+
 class Augment:
     """Random shifts (images: both axes; signals: time), plus amplitude scaling and noise for
     signals, then mixup of half the batch with a shuffled copy. Mixed samples carry no hard

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from edge_distill.config import DistillConfig
-from edge_distill.distill.augment import Augment
+from edge_distill.distill.augment import Augment, augmentation_kind
 from edge_distill.distill.losses import combine_teachers
 from edge_distill.distill.teachers import TeacherEnsemble, from_module
 from edge_distill.distill.trainer import Distillation, FitHistory, FitSettings, fit, world
@@ -30,6 +30,7 @@ class ChainResult:
     teachers: TeacherEnsemble  # what taught it
     history: FitHistory  # its training
     report: list[dict]  # one entry per link
+    soft_targets: np.ndarray | None  # (N, K) what it learned from, when teacher outputs were cached
 
 
 def combined_soft_targets(per_teacher: np.ndarray, teachers: TeacherEnsemble, temperature: float) -> np.ndarray:
@@ -56,17 +57,17 @@ def train_chain(
     objective; feature hints apply where the teacher is the configured one, auxiliary heads to
     the last link only."""
     rank = world()[0]
-    kind = "image" if len(input_shape) == 3 else "signal"
+    kind = augmentation_kind(input_shape)
     report: list[dict] = []
-    student = history = None
+    student = history = soft = None
     for step, link in enumerate(links):
         if step > 0:  # the model trained last teaches the next one
             teachers = TeacherEnsemble([from_module(student, links[step - 1].label)])
             cached = teachers.logits(x_train, cfg.temperature)[None] if cached is not None else None
         student = link.build()
+        soft = None if cached is None else combined_soft_targets(cached, teachers, cfg.temperature)
         objective = Distillation(
-            student, teachers, input_shape, cfg.temperature, cfg.alpha,
-            cached=None if cached is None else combined_soft_targets(cached, teachers, cfg.temperature),
+            student, teachers, input_shape, cfg.temperature, cfg.alpha, cached=soft,
             hint_layers=cfg.hint_layers if step == 0 else None, hint_weight=cfg.hint_weight,
             attention_weight=cfg.attention_weight, self_heads=cfg.self_heads if step == len(links) - 1 else (),
             self_head_weight=cfg.self_head_weight)
@@ -78,4 +79,4 @@ def train_chain(
                        "val_accuracy": history.best_val_accuracy, "train_loss": history.train_loss,
                        "epoch_seconds_median": float(np.median(history.epoch_seconds)),
                        "samples_per_second": history.samples_per_second})
-    return ChainResult(student, teachers, history, report)
+    return ChainResult(student, teachers, history, report, soft)

@@ -10,8 +10,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,7 +20,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from edge_distill.distill.losses import token_kd_loss
-from edge_distill.errors import DataError, InputFileError
+from edge_distill.errors import DataError
+from edge_distill.export.onnx_export import check_export_parity, export_onnx
+from edge_distill.models import count_params
+
+
+OUTPUTS = ("student.onnx", "vocab.json", "sequence.json")
 
 
 def read_corpus(path: Path | None = None) -> str:
@@ -131,22 +134,13 @@ def bits_per_character(model: nn.Module, tokens: np.ndarray, length: int = 256) 
 
 
 def export_char_model(model: nn.Module, path: Path, opset: int, length: int = 16) -> None:
-    """ONNX with dynamic batch and sequence length; checked against PyTorch on random tokens."""
-    from edge_distill.export.onnx_io import compare_outputs, quiet_libraries, run_onnx
-
-    model.eval()
+    """ONNX with dynamic batch and sequence length; checked against PyTorch at another batch size
+    and length than the example's."""
     vocab = model.out.out_features
-    example = torch.randint(0, vocab, (2, length))
-    with quiet_libraries():
-        program = torch.onnx.export(model, (example,), dynamo=True, opset_version=opset, input_names=["tokens"],
-                                    output_names=["logits"], verbose=False,
-                                    dynamic_shapes=({0: torch.export.Dim("batch"), 1: torch.export.Dim("length")},))
-        program.save(str(path))
+    export_onnx(model, np.random.default_rng(0).integers(0, vocab, (2, length)), path, opset, input_name="tokens",
+                dynamic=("batch", "length"))
     _free_output_length(path)
-    check = torch.randint(0, vocab, (3, 2 * length))  # another batch size and length than the example
-    with torch.no_grad():
-        reference = {"logits": model(check).numpy().astype(np.float64)}
-    compare_outputs(reference, run_onnx(path, check.numpy()), 1e-4, 1e-3, f"export parity of {path.name}")
+    check_export_parity(model, path, np.random.default_rng(1).integers(0, vocab, (3, 2 * length)), 1e-4, 1e-3)
 
 
 def _free_output_length(path: Path) -> None:
@@ -164,9 +158,7 @@ def _free_output_length(path: Path) -> None:
 def distill_sequence(out: Path, settings: SequenceSettings, text_path: Path | None = None, opset: int = 18,
                      progress: Callable[[str], None] = lambda _: None) -> dict:
     """Teacher, scratch student and KD student on the same text; the KD student exported to ONNX.
-    Writes student.onnx, vocab.json and sequence.json into `out`; returns the report."""
-    if out.exists() and not (out / "sequence.json").is_file():  # checked before minutes of training
-        raise InputFileError(f"{out} exists and is not a sequence-distillation output", "choose another --out")
+    Writes OUTPUTS into the folder `out`; returns the report. (`edge_distill.api` publishes them.)"""
     text = read_corpus(text_path)
     tokens, vocab = encode(text)
     # Contiguous 80/10/10 splits: validation picks each model's best step, the test text reports.
@@ -181,18 +173,11 @@ def distill_sequence(out: Path, settings: SequenceSettings, text_path: Path | No
         model = CharGRU(len(vocab), hidden)
         val_bits = train_char_model(model, train, val, settings, models.get(teacher), progress, name)
         models[name] = model
-        report["models"][name] = {"hidden": hidden, "params": sum(p.numel() for p in model.parameters()),
+        report["models"][name] = {"hidden": hidden, "params": count_params(model),
                                   "val_bits_per_char": val_bits,
                                   "held_out_bits_per_char": bits_per_character(model, held_out)}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:  # written beside `out`, then renamed in: never a half-written folder
-        export_char_model(models["student_kd"], staging / "student.onnx", opset)
-        (staging / "vocab.json").write_text(json.dumps(vocab) + "\n")
-        (staging / "sequence.json").write_text(json.dumps(report, indent=2) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        staging.rename(out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
+    export_char_model(models["student_kd"], out / "student.onnx", opset)
+    (out / "vocab.json").write_text(json.dumps(vocab) + "\n")
+    (out / "sequence.json").write_text(json.dumps(report, indent=2) + "\n")
     return report

@@ -18,10 +18,7 @@ from torch import nn
 
 from edge_distill.distill.losses import combine_teachers
 from edge_distill.errors import InputFileError, ModelError, describe
-from edge_distill.export.onnx_export import eval_mode
-
-FORMATS = ("state_dict", "torchscript", "torch.export", "onnx")
-
+from edge_distill.models import check_output_size, eval_mode, load_checkpoint
 
 def sniff_format(path: Path) -> str:
     """What a teacher file holds, from its contents (suffixes vary: .pt, .pth, .pt2, .onnx)."""
@@ -41,14 +38,18 @@ def sniff_format(path: Path) -> str:
 
 @dataclass
 class Teacher:
-    """One teacher. `module` is set when it is a Python module, the only kind whose
-    intermediate layers can be hooked for feature hints."""
+    """One teacher: its logits for a batch, and its module unless it is an ONNX model."""
 
     name: str  # how errors name it: "teacher" or "teacher.ensemble[0] (b.onnx)"
-    format: str
+    format: str  # "state_dict" | "torchscript" | "torch.export" | "onnx"
     predict: Callable[[torch.Tensor], torch.Tensor]  # (B, *input) -> (B, K), no gradient
-    module: nn.Module | None = None
-    exported: nn.Module | None = None  # the TorchScript or torch.export graph, for re-export to ONNX
+    module: nn.Module | None = None  # for re-export to ONNX; None for an ONNX teacher
+
+    @property
+    def hookable(self) -> bool:
+        """Only a Python module runs its own submodules, so only its layers can feed feature hints
+        (an exported graph's submodules hold weights but are never called)."""
+        return self.format == "state_dict"
 
     def logits(self, x: np.ndarray) -> np.ndarray:
         """(N, *input) -> (N, K) float32."""
@@ -69,6 +70,7 @@ def _without_grad(fn: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch
 
 
 def from_module(module: nn.Module, name: str = "teacher") -> Teacher:
+    """A Python module as a teacher (put in eval mode)."""
     module.eval()
     return Teacher(name, "state_dict", _without_grad(module), module)
 
@@ -92,20 +94,17 @@ def load_teacher_file(path: Path, name: str, input_shape: tuple[int, ...], num_c
                 if build_module is None:
                     raise ModelError(f"{name}: {path} holds only weights (a state_dict)",
                                      "save the whole model with torch.jit.save, torch.export.save or as ONNX")
-                from edge_distill.models import load_checkpoint
-
                 module = build_module()
                 load_checkpoint(module, path, name)
         except (ModelError, InputFileError):
             raise
         except Exception as e:
             raise InputFileError(f"{name}: {path} is not a loadable {kind} file ({describe(e)})") from None
-        if kind == "state_dict":
-            teacher = from_module(module, name)
-        else:  # an exported graph: call it, but its submodules are not hookable
-            eval_mode(module)
-            teacher = Teacher(name, kind, _without_grad(module), exported=module)
-    check_teacher(teacher, input_shape, num_classes)
+        eval_mode(module)
+        teacher = Teacher(name, kind, _without_grad(module), module)
+    # An odd batch size: a graph exported with a fixed batch (often 1 or 2) fails here, not mid-training.
+    check_output_size(teacher.predict, input_shape, num_classes, name, batch=3,
+                      run_hint="export it with a dynamic batch axis, e.g. dynamic_shapes=({0: torch.export.Dim('batch')},)")
     return teacher
 
 
@@ -138,21 +137,6 @@ def _onnx_teacher(path: Path, name: str, input_shape: tuple[int, ...]) -> Teache
         return torch.from_numpy(session.run(None, {input_name: x.detach().numpy()})[0])
 
     return Teacher(name, "onnx", predict)
-
-
-def check_teacher(teacher: Teacher, input_shape: tuple[int, ...], num_classes: int) -> None:
-    # An odd batch size: a graph exported with a fixed batch (often 1 or 2) fails here, not mid-training.
-    try:
-        out = teacher.predict(torch.zeros(3, *input_shape))
-    except Exception as e:
-        raise ModelError(f"{teacher.name} cannot run on a batch of inputs of shape {(3, *input_shape)}: {describe(e)}",
-                         "export it with a dynamic batch axis, e.g. dynamic_shapes=({0: torch.export.Dim('batch')},)") from None
-    if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != 3:
-        raise ModelError(f"{teacher.name} must return (batch, classes) logits, got "
-                         f"{tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__}")
-    if out.shape[1] != num_classes:
-        raise ModelError(f"{teacher.name} outputs {out.shape[1]} classes but the data has {num_classes}",
-                         "every teacher must score the data's classes, in the data's label order")
 
 
 class TeacherEnsemble:

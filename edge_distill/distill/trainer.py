@@ -19,7 +19,7 @@ from torch import nn
 
 from edge_distill.distill.augment import Augment
 from edge_distill.distill.losses import attention_loss, hard_loss, hint_loss, kd_loss
-from edge_distill.distill.teachers import TeacherEnsemble
+from edge_distill.distill.teachers import TeacherEnsemble, predict_batched
 from edge_distill.errors import ConfigError, did_you_mean
 
 
@@ -90,16 +90,15 @@ class Distillation(Objective):
         self._student_features: dict[str, torch.Tensor] = {}
         self._teacher_features: dict[str, torch.Tensor] = {}
         self._hooks = []
-        teacher_module = teachers.teachers[0].module
+        main = teachers.teachers[0]
         if self.hint_layers:
-            if teacher_module is None:
-                main = teachers.teachers[0]
+            if not main.hookable:
                 raise ConfigError(f"distill.hint_layers needs a teacher built from Python code; {main.name} is a "
                                   f"{main.format} file, which gives only its outputs",
                                   "use teacher.factory + teacher.checkpoint, or drop distill.hint_layers")
             if self.cached is not None:
                 raise ValueError("feature hints need the teacher on every batch, not cached logits")
-            self._hook(teacher_module, self.hint_layers.values(), "teacher", self._teacher_features)
+            self._hook(main.module, self.hint_layers.values(), "teacher", self._teacher_features)
         self._hook(student, [*self.hint_layers, *self_heads], "student", self._student_features)
         # One dry run gives every hooked layer's shape, to size the adapters and heads.
         sample = torch.zeros(2, *input_shape)
@@ -108,7 +107,7 @@ class Distillation(Objective):
         with torch.no_grad():
             final = student(sample)
             if self.hint_layers:
-                teacher_module(sample)
+                main.module(sample)
         student.train(was_training)
         conv = nn.Conv2d if len(input_shape) == 3 else nn.Conv1d
         self.adapters = nn.ModuleDict()
@@ -118,6 +117,7 @@ class Distillation(Objective):
             # with a hint term: an adapter without gradients would stall DistributedDataParallel.)
             self.adapters[_key(s_name)] = conv(s_ch, t_ch, 1) if s_ch != t_ch else nn.Identity()
         pool = nn.AdaptiveAvgPool2d if len(input_shape) == 3 else nn.AdaptiveAvgPool1d
+        self.self_heads = list(self_heads)
         self.heads = nn.ModuleDict({
             _key(name): nn.Sequential(pool(1), nn.Flatten(), nn.Linear(self._student_features[name].shape[1],
                                                                         final.shape[1]))
@@ -159,18 +159,14 @@ class Distillation(Objective):
                 loss = loss + self.hint_weight * hint_loss(self.adapters[_key(s_name)](s_feat), t_feat)
             if self.attention_weight:
                 loss = loss + self.attention_weight * attention_loss(s_feat, t_feat)
-        for name, head in self.heads.items():
-            aux = head(self._student_features[_unkey(name)])
+        for name in self.self_heads:
+            aux = self.heads[_key(name)](self._student_features[name])
             loss = loss + self.self_head_weight * kd_loss(aux, logits.detach(), y, self.temperature, self.alpha)
         return loss
 
 
 def _key(layer: str) -> str:
     return layer.replace(".", "/")  # ModuleDict keys may not contain dots
-
-
-def _unkey(key: str) -> str:
-    return key.replace("/", ".")
 
 
 class _Trainee(nn.Module):
@@ -257,13 +253,7 @@ def fit(
     return history
 
 
-@torch.no_grad()
-def predict_logits(model: nn.Module, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
-    """(N, *input) -> (N, K) float32 logits, in eval mode."""
-    model.eval()
-    parts = [model(torch.from_numpy(x[i : i + batch_size])) for i in range(0, len(x), batch_size)]
-    return torch.cat(parts).numpy()
-
-
 def accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray) -> float:
-    return float((predict_logits(model, x).argmax(1) == y).mean())
+    """Top-1 accuracy in eval mode."""
+    model.eval()
+    return float((predict_batched(model, x).argmax(1) == y).mean())

@@ -14,33 +14,31 @@ from torch import nn
 
 from edge_distill.errors import ModelError, describe
 from edge_distill.export.onnx_io import compare_outputs, load_onnx, quiet_libraries, run_onnx
+from edge_distill.models import eval_mode
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 
 
-def eval_mode(model: nn.Module) -> None:
-    # A module unflattened from a torch.export archive refuses .eval(); it was traced in eval mode.
-    if not isinstance(model, torch.fx.GraphModule):
-        model.eval()
-
-
-def export_onnx(model: nn.Module, sample: np.ndarray, path: Path, opset: int) -> None:
-    """Export with a dynamic batch axis; the exporter's chatter is kept out of the user's terminal.
+def export_onnx(model: nn.Module, sample: np.ndarray, path: Path, opset: int, input_name: str = INPUT_NAME,
+                dynamic: tuple[str, ...] = ("batch",)) -> None:
+    """Export with dynamic leading axes (named by `dynamic`: the batch, for a sequence also its
+    length); the exporter's chatter is kept out of the user's terminal.
 
     A TorchScript module (a teacher saved with torch.jit.save) can only go through the deprecated
     TorchScript exporter; everything else goes through the dynamo one."""
     eval_mode(model)
     example = torch.from_numpy(sample[:2] if len(sample) >= 2 else np.repeat(sample, 2, axis=0))
-    names = {"input_names": [INPUT_NAME], "output_names": [OUTPUT_NAME], "opset_version": opset, "verbose": False}
+    names = {"input_names": [input_name], "output_names": [OUTPUT_NAME], "opset_version": opset, "verbose": False}
+    axes = dict(enumerate(dynamic))
     try:
         with quiet_libraries():
             if isinstance(model, torch.jit.ScriptModule):
                 torch.onnx.export(model, (example,), str(path), dynamo=False, **names,
-                                  dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
+                                  dynamic_axes={input_name: axes, OUTPUT_NAME: axes})
             else:
                 program = torch.onnx.export(model, (example,), dynamo=True, **names,
-                                            dynamic_shapes=({0: torch.export.Dim("batch")},))
+                                            dynamic_shapes=({i: torch.export.Dim(n) for i, n in axes.items()},))
                 program.save(str(path))
     except Exception as e:
         raise ModelError(

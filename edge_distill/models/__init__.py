@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 import inspect
 import sys
 from pathlib import Path
@@ -158,19 +159,28 @@ def load_checkpoint(model: nn.Module, path: Path, role: str) -> None:
         raise ModelError(f"{path}: does not match the {role} model: {detail[0][:300]}", "check the factory and checkpoint pair") from None
 
 
-def check_output_size(model: nn.Module, input_shape: tuple[int, ...], num_classes: int, role: str) -> None:
-    """A model must map (1, *input_shape) to (1, num_classes) logits."""
-    model.eval()
+def eval_mode(model: nn.Module) -> None:
+    # A module unflattened from a torch.export archive refuses .eval(); it was traced in eval mode.
+    if not isinstance(model, torch.fx.GraphModule):
+        model.eval()
+
+
+def check_output_size(model: Callable[[torch.Tensor], torch.Tensor], input_shape: tuple[int, ...], num_classes: int,
+                      role: str, batch: int = 1, run_hint: str | None = None) -> None:
+    """A model (a module, or any callable on a batch) must map (batch, *input_shape) to
+    (batch, num_classes) logits. `run_hint` is the hint when it cannot run at all."""
+    if isinstance(model, nn.Module):
+        eval_mode(model)
     try:
         with torch.no_grad():
-            out = model(torch.zeros(1, *input_shape))
+            out = model(torch.zeros(batch, *input_shape))
     except Exception as e:
-        raise ModelError(f"{role} cannot run on inputs of shape {(1, *input_shape)}: {describe(e)}") from None
-    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (1, num_classes):
+        raise ModelError(f"{role} cannot run on inputs of shape {(batch, *input_shape)}: {describe(e)}", run_hint) from None
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (batch, num_classes):
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ModelError(
-            f"{role} outputs {shape} but the data has {num_classes} classes (expected (1, {num_classes}))",
-            "make the model's last layer produce one logit per class",
+            f"{role} outputs {shape} but the data has {num_classes} classes (expected ({batch}, {num_classes}))",
+            "make the model's last layer produce one logit per class, in the data's label order",
         )
 
 

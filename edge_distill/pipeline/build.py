@@ -117,10 +117,16 @@ def run_pipeline(
     return run
 
 
-def publish(files: dict[str, Path], out: Path) -> None:
-    """Copy `files` into `out` so that it appears whole or not at all (temp folder, then rename)."""
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "manifest.json").is_file())):
-        raise InputFileError(f"--out {out}: exists and is not an edge-distill bundle", "choose another --out or remove it")
+def check_out(out: Path, marker: str = "manifest.json", what: str = "bundle") -> None:
+    """`out` may be created or replaced: it is absent, empty, or an earlier output (holds `marker`)."""
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / marker).is_file())):
+        raise InputFileError(f"--out {out}: exists and is not an edge-distill {what}", "choose another --out or remove it")
+
+
+def publish(files: dict[str, Path], out: Path, marker: str = "manifest.json", what: str = "bundle") -> None:
+    """Copy `files` into `out` so that it appears whole or not at all (temp folder, then rename).
+    An existing `out` is replaced only if it is an earlier output (see `check_out`)."""
+    check_out(out, marker, what)
     out.parent.mkdir(parents=True, exist_ok=True)
     staged = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     staged.chmod(0o755)  # mkdtemp makes it private; a bundle is meant to be shared

@@ -116,15 +116,22 @@ def _teacher_files(config: BuildConfig) -> dict[str, Path]:
     return files
 
 
-def _load_teachers(config: BuildConfig, dataset, teacher_model: Path):
-    """The main teacher (the teacher stage's file, in whichever format) and the ensemble files."""
+def _load_main_teacher(config: BuildConfig, dataset, teacher_model: Path, name: str = "teacher"):
+    """The teacher in a file of whichever format (a state_dict loads into the configured model)."""
+    from edge_distill.distill.teachers import load_teacher_file
+
+    return load_teacher_file(teacher_model, name, dataset.input_shape, dataset.num_classes,
+                             lambda: _build_model(config, "teacher", dataset))
+
+
+def _load_teachers(config: BuildConfig, dataset, teacher_model: Path, name: str = "teacher"):
+    """The main teacher (`name` for errors) and the ensemble files."""
     from edge_distill.distill.teachers import TeacherEnsemble, load_teacher_file
 
-    shape, classes = dataset.input_shape, dataset.num_classes
-    main = load_teacher_file(teacher_model, "teacher", shape, classes, lambda: _build_model(config, "teacher", dataset))
-    members = [load_teacher_file(Path(f), f"teacher.ensemble[{i}] ({f})", shape, classes)
+    members = [load_teacher_file(Path(f), f"teacher.ensemble[{i}] ({f})", dataset.input_shape, dataset.num_classes)
                for i, f in enumerate(config.teacher.ensemble)]
-    return TeacherEnsemble([main, *members], config.teacher.ensemble_weights)
+    return TeacherEnsemble([_load_main_teacher(config, dataset, teacher_model, name), *members],
+                           config.teacher.ensemble_weights)
 
 
 def _transfer_train_set(dataset):
@@ -168,7 +175,6 @@ class TeacherStage(ConfiguredStage):
         import torch
 
         from edge_distill.data import Dataset
-        from edge_distill.distill.teachers import load_teacher_file
         from edge_distill.distill.trainer import FitSettings, fit
         from edge_distill.models import count_params, load_checkpoint
 
@@ -177,10 +183,9 @@ class TeacherStage(ConfiguredStage):
         report: dict[str, Any] = {}
         if cfg.file:
             progress(f"loading the teacher from {cfg.file}")
-            teacher = load_teacher_file(Path(cfg.file), "teacher.file", dataset.input_shape, dataset.num_classes,
-                                        lambda: _build_model(self.config, "teacher", dataset))
+            teachers = _load_teachers(self.config, dataset, Path(cfg.file), "teacher.file")
             shutil.copyfile(cfg.file, out / "teacher.model")
-            report |= {"source": cfg.file, "format": teacher.format, "trained_here": False}
+            report |= {"source": cfg.file, "format": teachers.teachers[0].format, "trained_here": False}
         else:
             model = _build_model(self.config, "teacher", dataset)
             report["source"] = cfg.factory or f"built-in {cfg.family}(width={cfg.width}, depth={cfg.depth})"
@@ -195,7 +200,7 @@ class TeacherStage(ConfiguredStage):
                 report |= {"trained_here": True, "epochs": cfg.epochs, "best_epoch": history.best_epoch}
             torch.save(model.state_dict(), out / "teacher.model")
             report |= {"format": "state_dict", "params": count_params(model)}
-        teachers = _load_teachers(self.config, dataset, out / "teacher.model")
+            teachers = _load_teachers(self.config, dataset, out / "teacher.model")
         progress(f"computing the outputs of {len(teachers.teachers)} teacher(s) on "
                  f"{len(dataset.x['train'])} labeled + {len(dataset.x['transfer'])} transfer samples")
         x_train, _ = _transfer_train_set(dataset)
@@ -277,6 +282,7 @@ class DistillStage(ConfiguredStage):
         import torch
 
         from edge_distill.data import Dataset
+        from edge_distill.distill.augment import augmentation_kind
         from edge_distill.distill.chain import Link, train_chain
         from edge_distill.distill.trainer import accuracy, world
         from edge_distill.models import count_params
@@ -287,7 +293,6 @@ class DistillStage(ConfiguredStage):
         mode, why = self.teacher_outputs_mode()
         progress(f"teacher outputs: {mode} ({why})")
         rank = world()[0]
-        kind = "image" if len(dataset.input_shape) == 3 else "signal"
         teachers = _load_teachers(self.config, dataset, inputs["teacher.model"])
         cached = np.load(inputs["teacher_logits.npy"]) if mode == "cached" else None  # (M, N, K)
         # Each assistant, then the student once per born-again generation; a fresh seed per link.
@@ -298,10 +303,10 @@ class DistillStage(ConfiguredStage):
                  for step, (label, size) in enumerate(sizes)]
         result = train_chain(links, teachers, cached, x_train, y_train, dataset.x["val"], dataset.y["val"],
                              dataset.input_shape, cfg, self.config.seed, progress)
-        student, teachers, history, chain = result.student, result.teachers, result.history, result.report
+        student, history = result.student, result.history
         report = {}
         if cfg.qat_epochs:
-            report["qat"] = self._fine_tune_quant_aware(student, dataset, teachers, history, progress)
+            report["qat"] = self._fine_tune_quant_aware(result, dataset, x_train, y_train, progress)
         if rank != 0:
             return
         torch.save(student.state_dict(), out / "student.pt")
@@ -314,10 +319,10 @@ class DistillStage(ConfiguredStage):
             "epochs": cfg.epochs,
             "best_epoch": history.best_epoch,
             "teacher_outputs": {"mode": mode, "why": why},
-            "augmentation": kind if cfg.augment else "none",
+            "augmentation": augmentation_kind(dataset.input_shape) if cfg.augment else "none",
             "samples": {"labeled": len(dataset.y["train"]), "transfer": len(dataset.x["transfer"])},
             "processes": world()[1],
-            "chain": chain,
+            "chain": result.report,
             "student": self.config.student.factory
             or (f"built-in {self.config.student.family}(width={self.config.student.width}, "
                 f"depth={self.config.student.depth})"),
@@ -355,13 +360,14 @@ class DistillStage(ConfiguredStage):
             config = dataclasses.replace(config, student=dataclasses.replace(config.student, factory="", **size))
         return _build_model(config, "student", dataset)
 
-    def _fine_tune_quant_aware(self, student, dataset, teachers, kd_history, progress) -> dict:
+    def _fine_tune_quant_aware(self, chain, dataset, x_train, y_train, progress) -> dict:
+        """Fake-quant KD fine-tuning of the chain's student, from the teachers that taught it."""
         from edge_distill.distill.qat import prepare_qat, strip_qat
         from edge_distill.distill.trainer import Distillation, FitSettings, fit
 
         cfg, quantize = self.config.distill, self.config.quantize
-        x_train, y_train = _transfer_train_set(dataset)
-        soft = teachers.logits(x_train, cfg.temperature)
+        student, teachers, kd_history = chain.student, chain.teachers, chain.history
+        soft = chain.soft_targets if chain.soft_targets is not None else teachers.logits(x_train, cfg.temperature)
         prepare_qat(student, quantize.per_channel, signed_activations=quantize.activation_type == "QInt8")
         objective = Distillation(student, teachers, dataset.input_shape, cfg.temperature, cfg.alpha, cached=soft)
         settings = FitSettings(cfg.qat_epochs, cfg.batch_size, cfg.qat_lr, self.config.seed)
@@ -398,7 +404,6 @@ class ExportStage(ConfiguredStage):
         import numpy as np
 
         from edge_distill.data import Dataset
-        from edge_distill.distill.teachers import load_teacher_file
         from edge_distill.export.onnx_export import check_export_parity, export_onnx
         from edge_distill.export.onnx_io import load_onnx
         from edge_distill.models import count_params
@@ -407,15 +412,14 @@ class ExportStage(ConfiguredStage):
         dataset = Dataset.load(inputs["dataset.npz"])
         samples = dataset.x["val"][: cfg.parity_samples]
         report: dict[str, Any] = {"exporter": "torch.onnx.export(dynamo=True)", "opset": cfg.opset}
-        teacher = load_teacher_file(inputs["teacher.model"], "teacher", dataset.input_shape, dataset.num_classes,
-                                    lambda: _build_model(self.config, "teacher", dataset))
+        teacher = _load_main_teacher(self.config, dataset, inputs["teacher.model"])
         if teacher.format == "onnx":  # a black-box teacher is measured as the user gave it
             shutil.copyfile(inputs["teacher.model"], out / "teacher_fp32.onnx")
             params = sum(int(np.prod(t.dims)) for t in load_onnx(out / "teacher_fp32.onnx").graph.initializer)
             report["teacher"] = {"params": params, "format": "onnx", "exported": False}
         else:
             progress(f"exporting the teacher to ONNX (opset {cfg.opset})")
-            module = teacher.module or teacher.exported
+            module = teacher.module
             export_onnx(module, samples, out / "teacher_fp32.onnx", cfg.opset)
             diffs = check_export_parity(module, out / "teacher_fp32.onnx", samples, cfg.parity_atol, cfg.parity_rtol)
             report["teacher"] = {"params": count_params(module), "format": teacher.format,

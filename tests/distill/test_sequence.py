@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from edge_distill.distill.sequence import CharGRU, SequenceSettings, bits_per_character, distill_sequence, encode
-from edge_distill.errors import DataError, InputFileError
 
 
 def test_kd_student_learns_the_teachers_distribution_and_exports(tmp_path):
@@ -34,18 +33,3 @@ def test_bits_per_character_of_a_uniform_model():
     torch.nn.init.zeros_(model.out.weight)
     torch.nn.init.zeros_(model.out.bias)
     assert bits_per_character(model, tokens, length=16) == pytest.approx(2.0)  # log2(4)
-
-
-def test_an_existing_folder_that_is_not_an_output_is_never_replaced(tmp_path):
-    (tmp_path / "out").mkdir()
-    (tmp_path / "out" / "mine.txt").write_text("keep me")
-    with pytest.raises(InputFileError, match="exists and is not a sequence-distillation output"):
-        distill_sequence(tmp_path / "out", SequenceSettings(steps=1))
-    assert (tmp_path / "out" / "mine.txt").read_text() == "keep me"
-
-
-def test_too_little_text(tmp_path):
-    (tmp_path / "t.txt").write_text("short")
-    with pytest.raises(DataError, match="5 characters"):
-        distill_sequence(tmp_path / "out", SequenceSettings(steps=1), tmp_path / "t.txt")
-    assert not (tmp_path / "out").exists()
