@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge_distill.config import BuildConfig
-from edge_distill.pipeline.build import PipelineRun, build, check_out, publish
+from edge_distill.pipeline.build import PipelineRun, build
+from edge_distill.pipeline.publish import SEQUENCE_OUTPUT, check_out, publish
 from edge_distill.pipeline.stage import Progress
 from edge_distill.pipeline.sweep import build_for_budget
 
@@ -32,6 +33,7 @@ def build_bundle(
 ) -> BuildResult:
     """Build and publish the bundle (sweeping student sizes when `budget.sweep`), then benchmark it
     on the device when a remote target is given."""
+    check_out(out)  # before any stage runs: a bad --out must not cost a training run
     sweep = None
     if config.budget.sweep:
         run, sweep = build_for_budget(config, out, cache_dir, force=force, progress=progress)
@@ -53,8 +55,8 @@ def sequence_distillation(out: Path, settings, text: Path | None = None,
     an `out` that is not an earlier sequence output is refused before any training."""
     from edge_distill.distill.sequence import OUTPUTS, distill_sequence
 
-    check_out(out, "sequence.json", "sequence-distillation output")
+    check_out(out, SEQUENCE_OUTPUT)
     with tempfile.TemporaryDirectory() as tmp:
         report = distill_sequence(Path(tmp), settings, text, progress=progress)
-        publish({name: Path(tmp) / name for name in OUTPUTS}, out, "sequence.json", "sequence-distillation output")
+        publish({name: Path(tmp) / name for name in OUTPUTS}, out, SEQUENCE_OUTPUT)
     return report

@@ -11,24 +11,45 @@ from pathlib import Path
 import click
 
 from edge_distill import __version__
-from edge_distill.errors import ConfigError, EdgeDistillError
+from edge_distill.errors import ConfigError, EdgeDistillError, FileSystemError
 
 DEFAULT_CACHE = Path(".edge-distill/cache")
 
 
 class ErrorRenderingGroup(click.Group):
-    """Renders library errors once: `Error:` and `Hint:` on stderr, the error's exit code."""
+    """Renders library errors once: `Error:` and `Hint:` on stderr, the error's exit code, and with
+    --json also the error as a JSON object on stdout. A failed read or write (permission, full or
+    read-only disk) and running out of memory are rendered the same way."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except EdgeDistillError as e:
+        except (EdgeDistillError, OSError, MemoryError) as e:
             if ctx.params.get("debug"):
                 raise
-            click.secho(f"Error: {e.message}", fg="red", err=True)
-            if e.hint:
-                click.echo(f"Hint: {e.hint}", err=True)
-            ctx.exit(e.exit_code)
+            error = (e if isinstance(e, EdgeDistillError) else FileSystemError.from_os_error(e)
+                     if isinstance(e, OSError) else
+                     EdgeDistillError("out of memory", "use smaller batches or fewer samples, or free memory"))
+            if ctx.meta.get(JSON_KEY):
+                click.echo(json.dumps({"error": error.message, "hint": error.hint, "exit_code": error.exit_code,
+                                       "type": type(error).__name__}, indent=2))
+            click.secho(f"Error: {error.message}", fg="red", err=True)
+            if error.hint:
+                click.echo(f"Hint: {error.hint}", err=True)
+            ctx.exit(error.exit_code)
+
+
+JSON_KEY = "edge_distill.as_json"  # in click's context meta, which every subcommand shares with the group
+
+
+def json_option(fn):
+    """`--json`, parsed first (eager) so that even an error in a later option is rendered as JSON."""
+    def remember(ctx: click.Context, _param, value: bool) -> bool:
+        ctx.meta[JSON_KEY] = value
+        return value
+
+    return click.option("--json", "as_json", is_flag=True, is_eager=True, callback=remember,
+                        help="Print machine-readable JSON on stdout (errors too).")(fn)
 
 
 def _progress(message: str) -> None:
@@ -60,11 +81,10 @@ def config_options(fn):
                      help="Accuracy budget vs the fp32 student, in percentage points (implies --search-quantization)."),
         click.option("--cache-dir", type=click.Path(path_type=Path), default=DEFAULT_CACHE, show_default=True),
         click.option("--force", is_flag=True, help="Rerun every stage, ignoring the cache."),
-        click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout."),
     ]
     for option in reversed(options):
         fn = option(fn)
-    return fn
+    return json_option(fn)
 
 
 def _load_config(profile, config_file, overrides, data, teacher, teacher_checkpoint, teacher_file, transfer, nproc,
@@ -175,7 +195,7 @@ for _name, _doc in STAGE_DOCS.items():
 @click.option("--teacher-hidden", type=click.IntRange(min=1), default=256, show_default=True)
 @click.option("--student-hidden", type=click.IntRange(min=1), default=48, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+@json_option
 def sequence(out, text, steps, teacher_hidden, student_hidden, seed, as_json):
     """Sequence distillation: a small character-level GRU from a larger one (token-level KD), as ONNX."""
     from edge_distill.api import sequence_distillation
@@ -192,7 +212,7 @@ def sequence(out, text, steps, teacher_hidden, student_hidden, seed, as_json):
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.option("--emulate", type=click.Choice(["aarch64"]),
               help="Also run the golden inputs on aarch64 onnxruntime under qemu and compare with this host.")
-@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+@json_option
 def verify(bundle: Path, emulate: str | None, as_json: bool) -> None:
     """Check a bundle: file hashes, containment, model spec and golden outputs. Exit 1 on any failure.
 
@@ -224,7 +244,7 @@ def verify(bundle: Path, emulate: str | None, as_json: bool) -> None:
 @click.option("--remote-python", default="python3", show_default=True, help="Python on the device.")
 @click.option("--connect-timeout", type=int, default=10, show_default=True, help="Seconds.")
 @click.option("--command-timeout", type=int, default=600, show_default=True, help="Seconds per remote command.")
-@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+@json_option
 def bench(bundle, remote, ssh_config, remote_python, connect_timeout, command_timeout, as_json):
     """Measure a bundle's model with its profile's settings, here or on a device over SSH.
 
@@ -241,18 +261,22 @@ def bench(bundle, remote, ssh_config, remote_python, connect_timeout, command_ti
 @main.command()
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("--profile", "-p", required=True, help="Device profile whose peak figures to use.")
-@click.option("--batch", type=int, default=1, show_default=True)
+@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--shape", "shapes", multiple=True, metavar="NAME:DIMS",
+              help="Concrete shape of an input with symbolic sizes, e.g. x:1x3x48x192 (repeat per input).")
 @click.option("--measure", is_flag=True, help="Also measure p50 here and show measured / estimate.")
-@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
-def estimate(model: Path, profile: str, batch: int, measure: bool, as_json: bool) -> None:
+@json_option
+def estimate(model: Path, profile: str, batch: int, shapes: tuple[str, ...], measure: bool, as_json: bool) -> None:
     """Roofline latency estimate of MODEL.onnx for a device, per node and in total."""
-    from edge_distill.benchmarks.estimate import estimate_latency, estimate_table
+    from edge_distill.benchmarks.estimate import estimate_latency, estimate_table, parse_shape
     from edge_distill.config import load_config
+    from edge_distill.errors import ModelError
     from edge_distill.export.onnx_io import load_onnx
 
     config = load_config(profile)
-    load_onnx(model)  # a clear error for a file that is not a model
-    result = estimate_latency(model, config.device, config.benchmark.threads, batch)
+    graph = load_onnx(model).graph  # a clear error for a file that is not a model
+    given = dict(parse_shape(text) for text in shapes)
+    result = estimate_latency(model, config.device, config.benchmark.threads, batch, shapes=given)
     measured = None
     if measure:
         import numpy as np
@@ -260,7 +284,11 @@ def estimate(model: Path, profile: str, batch: int, measure: bool, as_json: bool
         from edge_distill.benchmarks.harness import measurement_note
         from edge_distill.benchmarks.runner import describe_host, measure_latency
 
-        shape = [batch, *result["input_shape"][1:]]
+        feeds = [i for i in graph.input if i.name not in {t.name for t in graph.initializer}]
+        if len(feeds) != 1:
+            raise ModelError(f"{model}: --measure times models with one input; this one has {len(feeds)}",
+                             "drop --measure, or use `edge-distill bench` on a bundle")
+        shape = result["input_shape"]
         latency = measure_latency(model, np.zeros(shape, np.float32), config.benchmark.providers,
                                   result["threads"], 20, 300, 1, 1.0)
         measured = latency["p50"]
@@ -268,6 +296,44 @@ def estimate(model: Path, profile: str, batch: int, measure: bool, as_json: bool
                    "measured_on": measurement_note(describe_host(), config.device)}
     text = estimate_table(result, measured) + (f"\n{result['measured_on']}" if measure else "")
     _emit(result, as_json, text)
+
+
+@main.group()
+def cache() -> None:
+    """The stage cache: what it holds, and removing what is no longer needed."""
+
+
+def _human_bytes(size: int) -> str:
+    return f"{size / 1024**2:.1f} MB" if size >= 1024**2 else f"{size / 1024:.1f} KB"
+
+
+@cache.command("info")
+@click.option("--cache-dir", type=click.Path(path_type=Path), default=DEFAULT_CACHE, show_default=True)
+@json_option
+def cache_info(cache_dir: Path, as_json: bool) -> None:
+    """Entries, size and last use per stage."""
+    from edge_distill.pipeline.cache import StageCache
+
+    info = StageCache(cache_dir).info()
+    rows = [f"{stage:<10} {row['entries']:>4} entries  {_human_bytes(row['size_bytes']):>10}  "
+            f"oldest unused for {row['oldest_use_days']:g} day(s)" for stage, row in sorted(info["stages"].items())]
+    _emit(info, as_json, "\n".join([*rows, f"{cache_dir}: {info['entries']} entries, "
+                                    f"{_human_bytes(info['size_bytes'])}, {info['orphaned_staging']} staging folder(s)"]))
+
+
+@cache.command("clean")
+@click.option("--cache-dir", type=click.Path(path_type=Path), default=DEFAULT_CACHE, show_default=True)
+@click.option("--all", "remove_all", is_flag=True, help="Remove every entry.")
+@click.option("--older-than", "unused_days", type=click.FloatRange(min=0), metavar="DAYS",
+              help="Remove entries no build has used for DAYS days.")
+@json_option
+def cache_clean(cache_dir: Path, remove_all: bool, unused_days: float | None, as_json: bool) -> None:
+    """Remove staging folders of interrupted builds and damaged entries; with --all or --older-than, more."""
+    from edge_distill.pipeline.cache import StageCache
+
+    report = StageCache(cache_dir).clean(remove_all, unused_days)
+    _emit(report, as_json, f"removed {len(report['removed_entries'])} entries and {report['removed_staging']} "
+                           f"staging folder(s), freed {_human_bytes(report['freed_bytes'])}")
 
 
 @main.group()
@@ -285,7 +351,7 @@ def emulator_setup(root: Path | None) -> None:
 
 
 @main.group(invoke_without_command=True)
-@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+@json_option
 @click.pass_context
 def profiles(ctx: click.Context, as_json: bool) -> None:
     """List the shipped device profiles."""
@@ -300,7 +366,7 @@ def profiles(ctx: click.Context, as_json: bool) -> None:
 
 @profiles.command("show")
 @click.argument("name")
-@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+@json_option
 def profiles_show(name: str, as_json: bool) -> None:
     """Print a profile's resolved values (a shipped name or a .toml file)."""
     from edge_distill.config import PROFILE_SECTIONS, load_config

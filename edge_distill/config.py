@@ -7,6 +7,8 @@ Every key is validated against the dataclasses below; an error names the key, th
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -29,6 +31,12 @@ def _between(default: float, low: float, high: float) -> Any:
     return field(default=default, metadata={"min": low, "max": high})
 
 
+def _positive_ints(default: list[int], lengths: tuple[int, ...] | None = None, example: str = "") -> Any:
+    """A list of positive integers; `lengths` lists the allowed lengths (None: any non-empty)."""
+    return field(default_factory=lambda: list(default),
+                 metadata={"item_min": 1, "lengths": lengths, **({"example": example} if example else {})})
+
+
 @dataclass(frozen=True)
 class DeviceConfig:
     """The target device. Figures are measured on the host unless its arch matches."""
@@ -37,7 +45,9 @@ class DeviceConfig:
     description: str = ""
     arch: str = _choice("x86_64", "x86_64", "aarch64")
     cpu: str = ""
-    host: str = ""  # [user@]host of the device: `build` then also benchmarks there over SSH
+    # [user@]host of the device: `build` then also benchmarks there over SSH. Never starting with
+    # "-": ssh would read it as an option.
+    host: str = field(default="", metadata={"pattern": (r"[^-\s][^\s]*|", "[user@]host, not starting with '-'")})
     vnni: bool = True  # x86 only: without VNNI, u8s8 int8 can saturate, so the search adds reduce_range
     # Roofline figures for `edge-distill estimate`, whole chip, with where they come from.
     cores: int = _at_least(4, 1)
@@ -60,7 +70,7 @@ class DataConfig:
     val_fraction: float = _between(0.15, 0.05, 0.5)
     test_fraction: float = _between(0.2, 0.05, 0.5)
     color_mode: str = _choice("grayscale", "grayscale", "rgb")  # image folders only
-    image_size: list[int] = field(default_factory=list)  # [H, W] for image folders; [] keeps size
+    image_size: list[int] = _positive_ints([], (0, 2), "[96, 96]")  # [H, W] for image folders; [] keeps size
     # .npz only: "auto" reads (N, L) as 1-D signals and (N, H, W) / (N, C, H, W) as images;
     # "NCL" reads (N, C, L) as signals with C channels.
     layout: str = _choice("auto", "auto", "NCL")
@@ -173,7 +183,7 @@ class BenchmarkConfig:
     provider_options: dict[str, dict] = field(default_factory=dict)
     allow_cpu_fallback: bool = False  # run on the CPU when the providers are missing (always recorded)
     threads: int = _at_least(1, 1)
-    batch_size: int = _at_least(1, 1)
+    batch_size: int = _between(1, 1, 4096)  # latency of one call at this batch; larger ones do not fit a device
     warmup_runs: int = _at_least(20, 0)
     timed_runs: int = _at_least(300, 1)  # at least this many timed runs...
     min_seconds: float = _at_least(2.0, 0.0)  # ...and at least this long
@@ -189,8 +199,8 @@ class BudgetConfig:
     min_accuracy: float = _between(0.0, 0.0, 1.0)  # test accuracy of the shipped model
     # Budget-driven build: sweep student sizes, ship the smallest that meets the budgets.
     sweep: bool = False
-    sweep_widths: list[int] = field(default_factory=lambda: [4, 8, 16, 32])
-    sweep_depths: list[int] = field(default_factory=lambda: [1, 2, 3])
+    sweep_widths: list[int] = _positive_ints([4, 8, 16, 32], example="[8, 16]")
+    sweep_depths: list[int] = _positive_ints([1, 2, 3], example="[1, 2]")
     estimate_slack: float = _at_least(2.0, 1.0)  # skip sizes whose estimate exceeds slack x latency budget
     ship_best_effort: bool = False  # when no size meets both budgets: ship the closest (true) or nothing
 
@@ -329,11 +339,26 @@ def _check_value(dotted: str, value: Any, expected: Any, meta: Any, origins: dic
         for i, item in enumerate(value):
             if "table" in meta:
                 _check_table(f"{dotted}[{i}]", item, meta["table"], where, _example(meta))
+            if item_type is float and not math.isfinite(item):
+                raise ConfigError(f"{where}: '{dotted}[{i}]' = {item!r} is not a finite number")
+            if "item_min" in meta and item < meta["item_min"]:
+                raise ConfigError(f"{where}: '{dotted}[{i}]' = {item!r} is below the minimum {meta['item_min']}",
+                                  _example(meta))
+        if "lengths" in meta:
+            lengths = meta["lengths"]
+            if (lengths is None and not value) or (lengths is not None and len(value) not in lengths):
+                expected_len = "at least 1" if lengths is None else " or ".join(map(str, lengths))
+                raise ConfigError(f"{where}: '{dotted}' has {len(value)} item(s), expected {expected_len}",
+                                  _example(meta))
         return [float(v) for v in value] if item_type is float else list(value)
     if not _is_type(value, expected):
         raise ConfigError(f"{where}: '{dotted}' must be {expected.__name__}, got {value!r}")
     if expected is float:
         value = float(value)
+        if not math.isfinite(value):
+            raise ConfigError(f"{where}: '{dotted}' = {value!r} is not a finite number", "give a real number")
+    if "pattern" in meta and not re.fullmatch(meta["pattern"][0], value):
+        raise ConfigError(f"{where}: '{dotted}' = {value!r} is not valid: expected {meta['pattern'][1]}")
     if "choices" in meta and value not in meta["choices"]:
         raise ConfigError(f"{where}: '{dotted}' = {value!r} is not valid", did_you_mean(str(value), meta["choices"]))
     if "min" in meta and value < meta["min"]:

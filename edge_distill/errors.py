@@ -37,6 +37,22 @@ class DataError(InputFileError):
     """The dataset is empty, malformed or holds NaN/inf."""
 
 
+class FileSystemError(InputFileError):
+    """Reading or writing a path failed: permission, a full or read-only disk, a file where a folder should be."""
+
+    @classmethod
+    def from_os_error(cls, error: OSError) -> "FileSystemError":
+        import errno
+
+        path = error.filename or "a file"
+        reason = error.strerror or type(error).__name__
+        hints = {errno.ENOSPC: "free space on that disk, or choose a folder on another one",
+                 errno.EROFS: "choose a folder on a writable disk",
+                 errno.EACCES: "choose a folder you can write to, or fix its permissions",
+                 errno.ENOTDIR: "a part of that path is a file: choose another path"}
+        return cls(f"{path}: {reason}", hints.get(error.errno, "check the path and the disk"))
+
+
 class BundleError(InputFileError):
     """A bundle cannot be verified: its manifest or golden files are unreadable or inconsistent."""
 

@@ -17,6 +17,7 @@ import onnx
 from onnx import numpy_helper, shape_inference
 
 from edge_distill.config import DeviceConfig
+from edge_distill.errors import ConfigError, ModelError
 
 # Weight input index of the ops that carry weights, per op type.
 WEIGHT_INPUT = {"Conv": 1, "ConvInteger": 1, "QLinearConv": 3, "Gemm": 1, "MatMul": 1, "MatMulInteger": 1,
@@ -40,13 +41,54 @@ class NodeCost:
     bound: str = ""  # "compute", "memory" or "dispatch"
 
 
-def count_costs(model_path: Path, batch: int = 1) -> tuple[list[NodeCost], bool, list[int]]:
-    """Per-node costs at `batch`, whether the model is int8 (QDQ or QOperator), and its input shape."""
-    model = onnx.load(str(model_path))
-    for graph_input in model.graph.input:
+def parse_shape(text: str) -> tuple[str, list[int]]:
+    """`NAME:1x3x48x192` -> ("NAME", [1, 3, 48, 192]), as `--shape` takes it."""
+    name, sep, dims = text.rpartition(":")
+    try:
+        parsed = [int(d) for d in dims.lower().split("x")]
+    except ValueError:
+        parsed = []
+    if not sep or not name or not parsed or min(parsed) < 1:
+        raise ConfigError(f"--shape {text!r}: expected INPUT_NAME:DIMS with positive sizes, e.g. input:1x3x48x192")
+    return name, parsed
+
+
+def fix_input_shapes(model: onnx.ModelProto, batch: int, shapes: dict[str, list[int]]) -> None:
+    """Make every input shape concrete: `shapes` by input name, else a symbolic first axis becomes
+    `batch`; any other symbolic axis is an error naming it (shapes cannot be inferred around it)."""
+    if batch < 1:
+        raise ConfigError(f"batch {batch}: must be at least 1")
+    initializers = {t.name for t in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in initializers]
+    unknown = set(shapes) - {i.name for i in inputs}
+    if unknown:
+        raise ConfigError(f"--shape {sorted(unknown)[0]}: the model has no such input",
+                          f"its inputs: {', '.join(i.name for i in inputs)}")
+    for graph_input in inputs:
         dims = graph_input.type.tensor_type.shape.dim
+        if graph_input.name in shapes:
+            given = shapes[graph_input.name]
+            if len(given) != len(dims):
+                raise ConfigError(f"--shape {graph_input.name}: {len(given)} sizes for an input of rank {len(dims)}")
+            for dim, size in zip(dims, given):
+                if dim.dim_value and dim.dim_value != size:
+                    raise ConfigError(f"--shape {graph_input.name}: size {size} where the model fixes {dim.dim_value}")
+                dim.dim_value = size
+            continue
         if dims and not dims[0].dim_value:
             dims[0].dim_value = batch  # a symbolic batch axis becomes concrete so shapes resolve
+        free = [d.dim_param or "?" for d in dims if not d.dim_value]
+        if free:
+            example = "x".join(str(d.dim_value or 1) for d in dims)
+            raise ModelError(f"input '{graph_input.name}' has symbolic size(s) {', '.join(free)}: an estimate needs "
+                             "concrete shapes", f"give them, e.g. --shape {graph_input.name}:{example}")
+
+
+def count_costs(model_path: Path, batch: int = 1, shapes: dict[str, list[int]] | None = None
+                ) -> tuple[list[NodeCost], bool, list[int]]:
+    """Per-node costs at `batch`, whether the model is int8 (QDQ or QOperator), and its input shape."""
+    model = onnx.load(str(model_path))
+    fix_input_shapes(model, batch, shapes or {})
     inferred = shape_inference.infer_shapes(model)
     graph = inferred.graph
     shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in
@@ -70,8 +112,10 @@ def count_costs(model_path: Path, batch: int = 1) -> tuple[list[NodeCost], bool,
                             if i in shapes and shapes[i] and all(shapes[i]) and i not in initializers
                             and i not in dequantized)
         weight_bytes = weight.nbytes if weight is not None else 0
-        costs.append(NodeCost(node.name or node.op_type, node.op_type, macs, 2 * macs + other,
-                              weight_bytes + (activation_in + out_elems) * activation_bytes, weight_bytes))
+        # Unknown sizes count as nothing (never as a negative figure).
+        macs, other = max(macs, 0), max(other, 0)
+        moved = max(weight_bytes + (activation_in + out_elems) * activation_bytes, 0)
+        costs.append(NodeCost(node.name or node.op_type, node.op_type, macs, 2 * macs + other, moved, weight_bytes))
     return costs, int8, shapes.get(graph.input[0].name, [])
 
 
@@ -113,11 +157,13 @@ def _other_flops(node, shapes: dict, out_elems: int) -> int:
 
 
 def estimate_latency(
-    model_path: Path, device: DeviceConfig, threads: int, batch: int = 1, assume_int8: bool = False
+    model_path: Path, device: DeviceConfig, threads: int, batch: int = 1, assume_int8: bool = False,
+    shapes: dict[str, list[int]] | None = None,
 ) -> dict:
     """Roofline estimate of one run for `device` with `threads` cores busy. `assume_int8` estimates
-    a float graph as its int8 version will run (for sizing students before they are quantized)."""
-    costs, int8, input_shape = count_costs(model_path, batch)
+    a float graph as its int8 version will run (for sizing students before they are quantized);
+    `shapes` fixes input shapes by name (needed where sizes other than the batch are symbolic)."""
+    costs, int8, input_shape = count_costs(model_path, batch, shapes)
     if assume_int8 and not int8:
         int8 = True
         for cost in costs:

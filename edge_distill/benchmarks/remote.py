@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_distill.errors import RemoteError
+from edge_distill.errors import ConfigError, RemoteError
 
 RUNNER = Path(__file__).with_name("runner.py")
 
@@ -33,6 +33,12 @@ class RemoteTarget:
     python: str = "python3"
     connect_timeout_s: int = 10
     command_timeout_s: int = 600
+
+    def __post_init__(self):
+        # ssh would read "-oProxyCommand=..." as an option: a host never starts with "-".
+        if not self.destination or self.destination.startswith("-") or any(c.isspace() for c in self.destination):
+            raise ConfigError(f"--remote {self.destination!r}: expected [user@]host, not empty, without spaces, "
+                              "not starting with '-'", "give the device's address or a Host from your ssh config")
 
     def options(self) -> list[str]:
         config = ["-F", str(self.ssh_config)] if self.ssh_config else []
@@ -91,7 +97,8 @@ def _npy_bytes(array: np.ndarray) -> bytes:
 
 
 def _ssh(target: RemoteTarget, command: str, doing: str, stdin: bytes = b"") -> str:
-    return _run(["ssh", *target.options(), target.destination, command], target, doing, stdin)
+    # "--" ends ssh's options: whatever the destination holds, it is read as the destination.
+    return _run(["ssh", *target.options(), "--", target.destination, command], target, doing, stdin)
 
 
 def _run(argv: list[str], target: RemoteTarget, doing: str, stdin: bytes = b"") -> str:

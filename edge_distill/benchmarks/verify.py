@@ -22,6 +22,9 @@ from edge_distill.errors import BundleError
 SCHEMA_VERSION = 1  # the newest manifest schema this verifier understands
 REQUIRED_KEYS = ("schema_version", "files", "model", "inputs", "outputs", "labels", "golden")
 GOLDEN_ARRAYS = ("inputs", "logits", "top1")
+# Files a bundle folder holds beside those manifest["files"] hashes: the manifest itself, and what
+# `build` writes after it (a size sweep's report, figures measured on the device over SSH).
+UNHASHED_FILES = ("manifest.json", "sweep.json", "sweep.svg", "device_benchmark.json")
 METADATA_PREFIX = "edge_distill."
 
 
@@ -37,16 +40,22 @@ def verify_bundle(bundle: Path, providers: list[str] | None = None) -> list[Chec
     manifest = read_manifest(bundle)
     checks = check_files(bundle, manifest)
     if not all(c.passed for c in checks):
-        return checks  # never run a model whose bytes are not the ones the manifest vouches for
+        return [*checks, check_unlisted(bundle, manifest)]  # never run a model whose bytes are not vouched for
+    checks.append(check_unlisted(bundle, manifest))
     model = bundle / manifest["model"]["file"]
     checks.append(check_external_data(bundle, model, manifest))
     if not checks[-1].passed:
         return checks
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(model), providers=providers or ["CPUExecutionProvider"])
+    try:
+        session = ort.InferenceSession(str(model), providers=providers or ["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph/...: all mean "cannot load"
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        return [*checks, Check("model loads", False, f"onnxruntime cannot load {model.name}: {first_line[:300]}")]
     checks += check_spec(session, manifest)
-    checks += check_golden(bundle, session, manifest)
+    if all(c.passed for c in checks):  # golden inputs fit only the model the manifest describes
+        checks += check_golden(bundle, session, manifest)
     return checks
 
 
@@ -66,12 +75,53 @@ def read_manifest(bundle: Path) -> dict[str, Any]:
     if missing:
         raise BundleError(f"{path}: missing key(s) {', '.join(missing)}", "rebuild the bundle with edge-distill build")
     version = manifest["schema_version"]
-    if not isinstance(version, int) or version > SCHEMA_VERSION:
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise BundleError(f"{path}: schema_version must be a positive integer, got {version!r}",
+                          "rebuild the bundle with edge-distill build")
+    if version > SCHEMA_VERSION:
         raise BundleError(
-            f"{path}: schema_version {version!r} is newer than this verifier understands ({SCHEMA_VERSION})",
+            f"{path}: schema_version {version} is newer than this verifier understands ({SCHEMA_VERSION})",
             "upgrade edge-distill",
         )
+    check_manifest_shape(manifest, path)
     return manifest
+
+
+def check_manifest_shape(manifest: dict[str, Any], path: Path) -> None:
+    """Every value the checks read has the type they expect: a malformed manifest is one BundleError
+    naming the key, never a traceback halfway through verification."""
+
+    def need(ok: bool, key: str, expected: str) -> None:
+        if not ok:
+            raise BundleError(f"{path}: '{key}' must be {expected}", "rebuild the bundle with edge-distill build")
+
+    files, model, golden = manifest["files"], manifest["model"], manifest["golden"]
+    need(isinstance(files, dict) and files, "files", "a non-empty object of file name -> {sha256, size_bytes}")
+    for name, record in files.items():
+        need(isinstance(record, dict) and isinstance(record.get("sha256"), str), f"files.{name}",
+             'an object with a "sha256" string')
+    need(isinstance(model, dict) and isinstance(model.get("file"), str), "model", 'an object with a "file" string')
+    for kind in ("inputs", "outputs"):
+        specs = manifest[kind]
+        need(isinstance(specs, list) and specs, kind, "a non-empty list of {name, shape}")
+        for i, spec in enumerate(specs):
+            need(isinstance(spec, dict) and isinstance(spec.get("name"), str) and isinstance(spec.get("shape"), list),
+                 f"{kind}[{i}]", 'an object with a "name" string and a "shape" list')
+    need(isinstance(manifest["labels"], list) and all(isinstance(x, str) for x in manifest["labels"]), "labels",
+         "a list of strings")
+    need(isinstance(golden, dict), "golden", "an object")
+    for key in ("npz", "json"):
+        need(isinstance(golden.get(key), str), f"golden.{key}", "a file name")
+    arrays = golden.get("arrays")
+    need(isinstance(arrays, dict) and set(arrays) == set(GOLDEN_ARRAYS), "golden.arrays",
+         f"an object with {', '.join(GOLDEN_ARRAYS)}")
+    for name, spec in arrays.items():
+        need(isinstance(spec, dict) and isinstance(spec.get("shape"), list) and isinstance(spec.get("dtype"), str),
+             f"golden.arrays.{name}", 'an object with a "shape" list and a "dtype" string')
+    tolerance = golden.get("tolerance")
+    atol = tolerance.get("logits_atol") if isinstance(tolerance, dict) else None
+    need(isinstance(atol, (int, float)) and not isinstance(atol, bool) and np.isfinite(atol) and atol >= 0,
+         "golden.tolerance.logits_atol", "a finite number >= 0")
 
 
 def inside(bundle: Path, relative: str) -> Path | None:
@@ -97,6 +147,16 @@ def check_files(bundle: Path, manifest: dict[str, Any]) -> list[Check]:
     if manifest["model"].get("file") not in manifest["files"]:
         checks.append(Check("model file listed", False, f"{manifest['model'].get('file')!r} is not in manifest files"))
     return checks
+
+
+def check_unlisted(bundle: Path, manifest: dict[str, Any]) -> Check:
+    """Files in the bundle folder that the manifest neither hashes nor names as unhashed (a stray .so,
+    an edited copy) fail it: a bundle carries only what it vouches for."""
+    listed = set(manifest["files"]) | set(UNHASHED_FILES)
+    unlisted = sorted(p.relative_to(bundle).as_posix() for p in bundle.rglob("*")
+                      if not p.is_dir() and p.relative_to(bundle).as_posix() not in listed)
+    detail = f"not in the manifest: {', '.join(unlisted[:5])}" if unlisted else "every file is listed"
+    return Check("no unlisted files", not unlisted, detail)
 
 
 def check_external_data(bundle: Path, model: Path, manifest: dict[str, Any]) -> Check:
@@ -133,7 +193,10 @@ def check_golden(bundle: Path, session, manifest: dict[str, Any]) -> list[Check]
     golden = manifest["golden"]
     arrays = load_golden(bundle, golden)
     input_name, output_name = manifest["inputs"][0]["name"], manifest["outputs"][0]["name"]
-    logits = session.run([output_name], {input_name: arrays["inputs"]})[0]
+    try:
+        logits = session.run([output_name], {input_name: arrays["inputs"]})[0]
+    except Exception as e:  # onnxruntime's own error types: wrong shape or dtype for this model
+        return [Check("golden logits", False, f"the model cannot run the golden inputs: {str(e).strip()[:300]}")]
     diff = float(np.abs(logits - arrays["logits"]).max())
     atol = float(golden["tolerance"]["logits_atol"])
     agree = int((logits.argmax(axis=1) == arrays["top1"]).sum())
@@ -161,7 +224,12 @@ def load_golden(bundle: Path, golden: dict[str, Any]) -> dict[str, np.ndarray]:
                 f"manifest says {spec['dtype']}{spec['shape']}"
             )
     json_path = inside(bundle, golden["json"])
-    copy = json.loads(json_path.read_text()) if json_path and json_path.is_file() else {}
+    try:
+        copy = json.loads(json_path.read_text()) if json_path and json_path.is_file() else {}
+    except (OSError, ValueError) as e:
+        raise BundleError(f"{bundle / golden['json']}: unreadable golden vectors ({e})") from None
+    if not isinstance(copy, dict):
+        raise BundleError(f"{bundle / golden['json']}: expected a JSON object of {', '.join(GOLDEN_ARRAYS)}")
     for name in GOLDEN_ARRAYS:
         if name not in copy or not np.array_equal(np.asarray(copy[name], dtype=arrays[name].dtype), arrays[name]):
             raise BundleError(f"{bundle / golden['json']}: '{name}' differs from {golden['npz']}")

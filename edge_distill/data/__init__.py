@@ -96,6 +96,11 @@ def load_dataset(cfg: DataConfig, seed: int) -> Dataset:
     per_channel = (slice(None),) + (None,) * (fit_on.ndim - 2)
     x_norm = {s: ((part * pixel_scale - mean[per_channel]) / std[per_channel]).astype(np.float32)
               for s, part in x_split.items()}
+    if not (np.isfinite(mean).all() and np.isfinite(std).all() and all(np.isfinite(p).all() for p in x_norm.values())):
+        # Finite inputs whose sums overflow float32 (|x| near 3e38) normalize to inf/NaN.
+        largest = max(float(np.abs(p).max()) for p in x_split.values() if p.size)
+        raise DataError(f"{where}: values up to {largest:.3g} overflow when normalized",
+                        "rescale the data (e.g. to 0..1 or 0..255) before building")
     preprocessing = {
         "layout": "NCHW" if x.ndim == 4 else "NCL",
         "color_mode": color_mode,
@@ -131,6 +136,13 @@ def _read_npz_arrays(path: Path, required: tuple[str, ...], hint: str) -> dict[s
         raise DataError(f"{path}: not a readable .npz file ({e})", "save it with numpy.savez") from None
 
 
+def _numeric(x: np.ndarray, path: Path) -> np.ndarray:
+    if not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
+        raise DataError(f"{path}: x must hold numbers (uint8 or float), got dtype {x.dtype}",
+                        "save the samples as a numeric array")
+    return x
+
+
 def _as_channels_first(x: np.ndarray, layout: str, path: Path) -> np.ndarray:
     """(N, L) -> (N, 1, L); (N, H, W) -> (N, 1, H, W), or with layout NCL (N, C, L) as is."""
     if x.ndim == 2:
@@ -145,7 +157,10 @@ def _as_channels_first(x: np.ndarray, layout: str, path: Path) -> np.ndarray:
 
 def _read_npz(path: Path, layout: str) -> tuple[tuple[np.ndarray, np.ndarray], list[str], float]:
     arrays = _read_npz_arrays(path, ("x", "y"), "save with np.savez(path, x=images, y=labels)")
-    x, y = _as_channels_first(arrays["x"], layout, path), arrays["y"]
+    x, y = _as_channels_first(_numeric(arrays["x"], path), layout, path), arrays["y"]
+    if y.ndim != 1:
+        raise DataError(f"{path}: y must be 1-D (one class id per sample), got shape {y.shape}",
+                        "pass class ids, not one-hot rows: y = onehot.argmax(axis=1)")
     labels = [str(v) for v in arrays["labels"]] if "labels" in arrays else None
     if not np.issubdtype(y.dtype, np.integer):
         raise DataError(f"{path}: y must hold integer class ids, got dtype {y.dtype}")
@@ -189,6 +204,8 @@ def _read_images(files: list[Path], cfg: DataConfig) -> list[np.ndarray]:
                 if size:
                     img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR)
                 array = np.asarray(img, dtype=np.float32)
+        except Image.DecompressionBombError as e:
+            raise DataError(f"{file}: refused: {e}", "remove the file, or downscale it if it is a real image") from None
         except (UnidentifiedImageError, OSError) as e:
             raise DataError(f"{file}: cannot read image ({e})", "remove or replace the file") from None
         if images and array.shape != images[0].shape:
@@ -220,7 +237,7 @@ def _read_transfer(cfg: DataConfig, sample_shape: tuple[int, ...], pixel_scale: 
         x, scale = _stack_images(_read_images(files, cfg)), 1.0 / 255.0
     elif path.suffix == ".npz":
         arrays = _read_npz_arrays(path, ("x",), "save with np.savez(path, x=samples)")
-        x = _as_channels_first(arrays["x"], cfg.layout, path)
+        x = _as_channels_first(_numeric(arrays["x"], path), cfg.layout, path)
         scale = 1.0 / 255.0 if x.dtype == np.uint8 else pixel_scale  # floats: the labeled data's raw scale
     else:
         raise InputFileError(f"data.transfer: {path} is neither a folder nor an .npz file",
@@ -244,8 +261,16 @@ def _drop_labels(x: dict[str, np.ndarray], y: dict[str, np.ndarray], keep: int, 
     if keep < n_classes:
         raise DataError(f"data.labeled_samples = {keep} is fewer than the {n_classes} classes",
                         f"keep at least {n_classes} so every class has a labeled sample")
-    x_kept, x_rest, y_kept, _ = train_test_split(x["train"], y["train"], train_size=keep, random_state=seed,
-                                                 stratify=y["train"])
+    if n_train - keep < n_classes:  # the stratified split needs one unlabeled sample per class too
+        raise DataError(f"data.labeled_samples = {keep} of {n_train} training samples leaves fewer unlabeled "
+                        f"samples than the {n_classes} classes",
+                        f"keep at most {n_train - n_classes}, or 0 to keep every label")
+    try:
+        x_kept, x_rest, y_kept, _ = train_test_split(x["train"], y["train"], train_size=keep, random_state=seed,
+                                                     stratify=y["train"])
+    except ValueError as e:  # a class with a single training sample cannot be stratified
+        raise DataError(f"data.labeled_samples = {keep}: cannot pick a stratified subset ({e})",
+                        "add samples to the smallest class, or set data.labeled_samples = 0") from None
     return ({**x, "train": x_kept, "transfer": np.concatenate([x["transfer"], x_rest])},
             {**y, "train": y_kept})
 

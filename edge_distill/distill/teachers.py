@@ -7,8 +7,12 @@ outputs are used). Several teachers make an ensemble whose softened distribution
 
 from __future__ import annotations
 
+import json
+import os
+import re
 import zipfile
 from collections.abc import Callable, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +23,17 @@ from torch import nn
 from edge_distill.distill.losses import combine_teachers
 from edge_distill.errors import InputFileError, ModelError, describe
 from edge_distill.models import check_output_size, eval_mode, load_checkpoint
+
+# What a torch.export archive may hold for us to load it (paths below its top-level folder): tensors as
+# raw bytes described by JSON, the graph as JSON, sample inputs (tensors only). Everything else that
+# torch.export.load understands is code or unpickled on load: pickled tensors and objects
+# (use_pickle, custom_obj_*, opaque_obj_*), legacy .pt weight files, compiled AOTInductor libraries.
+PT2_DATA_ENTRIES = re.compile(
+    r"(archive_format|archive_version|byteorder|\.data/[\w.]+|models/\w+\.json|extra/[\w./-]+"
+    r"|data/weights/(weight_\d+|\w+_weights_config\.json)|data/constants/(tensor_\d+|\w+_constants_config\.json)"
+    r"|data/sample_inputs/\w+\.pt)"
+)
+
 
 def sniff_format(path: Path) -> str:
     """What a teacher file holds, from its contents (suffixes vary: .pt, .pth, .pt2, .onnx)."""
@@ -89,7 +104,7 @@ def load_teacher_file(path: Path, name: str, input_shape: tuple[int, ...], num_c
             if kind == "torchscript":
                 module = torch.jit.load(str(path), map_location="cpu")
             elif kind == "torch.export":
-                module = torch.export.load(str(path)).module()
+                module = load_export_archive(path, name).module()
             else:
                 if build_module is None:
                     raise ModelError(f"{name}: {path} holds only weights (a state_dict)",
@@ -106,6 +121,48 @@ def load_teacher_file(path: Path, name: str, input_shape: tuple[int, ...], num_c
     check_output_size(teacher.predict, input_shape, num_classes, name, batch=3,
                       run_hint="export it with a dynamic batch axis, e.g. dynamic_shapes=({0: torch.export.Dim('batch')},)")
     return teacher
+
+
+def load_export_archive(path: Path, name: str = "teacher"):
+    """`torch.export.load` for archives that hold only data: refuse (naming the entry) anything it
+    would unpickle or execute, and keep every torch.load inside it at weights_only=True."""
+    with zipfile.ZipFile(path) as archive:
+        for entry in archive.namelist():
+            inner = entry.split("/", 1)[1] if "/" in entry else entry
+            if not PT2_DATA_ENTRIES.fullmatch(inner):
+                raise InputFileError(f"{name}: {path} holds '{entry}', which torch.export.load would unpickle or run",
+                                     "re-save the model with torch.export.save from plain tensors, or export it to ONNX")
+            if inner.endswith("_config.json"):
+                _check_payload_config(archive.read(entry), entry, path, name)
+    with _only_weights_unpickled():
+        return torch.export.load(str(path))
+
+
+def _check_payload_config(raw: bytes, entry: str, path: Path, name: str) -> None:
+    try:
+        payloads = json.loads(raw)["config"]
+        pickled = [key for key, meta in payloads.items()
+                   if meta.get("use_pickle") or not str(meta.get("path_name", "")).startswith(("weight_", "tensor_"))]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise InputFileError(f"{name}: {path}: '{entry}' is not a torch.export payload table",
+                             "re-save the model with torch.export.save") from None
+    if pickled:
+        raise InputFileError(f"{name}: {path} stores {', '.join(pickled[:3])} as pickled objects ('{entry}'); "
+                             "loading them could run code", "save the model with plain tensors, or export it to ONNX")
+
+
+@contextmanager
+def _only_weights_unpickled():
+    """torch.export.load retries a failed weights_only load without it; this makes torch.load refuse."""
+    before = os.environ.get("TORCH_FORCE_WEIGHTS_ONLY_LOAD")
+    os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"]
+        else:
+            os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = before
 
 
 def _onnx_teacher(path: Path, name: str, input_shape: tuple[int, ...]) -> Teacher:

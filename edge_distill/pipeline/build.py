@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +10,7 @@ from pathlib import Path
 from edge_distill.config import BuildConfig
 from edge_distill.errors import ConfigError, InputFileError, did_you_mean
 from edge_distill.pipeline.cache import StageCache, hash_path, library_versions
+from edge_distill.pipeline.publish import check_out, publish
 from edge_distill.pipeline.stage import Progress
 from edge_distill.pipeline.stages import STAGE_NAMES, STAGES, PackageStage
 
@@ -69,6 +69,14 @@ def run_pipeline(
     for stage in stages:
         stage.check()
     cache = StageCache(cache_dir)
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        removed = cache.remove_orphans()
+    except OSError as e:
+        raise InputFileError(f"cache folder {cache_dir}: cannot write there ({e.strerror})",
+                             "pass --cache-dir on a writable disk with free space") from None
+    if removed:
+        progress(f"removed {len(removed)} staging folder(s) left in the cache by an interrupted build")
     libraries = library_versions()
     hashes: dict[Path, str] = {}
     run = PipelineRun(artifacts=provided)
@@ -94,12 +102,15 @@ def run_pipeline(
             "libraries": libraries,
         }
         key = cache.key(description)
-        entry = None if force else cache.lookup(stage.name, key, stage.outputs)
+        found = cache.lookup(stage.name, key, stage.outputs) if not force else None
+        entry = found.entry if found else None
         prefix = f"[{index}/{len(stages)}] {stage.name}"
         cached = entry is not None
         if cached:
             progress(f"{prefix}: cached")
         else:
+            if found and found.damage:
+                progress(f"{prefix}: the cached result is damaged ({found.damage}): running again")
             progress(f"{prefix}: running")
             staged = cache.staging(stage.name)
             try:
@@ -107,7 +118,7 @@ def run_pipeline(
                 missing = [name for name in stage.outputs if not (staged / name).is_file()]
                 if missing:
                     raise RuntimeError(f"stage {stage.name} did not write {', '.join(missing)}")
-                entry = cache.commit(stage.name, key, staged, description)
+                entry = cache.commit(stage.name, key, staged, description, stage.outputs)
             finally:
                 shutil.rmtree(staged, ignore_errors=True)
         outputs = {name: entry / name for name in stage.outputs}
@@ -117,37 +128,11 @@ def run_pipeline(
     return run
 
 
-def check_out(out: Path, marker: str = "manifest.json", what: str = "bundle") -> None:
-    """`out` may be created or replaced: it is absent, empty, or an earlier output (holds `marker`)."""
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / marker).is_file())):
-        raise InputFileError(f"--out {out}: exists and is not an edge-distill {what}", "choose another --out or remove it")
-
-
-def publish(files: dict[str, Path], out: Path, marker: str = "manifest.json", what: str = "bundle") -> None:
-    """Copy `files` into `out` so that it appears whole or not at all (temp folder, then rename).
-    An existing `out` is replaced only if it is an earlier output (see `check_out`)."""
-    check_out(out, marker, what)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staged = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    staged.chmod(0o755)  # mkdtemp makes it private; a bundle is meant to be shared
-    try:
-        for name, source in files.items():
-            shutil.copyfile(source, staged / name)
-        if out.exists():
-            retired = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            out.rename(retired / out.name)
-            staged.rename(out)
-            shutil.rmtree(retired)
-        else:
-            staged.rename(out)
-    finally:
-        shutil.rmtree(staged, ignore_errors=True)
-
-
 def build(
     config: BuildConfig, out: Path, cache_dir: Path, force: bool = False, progress: Progress = lambda _: None
 ) -> PipelineRun:
-    """The whole chain, then the bundle published at `out`."""
+    """The whole chain, then the bundle published at `out` (checked first, so a bad `out` costs no training)."""
+    check_out(out)
     run = run_pipeline(config, cache_dir, PackageStage.name, force=force, progress=progress)
     publish({name: run.artifacts[name] for name in PackageStage.outputs}, out)
     progress(f"bundle written to {out}")

@@ -1,11 +1,20 @@
-"""Content-addressed stage cache: key = (stage, version, params, input hashes, library versions)."""
+"""Content-addressed stage cache: key = (stage, version, params, input hashes, library versions).
+
+An entry records the sha256 of each output it holds and is verified before reuse: a truncated or
+edited file is a miss that reruns the stage, never an input trusted downstream. Staging folders
+carry the pid of the build that made them, so a later build removes those a killed build left.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
 import shutil
 import tempfile
+import time
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -14,6 +23,9 @@ from edge_distill.benchmarks.verify import sha256
 
 # Versions that can change what a stage produces.
 KEY_LIBRARIES = ("edge-distill", "torch", "onnx", "onnxscript", "onnxruntime", "onnxsim", "numpy", "scikit-learn")
+RECORD = "stage.json"  # the entry's description and its outputs' hashes; its mtime is the last use
+STAGING = re.compile(r"\.tmp-(\d+)-.*")
+ORPHAN_AGE_S = 3600  # staging folders without a pid (older versions) count as orphans after this
 
 
 def library_versions() -> dict[str, str]:
@@ -36,6 +48,21 @@ def hash_path(path: Path) -> str:
     return digest.hexdigest()
 
 
+@dataclass
+class Lookup:
+    entry: Path | None  # the verified entry, or None for a miss
+    damage: str = ""  # why an existing entry was not reused ("" for a plain miss)
+
+
+@dataclass
+class CacheEntry:
+    stage: str
+    key: str
+    path: Path
+    size_bytes: int
+    last_used: float  # epoch seconds
+
+
 class StageCache:
     """One folder per (stage, key) under `root`; a miss is built in a temp folder then renamed in."""
 
@@ -49,25 +76,104 @@ class StageCache:
     def entry(self, stage: str, key: str) -> Path:
         return self.root / stage / key
 
-    def lookup(self, stage: str, key: str, outputs: tuple[str, ...]) -> Path | None:
+    def lookup(self, stage: str, key: str, outputs: tuple[str, ...]) -> Lookup:
+        """The entry if every output is there with the hash recorded at commit; marks it used."""
         entry = self.entry(stage, key)
-        if all((entry / name).is_file() for name in outputs):
-            return entry
-        return None
+        if not entry.is_dir():
+            return Lookup(None)
+        damage = verify_entry(entry, outputs)
+        if damage:
+            return Lookup(None, damage)
+        os.utime(entry / RECORD)
+        return Lookup(entry)
 
     def staging(self, stage: str) -> Path:
         (self.root / stage).mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=".tmp-", dir=self.root / stage))
+        return Path(tempfile.mkdtemp(prefix=f".tmp-{os.getpid()}-", dir=self.root / stage))
 
-    def commit(self, stage: str, key: str, staged: Path, description: dict[str, Any]) -> Path:
-        (staged / "stage.json").write_text(json.dumps(description, indent=2, sort_keys=True, default=str))
+    def commit(self, stage: str, key: str, staged: Path, description: dict[str, Any],
+               outputs: tuple[str, ...]) -> Path:
+        hashes = {name: sha256(staged / name) for name in outputs}
+        (staged / RECORD).write_text(json.dumps({**description, "output_sha256": hashes}, indent=2, sort_keys=True,
+                                                default=str))
         entry = self.entry(stage, key)
-        if entry.exists():  # --force rebuilt an existing entry
+        if entry.exists():  # --force, or a damaged entry being replaced
             shutil.rmtree(entry, ignore_errors=True)
         try:
             staged.rename(entry)
         except OSError:
-            if not (entry / "stage.json").is_file():
+            if not (entry / RECORD).is_file():
                 raise
             # A concurrent build committed the same key first; its entry stands and ours is dropped.
         return entry
+
+    def remove_orphans(self) -> list[Path]:
+        """Remove staging folders whose build is gone (killed, or crashed without cleaning up)."""
+        removed = []
+        for staged in self.root.glob("*/.tmp-*"):
+            match = STAGING.fullmatch(staged.name)
+            alive = _process_alive(int(match[1])) if match else time.time() - staged.stat().st_mtime < ORPHAN_AGE_S
+            if not alive:
+                shutil.rmtree(staged, ignore_errors=True)
+                removed.append(staged)
+        return removed
+
+    def entries(self) -> list[CacheEntry]:
+        found = []
+        for entry in sorted(self.root.glob(f"*/*/{RECORD}")):
+            folder = entry.parent
+            size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+            found.append(CacheEntry(folder.parent.name, folder.name, folder, size, entry.stat().st_mtime))
+        return found
+
+    def info(self) -> dict[str, Any]:
+        """Size, entries per stage and their ages, for `edge-distill cache info`."""
+        entries, now = self.entries(), time.time()
+        stages: dict[str, dict[str, Any]] = {}
+        for e in entries:
+            row = stages.setdefault(e.stage, {"entries": 0, "size_bytes": 0, "oldest_use_days": 0.0})
+            row["entries"] += 1
+            row["size_bytes"] += e.size_bytes
+            row["oldest_use_days"] = round(max(row["oldest_use_days"], (now - e.last_used) / 86400), 2)
+        return {"root": str(self.root), "entries": len(entries), "size_bytes": sum(e.size_bytes for e in entries),
+                "stages": stages, "orphaned_staging": len(list(self.root.glob("*/.tmp-*")))}
+
+    def clean(self, remove_all: bool = False, unused_days: float | None = None) -> dict[str, Any]:
+        """Remove orphaned staging folders and damaged entries; also every entry (`remove_all`) or
+        those not used for `unused_days`. Returns what went and how many bytes were freed."""
+        orphans = self.remove_orphans()
+        removed, freed, now = [], 0, time.time()
+        for e in self.entries():
+            stale = unused_days is not None and now - e.last_used > unused_days * 86400
+            if remove_all or stale or verify_entry(e.path, None):
+                shutil.rmtree(e.path, ignore_errors=True)
+                removed.append(f"{e.stage}/{e.key}")
+                freed += e.size_bytes
+        return {"removed_entries": removed, "removed_staging": len(orphans), "freed_bytes": freed}
+
+
+def verify_entry(entry: Path, outputs: tuple[str, ...] | None) -> str:
+    """"" if the entry holds `outputs` (default: those it recorded) with their recorded hashes, else why not."""
+    try:
+        recorded = json.loads((entry / RECORD).read_text()).get("output_sha256")
+    except (OSError, ValueError, AttributeError):
+        return f"{entry / RECORD} is missing or unreadable"
+    if not isinstance(recorded, dict):
+        return f"{entry / RECORD} records no output hashes (an older edge-distill wrote it)"
+    for name in outputs if outputs is not None else recorded:
+        path = entry / name
+        if not path.is_file():
+            return f"{path} is missing"
+        if sha256(path) != recorded.get(name):
+            return f"{path} differs from the hash recorded when it was written (truncated or edited)"
+    return ""
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True

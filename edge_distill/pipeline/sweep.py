@@ -16,7 +16,8 @@ from typing import Any
 
 from edge_distill.config import BudgetConfig, BuildConfig
 from edge_distill.errors import BudgetExceededError
-from edge_distill.pipeline.build import PipelineRun, publish, run_pipeline
+from edge_distill.pipeline.build import PipelineRun, run_pipeline
+from edge_distill.pipeline.publish import check_out, publish
 from edge_distill.pipeline.stage import Progress
 from edge_distill.pipeline.stages import PackageStage
 
@@ -25,6 +26,7 @@ def build_for_budget(
     config: BuildConfig, out: Path, cache_dir: Path, force: bool = False, progress: Progress = lambda _: None
 ) -> tuple[PipelineRun, dict]:
     """Sweep, pick, publish. Returns the chosen size's run and the sweep report."""
+    check_out(out)
     budget = config.budget
     dataset = json.loads(run_pipeline(config, cache_dir, "data", progress=progress).artifacts["dataset.json"].read_text())
     rows, runs = [], {}

@@ -1,0 +1,104 @@
+"""Publishing an output folder (a bundle, a sequence-distillation output) without ever losing a
+user's files: a folder is replaced only when it is provably one of ours and holds nothing else,
+and the new one appears whole or not at all (built beside it, then renamed into place)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from edge_distill.errors import InputFileError
+
+
+@dataclass(frozen=True)
+class OutputKind:
+    what: str  # "bundle", for messages
+    marker: str  # the file that says a folder is ours
+    owned: Callable[[Path], set[str] | None]  # the files an earlier output of this kind may hold; None: not ours
+
+
+def _bundle_files(folder: Path) -> set[str] | None:
+    from edge_distill.benchmarks.verify import UNHASHED_FILES
+
+    manifest = _read_json_object(folder / "manifest.json")
+    generator = manifest.get("generator") if manifest else None
+    files = manifest.get("files") if manifest else None
+    ours = (isinstance(generator, dict) and generator.get("name") == "edge-distill"
+            and isinstance(manifest.get("schema_version"), int) and isinstance(files, dict))
+    return set(files) | set(UNHASHED_FILES) if ours else None
+
+
+def _sequence_files(folder: Path) -> set[str] | None:
+    from edge_distill.distill.sequence import OUTPUTS
+
+    report = _read_json_object(folder / "sequence.json")
+    return set(OUTPUTS) if report and isinstance(report.get("models"), dict) else None
+
+
+def _read_json_object(path: Path) -> dict | None:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+BUNDLE = OutputKind("bundle", "manifest.json", _bundle_files)
+SEQUENCE_OUTPUT = OutputKind("sequence-distillation output", "sequence.json", _sequence_files)
+
+
+def check_out(out: Path, kind: OutputKind = BUNDLE) -> None:
+    """Raise unless `out` can be written: absent (below a writable folder), empty, or an earlier
+    output of `kind` holding only the files that output lists. Called before any work starts."""
+    for parent in out.absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise InputFileError(f"--out {out}: {parent} is a file, not a folder", "choose another --out")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise InputFileError(f"--out {out}: cannot write in {parent} (permission denied)",
+                                     "choose a folder you can write to")
+            break
+    if not out.exists() and not out.is_symlink():
+        return
+    if out.is_symlink() or not out.is_dir():
+        raise InputFileError(f"--out {out}: exists and is not a folder", "choose another --out")
+    if next(out.iterdir(), None) is None:
+        return
+    owned = kind.owned(out)
+    if owned is None:
+        raise InputFileError(f"--out {out}: exists and is not an edge-distill {kind.what} "
+                             f"(no edge-distill {kind.marker}); nothing was changed",
+                             "choose another --out, or empty that folder yourself")
+    entries = sorted(p.relative_to(out).as_posix() for p in out.rglob("*"))  # only once the folder is ours
+    folders = {parent.as_posix() for name in owned for parent in Path(name).parents}
+    foreign = [name for name in entries if name not in owned and name not in folders]
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise InputFileError(f"--out {out}: holds files the earlier {kind.what} does not list: {shown}; "
+                             "nothing was changed", "move those files out of the folder, or choose another --out")
+
+
+def publish(files: dict[str, Path], out: Path, kind: OutputKind = BUNDLE) -> None:
+    """Copy `files` into `out` so that it appears whole or not at all (temp folder, then rename).
+    An existing `out` is replaced only if `check_out` allows it."""
+    check_out(out, kind)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staged = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    staged.chmod(0o755)  # mkdtemp makes it private; a bundle is meant to be shared
+    try:
+        for name, source in files.items():
+            shutil.copyfile(source, staged / name)
+        if out.exists():
+            retired = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            out.rename(retired / out.name)
+            staged.rename(out)
+            shutil.rmtree(retired)
+        else:
+            staged.rename(out)
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
