@@ -45,7 +45,10 @@ def build_bundle(
 
         device = bench_bundle(out, remote, progress=progress)
         # Beside the bundle's own files: not hashed in the manifest, which holds the build's figures.
-        (out / "device_benchmark.json").write_text(json.dumps(device, indent=2) + "\n")
+        # Written whole or not at all: a temp file, then renamed.
+        staged = out / ".device_benchmark.json.tmp"
+        staged.write_text(json.dumps(device, indent=2) + "\n")
+        staged.replace(out / "device_benchmark.json")
     return BuildResult(run, json.loads((out / "manifest.json").read_text()), sweep, device)
 
 

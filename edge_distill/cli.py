@@ -24,6 +24,11 @@ class ErrorRenderingGroup(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except click.ClickException as e:  # a malformed flag: click renders it; with --json, JSON too
+            if ctx.meta.get(JSON_KEY):
+                click.echo(json.dumps({"error": e.format_message(), "hint": None, "exit_code": e.exit_code,
+                                       "type": "UsageError"}, indent=2))
+            raise
         except (EdgeDistillError, OSError, MemoryError) as e:
             if ctx.params.get("debug"):
                 raise

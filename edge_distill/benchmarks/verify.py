@@ -162,7 +162,10 @@ def check_unlisted(bundle: Path, manifest: dict[str, Any]) -> Check:
 def check_external_data(bundle: Path, model: Path, manifest: dict[str, Any]) -> Check:
     """ONNX external-data locations must stay inside the bundle and be hashed in the manifest."""
     root = bundle.resolve()
-    locations = external_data_locations(model.read_bytes())
+    try:
+        locations = external_data_locations(model.read_bytes())
+    except BundleError as e:
+        return Check("model loads", False, f"{model.name} is not an ONNX protobuf ({e.message})")
     outside, unlisted = [], []
     for location in locations:
         target = inside(model.parent, location)  # ONNX resolves locations against the model's folder
@@ -329,6 +332,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         checks = verify_bundle(args.bundle)
     except BundleError as e:
+        if args.json:
+            print(json.dumps({"error": e.message, "hint": e.hint, "exit_code": e.exit_code, "type": type(e).__name__}))
         print(f"Error: {e.message}" + (f"\nHint: {e.hint}" if e.hint else ""), file=sys.stderr)
         return e.exit_code
     ok = all(c.passed for c in checks)

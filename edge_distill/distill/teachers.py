@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import re
 import zipfile
 from collections.abc import Callable, Sequence
@@ -135,7 +136,11 @@ def load_export_archive(path: Path, name: str = "teacher"):
             if inner.endswith("_config.json"):
                 _check_payload_config(archive.read(entry), entry, path, name)
     with _only_weights_unpickled():
-        return torch.export.load(str(path))
+        try:
+            return torch.export.load(str(path))
+        except pickle.UnpicklingError:
+            raise InputFileError(f"{name}: {path} holds pickled objects other than plain tensors; loading them "
+                                 "could run code", "save the model with plain tensors, or export it to ONNX") from None
 
 
 def _check_payload_config(raw: bytes, entry: str, path: Path, name: str) -> None:

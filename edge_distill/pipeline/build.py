@@ -66,6 +66,11 @@ def run_pipeline(
         if not path.is_file():
             raise InputFileError(f"--input {name}: {path} not found", "check the path")
     stages = [stage_cls(config) for stage_cls in plan(target, set(provided))]
+    read = {name for stage in stages for name in stage.inputs}
+    for name in provided:
+        if name not in read:  # ignoring it would silently build something else than the user asked for
+            raise ConfigError(f"--input {name}: the {target} stage does not read it",
+                              f"it reads {', '.join(sorted(read))}" if read else f"the {target} stage reads no artifact")
     for stage in stages:
         stage.check()
     cache = StageCache(cache_dir)

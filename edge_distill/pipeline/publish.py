@@ -76,7 +76,9 @@ def check_out(out: Path, kind: OutputKind = BUNDLE) -> None:
                              "choose another --out, or empty that folder yourself")
     entries = sorted(p.relative_to(out).as_posix() for p in out.rglob("*"))  # only once the folder is ours
     folders = {parent.as_posix() for name in owned for parent in Path(name).parents}
-    foreign = [name for name in entries if name not in owned and name not in folders]
+    # Foreign files, and foreign folders only when empty (a folder with files is named by its files).
+    foreign = [name for name in entries if name not in owned and name not in folders
+               and not ((out / name).is_dir() and any((out / name).iterdir()))]
     if foreign:
         shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
         raise InputFileError(f"--out {out}: holds files the earlier {kind.what} does not list: {shown}; "

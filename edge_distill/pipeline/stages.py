@@ -124,12 +124,19 @@ def _load_main_teacher(config: BuildConfig, dataset, teacher_model: Path, name: 
                              lambda: _build_model(config, "teacher", dataset))
 
 
-def _load_teachers(config: BuildConfig, dataset, teacher_model: Path, name: str = "teacher"):
-    """The main teacher (`name` for errors) and the ensemble files."""
-    from edge_distill.distill.teachers import TeacherEnsemble, load_teacher_file
+def _load_ensemble_members(config: BuildConfig, dataset) -> list:
+    """The teacher.ensemble files, each checked against the data."""
+    from edge_distill.distill.teachers import load_teacher_file
 
-    members = [load_teacher_file(Path(f), f"teacher.ensemble[{i}] ({f})", dataset.input_shape, dataset.num_classes)
-               for i, f in enumerate(config.teacher.ensemble)]
+    return [load_teacher_file(Path(f), f"teacher.ensemble[{i}] ({f})", dataset.input_shape, dataset.num_classes)
+            for i, f in enumerate(config.teacher.ensemble)]
+
+
+def _load_teachers(config: BuildConfig, dataset, teacher_model: Path, name: str = "teacher", members=None):
+    """The main teacher (`name` for errors) and the ensemble files (`members` if already loaded)."""
+    from edge_distill.distill.teachers import TeacherEnsemble
+
+    members = _load_ensemble_members(config, dataset) if members is None else members
     return TeacherEnsemble([_load_main_teacher(config, dataset, teacher_model, name), *members],
                            config.teacher.ensemble_weights)
 
@@ -181,9 +188,10 @@ class TeacherStage(ConfiguredStage):
         cfg = self.config.teacher
         dataset = Dataset.load(inputs["dataset.npz"])
         report: dict[str, Any] = {}
+        members = _load_ensemble_members(self.config, dataset)  # a bad ensemble file costs no training
         if cfg.file:
             progress(f"loading the teacher from {cfg.file}")
-            teachers = _load_teachers(self.config, dataset, Path(cfg.file), "teacher.file")
+            teachers = _load_teachers(self.config, dataset, Path(cfg.file), "teacher.file", members)
             shutil.copyfile(cfg.file, out / "teacher.model")
             report |= {"source": cfg.file, "format": teachers.teachers[0].format, "trained_here": False}
         else:
@@ -200,7 +208,7 @@ class TeacherStage(ConfiguredStage):
                 report |= {"trained_here": True, "epochs": cfg.epochs, "best_epoch": history.best_epoch}
             torch.save(model.state_dict(), out / "teacher.model")
             report |= {"format": "state_dict", "params": count_params(model)}
-            teachers = _load_teachers(self.config, dataset, out / "teacher.model")
+            teachers = _load_teachers(self.config, dataset, out / "teacher.model", members=members)
         progress(f"computing the outputs of {len(teachers.teachers)} teacher(s) on "
                  f"{len(dataset.x['train'])} labeled + {len(dataset.x['transfer'])} transfer samples")
         x_train, _ = _transfer_train_set(dataset)

@@ -78,3 +78,24 @@ def test_ensemble_averages_softened_distributions_with_weights(module, files):
     torch.testing.assert_close(probs, expected, atol=1e-5, rtol=1e-4)
     with pytest.raises(ModelError, match="2 weights for 3 teachers"):
         TeacherEnsemble([main, other, other], [1.0, 1.0])
+
+
+@pytest.mark.parametrize("change", ["pickled_weight", "sample_inputs"])
+def test_a_hostile_pt2_runs_code_in_plain_torch_but_not_here(files, tmp_path, change):
+    import io
+
+    from tests import handmade
+
+    marker = tmp_path / "ran"
+    payload = io.BytesIO()
+    torch.save(handmade.RunsCode(marker), payload)
+    hostile = tmp_path / "hostile.pt2"
+    handmade.pt2_variant(files / "t.pt2", hostile, **{change: payload.getvalue()})
+    with pytest.raises(InputFileError, match="pickled"):
+        load_teacher_file(hostile, "teacher.file", SHAPE, 10)
+    assert not marker.exists()
+    try:  # the same file through torch.export.load as it is: the payload is real
+        torch.export.load(str(hostile))
+    except Exception:
+        pass  # torch may fail after unpickling; the marker says whether the code ran
+    assert marker.exists()

@@ -6,9 +6,8 @@ import json
 import onnx
 import pytest
 
-from edge_distill.errors import InputFileError
 from edge_distill.pipeline import stages
-from edge_distill.pipeline.build import build, publish
+from edge_distill.pipeline.build import build
 from tests.conftest import tiny_config
 
 
@@ -72,15 +71,6 @@ def test_failed_build_leaves_previous_bundle_untouched(tiny_cache, tmp_path, mon
         build(tiny_config("benchmark.timed_runs=6"), out, tiny_cache)
     assert (out / "manifest.json").read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dist"]  # no temp folders left behind
-
-
-def test_publish_refuses_to_replace_a_folder_that_is_not_a_bundle(tmp_path):
-    out = tmp_path / "precious"
-    out.mkdir()
-    (out / "thesis.tex").write_text("years of work")
-    with pytest.raises(InputFileError, match="is not an edge-distill bundle"):
-        publish({}, out)
-    assert (out / "thesis.tex").exists()
 
 
 @pytest.mark.slow

@@ -4,7 +4,7 @@ import pytest
 
 from edge_distill.pipeline import stages
 from edge_distill.pipeline.build import plan, run_pipeline
-from edge_distill.pipeline.cache import hash_path
+from edge_distill.pipeline.cache import StageCache, hash_path
 from tests.conftest import tiny_config
 
 
@@ -93,3 +93,49 @@ def test_every_artifact_has_one_producer_and_every_input_a_producer():
 
 STAGE_ORDER = {name: i for i, name in enumerate(stages.STAGE_NAMES)}
 
+
+
+def test_a_truncated_cache_file_reruns_its_stage_and_says_so(tmp_path, spy):
+    run = run_pipeline(tiny_config(), tmp_path / "cache", target="data")
+    dataset = run.artifacts["dataset.npz"]
+    dataset.write_bytes(dataset.read_bytes()[:100])  # a disk that filled up, a killed copy
+    lines = []
+    again = run_pipeline(tiny_config(), tmp_path / "cache", target="data", progress=lines.append)
+    assert spy == ["data", "data"]
+    assert any("damaged" in line and "dataset.npz" in line for line in lines)
+    assert again.artifacts["dataset.npz"].stat().st_size > 100
+    run_pipeline(tiny_config(), tmp_path / "cache", target="data")
+    assert spy == ["data", "data"]  # the repaired entry is trusted again
+
+
+def test_staging_folders_of_a_killed_build_are_removed_by_the_next(tmp_path):
+    import subprocess
+
+    cache = StageCache(tmp_path / "cache")
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a pid that no longer runs
+    orphan = tmp_path / "cache" / "data" / f".tmp-{gone.pid}-abc"
+    live = cache.staging("data")  # this process's: a build still under way
+    orphan.mkdir()
+    (orphan / "dataset.npz").write_bytes(b"half")
+    run_pipeline(tiny_config(), tmp_path / "cache", target="data")
+    assert not orphan.exists() and live.exists()
+
+
+def test_cache_info_and_clean(tmp_path):
+    import os
+    import time
+
+    cache = StageCache(tmp_path / "cache")
+    run_pipeline(tiny_config(), cache.root, target="data")
+    run_pipeline(tiny_config("data.val_fraction=0.2"), cache.root, target="data")
+    info = cache.info()
+    assert info["entries"] == 2 and info["stages"]["data"]["entries"] == 2 and info["size_bytes"] > 0
+    old, recent = cache.entries()
+    month_ago = time.time() - 30 * 86400
+    os.utime(old.path / "stage.json", (month_ago, month_ago))
+    report = cache.clean(unused_days=7)
+    assert report["removed_entries"] == [f"data/{old.key}"] and recent.path.exists()
+    (recent.path / "dataset.json").write_text("edited")
+    assert cache.clean()["removed_entries"] == [f"data/{recent.key}"]  # damaged entries go by default
+    assert cache.info()["entries"] == 0
