@@ -1,5 +1,8 @@
 """The stage cache: a hit provably skips the stage; a changed param reruns only what follows it."""
 
+import json
+from pathlib import Path
+
 import pytest
 
 from edge_distill.pipeline import stages
@@ -96,15 +99,16 @@ STAGE_ORDER = {name: i for i, name in enumerate(stages.STAGE_NAMES)}
 
 
 def test_a_truncated_cache_file_reruns_its_stage_and_says_so(tmp_path, spy):
-    run = run_pipeline(tiny_config(), tmp_path / "cache", target="data")
-    dataset = run.artifacts["dataset.npz"]
+    from tests.test_cli import invoke
+
+    args = ["data", "--profile", "rpi4", "--cache-dir", str(tmp_path / "cache"), "--json"]
+    dataset = Path(json.loads(invoke(*args).stdout)["outputs"]["dataset.npz"])
     dataset.write_bytes(dataset.read_bytes()[:100])  # a disk that filled up, a killed copy
-    lines = []
-    again = run_pipeline(tiny_config(), tmp_path / "cache", target="data", progress=lines.append)
-    assert spy == ["data", "data"]
-    assert any("damaged" in line and "dataset.npz" in line for line in lines)
-    assert again.artifacts["dataset.npz"].stat().st_size > 100
-    run_pipeline(tiny_config(), tmp_path / "cache", target="data")
+    again = invoke(*args)
+    assert again.exit_code == 0 and spy == ["data", "data"]
+    assert f"the cached result is damaged ({dataset} differs from the hash recorded" in again.stderr
+    assert dataset.stat().st_size > 100
+    invoke(*args)
     assert spy == ["data", "data"]  # the repaired entry is trusted again
 
 
