@@ -25,7 +25,7 @@ from pathlib import Path
 
 from default_build import meets  # this folder is on sys.path when a benchmark script runs
 
-from edge_distill.benchmarks.runner import describe_host
+from edge_distill.device.runner import describe_host
 from edge_distill.config import load_config
 from edge_distill.pipeline.build import run_pipeline
 

@@ -44,7 +44,7 @@ def harness_overhead(model: Path, seconds: float = 3.0) -> dict:
     """p50 of measure_latency vs a bare loop, alternated three times each to share any drift."""
     import onnxruntime as ort
 
-    from edge_distill.benchmarks.runner import measure_latency
+    from edge_distill.device.runner import measure_latency
 
     sample = np.zeros((1, 1, 8, 8), np.float32)
     harness, bare = [], []

@@ -28,7 +28,7 @@ def build_bundle(
     out: Path,
     cache_dir: Path,
     force: bool = False,
-    remote=None,  # a benchmarks.remote.RemoteTarget: also benchmark the bundle on that device
+    remote=None,  # a device.remote.RemoteTarget: also benchmark the bundle on that device
     progress: Progress = lambda _: None,
 ) -> BuildResult:
     """Build and publish the bundle (sweeping student sizes when `budget.sweep`), then benchmark it
@@ -41,7 +41,7 @@ def build_bundle(
         run = build(config, out, cache_dir, force=force, progress=progress)
     device = None
     if remote is not None:
-        from edge_distill.benchmarks.remote import bench_bundle
+        from edge_distill.device.remote import bench_bundle
 
         device = bench_bundle(out, remote, progress=progress)
         # Beside the bundle's own files: not hashed in the manifest, which holds the build's figures.

@@ -128,8 +128,8 @@ def build(cache_dir, force, as_json, out, max_latency_ms, min_accuracy, ship_bes
           remote_python, **config_args):
     """Run every stage and write the bundle: model.onnx, manifest.json, golden vectors, README.md."""
     from edge_distill.api import build_bundle
-    from edge_distill.benchmarks.remote import RemoteTarget, render_bench
-    from edge_distill.pipeline.package import metrics_table
+    from edge_distill.device.remote import RemoteTarget, render_bench
+    from edge_distill.bundle.writer import metrics_table
     from edge_distill.pipeline.sweep import sweep_table
 
     budgets = {"budget.max_latency_ms": max_latency_ms, "budget.min_accuracy": min_accuracy,
@@ -221,13 +221,13 @@ def sequence(out, text, steps, teacher_hidden, student_hidden, seed, as_json):
 def verify(bundle: Path, emulate: str | None, as_json: bool) -> None:
     """Check a bundle: file hashes, containment, model spec and golden outputs. Exit 1 on any failure.
 
-    Needs only numpy and onnxruntime: on a device, `python -m edge_distill.benchmarks.verify BUNDLE`.
+    Needs only numpy and onnxruntime: on a device, `python -m edge_distill.bundle.verify BUNDLE`.
     """
-    from edge_distill.benchmarks.verify import Check, render, verify_bundle
+    from edge_distill.bundle.verify import Check, render, verify_bundle
 
     checks = verify_bundle(bundle)
     if emulate and all(c.passed for c in checks):
-        from edge_distill.benchmarks.emulate import verify_emulated
+        from edge_distill.device.emulate import verify_emulated
 
         _progress("running the golden inputs on aarch64 onnxruntime under qemu")
         emulated = verify_emulated(bundle)
@@ -256,7 +256,7 @@ def bench(bundle, remote, ssh_config, remote_python, connect_timeout, command_ti
     On the device only python3 with numpy and onnxruntime is needed; the runner is copied there
     and removed afterwards. Host keys must already be in known_hosts.
     """
-    from edge_distill.benchmarks.remote import RemoteTarget, bench_bundle, render_bench
+    from edge_distill.device.remote import RemoteTarget, bench_bundle, render_bench
 
     target = RemoteTarget(remote, ssh_config, remote_python, connect_timeout, command_timeout) if remote else None
     report = bench_bundle(bundle, target, progress=_progress)
@@ -273,7 +273,7 @@ def bench(bundle, remote, ssh_config, remote_python, connect_timeout, command_ti
 @json_option
 def estimate(model: Path, profile: str, batch: int, shapes: tuple[str, ...], measure: bool, as_json: bool) -> None:
     """Roofline latency estimate of MODEL.onnx for a device, per node and in total."""
-    from edge_distill.benchmarks.estimate import estimate_latency, estimate_table, parse_shape
+    from edge_distill.measure.estimate import estimate_latency, estimate_table, parse_shape
     from edge_distill.config import load_config
     from edge_distill.errors import ModelError
     from edge_distill.export.onnx_io import load_onnx
@@ -286,8 +286,8 @@ def estimate(model: Path, profile: str, batch: int, shapes: tuple[str, ...], mea
     if measure:
         import numpy as np
 
-        from edge_distill.benchmarks.harness import measurement_note
-        from edge_distill.benchmarks.runner import describe_host, measure_latency
+        from edge_distill.measure.harness import measurement_note
+        from edge_distill.device.runner import describe_host, measure_latency
 
         feeds = [i for i in graph.input if i.name not in {t.name for t in graph.initializer}]
         if len(feeds) != 1:
@@ -350,7 +350,7 @@ def emulator() -> None:
 @click.option("--root", type=click.Path(path_type=Path), help="Where to keep it (default: ~/.cache/edge-distill).")
 def emulator_setup(root: Path | None) -> None:
     """Download Debian's arm64 Python 3.11 and the aarch64 numpy/onnxruntime wheels, once."""
-    from edge_distill.benchmarks.emulate import default_root, setup_userland
+    from edge_distill.device.emulate import default_root, setup_userland
 
     setup_userland(root or default_root(), progress=_progress)
 

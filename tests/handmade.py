@@ -14,7 +14,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from edge_distill.benchmarks.verify import METADATA_PREFIX, SCHEMA_VERSION, sha256
+from edge_distill.bundle.reader import METADATA_PREFIX, SCHEMA_VERSION
+from edge_distill.hashing import sha256
 
 LABELS = ["a", "b", "c"]
 
@@ -38,7 +39,7 @@ def linear_classifier(path: Path, input_dims: tuple = ("batch", 1, 8, 8), seed: 
 
 def bundle(folder: Path) -> Path:
     """A bundle `verify` passes: the linear classifier, golden vectors and a manifest hashing them."""
-    from edge_distill.pipeline.package import write_golden
+    from edge_distill.bundle.writer import write_golden
 
     folder.mkdir(parents=True)
     model = linear_classifier(folder / "model.onnx")

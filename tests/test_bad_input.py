@@ -278,7 +278,7 @@ def _output_folders(w: Path) -> None:
 
 def _bundles(w: Path) -> None:
     """One bundle per kind of damage, each a copy of a good hand-made bundle."""
-    from edge_distill.benchmarks.verify import sha256
+    from edge_distill.hashing import sha256
 
     def variant(name: str, change=None, manifest_text: str | None = None) -> Path:
         folder = handmade.bundle(w / "bundles" / name)

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_distill.benchmarks.harness import measurement_note, provider_specs
-from edge_distill.benchmarks.runner import compare_latency, describe_host, predict_classes
+from edge_distill.measure.harness import measurement_note, provider_specs
+from edge_distill.device.runner import compare_latency, describe_host, predict_classes
 from edge_distill.config import BenchmarkConfig, DeviceConfig, QuantizeConfig
 from edge_distill.errors import EdgeDistillError, QuantizeError, describe
 from edge_distill.export.quantize import (

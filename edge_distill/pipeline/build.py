@@ -9,7 +9,8 @@ from pathlib import Path
 
 from edge_distill.config import BuildConfig
 from edge_distill.errors import ConfigError, InputFileError, did_you_mean
-from edge_distill.pipeline.cache import StageCache, hash_path, library_versions
+from edge_distill.hashing import hash_path
+from edge_distill.pipeline.cache import StageCache, library_versions
 from edge_distill.pipeline.publish import check_out, publish
 from edge_distill.pipeline.stage import Progress
 from edge_distill.pipeline.stages import STAGE_NAMES, STAGES, PackageStage

@@ -19,7 +19,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from edge_distill.benchmarks.verify import sha256
+from edge_distill.hashing import sha256
 
 # Versions that can change what a stage produces.
 KEY_LIBRARIES = ("edge-distill", "torch", "onnx", "onnxscript", "onnxruntime", "onnxsim", "numpy", "scikit-learn")
@@ -36,16 +36,6 @@ def library_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             versions[name] = "absent"
     return versions
-
-
-def hash_path(path: Path) -> str:
-    """sha256 of a file, or of a folder's relative paths and contents in sorted order."""
-    if path.is_file():
-        return sha256(path)
-    digest = hashlib.sha256()
-    for file in sorted(p for p in path.rglob("*") if p.is_file()):
-        digest.update(file.relative_to(path).as_posix().encode() + b"\0" + sha256(file).encode())
-    return digest.hexdigest()
 
 
 @dataclass

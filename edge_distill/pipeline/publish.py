@@ -23,7 +23,7 @@ class OutputKind:
 
 
 def _bundle_files(folder: Path) -> set[str] | None:
-    from edge_distill.benchmarks.verify import UNHASHED_FILES
+    from edge_distill.bundle.reader import UNHASHED_FILES
 
     manifest = _read_json_object(folder / "manifest.json")
     generator = manifest.get("generator") if manifest else None

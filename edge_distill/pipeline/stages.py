@@ -481,7 +481,7 @@ class QuantizeStage(ConfiguredStage):
     def params(self):
         params = {"quantize": dataclasses.asdict(self.config.quantize), "seed": self.config.seed}
         if self.config.quantize.search:  # the search measures latency: it depends on where it runs
-            from edge_distill.benchmarks.runner import describe_host
+            from edge_distill.device.runner import describe_host
 
             params |= {"device": dataclasses.asdict(self.config.device), "host": describe_host(),
                        "benchmark": dataclasses.asdict(self.config.benchmark)}
@@ -555,7 +555,7 @@ class DescribeStage(ConfiguredStage):
         return {"profile": self.config.profile, "device": dataclasses.asdict(self.config.device)}
 
     def run(self, inputs, out, progress):
-        from edge_distill.pipeline.package import embed_metadata
+        from edge_distill.bundle.writer import embed_metadata
 
         progress("embedding labels, preprocessing and build id in the model")
         variant = read_json(inputs["quantize.json"])["selected"]["variant"]
@@ -571,20 +571,20 @@ class BenchmarkStage(ConfiguredStage):
     outputs = ("benchmark.json",)
 
     def check(self):
-        from edge_distill.benchmarks.harness import check_providers
+        from edge_distill.measure.harness import check_providers
 
         check_providers(self.config.benchmark.providers, self.config.benchmark.allow_cpu_fallback)
 
     def params(self):
-        from edge_distill.benchmarks.runner import describe_host
+        from edge_distill.device.runner import describe_host
 
         # The host is part of the key: figures cached on one machine are not this machine's.
         return {"benchmark": dataclasses.asdict(self.config.benchmark), "device": dataclasses.asdict(self.config.device),
                 "host": describe_host()}
 
     def run(self, inputs, out, progress):
-        from edge_distill.benchmarks.estimate import estimate_latency
-        from edge_distill.benchmarks.harness import benchmark_variants
+        from edge_distill.measure.estimate import estimate_latency
+        from edge_distill.measure.harness import benchmark_variants
         from edge_distill.data import Dataset
 
         dataset = Dataset.load(inputs["dataset.npz"])
@@ -621,7 +621,7 @@ class PackageStage(ConfiguredStage):
         return {"config": self.config.to_dict()}
 
     def run(self, inputs, out, progress):
-        from edge_distill.pipeline.package import write_bundle
+        from edge_distill.bundle.writer import write_bundle
 
         write_bundle(self.config, inputs, out)
 

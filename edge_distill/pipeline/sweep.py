@@ -70,7 +70,7 @@ def estimate_student(config: BuildConfig, dataset: dict) -> dict:
     """Roofline estimate of an untrained student of this size, exported as it will be, run as int8."""
     import numpy as np
 
-    from edge_distill.benchmarks.estimate import estimate_latency
+    from edge_distill.measure.estimate import estimate_latency
     from edge_distill.export.onnx_export import export_onnx
     from edge_distill.models import build_model, count_params
 

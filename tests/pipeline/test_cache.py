@@ -7,7 +7,8 @@ import pytest
 
 from edge_distill.pipeline import stages
 from edge_distill.pipeline.build import plan, run_pipeline
-from edge_distill.pipeline.cache import StageCache, hash_path
+from edge_distill.hashing import hash_path
+from edge_distill.pipeline.cache import StageCache
 from tests.conftest import tiny_config
 
 

@@ -129,12 +129,11 @@ def verify_emulated(bundle: Path, root: Path | None = None) -> dict:
     """The bundle's golden inputs on aarch64 vs on this host: top-1 must agree; max abs diff reported."""
     import onnxruntime as ort
 
-    from edge_distill.benchmarks.verify import load_golden, read_manifest
+    from edge_distill.bundle.reader import Bundle
 
-    manifest = read_manifest(bundle)
-    golden = load_golden(bundle, manifest["golden"])
-    model = bundle / manifest["model"]["file"]
-    device = manifest["profile"]["device"]
+    opened = Bundle.open(bundle)
+    manifest, golden, model = opened.manifest, opened.golden(), opened.model_path
+    device = opened.section("profile", "device")
     cpu = device["cpu"] if device["arch"] == "aarch64" else "Cortex-A72"
     emulated, guest = run_emulated(model, golden["inputs"], cpu, root)
     session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])

@@ -1,14 +1,13 @@
 """Verify a bundle: hashes, containment, the model's spec, and its golden vectors.
 
-Like runner.py, this runs where the model runs: it needs only the standard library, numpy and
-onnxruntime (plus edge_distill.errors, itself standard-library only). Usable as
-`python -m edge_distill.benchmarks.verify DIR [--json]` on a device without torch or onnx.
+Like device/runner.py, this runs where the model runs: it needs only the standard library, numpy
+and onnxruntime (plus edge_distill's errors, hashing and bundle reader, themselves torch-free). Usable as
+`python -m edge_distill.bundle.verify DIR [--json]` on a device without torch or onnx.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 from dataclasses import asdict, dataclass
@@ -17,15 +16,9 @@ from typing import Any
 
 import numpy as np
 
+from edge_distill.bundle.reader import GOLDEN_ARRAYS, METADATA_PREFIX, UNHASHED_FILES, Bundle, inside
 from edge_distill.errors import BundleError
-
-SCHEMA_VERSION = 1  # the newest manifest schema this verifier understands
-REQUIRED_KEYS = ("schema_version", "files", "model", "inputs", "outputs", "labels", "golden")
-GOLDEN_ARRAYS = ("inputs", "logits", "top1")
-# Files a bundle folder holds beside those manifest["files"] hashes: the manifest itself, and what
-# `build` writes after it (a size sweep's report, figures measured on the device over SSH).
-UNHASHED_FILES = ("manifest.json", "sweep.json", "sweep.svg", "device_benchmark.json")
-METADATA_PREFIX = "edge_distill."
+from edge_distill.hashing import sha256
 
 
 @dataclass
@@ -35,101 +28,27 @@ class Check:
     detail: str
 
 
-def verify_bundle(bundle: Path, providers: list[str] | None = None) -> list[Check]:
+def verify_bundle(path: Path, providers: list[str] | None = None) -> list[Check]:
     """Run every check; a bundle that cannot be read at all raises BundleError instead."""
-    manifest = read_manifest(bundle)
-    checks = check_files(bundle, manifest)
+    bundle = Bundle.open(path)
+    checks = check_files(path, bundle.manifest)
     if not all(c.passed for c in checks):
-        return [*checks, check_unlisted(bundle, manifest)]  # never run a model whose bytes are not vouched for
-    checks.append(check_unlisted(bundle, manifest))
-    model = bundle / manifest["model"]["file"]
-    checks.append(check_external_data(bundle, model, manifest))
+        return [*checks, check_unlisted(path, bundle.manifest)]  # never run a model whose bytes are not vouched for
+    checks.append(check_unlisted(path, bundle.manifest))
+    checks.append(check_external_data(path, bundle.model_path, bundle.manifest))
     if not checks[-1].passed:
         return checks
     import onnxruntime as ort
 
     try:
-        session = ort.InferenceSession(str(model), providers=providers or ["CPUExecutionProvider"])
+        session = ort.InferenceSession(str(bundle.model_path), providers=providers or ["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph/...: all mean "cannot load"
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        return [*checks, Check("model loads", False, f"onnxruntime cannot load {model.name}: {first_line[:300]}")]
-    checks += check_spec(session, manifest)
+        return [*checks, Check("model loads", False, f"onnxruntime cannot load {bundle.model_path.name}: {first_line[:300]}")]
+    checks += check_spec(session, bundle.manifest)
     if all(c.passed for c in checks):  # golden inputs fit only the model the manifest describes
-        checks += check_golden(bundle, session, manifest)
+        checks += check_golden(bundle, session)
     return checks
-
-
-def read_manifest(bundle: Path) -> dict[str, Any]:
-    path = bundle / "manifest.json"
-    if not bundle.is_dir():
-        raise BundleError(f"{bundle}: not a folder", "give the folder that holds manifest.json")
-    try:
-        manifest = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise BundleError(f"{path}: missing", "is this an edge-distill bundle?") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise BundleError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(manifest, dict):
-        raise BundleError(f"{path}: expected a JSON object")
-    missing = [key for key in REQUIRED_KEYS if key not in manifest]
-    if missing:
-        raise BundleError(f"{path}: missing key(s) {', '.join(missing)}", "rebuild the bundle with edge-distill build")
-    version = manifest["schema_version"]
-    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise BundleError(f"{path}: schema_version must be a positive integer, got {version!r}",
-                          "rebuild the bundle with edge-distill build")
-    if version > SCHEMA_VERSION:
-        raise BundleError(
-            f"{path}: schema_version {version} is newer than this verifier understands ({SCHEMA_VERSION})",
-            "upgrade edge-distill",
-        )
-    check_manifest_shape(manifest, path)
-    return manifest
-
-
-def check_manifest_shape(manifest: dict[str, Any], path: Path) -> None:
-    """Every value the checks read has the type they expect: a malformed manifest is one BundleError
-    naming the key, never a traceback halfway through verification."""
-
-    def need(ok: bool, key: str, expected: str) -> None:
-        if not ok:
-            raise BundleError(f"{path}: '{key}' must be {expected}", "rebuild the bundle with edge-distill build")
-
-    files, model, golden = manifest["files"], manifest["model"], manifest["golden"]
-    need(isinstance(files, dict) and files, "files", "a non-empty object of file name -> {sha256, size_bytes}")
-    for name, record in files.items():
-        need(isinstance(record, dict) and isinstance(record.get("sha256"), str), f"files.{name}",
-             'an object with a "sha256" string')
-    need(isinstance(model, dict) and isinstance(model.get("file"), str), "model", 'an object with a "file" string')
-    for kind in ("inputs", "outputs"):
-        specs = manifest[kind]
-        need(isinstance(specs, list) and specs, kind, "a non-empty list of {name, shape}")
-        for i, spec in enumerate(specs):
-            need(isinstance(spec, dict) and isinstance(spec.get("name"), str) and isinstance(spec.get("shape"), list),
-                 f"{kind}[{i}]", 'an object with a "name" string and a "shape" list')
-    need(isinstance(manifest["labels"], list) and all(isinstance(x, str) for x in manifest["labels"]), "labels",
-         "a list of strings")
-    need(isinstance(golden, dict), "golden", "an object")
-    for key in ("npz", "json"):
-        need(isinstance(golden.get(key), str), f"golden.{key}", "a file name")
-    arrays = golden.get("arrays")
-    need(isinstance(arrays, dict) and set(arrays) == set(GOLDEN_ARRAYS), "golden.arrays",
-         f"an object with {', '.join(GOLDEN_ARRAYS)}")
-    for name, spec in arrays.items():
-        need(isinstance(spec, dict) and isinstance(spec.get("shape"), list) and isinstance(spec.get("dtype"), str),
-             f"golden.arrays.{name}", 'an object with a "shape" list and a "dtype" string')
-    tolerance = golden.get("tolerance")
-    atol = tolerance.get("logits_atol") if isinstance(tolerance, dict) else None
-    need(isinstance(atol, (int, float)) and not isinstance(atol, bool) and np.isfinite(atol) and atol >= 0,
-         "golden.tolerance.logits_atol", "a finite number >= 0")
-
-
-def inside(bundle: Path, relative: str) -> Path | None:
-    """The file a manifest path names, or None if it would leave the bundle (absolute, .., symlink)."""
-    if Path(relative).is_absolute():
-        return None
-    target = (bundle / relative).resolve()
-    return target if target.is_relative_to(bundle.resolve()) else None
 
 
 def check_files(bundle: Path, manifest: dict[str, Any]) -> list[Check]:
@@ -192,9 +111,10 @@ def check_spec(session, manifest: dict[str, Any]) -> list[Check]:
     return checks
 
 
-def check_golden(bundle: Path, session, manifest: dict[str, Any]) -> list[Check]:
+def check_golden(bundle: Bundle, session) -> list[Check]:
+    manifest = bundle.manifest
     golden = manifest["golden"]
-    arrays = load_golden(bundle, golden)
+    arrays = bundle.golden()
     input_name, output_name = manifest["inputs"][0]["name"], manifest["outputs"][0]["name"]
     try:
         logits = session.run([output_name], {input_name: arrays["inputs"]})[0]
@@ -208,35 +128,6 @@ def check_golden(bundle: Path, session, manifest: dict[str, Any]) -> list[Check]
         Check("golden logits", diff <= atol, f"max abs diff {diff:.3g} (tolerance {atol:.3g}) on {count} samples"),
         Check("golden top-1", agree == count, f"{agree}/{count} match"),
     ]
-
-
-def load_golden(bundle: Path, golden: dict[str, Any]) -> dict[str, np.ndarray]:
-    """The .npz vectors, checked against the shapes the manifest states and against the JSON copy."""
-    path = inside(bundle, golden["npz"])
-    if path is None:
-        raise BundleError(f"{bundle / golden['npz']}: points outside the bundle")
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            arrays = {name: f[name] for name in GOLDEN_ARRAYS}
-    except (OSError, KeyError, ValueError) as e:
-        raise BundleError(f"{path}: unreadable golden vectors ({e})") from None
-    for name, spec in golden["arrays"].items():
-        if list(arrays[name].shape) != spec["shape"] or arrays[name].dtype.name != spec["dtype"]:
-            raise BundleError(
-                f"{path}: '{name}' is {arrays[name].dtype.name}{list(arrays[name].shape)}, "
-                f"manifest says {spec['dtype']}{spec['shape']}"
-            )
-    json_path = inside(bundle, golden["json"])
-    try:
-        copy = json.loads(json_path.read_text()) if json_path and json_path.is_file() else {}
-    except (OSError, ValueError) as e:
-        raise BundleError(f"{bundle / golden['json']}: unreadable golden vectors ({e})") from None
-    if not isinstance(copy, dict):
-        raise BundleError(f"{bundle / golden['json']}: expected a JSON object of {', '.join(GOLDEN_ARRAYS)}")
-    for name in GOLDEN_ARRAYS:
-        if name not in copy or not np.array_equal(np.asarray(copy[name], dtype=arrays[name].dtype), arrays[name]):
-            raise BundleError(f"{bundle / golden['json']}: '{name}' differs from {golden['npz']}")
-    return arrays
 
 
 def external_data_locations(model_bytes: bytes) -> list[str]:
@@ -307,14 +198,6 @@ def _varint(buffer: bytes, position: int) -> tuple[int, int]:
         if not byte & 0x80:
             return result, position
         shift += 7
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def render(checks: list[Check]) -> str:

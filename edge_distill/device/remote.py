@@ -145,16 +145,16 @@ def explain_ssh_failure(destination: str, stderr: str, doing: str) -> RemoteErro
 def bench_bundle(bundle: Path, target: RemoteTarget | None, progress=lambda _: None) -> dict:
     """Latency of a bundle's model on the device (or here, without a target) with the profile's
     settings, and top-1 agreement with the bundle's golden vectors there."""
-    from edge_distill.benchmarks.verify import load_golden, read_manifest
+    from edge_distill.bundle.reader import Bundle
 
-    manifest = read_manifest(bundle)
-    golden = load_golden(bundle, manifest["golden"])
-    settings = manifest["profile"]["benchmark"]
+    opened = Bundle.open(bundle)
+    golden = opened.golden()
+    settings = opened.section("profile", "benchmark")
     args = ["--provider", settings["providers"][0], "--threads", str(settings["threads"]),
             "--batch", str(settings["batch_size"]), "--warmup", str(settings["warmup_runs"]),
             "--runs", str(settings["timed_runs"]), "--min-seconds", str(settings["min_seconds"]),
             "--cold-starts", str(settings["cold_start_runs"])]
-    model = bundle / manifest["model"]["file"]
+    model = opened.model_path
     if target is None:  # this host is not the device: more threads than cores would only measure contention
         args[args.index("--threads") + 1] = str(min(settings["threads"], os.cpu_count() or 1))
         with tempfile.TemporaryDirectory() as tmp:
@@ -166,7 +166,7 @@ def bench_bundle(bundle: Path, target: RemoteTarget | None, progress=lambda _: N
     return {"bundle": str(bundle), "where": target.destination if target else "local", "device": result["host"],
             "provider": result["provider"], "threads": result["threads"], "batch": result["batch"],
             "latency_ms": result["latency_ms"], "golden_top1_agreement": agreement,
-            "golden_samples": len(golden["top1"]), "model_sha256": manifest["model"]["sha256"]}
+            "golden_samples": len(golden["top1"]), "model_sha256": opened.section("model", "sha256")}
 
 
 def _run_local(model: Path, inputs: Path, args: list[str]) -> dict:

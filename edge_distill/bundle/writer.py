@@ -1,5 +1,5 @@
 """The bundle an app team receives: model.onnx, manifest.json (schema in docs/manifest.md), golden
-vectors and README.md. `edge_distill.benchmarks.verify` is its reader."""
+vectors and README.md. `edge_distill.bundle.reader` reads it and `edge_distill.bundle.verify` checks it."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from edge_distill import __version__
-from edge_distill.benchmarks.verify import METADATA_PREFIX, SCHEMA_VERSION, sha256
+from edge_distill.bundle.reader import METADATA_PREFIX, SCHEMA_VERSION
+from edge_distill.bundle.report import write_reports
 from edge_distill.config import PROFILE_SECTIONS, BuildConfig
-from edge_distill.pipeline.report import write_reports
+from edge_distill.hashing import sha256
 
 VERSIONED_LIBRARIES = ("torch", "onnx", "onnxscript", "onnxruntime", "onnxsim", "numpy")
 BUNDLE_FILES = ("model.onnx", "golden.npz", "golden.json", "README.md",  # all hashed in manifest["files"]

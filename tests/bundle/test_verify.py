@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 import pytest
 
-from edge_distill.benchmarks.verify import external_data_locations, verify_bundle
+from edge_distill.bundle.verify import external_data_locations, verify_bundle
 from edge_distill.errors import BundleError
 
 NODE_DIR = Path(__file__).parents[1] / "node"
@@ -128,7 +128,7 @@ def test_verify_runs_with_only_numpy_and_onnxruntime(tiny_bundle):
         "        if name.split('.')[0] in ('torch', 'onnx', 'click', 'sklearn', 'onnxsim', 'onnxscript'):\n"
         "            raise ImportError('blocked: ' + name)\n"
         "sys.meta_path.insert(0, Block())\n"
-        "from edge_distill.benchmarks.verify import main\n"
+        "from edge_distill.bundle.verify import main\n"
         f"sys.exit(main([{str(tiny_bundle)!r}, '--json']))\n"
     )
     done = subprocess.run([sys.executable, "-c", blocker], capture_output=True, text=True)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_distill.benchmarks.remote import RemoteTarget, bench_bundle, run_remote_benchmark
+from edge_distill.device.remote import RemoteTarget, bench_bundle, run_remote_benchmark
 from edge_distill.errors import RemoteError
 
 SSHD = shutil.which("sshd") or ("/usr/sbin/sshd" if os.path.exists("/usr/sbin/sshd") else None)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_distill.benchmarks.runner import describe_host, measure_latency, predict_classes
+from edge_distill.device.runner import describe_host, measure_latency, predict_classes
 from edge_distill.config import BenchmarkConfig, DeviceConfig
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper, save
 
-from edge_distill.benchmarks.estimate import count_costs, estimate_latency, estimate_table
+from edge_distill.measure.estimate import count_costs, estimate_latency, estimate_table
 from edge_distill.config import DeviceConfig
 
 

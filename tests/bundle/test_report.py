@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edge_distill.pipeline.report import COLORS
+from edge_distill.bundle.report import COLORS
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 

@@ -5,8 +5,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from edge_distill.benchmarks.harness import check_providers
-from edge_distill.benchmarks.runner import describe_host, measure_latency, predict_classes
+from edge_distill.measure.harness import check_providers
+from edge_distill.device.runner import describe_host, measure_latency, predict_classes
 from edge_distill.errors import ProviderUnavailableError
 
 
@@ -25,7 +25,7 @@ def test_predict_classes_returns_one_class_per_sample(tiny_artifacts):
 
 
 def test_runner_imports_nothing_heavier_than_numpy_and_onnxruntime():
-    code = ("import sys, edge_distill.benchmarks.runner; "
+    code = ("import sys, edge_distill.device.runner; "
             "print(sorted(m for m in ('torch', 'onnx', 'click', 'sklearn', 'edge_distill.config') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
@@ -49,7 +49,7 @@ def test_min_seconds_extends_the_timed_runs(tiny_artifacts):
 
 
 def test_compare_latency_times_every_model_and_reports_failures(tiny_artifacts, tmp_path):
-    from edge_distill.benchmarks.runner import compare_latency
+    from edge_distill.device.runner import compare_latency
 
     (tmp_path / "broken.onnx").write_bytes(b"not a model")
     models = {"fp32": tiny_artifacts["student_fp32.onnx"], "int8": tiny_artifacts["student_int8.onnx"],

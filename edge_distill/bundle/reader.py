@@ -1,0 +1,158 @@
+"""The bundle format as a reader sees it: the manifest's schema, and a `Bundle` that loads and checks
+a bundle folder's manifest, model path and golden vectors in one place.
+
+Runs where the model runs: standard library, numpy and edge_distill.errors/hashing only (no torch,
+no onnx), like device/runner.py.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_distill.errors import BundleError
+
+SCHEMA_VERSION = 1  # the newest manifest schema this verifier understands
+REQUIRED_KEYS = ("schema_version", "files", "model", "inputs", "outputs", "labels", "golden")
+GOLDEN_ARRAYS = ("inputs", "logits", "top1")
+# Files a bundle folder holds beside those manifest["files"] hashes: the manifest itself, and what
+# `build` writes after it (a size sweep's report, figures measured on the device over SSH).
+UNHASHED_FILES = ("manifest.json", "sweep.json", "sweep.svg", "device_benchmark.json")
+METADATA_PREFIX = "edge_distill."
+
+
+
+@dataclass
+class Bundle:
+    """A bundle folder whose manifest has been read and shape-checked."""
+
+    path: Path
+    manifest: dict[str, Any]
+
+    @classmethod
+    def open(cls, path: Path) -> "Bundle":
+        return cls(path, read_manifest(path))
+
+    @property
+    def model_path(self) -> Path:
+        return self.path / self.manifest["model"]["file"]
+
+    def golden(self) -> dict[str, np.ndarray]:
+        """The golden vectors, checked against the manifest and against their JSON copy."""
+        return load_golden(self.path, self.manifest["golden"])
+
+    def section(self, *keys: str) -> Any:
+        """manifest[keys[0]][keys[1]]..., or a BundleError naming the missing key."""
+        value: Any = self.manifest
+        for depth, key in enumerate(keys):
+            if not isinstance(value, dict) or key not in value:
+                raise BundleError(f"{self.path / 'manifest.json'}: missing '{'.'.join(keys[: depth + 1])}'",
+                                  "rebuild the bundle with edge-distill build")
+            value = value[key]
+        return value
+
+
+def read_manifest(bundle: Path) -> dict[str, Any]:
+    path = bundle / "manifest.json"
+    if not bundle.is_dir():
+        raise BundleError(f"{bundle}: not a folder", "give the folder that holds manifest.json")
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise BundleError(f"{path}: missing", "is this an edge-distill bundle?") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise BundleError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(manifest, dict):
+        raise BundleError(f"{path}: expected a JSON object")
+    missing = [key for key in REQUIRED_KEYS if key not in manifest]
+    if missing:
+        raise BundleError(f"{path}: missing key(s) {', '.join(missing)}", "rebuild the bundle with edge-distill build")
+    version = manifest["schema_version"]
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise BundleError(f"{path}: schema_version must be a positive integer, got {version!r}",
+                          "rebuild the bundle with edge-distill build")
+    if version > SCHEMA_VERSION:
+        raise BundleError(
+            f"{path}: schema_version {version} is newer than this verifier understands ({SCHEMA_VERSION})",
+            "upgrade edge-distill",
+        )
+    check_manifest_shape(manifest, path)
+    return manifest
+
+
+def check_manifest_shape(manifest: dict[str, Any], path: Path) -> None:
+    """Every value the checks read has the type they expect: a malformed manifest is one BundleError
+    naming the key, never a traceback halfway through verification."""
+
+    def need(ok: bool, key: str, expected: str) -> None:
+        if not ok:
+            raise BundleError(f"{path}: '{key}' must be {expected}", "rebuild the bundle with edge-distill build")
+
+    files, model, golden = manifest["files"], manifest["model"], manifest["golden"]
+    need(isinstance(files, dict) and files, "files", "a non-empty object of file name -> {sha256, size_bytes}")
+    for name, record in files.items():
+        need(isinstance(record, dict) and isinstance(record.get("sha256"), str), f"files.{name}",
+             'an object with a "sha256" string')
+    need(isinstance(model, dict) and isinstance(model.get("file"), str), "model", 'an object with a "file" string')
+    for kind in ("inputs", "outputs"):
+        specs = manifest[kind]
+        need(isinstance(specs, list) and specs, kind, "a non-empty list of {name, shape}")
+        for i, spec in enumerate(specs):
+            need(isinstance(spec, dict) and isinstance(spec.get("name"), str) and isinstance(spec.get("shape"), list),
+                 f"{kind}[{i}]", 'an object with a "name" string and a "shape" list')
+    need(isinstance(manifest["labels"], list) and all(isinstance(x, str) for x in manifest["labels"]), "labels",
+         "a list of strings")
+    need(isinstance(golden, dict), "golden", "an object")
+    for key in ("npz", "json"):
+        need(isinstance(golden.get(key), str), f"golden.{key}", "a file name")
+    arrays = golden.get("arrays")
+    need(isinstance(arrays, dict) and set(arrays) == set(GOLDEN_ARRAYS), "golden.arrays",
+         f"an object with {', '.join(GOLDEN_ARRAYS)}")
+    for name, spec in arrays.items():
+        need(isinstance(spec, dict) and isinstance(spec.get("shape"), list) and isinstance(spec.get("dtype"), str),
+             f"golden.arrays.{name}", 'an object with a "shape" list and a "dtype" string')
+    tolerance = golden.get("tolerance")
+    atol = tolerance.get("logits_atol") if isinstance(tolerance, dict) else None
+    need(isinstance(atol, (int, float)) and not isinstance(atol, bool) and np.isfinite(atol) and atol >= 0,
+         "golden.tolerance.logits_atol", "a finite number >= 0")
+
+
+def inside(bundle: Path, relative: str) -> Path | None:
+    """The file a manifest path names, or None if it would leave the bundle (absolute, .., symlink)."""
+    if Path(relative).is_absolute():
+        return None
+    target = (bundle / relative).resolve()
+    return target if target.is_relative_to(bundle.resolve()) else None
+
+
+def load_golden(bundle: Path, golden: dict[str, Any]) -> dict[str, np.ndarray]:
+    """The .npz vectors, checked against the shapes the manifest states and against the JSON copy."""
+    path = inside(bundle, golden["npz"])
+    if path is None:
+        raise BundleError(f"{bundle / golden['npz']}: points outside the bundle")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {name: f[name] for name in GOLDEN_ARRAYS}
+    except (OSError, KeyError, ValueError) as e:
+        raise BundleError(f"{path}: unreadable golden vectors ({e})") from None
+    for name, spec in golden["arrays"].items():
+        if list(arrays[name].shape) != spec["shape"] or arrays[name].dtype.name != spec["dtype"]:
+            raise BundleError(
+                f"{path}: '{name}' is {arrays[name].dtype.name}{list(arrays[name].shape)}, "
+                f"manifest says {spec['dtype']}{spec['shape']}"
+            )
+    json_path = inside(bundle, golden["json"])
+    try:
+        copy = json.loads(json_path.read_text()) if json_path and json_path.is_file() else {}
+    except (OSError, ValueError) as e:
+        raise BundleError(f"{bundle / golden['json']}: unreadable golden vectors ({e})") from None
+    if not isinstance(copy, dict):
+        raise BundleError(f"{bundle / golden['json']}: expected a JSON object of {', '.join(GOLDEN_ARRAYS)}")
+    for name in GOLDEN_ARRAYS:
+        if name not in copy or not np.array_equal(np.asarray(copy[name], dtype=arrays[name].dtype), arrays[name]):
+            raise BundleError(f"{bundle / golden['json']}: '{name}' differs from {golden['npz']}")
+    return arrays
