@@ -48,7 +48,7 @@ def make_model(path: Path) -> None:
 
     from edge_distill.export.onnx_export import export_onnx
     from edge_distill.export.quantize import prepare_for_quantization
-    from edge_distill.models import MobileNet
+    from edge_distill.models.families import MobileNet
 
     torch.manual_seed(0)
     sample = torch.randn(2, 3, 96, 96).numpy()

@@ -149,7 +149,7 @@ def _onnx_teacher(path, classes, shape=(1, 8, 8)):
     import torch
 
     from edge_distill.export.onnx_export import export_onnx
-    from edge_distill.models import ConvNet
+    from edge_distill.models.families import ConvNet
 
     torch.manual_seed(0)
     export_onnx(ConvNet(shape, classes, 4, 1), np.zeros((2, *shape), np.float32), path, 18)

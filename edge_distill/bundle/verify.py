@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_distill.bundle.reader import GOLDEN_ARRAYS, METADATA_PREFIX, UNHASHED_FILES, Bundle, inside
+from edge_distill.bundle.reader import METADATA_PREFIX, UNHASHED_FILES, Bundle, inside
 from edge_distill.errors import BundleError
 from edge_distill.hashing import sha256
 

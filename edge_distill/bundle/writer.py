@@ -27,7 +27,7 @@ GOLDEN_ATOL_SHARE = 0.025
 
 
 def write_bundle(config: BuildConfig, inputs: Mapping[str, Path], out: Path) -> None:
-    from edge_distill.data import Dataset
+    from edge_distill.data.dataset import Dataset
 
     reports = {name.removesuffix(".json"): json.loads(inputs[name].read_text()) for name in inputs if name.endswith(".json")}
     model = out / "model.onnx"

@@ -15,7 +15,7 @@ from edge_distill.distill.augment import Augment, augmentation_kind
 from edge_distill.distill.losses import combine_teachers
 from edge_distill.distill.teachers import TeacherEnsemble, from_module
 from edge_distill.distill.trainer import Distillation, FitHistory, FitSettings, fit, world
-from edge_distill.models import count_params
+from edge_distill.models.loading import count_params
 
 
 @dataclass(frozen=True)

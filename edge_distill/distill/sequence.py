@@ -22,7 +22,7 @@ from torch import nn
 from edge_distill.distill.losses import token_kd_loss
 from edge_distill.errors import DataError
 from edge_distill.export.onnx_export import check_export_parity, export_onnx
-from edge_distill.models import count_params
+from edge_distill.models.loading import count_params
 
 
 OUTPUTS = ("student.onnx", "vocab.json", "sequence.json")

@@ -23,7 +23,7 @@ from torch import nn
 
 from edge_distill.distill.losses import combine_teachers
 from edge_distill.errors import InputFileError, ModelError, describe
-from edge_distill.models import check_output_size, eval_mode, load_checkpoint
+from edge_distill.models.loading import check_output_size, eval_mode, load_checkpoint
 
 # What a torch.export archive may hold for us to load it (paths below its top-level folder): tensors as
 # raw bytes described by JSON, the graph as JSON, sample inputs (tensors only). Everything else that

@@ -14,7 +14,7 @@ from torch import nn
 
 from edge_distill.errors import ModelError, describe
 from edge_distill.export.onnx_io import compare_outputs, load_onnx, quiet_libraries, run_onnx
-from edge_distill.models import eval_mode
+from edge_distill.models.loading import eval_mode
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"

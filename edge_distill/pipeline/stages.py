@@ -43,11 +43,11 @@ class ConfiguredStage:
 
 
 def _factory_files(*factories: tuple[str, str]) -> dict[str, Path]:
-    from edge_distill.models import factory_source
+    from edge_distill.models.factory import factory_source
 
     files = {}
     for role, spec in factories:
-        source = factory_source(spec)
+        source = factory_source(spec, role)
         if source is not None:
             files[f"{role}.factory"] = source
     return files
@@ -56,7 +56,7 @@ def _factory_files(*factories: tuple[str, str]) -> dict[str, Path]:
 def _build_model(config: BuildConfig, role: str, dataset):
     import torch
 
-    from edge_distill.models import build_model, check_output_size
+    from edge_distill.models.loading import build_model, check_output_size
 
     cfg = config.teacher if role == "teacher" else config.student
     torch.manual_seed(config.seed)  # the initial weights depend on the seed alone
@@ -82,7 +82,7 @@ class DataStage(ConfiguredStage):
         return {"data": dataclasses.asdict(self.config.data), "seed": self.config.seed}
 
     def external_files(self):
-        from edge_distill.data import source_path
+        from edge_distill.data.dataset import source_path
 
         path = source_path(self.config.data)
         files = {"data.source": path} if path is not None and path.exists() else {}
@@ -91,7 +91,7 @@ class DataStage(ConfiguredStage):
         return files
 
     def run(self, inputs, out, progress):
-        from edge_distill.data import load_dataset
+        from edge_distill.data.dataset import load_dataset
 
         progress(f"loading {self.config.data.source}")
         dataset = load_dataset(self.config.data, self.config.seed)
@@ -181,9 +181,9 @@ class TeacherStage(ConfiguredStage):
         import numpy as np
         import torch
 
-        from edge_distill.data import Dataset
+        from edge_distill.data.dataset import Dataset
         from edge_distill.distill.trainer import FitSettings, fit
-        from edge_distill.models import count_params, load_checkpoint
+        from edge_distill.models.loading import count_params, load_checkpoint
 
         cfg = self.config.teacher
         dataset = Dataset.load(inputs["dataset.npz"])
@@ -289,11 +289,11 @@ class DistillStage(ConfiguredStage):
         import numpy as np
         import torch
 
-        from edge_distill.data import Dataset
+        from edge_distill.data.dataset import Dataset
         from edge_distill.distill.augment import augmentation_kind
         from edge_distill.distill.chain import Link, train_chain
         from edge_distill.distill.trainer import accuracy, world
-        from edge_distill.models import count_params
+        from edge_distill.models.loading import count_params
 
         cfg = self.config.distill
         dataset = Dataset.load(inputs["dataset.npz"])
@@ -411,10 +411,10 @@ class ExportStage(ConfiguredStage):
     def run(self, inputs, out, progress):
         import numpy as np
 
-        from edge_distill.data import Dataset
+        from edge_distill.data.dataset import Dataset
         from edge_distill.export.onnx_export import check_export_parity, export_onnx
         from edge_distill.export.onnx_io import load_onnx
-        from edge_distill.models import count_params
+        from edge_distill.models.loading import count_params
 
         cfg = self.config.export
         dataset = Dataset.load(inputs["dataset.npz"])
@@ -452,7 +452,7 @@ class SimplifyStage(ConfiguredStage):
                 "rtol": export.parity_rtol, "samples": export.parity_samples}
 
     def run(self, inputs, out, progress):
-        from edge_distill.data import Dataset
+        from edge_distill.data.dataset import Dataset
         from edge_distill.export.simplify import simplify_onnx
 
         if not self.config.simplify.enabled:
@@ -493,7 +493,7 @@ class QuantizeStage(ConfiguredStage):
         import numpy as np
         import onnx
 
-        from edge_distill.data import Dataset
+        from edge_distill.data.dataset import Dataset
         from edge_distill.errors import QuantizeError
         from edge_distill.export.quantize import QuantRecipe, count_ops, quantize_model, quantized_node_count
         from edge_distill.export.search import search_quantization
@@ -585,7 +585,7 @@ class BenchmarkStage(ConfiguredStage):
     def run(self, inputs, out, progress):
         from edge_distill.measure.estimate import estimate_latency
         from edge_distill.measure.harness import benchmark_variants
-        from edge_distill.data import Dataset
+        from edge_distill.data.dataset import Dataset
 
         dataset = Dataset.load(inputs["dataset.npz"])
         params = read_json(inputs["export.json"])

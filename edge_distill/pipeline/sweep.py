@@ -72,7 +72,7 @@ def estimate_student(config: BuildConfig, dataset: dict) -> dict:
 
     from edge_distill.measure.estimate import estimate_latency
     from edge_distill.export.onnx_export import export_onnx
-    from edge_distill.models import build_model, count_params
+    from edge_distill.models.loading import build_model, count_params
 
     student = config.student
     model = build_model(student.factory, student.family, tuple(dataset["input_shape"]), len(dataset["labels"]),

@@ -3,7 +3,7 @@ import pytest
 from PIL import Image
 
 from edge_distill.config import DataConfig
-from edge_distill.data import Dataset, load_dataset
+from edge_distill.data.dataset import Dataset, load_dataset
 from edge_distill.errors import DataError, InputFileError
 
 

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from edge_distill.distill.qat import ActivationFakeQuant, QuantAware, fake_quantize_weight, prepare_qat, strip_qat
-from edge_distill.models import ConvNet
+from edge_distill.models.families import ConvNet
 
 
 def test_weight_fake_quant_is_symmetric_int8_per_channel():

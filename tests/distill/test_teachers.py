@@ -7,7 +7,7 @@ import torch
 from edge_distill.distill.teachers import TeacherEnsemble, from_module, load_teacher_file, sniff_format
 from edge_distill.errors import InputFileError, ModelError
 from edge_distill.export.onnx_export import export_onnx
-from edge_distill.models import ConvNet
+from edge_distill.models.families import ConvNet
 
 SHAPE = (1, 8, 8)
 

@@ -9,7 +9,7 @@ from edge_distill.distill.losses import UNLABELED
 from edge_distill.distill.teachers import Teacher, TeacherEnsemble, from_module
 from edge_distill.distill.trainer import Distillation, FitSettings, fit
 from edge_distill.errors import ConfigError
-from edge_distill.models import ConvNet
+from edge_distill.models.families import ConvNet
 
 SHAPE = (1, 8, 8)
 SETTINGS = FitSettings(epochs=2, batch_size=16, lr=1e-3, seed=0)

@@ -22,7 +22,7 @@ from edge_distill.export.quantize import (
 )
 from edge_distill.export.search import candidate_recipes, search_quantization, select_recipe
 from edge_distill.export.sensitivity import layer_sensitivity, sensitivity_table
-from edge_distill.models import ConvNet
+from edge_distill.models.families import ConvNet
 
 
 @pytest.fixture(scope="module")
@@ -163,7 +163,7 @@ def test_candidates_follow_the_device():
 
 @pytest.mark.slow
 def test_search_repairs_an_over_budget_recipe_and_records_every_candidate(tiny_artifacts, tmp_path):
-    from edge_distill.data import Dataset
+    from edge_distill.data.dataset import Dataset
 
     model = tiny_artifacts["student_fp32.onnx"]  # a trained tiny student: its decisions vary
     pool = np.concatenate(list(Dataset.load(tiny_artifacts["dataset.npz"]).x.values()))

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from edge_distill.errors import InputFileError, ModelError
-from edge_distill.models import ConvNet, MobileNet, build_model, check_output_size, count_params, load_checkpoint
+from edge_distill.models.families import ConvNet, MobileNet
+from edge_distill.models.loading import build_model, check_output_size, count_params, load_checkpoint
 
 
 def test_convnet_width_and_depth_set_the_size():

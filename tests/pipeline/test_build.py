@@ -138,3 +138,17 @@ def test_calibration_draws_on_the_unlabeled_transfer_set_too(tiny_cache):
 
     run = run_pipeline(tiny_config("data.labeled_samples=20"), tiny_cache, "quantize")
     assert json.loads(run.artifacts["quantize.json"].read_text())["calibration_samples"] == 32  # > 20 labeled
+
+
+def test_a_no_op_rebuild_never_imports_torch(tiny_cache):
+    """Planning, hashing and cache lookups stay light: a fully cached build imports neither torch
+    nor onnx (seconds on a small machine), only what the stage protocol promises."""
+    import subprocess
+    import sys
+
+    script = ("import sys\nfrom pathlib import Path\nfrom edge_distill.pipeline.build import run_pipeline\n"
+              "from tests.conftest import tiny_config\n"
+              f"run = run_pipeline(tiny_config(), Path({str(tiny_cache)!r}))\n"
+              "print(all(s.cached for s in run.steps), sorted(m for m in ('torch', 'onnx', 'sklearn') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert done.stdout.split("\n")[0] == "True []", done.stdout + done.stderr

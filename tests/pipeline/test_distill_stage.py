@@ -9,7 +9,7 @@ import torch
 
 from edge_distill.errors import ConfigError
 from edge_distill.export.onnx_export import export_onnx
-from edge_distill.models import ConvNet
+from edge_distill.models.families import ConvNet
 from edge_distill.pipeline.build import build, run_pipeline
 from tests.conftest import tiny_config
 

@@ -1,0 +1,174 @@
+"""The dataset every stage reads: a source (the embedded digits default, an image folder, or an .npz
+with x/y; see readers.py) checked, split and normalized.
+
+Every source ends as the same `Dataset`: float32 arrays already preprocessed (NCHW images or NCL
+1-D signals), a seeded stratified train/val/test split, an unlabeled transfer set (possibly empty),
+class labels, and the preprocessing recipe an app must repeat.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_distill.config import DataConfig
+from edge_distill.data.readers import read_digits, read_image_folder, read_npz, read_transfer
+from edge_distill.errors import DataError, InputFileError
+
+SPLITS = ("train", "val", "test")  # labeled; x also has "transfer": unlabeled samples
+
+
+@dataclass
+class Dataset:
+    x: dict[str, np.ndarray]  # split -> (N, C, H, W) or (N, C, L) float32, preprocessed
+    y: dict[str, np.ndarray]  # split -> (N,) int64, for the labeled splits
+    labels: list[str]
+    preprocessing: dict[str, Any]  # layout, pixel_scale, mean, std, color_mode
+    source: str
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.labels)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """(C, H, W) or (C, L) of one sample."""
+        return tuple(self.x["train"].shape[1:])
+
+    def save(self, path: Path) -> None:
+        arrays = {f"x_{s}": self.x[s] for s in (*SPLITS, "transfer")} | {f"y_{s}": self.y[s] for s in SPLITS}
+        meta = {"labels": self.labels, "preprocessing": self.preprocessing, "source": self.source}
+        np.savez(path, meta=np.array(json.dumps(meta)), **arrays)
+
+    @classmethod
+    def load(cls, path: Path) -> "Dataset":
+        with np.load(path) as f:
+            meta = json.loads(str(f["meta"]))
+            return cls(
+                x={s: f[f"x_{s}"] for s in (*SPLITS, "transfer")},
+                y={s: f[f"y_{s}"] for s in SPLITS},
+                labels=meta["labels"],
+                preprocessing=meta["preprocessing"],
+                source=meta["source"],
+            )
+
+
+def source_path(cfg: DataConfig) -> Path | None:
+    """The user's file or folder behind the data config, or None for the embedded default."""
+    return None if cfg.source == "digits" else Path(cfg.source)
+
+
+def load_dataset(cfg: DataConfig, seed: int) -> Dataset:
+    """Read the configured source, check it, split it (seeded, stratified) and normalize it."""
+    path = source_path(cfg)
+    if path is None:
+        raw, labels, pixel_scale = read_digits()
+        color_mode = "grayscale"
+    elif not path.exists():
+        raise InputFileError(f"data.source: {path} does not exist", "give an image folder, an .npz, or 'digits'")
+    elif path.is_dir():
+        raw, labels, pixel_scale = read_image_folder(path, cfg)
+        color_mode = cfg.color_mode
+    elif path.suffix == ".npz":
+        raw, labels, pixel_scale = read_npz(path, cfg.layout)
+        color_mode = "grayscale" if raw[0].shape[1] == 1 else "rgb"
+    else:
+        raise InputFileError(
+            f"data.source: {path} is neither a folder nor an .npz file",
+            "give a folder with one subfolder of images per class, or an .npz with x and y arrays",
+        )
+    x, y = raw
+    where = cfg.source
+    _check_samples(x, y, labels, where)
+    x_split, y_split = _split(x, y, cfg, seed, where)
+    x_split["transfer"] = read_transfer(cfg, x.shape[1:], pixel_scale)
+    if cfg.labeled_samples:
+        x_split, y_split = _drop_labels(x_split, y_split, cfg.labeled_samples, seed)
+
+    # Per-channel statistics of the training inputs only (labeled and transfer), so val/test stay unseen.
+    fit_on = np.concatenate([x_split["train"], x_split["transfer"]]) * pixel_scale
+    axes = (0, *range(2, fit_on.ndim))  # every axis but the channel
+    mean = fit_on.mean(axis=axes)
+    std = fit_on.std(axis=axes) + 1e-6
+    per_channel = (slice(None),) + (None,) * (fit_on.ndim - 2)
+    x_norm = {s: ((part * pixel_scale - mean[per_channel]) / std[per_channel]).astype(np.float32)
+              for s, part in x_split.items()}
+    if not (np.isfinite(mean).all() and np.isfinite(std).all() and all(np.isfinite(p).all() for p in x_norm.values())):
+        # Finite inputs whose sums overflow float32 (|x| near 3e38) normalize to inf/NaN.
+        largest = max(float(np.abs(p).max()) for p in x_split.values() if p.size)
+        raise DataError(f"{where}: values up to {largest:.3g} overflow when normalized",
+                        "rescale the data (e.g. to 0..1 or 0..255) before building")
+    preprocessing = {
+        "layout": "NCHW" if x.ndim == 4 else "NCL",
+        "color_mode": color_mode,
+        "pixel_scale": pixel_scale,
+        "mean": [round(float(m), 6) for m in mean],
+        "std": [round(float(s), 6) for s in std],
+        "formula": "x = (pixel * pixel_scale - mean[c]) / std[c]",
+    }
+    return Dataset(x=x_norm, y=y_split, labels=labels, preprocessing=preprocessing, source=where)
+
+
+def _drop_labels(x: dict[str, np.ndarray], y: dict[str, np.ndarray], keep: int, seed: int):
+    """Keep `keep` labeled training samples (stratified); the rest join the transfer set unlabeled."""
+    from sklearn.model_selection import train_test_split
+
+    n_train, n_classes = len(y["train"]), len(np.unique(y["train"]))
+    if keep >= n_train:
+        return x, y
+    if keep < n_classes:
+        raise DataError(f"data.labeled_samples = {keep} is fewer than the {n_classes} classes",
+                        f"keep at least {n_classes} so every class has a labeled sample")
+    if n_train - keep < n_classes:  # the stratified split needs one unlabeled sample per class too
+        raise DataError(f"data.labeled_samples = {keep} of {n_train} training samples leaves fewer unlabeled "
+                        f"samples than the {n_classes} classes",
+                        f"keep at most {n_train - n_classes}, or 0 to keep every label")
+    try:
+        x_kept, x_rest, y_kept, _ = train_test_split(x["train"], y["train"], train_size=keep, random_state=seed,
+                                                     stratify=y["train"])
+    except ValueError as e:  # a class with a single training sample cannot be stratified
+        raise DataError(f"data.labeled_samples = {keep}: cannot pick a stratified subset ({e})",
+                        "add samples to the smallest class, or set data.labeled_samples = 0") from None
+    return ({**x, "train": x_kept, "transfer": np.concatenate([x["transfer"], x_rest])},
+            {**y, "train": y_kept})
+
+
+def _check_samples(x: np.ndarray, y: np.ndarray, labels: list[str], where: str) -> None:
+    if len(x) == 0:
+        raise DataError(f"{where}: the dataset is empty")
+    if len(x) != len(y):
+        raise DataError(f"{where}: {len(x)} samples in x but {len(y)} labels in y")
+    if not np.isfinite(x).all():
+        bad = int((~np.isfinite(x)).any(axis=tuple(range(1, x.ndim))).sum())
+        raise DataError(f"{where}: {bad} sample(s) contain NaN or inf", "clean or drop those samples")
+    if y.min() < 0 or y.max() >= len(labels):
+        raise DataError(f"{where}: class ids must lie in 0..{len(labels) - 1}, found {y.min()}..{y.max()}")
+    if len(np.unique(y)) < 2:
+        raise DataError(f"{where}: needs at least 2 classes, found {len(np.unique(y))}")
+
+
+def _split(x: np.ndarray, y: np.ndarray, cfg: DataConfig, seed: int, where: str):
+    from sklearn.model_selection import train_test_split
+
+    counts = np.bincount(y)
+    if counts[counts > 0].min() < 3:
+        raise DataError(
+            f"{where}: every class needs at least 3 samples for a train/val/test split; "
+            f"class '{int(np.argmin(np.where(counts > 0, counts, np.inf)))}' has {counts[counts > 0].min()}",
+            "add samples or drop that class",
+        )
+    try:
+        x_rest, x_test, y_rest, y_test = train_test_split(
+            x, y, test_size=cfg.test_fraction, random_state=seed, stratify=y
+        )
+        val_share = cfg.val_fraction / (1.0 - cfg.test_fraction)
+        x_train, x_val, y_train, y_val = train_test_split(
+            x_rest, y_rest, test_size=val_share, random_state=seed, stratify=y_rest
+        )
+    except ValueError as e:  # too few samples for the requested fractions
+        raise DataError(f"{where}: cannot split {len(x)} samples ({e})", "add samples or change data.*_fraction") from None
+    return {"train": x_train, "val": x_val, "test": x_test}, {"train": y_train, "val": y_val, "test": y_test}

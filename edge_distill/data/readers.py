@@ -1,0 +1,153 @@
+"""Reading raw samples: the embedded digits, an image folder (one subfolder per class), an .npz with
+x/y, and unlabeled transfer data. Each returns raw arrays on their own scale; `dataset.py` splits
+and normalizes them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from edge_distill.config import DataConfig
+from edge_distill.errors import DataError, InputFileError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def read_digits() -> tuple[tuple[np.ndarray, np.ndarray], list[str], float]:
+    # scikit-learn ships the UCI digits inside the package (sklearn/datasets/data): no download.
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = digits.images.astype(np.float32)[:, None]  # (N, 1, 8, 8), pixel values 0..16
+    return (x, digits.target.astype(np.int64)), [str(c) for c in digits.target_names], 1.0 / 16.0
+
+
+def _read_npz_arrays(path: Path, required: tuple[str, ...], hint: str) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            missing = set(required) - set(f.files)
+            if missing:
+                raise DataError(
+                    f"{path}: missing array(s) {', '.join(sorted(missing))} (found {', '.join(f.files) or 'none'})", hint
+                )
+            return {name: f[name] for name in f.files}
+    except DataError:
+        raise
+    except Exception as e:  # zipfile/pickle/format errors all mean "not a usable npz"
+        raise DataError(f"{path}: not a readable .npz file ({e})", "save it with numpy.savez") from None
+
+
+def _numeric(x: np.ndarray, path: Path) -> np.ndarray:
+    if not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
+        raise DataError(f"{path}: x must hold numbers (uint8 or float), got dtype {x.dtype}",
+                        "save the samples as a numeric array")
+    return x
+
+
+def _as_channels_first(x: np.ndarray, layout: str, path: Path) -> np.ndarray:
+    """(N, L) -> (N, 1, L); (N, H, W) -> (N, 1, H, W), or with layout NCL (N, C, L) as is."""
+    if x.ndim == 2:
+        return x[:, None]
+    if x.ndim == 3:
+        return x if layout == "NCL" else x[:, None]
+    if x.ndim == 4 and layout != "NCL":
+        return x
+    expected = "(N, L) or (N, C, L)" if layout == "NCL" else "(N, L) signals, (N, H, W) or (N, C, H, W) images"
+    raise DataError(f"{path}: x must be {expected}, got shape {x.shape}", "check data.layout")
+
+
+def read_npz(path: Path, layout: str) -> tuple[tuple[np.ndarray, np.ndarray], list[str], float]:
+    arrays = _read_npz_arrays(path, ("x", "y"), "save with np.savez(path, x=images, y=labels)")
+    x, y = _as_channels_first(_numeric(arrays["x"], path), layout, path), arrays["y"]
+    if y.ndim != 1:
+        raise DataError(f"{path}: y must be 1-D (one class id per sample), got shape {y.shape}",
+                        "pass class ids, not one-hot rows: y = onehot.argmax(axis=1)")
+    labels = [str(v) for v in arrays["labels"]] if "labels" in arrays else None
+    if not np.issubdtype(y.dtype, np.integer):
+        raise DataError(f"{path}: y must hold integer class ids, got dtype {y.dtype}")
+    pixel_scale = 1.0 / 255.0 if x.dtype == np.uint8 else 1.0
+    y = y.astype(np.int64)
+    if labels is None:
+        labels = [str(i) for i in range(int(y.max()) + 1 if y.size else 0)]
+    return (x.astype(np.float32), y), labels, pixel_scale
+
+
+def read_image_folder(path: Path, cfg: DataConfig) -> tuple[tuple[np.ndarray, np.ndarray], list[str], float]:
+    classes = sorted(p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise DataError(f"{path}: no class subfolders", "put the images of each class in their own subfolder")
+    images, targets = [], []
+    for class_id, name in enumerate(classes):
+        files = _image_files(path / name)
+        images += _read_images(files, cfg)
+        targets += [class_id] * len(files)
+    if not images:
+        raise DataError(f"{path}: no PNG or JPEG images in the class folders")
+    return (_stack_images(images), np.asarray(targets, dtype=np.int64)), classes, 1.0 / 255.0
+
+
+def _image_files(folder: Path) -> list[Path]:
+    return [f for f in sorted(folder.iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
+
+
+def _read_images(files: list[Path], cfg: DataConfig) -> list[np.ndarray]:
+    from PIL import Image, UnidentifiedImageError
+
+    mode = "L" if cfg.color_mode == "grayscale" else "RGB"
+    size = tuple(cfg.image_size)
+    if size and len(size) != 2:
+        raise DataError(f"data.image_size must be [height, width], got {list(size)}")
+    images: list[np.ndarray] = []
+    for file in files:
+        try:
+            with Image.open(file) as img:
+                img = img.convert(mode)
+                if size:
+                    img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+                array = np.asarray(img, dtype=np.float32)
+        except Image.DecompressionBombError as e:
+            raise DataError(f"{file}: refused: {e}", "remove the file, or downscale it if it is a real image") from None
+        except (UnidentifiedImageError, OSError) as e:
+            raise DataError(f"{file}: cannot read image ({e})", "remove or replace the file") from None
+        if images and array.shape != images[0].shape:
+            raise DataError(
+                f"{file}: size {array.shape[:2]} differs from {images[0].shape[:2]} of the first image",
+                "set data.image_size = [height, width] to resize every image",
+            )
+        images.append(array)
+    return images
+
+
+def _stack_images(images: list[np.ndarray]) -> np.ndarray:
+    x = np.stack(images)
+    return x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2)  # -> (N, C, H, W)
+
+
+def read_transfer(cfg: DataConfig, sample_shape: tuple[int, ...], pixel_scale: float) -> np.ndarray:
+    """The unlabeled transfer set in the labeled data's raw scale: (N, *sample_shape), maybe N = 0."""
+    if not cfg.transfer:
+        return np.zeros((0, *sample_shape), np.float32)
+    path = Path(cfg.transfer)
+    if not path.exists():
+        raise InputFileError(f"data.transfer: {path} does not exist", "give a folder of unlabeled images or an .npz")
+    if path.is_dir():
+        files = _image_files(path)
+        if not files:
+            raise DataError(f"data.transfer: {path} holds no PNG or JPEG images",
+                            "put the unlabeled images directly in that folder (no class subfolders)")
+        x, scale = _stack_images(_read_images(files, cfg)), 1.0 / 255.0
+    elif path.suffix == ".npz":
+        arrays = _read_npz_arrays(path, ("x",), "save with np.savez(path, x=samples)")
+        x = _as_channels_first(_numeric(arrays["x"], path), cfg.layout, path)
+        scale = 1.0 / 255.0 if x.dtype == np.uint8 else pixel_scale  # floats: the labeled data's raw scale
+    else:
+        raise InputFileError(f"data.transfer: {path} is neither a folder nor an .npz file",
+                             "give a folder of unlabeled images or an .npz with an x array")
+    if tuple(x.shape[1:]) != tuple(sample_shape):
+        raise DataError(f"data.transfer: {path} samples have shape {tuple(x.shape[1:])}, "
+                        f"the labeled data {tuple(sample_shape)}", "resize the transfer data to match")
+    if not np.isfinite(x).all():
+        raise DataError(f"data.transfer: {path} contains NaN or inf", "clean or drop those samples")
+    # Bring uint8 transfer images into the labeled data's raw scale, so one normalization serves both.
+    return (x.astype(np.float32) * (scale / pixel_scale)).astype(np.float32)
