@@ -11,7 +11,8 @@ from pathlib import Path
 import click
 
 from edge_distill import __version__
-from edge_distill.errors import ConfigError, EdgeDistillError, FileSystemError
+from edge_distill.errors import EdgeDistillError, FileSystemError
+from edge_distill.pipeline.registry import STAGES
 
 DEFAULT_CACHE = Path(".edge-distill/cache")
 
@@ -93,19 +94,21 @@ def config_options(fn):
 
 
 def _load_config(profile, config_file, overrides, data, teacher, teacher_checkpoint, teacher_file, transfer, nproc,
-                 student, search_quantization, max_accuracy_drop, extra_overrides=()):
-    from edge_distill.config import load_config
+                 student, search_quantization, max_accuracy_drop, extra: tuple = ()):
+    """The config from the shared options; each flag reaches the library as a typed Setting naming it."""
+    from edge_distill.config import Setting, load_config
 
-    paths = {"data.source": data, "teacher.factory": teacher, "teacher.checkpoint": teacher_checkpoint,
-             "teacher.file": teacher_file, "data.transfer": transfer, "student.factory": student}
-    extra = [f"{key}={json.dumps(str(value))}" for key, value in paths.items() if value is not None]
-    if nproc is not None:
-        extra.append(f"distill.nproc={nproc}")
+    flags = [("data.source", data, "--data"), ("teacher.factory", teacher, "--teacher"),
+             ("teacher.checkpoint", teacher_checkpoint, "--teacher-checkpoint"),
+             ("teacher.file", teacher_file, "--teacher-file"), ("data.transfer", transfer, "--transfer"),
+             ("student.factory", student, "--student"), ("distill.nproc", nproc, "--nproc"),
+             ("quantize.max_accuracy_drop", max_accuracy_drop, "--max-accuracy-drop"), *extra]
+    settings = [Setting(key, str(value) if isinstance(value, Path) else value, origin)
+                for key, value, origin in flags if value is not None]
     if search_quantization or max_accuracy_drop is not None:
-        extra.append("quantize.search=true")
-    if max_accuracy_drop is not None:
-        extra.append(f"quantize.max_accuracy_drop={max_accuracy_drop!r}")
-    return load_config(profile, config_file, [*overrides, *extra_overrides, *extra])
+        settings.append(Setting("quantize.search", True,
+                                "--search-quantization" if search_quantization else "--max-accuracy-drop"))
+    return load_config(profile, config_file, overrides, settings)
 
 
 @click.group(cls=ErrorRenderingGroup)
@@ -132,12 +135,12 @@ def build(cache_dir, force, as_json, out, max_latency_ms, min_accuracy, ship_bes
     from edge_distill.bundle.writer import metrics_table
     from edge_distill.pipeline.sweep import sweep_table
 
-    budgets = {"budget.max_latency_ms": max_latency_ms, "budget.min_accuracy": min_accuracy,
-               "budget.ship_best_effort": ship_best_effort}
-    sweep = [f"{key}={json.dumps(value)}" for key, value in budgets.items() if value is not None]
+    budgets = [("budget.max_latency_ms", max_latency_ms, "--max-latency-ms"),
+               ("budget.min_accuracy", min_accuracy, "--min-accuracy"),
+               ("budget.ship_best_effort", ship_best_effort, "--ship-best-effort")]
     if max_latency_ms is not None or min_accuracy is not None:
-        sweep.append("budget.sweep=true")
-    config = _load_config(**config_args, extra_overrides=sweep)
+        budgets.append(("budget.sweep", True, "--max-latency-ms" if max_latency_ms is not None else "--min-accuracy"))
+    config = _load_config(**config_args, extra=tuple(budgets))
     host = remote or config.device.host
     target = RemoteTarget(host, ssh_config, remote_python) if host else None
     out = out or Path("dist") / config.profile
@@ -155,42 +158,26 @@ def build(cache_dir, force, as_json, out, max_latency_ms, min_accuracy, ship_bes
     _emit(payload, as_json, text)
 
 
-def _stage_command(name: str, doc: str) -> click.Command:
+def _stage_command(stage) -> click.Command:
     @config_options
     @click.option("--input", "provided", multiple=True, metavar="ARTIFACT=PATH",
                   help="Use your own file for an upstream artifact, e.g. student_fp32.onnx=model.onnx.")
     def command(cache_dir, force, as_json, provided, **config_args):
-        from edge_distill.pipeline.build import run_pipeline
+        from edge_distill.pipeline.build import parse_provided, run_pipeline
 
         config = _load_config(**config_args)
-        pairs = {}
-        for item in provided:
-            artifact, sep, path = item.partition("=")
-            if not sep:
-                raise ConfigError(f"--input {item!r}: expected ARTIFACT=PATH", "e.g. --input student_fp32.onnx=my.onnx")
-            pairs[artifact] = Path(path)
-        run = run_pipeline(config, cache_dir, name, force=force, provided=pairs, progress=_progress)
+        run = run_pipeline(config, cache_dir, stage.name, force=force, provided=parse_provided(provided),
+                           progress=_progress)
         outputs = run.steps[-1].outputs
-        _emit({"stage": name, "outputs": outputs, "steps": [dataclasses.asdict(s) for s in run.steps]}, as_json,
+        _emit({"stage": stage.name, "outputs": outputs, "steps": [dataclasses.asdict(s) for s in run.steps]}, as_json,
               "\n".join(f"{artifact}: {path}" for artifact, path in outputs.items()))
 
-    command.__doc__ = doc + " Earlier stages run as needed, from the cache when unchanged."
-    return click.command(name)(command)
+    command.__doc__ = stage.description + " Earlier stages run as needed, from the cache when unchanged."
+    return click.command(stage.name)(command)
 
 
-STAGE_DOCS = {
-    "data": "Load, check and split the dataset.",
-    "teacher": "Load the user's teacher or train the built-in one.",
-    "distill": "Train the student on the teacher's soft targets, the labels and any transfer data (--nproc N: DDP).",
-    "export": "Export teacher and student to ONNX and check parity with PyTorch.",
-    "simplify": "Simplify the student with onnxsim, checked on real samples.",
-    "quantize": "Quantize the student to int8 (the profile's recipe, or the fastest within budget with --search-quantization).",
-    "describe": "Embed labels, preprocessing and a build id in the int8 model's metadata.",
-    "benchmark": "Measure accuracy and latency of teacher, fp32 student and int8 student.",
-    "package": "Assemble model.onnx, manifest.json and README.md (in the cache; `build` publishes them).",
-}
-for _name, _doc in STAGE_DOCS.items():
-    main.add_command(_stage_command(_name, _doc))
+for _stage in STAGES:
+    main.add_command(_stage_command(_stage))
 
 
 @main.command()
@@ -223,18 +210,14 @@ def verify(bundle: Path, emulate: str | None, as_json: bool) -> None:
 
     Needs only numpy and onnxruntime: on a device, `python -m edge_distill.bundle.verify BUNDLE`.
     """
-    from edge_distill.bundle.verify import Check, render, verify_bundle
+    from edge_distill.bundle.verify import render, verify_bundle
 
     checks = verify_bundle(bundle)
     if emulate and all(c.passed for c in checks):
-        from edge_distill.device.emulate import verify_emulated
+        from edge_distill.device.emulate import emulated_check
 
         _progress("running the golden inputs on aarch64 onnxruntime under qemu")
-        emulated = verify_emulated(bundle)
-        checks.append(Check(f"aarch64 ({emulated['emulated_cpu']}, emulated)", emulated["passed"],
-                            f"top-1 {emulated['top1_agree']}/{emulated['samples']} agree with this host, "
-                            f"max abs diff {emulated['max_abs_diff']:.3g} (tolerance {emulated['tolerance']:.3g}); "
-                            f"onnxruntime {emulated['guest']['onnxruntime']}; outputs only, no timing"))
+        checks.append(emulated_check(bundle))
     passed = all(c.passed for c in checks)
     _emit({"bundle": str(bundle), "passed": passed, "checks": [dataclasses.asdict(c) for c in checks]}, as_json,
           render(checks))
@@ -273,33 +256,11 @@ def bench(bundle, remote, ssh_config, remote_python, connect_timeout, command_ti
 @json_option
 def estimate(model: Path, profile: str, batch: int, shapes: tuple[str, ...], measure: bool, as_json: bool) -> None:
     """Roofline latency estimate of MODEL.onnx for a device, per node and in total."""
-    from edge_distill.measure.estimate import estimate_latency, estimate_table, parse_shape
     from edge_distill.config import load_config
-    from edge_distill.errors import ModelError
-    from edge_distill.export.onnx_io import load_onnx
+    from edge_distill.measure.estimate import estimate_model, estimate_table, parse_shape
 
-    config = load_config(profile)
-    graph = load_onnx(model).graph  # a clear error for a file that is not a model
-    given = dict(parse_shape(text) for text in shapes)
-    result = estimate_latency(model, config.device, config.benchmark.threads, batch, shapes=given)
-    measured = None
-    if measure:
-        import numpy as np
-
-        from edge_distill.measure.harness import measurement_note
-        from edge_distill.device.runner import describe_host, measure_latency
-
-        feeds = [i for i in graph.input if i.name not in {t.name for t in graph.initializer}]
-        if len(feeds) != 1:
-            raise ModelError(f"{model}: --measure times models with one input; this one has {len(feeds)}",
-                             "drop --measure, or use `edge-distill bench` on a bundle")
-        shape = result["input_shape"]
-        latency = measure_latency(model, np.zeros(shape, np.float32), config.benchmark.providers,
-                                  result["threads"], 20, 300, 1, 1.0)
-        measured = latency["p50"]
-        result |= {"measured_p50_ms": measured, "measured_over_estimate": measured / result["estimate_ms"],
-                   "measured_on": measurement_note(describe_host(), config.device)}
-    text = estimate_table(result, measured) + (f"\n{result['measured_on']}" if measure else "")
+    result = estimate_model(model, load_config(profile), batch, dict(parse_shape(text) for text in shapes), measure)
+    text = estimate_table(result) + (f"\n{result['measured_on']}" if measure else "")
     _emit(result, as_json, text)
 
 

@@ -253,10 +253,21 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.strip().split("."), value
 
 
+@dataclass(frozen=True)
+class Setting:
+    """One typed value from a command-line flag: errors about it name the flag the user typed."""
+
+    key: str  # "quantize.max_accuracy_drop"
+    value: Any
+    origin: str  # "--max-accuracy-drop"
+
+
 def load_config(
-    profile: str | None = None, config_file: Path | None = None, overrides: list[str] | tuple = ()
+    profile: str | None = None, config_file: Path | None = None, overrides: list[str] | tuple = (),
+    settings: list[Setting] | tuple = (),
 ) -> BuildConfig:
-    """Resolve a profile (shipped name or .toml path), a config file and overrides into a BuildConfig."""
+    """Resolve a profile (shipped name or .toml path), a config file, `--set` overrides and typed
+    settings from flags (in that order of precedence, last wins) into a BuildConfig."""
     merged: dict[str, Any] = {}
     origins: dict[str, str] = {}
     if profile:
@@ -277,6 +288,11 @@ def load_config(
         for part in reversed(path):
             nested = {part: nested}
         _merge(merged, nested, f"--set {text}", origins, [])
+    for setting in settings:
+        nested = setting.value
+        for part in reversed(setting.key.split(".")):
+            nested = {part: nested}
+        _merge(merged, nested, setting.origin, origins, [])
     return _build(BuildConfig, merged, origins, [])
 
 

@@ -20,6 +20,7 @@ from edge_distill.data.readers import read_digits, read_image_folder, read_npz, 
 from edge_distill.errors import DataError, InputFileError
 
 SPLITS = ("train", "val", "test")  # labeled; x also has "transfer": unlabeled samples
+UNLABELED = -1  # the label of a transfer sample: soft targets only
 
 
 @dataclass
@@ -38,6 +39,19 @@ class Dataset:
     def input_shape(self) -> tuple[int, ...]:
         """(C, H, W) or (C, L) of one sample."""
         return tuple(self.x["train"].shape[1:])
+
+    def training_set(self) -> tuple[np.ndarray, np.ndarray]:
+        """Labeled training samples, then the transfer set with label -1: (x (N, ...), y (N,))."""
+        x = np.concatenate([self.x["train"], self.x["transfer"]])
+        y = np.concatenate([self.y["train"], np.full(len(self.x["transfer"]), UNLABELED, dtype=np.int64)])
+        return x, y
+
+    def calibration_sample(self, count: int, seed: int) -> np.ndarray:
+        """Up to `count` training inputs, labeled and transfer (calibration needs no labels): a seeded
+        random subset in their original order, so every class is likely represented."""
+        train = np.concatenate([self.x["train"], self.x["transfer"]])
+        picked = np.random.default_rng(seed).permutation(len(train))[:count]
+        return train[np.sort(picked)]
 
     def save(self, path: Path) -> None:
         arrays = {f"x_{s}": self.x[s] for s in (*SPLITS, "transfer")} | {f"y_{s}": self.y[s] for s in SPLITS}

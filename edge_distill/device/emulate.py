@@ -147,6 +147,17 @@ def verify_emulated(bundle: Path, root: Path | None = None) -> dict:
             "note": "outputs only: emulated timing is not device timing"}
 
 
+def emulated_check(bundle: Path):
+    """`verify_emulated` as one of `verify`'s checks."""
+    from edge_distill.bundle.verify import Check
+
+    emulated = verify_emulated(bundle)
+    return Check(f"aarch64 ({emulated['emulated_cpu']}, emulated)", emulated["passed"],
+                 f"top-1 {emulated['top1_agree']}/{emulated['samples']} agree with this host, "
+                 f"max abs diff {emulated['max_abs_diff']:.3g} (tolerance {emulated['tolerance']:.3g}); "
+                 f"onnxruntime {emulated['guest']['onnxruntime']}; outputs only, no timing")
+
+
 def _check(argv: list[str], what: str, cwd: Path | None = None) -> None:
     done = subprocess.run(argv, capture_output=True, text=True, cwd=cwd)
     if done.returncode != 0:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from edge_distill.distill.losses import UNLABELED
+from edge_distill.data.dataset import UNLABELED
 
 
 def augmentation_kind(input_shape: tuple[int, ...]) -> str:

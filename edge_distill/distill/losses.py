@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-UNLABELED = -1
+from edge_distill.data.dataset import UNLABELED
 
 
 def hard_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

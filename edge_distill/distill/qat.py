@@ -11,9 +11,13 @@ the student trained on is the grid it is deployed on.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from edge_distill.config import DistillConfig, QuantizeConfig
 
 
 class ActivationFakeQuant(nn.Module):
@@ -89,3 +93,27 @@ def strip_qat(model: nn.Module) -> nn.Module:
         else:
             strip_qat(child)
     return model
+
+
+def fine_tune_quant_aware(chain, dataset, x_train, y_train, cfg: DistillConfig, quantize: QuantizeConfig, seed: int,
+                          progress: Callable[[str], None]) -> dict:
+    """Fake-quant KD fine-tuning of a trained chain's student (`distill.chain.ChainResult`), from the
+    teachers that taught it, in the profile's int8 scheme. Returns the report."""
+    from edge_distill.distill.trainer import Distillation, FitSettings, fit
+
+    student, teachers, kd_history = chain.student, chain.teachers, chain.history
+    soft = chain.soft_targets if chain.soft_targets is not None else teachers.logits(x_train, cfg.temperature)
+    prepare_qat(student, quantize.per_channel, signed_activations=quantize.activation_type == "QInt8")
+    objective = Distillation(student, teachers, dataset.input_shape, cfg.temperature, cfg.alpha, cached=soft)
+    settings = FitSettings(cfg.qat_epochs, cfg.batch_size, cfg.qat_lr, seed)
+    history = fit(student, x_train, y_train, dataset.x["val"], dataset.y["val"], settings, objective,
+                  progress=progress, label="qat")
+    strip_qat(student)
+    return {
+        "epochs": cfg.qat_epochs,
+        "lr": cfg.qat_lr,
+        "scheme": {"per_channel": quantize.per_channel, "activation_type": quantize.activation_type,
+                   "weights": "symmetric int8"},
+        "val_accuracy_before": kd_history.best_val_accuracy,
+        "val_accuracy_fake_quant": history.best_val_accuracy,
+    }

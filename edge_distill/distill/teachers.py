@@ -21,9 +21,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from edge_distill.config import TeacherConfig
 from edge_distill.distill.losses import combine_teachers
 from edge_distill.errors import InputFileError, ModelError, describe
-from edge_distill.models.loading import check_output_size, eval_mode, load_checkpoint
+from edge_distill.models.loading import build_from_config, check_output_size, eval_mode, load_checkpoint
 
 # What a torch.export archive may hold for us to load it (paths below its top-level folder): tensors as
 # raw bytes described by JSON, the graph as JSON, sample inputs (tensors only). Everything else that
@@ -227,3 +228,34 @@ class TeacherEnsemble:
     def logits(self, x: np.ndarray, temperature: float) -> np.ndarray:
         """(N, *input) -> (N, K) soft-target logits at `temperature`."""
         return predict_batched(lambda batch: self.predict(batch, temperature), x)
+
+
+def load_ensemble_members(cfg: TeacherConfig, input_shape: tuple[int, ...], num_classes: int) -> list[Teacher]:
+    """The teacher.ensemble files, each checked against the data."""
+    return [load_teacher_file(Path(f), f"teacher.ensemble[{i}] ({f})", input_shape, num_classes)
+            for i, f in enumerate(cfg.ensemble)]
+
+
+def load_main_teacher(cfg: TeacherConfig, seed: int, input_shape: tuple[int, ...], num_classes: int,
+                      teacher_model: Path, name: str = "teacher") -> Teacher:
+    """The teacher in `teacher_model`, of any format; a state_dict loads into the configured architecture."""
+    return load_teacher_file(teacher_model, name, input_shape, num_classes,
+                             lambda: build_from_config(cfg, "teacher", seed, input_shape, num_classes))
+
+
+def load_teachers(cfg: TeacherConfig, seed: int, input_shape: tuple[int, ...], num_classes: int, teacher_model: Path,
+                  name: str = "teacher", members: Sequence[Teacher] | None = None) -> TeacherEnsemble:
+    """The main teacher from `teacher_model` (see `load_main_teacher`), plus the ensemble files
+    (`members` when already loaded), weighted as configured."""
+    main = load_main_teacher(cfg, seed, input_shape, num_classes, teacher_model, name)
+    if members is None:
+        members = load_ensemble_members(cfg, input_shape, num_classes)
+    return TeacherEnsemble([main, *members], cfg.ensemble_weights)
+
+
+def member_accuracies(teachers: TeacherEnsemble, x: dict[str, np.ndarray], y: dict[str, np.ndarray]) -> list[dict]:
+    """Each teacher's validation and test accuracy (`x`, `y`: split -> samples, labels)."""
+    return [{"name": t.name, "format": t.format,
+             **{f"{split}_accuracy": float((t.logits(x[split]).argmax(1) == y[split]).mean()) for split in ("val", "test")}}
+            for t in teachers.teachers]
+

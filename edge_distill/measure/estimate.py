@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper, shape_inference
 
-from edge_distill.config import DeviceConfig
+from edge_distill.config import BuildConfig, DeviceConfig
 from edge_distill.errors import ConfigError, ModelError
 
 # Weight input index of the ops that carry weights, per op type.
@@ -198,8 +198,9 @@ def estimate_latency(
     }
 
 
-def estimate_table(estimate: dict, measured_ms: float | None = None) -> str:
-    """Per-node and total estimate, with the measurement and ratio when there is one."""
+def estimate_table(estimate: dict) -> str:
+    """Per-node and total estimate, with the measurement when there is one (`estimate_model`), and
+    its ratio to the estimate where the host has the device's architecture."""
     lines = [f"{'node':<28}{'op':<14}{'MACs':>12}{'bytes':>12}{'est. ms':>10}  bound"]
     for node in estimate["nodes"]:
         lines.append(f"{node['name'][:27]:<28}{node['op_type']:<14}{node['macs']:>12,}{node['bytes_moved']:>12,}"
@@ -207,6 +208,38 @@ def estimate_table(estimate: dict, measured_ms: float | None = None) -> str:
     lines.append(f"{'run overhead':<28}{'':<14}{'':>12}{'':>12}{estimate['run_overhead_ms']:>10.4f}")
     lines.append(f"{'total (' + estimate['precision'] + ', ' + str(estimate['threads']) + ' thread(s))':<42}"
                  f"{estimate['macs']:>12,}{estimate['bytes_moved']:>12,}{estimate['estimate_ms']:>10.4f}")
-    if measured_ms is not None:
-        lines.append(f"measured p50 {measured_ms:.4f} ms; measured / estimate = {measured_ms / estimate['estimate_ms']:.2f}")
+    if "measured_p50_ms" in estimate:
+        ratio = estimate["measured_over_estimate"]
+        lines.append(f"measured p50 {estimate['measured_p50_ms']:.4f} ms; " + (
+            f"measured / estimate = {ratio:.2f}" if ratio is not None
+            else "no ratio: this host is not of the device's architecture"))
     return "\n".join(lines)
+
+
+def estimate_model(model: Path, config: BuildConfig, batch: int = 1, shapes: dict[str, list[int]] | None = None,
+                   measure: bool = False) -> dict:
+    """`edge-distill estimate`: the estimate for the profile's device and threads; with `measure`,
+    also p50 measured here with the profile's benchmark settings, and measured / estimate."""
+    from edge_distill.export.onnx_io import load_onnx
+
+    graph = load_onnx(model).graph  # a clear error for a file that is not a model
+    result = estimate_latency(model, config.device, config.benchmark.threads, batch, shapes=shapes)
+    if not measure:
+        return result
+    from edge_distill.device.runner import describe_host, measure_latency
+    from edge_distill.measure.harness import measurement_note, provider_specs
+
+    feeds = [i for i in graph.input if i.name not in {t.name for t in graph.initializer}]
+    if len(feeds) != 1:
+        raise ModelError(f"{model}: --measure times models with one input; this one has {len(feeds)}",
+                         "drop --measure, or use `edge-distill bench` on a bundle")
+    bench = config.benchmark
+    latency = measure_latency(model, np.zeros(result["input_shape"], np.float32), provider_specs(bench),
+                              result["threads"], bench.warmup_runs, bench.timed_runs, bench.cold_start_runs,
+                              bench.min_seconds, require_first=not bench.allow_cpu_fallback)
+    host = describe_host()
+    return result | {"measured_p50_ms": latency["p50"], "measured_on": measurement_note(host, config.device),
+                     # a ratio to another machine's figure means nothing
+                     "measured_over_estimate": latency["p50"] / result["estimate_ms"]
+                     if host["arch"] == config.device.arch else None}
+

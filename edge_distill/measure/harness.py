@@ -102,3 +102,16 @@ def check_providers(providers: list[str], allow_cpu_fallback: bool = False) -> N
             "install the matching build (e.g. onnxruntime-gpu for CUDAExecutionProvider), pick a CPU profile, "
             "or set benchmark.allow_cpu_fallback = true",
         )
+
+
+def add_estimates(report: dict, models: dict[str, Path], device: DeviceConfig, batch: int) -> None:
+    """Put each variant's roofline estimate beside its measured figures in `report` (from
+    `benchmark_variants`), and measured / estimate where the host has the device's architecture
+    (a ratio to another machine's figure means nothing)."""
+    from edge_distill.measure.estimate import estimate_latency
+
+    for metric in report["metrics"]:
+        estimate = estimate_latency(models[metric["variant"]], device, report["method"]["threads"], batch)
+        metric["estimate_ms"] = estimate["estimate_ms"]
+        if report["host"]["arch"] == device.arch:
+            metric["measured_over_estimate"] = metric["latency_ms"]["p50"] / estimate["estimate_ms"]

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from edge_distill.config import StudentConfig, TeacherConfig
 from edge_distill.errors import InputFileError, ModelError, describe
 from edge_distill.models.factory import import_factory
 from edge_distill.models.families import FAMILIES
@@ -32,6 +33,15 @@ def build_model(
         raise ModelError(f"{role}.factory '{factory}' raised {describe(e)}") from e
     if not isinstance(model, nn.Module):
         raise ModelError(f"{role}.factory '{factory}' returned {type(model).__name__}, expected a torch.nn.Module")
+    return model
+
+
+def build_from_config(cfg: TeacherConfig | StudentConfig, role: str, seed: int, input_shape: tuple[int, ...],
+                      num_classes: int) -> nn.Module:
+    """The configured model (factory, or family x width x depth), seeded, checked against the data."""
+    torch.manual_seed(seed)  # the initial weights depend on the seed alone
+    model = build_model(cfg.factory, cfg.family, input_shape, num_classes, cfg.width, cfg.depth, role)
+    check_output_size(model, input_shape, num_classes, role)
     return model
 
 

@@ -13,10 +13,8 @@ from edge_distill.hashing import hash_path
 from edge_distill.pipeline.cache import StageCache, library_versions
 from edge_distill.pipeline.publish import check_out, publish
 from edge_distill.pipeline.stage import Progress
-from edge_distill.pipeline.stages import STAGE_NAMES, STAGES, PackageStage
-
-ARTIFACTS = tuple(name for stage in STAGES for name in stage.outputs)
-PRODUCER = {name: stage for stage in STAGES for name in stage.outputs}
+from edge_distill.pipeline.registry import ARTIFACTS, PRODUCER, STAGE_NAMES, STAGES
+from edge_distill.pipeline.stages.package import PackageStage
 
 
 @dataclass
@@ -49,6 +47,17 @@ def plan(target: str, provided: set[str]) -> list[type]:
 
     need(next(s for s in STAGES if s.name == target))
     return [s for s in STAGES if s in needed]
+
+
+def parse_provided(items: list[str] | tuple[str, ...]) -> dict[str, Path]:
+    """`--input ARTIFACT=PATH` values -> {artifact: path}."""
+    pairs = {}
+    for item in items:
+        artifact, sep, path = item.partition("=")
+        if not sep or not artifact or not path:
+            raise ConfigError(f"--input {item!r}: expected ARTIFACT=PATH", "e.g. --input student_fp32.onnx=my.onnx")
+        pairs[artifact] = Path(path)
+    return pairs
 
 
 def run_pipeline(

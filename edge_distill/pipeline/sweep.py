@@ -19,7 +19,7 @@ from edge_distill.errors import BudgetExceededError
 from edge_distill.pipeline.build import PipelineRun, run_pipeline
 from edge_distill.pipeline.publish import check_out, publish
 from edge_distill.pipeline.stage import Progress
-from edge_distill.pipeline.stages import PackageStage
+from edge_distill.pipeline.stages.package import PackageStage
 
 
 def build_for_budget(

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from edge_distill.distill.augment import Augment, mixup, shift
-from edge_distill.distill.losses import UNLABELED
+from edge_distill.data.dataset import UNLABELED
 from edge_distill.distill.teachers import Teacher, TeacherEnsemble, from_module
 from edge_distill.distill.trainer import Distillation, FitSettings, fit
 from edge_distill.errors import ConfigError

@@ -6,7 +6,7 @@ import json
 import onnx
 import pytest
 
-from edge_distill.pipeline import stages
+from edge_distill.pipeline.stages.benchmark import BenchmarkStage
 from edge_distill.pipeline.build import build
 from tests.conftest import tiny_config
 
@@ -66,7 +66,7 @@ def test_failed_build_leaves_previous_bundle_untouched(tiny_cache, tmp_path, mon
     def explode(self, inputs, out_dir, progress):
         raise RuntimeError("benchmark crashed")
 
-    monkeypatch.setattr(stages.BenchmarkStage, "run", explode)
+    monkeypatch.setattr(BenchmarkStage, "run", explode)
     with pytest.raises(RuntimeError):
         build(tiny_config("benchmark.timed_runs=6"), out, tiny_cache)
     assert (out / "manifest.json").read_bytes() == before

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from edge_distill.pipeline import stages
+from edge_distill.pipeline import registry
+from edge_distill.pipeline.stages.data import DataStage
 from edge_distill.pipeline.build import plan, run_pipeline
 from edge_distill.hashing import hash_path
 from edge_distill.pipeline.cache import StageCache
@@ -16,7 +17,7 @@ from tests.conftest import tiny_config
 def spy(monkeypatch):
     """Records which stages actually ran, while still running them."""
     ran = []
-    for stage in stages.STAGES:
+    for stage in registry.STAGES:
         original = stage.run
 
         def recording(self, inputs, out, progress, _original=original):
@@ -30,7 +31,7 @@ def spy(monkeypatch):
 def test_unchanged_build_runs_no_stage(tiny_cache, spy):
     run = run_pipeline(tiny_config(), tiny_cache)
     assert spy == []
-    assert all(step.cached for step in run.steps) and len(run.steps) == len(stages.STAGES)
+    assert all(step.cached for step in run.steps) and len(run.steps) == len(registry.STAGES)
 
 
 def test_changed_quantize_setting_reruns_only_downstream(tiny_cache, spy):
@@ -45,7 +46,7 @@ def test_changed_distill_setting_keeps_data_and_teacher(tiny_cache, spy):
 
 def test_force_reruns_every_stage(tiny_cache, spy):
     run_pipeline(tiny_config(), tiny_cache, force=True)
-    assert spy == list(stages.STAGE_NAMES)
+    assert spy == list(registry.STAGE_NAMES)
 
 
 def test_user_file_change_invalidates_the_stage(tmp_path, spy):
@@ -72,7 +73,7 @@ def test_failed_stage_leaves_no_cache_entry(tmp_path, monkeypatch):
         (out / "dataset.npz").write_text("half")
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(stages.DataStage, "run", explode)
+    monkeypatch.setattr(DataStage, "run", explode)
     with pytest.raises(RuntimeError, match="boom"):
         run_pipeline(tiny_config(), tmp_path / "cache", target="data")
     assert list((tmp_path / "cache" / "data").iterdir()) == []
@@ -87,15 +88,15 @@ def test_hash_path_covers_folder_names_and_contents(tmp_path):
 
 
 def test_every_artifact_has_one_producer_and_every_input_a_producer():
-    from edge_distill.pipeline.build import ARTIFACTS, PRODUCER
+    from edge_distill.pipeline.registry import ARTIFACTS, PRODUCER
 
     assert len(ARTIFACTS) == len(set(ARTIFACTS))
-    for stage in stages.STAGES:
+    for stage in registry.STAGES:
         for name in stage.inputs:
             assert STAGE_ORDER[PRODUCER[name].name] < STAGE_ORDER[stage.name], (stage.name, name)
 
 
-STAGE_ORDER = {name: i for i, name in enumerate(stages.STAGE_NAMES)}
+STAGE_ORDER = {name: i for i, name in enumerate(registry.STAGE_NAMES)}
 
 
 

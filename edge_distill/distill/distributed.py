@@ -1,11 +1,12 @@
-"""The distill stage under torchrun: `distill.nproc` processes, DistributedDataParallel over gloo
-(CPU) or nccl (CUDA), the same config. Rank 0 writes the stage's outputs.
+"""Student training under torchrun: `distill.nproc` processes, DistributedDataParallel over gloo
+(CPU) or nccl (CUDA), the same config; each worker calls `student.train_student`, rank 0 writes
+the outputs.
 
 The launch passes the rendezvous address explicitly (127.0.0.1 and a free port, with
 --local-addr): `torchrun --standalone` resolves the host name, and hangs where it does not resolve.
 It is (and the log prints it)
     python -m torch.distributed.run --nnodes 1 --nproc-per-node N --master-addr 127.0.0.1 \
-        --master-port <free> --local-addr 127.0.0.1 -m edge_distill.pipeline.distributed SPEC.json
+        --master-port <free> --local-addr 127.0.0.1 -m edge_distill.distill.distributed SPEC.json
 with SPEC.json holding the resolved config, the stage's input files and its output folder.
 """
 
@@ -18,12 +19,13 @@ import socket
 import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from edge_distill import errors
 from edge_distill.config import BuildConfig, config_from_dict
-from edge_distill.pipeline.stage import Progress
+
+Progress = Callable[[str], None]
 
 # Lines rank 0 prints for the launching process: progress, and a user error as JSON.
 PROGRESS_PREFIX = "edge-distill progress: "
@@ -37,7 +39,8 @@ def _free_port() -> int:
 
 
 def run_distributed(config: BuildConfig, inputs: Mapping[str, Path], out: Path, progress: Progress) -> None:
-    """Run the distill stage in `config.distill.nproc` processes and wait; rank 0 fills `out`."""
+    """`train_student` in `config.distill.nproc` processes (`inputs`: its dataset.npz, teacher.model
+    and teacher_logits.npy); rank 0 fills `out`."""
     nproc = config.distill.nproc
     with tempfile.TemporaryDirectory() as tmp:
         spec = Path(tmp) / "spec.json"
@@ -45,7 +48,7 @@ def run_distributed(config: BuildConfig, inputs: Mapping[str, Path], out: Path, 
                                     "out": str(out)}))
         command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", str(nproc),
                    "--master-addr", "127.0.0.1", "--master-port", str(_free_port()), "--local-addr", "127.0.0.1",
-                   "-m", "edge_distill.pipeline.distributed", str(spec)]
+                   "-m", "edge_distill.distill.distributed", str(spec)]
         progress(f"distill: {nproc} processes under torchrun (DistributedDataParallel, "
                  f"{'nccl' if _cuda() else 'gloo'}): {' '.join(command[1:])}")
         env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
@@ -85,16 +88,17 @@ def _say(line: str) -> None:
 def main(spec_path: str) -> int:
     import torch.distributed as dist
 
-    from edge_distill.pipeline.stages import DistillStage
+    from edge_distill.distill.student import train_student
 
     spec = json.loads(Path(spec_path).read_text())
     dist.init_process_group("nccl" if _cuda() else "gloo")
     rank = dist.get_rank()
-    stage = DistillStage(config_from_dict(spec["config"]))
     inputs = {k: Path(v) for k, v in spec["inputs"].items()}
     out = Path(spec["out"]) if rank == 0 else Path(tempfile.mkdtemp())
     try:
-        stage.train(inputs, out, lambda message: _say(PROGRESS_PREFIX + message) if rank == 0 else None)
+        train_student(config_from_dict(spec["config"]), inputs["dataset.npz"], inputs["teacher.model"],
+                      inputs["teacher_logits.npy"], out,
+                      lambda message: _say(PROGRESS_PREFIX + message) if rank == 0 else None)
     except errors.EdgeDistillError as e:
         _say(ERROR_PREFIX + json.dumps({"type": type(e).__name__, "message": e.message, "hint": e.hint}))
         return 1

@@ -1,0 +1,64 @@
+"""What every stage shares: the config it is built from, its JSON reports, and the user files behind
+a config (factory sources, teacher files) that its cache key must cover."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+from edge_distill.config import BuildConfig, StudentConfig, TeacherConfig
+
+
+def write_json(path: Path, payload: Any) -> None:
+    path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text())
+
+
+def architecture(cfg: TeacherConfig | StudentConfig) -> dict[str, Any]:
+    """The part of a model config that fixes its architecture (not how it is trained)."""
+    return {"factory": cfg.factory, "family": cfg.family, "width": cfg.width, "depth": cfg.depth}
+
+
+class ConfiguredStage:
+    """Base for stages built from the whole BuildConfig; each picks its slice in `params`."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]  # one line: the stage's command help and docs
+    version: ClassVar[int]
+    inputs: ClassVar[tuple[str, ...]] = ()
+    outputs: ClassVar[tuple[str, ...]]
+
+    def __init__(self, config: BuildConfig):
+        self.config = config
+
+    def check(self) -> None:
+        pass
+
+    def external_files(self) -> Mapping[str, Path]:
+        return {}
+
+
+def factory_files(*factories: tuple[str, str]) -> dict[str, Path]:
+    """(role, "package.module:function") -> {"role.factory": its source file}."""
+    from edge_distill.models.factory import factory_source
+
+    files = {}
+    for role, spec in factories:
+        source = factory_source(spec, role)
+        if source is not None:
+            files[f"{role}.factory"] = source
+    return files
+
+
+def teacher_files(config: BuildConfig) -> dict[str, Path]:
+    """The teacher file, checkpoint and ensemble files the config names."""
+    files = {f"teacher.ensemble[{i}]": Path(f) for i, f in enumerate(config.teacher.ensemble)}
+    for key in ("file", "checkpoint"):
+        if getattr(config.teacher, key):
+            files[f"teacher.{key}"] = Path(getattr(config.teacher, key))
+    return files
