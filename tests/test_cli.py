@@ -134,7 +134,8 @@ def test_node_to_exclude_that_is_not_in_the_graph(tiny_cache):
 
 def test_latency_budget_no_size_can_meet(tmp_path):
     result = invoke("build", "--profile", "rpi4", "--cache-dir", str(tmp_path / "c"), "--out", str(tmp_path / "out"),
-                    "--max-latency-ms", "0.0001", *tiny_args())
+                    "--max-latency-ms", "0.0001", *tiny_args("--set", "budget.sweep_widths=[4, 8]",
+                                                             "--set", "budget.sweep_depths=[1]"))
     assert_user_error(result, 7, "every student size is estimated over the latency budget")
     assert not (tmp_path / "out").exists()
 

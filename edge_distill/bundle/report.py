@@ -10,6 +10,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from edge_distill.bundle.plots import Point, scatter_svg
+
 REPORT_FILES = ("report.json", "report.csv", "report.md", "report.html")
 COLORS = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759")
 CSV_COLUMNS = ("variant", "provider", "accuracy", "teacher_agreement", "params", "size_bytes", "cold_start", "p50",
@@ -78,29 +80,5 @@ def histograms_svg(metrics: list[dict]) -> str:
 
 
 def tradeoff_svg(metrics: list[dict], shipped: str) -> str:
-    width, height, pad = 640, 360, 60
-    xs = [m["latency_ms"]["p50"] for m in metrics]
-    ys = [m["accuracy"] for m in metrics]
-    x_hi = max(xs) * 1.15
-    y_lo, y_hi = min(ys) - 0.01, min(1.0, max(ys) + 0.01)
-
-    def px(x):
-        return pad + x / x_hi * (width - 2 * pad)
-
-    def py(y):
-        return height - pad - (y - y_lo) / (y_hi - y_lo or 1) * (height - 2 * pad)
-
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}">',
-             f'<line x1="{pad}" y1="{height - pad}" x2="{width - pad}" y2="{height - pad}" stroke="black"/>',
-             f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{height - pad}" stroke="black"/>',
-             f'<text x="{width / 2}" y="{height - 20}" text-anchor="middle">p50 ms (0 to {x_hi:.4f})</text>',
-             f'<text x="{pad}" y="{pad - 10}">accuracy {y_lo:.3f} to {y_hi:.3f}</text>']
-    for i, (m, color) in enumerate(zip(metrics, COLORS)):
-        x, y = px(m["latency_ms"]["p50"]), py(m["accuracy"])
-        parts.append(f'<circle class="point" cx="{x:.1f}" cy="{y:.1f}" r="6" fill="{color}"/>')
-        # Labels step down by variant so that points at the same place stay readable.
-        parts.append(f'<text x="{x + 14:.1f}" y="{y + 4 + 16 * i:.1f}" fill="{color}">{html.escape(m["variant"])}</text>')
-        if m["variant"] == shipped:
-            parts.append(f'<circle class="shipped" cx="{x:.1f}" cy="{y:.1f}" r="11" fill="none" stroke="green" '
-                         f'stroke-width="2"/>')
-    return "\n".join(parts + ["</svg>"])
+    return scatter_svg([Point(m["variant"], m["latency_ms"]["p50"], m["accuracy"], color, m["variant"] == shipped)
+                        for m, color in zip(metrics, COLORS)], "test accuracy")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import shlex
 import subprocess
 import tarfile
@@ -21,9 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_distill.device.runner import usable_threads
 from edge_distill.errors import ConfigError, RemoteError
 
-RUNNER = Path(__file__).with_name("runner.py")
+RUNNER = Path(__file__).with_name("runner.py")  # copied to the device as it is: it imports no edge_distill
 
 
 @dataclass(frozen=True)
@@ -156,7 +156,7 @@ def bench_bundle(bundle: Path, target: RemoteTarget | None, progress=lambda _: N
             "--cold-starts", str(settings["cold_start_runs"])]
     model = opened.model_path
     if target is None:  # this host is not the device: more threads than cores would only measure contention
-        args[args.index("--threads") + 1] = str(min(settings["threads"], os.cpu_count() or 1))
+        args[args.index("--threads") + 1] = str(usable_threads(settings["threads"]))
         with tempfile.TemporaryDirectory() as tmp:
             np.save(Path(tmp) / "inputs.npy", golden["inputs"])
             result = _run_local(model, Path(tmp) / "inputs.npy", args)

@@ -123,13 +123,24 @@ def compare_latency(
     return results
 
 
+def run_batched(session: ort.InferenceSession, x: np.ndarray, batch_size: int = 256) -> dict[str, np.ndarray]:
+    """Every output of a single-input model on `x` (N, ...), run `batch_size` samples at a time."""
+    input_name = session.get_inputs()[0].name
+    names = [o.name for o in session.get_outputs()]
+    parts = [session.run(names, {input_name: x[i : i + batch_size]}) for i in range(0, len(x), batch_size)]
+    return {name: np.concatenate([p[k] for p in parts]) for k, name in enumerate(names)}
+
+
 def predict_classes(model: Path, x: np.ndarray, providers: list, threads: int, batch_size: int = 256,
                     require_first: bool = True) -> np.ndarray:
     """Top-1 class of each sample: (N, C, H, W) -> (N,)."""
     session = create_session(model, providers, threads, require_first)
-    name = session.get_inputs()[0].name
-    logits = [session.run(None, {name: x[i : i + batch_size]})[0] for i in range(0, len(x), batch_size)]
-    return np.concatenate(logits).argmax(axis=1)
+    return next(iter(run_batched(session, x, batch_size).values())).argmax(axis=1)
+
+
+def usable_threads(requested: int) -> int:
+    """No more threads than this machine has cores: more would only measure oversubscription."""
+    return min(requested, os.cpu_count() or 1)
 
 
 def peak_rss_mb() -> float | None:

