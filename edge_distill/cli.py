@@ -324,7 +324,7 @@ def profiles(ctx: click.Context, as_json: bool) -> None:
     if ctx.invoked_subcommand is not None:
         return
     from edge_distill.config import load_config
-    from edge_distill.profiles import list_profiles
+    from edge_distill.profiles.catalog import list_profiles
 
     rows = {name: load_config(name).device.description for name in list_profiles()}
     _emit(rows, as_json, "\n".join(f"{name:<15} {description}" for name, description in rows.items()))

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_distill.errors import ConfigError, did_you_mean
-from edge_distill.profiles import profile_path
+from edge_distill.profiles.catalog import profile_path
 
 
 def _choice(default: str, *choices: str) -> Any:

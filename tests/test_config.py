@@ -2,7 +2,7 @@ import pytest
 
 from edge_distill.config import load_config, parse_override
 from edge_distill.errors import ConfigError, ProfileNotFoundError
-from edge_distill.profiles import list_profiles
+from edge_distill.profiles.catalog import list_profiles
 
 
 def test_every_shipped_profile_loads_and_validates():

@@ -1,1 +1,0 @@
-"""Knowledge distillation: losses (pure functions on tensors) and the training loop."""
