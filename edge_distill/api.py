@@ -11,7 +11,7 @@ from pathlib import Path
 from edge_distill.config import BuildConfig
 from edge_distill.pipeline.build import PipelineRun, build
 from edge_distill.pipeline.publish import SEQUENCE_OUTPUT, check_out, publish
-from edge_distill.pipeline.stage import Progress
+from edge_distill.progress import Progress, log_progress
 from edge_distill.pipeline.sweep import build_for_budget
 
 
@@ -29,7 +29,7 @@ def build_bundle(
     cache_dir: Path,
     force: bool = False,
     remote=None,  # a device.remote.RemoteTarget: also benchmark the bundle on that device
-    progress: Progress = lambda _: None,
+    progress: Progress = log_progress,
 ) -> BuildResult:
     """Build and publish the bundle (sweeping student sizes when `budget.sweep`), then benchmark it
     on the device when a remote target is given."""
@@ -53,7 +53,7 @@ def build_bundle(
 
 
 def sequence_distillation(out: Path, settings, text: Path | None = None,
-                          progress: Progress = lambda _: None) -> dict:
+                          progress: Progress = log_progress) -> dict:
     """`distill.sequence.distill_sequence` (settings: its SequenceSettings), published at `out`;
     an `out` that is not an earlier sequence output is refused before any training."""
     from edge_distill.distill.sequence import OUTPUTS, distill_sequence

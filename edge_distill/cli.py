@@ -58,8 +58,17 @@ def json_option(fn):
                         help="Print machine-readable JSON on stdout (errors too).")(fn)
 
 
-def _progress(message: str) -> None:
-    click.echo(f"{time.strftime('%H:%M:%S')} {message}", err=True)
+def _progress(as_json: bool = False, quiet: bool = False):
+    """Progress for a command: lines on stderr, bars on a terminal; none with --quiet, no bars with --json."""
+    from edge_distill.progress import TerminalProgress
+
+    return TerminalProgress(bars=False if as_json else None, quiet=quiet)
+
+
+def _warn(warnings: list[dict]) -> None:
+    """Warnings about measured figures: on stderr, even with --quiet."""
+    for warning in warnings:
+        click.secho(f"Warning: {warning['message']}", fg="yellow", err=True)
 
 
 def _emit(payload: dict, as_json: bool, text: str) -> None:
@@ -87,6 +96,7 @@ def config_options(fn):
                      help="Accuracy budget vs the fp32 student, in percentage points (implies --search-quantization)."),
         click.option("--cache-dir", type=click.Path(path_type=Path), default=DEFAULT_CACHE, show_default=True),
         click.option("--force", is_flag=True, help="Rerun every stage, ignoring the cache."),
+        click.option("--quiet", "-q", is_flag=True, help="No progress output (errors and warnings still print)."),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -127,7 +137,7 @@ def main(debug: bool) -> None:
 @click.option("--remote", metavar="[USER@]HOST", help="Also benchmark the bundle on this device over SSH (see `bench`).")
 @click.option("--ssh-config", type=click.Path(path_type=Path), help="ssh config file for --remote.")
 @click.option("--remote-python", default="python3", show_default=True, help="Python on the device, for --remote.")
-def build(cache_dir, force, as_json, out, max_latency_ms, min_accuracy, ship_best_effort, remote, ssh_config,
+def build(cache_dir, force, as_json, quiet, out, max_latency_ms, min_accuracy, ship_best_effort, remote, ssh_config,
           remote_python, **config_args):
     """Run every stage and write the bundle: model.onnx, manifest.json, golden vectors, README.md."""
     from edge_distill.api import build_bundle
@@ -145,29 +155,32 @@ def build(cache_dir, force, as_json, out, max_latency_ms, min_accuracy, ship_bes
     target = RemoteTarget(host, ssh_config, remote_python) if host else None
     out = out or Path("dist") / config.profile
     started = time.perf_counter()
-    result = build_bundle(config, out, cache_dir, force=force, remote=target, progress=_progress)
+    result = build_bundle(config, out, cache_dir, force=force, remote=target, progress=_progress(as_json, quiet))
     seconds = time.perf_counter() - started
     metrics, measured_on = result.manifest["metrics"], result.manifest["measurement"]["measured_on"]
     steps = result.run.steps
+    warnings = result.manifest.get("warnings", [])
     payload = {"out": str(out), "seconds": round(seconds, 2), "steps": [dataclasses.asdict(s) for s in steps],
-               "metrics": metrics, "measured_on": measured_on, "sweep": result.sweep, "device_benchmark": result.device}
+               "metrics": metrics, "measured_on": measured_on, "warnings": warnings, "sweep": result.sweep,
+               "device_benchmark": result.device}
     text = "\n".join([*([sweep_table(result.sweep), ""] if result.sweep else []),
                       metrics_table(metrics), "", measured_on,
                       *([f"On the device: {render_bench(result.device)}"] if result.device else []),
                       f"Bundle: {out}  ({seconds:.1f} s, {sum(s.cached for s in steps)}/{len(steps)} stages cached)"])
     _emit(payload, as_json, text)
+    _warn(warnings)
 
 
 def _stage_command(stage) -> click.Command:
     @config_options
     @click.option("--input", "provided", multiple=True, metavar="ARTIFACT=PATH",
                   help="Use your own file for an upstream artifact, e.g. student_fp32.onnx=model.onnx.")
-    def command(cache_dir, force, as_json, provided, **config_args):
+    def command(cache_dir, force, as_json, quiet, provided, **config_args):
         from edge_distill.pipeline.build import parse_provided, run_pipeline
 
         config = _load_config(**config_args)
         run = run_pipeline(config, cache_dir, stage.name, force=force, provided=parse_provided(provided),
-                           progress=_progress)
+                           progress=_progress(as_json, quiet))
         outputs = run.steps[-1].outputs
         _emit({"stage": stage.name, "outputs": outputs, "steps": [dataclasses.asdict(s) for s in run.steps]}, as_json,
               "\n".join(f"{artifact}: {path}" for artifact, path in outputs.items()))
@@ -194,7 +207,7 @@ def sequence(out, text, steps, teacher_hidden, student_hidden, seed, as_json):
     from edge_distill.distill.sequence import SequenceSettings
 
     settings = SequenceSettings(teacher_hidden=teacher_hidden, student_hidden=student_hidden, steps=steps, seed=seed)
-    report = sequence_distillation(out, settings, text, progress=_progress)
+    report = sequence_distillation(out, settings, text, progress=_progress(as_json))
     rows = [f"{name:16s} {m['params']:>9,} params  {m['held_out_bits_per_char']:.3f} bits/char (held out)"
             for name, m in report["models"].items()]
     _emit(report, as_json, "\n".join([*rows, f"ONNX student: {out / 'student.onnx'}"]))
@@ -216,7 +229,7 @@ def verify(bundle: Path, emulate: str | None, as_json: bool) -> None:
     if emulate and all(c.passed for c in checks):
         from edge_distill.device.emulate import emulated_check
 
-        _progress("running the golden inputs on aarch64 onnxruntime under qemu")
+        _progress(as_json)("running the golden inputs on aarch64 onnxruntime under qemu")
         checks.append(emulated_check(bundle))
     passed = all(c.passed for c in checks)
     _emit({"bundle": str(bundle), "passed": passed, "checks": [dataclasses.asdict(c) for c in checks]}, as_json,
@@ -242,7 +255,7 @@ def bench(bundle, remote, ssh_config, remote_python, connect_timeout, command_ti
     from edge_distill.device.remote import RemoteTarget, bench_bundle, render_bench
 
     target = RemoteTarget(remote, ssh_config, remote_python, connect_timeout, command_timeout) if remote else None
-    report = bench_bundle(bundle, target, progress=_progress)
+    report = bench_bundle(bundle, target, progress=_progress(as_json))
     _emit(report, as_json, render_bench(report))
 
 
@@ -313,7 +326,7 @@ def emulator_setup(root: Path | None) -> None:
     """Download Debian's arm64 Python 3.11 and the aarch64 numpy/onnxruntime wheels, once."""
     from edge_distill.device.emulate import default_root, setup_userland
 
-    setup_userland(root or default_root(), progress=_progress)
+    setup_userland(root or default_root(), progress=_progress())
 
 
 @main.group(invoke_without_command=True)

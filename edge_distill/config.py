@@ -48,7 +48,9 @@ class DeviceConfig:
     # [user@]host of the device: `build` then also benchmarks there over SSH. Never starting with
     # "-": ssh would read it as an option.
     host: str = field(default="", metadata={"pattern": (r"[^-\s][^\s]*|", "[user@]host, not starting with '-'")})
-    vnni: bool = True  # x86 only: without VNNI, u8s8 int8 can saturate, so the search adds reduce_range
+    # ISA features of the device's own architecture (ISA_FEATURES); the search adds reduce_range
+    # recipes on x86 without a VNNI feature, where u8s8 int8 can saturate.
+    isa: list[str] = field(default_factory=list, metadata={"example": '["neon", "dotprod"]'})
     # Roofline figures for `edge-distill estimate`, whole chip, with where they come from.
     cores: int = _at_least(4, 1)
     peak_fp32_gflops: float = _at_least(100.0, 1e-3)
@@ -224,6 +226,11 @@ class BuildConfig:
         return dataclasses.asdict(self)
 
 
+ISA_FEATURES = {
+    "x86_64": ("sse4_2", "avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx"),
+    "aarch64": ("neon", "dotprod", "i8mm", "fp16", "sve"),
+}
+
 # A profile names what a device needs; how to train belongs in a config file.
 PROFILE_SECTIONS = ("device", "export", "quantize", "benchmark", "budget")
 
@@ -293,7 +300,17 @@ def load_config(
         for part in reversed(setting.key.split(".")):
             nested = {part: nested}
         _merge(merged, nested, setting.origin, origins, [])
-    return _build(BuildConfig, merged, origins, [])
+    config = _build(BuildConfig, merged, origins, [])
+    _check_isa(config.device, origins)
+    return config
+
+
+def _check_isa(device: DeviceConfig, origins: dict[str, str]) -> None:
+    valid = ISA_FEATURES[device.arch]
+    for feature in device.isa:
+        if feature not in valid:
+            raise ConfigError(f"{origins.get('device.isa', 'config')}: 'device.isa' names '{feature}', which is not an "
+                              f"{device.arch} feature", did_you_mean(feature, valid))
 
 
 def config_from_dict(raw: dict[str, Any]) -> BuildConfig:

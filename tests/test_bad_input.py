@@ -49,6 +49,8 @@ CASES = [
     ("config-not-a-table", "data -p rpi4 --config {w}/flat.toml", 2, ["'distill' must be a table"]),
     ("unknown-profile", "data -p rpi44", 2, ["unknown profile 'rpi44'", "did you mean 'rpi4'"]),
     ("profile-with-training", "data -p {w}/training-profile.toml", 2, ["section 'distill' does not belong in a device profile"]),
+    ("isa-of-another-architecture", "data -p rpi4 --set \"device.isa=['avx512_vnni']\"", 2,
+     ["'device.isa' names 'avx512_vnni', which is not an aarch64 feature"]),
     ("host-as-option-in-profile", "data -p rpi4 --set device.host='-oProxyCommand=touch {w}/PWNED'", 2,
      ["'device.host'", "not starting with '-'"]),
     ("input-without-path", "quantize -p rpi4 --input student_fp32.onnx", 2, ["expected ARTIFACT=PATH"]),

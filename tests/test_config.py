@@ -71,3 +71,12 @@ def test_parse_override_reads_toml_values_and_falls_back_to_strings():
     assert parse_override("data.source=my_data.npz") == (["data", "source"], "my_data.npz")
     with pytest.raises(ConfigError, match="expected section.key=value"):
         parse_override("quantize.per_channel")
+
+
+def test_every_profile_names_only_features_of_its_own_architecture():
+    from edge_distill.config import ISA_FEATURES
+
+    for name in list_profiles():
+        device = load_config(name).device
+        assert device.isa and set(device.isa) <= set(ISA_FEATURES[device.arch]), name
+    assert "dotprod" not in load_config("rpi4").device.isa  # the Cortex-A72 has no int8 dot product

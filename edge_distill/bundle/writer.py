@@ -155,11 +155,14 @@ def build_manifest(config: BuildConfig, model: Path, reports: dict[str, Any], go
         },
         "versions": {name: metadata.version(name) for name in VERSIONED_LIBRARIES} | {"python": platform.python_version()},
         "metrics": benchmark["metrics"],
-        "measurement": {k: benchmark[k] for k in ("host", "measured_on", "method")},
+        "warnings": benchmark.get("warnings", []),
+        "measurement": {k: benchmark[k] for k in ("host", "measured_on", "method", "date") if k in benchmark},
         "budgets": {
             "max_latency_ms": budgets.max_latency_ms or None,
             "max_size_bytes": budgets.max_size_bytes or None,
-            "latency_p50_within": budgets.max_latency_ms == 0 or shipped["latency_ms"]["p50"] <= budgets.max_latency_ms,
+            # Judged only from figures measured on the device's architecture: None = not judged.
+            "latency_p50_within": (budgets.max_latency_ms == 0 or shipped["latency_ms"]["p50"] <= budgets.max_latency_ms)
+            if benchmark["host"]["arch"] == config.device.arch else None,
             "size_within": budgets.max_size_bytes == 0 or shipped["size_bytes"] <= budgets.max_size_bytes,
         },
         "config": resolved,
@@ -191,15 +194,22 @@ def render_model_card(manifest: dict[str, Any]) -> str:
         f"Classifies a {'x'.join(str(d) for d in spec['shape'][1:])} ({pre['layout']}, {pre['color_mode']}) input "
         f"into one of: {', '.join(manifest['labels'])}.",
         "",
+        "## Intended use",
+        f"On-device classification of inputs like the training data ({training['data']['source']}), on "
+        f"{device['description'] or device['name']} or a CPU like it. Not for inputs from another distribution "
+        "without measuring its accuracy there first.",
+        "",
         "## How to feed it",
-        f"- Input `{spec['name']}`: {spec['dtype']}, shape {spec['shape']} (the first axis is the batch).",
+        f"- Input `{spec['name']}`: {spec['dtype']}, shape {shape_text(spec['shape'])} (the first axis is the batch).",
+        f"- Raw input: {raw_range_text(pre)}.",
         f"- Preprocessing: `{pre['formula']}` with pixel_scale={pre['pixel_scale']:g}, "
-        f"mean={pre['mean']}, std={pre['std']}.",
+        f"mean=[{numbers_text(pre['mean'])}], std=[{numbers_text(pre['std'])}].",
         f"- Output `{manifest['outputs'][0]['name']}`: one logit per class in the order of `labels` in manifest.json; "
         "the highest logit is the prediction.",
         "",
         "## How it was made",
-        f"- Data: {training['data']['source']} (split sizes {training['data']['split_sizes']}, seed {training['seed']}).",
+        f"- Data: {training['data']['source']} ({splits_text(training['data']['split_sizes'])}; seed "
+        f"{training['seed']}). License: {data_license(training['data']['source'])}.",
         f"- Teacher: {training['teacher']['source']} ({training['teacher']['format']}), "
         f"{training['export']['teacher']['params']:,} parameters, test accuracy {training['teacher']['test_accuracy']:.4f}.",
         f"- Student: {training['distillation']['student']}, {training['distillation']['params']:,} parameters, "
@@ -220,15 +230,51 @@ def render_model_card(manifest: dict[str, Any]) -> str:
         "timed runs and {min_seconds:g} s on {provider}; p50/p90/p99 are percentiles of those runs.".format(
             provider=manifest["measurement"]["method"]["providers"][0], **manifest["measurement"]["method"]),
         "",
+        *warnings_section(manifest.get("warnings", [])),
         "## Known limits",
         "- Accuracy is measured on a held-out split of the training data's distribution; inputs unlike it "
         "(other scanners, cameras, handwriting styles) will score lower.",
         "- Latency figures from a host that is not the device are indicative only.",
+        "- Teacher: " + ("trained by this build from the data above, no outside weights." if training["teacher"].get(
+            "trained_here") else "brought by the user; its license is its source's."),
         "",
         f"`model.onnx` sha256: `{manifest['model']['sha256']}`",
         "",
     ]
     return "\n".join(lines)
+
+
+def shape_text(shape: list) -> str:
+    """["batch", 1, 8, 8] -> "batch x 1 x 8 x 8"."""
+    return " x ".join(str(d) for d in shape)
+
+
+def numbers_text(values: list[float]) -> str:
+    return ", ".join(f"{v:.4g}" for v in values)
+
+
+def splits_text(sizes: dict[str, int]) -> str:
+    """{"train": 1078, ...} -> "train 1,078, val 270, test 360, transfer 0"."""
+    return ", ".join(f"{split} {count:,}" for split, count in sizes.items())
+
+
+def raw_range_text(pre: dict[str, Any]) -> str:
+    if pre["pixel_scale"] != 1.0:
+        return (f"{pre['color_mode']} pixel values from 0 to {1 / pre['pixel_scale']:g} (larger = brighter), "
+                f"channels first ({pre['layout']})")
+    return f"values on the training data's own scale, channels first ({pre['layout']}); no pixel scaling"
+
+
+def data_license(source: str) -> str:
+    if source == "digits":
+        return "UCI ML hand-written digits (via scikit-learn), CC BY 4.0"
+    return "not known to edge-distill: the license of your data applies"
+
+
+def warnings_section(warnings: list[dict[str, str]]) -> list[str]:
+    if not warnings:
+        return []
+    return ["## Warnings about these figures", "", *[f"- {w['message']}" for w in warnings], ""]
 
 
 def search_report(selected: dict[str, Any]) -> list[str]:

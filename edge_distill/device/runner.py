@@ -60,6 +60,7 @@ def measure_latency(
         "cold_start": float(np.median(cold)),
         "p50": float(np.percentile(times, 50)),
         "p90": float(np.percentile(times, 90)),
+        "p95": float(np.percentile(times, 95)),
         "p99": float(np.percentile(times, 99)),
         "mean": float(times.mean()),
         "std": float(times.std()),
@@ -80,7 +81,8 @@ def latency_histogram(times: np.ndarray, bins: int = 30) -> dict:
     low, high = float(times.min()), float(np.percentile(times, 99.9))
     edges = np.geomspace(low, max(high, low * 1.001), bins + 1)
     counts, _ = np.histogram(np.clip(times, low, edges[-1]), bins=edges)
-    return {"edges_ms": [round(float(e), 6) for e in edges], "counts": counts.tolist()}
+    return {"edges_ms": [round(float(e), 6) for e in edges], "counts": counts.tolist(),
+            "slower_in_last_bin": int((times > edges[-1]).sum())}
 
 
 def time_runs(session: ort.InferenceSession, feed: dict, min_runs: int, min_seconds: float) -> list[float]:

@@ -19,13 +19,12 @@ import socket
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 from edge_distill import errors
 from edge_distill.config import BuildConfig, config_from_dict
-
-Progress = Callable[[str], None]
+from edge_distill.progress import Progress
 
 # Lines rank 0 prints for the launching process: progress, and a user error as JSON.
 PROGRESS_PREFIX = "edge-distill progress: "

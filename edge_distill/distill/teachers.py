@@ -68,14 +68,19 @@ class Teacher:
         (an exported graph's submodules hold weights but are never called)."""
         return self.format == "state_dict"
 
-    def logits(self, x: np.ndarray) -> np.ndarray:
-        """(N, *input) -> (N, K) float32."""
-        return predict_batched(self.predict, x)
+    def logits(self, x: np.ndarray, advance: Callable[[int], None] = lambda _: None) -> np.ndarray:
+        """(N, *input) -> (N, K) float32; `advance(samples)` after each batch (a progress bar)."""
+        return predict_batched(self.predict, x, advance=advance)
 
 
-def predict_batched(predict: Callable[[torch.Tensor], torch.Tensor], x: np.ndarray, batch_size: int = 512) -> np.ndarray:
+def predict_batched(predict: Callable[[torch.Tensor], torch.Tensor], x: np.ndarray, batch_size: int = 512,
+                    advance: Callable[[int], None] = lambda _: None) -> np.ndarray:
+    outputs = []
     with torch.no_grad():
-        return torch.cat([predict(torch.from_numpy(x[i : i + batch_size])) for i in range(0, len(x), batch_size)]).numpy()
+        for i in range(0, len(x), batch_size):
+            outputs.append(predict(torch.from_numpy(x[i : i + batch_size])))
+            advance(len(outputs[-1]))
+    return torch.cat(outputs).numpy()
 
 
 def _without_grad(fn: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:

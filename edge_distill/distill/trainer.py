@@ -21,6 +21,7 @@ from edge_distill.distill.augment import Augment
 from edge_distill.distill.losses import attention_loss, hard_loss, hint_loss, kd_loss
 from edge_distill.distill.teachers import TeacherEnsemble, predict_batched
 from edge_distill.errors import ConfigError, did_you_mean
+from edge_distill.progress import progress_bar
 
 
 @dataclass(frozen=True)
@@ -219,34 +220,39 @@ def fit(
     )
     history = FitHistory(samples_per_epoch=len(x))
     best_state = None
-    for epoch in range(1, settings.epochs + 1):
-        model.train()
-        total = torch.zeros(())
-        start = time.perf_counter()
-        for batch in torch.randperm(len(x), generator=shuffle).split(settings.batch_size):
-            if len(batch) < size:  # a last batch too small to give every process a sample
-                continue
-            index = batch[rank::size]  # this process's share of the global batch
-            x_b, y_b = x[index], y[index]
-            if augment is not None:
-                x_b, y_b = augment(x_b, y_b)
-            loss = net(x_b, y_b, index)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            total += loss.detach() * len(index)
-        if size > 1:
-            dist.all_reduce(total)
-        history.epoch_seconds.append(time.perf_counter() - start)
-        val_acc = accuracy(model, x_val, y_val)
-        history.train_loss.append(float(total) / len(x))
-        history.val_accuracy.append(val_acc)
-        if best_state is None or val_acc >= history.best_val_accuracy:
-            history.best_epoch = epoch
-            best_state = copy.deepcopy(model.state_dict())
-        if rank == 0:
-            progress(f"{label} epoch {epoch}/{settings.epochs}  loss {history.train_loss[-1]:.4f}  val acc {val_acc:.4f}")
+    say = progress if rank == 0 else (lambda _: None)  # one voice under torchrun
+    with progress_bar(say, settings.epochs * steps_per_epoch, label) as bar:
+        for epoch in range(1, settings.epochs + 1):
+            model.train()
+            total = torch.zeros(())
+            start = time.perf_counter()
+            for batch in torch.randperm(len(x), generator=shuffle).split(settings.batch_size):
+                bar.update(1)
+                if len(batch) < size:  # a last batch too small to give every process a sample
+                    continue
+                index = batch[rank::size]  # this process's share of the global batch
+                x_b, y_b = x[index], y[index]
+                if augment is not None:
+                    x_b, y_b = augment(x_b, y_b)
+                loss = net(x_b, y_b, index)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                schedule.step()
+                total += loss.detach() * len(index)
+            if size > 1:
+                dist.all_reduce(total)
+            history.epoch_seconds.append(time.perf_counter() - start)
+            val_acc = accuracy(model, x_val, y_val)
+            history.train_loss.append(float(total) / len(x))
+            history.val_accuracy.append(val_acc)
+            if best_state is None or val_acc >= history.best_val_accuracy:
+                history.best_epoch = epoch
+                best_state = copy.deepcopy(model.state_dict())
+            line = f"{label} epoch {epoch}/{settings.epochs}  loss {history.train_loss[-1]:.4f}  val acc {val_acc:.4f}"
+            bar.update(0, loss=f"{history.train_loss[-1]:.4f}", val_acc=f"{val_acc:.4f}")
+            if not bar.active or epoch == settings.epochs:  # with a bar, only the last epoch's line stays
+                say(line + (f" (best epoch {history.best_epoch})" if bar.active else ""))
     objective.close()
     model.load_state_dict(best_state)
     model.eval()

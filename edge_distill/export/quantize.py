@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from edge_distill.config import QuantizeConfig
 from edge_distill.errors import ConfigError, QuantizeError, describe
 from edge_distill.export.onnx_io import load_onnx, quiet_libraries
+from edge_distill.progress import progress_bar
 
 QUANT_OPS = ("QuantizeLinear", "DequantizeLinear")
 SHORT_TYPES = {"QUInt8": "U8", "QInt8": "S8"}
@@ -109,7 +111,9 @@ class StreamedCalibration:
     per call also avoids their failure on batches of unequal size within one call.)
     """
 
-    def __init__(self, prepared: Path, x: np.ndarray, workdir: Path, chunk: int = 32):
+    def __init__(self, prepared: Path, x: np.ndarray, workdir: Path, chunk: int = 32,
+                 progress: Callable[[str], None] = lambda _: None):
+        self.progress = progress
         self.prepared = prepared
         self.x = x
         self.workdir = workdir
@@ -126,9 +130,11 @@ class StreamedCalibration:
                         self.prepared, augmented_model_path=str(self.workdir / f"augmented-{method}.onnx"),
                         calibrate_method=CalibrationMethod[method],
                     )
-                    for start in range(0, len(self.x), self.chunk):
-                        calibrator.collect_data(ArrayCalibrationReader(self.input_name, self.x[start : start + self.chunk],
-                                                                        batch_size=self.chunk))
+                    with progress_bar(self.progress, len(self.x), f"calibrating ({method})") as bar:
+                        for start in range(0, len(self.x), self.chunk):
+                            chunk = self.x[start : start + self.chunk]
+                            calibrator.collect_data(ArrayCalibrationReader(self.input_name, chunk, batch_size=self.chunk))
+                            bar.update(len(chunk))
                     save_tensors_data(calibrator.compute_data(), path)
             except Exception as e:
                 raise QuantizeError(f"{method} calibration failed: {describe(e)}") from e
@@ -175,11 +181,12 @@ def apply_recipe(recipe: QuantRecipe, prepared: Path, dst: Path, calibration: St
     return {"recipe": recipe.name, "op_counts": count_ops(onnx.load(str(dst)))}
 
 
-def quantize_model(src: Path, dst: Path, calibration_x: np.ndarray, recipe: QuantRecipe, workdir: Path) -> dict:
+def quantize_model(src: Path, dst: Path, calibration_x: np.ndarray, recipe: QuantRecipe, workdir: Path,
+                   progress: Callable[[str], None] = lambda _: None) -> dict:
     """Pre-process, calibrate (streamed) and apply one recipe."""
     prepared = workdir / "prepared.onnx"
     prepare_for_quantization(src, prepared)
-    calibration = StreamedCalibration(prepared, calibration_x, workdir) if recipe.kind == "static" else None
+    calibration = StreamedCalibration(prepared, calibration_x, workdir, progress=progress) if recipe.kind == "static" else None
     report = apply_recipe(recipe, prepared, dst, calibration)
     return {**report, "calibration_samples": len(calibration_x) if calibration else 0}
 

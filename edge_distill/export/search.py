@@ -33,7 +33,8 @@ REPAIRED_PER_SEARCH = 3  # over-budget recipes, most accurate first, that get th
 def candidate_recipes(cfg: QuantizeConfig, device: DeviceConfig, providers: list[str]) -> list[QuantRecipe]:
     """fp32, static int8 in both formats x per-channel x (U8S8, S8S8) x calibration methods, with
     reduce_range where an x86 CPU lacks VNNI, dynamic int8, and fp16 on GPU providers."""
-    reduce_ranges = (False, True) if device.arch == "x86_64" and not device.vnni else (False,)
+    vnni = {"avx512_vnni", "avx_vnni", "amx"} & set(device.isa)
+    reduce_ranges = (False, True) if device.arch == "x86_64" and not vnni else (False,)
     excluded = tuple(cfg.exclude_nodes)
     recipes = [QuantRecipe("fp32")]
     for fmt in ("QDQ", "QOperator"):
@@ -98,7 +99,7 @@ def search_quantization(
     prepared = workdir / "prepared.onnx"
     prepare_for_quantization(fp32_model, prepared)
     check_node_names(prepared, tuple(cfg.exclude_nodes))  # a typo is the user's error, not a failed recipe
-    calibration = StreamedCalibration(prepared, calibration_x, workdir)
+    calibration = StreamedCalibration(prepared, calibration_x, workdir, progress=progress)
     threads = usable_threads(bench.threads)
     providers, strict = provider_specs(bench), not bench.allow_cpu_fallback
     reference: dict = {}

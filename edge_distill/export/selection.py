@@ -42,7 +42,7 @@ def quantize_and_select(fp32_model: Path, calibration: np.ndarray, x_val: np.nda
             recipe = QuantRecipe.from_config(cfg)
             progress(f"calibrating on {len(calibration)} training samples ({cfg.calibrate_method}), "
                      f"quantizing to int8 {recipe.name}")
-            quantize_model(fp32_model, int8_out, calibration, recipe, Path(tmp))
+            quantize_model(fp32_model, int8_out, calibration, recipe, Path(tmp), progress)
             shutil.copyfile(int8_out, selected_out)
             return Selection(recipe.name, "student_int8", recipe.name, "the profile's recipe (quantize.search = false)")
         found = search_quantization(fp32_model, calibration, x_val, y_val, cfg, device, bench, Path(tmp), progress)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import numpy as np
 
 from edge_distill.device.runner import describe_host, measure_latency, predict_classes, usable_threads
 from edge_distill.config import BenchmarkConfig, DeviceConfig
+from edge_distill.progress import progress_bar
 
 
 def benchmark_variants(
@@ -26,17 +28,18 @@ def benchmark_variants(
         sample = np.resize(x_test, (cfg.batch_size, *x_test.shape[1:]))
     providers = provider_specs(cfg)
     metrics, reference = [], None
-    for name, (model, params) in variants.items():
-        progress(f"benchmark {name}: >= {cfg.timed_runs} timed runs and >= {cfg.min_seconds:g} s at batch "
-                 f"{cfg.batch_size}, {threads} thread(s)")
-        predicted = predict_classes(model, x_test, providers, threads, require_first=not cfg.allow_cpu_fallback)
-        reference = predicted if reference is None else reference
-        latency = measure_latency(
-            model, sample, providers, threads, cfg.warmup_runs, cfg.timed_runs, cfg.cold_start_runs,
-            cfg.min_seconds, require_first=not cfg.allow_cpu_fallback,
-        )
-        metrics.append(
-            {
+    progress(f"benchmarking {len(variants)} variants: each >= {cfg.timed_runs} timed runs and >= "
+             f"{cfg.min_seconds:g} s at batch {cfg.batch_size}, {threads} thread(s)")
+    with progress_bar(progress, len(variants), "benchmark") as bar:
+        for name, (model, params) in variants.items():
+            bar.update(0, variant=name)
+            predicted = predict_classes(model, x_test, providers, threads, require_first=not cfg.allow_cpu_fallback)
+            reference = predicted if reference is None else reference
+            latency = measure_latency(
+                model, sample, providers, threads, cfg.warmup_runs, cfg.timed_runs, cfg.cold_start_runs,
+                cfg.min_seconds, require_first=not cfg.allow_cpu_fallback,
+            )
+            metrics.append({
                 "variant": name,
                 "provider": latency["provider"],
                 "provider_requested": cfg.providers[0],
@@ -46,13 +49,14 @@ def benchmark_variants(
                 "params": params,
                 "size_bytes": model.stat().st_size,
                 "latency_ms": latency,
-            }
-        )
+            })
+            bar.update(1, p50=f"{latency['p50']:.4f} ms")
     host = describe_host()
     return {
         "metrics": metrics,
         "host": host,
         "measured_on": measurement_note(host, device),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "method": {
             "providers": cfg.providers,
             "threads": threads,

@@ -92,15 +92,9 @@ def run_pipeline(
                              "pass --cache-dir on a writable disk with free space") from None
     if removed:
         progress(f"removed {len(removed)} staging folder(s) left in the cache by an interrupted build")
-    libraries = library_versions()
-    hashes: dict[Path, str] = {}
+    keys = _CacheKeys(cache, library_versions())
+    progress(_plan_line(stages, provided, keys, force))
     run = PipelineRun(artifacts=provided)
-
-    def digest(path: Path) -> str:
-        if path not in hashes:
-            hashes[path] = hash_path(path)
-        return hashes[path]
-
     for index, stage in enumerate(stages, 1):
         started = time.perf_counter()
         inputs = {name: run.artifacts[name] for name in stage.inputs}
@@ -108,14 +102,7 @@ def run_pipeline(
         for key, path in external.items():
             if not path.exists():
                 raise InputFileError(f"{key}: {path} not found", "check the path in your config")
-        description = {
-            "stage": stage.name,
-            "version": stage.version,
-            "params": stage.params(),
-            "inputs": {name: digest(path) for name, path in inputs.items()},
-            "external": {name: digest(path) for name, path in external.items()},
-            "libraries": libraries,
-        }
+        description = keys.describe(stage, inputs, external)
         key = cache.key(description)
         found = cache.lookup(stage.name, key, stage.outputs) if not force else None
         entry = found.entry if found else None
@@ -141,6 +128,53 @@ def run_pipeline(
         run.steps.append(StepRecord(stage.name, key, cached, time.perf_counter() - started,
                                     {k: str(v) for k, v in outputs.items()}))
     return run
+
+
+class _CacheKeys:
+    """A stage's cache-key description: (name, version, params, hashes of its input and external
+    files, library versions); file hashes are computed once per build."""
+
+    def __init__(self, cache: StageCache, libraries: dict[str, str]):
+        self.cache, self.libraries = cache, libraries
+        self.hashes: dict[Path, str] = {}
+
+    def digest(self, path: Path) -> str:
+        if path not in self.hashes:
+            self.hashes[path] = hash_path(path)
+        return self.hashes[path]
+
+    def describe(self, stage, inputs: dict[str, Path], external: dict[str, Path]) -> dict:
+        return {
+            "stage": stage.name,
+            "version": stage.version,
+            "params": stage.params(),
+            "inputs": {name: self.digest(path) for name, path in inputs.items()},
+            "external": {name: self.digest(path) for name, path in external.items()},
+            "libraries": self.libraries,
+        }
+
+
+def _plan_line(stages: list, provided: dict[str, Path], keys: _CacheKeys, force: bool) -> str:
+    """Say up front which stages come from the cache and which will run (training included), as far
+    as can be known before running: after the first stage that runs, every later one runs too."""
+    known, cached = dict(provided), []
+    for stage in stages:
+        external = dict(stage.external_files())
+        if force or not all(path.exists() for path in external.values()):
+            break
+        key = keys.cache.key(keys.describe(stage, {name: known[name] for name in stage.inputs}, external))
+        entry = keys.cache.lookup(stage.name, key, stage.outputs).entry
+        if entry is None:
+            break
+        cached.append(stage.name)
+        known.update({name: entry / name for name in stage.outputs})
+    running = [stage.name for stage in stages[len(cached):]]
+    if not running:
+        return f"plan: all {len(stages)} stage(s) cached"
+    training = [name for name in running if name in ("teacher", "distill")]
+    return (f"plan: {len(running)} of {len(stages)} stage(s) will run: {', '.join(running)}"
+            + (f" (training: {' and '.join(training)})" if training else "")
+            + (f"; cached: {', '.join(cached)}" if cached else ""))
 
 
 def build(

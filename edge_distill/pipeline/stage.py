@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
-Progress = Callable[[str], None]
+from edge_distill.progress import Progress
 
 
 class Stage(Protocol):

@@ -161,5 +161,4 @@ def render_svg(rows: list[dict], budget: BudgetConfig) -> str:
     measured = {r["size"]: Point(r["size"], r["p50_ms"], r["accuracy"], ringed=bool(r.get("chosen")))
                 for r in rows if r["status"] == "measured"}
     front = [measured[r["size"]] for r in rows if r["status"] == "measured" and r.get("pareto")]
-    return scatter_svg(list(measured.values()), "test accuracy", budget.max_latency_ms, budget.min_accuracy, front,
-                       height=420)
+    return scatter_svg(list(measured.values()), "test accuracy", budget.max_latency_ms, budget.min_accuracy, front)

@@ -152,8 +152,8 @@ def test_budget_nothing_meets_errors_or_ships_fp32_as_configured():
 
 
 def test_candidates_follow_the_device():
-    vnni = candidate_recipes(QuantizeConfig(), DeviceConfig(arch="x86_64", vnni=True), ["CPUExecutionProvider"])
-    old_x86 = candidate_recipes(QuantizeConfig(), DeviceConfig(arch="x86_64", vnni=False), ["CPUExecutionProvider"])
+    vnni = candidate_recipes(QuantizeConfig(), DeviceConfig(arch="x86_64", isa=["avx512_vnni"]), ["CPUExecutionProvider"])
+    old_x86 = candidate_recipes(QuantizeConfig(), DeviceConfig(arch="x86_64", isa=["avx2"]), ["CPUExecutionProvider"])
     gpu = candidate_recipes(QuantizeConfig(), DeviceConfig(), ["CUDAExecutionProvider"])
     assert not any(r.reduce_range for r in vnni) and any(r.reduce_range for r in old_x86)
     assert "fp16" in {r.kind for r in gpu} and "fp16" not in {r.kind for r in vnni}

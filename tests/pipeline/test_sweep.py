@@ -69,8 +69,12 @@ def test_plot_is_valid_svg_with_a_point_per_measured_size():
     mark_pareto(rows)
     rows[2]["chosen"] = True
     svg = ET.fromstring(render_svg(rows, BudgetConfig(max_latency_ms=0.2, min_accuracy=0.98)))
-    circles = svg.findall("{http://www.w3.org/2000/svg}circle")
-    assert len(circles) == 5 + 1  # five sizes and the ring around the chosen one
+    ids = {g.get("id") for g in svg.iter("{http://www.w3.org/2000/svg}g")}
+    measured = {f"point-{r['size']}" for r in rows if r["status"] == "measured"}
+    assert len(measured) == 5 and measured <= ids  # a point per measured size
+    assert {"shipped", "latency-budget", "accuracy-budget", "pareto-front"} <= ids  # the chosen one ringed
+    texts = {"".join(t.itertext()) for t in svg.iter("{http://www.w3.org/2000/svg}text")}
+    assert {"p50 latency (ms)", "test accuracy"} <= texts
     assert "w32-d3" in sweep_table({"rows": rows, "why": "x"})
 
 

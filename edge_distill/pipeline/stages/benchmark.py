@@ -11,7 +11,7 @@ from edge_distill.pipeline.stages.base import ConfiguredStage, read_json, write_
 class BenchmarkStage(ConfiguredStage):
     name = "benchmark"
     description = "Measure accuracy and latency of teacher, fp32 student and int8 student."
-    version = 3
+    version = 4
     inputs = ("dataset.npz", "teacher_fp32.onnx", "student_fp32.onnx", "student_int8.onnx", "shipped_model.onnx",
               "export.json", "quantize.json")
     outputs = ("benchmark.json",)
@@ -31,6 +31,7 @@ class BenchmarkStage(ConfiguredStage):
     def run(self, inputs, out, progress):
         from edge_distill.data.dataset import Dataset
         from edge_distill.measure.harness import add_estimates, benchmark_variants
+        from edge_distill.measure.warnings import measurement_warnings
 
         dataset = Dataset.load(inputs["dataset.npz"])
         params = read_json(inputs["export.json"])
@@ -45,6 +46,7 @@ class BenchmarkStage(ConfiguredStage):
         report = benchmark_variants(variants, dataset.x["test"], dataset.y["test"], self.config.benchmark,
                                     self.config.device, progress)
         report["shipped_variant"] = shipped
+        report["warnings"] = measurement_warnings(report, self.config.device)
         add_estimates(report, {name: model for name, (model, _) in variants.items()}, self.config.device,
                       self.config.benchmark.batch_size)
         write_json(out / "benchmark.json", report)

@@ -44,6 +44,7 @@ class TeacherStage(ConfiguredStage):
         from edge_distill.distill.teachers import load_ensemble_members, load_teachers, member_accuracies
         from edge_distill.distill.trainer import FitSettings, fit
         from edge_distill.models.loading import build_from_config, count_params, load_checkpoint
+        from edge_distill.progress import progress_bar
 
         cfg, seed = self.config.teacher, self.config.seed
         dataset = Dataset.load(inputs["dataset.npz"])
@@ -72,7 +73,9 @@ class TeacherStage(ConfiguredStage):
         progress(f"computing the outputs of {len(teachers.teachers)} teacher(s) on "
                  f"{len(dataset.x['train'])} labeled + {len(dataset.x['transfer'])} transfer samples")
         x_train, _ = dataset.training_set()
-        np.save(out / "teacher_logits.npy", np.stack([t.logits(x_train) for t in teachers.teachers]))  # (M, N, K)
+        with progress_bar(progress, len(teachers.teachers) * len(x_train), "teacher outputs") as bar:
+            logits = [t.logits(x_train, advance=bar.update) for t in teachers.teachers]
+        np.save(out / "teacher_logits.npy", np.stack(logits))  # (M, N, K)
         report["members"] = member_accuracies(teachers, dataset.x, dataset.y)
         report |= {key: report["members"][0][key] for key in ("val_accuracy", "test_accuracy")}
         write_json(out / "teacher.json", report)
