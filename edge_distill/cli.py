@@ -103,6 +103,38 @@ def config_options(fn):
     return json_option(fn)
 
 
+# Benchmark settings on the command line, named as the on-device runner (and onnxruntime_perf_test)
+# names them; unset ones come from the profile. Shared by `bench` and `estimate --measure`.
+BENCHMARK_FLAGS = (
+    ("provider", "providers", click.STRING, "Execution provider, e.g. CPUExecutionProvider."),
+    ("threads", "threads", click.IntRange(min=1), "Intra-op threads."),
+    ("batch", "batch_size", click.IntRange(min=1, max=4096), "Samples per run."),
+    ("warmup", "warmup_runs", click.IntRange(min=0), "Untimed runs before timing."),
+    ("runs", "timed_runs", click.IntRange(min=1), "At least this many timed runs."),
+    ("min-seconds", "min_seconds", click.FloatRange(min=0), "And at least this long (s)."),
+    ("cold-starts", "cold_start_runs", click.IntRange(min=1), "Session creations + first runs (median reported)."),
+)
+
+
+def benchmark_options(*skip: str):
+    """The BENCHMARK_FLAGS (but `skip`) as options named bench_<field>; see `_benchmark_overrides`."""
+    def decorate(fn):
+        for flag, field, kind, help_text in reversed(BENCHMARK_FLAGS):
+            if flag not in skip:
+                fn = click.option(f"--{flag}", f"bench_{field}", type=kind, help=f"{help_text} Default: the profile's.")(fn)
+        return fn
+
+    return decorate
+
+
+def _benchmark_overrides(kwargs: dict) -> dict:
+    """Pop the benchmark options from a command's kwargs: {BenchmarkConfig field: value} of those given."""
+    values = {field: kwargs.pop(f"bench_{field}", None) for _, field, _, _ in BENCHMARK_FLAGS}
+    if values["providers"] is not None:
+        values["providers"] = [values["providers"]]
+    return {field: value for field, value in values.items() if value is not None}
+
+
 def _load_config(profile, config_file, overrides, data, teacher, teacher_checkpoint, teacher_file, transfer, nproc,
                  student, search_quantization, max_accuracy_drop, extra: tuple = ()):
     """The config from the shared options; each flag reaches the library as a typed Setting naming it."""
@@ -245,8 +277,9 @@ def verify(bundle: Path, emulate: str | None, as_json: bool) -> None:
 @click.option("--remote-python", default="python3", show_default=True, help="Python on the device.")
 @click.option("--connect-timeout", type=int, default=10, show_default=True, help="Seconds.")
 @click.option("--command-timeout", type=int, default=600, show_default=True, help="Seconds per remote command.")
+@benchmark_options()
 @json_option
-def bench(bundle, remote, ssh_config, remote_python, connect_timeout, command_timeout, as_json):
+def bench(bundle, remote, ssh_config, remote_python, connect_timeout, command_timeout, as_json, **settings):
     """Measure a bundle's model with its profile's settings, here or on a device over SSH.
 
     On the device only python3 with numpy and onnxruntime is needed; the runner is copied there
@@ -255,7 +288,7 @@ def bench(bundle, remote, ssh_config, remote_python, connect_timeout, command_ti
     from edge_distill.device.remote import RemoteTarget, bench_bundle, render_bench
 
     target = RemoteTarget(remote, ssh_config, remote_python, connect_timeout, command_timeout) if remote else None
-    report = bench_bundle(bundle, target, progress=_progress(as_json))
+    report = bench_bundle(bundle, target, progress=_progress(as_json), overrides=_benchmark_overrides(settings))
     _emit(report, as_json, render_bench(report))
 
 
@@ -266,13 +299,19 @@ def bench(bundle, remote, ssh_config, remote_python, connect_timeout, command_ti
 @click.option("--shape", "shapes", multiple=True, metavar="NAME:DIMS",
               help="Concrete shape of an input with symbolic sizes, e.g. x:1x3x48x192 (repeat per input).")
 @click.option("--measure", is_flag=True, help="Also measure p50 here and show measured / estimate.")
+@benchmark_options("batch")
 @json_option
-def estimate(model: Path, profile: str, batch: int, shapes: tuple[str, ...], measure: bool, as_json: bool) -> None:
+def estimate(model: Path, profile: str, batch: int, shapes: tuple[str, ...], measure: bool, as_json: bool,
+             **settings) -> None:
     """Roofline latency estimate of MODEL.onnx for a device, per node and in total."""
-    from edge_distill.config import load_config
+    from edge_distill.config import Setting, load_config
     from edge_distill.measure.estimate import estimate_model, estimate_table, parse_shape
 
-    result = estimate_model(model, load_config(profile), batch, dict(parse_shape(text) for text in shapes), measure)
+    flags = {field: flag for flag, field, _, _ in BENCHMARK_FLAGS}
+    given = [Setting(f"benchmark.{field}", value, f"--{flags[field]}")
+             for field, value in _benchmark_overrides(settings).items()]
+    config = load_config(profile, settings=given)
+    result = estimate_model(model, config, batch, dict(parse_shape(text) for text in shapes), measure)
     text = estimate_table(result) + (f"\n{result['measured_on']}" if measure else "")
     _emit(result, as_json, text)
 

@@ -142,6 +142,10 @@ class DistillConfig:
     # "per_step" on every batch; "auto" caches unless augmentation or feature hints need them live.
     teacher_outputs: str = _choice("auto", "auto", "cached", "per_step")
     nproc: int = _at_least(1, 1)  # processes under torchrun (DistributedDataParallel, gloo on CPU)
+    # torch threads per training process (teacher and student); 0: this machine's cores divided among
+    # the processes. Set, never left to torch: oversubscribed threads on a shared 2-core host made a
+    # training step 10x slower.
+    threads: int = _at_least(0, 0)
     # Quantization-aware distillation after KD: fake-quant fine-tuning in the profile's int8 scheme.
     qat_epochs: int = _at_least(0, 0)
     qat_lr: float = _at_least(5e-4, 0.0)

@@ -4,6 +4,7 @@ hostile files as an attacker would write them."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shlex
@@ -15,6 +16,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from edge_distill.bundle.reader import METADATA_PREFIX, SCHEMA_VERSION
+from edge_distill.config import BenchmarkConfig
 from edge_distill.hashing import sha256
 
 LABELS = ["a", "b", "c"]
@@ -50,7 +52,8 @@ def bundle(folder: Path) -> Path:
         "generator": {"name": "edge-distill", "version": "test"},
         "files": {name: {"sha256": sha256(folder / name), "size_bytes": (folder / name).stat().st_size}
                   for name in ("model.onnx", "golden.npz", "golden.json")},
-        "model": {"file": "model.onnx"},
+        "model": {"file": "model.onnx", "sha256": sha256(folder / "model.onnx")},
+        "profile": {"name": "handmade", "benchmark": dataclasses.asdict(BenchmarkConfig())},
         "inputs": [{"name": "x", "shape": ["batch", 1, 8, 8], "dtype": "float32"}],
         "outputs": [{"name": "logits", "shape": ["batch", 3], "dtype": "float32"}],
         "labels": LABELS,

@@ -142,21 +142,29 @@ def explain_ssh_failure(destination: str, stderr: str, doing: str) -> RemoteErro
                        "check the device and the network, then run again")
 
 
-def bench_bundle(bundle: Path, target: RemoteTarget | None, progress=lambda _: None) -> dict:
+BENCH_FLAGS = {  # benchmark setting -> the runner's flag
+    "providers": "--provider", "threads": "--threads", "batch_size": "--batch", "warmup_runs": "--warmup",
+    "timed_runs": "--runs", "min_seconds": "--min-seconds", "cold_start_runs": "--cold-starts",
+}
+
+
+def bench_bundle(bundle: Path, target: RemoteTarget | None, progress=lambda _: None,
+                 overrides: dict | None = None) -> dict:
     """Latency of a bundle's model on the device (or here, without a target) with the profile's
-    settings, and top-1 agreement with the bundle's golden vectors there."""
+    settings (`overrides`: BenchmarkConfig field -> value, from the command line), and top-1
+    agreement with the bundle's golden vectors there."""
     from edge_distill.bundle.reader import Bundle
 
     opened = Bundle.open(bundle)
     golden = opened.golden()
-    settings = opened.section("profile", "benchmark")
-    args = ["--provider", settings["providers"][0], "--threads", str(settings["threads"]),
-            "--batch", str(settings["batch_size"]), "--warmup", str(settings["warmup_runs"]),
-            "--runs", str(settings["timed_runs"]), "--min-seconds", str(settings["min_seconds"]),
-            "--cold-starts", str(settings["cold_start_runs"])]
-    model = opened.model_path
+    settings = {**opened.section("profile", "benchmark"), **(overrides or {})}
+    settings["providers"] = settings["providers"][:1] if isinstance(settings["providers"], list) else [settings["providers"]]
     if target is None:  # this host is not the device: more threads than cores would only measure contention
-        args[args.index("--threads") + 1] = str(usable_threads(settings["threads"]))
+        settings["threads"] = usable_threads(settings["threads"])
+    args = [str(a) for key, flag in BENCH_FLAGS.items()
+            for a in (flag, settings[key][0] if key == "providers" else settings[key])]
+    model = opened.model_path
+    if target is None:
         with tempfile.TemporaryDirectory() as tmp:
             np.save(Path(tmp) / "inputs.npy", golden["inputs"])
             result = _run_local(model, Path(tmp) / "inputs.npy", args)
@@ -165,8 +173,9 @@ def bench_bundle(bundle: Path, target: RemoteTarget | None, progress=lambda _: N
     agreement = float(np.mean(np.asarray(result["top1"]) == golden["top1"]))
     return {"bundle": str(bundle), "where": target.destination if target else "local", "device": result["host"],
             "provider": result["provider"], "threads": result["threads"], "batch": result["batch"],
-            "latency_ms": result["latency_ms"], "golden_top1_agreement": agreement,
-            "golden_samples": len(golden["top1"]), "model_sha256": opened.section("model", "sha256")}
+            "settings": {key: settings[key] for key in BENCH_FLAGS}, "latency_ms": result["latency_ms"],
+            "golden_top1_agreement": agreement, "golden_samples": len(golden["top1"]),
+            "model_sha256": opened.section("model", "sha256")}
 
 
 def _run_local(model: Path, inputs: Path, args: list[str]) -> dict:
@@ -187,7 +196,8 @@ def render_bench(report: dict) -> str:
         f"onnxruntime {device['onnxruntime']})",
         f"{report['provider']}, {report['threads']} thread(s), batch {report['batch']}: cold start "
         f"{latency['cold_start']:.2f} ms, p50 {latency['p50']:.4f} ms, p90 {latency['p90']:.4f} ms, "
-        f"p99 {latency['p99']:.4f} ms over {latency['runs']} runs",
+        f"p95 {latency.get('p95', float('nan')):.4f} ms, p99 {latency['p99']:.4f} ms over {latency['runs']} runs "
+        f"(cv {latency.get('cv_pct', float('nan')):.1f}%)",
         f"golden top-1 agreement on the device: {report['golden_top1_agreement']:.4f} "
         f"({report['golden_samples']} samples)",
     ])

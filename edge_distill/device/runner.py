@@ -181,17 +181,22 @@ def main(argv: list[str] | None = None) -> int:
     import json
 
     parser = argparse.ArgumentParser(description="Time an ONNX model with onnxruntime (numpy + onnxruntime only).")
-    parser.add_argument("model", type=Path)
-    parser.add_argument("--inputs", type=Path, help=".npy of preprocessed inputs; their top-1 is reported")
+    parser.add_argument("model", type=Path, help="the .onnx file to time")
+    parser.add_argument("--inputs", type=Path, help=".npy of preprocessed inputs: the timed batch is drawn from "
+                        "them and their top-1 classes are reported (default: zeros of the model's input shape)")
     # Short flags as onnxruntime_perf_test names them: -e provider, -x threads, -r runs, -t seconds.
-    parser.add_argument("-e", "--provider", default="CPUExecutionProvider")
-    parser.add_argument("-x", "--threads", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--warmup", type=int, default=20)
-    parser.add_argument("-r", "--runs", type=int, default=300)
-    parser.add_argument("-t", "--min-seconds", type=float, default=2.0)
-    parser.add_argument("--cold-starts", type=int, default=3)
-    parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.add_argument("-e", "--provider", default="CPUExecutionProvider",
+                        help="onnxruntime execution provider (default: %(default)s)")
+    parser.add_argument("-x", "--threads", type=int, default=os.cpu_count() or 1,
+                        help="intra-op threads (default: this machine's cores, %(default)s)")
+    parser.add_argument("--batch", type=int, default=1, help="samples per run (default: %(default)s)")
+    parser.add_argument("--warmup", type=int, default=20, help="untimed runs before timing (default: %(default)s)")
+    parser.add_argument("-r", "--runs", type=int, default=300, help="at least this many timed runs (default: %(default)s)")
+    parser.add_argument("-t", "--min-seconds", type=float, default=2.0,
+                        help="and at least this long, in seconds (default: %(default)s)")
+    parser.add_argument("--cold-starts", type=int, default=3,
+                        help="session creations + first runs, median reported (default: %(default)s)")
+    parser.add_argument("--json", action="store_true", help="print one JSON line instead of text")
     args = parser.parse_args(argv)
     providers = [args.provider]
     if args.inputs:
@@ -205,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
         "provider": args.provider,
         "threads": args.threads,
         "batch": args.batch,
+        "settings": {"warmup_runs": args.warmup, "timed_runs": args.runs, "min_seconds": args.min_seconds,
+                     "cold_start_runs": args.cold_starts},
         "latency_ms": measure_latency(args.model, sample, providers, args.threads, args.warmup, args.runs,
                                       args.cold_starts, args.min_seconds),
     }
@@ -215,7 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         latency = result["latency_ms"]
         print(f"{result['host']['cpu']} ({result['host']['arch']}, onnxruntime {result['host']['onnxruntime']}): "
-              f"p50 {latency['p50']:.4f} ms, p90 {latency['p90']:.4f} ms, p99 {latency['p99']:.4f} ms, "
+              f"p50 {latency['p50']:.4f} ms, p90 {latency['p90']:.4f} ms, p95 {latency['p95']:.4f} ms, "
+              f"p99 {latency['p99']:.4f} ms, "
               f"cold start {latency['cold_start']:.2f} ms", file=sys.stdout)
     return 0
 

@@ -50,7 +50,7 @@ def run_distributed(config: BuildConfig, inputs: Mapping[str, Path], out: Path, 
                    "-m", "edge_distill.distill.distributed", str(spec)]
         progress(f"distill: {nproc} processes under torchrun (DistributedDataParallel, "
                  f"{'nccl' if _cuda() else 'gloo'}): {' '.join(command[1:])}")
-        env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
+        env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))  # train_student sets torch's
         with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) as proc:
             tail: list[str] = []
             reported: list[str] = []

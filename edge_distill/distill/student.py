@@ -41,10 +41,11 @@ def train_student(config: BuildConfig, dataset_path: Path, teacher_model: Path, 
     from edge_distill.distill.chain import Link, train_chain
     from edge_distill.distill.methods import describe_methods
     from edge_distill.distill.teachers import load_teachers
-    from edge_distill.distill.trainer import accuracy, world
+    from edge_distill.distill.trainer import accuracy, set_torch_threads, world
     from edge_distill.models.loading import build_from_config, count_params
 
     cfg = config.distill
+    threads = set_torch_threads(cfg.threads, world()[1])
     dataset = Dataset.load(dataset_path)
     x_train, y_train = dataset.training_set()
     mode, why = teacher_outputs_mode(cfg)
@@ -86,6 +87,7 @@ def train_student(config: BuildConfig, dataset_path: Path, teacher_model: Path, 
         "augmentation": augmentation_kind(dataset.input_shape) if cfg.augment else "none",
         "samples": {"labeled": len(dataset.y["train"]), "transfer": len(dataset.x["transfer"])},
         "processes": world()[1],
+        "torch_threads": threads,
         "chain": result.report,
         "student": student_cfg.factory
         or f"built-in {student_cfg.family}(width={student_cfg.width}, depth={student_cfg.depth})",

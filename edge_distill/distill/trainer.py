@@ -182,6 +182,17 @@ class _Trainee(nn.Module):
         return self.objective.loss(self.student, x, y, index)
 
 
+def set_torch_threads(requested: int, processes: int = 1) -> int:
+    """Set torch's intra-op threads: `requested`, or (0) this machine's usable cores divided among
+    `processes`. Returns the number set, for the report."""
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    threads = requested or max(1, cores // processes)
+    torch.set_num_threads(threads)
+    return threads
+
+
 def world() -> tuple[int, int]:
     """(rank, world size): (0, 1) outside torchrun."""
     if dist.is_available() and dist.is_initialized():

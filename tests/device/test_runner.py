@@ -61,3 +61,19 @@ def test_compare_latency_times_every_model_and_reports_failures(tiny_artifacts, 
     assert "error" in results["broken"]
     for name in ("fp32", "int8"):
         assert results[name]["runs"] >= 15 and 0 < results[name]["p50"] <= results[name]["p90"]
+
+
+def test_bench_takes_the_runners_settings_from_the_command_line(tmp_path):
+    import json
+
+    from tests.test_cli import invoke
+
+    bundle = handmade.bundle(tmp_path / "dist")
+    result = invoke("bench", str(bundle), "--runs", "7", "--min-seconds", "0", "--warmup", "0", "--cold-starts", "1",
+                    "--threads", "1", "--json")
+    report = json.loads(result.stdout)
+    assert report["settings"] | {"threads": 1, "timed_runs": 7, "min_seconds": 0.0, "warmup_runs": 0,
+                                 "cold_start_runs": 1} == report["settings"]  # what was used is recorded
+    assert report["latency_ms"]["runs"] == 7 and report["threads"] == 1
+    assert report["latency_ms"]["p50"] <= report["latency_ms"]["p95"] <= report["latency_ms"]["p99"]
+    assert report["golden_top1_agreement"] == 1.0

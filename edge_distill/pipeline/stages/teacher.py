@@ -42,14 +42,14 @@ class TeacherStage(ConfiguredStage):
 
         from edge_distill.data.dataset import Dataset
         from edge_distill.distill.teachers import load_ensemble_members, load_teachers, member_accuracies
-        from edge_distill.distill.trainer import FitSettings, fit
+        from edge_distill.distill.trainer import FitSettings, fit, set_torch_threads
         from edge_distill.models.loading import build_from_config, count_params, load_checkpoint
         from edge_distill.progress import progress_bar
 
         cfg, seed = self.config.teacher, self.config.seed
+        report: dict[str, Any] = {"torch_threads": set_torch_threads(self.config.distill.threads)}
         dataset = Dataset.load(inputs["dataset.npz"])
         shape, classes = dataset.input_shape, dataset.num_classes
-        report: dict[str, Any] = {}
         members = load_ensemble_members(cfg, shape, classes)  # a bad ensemble file costs no training
         if cfg.file:
             progress(f"loading the teacher from {cfg.file}")
