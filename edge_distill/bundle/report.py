@@ -51,7 +51,7 @@ def render_csv(metrics: list[dict]) -> str:
 def method_rows(manifest: dict[str, Any]) -> list[tuple[str, str]]:
     """How the figures were measured, as (what, value) rows for people."""
     method, host = manifest["measurement"]["method"], manifest["measurement"]["host"]
-    spread = ", ".join(f"{m['variant']} {m['latency_ms'].get('cv_pct', 0.0):.1f}%" for m in manifest["metrics"])
+    spread = ", ".join(f"{m['variant']} {m['latency_ms'].get('cv_p99_pct', 0.0):.1f}%" for m in manifest["metrics"])
     versions = ", ".join(f"{name} {version}" for name, version in manifest["versions"].items())
     return [
         ("provider", ", ".join(method["providers"])),
@@ -60,7 +60,7 @@ def method_rows(manifest: dict[str, Any]) -> list[tuple[str, str]]:
         ("runs", f"{method['warmup_runs']} warm-up, then at least {method['timed_runs']} timed runs and "
                  f"{method['min_seconds']:g} s per variant; {method['cold_start_runs']} cold start(s)"),
         ("timer", method["timer"]),
-        ("spread (cv)", spread),
+        ("spread (cv of runs up to p99)", spread),
         ("host", f"{host['cpu']} ({host['arch']}, {host['cores']} cores, {host.get('os', '')})"),
         ("build", f"{manifest['build_id']}, measured {manifest['measurement'].get('date', 'at build time')}"),
         ("versions", versions),

@@ -15,7 +15,7 @@ HOST = {"arch": "x86_64", "cpu": "test cpu", "cores": 2}
 
 def report(int8_p50=0.01, fp32_p50=0.02, cv=2.0, p99_factor=1.2, threads=2, requested=2, arch="x86_64"):
     def metric(variant, p50):
-        return {"variant": variant, "latency_ms": {"p50": p50, "p99": p50 * p99_factor, "cv_pct": cv}}
+        return {"variant": variant, "latency_ms": {"p50": p50, "p99": p50 * p99_factor, "cv_p99_pct": cv}}
 
     return {"metrics": [metric("teacher_fp32", 0.1), metric("student_fp32", fp32_p50), metric("student_int8", int8_p50)],
             "method": {"threads": threads, "threads_requested": requested}, "host": {**HOST, "arch": arch},
@@ -34,7 +34,7 @@ def test_clean_figures_give_no_warning():
 
 
 @pytest.mark.parametrize("figures, kind, words", [
-    (dict(cv=40.0), "noisy", "cv 40%"),
+    (dict(cv=40.0), "noisy", "cv 40% up to p99"),
     (dict(p99_factor=5.0), "noisy", "p99 5.0x p50"),
     (dict(threads=2, requested=4), "threads_clamped", "4 threads asked, 2 used"),
     (dict(int8_p50=0.03), "int8_slower", "p50 0.0300 vs 0.0200 ms"),
