@@ -104,7 +104,10 @@ def check_spec(session, manifest: dict[str, Any]) -> list[Check]:
     for kind, actual in (("inputs", session.get_inputs()), ("outputs", session.get_outputs())):
         expected = [(t["name"], t["shape"]) for t in manifest[kind]]
         got = [(t.name, [d if isinstance(d, int) else str(d) for d in t.shape]) for t in actual]
-        checks.append(Check(f"model {kind}", got == expected, f"{got}" if got == expected else f"model has {got}, manifest says {expected}"))
+        shown = "; ".join(f"{name}: {' x '.join(map(str, shape))}" for name, shape in got)
+        wanted = "; ".join(f"{name}: {' x '.join(map(str, shape))}" for name, shape in expected)
+        checks.append(Check(f"model {kind}", got == expected,
+                            shown if got == expected else f"model has {shown}, manifest says {wanted}"))
     labels = session.get_modelmeta().custom_metadata_map.get(METADATA_PREFIX + "labels")
     ok = labels is not None and json.loads(labels) == manifest["labels"]
     checks.append(Check("model metadata labels", ok, "match manifest" if ok else "model metadata_props labels differ or are absent"))

@@ -214,8 +214,8 @@ def render_model_card(manifest: dict[str, Any]) -> str:
         f"{training['export']['teacher']['params']:,} parameters, test accuracy {training['teacher']['test_accuracy']:.4f}.",
         f"- Student: {training['distillation']['student']}, {training['distillation']['params']:,} parameters, "
         f"{'; '.join(training['distillation']['methods'])} with T={training['distillation']['temperature']:g}, "
-        f"alpha={training['distillation']['alpha']:g}, on {training['distillation']['samples']['labeled']} labeled and "
-        f"{training['distillation']['samples']['transfer']} unlabeled transfer samples.",
+        f"alpha={training['distillation']['alpha']:g}, on {training['distillation']['samples']['labeled']:,} labeled and "
+        f"{training['distillation']['samples']['transfer']:,} unlabeled transfer samples.",
         f"- Quantization: int8 recipe {quant['int8_recipe']} (format-types-per-channel-calibration), calibrated on "
         f"{quant['calibration_samples']} training samples. Shipped: {manifest['model']['variant']} "
         f"({quant['selected']['recipe']}): {quant['selected']['why']}.",
@@ -254,8 +254,10 @@ def numbers_text(values: list[float]) -> str:
 
 
 def splits_text(sizes: dict[str, int]) -> str:
-    """{"train": 1078, ...} -> "train 1,078, val 270, test 360, transfer 0"."""
-    return ", ".join(f"{split} {count:,}" for split, count in sizes.items())
+    """{"test": 360, "train": 1078, ...} -> "train 1,078, val 270, test 360, transfer 0"."""
+    order = ("train", "val", "test", "transfer")
+    return ", ".join(f"{split} {sizes[split]:,}" for split in sorted(sizes, key=lambda s: (s not in order, order.index(s)
+                                                                                           if s in order else 0, s)))
 
 
 def raw_range_text(pre: dict[str, Any]) -> str:
