@@ -1,8 +1,8 @@
 """Content-addressed stage cache: key = (stage, version, params, input hashes, library versions).
 
 An entry records the sha256 of each output it holds and is verified before reuse: a truncated or
-edited file is a miss that reruns the stage, never an input trusted downstream. Staging folders
-carry the pid of the build that made them, so a later build removes those a killed build left.
+edited file is a miss that reruns the stage, never an input trusted downstream. A later build
+removes the staging folders a killed build left (pipeline/staging.py).
 """
 
 from __future__ import annotations
@@ -10,9 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from importlib import metadata
@@ -20,12 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from edge_distill.hashing import sha256
+from edge_distill.pipeline.staging import make_staging, remove_leftovers
 
 # Versions that can change what a stage produces.
 KEY_LIBRARIES = ("edge-distill", "torch", "onnx", "onnxscript", "onnxruntime", "onnxsim", "numpy", "scikit-learn")
 RECORD = "stage.json"  # the entry's description and its outputs' hashes; its mtime is the last use
-STAGING = re.compile(r"\.tmp-(\d+)-.*")
-ORPHAN_AGE_S = 3600  # staging folders without a pid (older versions) count as orphans after this
+STAGING_PREFIX = ".tmp-"
 
 
 def library_versions() -> dict[str, str]:
@@ -78,8 +76,7 @@ class StageCache:
         return Lookup(entry)
 
     def staging(self, stage: str) -> Path:
-        (self.root / stage).mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=f".tmp-{os.getpid()}-", dir=self.root / stage))
+        return make_staging(self.root / stage, STAGING_PREFIX)
 
     def commit(self, stage: str, key: str, staged: Path, description: dict[str, Any],
                outputs: tuple[str, ...]) -> Path:
@@ -99,14 +96,7 @@ class StageCache:
 
     def remove_orphans(self) -> list[Path]:
         """Remove staging folders whose build is gone (killed, or crashed without cleaning up)."""
-        removed = []
-        for staged in self.root.glob("*/.tmp-*"):
-            match = STAGING.fullmatch(staged.name)
-            alive = _process_alive(int(match[1])) if match else time.time() - staged.stat().st_mtime < ORPHAN_AGE_S
-            if not alive:
-                shutil.rmtree(staged, ignore_errors=True)
-                removed.append(staged)
-        return removed
+        return [path for stage in self.root.glob("*/") for path in remove_leftovers(stage, STAGING_PREFIX)]
 
     def entries(self) -> list[CacheEntry]:
         found = []
@@ -157,13 +147,3 @@ def verify_entry(entry: Path, outputs: tuple[str, ...] | None) -> str:
         if sha256(path) != recorded.get(name):
             return f"{path} differs from the hash recorded when it was written (truncated or edited)"
     return ""
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # another user's process
-    return True

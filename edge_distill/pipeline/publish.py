@@ -7,12 +7,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from edge_distill.errors import InputFileError
+from edge_distill.pipeline.staging import make_staging, remove_leftovers
 
 
 @dataclass(frozen=True)
@@ -89,14 +89,16 @@ def publish(files: dict[str, Path], out: Path, kind: OutputKind = BUNDLE) -> Non
     """Copy `files` into `out` so that it appears whole or not at all (temp folder, then rename).
     An existing `out` is replaced only if `check_out` allows it."""
     check_out(out, kind)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staged = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    if out.parent.is_dir():
+        for prefix in (f".{out.name}.tmp-", f".{out.name}.old-"):  # what a killed publish left beside `out`
+            remove_leftovers(out.parent, prefix)
+    staged = make_staging(out.parent, f".{out.name}.tmp-")
     staged.chmod(0o755)  # mkdtemp makes it private; a bundle is meant to be shared
     try:
         for name, source in files.items():
             shutil.copyfile(source, staged / name)
         if out.exists():
-            retired = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            retired = make_staging(out.parent, f".{out.name}.old-")
             out.rename(retired / out.name)
             staged.rename(out)
             shutil.rmtree(retired)

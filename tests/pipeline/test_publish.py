@@ -96,3 +96,17 @@ def test_copying_a_bundle_elsewhere_keeps_it_replaceable(tmp_path):
     bundle = handmade.bundle(tmp_path / "dist")
     copy = Path(shutil.copytree(bundle, tmp_path / "copy"))
     check_out(copy)  # ours: nothing raised
+
+
+def test_a_killed_publish_leaves_nothing_that_outlives_the_next(tmp_path):
+    import subprocess
+    import sys
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a pid that no longer runs: a build killed mid-publish
+    leftover = tmp_path / f".dist.tmp-{gone.pid}-abc"
+    leftover.mkdir()
+    (leftover / "model.onnx").write_bytes(b"half")
+    new = handmade.bundle(tmp_path / "new")
+    publish({name: new / name for name in ("manifest.json", "model.onnx")}, tmp_path / "dist")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dist", "new"]
