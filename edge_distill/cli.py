@@ -33,9 +33,7 @@ class ErrorRenderingGroup(click.Group):
         except (EdgeDistillError, OSError, MemoryError) as e:
             if ctx.params.get("debug"):
                 raise
-            error = (e if isinstance(e, EdgeDistillError) else FileSystemError.from_os_error(e)
-                     if isinstance(e, OSError) else
-                     EdgeDistillError("out of memory", "use smaller batches or fewer samples, or free memory"))
+            error = _as_user_error(e)
             if ctx.meta.get(JSON_KEY):
                 click.echo(json.dumps({"error": error.message, "hint": error.hint, "exit_code": error.exit_code,
                                        "type": type(error).__name__}, indent=2))
@@ -43,6 +41,14 @@ class ErrorRenderingGroup(click.Group):
             if error.hint:
                 click.echo(f"Hint: {error.hint}", err=True)
             ctx.exit(error.exit_code)
+
+
+def _as_user_error(error: Exception) -> EdgeDistillError:
+    if isinstance(error, EdgeDistillError):
+        return error
+    if isinstance(error, OSError):
+        return FileSystemError.from_os_error(error)
+    return EdgeDistillError("out of memory", "use smaller batches or fewer samples, or free memory")
 
 
 JSON_KEY = "edge_distill.as_json"  # in click's context meta, which every subcommand shares with the group
