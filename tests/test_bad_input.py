@@ -138,12 +138,15 @@ CASES = [
     ("estimate-shape-rank", "estimate {w}/symbolic.onnx -p rpi4 --shape x:1x8x8", 2, ["3 sizes for an input of rank 4"]),
     ("estimate-shape-contradicts", "estimate {w}/linear.onnx -p rpi4 --shape x:1x2x8x8", 2, ["size 2 where the model fixes 1"]),
     ("estimate-measure-two-inputs", "estimate {w}/two-inputs.onnx -p rpi4 --measure", 4, ["--measure times models with one input"]),
+    ("estimate-measure-missing-provider", "estimate {w}/linear.onnx -p rpi4 --measure --provider Bogus", 6,
+     ["Bogus not available in this onnxruntime"]),
     ("estimate-not-onnx", "estimate {w}/junk.bin -p rpi4", 3, ["junk.bin: not a valid ONNX model"]),
     ("estimate-missing", "estimate {w}/absent.onnx -p rpi4", 3, ["absent.onnx: file not found"]),
     # remote: a destination is never an ssh option
     ("remote-as-option", "bench {w}/bundles/good --remote=-oProxyCommand=touch\\ {w}/PWNED", 2, ["not starting with '-'"]),
     ("remote-with-space", "bench {w}/bundles/good --remote 'pi@host -v'", 2, ["without spaces"]),
     ("remote-on-build", "build -p rpi4 --out {w}/out --cache-dir {w}/never --remote=-F/dev/null", 2, ["not starting with '-'"]),
+    ("bench-missing-provider", "bench {w}/bundles/good --provider Bogus", 8, ["runner: Bogus is not available"]),
     ("bench-not-a-bundle", "bench {w}/flat-images", 3, ["manifest.json: missing"]),
 ]
 

@@ -201,6 +201,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="session creations + first runs, median reported (default: %(default)s)")
     parser.add_argument("--json", action="store_true", help="print one JSON line instead of text")
     args = parser.parse_args(argv)
+    if args.provider not in ort.get_available_providers():
+        # One line, not a traceback: on a device over SSH this is all the user sees.
+        print(f"runner: {args.provider} is not available in onnxruntime {ort.__version__} here "
+              f"(has {', '.join(ort.get_available_providers())})", file=sys.stderr)
+        return 2
     providers = [args.provider]
     if args.inputs:
         inputs = np.load(args.inputs, allow_pickle=False)

@@ -227,13 +227,14 @@ def estimate_model(model: Path, config: BuildConfig, batch: int = 1, shapes: dic
     if not measure:
         return result
     from edge_distill.device.runner import describe_host, measure_latency
-    from edge_distill.measure.harness import measurement_note, provider_specs
+    from edge_distill.measure.harness import check_providers, measurement_note, provider_specs
 
     feeds = [i for i in graph.input if i.name not in {t.name for t in graph.initializer}]
     if len(feeds) != 1:
         raise ModelError(f"{model}: --measure times models with one input; this one has {len(feeds)}",
                          "drop --measure, or use `edge-distill bench` on a bundle")
     bench = config.benchmark
+    check_providers(bench.providers, bench.allow_cpu_fallback)
     latency = measure_latency(model, np.zeros(result["input_shape"], np.float32), provider_specs(bench),
                               result["threads"], bench.warmup_runs, bench.timed_runs, bench.cold_start_runs,
                               bench.min_seconds, require_first=not bench.allow_cpu_fallback)
