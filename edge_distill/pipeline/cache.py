@@ -99,11 +99,13 @@ class StageCache:
         return [path for stage in self.root.glob("*/") for path in remove_leftovers(stage, STAGING_PREFIX)]
 
     def entries(self) -> list[CacheEntry]:
+        """Every entry folder, its record readable or not (a damaged one is still counted and cleaned)."""
         found = []
-        for entry in sorted(self.root.glob(f"*/*/{RECORD}")):
-            folder = entry.parent
+        for folder in sorted(p for p in self.root.glob("*/*") if p.is_dir() and not p.name.startswith(STAGING_PREFIX)):
             size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
-            found.append(CacheEntry(folder.parent.name, folder.name, folder, size, entry.stat().st_mtime))
+            record = folder / RECORD
+            last_used = (record if record.is_file() else folder).stat().st_mtime
+            found.append(CacheEntry(folder.parent.name, folder.name, folder, size, last_used))
         return found
 
     def info(self) -> dict[str, Any]:

@@ -145,3 +145,12 @@ def test_cache_info_and_clean(tmp_path):
     (recent.path / "dataset.json").write_text("edited")
     assert cache.clean()["removed_entries"] == [f"data/{recent.key}"]  # damaged entries go by default
     assert cache.info()["entries"] == 0
+
+
+def test_clean_removes_an_entry_that_lost_its_record(tmp_path):
+    cache = StageCache(tmp_path / "cache")
+    run_pipeline(tiny_config(), cache.root, target="data")
+    (entry,) = cache.entries()
+    (entry.path / "stage.json").unlink()  # half deleted by hand
+    assert cache.info()["entries"] == 1
+    assert cache.clean()["removed_entries"] == [f"data/{entry.key}"] and not entry.path.exists()
