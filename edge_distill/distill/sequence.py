@@ -7,7 +7,6 @@ The default text is the dataset descriptions scikit-learn installs with itself
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 from collections.abc import Callable
@@ -20,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edge_distill.distill.losses import token_kd_loss
+from edge_distill.distill.trainer import Optimization
 from edge_distill.errors import DataError, ModelError
 from edge_distill.export.onnx_export import check_export_parity, export_onnx
 from edge_distill.models.loading import count_params
@@ -91,9 +91,8 @@ def train_char_model(
     is over-fitted quickly). Returns the best validation bits per character."""
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, settings.lr, total_steps=settings.steps)
-    best_bits, best_state = math.inf, None
+    # AdamW's default weight decay; gradients clipped (a GRU's can explode on long windows).
+    optimization = Optimization(model.parameters(), settings.lr, settings.steps, weight_decay=0.01, clip_norm=1.0)
     for step in range(1, settings.steps + 1):
         model.train()
         starts = rng.integers(0, len(tokens) - settings.length - 1, settings.batch_size)
@@ -106,19 +105,13 @@ def train_char_model(
             with torch.no_grad():
                 soft = teacher(inputs)
             loss = token_kd_loss(logits, soft, targets, settings.temperature, settings.alpha)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
+        optimization.step(loss)
         if step % 50 == 0 or step == settings.steps:
             bits = bits_per_character(model, val_tokens)
-            if bits < best_bits:
-                best_bits, best_state = bits, copy.deepcopy(model.state_dict())
+            optimization.keep_if_best(model, -bits, ties_win=False)  # fewer bits is better; the earlier wins a tie
             progress(f"{label} step {step}/{settings.steps}  loss {loss.item():.3f}  val {bits:.3f} bits/char")
-    model.load_state_dict(best_state)
-    model.eval()
-    return best_bits
+    optimization.restore_best(model)
+    return -optimization.best_score
 
 
 @torch.no_grad()

@@ -182,6 +182,40 @@ class _Trainee(nn.Module):
         return self.objective.loss(self.student, x, y, index)
 
 
+class Optimization:
+    """What every training loop here shares (the teacher's, the students', the sequence models'):
+    AdamW under a one-cycle schedule over `total_steps`, optional gradient clipping, and the best
+    weights seen at the evaluations, restored at the end. The loops differ only in how they draw
+    batches: epochs over a fixed set (`fit`), random text windows (`sequence.train_char_model`)."""
+
+    def __init__(self, parameters, lr: float, total_steps: int, weight_decay: float, clip_norm: float | None = None):
+        self.parameters = list(parameters)
+        self.optimizer = torch.optim.AdamW(self.parameters, lr=lr, weight_decay=weight_decay)
+        self.schedule = torch.optim.lr_scheduler.OneCycleLR(self.optimizer, max_lr=lr, total_steps=total_steps)
+        self.clip_norm = clip_norm
+        self.best_score: float | None = None
+        self.best_state: dict | None = None
+
+    def step(self, loss: torch.Tensor) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.clip_norm is not None:
+            nn.utils.clip_grad_norm_(self.parameters, self.clip_norm)
+        self.optimizer.step()
+        self.schedule.step()
+
+    def keep_if_best(self, model: nn.Module, score: float, ties_win: bool) -> bool:
+        """Keep `model`'s weights when `score` (higher is better) beats the best so far."""
+        better = self.best_score is None or score > self.best_score or (ties_win and score == self.best_score)
+        if better:
+            self.best_score, self.best_state = score, copy.deepcopy(model.state_dict())
+        return better
+
+    def restore_best(self, model: nn.Module) -> None:
+        model.load_state_dict(self.best_state)
+        model.eval()
+
+
 def set_torch_threads(requested: int, processes: int = 1) -> int:
     """Set torch's intra-op threads: `requested`, or (0) this machine's usable cores divided among
     `processes`. Returns the number set, for the report."""
@@ -224,13 +258,9 @@ def fit(
         # broadcast before every forward: one collective less per step, about 15% more samples/s here.
         net = nn.parallel.DistributedDataParallel(trainee, broadcast_buffers=False)
     x, y = torch.from_numpy(x_train), torch.from_numpy(y_train)
-    optimizer = torch.optim.AdamW(trainee.parameters(), lr=settings.lr, weight_decay=1e-4)
     steps_per_epoch = -(-len(x) // settings.batch_size)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=settings.lr, total_steps=settings.epochs * steps_per_epoch
-    )
+    optimization = Optimization(trainee.parameters(), settings.lr, settings.epochs * steps_per_epoch, weight_decay=1e-4)
     history = FitHistory(samples_per_epoch=len(x))
-    best_state = None
     say = progress if rank == 0 else (lambda _: None)  # one voice under torchrun
     with progress_bar(say, settings.epochs * steps_per_epoch, label) as bar:
         for epoch in range(1, settings.epochs + 1):
@@ -246,10 +276,7 @@ def fit(
                 if augment is not None:
                     x_b, y_b = augment(x_b, y_b)
                 loss = net(x_b, y_b, index)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                schedule.step()
+                optimization.step(loss)
                 total += loss.detach() * len(index)
             if size > 1:
                 dist.all_reduce(total)
@@ -257,16 +284,14 @@ def fit(
             val_acc = accuracy(model, x_val, y_val)
             history.train_loss.append(float(total) / len(x))
             history.val_accuracy.append(val_acc)
-            if best_state is None or val_acc >= history.best_val_accuracy:
+            if optimization.keep_if_best(model, val_acc, ties_win=True):  # a later epoch wins a tie
                 history.best_epoch = epoch
-                best_state = copy.deepcopy(model.state_dict())
             line = f"{label} epoch {epoch}/{settings.epochs}  loss {history.train_loss[-1]:.4f}  val acc {val_acc:.4f}"
             bar.update(0, loss=f"{history.train_loss[-1]:.4f}", val_acc=f"{val_acc:.4f}")
             if not bar.active or epoch == settings.epochs:  # with a bar, only the last epoch's line stays
                 say(line + (f" (best epoch {history.best_epoch})" if bar.active else ""))
     objective.close()
-    model.load_state_dict(best_state)
-    model.eval()
+    optimization.restore_best(model)
     return history
 
 
