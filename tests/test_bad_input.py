@@ -94,6 +94,10 @@ CASES = [
     ("checkpoint-missing", "teacher -p rpi4 --teacher-checkpoint {w}/absent.pt", 3, ["teacher.checkpoint", "absent.pt not found"]),
     ("checkpoint-junk", "teacher -p rpi4 --teacher-checkpoint {w}/junk.bin", 3, ["junk.bin: not a loadable PyTorch checkpoint"]),
     ("checkpoint-pickled-code", "teacher -p rpi4 --teacher-checkpoint {w}/evil.pt", 3, ["evil.pt: not a loadable PyTorch checkpoint"]),
+    ("teacher-file-foreign-weights", "teacher -p rpi4 --teacher-file {w}/other-weights.pt", 4,
+     ["holds only weights (a state_dict) that do not fit", "--teacher pkg.module:factory --teacher-checkpoint"]),
+    ("checkpoint-is-a-whole-model", "teacher -p rpi4 --teacher-checkpoint {w}/whole.ts.pt", 3,
+     ["whole.ts.pt: not a loadable PyTorch checkpoint", "whole torchscript model: pass it with --teacher-file"]),
     ("teacher-file-junk", "teacher -p rpi4 --teacher-file {w}/junk.bin", 3, ["junk.bin is not a loadable ONNX model"]),
     ("teacher-file-missing", "teacher -p rpi4 --teacher-file {w}/absent.onnx", 3, ["teacher.file", "absent.onnx not found"]),
     ("teacher-file-wrong-classes", "teacher -p rpi4 --teacher-file {w}/linear.onnx", 4, ["outputs (3, 3) but the data has 10 classes"]),
@@ -263,6 +267,8 @@ def _model_files(w: Path) -> None:
     torch.save(handmade.RunsCode(w / MARKER), evil)
     (w / "evil.pt").write_bytes(evil.getvalue())
     module = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    torch.save(module.state_dict(), w / "other-weights.pt")  # not the built-in teacher's keys
+    torch.jit.save(torch.jit.trace(module, torch.zeros(2, 1, 8, 8)), w / "whole.ts.pt")
     batch = torch.export.Dim("batch", min=2)
     torch.export.save(torch.export.export(module, (torch.zeros(2, 1, 8, 8),), dynamic_shapes=({0: batch},)),
                       w / "good.pt2")

@@ -33,7 +33,9 @@ def _hint_conflict(config: BuildConfig) -> str:
 
 
 METHODS = (
-    Method("logit KD", lambda c: True, lambda c: "logit KD (Hinton et al. 2015)", "kd_loss"),
+    Method("logit KD", lambda c: c.distill.alpha > 0, lambda c: "logit KD (Hinton et al. 2015)", "kd_loss"),
+    Method("labels only", lambda c: c.distill.alpha == 0,
+           lambda c: "no distillation: labels only (distill.alpha = 0, the scratch baseline)", "hard_loss"),
     Method("multi-teacher", lambda c: bool(c.teacher.ensemble),
            lambda c: f"multi-teacher: {1 + len(c.teacher.ensemble)} teachers, "
                      f"{'weighted mean' if c.teacher.ensemble_weights else 'mean'} of softened distributions",

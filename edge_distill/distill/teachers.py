@@ -24,7 +24,7 @@ from torch import nn
 from edge_distill.config import TeacherConfig
 from edge_distill.distill.losses import combine_teachers
 from edge_distill.errors import InputFileError, ModelError, describe
-from edge_distill.models.loading import build_from_config, check_output_size, eval_mode, load_checkpoint
+from edge_distill.models.loading import build_from_config, check_output_size, eval_mode, load_checkpoint, sniff_format
 
 # What a torch.export archive may hold for us to load it (paths below its top-level folder): tensors as
 # raw bytes described by JSON, the graph as JSON, sample inputs (tensors only). Everything else that
@@ -35,22 +35,6 @@ PT2_DATA_ENTRIES = re.compile(
     r"|data/weights/(weight_\d+|\w+_weights_config\.json)|data/constants/(tensor_\d+|\w+_constants_config\.json)"
     r"|data/sample_inputs/\w+\.pt)"
 )
-
-
-def sniff_format(path: Path) -> str:
-    """What a teacher file holds, from its contents (suffixes vary: .pt, .pth, .pt2, .onnx)."""
-    if zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as archive:
-            names = archive.namelist()
-        # Both archives hold one top-level folder: torch.export's has archive_format (PT2 archive
-        # format), TorchScript's has constants.pkl beside its code/ folder.
-        top_level = {name.split("/", 1)[1] for name in names if "/" in name}
-        if "archive_format" in top_level:
-            return "torch.export"
-        if "constants.pkl" in top_level:
-            return "torchscript"
-        return "state_dict"
-    return "onnx"
 
 
 @dataclass
@@ -117,7 +101,15 @@ def load_teacher_file(path: Path, name: str, input_shape: tuple[int, ...], num_c
                     raise ModelError(f"{name}: {path} holds only weights (a state_dict)",
                                      "save the whole model with torch.jit.save, torch.export.save or as ONNX")
                 module = build_module()
-                load_checkpoint(module, path, name)
+                try:
+                    load_checkpoint(module, path, name)
+                except ModelError:
+                    if name != "teacher.file":
+                        raise
+                    raise ModelError(f"{name}: {path} holds only weights (a state_dict) that do not fit the "
+                                     "configured teacher architecture",
+                                     "give the architecture too (--teacher pkg.module:factory --teacher-checkpoint "
+                                     "FILE), or save the whole model with torch.export.save or as ONNX") from None
         except (ModelError, InputFileError):
             raise
         except Exception as e:

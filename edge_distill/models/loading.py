@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import inspect
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -52,10 +53,10 @@ def load_checkpoint(model: nn.Module, path: Path, role: str) -> None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise InputFileError(
-            f"{path}: not a loadable PyTorch checkpoint ({type(e).__name__})",
-            "save it with torch.save(model.state_dict(), path)",
-        ) from None
+        kind = sniff_format(path)
+        hint = (f"it is a whole {kind} model: pass it with --teacher-file (teacher.file) instead"
+                if kind in ("torchscript", "torch.export") else "save it with torch.save(model.state_dict(), path)")
+        raise InputFileError(f"{path}: not a loadable PyTorch checkpoint ({type(e).__name__})", hint) from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
@@ -95,3 +96,19 @@ def check_output_size(model: Callable[[torch.Tensor], torch.Tensor], input_shape
 
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def sniff_format(path: Path) -> str:
+    """What a teacher file holds, from its contents (suffixes vary: .pt, .pth, .pt2, .onnx)."""
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+        # Both archives hold one top-level folder: torch.export's has archive_format (PT2 archive
+        # format), TorchScript's has constants.pkl beside its code/ folder.
+        top_level = {name.split("/", 1)[1] for name in names if "/" in name}
+        if "archive_format" in top_level:
+            return "torch.export"
+        if "constants.pkl" in top_level:
+            return "torchscript"
+        return "state_dict"
+    return "onnx"

@@ -107,3 +107,14 @@ def test_token_kd_loss_is_kd_over_every_position():
     targets = torch.tensor([[0, 2], [1, 1]])
     by_hand = kd_loss(torch.cat([STUDENT, TEACHER]), torch.cat([TEACHER, STUDENT]), targets.reshape(-1), 2.0, 0.7)
     assert token_kd_loss(student, teacher, targets, 2.0, 0.7).item() == pytest.approx(by_hand.item())
+
+
+def test_the_methods_table_names_what_the_config_turns_on():
+    from edge_distill.distill.methods import describe_methods
+    from tests.conftest import tiny_config
+
+    assert describe_methods(tiny_config()) == ["logit KD (Hinton et al. 2015)"]
+    scratch = describe_methods(tiny_config("distill.alpha=0"))
+    assert scratch == ["no distillation: labels only (distill.alpha = 0, the scratch baseline)"]
+    both = describe_methods(tiny_config("distill.augment=true", "distill.generations=2"))
+    assert both[1:] == ["born-again: 2 generations", "consistent augmentation (function matching)"]
