@@ -11,6 +11,7 @@ import json
 import os
 import pickle
 import re
+import shutil
 import zipfile
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
@@ -24,7 +25,8 @@ from torch import nn
 from edge_distill.config import TeacherConfig
 from edge_distill.distill.losses import combine_teachers
 from edge_distill.errors import InputFileError, ModelError, describe
-from edge_distill.models.loading import build_from_config, check_output_size, eval_mode, load_checkpoint, sniff_format
+from edge_distill.models.formats import sniff_format
+from edge_distill.models.loading import build_from_config, check_output_size, eval_mode, load_checkpoint
 
 # What a torch.export archive may hold for us to load it (paths below its top-level folder): tensors as
 # raw bytes described by JSON, the graph as JSON, sample inputs (tensors only). Everything else that
@@ -120,6 +122,23 @@ def load_teacher_file(path: Path, name: str, input_shape: tuple[int, ...], num_c
     check_output_size(teacher.predict, input_shape, num_classes, name, batch=3,
                       run_hint="export it with a dynamic batch axis, e.g. dynamic_shapes=({0: torch.export.Dim('batch')},)")
     return teacher
+
+
+def copy_teacher_file(src: Path, dst: Path, name: str) -> None:
+    """The user's teacher file as one file: an ONNX model with external data (as
+    `torch.onnx.export(dynamo=True)` writes by default: `m.onnx` + `m.onnx.data`) gets its
+    weights inlined, so the copy does not depend on files beside the original."""
+    if sniff_format(src) != "onnx":
+        shutil.copyfile(src, dst)
+        return
+    import onnx
+
+    try:
+        model = onnx.load(str(src))  # reads the external data from beside `src`
+        onnx.save(model, str(dst))
+    except Exception as e:
+        raise InputFileError(f"{name}: {src} (with its external data) cannot be copied as one file ({describe(e)})",
+                             "keep the .onnx.data file beside the .onnx; models over 2 GB are not supported") from None
 
 
 def load_export_archive(path: Path, name: str = "teacher"):

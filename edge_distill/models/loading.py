@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import inspect
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from edge_distill.config import StudentConfig, TeacherConfig
 from edge_distill.errors import InputFileError, ModelError, describe
 from edge_distill.models.factory import import_factory
 from edge_distill.models.families import FAMILIES
+from edge_distill.models.formats import sniff_format
 
 
 def build_model(
@@ -96,19 +96,3 @@ def check_output_size(model: Callable[[torch.Tensor], torch.Tensor], input_shape
 
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-
-
-def sniff_format(path: Path) -> str:
-    """What a teacher file holds, from its contents (suffixes vary: .pt, .pth, .pt2, .onnx)."""
-    if zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as archive:
-            names = archive.namelist()
-        # Both archives hold one top-level folder: torch.export's has archive_format (PT2 archive
-        # format), TorchScript's has constants.pkl beside its code/ folder.
-        top_level = {name.split("/", 1)[1] for name in names if "/" in name}
-        if "archive_format" in top_level:
-            return "torch.export"
-        if "constants.pkl" in top_level:
-            return "torchscript"
-        return "state_dict"
-    return "onnx"

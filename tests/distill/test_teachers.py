@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from edge_distill.distill.teachers import TeacherEnsemble, from_module, load_teacher_file
-from edge_distill.models.loading import sniff_format
+from edge_distill.models.formats import sniff_format
 from edge_distill.errors import InputFileError, ModelError
 from edge_distill.export.onnx_export import export_onnx
 from edge_distill.models.families import ConvNet

@@ -131,3 +131,28 @@ def test_torch_teacher_files_are_exported_for_the_benchmark(tmp_path, tiny_cache
     assert report["format"] == kind and report["params"] == sum(p.numel() for p in teacher.parameters())
     assert max(report["parity_max_abs_diff"].values()) < 1e-4
     assert json.loads(run.artifacts["teacher.json"].read_text())["trained_here"] is False
+
+
+def test_onnx_teacher_with_external_data_as_torch_writes_it_by_default(tiny_cache, tmp_path):
+    """`torch.onnx.export(dynamo=True)` writes m.onnx + m.onnx.data: the teacher stage keeps one
+    self-contained copy, and new weights in the .data file invalidate the cached teacher."""
+    torch.manual_seed(0)
+    module = ConvNet((1, 8, 8), 10, 4, 1).eval()
+    program = torch.onnx.export(module, (torch.zeros(2, 1, 8, 8),), dynamo=True,
+                                dynamic_shapes=({0: torch.export.Dim("batch")},))
+    program.save(str(tmp_path / "t.onnx"), external_data=True)
+    assert (tmp_path / "t.onnx.data").is_file()
+    config = tiny_config(f"teacher.file='{tmp_path / 't.onnx'}'")
+    run = run_pipeline(config, tiny_cache, "export")
+    assert not onnx.load(str(run.artifacts["teacher.model"]), load_external_data=False).graph.initializer[0].external_data
+    with torch.no_grad():
+        expected = module(torch.ones(3, 1, 8, 8)).numpy()
+    from edge_distill.export.onnx_io import run_onnx
+
+    (logits,) = run_onnx(run.artifacts["teacher_fp32.onnx"], np.ones((3, 1, 8, 8), np.float32)).values()
+    np.testing.assert_allclose(logits, expected, atol=1e-4)  # the benchmark measures the user's weights
+    data = bytearray((tmp_path / "t.onnx.data").read_bytes())
+    data[:4] = bytes(4)  # other weights, same .onnx
+    (tmp_path / "t.onnx.data").write_bytes(bytes(data))
+    again = run_pipeline(config, tiny_cache, "teacher")
+    assert not again.steps[-1].cached

@@ -56,9 +56,27 @@ def factory_files(*factories: tuple[str, str]) -> dict[str, Path]:
 
 
 def teacher_files(config: BuildConfig) -> dict[str, Path]:
-    """The teacher file, checkpoint and ensemble files the config names."""
+    """The teacher file, checkpoint and ensemble files the config names, and the external data
+    files an ONNX teacher reads (so that new weights there invalidate the cache too)."""
     files = {f"teacher.ensemble[{i}]": Path(f) for i, f in enumerate(config.teacher.ensemble)}
     for key in ("file", "checkpoint"):
         if getattr(config.teacher, key):
             files[f"teacher.{key}"] = Path(getattr(config.teacher, key))
+    for key, path in list(files.items()):
+        for location in onnx_external_data(path):
+            files[f"{key} data {location}"] = path.parent / location
     return files
+
+
+def onnx_external_data(path: Path) -> list[str]:
+    """The external data locations of an ONNX file (none for other formats or unreadable files)."""
+    from edge_distill.bundle.verify import external_data_locations
+    from edge_distill.errors import BundleError
+    from edge_distill.models.formats import sniff_format
+
+    if not path.is_file() or sniff_format(path) != "onnx":
+        return []
+    try:
+        return external_data_locations(path.read_bytes())
+    except BundleError:  # not a protobuf: loading it reports that, with the user's path
+        return []

@@ -4,7 +4,6 @@ and transfer samples, computed once so that builds changing only how the student
 from __future__ import annotations
 
 import dataclasses
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +40,8 @@ class TeacherStage(ConfiguredStage):
         import torch
 
         from edge_distill.data.dataset import Dataset
-        from edge_distill.distill.teachers import load_ensemble_members, load_teachers, member_accuracies
+        from edge_distill.distill.teachers import (copy_teacher_file, load_ensemble_members, load_teachers,
+                                                   member_accuracies)
         from edge_distill.distill.trainer import FitSettings, fit, set_torch_threads
         from edge_distill.models.loading import build_from_config, count_params, load_checkpoint
         from edge_distill.progress import progress_bar
@@ -54,7 +54,7 @@ class TeacherStage(ConfiguredStage):
         if cfg.file:
             progress(f"loading the teacher from {cfg.file}")
             teachers = load_teachers(cfg, seed, shape, classes, Path(cfg.file), "teacher.file", members)
-            shutil.copyfile(cfg.file, out / "teacher.model")
+            copy_teacher_file(Path(cfg.file), out / "teacher.model", "teacher.file")
             report |= {"source": cfg.file, "format": teachers.teachers[0].format, "trained_here": False}
         else:
             model = build_from_config(cfg, "teacher", seed, shape, classes)
