@@ -101,6 +101,10 @@ class TeacherConfig:
     epochs: int = _at_least(30, 1)
     batch_size: int = _at_least(64, 1)
     lr: float = _at_least(2e-3, 0.0)
+    # Before distilling, every teacher's validation accuracy must reach this floor (0: chance plus
+    # 15% of the way from chance to perfect, e.g. 0.235 for 10 classes); false skips the check.
+    min_accuracy: float = _between(0.0, 0.0, 1.0)
+    check_accuracy: bool = True
 
 
 @dataclass(frozen=True)

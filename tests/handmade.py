@@ -22,19 +22,22 @@ from edge_distill.hashing import sha256
 LABELS = ["a", "b", "c"]
 
 
-def linear_classifier(path: Path, input_dims: tuple = ("batch", 1, 8, 8), seed: int = 0) -> Path:
-    """x (batch, 1, 8, 8) -> Flatten -> MatMul (64, 3) -> logits (batch, 3), with labels in metadata."""
-    weight = np.random.default_rng(seed).standard_normal((64, len(LABELS))).astype(np.float32)
+def linear_classifier(path: Path, input_dims: tuple = ("batch", 1, 8, 8), seed: int = 0, classes: int = len(LABELS),
+                      scale: float = 1.0) -> Path:
+    """x (batch, 1, 8, 8) -> Flatten -> MatMul (64, classes) -> logits (batch, classes), labels in
+    metadata. `scale = 0` gives a model that scores every input alike: a teacher at chance."""
+    weight = scale * np.random.default_rng(seed).standard_normal((64, classes)).astype(np.float32)
     graph = helper.make_graph(
         [helper.make_node("Flatten", ["x"], ["flat"]), helper.make_node("MatMul", ["flat", "w"], ["logits"])],
         "linear",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(input_dims))],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [input_dims[0], len(LABELS)])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [input_dims[0], classes])],
         [numpy_helper.from_array(weight, "w")],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     model.ir_version = 9
-    helper.set_model_props(model, {METADATA_PREFIX + "labels": json.dumps(LABELS)})
+    labels = LABELS if classes == len(LABELS) else [str(i) for i in range(classes)]
+    helper.set_model_props(model, {METADATA_PREFIX + "labels": json.dumps(labels)})
     onnx.save(model, str(path))
     return path
 

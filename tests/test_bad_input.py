@@ -98,6 +98,10 @@ CASES = [
      ["holds only weights (a state_dict) that do not fit", "--teacher pkg.module:factory --teacher-checkpoint"]),
     ("checkpoint-is-a-whole-model", "teacher -p rpi4 --teacher-checkpoint {w}/whole.ts.pt", 3,
      ["whole.ts.pt: not a loadable PyTorch checkpoint", "whole torchscript model: pass it with --teacher-file"]),
+    ("teacher-at-chance", "teacher -p rpi4 --teacher-file {w}/chance.onnx", 4,
+     ["teacher.file reaches 0.", "below the floor 0.235 (chance is 0.100)", "teacher.min_accuracy"]),
+    ("teacher-below-own-floor", "teacher -p rpi4 --teacher-file {w}/chance.onnx --set teacher.min_accuracy=0.5", 4,
+     ["below the floor 0.500"]),
     ("teacher-file-junk", "teacher -p rpi4 --teacher-file {w}/junk.bin", 3, ["junk.bin is not a loadable ONNX model"]),
     ("teacher-file-missing", "teacher -p rpi4 --teacher-file {w}/absent.onnx", 3, ["teacher.file", "absent.onnx not found"]),
     ("teacher-file-wrong-classes", "teacher -p rpi4 --teacher-file {w}/linear.onnx", 4, ["outputs (3, 3) but the data has 10 classes"]),
@@ -257,6 +261,7 @@ def _model_files(w: Path) -> None:
 
     handmade.linear_classifier(w / "linear.onnx")
     handmade.linear_classifier(w / "symbolic.onnx", ("batch", 1, "h", "w"))
+    handmade.linear_classifier(w / "chance.onnx", classes=10, scale=0.0)
     graph = helper.make_graph(
         [helper.make_node("Add", ["a", "b"], ["sum"])], "two",
         [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", 4]) for n in "ab"],

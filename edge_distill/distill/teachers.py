@@ -275,3 +275,24 @@ def member_accuracies(teachers: TeacherEnsemble, x: dict[str, np.ndarray], y: di
              **{f"{split}_accuracy": float((t.logits(x[split]).argmax(1) == y[split]).mean()) for split in ("val", "test")}}
             for t in teachers.teachers]
 
+
+def accuracy_floor(cfg: TeacherConfig, num_classes: int) -> float:
+    """The validation accuracy a teacher must reach: `teacher.min_accuracy`, or chance plus 15% of
+    the way from chance to perfect (a teacher near chance has nothing to teach)."""
+    chance = 1.0 / num_classes
+    return cfg.min_accuracy or chance + 0.15 * (1.0 - chance)
+
+
+def check_teacher_accuracy(cfg: TeacherConfig, members: list[dict], num_classes: int) -> None:
+    """Stop before distillation when a teacher (`member_accuracies`) scores below the floor."""
+    if not cfg.check_accuracy:
+        return
+    floor = accuracy_floor(cfg, num_classes)
+    for member in members:
+        if member["val_accuracy"] < floor:
+            raise ModelError(
+                f"{member['name']} reaches {member['val_accuracy']:.4f} validation accuracy on this data, below the "
+                f"floor {floor:.3f} (chance is {1 / num_classes:.3f}): it has nothing to teach",
+                "check what it receives: this build's normalization (dataset.json preprocessing), the label order, "
+                "the input size; or set teacher.min_accuracy / teacher.check_accuracy = false")
+

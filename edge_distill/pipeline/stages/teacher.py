@@ -40,8 +40,8 @@ class TeacherStage(ConfiguredStage):
         import torch
 
         from edge_distill.data.dataset import Dataset
-        from edge_distill.distill.teachers import (copy_teacher_file, load_ensemble_members, load_teachers,
-                                                   member_accuracies)
+        from edge_distill.distill.teachers import (check_teacher_accuracy, copy_teacher_file, load_ensemble_members,
+                                                   load_teachers, member_accuracies)
         from edge_distill.distill.trainer import FitSettings, fit, set_torch_threads
         from edge_distill.models.loading import build_from_config, count_params, load_checkpoint
         from edge_distill.progress import progress_bar
@@ -70,12 +70,13 @@ class TeacherStage(ConfiguredStage):
             torch.save(model.state_dict(), out / "teacher.model")
             report |= {"format": "state_dict", "params": count_params(model)}
             teachers = load_teachers(cfg, seed, shape, classes, out / "teacher.model", members=members)
+        report["members"] = member_accuracies(teachers, dataset.x, dataset.y)
+        check_teacher_accuracy(cfg, report["members"], classes)  # before the long part: outputs, distillation
         progress(f"computing the outputs of {len(teachers.teachers)} teacher(s) on "
                  f"{len(dataset.x['train'])} labeled + {len(dataset.x['transfer'])} transfer samples")
         x_train, _ = dataset.training_set()
         with progress_bar(progress, len(teachers.teachers) * len(x_train), "teacher outputs") as bar:
             logits = [t.logits(x_train, advance=bar.update) for t in teachers.teachers]
         np.save(out / "teacher_logits.npy", np.stack(logits))  # (M, N, K)
-        report["members"] = member_accuracies(teachers, dataset.x, dataset.y)
         report |= {key: report["members"][0][key] for key in ("val_accuracy", "test_accuracy")}
         write_json(out / "teacher.json", report)
