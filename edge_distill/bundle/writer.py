@@ -147,7 +147,7 @@ def build_manifest(config: BuildConfig, model: Path, reports: dict[str, Any], go
         "labels": dataset["labels"],
         "golden": golden,
         "training": {
-            "data": {k: dataset[k] for k in ("source", "split_sizes")},
+            "data": {k: dataset[k] for k in ("source", "split_sizes", "split") if k in dataset},
             "seed": config.seed,
             "teacher": reports["teacher"],
             "distillation": reports["distill"],
@@ -208,8 +208,8 @@ def render_model_card(manifest: dict[str, Any]) -> str:
         "the highest logit is the prediction.",
         "",
         "## How it was made",
-        f"- Data: {training['data']['source']} ({splits_text(training['data']['split_sizes'])}; seed "
-        f"{training['seed']}). License: {data_license(training['data']['source'])}.",
+        f"- Data: {training['data']['source']} ({splits_text(training['data']['split_sizes'])}; split "
+        f"{training['data'].get('split', 'random')}). License: {data_license(training['data']['source'])}.",
         f"- Teacher: {training['teacher']['source']} ({training['teacher']['format']}), "
         f"{training['export']['teacher']['params']:,} parameters, test accuracy {training['teacher']['test_accuracy']:.4f}.",
         f"- Student: {training['distillation']['student']}, {training['distillation']['params']:,} parameters, "

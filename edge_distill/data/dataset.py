@@ -30,6 +30,7 @@ class Dataset:
     labels: list[str]
     preprocessing: dict[str, Any]  # layout, pixel_scale, mean, std, color_mode
     source: str
+    split: str = "random"  # how train/val/test came about: "given by the source" or "random, stratified (seed N)"
 
     @property
     def num_classes(self) -> int:
@@ -55,7 +56,7 @@ class Dataset:
 
     def save(self, path: Path) -> None:
         arrays = {f"x_{s}": self.x[s] for s in (*SPLITS, "transfer")} | {f"y_{s}": self.y[s] for s in SPLITS}
-        meta = {"labels": self.labels, "preprocessing": self.preprocessing, "source": self.source}
+        meta = {"labels": self.labels, "preprocessing": self.preprocessing, "source": self.source, "split": self.split}
         np.savez(path, meta=np.array(json.dumps(meta)), **arrays)
 
     @classmethod
@@ -68,6 +69,7 @@ class Dataset:
                 labels=meta["labels"],
                 preprocessing=meta["preprocessing"],
                 source=meta["source"],
+                split=meta.get("split", "random"),
             )
 
 
@@ -80,25 +82,28 @@ def load_dataset(cfg: DataConfig, seed: int) -> Dataset:
     """Read the configured source, check it, split it (seeded, stratified) and normalize it."""
     path = source_path(cfg)
     if path is None:
-        raw, labels, pixel_scale = read_digits()
+        raw = read_digits()
         color_mode = "grayscale"
     elif not path.exists():
         raise InputFileError(f"data.source: {path} does not exist", "give an image folder, an .npz, or 'digits'")
     elif path.is_dir():
-        raw, labels, pixel_scale = read_image_folder(path, cfg)
+        raw = read_image_folder(path, cfg)
         color_mode = cfg.color_mode
     elif path.suffix == ".npz":
-        raw, labels, pixel_scale = read_npz(path, cfg.layout)
-        color_mode = "grayscale" if raw[0].shape[1] == 1 else "rgb"
+        raw = read_npz(path, cfg.layout)
+        color_mode = "grayscale" if raw.x.shape[1] == 1 else "rgb"
     else:
         raise InputFileError(
             f"data.source: {path} is neither a folder nor an .npz file",
             "give a folder with one subfolder of images per class, or an .npz with x and y arrays",
         )
-    x, y = raw
+    x, y, labels, pixel_scale = raw.x, raw.y, raw.labels, raw.pixel_scale
     where = cfg.source
     _check_samples(x, y, labels, where)
-    x_split, y_split = _split(x, y, cfg, seed, where)
+    if raw.split is None:
+        x_split, y_split = _split(x, y, cfg, seed, where)
+    else:
+        x_split, y_split = _given_split(x, y, raw.split, cfg, seed, where)
     x_split["transfer"] = read_transfer(cfg, x.shape[1:], pixel_scale)
     if cfg.labeled_samples:
         x_split, y_split = _drop_labels(x_split, y_split, cfg.labeled_samples, seed)
@@ -124,7 +129,8 @@ def load_dataset(cfg: DataConfig, seed: int) -> Dataset:
         "std": [round(float(s), 6) for s in std],
         "formula": "x = (pixel * pixel_scale - mean[c]) / std[c]",
     }
-    return Dataset(x=x_norm, y=y_split, labels=labels, preprocessing=preprocessing, source=where)
+    split = "given by the source" if raw.split is not None else f"random, stratified (seed {seed})"
+    return Dataset(x=x_norm, y=y_split, labels=labels, preprocessing=preprocessing, source=where, split=split)
 
 
 def _drop_labels(x: dict[str, np.ndarray], y: dict[str, np.ndarray], keep: int, seed: int):
@@ -186,3 +192,24 @@ def _split(x: np.ndarray, y: np.ndarray, cfg: DataConfig, seed: int, where: str)
     except ValueError as e:  # too few samples for the requested fractions
         raise DataError(f"{where}: cannot split {len(x)} samples ({e})", "add samples or change data.*_fraction") from None
     return {"train": x_train, "val": x_val, "test": x_test}, {"train": y_train, "val": y_val, "test": y_test}
+
+
+def _given_split(x: np.ndarray, y: np.ndarray, split: np.ndarray, cfg: DataConfig, seed: int, where: str):
+    """The source's own train/val/test, used as given; without val, a stratified share of train."""
+    parts = {s: (x[split == s], y[split == s]) for s in ("train", "val", "test")}
+    for name in ("train", "test"):
+        if len(parts[name][1]) == 0:
+            raise DataError(f"{where}: the given {name} split is empty", f"put samples in {name}")
+    if len(parts["val"][1]) == 0:
+        from sklearn.model_selection import train_test_split
+
+        x_train, y_train = parts["train"]
+        try:
+            x_train, x_val, y_train, y_val = train_test_split(x_train, y_train, test_size=cfg.val_fraction,
+                                                              random_state=seed, stratify=y_train)
+        except ValueError as e:
+            raise DataError(f"{where}: cannot carve a validation split out of the given train split ({e})",
+                            "add a val split, or more training samples per class") from None
+        parts["train"], parts["val"] = (x_train, y_train), (x_val, y_val)
+    return {s: p[0] for s, p in parts.items()}, {s: p[1] for s, p in parts.items()}
+

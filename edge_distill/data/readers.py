@@ -4,6 +4,7 @@ and normalizes them."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -14,13 +15,27 @@ from edge_distill.errors import DataError, InputFileError
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
-def read_digits() -> tuple[tuple[np.ndarray, np.ndarray], list[str], float]:
+# A source may come split already: these names, for folders (train/, val/, test/) and .npz arrays
+# (x_train, y_train, ...). Without val, the build carves it out of train.
+GIVEN_SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class RawData:
+    x: np.ndarray  # (N, C, ...) on its own scale
+    y: np.ndarray  # (N,) int64
+    labels: list[str]
+    pixel_scale: float
+    split: np.ndarray | None = None  # (N,) "train" / "val" / "test" where the source gives the split
+
+
+def read_digits() -> RawData:
     # scikit-learn ships the UCI digits inside the package (sklearn/datasets/data): no download.
     from sklearn.datasets import load_digits
 
     digits = load_digits()
     x = digits.images.astype(np.float32)[:, None]  # (N, 1, 8, 8), pixel values 0..16
-    return (x, digits.target.astype(np.int64)), [str(c) for c in digits.target_names], 1.0 / 16.0
+    return RawData(x, digits.target.astype(np.int64), [str(c) for c in digits.target_names], 1.0 / 16.0)
 
 
 def _read_npz_arrays(path: Path, required: tuple[str, ...], hint: str) -> dict[str, np.ndarray]:
@@ -57,34 +72,63 @@ def _as_channels_first(x: np.ndarray, layout: str, path: Path) -> np.ndarray:
     raise DataError(f"{path}: x must be {expected}, got shape {x.shape}", "check data.layout")
 
 
-def read_npz(path: Path, layout: str) -> tuple[tuple[np.ndarray, np.ndarray], list[str], float]:
-    arrays = _read_npz_arrays(path, ("x", "y"), "save with np.savez(path, x=images, y=labels)")
-    x, y = _as_channels_first(_numeric(arrays["x"], path), layout, path), arrays["y"]
-    if y.ndim != 1:
-        raise DataError(f"{path}: y must be 1-D (one class id per sample), got shape {y.shape}",
-                        "pass class ids, not one-hot rows: y = onehot.argmax(axis=1)")
-    labels = [str(v) for v in arrays["labels"]] if "labels" in arrays else None
-    if not np.issubdtype(y.dtype, np.integer):
-        raise DataError(f"{path}: y must hold integer class ids, got dtype {y.dtype}")
+def read_npz(path: Path, layout: str) -> RawData:
+    with_splits = _npz_names(path)
+    if {"x_train", "x_test"} <= with_splits:
+        given = [s for s in GIVEN_SPLITS if f"x_{s}" in with_splits]
+        arrays = _read_npz_arrays(path, tuple(f"{a}_{s}" for s in given for a in "xy"),
+                                  "save with np.savez(path, x_train=..., y_train=..., x_test=..., y_test=...)")
+        parts = [_npz_samples(arrays[f"x_{s}"], arrays[f"y_{s}"], layout, path, f"_{s}") for s in given]
+        x, y = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+        split = np.concatenate([np.full(len(p[1]), s) for p, s in zip(parts, given)])
+    else:
+        arrays = _read_npz_arrays(path, ("x", "y"), "save with np.savez(path, x=images, y=labels)")
+        (x, y), split = _npz_samples(arrays["x"], arrays["y"], layout, path, ""), None
+    if "labels" in arrays:
+        labels = [str(v) for v in arrays["labels"]]
+    else:
+        labels = [str(i) for i in range(int(y.max()) + 1)] if y.size else []
     pixel_scale = 1.0 / 255.0 if x.dtype == np.uint8 else 1.0
-    y = y.astype(np.int64)
-    if labels is None:
-        labels = [str(i) for i in range(int(y.max()) + 1 if y.size else 0)]
-    return (x.astype(np.float32), y), labels, pixel_scale
+    return RawData(x.astype(np.float32), y, labels, pixel_scale, split)
 
 
-def read_image_folder(path: Path, cfg: DataConfig) -> tuple[tuple[np.ndarray, np.ndarray], list[str], float]:
-    classes = sorted(p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+def _npz_names(path: Path) -> set[str]:
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return set(f.files)
+    except Exception:  # _read_npz_arrays reports it with the reason
+        return set()
+
+
+def _npz_samples(x: np.ndarray, y: np.ndarray, layout: str, path: Path, suffix: str) -> tuple[np.ndarray, np.ndarray]:
+    x = _as_channels_first(_numeric(x, path), layout, path)
+    if y.ndim != 1:
+        raise DataError(f"{path}: y{suffix} must be 1-D (one class id per sample), got shape {y.shape}",
+                        "pass class ids, not one-hot rows: y = onehot.argmax(axis=1)")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise DataError(f"{path}: y{suffix} must hold integer class ids, got dtype {y.dtype}")
+    return x, y.astype(np.int64)
+
+
+def read_image_folder(path: Path, cfg: DataConfig) -> RawData:
+    """One subfolder per class; or train/, test/ (and val/) subfolders, each with one subfolder per class."""
+    folders = {p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")}
+    given = [s for s in GIVEN_SPLITS if s in folders] if {"train", "test"} <= folders <= set(GIVEN_SPLITS) else []
+    roots = [path / s for s in given] or [path]
+    classes = sorted({p.name for root in roots for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")})
     if not classes:
         raise DataError(f"{path}: no class subfolders", "put the images of each class in their own subfolder")
-    images, targets = [], []
-    for class_id, name in enumerate(classes):
-        files = _image_files(path / name)
-        images += _read_images(files, cfg)
-        targets += [class_id] * len(files)
+    images, targets, split = [], [], []
+    for root, split_name in zip(roots, given or [None]):
+        for class_id, name in enumerate(classes):
+            files = _image_files(root / name) if (root / name).is_dir() else []
+            images += _read_images(files, cfg)
+            targets += [class_id] * len(files)
+            split += [split_name] * len(files)
     if not images:
         raise DataError(f"{path}: no PNG or JPEG images in the class folders")
-    return (_stack_images(images), np.asarray(targets, dtype=np.int64)), classes, 1.0 / 255.0
+    return RawData(_stack_images(images), np.asarray(targets, dtype=np.int64), classes, 1.0 / 255.0,
+                   np.asarray(split) if given else None)
 
 
 def _image_files(folder: Path) -> list[Path]:

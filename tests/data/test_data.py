@@ -121,3 +121,39 @@ def test_one_dimensional_signals(tmp_path):
     channels = _npz(tmp_path, x=rng.standard_normal((60, 3, 32)).astype(np.float32), y=np.arange(60) % 3)
     assert load_dataset(DataConfig(source=channels.source, layout="NCL"), seed=0).input_shape == (3, 32)
     assert load_dataset(channels, seed=0).input_shape == (1, 3, 32)  # "auto": a 3-D array is grayscale images
+
+
+def _raw(dataset, split):
+    """A split's samples back on the raw pixel scale, for comparing with what was written."""
+    pre = dataset.preprocessing
+    return np.rint((dataset.x[split] * pre["std"][0] + pre["mean"][0]) / pre["pixel_scale"]).astype(int)
+
+
+def test_a_predefined_image_split_is_used_as_given(tmp_path):
+    """train/ and test/ folders: every test image stays in test, none reaches training or validation."""
+    for split, values in (("train", range(0, 120, 4)), ("test", range(1, 120, 8))):
+        for i, value in enumerate(values):
+            label = "even" if i % 2 == 0 else "odd"
+            (tmp_path / "data" / split / label).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.full((4, 4), value, np.uint8)).save(tmp_path / "data" / split / label / f"{i}.png")
+    dataset = load_dataset(DataConfig(source=str(tmp_path / "data")), seed=0)
+    test_values = set(range(1, 120, 8))
+    assert {int(v) for v in _raw(dataset, "test")[:, 0, 0, 0]} == test_values  # all of them, in test
+    for split in ("train", "val"):  # val is carved out of train
+        assert not test_values & {int(v) for v in _raw(dataset, split)[:, 0, 0, 0]}
+    assert len(dataset.y["train"]) + len(dataset.y["val"]) == 30 and dataset.split == "given by the source"
+    assert dataset.labels == ["even", "odd"]
+
+
+def test_a_predefined_npz_split_is_used_as_given(tmp_path):
+    rng = np.random.default_rng(0)
+    arrays = {f"x_{s}": rng.integers(0, 255, (n, 4, 4)).astype(np.uint8) for s, n in (("train", 40), ("val", 10), ("test", 12))}
+    arrays |= {f"y_{s}": np.arange(len(arrays[f"x_{s}"])) % 2 for s in ("train", "val", "test")}
+    np.savez(tmp_path / "split.npz", **arrays)
+    dataset = load_dataset(DataConfig(source=str(tmp_path / "split.npz")), seed=3)
+    assert {s: len(dataset.y[s]) for s in ("train", "val", "test")} == {"train": 40, "val": 10, "test": 12}
+    np.testing.assert_array_equal(_raw(dataset, "test")[:, 0], arrays["x_test"])  # the same samples, in order
+    np.testing.assert_array_equal(dataset.y["test"], arrays["y_test"])
+    np.savez(tmp_path / "no-test.npz", x_train=arrays["x_train"], y_train=arrays["y_train"], x=arrays["x_val"],
+             y=arrays["y_val"])  # without x_test the arrays are not a split: x and y are read as usual
+    assert load_dataset(DataConfig(source=str(tmp_path / "no-test.npz")), seed=0).split.startswith("random")

@@ -11,7 +11,7 @@ from edge_distill.pipeline.stages.base import ConfiguredStage, write_json
 class DataStage(ConfiguredStage):
     name = "data"
     description = "Load, check and split the dataset."
-    version = 2
+    version = 3
     outputs = ("dataset.npz", "dataset.json")
 
     def params(self):
@@ -38,4 +38,5 @@ class DataStage(ConfiguredStage):
             "input_shape": list(dataset.input_shape),
             "preprocessing": dataset.preprocessing,
             "split_sizes": {split: len(x) for split, x in dataset.x.items()},
+            "split": dataset.split,
         })
