@@ -278,6 +278,20 @@ def verify(bundle: Path, emulate: str | None, as_json: bool) -> None:
 
 @main.command()
 @click.argument("bundle", type=click.Path(path_type=Path))
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--top", type=click.IntRange(min=1), default=3, show_default=True, help="Classes to show per file.")
+@json_option
+def predict(bundle: Path, files: tuple[Path, ...], top: int, as_json: bool) -> None:
+    """Reference outputs for raw FILES (images, or .npy on the raw scale) through the bundle's
+    documented preprocessing: what an app must reproduce for the same files."""
+    from edge_distill.bundle.predict import predict_files, render_predictions
+
+    results = predict_files(bundle, list(files), top)
+    _emit({"bundle": str(bundle), "predictions": results}, as_json, render_predictions(results))
+
+
+@main.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
 @click.option("--remote", metavar="[USER@]HOST", help="Benchmark on this device over SSH (a Host of your ssh config works).")
 @click.option("--ssh-config", type=click.Path(path_type=Path), help="ssh config file (default: OpenSSH's own).")
 @click.option("--remote-python", default="python3", show_default=True, help="Python on the device.")

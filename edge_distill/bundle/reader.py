@@ -19,6 +19,9 @@ from edge_distill.errors import BundleError
 SCHEMA_VERSION = 1  # the newest manifest schema this verifier understands
 REQUIRED_KEYS = ("schema_version", "files", "model", "inputs", "outputs", "labels", "golden")
 GOLDEN_ARRAYS = ("inputs", "logits", "top1")
+# Optional: the same samples before preprocessing (pixels as an app reads them), in bundles that state
+# their raw input.
+RAW_GOLDEN = "raw_inputs"
 # Files a bundle folder holds beside those manifest["files"] hashes: the manifest itself, and what
 # `build` writes after it (a size sweep's report, figures measured on the device over SSH).
 UNHASHED_FILES = ("manifest.json", "sweep.json", "sweep.svg", "device_benchmark.json")
@@ -110,8 +113,8 @@ def check_manifest_shape(manifest: dict[str, Any], path: Path) -> None:
     for key in ("npz", "json"):
         need(isinstance(golden.get(key), str), f"golden.{key}", "a file name")
     arrays = golden.get("arrays")
-    need(isinstance(arrays, dict) and set(arrays) == set(GOLDEN_ARRAYS), "golden.arrays",
-         f"an object with {', '.join(GOLDEN_ARRAYS)}")
+    need(isinstance(arrays, dict) and set(GOLDEN_ARRAYS) <= set(arrays) <= {*GOLDEN_ARRAYS, RAW_GOLDEN},
+         "golden.arrays", f"an object with {', '.join(GOLDEN_ARRAYS)} (and optionally {RAW_GOLDEN})")
     for name, spec in arrays.items():
         need(isinstance(spec, dict) and isinstance(spec.get("shape"), list) and isinstance(spec.get("dtype"), str),
              f"golden.arrays.{name}", 'an object with a "shape" list and a "dtype" string')
@@ -136,7 +139,7 @@ def load_golden(bundle: Path, golden: dict[str, Any]) -> dict[str, np.ndarray]:
         raise BundleError(f"{bundle / golden['npz']}: points outside the bundle")
     try:
         with np.load(path, allow_pickle=False) as f:
-            arrays = {name: f[name] for name in GOLDEN_ARRAYS}
+            arrays = {name: f[name] for name in golden["arrays"]}
     except (OSError, KeyError, ValueError) as e:
         raise BundleError(f"{path}: unreadable golden vectors ({e})") from None
     for name, spec in golden["arrays"].items():
@@ -152,7 +155,7 @@ def load_golden(bundle: Path, golden: dict[str, Any]) -> dict[str, np.ndarray]:
         raise BundleError(f"{bundle / golden['json']}: unreadable golden vectors ({e})") from None
     if not isinstance(copy, dict):
         raise BundleError(f"{bundle / golden['json']}: expected a JSON object of {', '.join(GOLDEN_ARRAYS)}")
-    for name in GOLDEN_ARRAYS:
+    for name in arrays:
         if name not in copy or not np.array_equal(np.asarray(copy[name], dtype=arrays[name].dtype), arrays[name]):
             raise BundleError(f"{bundle / golden['json']}: '{name}' differs from {golden['npz']}")
     return arrays

@@ -16,7 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from edge_distill.bundle.reader import METADATA_PREFIX, UNHASHED_FILES, Bundle, inside
+from edge_distill.bundle.reader import METADATA_PREFIX, RAW_GOLDEN, UNHASHED_FILES, Bundle, inside
+
+# mean and std are stated to 6 decimals: an app repeating the formula lands this close to the inputs.
+PREPROCESSING_ATOL = 1e-3
 from edge_distill.errors import BundleError
 from edge_distill.hashing import sha256
 
@@ -127,10 +130,29 @@ def check_golden(bundle: Bundle, session) -> list[Check]:
     atol = float(golden["tolerance"]["logits_atol"])
     agree = int((logits.argmax(axis=1) == arrays["top1"]).sum())
     count = len(arrays["top1"])
-    return [
+    checks = [
         Check("golden logits", diff <= atol, f"max abs diff {diff:.3g} (tolerance {atol:.3g}) on {count} samples"),
         Check("golden top-1", agree == count, f"{agree}/{count} match"),
     ]
+    if RAW_GOLDEN in arrays:
+        checks.append(check_documented_preprocessing(arrays, manifest))
+    return checks
+
+
+def check_documented_preprocessing(arrays: dict[str, np.ndarray], manifest: dict[str, Any]) -> Check:
+    """The manifest's preprocessing, applied to the raw golden samples as an app would, must give
+    the model inputs: the documented recipe is the one the model was trained with."""
+    pre = manifest.get("preprocessing", {})
+    try:
+        per_channel = (slice(None),) + (None,) * (arrays[RAW_GOLDEN].ndim - 2)
+        mean, std = np.asarray(pre["mean"])[per_channel], np.asarray(pre["std"])[per_channel]
+        derived = (arrays[RAW_GOLDEN] * float(pre["pixel_scale"]) - mean) / std
+        diff = float(np.abs(derived - arrays["inputs"]).max())
+    except (KeyError, TypeError, ValueError) as e:
+        return Check("documented preprocessing", False, f"cannot apply manifest preprocessing ({e})")
+    return Check("documented preprocessing", diff <= PREPROCESSING_ATOL,
+                 f"raw golden samples through manifest.preprocessing: max abs diff {diff:.2g} "
+                 f"(tolerance {PREPROCESSING_ATOL:g})")
 
 
 def external_data_locations(model_bytes: bytes) -> list[str]:

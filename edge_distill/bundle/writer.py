@@ -32,7 +32,8 @@ def write_bundle(config: BuildConfig, inputs: Mapping[str, Path], out: Path) -> 
     reports = {name.removesuffix(".json"): json.loads(inputs[name].read_text()) for name in inputs if name.endswith(".json")}
     model = out / "model.onnx"
     model.write_bytes(inputs["shipped_model.onnx"].read_bytes())
-    golden = write_golden(model, Dataset.load(inputs["dataset.npz"]).x["test"], out)
+    dataset = Dataset.load(inputs["dataset.npz"])
+    golden = write_golden(model, dataset.x["test"], out, dataset.preprocessing, dataset.raw_input)
     manifest = build_manifest(config, model, reports, golden)
     (out / "README.md").write_text(render_model_card(manifest))
     write_reports(manifest, out, metrics_table(manifest["metrics"], markdown=True))
@@ -88,8 +89,10 @@ def model_metadata(model: Path) -> dict[str, str]:
     return {p.key.removeprefix(METADATA_PREFIX): p.value for p in props if p.key.startswith(METADATA_PREFIX)}
 
 
-def write_golden(model: Path, x_test, out: Path) -> dict[str, Any]:
-    """Real test inputs with this machine's outputs, as .npz and as JSON, for `verify` anywhere."""
+def write_golden(model: Path, x_test, out: Path, preprocessing: dict | None = None,
+                 raw_input: dict | None = None) -> dict[str, Any]:
+    """Real test inputs with this machine's outputs, as .npz and as JSON, for `verify` anywhere; with
+    the preprocessing, also the same samples before it (`raw_inputs`: the pixels an app reads)."""
     import numpy as np
 
     from edge_distill.export.onnx_io import run_onnx
@@ -102,6 +105,8 @@ def write_golden(model: Path, x_test, out: Path) -> dict[str, Any]:
     clear = np.flatnonzero(margin > 4 * atol)
     picked = clear[:GOLDEN_COUNT] if len(clear) >= GOLDEN_COUNT else np.argsort(-margin)[:GOLDEN_COUNT]
     arrays = {"inputs": x_test[picked], "logits": logits[picked], "top1": logits[picked].argmax(axis=1).astype(np.int64)}
+    if preprocessing:
+        arrays["raw_inputs"] = raw_samples(arrays["inputs"], preprocessing, raw_input or {})
     np.savez(out / "golden.npz", **arrays)
     (out / "golden.json").write_text(json.dumps({name: a.tolist() for name, a in arrays.items()}) + "\n")
     return {
@@ -111,8 +116,22 @@ def write_golden(model: Path, x_test, out: Path) -> dict[str, Any]:
         "arrays": {name: {"shape": list(a.shape), "dtype": a.dtype.name} for name, a in arrays.items()},
         "tolerance": {"logits_atol": atol, "top1": "exact",
                       "why": f"{GOLDEN_ATOL_SHARE:.1%} of the largest |logit|: int8 kernels differ slightly across CPUs"},
-        "source": "test-split samples; outputs from ONNX Runtime's CPU provider on the build machine",
+        "source": "test-split samples; outputs from ONNX Runtime's CPU provider on the build machine"
+                  + ("; raw_inputs: the same samples before preprocessing" if preprocessing else ""),
     }
+
+
+def raw_samples(x, preprocessing: dict, raw_input: dict):
+    """Preprocessed samples back on the raw scale: (x * std[c] + mean[c]) / pixel_scale, rounded to
+    whole values where the raw input is integer (pixels)."""
+    import numpy as np
+
+    per_channel = (slice(None),) + (None,) * (x.ndim - 2)
+    raw = (x.astype(np.float64) * np.asarray(preprocessing["std"])[per_channel]
+           + np.asarray(preprocessing["mean"])[per_channel]) / preprocessing["pixel_scale"]
+    if raw_input.get("dtype") in ("uint8", "integer values as float") or "int" in raw_input.get("dtype", "float"):
+        raw = np.rint(raw)
+    return raw.astype(np.float32)
 
 
 def build_manifest(config: BuildConfig, model: Path, reports: dict[str, Any], golden: dict[str, Any]) -> dict[str, Any]:
@@ -144,6 +163,7 @@ def build_manifest(config: BuildConfig, model: Path, reports: dict[str, Any], go
             for t in graph.output
         ],
         "preprocessing": dataset["preprocessing"],
+        "raw_input": dataset.get("raw_input", {}),
         "labels": dataset["labels"],
         "golden": golden,
         "training": {
@@ -201,7 +221,7 @@ def render_model_card(manifest: dict[str, Any]) -> str:
         "",
         "## How to feed it",
         f"- Input `{spec['name']}`: {spec['dtype']}, shape {shape_text(spec['shape'])} (the first axis is the batch).",
-        f"- Raw input: {raw_range_text(pre)}.",
+        *raw_input_lines(manifest.get("raw_input", {}), pre),
         f"- Preprocessing: `{pre['formula']}` with pixel_scale={pre['pixel_scale']:g}, "
         f"mean=[{numbers_text(pre['mean'])}], std=[{numbers_text(pre['std'])}].",
         f"- Output `{manifest['outputs'][0]['name']}`: one logit per class in the order of `labels` in manifest.json; "
@@ -260,11 +280,19 @@ def splits_text(sizes: dict[str, int]) -> str:
                                                                                            if s in order else 0, s)))
 
 
-def raw_range_text(pre: dict[str, Any]) -> str:
-    if pre["pixel_scale"] != 1.0:
-        return (f"{pre['color_mode']} pixel values from 0 to {1 / pre['pixel_scale']:g} (larger = brighter), "
-                f"channels first ({pre['layout']})")
-    return f"values on the training data's own scale, channels first ({pre['layout']}); no pixel scaling"
+def raw_input_lines(raw: dict[str, Any], pre: dict[str, Any]) -> list[str]:
+    """What an app feeds before preprocessing, step by step, from the manifest's raw_input."""
+    if not raw:
+        return [f"- Raw input: values on the training data's own scale, channels first ({pre['layout']})."]
+    low, high = (raw["range"] + [None, None])[:2] if raw.get("range") else (None, None)
+    lines = [f"- Raw input: {raw['kind']}, {raw['dtype']}"
+             + (f" from {low:g} to {high:g}" if low is not None else "") + f"; {raw['polarity']}."]
+    steps = [(name, raw[key]) for name, key in (("colour", "color"), ("size", "resize"),
+                                                ("channel order", "channel_order")) if key in raw]
+    lines += [f"  - {name}: {value}" for name, value in steps]
+    lines.append("  - `golden.npz` / `golden.json` hold `raw_inputs`: test samples before this preprocessing, "
+                 "with the model inputs and outputs they must give.")
+    return lines
 
 
 def data_license(source: str) -> str:

@@ -9,7 +9,7 @@ class labels, and the preprocessing recipe an app must repeat.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ class Dataset:
     preprocessing: dict[str, Any]  # layout, pixel_scale, mean, std, color_mode
     source: str
     split: str = "random"  # how train/val/test came about: "given by the source" or "random, stratified (seed N)"
+    raw_input: dict = field(default_factory=dict)  # what an app feeds before preprocessing (readers.py)
 
     @property
     def num_classes(self) -> int:
@@ -56,7 +57,8 @@ class Dataset:
 
     def save(self, path: Path) -> None:
         arrays = {f"x_{s}": self.x[s] for s in (*SPLITS, "transfer")} | {f"y_{s}": self.y[s] for s in SPLITS}
-        meta = {"labels": self.labels, "preprocessing": self.preprocessing, "source": self.source, "split": self.split}
+        meta = {"labels": self.labels, "preprocessing": self.preprocessing, "source": self.source, "split": self.split,
+                "raw_input": self.raw_input}
         np.savez(path, meta=np.array(json.dumps(meta)), **arrays)
 
     @classmethod
@@ -70,6 +72,7 @@ class Dataset:
                 preprocessing=meta["preprocessing"],
                 source=meta["source"],
                 split=meta.get("split", "random"),
+                raw_input=meta.get("raw_input", {}),
             )
 
 
@@ -130,7 +133,8 @@ def load_dataset(cfg: DataConfig, seed: int) -> Dataset:
         "formula": "x = (pixel * pixel_scale - mean[c]) / std[c]",
     }
     split = "given by the source" if raw.split is not None else f"random, stratified (seed {seed})"
-    return Dataset(x=x_norm, y=y_split, labels=labels, preprocessing=preprocessing, source=where, split=split)
+    return Dataset(x=x_norm, y=y_split, labels=labels, preprocessing=preprocessing, source=where, split=split,
+                   raw_input=raw.raw_input)
 
 
 def _drop_labels(x: dict[str, np.ndarray], y: dict[str, np.ndarray], keep: int, seed: int):

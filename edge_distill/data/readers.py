@@ -4,7 +4,7 @@ and normalizes them."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +27,25 @@ class RawData:
     labels: list[str]
     pixel_scale: float
     split: np.ndarray | None = None  # (N,) "train" / "val" / "test" where the source gives the split
+    raw_input: dict = field(default_factory=dict)  # what an app must feed before preprocessing (raw_input_contract)
+
+
+# How PIL turns a decoded image into the model's channels, by data.color_mode.
+COLOR_CONVERSION = {
+    "grayscale": "PIL Image.convert('L'): L = R * 299/1000 + G * 587/1000 + B * 114/1000",
+    "rgb": "PIL Image.convert('RGB'): channels in R, G, B order",
+}
+
+
+def image_contract(cfg: DataConfig, size: tuple[int, int]) -> dict:
+    """The raw input of an image-folder build: how a camera frame or file becomes the training pixels."""
+    return {
+        "kind": "image file (PNG or JPEG)", "dtype": "uint8", "range": [0, 255], "polarity": "larger is brighter",
+        "color": COLOR_CONVERSION[cfg.color_mode], "height_width": list(size),
+        "resize": (f"PIL Image.resize((width, height), Image.Resampling.BILINEAR) to {size[0]}x{size[1]}"
+                   if cfg.image_size else f"none: images must already be {size[0]}x{size[1]}"),
+        "channel_order": "one channel (luma)" if cfg.color_mode == "grayscale" else "R, G, B",
+    }
 
 
 def read_digits() -> RawData:
@@ -35,7 +54,11 @@ def read_digits() -> RawData:
 
     digits = load_digits()
     x = digits.images.astype(np.float32)[:, None]  # (N, 1, 8, 8), pixel values 0..16
-    return RawData(x, digits.target.astype(np.int64), [str(c) for c in digits.target_names], 1.0 / 16.0)
+    contract = {"kind": "8x8 digit image (scikit-learn's load_digits)", "dtype": "integer values as float",
+                "range": [0, 16], "polarity": "0 is background, 16 is full ink (larger is darker)",
+                "color": "one channel", "height_width": [8, 8], "resize": "none", "channel_order": "one channel"}
+    return RawData(x, digits.target.astype(np.int64), [str(c) for c in digits.target_names], 1.0 / 16.0,
+                   raw_input=contract)
 
 
 def _read_npz_arrays(path: Path, required: tuple[str, ...], hint: str) -> dict[str, np.ndarray]:
@@ -89,7 +112,10 @@ def read_npz(path: Path, layout: str) -> RawData:
     else:
         labels = [str(i) for i in range(int(y.max()) + 1)] if y.size else []
     pixel_scale = 1.0 / 255.0 if x.dtype == np.uint8 else 1.0
-    return RawData(x.astype(np.float32), y, labels, pixel_scale, split)
+    contract = {"kind": f"array of shape {' x '.join(map(str, x.shape[1:]))} per sample (.npz)", "dtype": x.dtype.name,
+                "range": [float(x.min()), float(x.max())] if x.size else [], "polarity": "as in your data",
+                "channel_order": "as in your data (channels first)"}
+    return RawData(x.astype(np.float32), y, labels, pixel_scale, split, contract)
 
 
 def _npz_names(path: Path) -> set[str]:
@@ -127,8 +153,9 @@ def read_image_folder(path: Path, cfg: DataConfig) -> RawData:
             split += [split_name] * len(files)
     if not images:
         raise DataError(f"{path}: no PNG or JPEG images in the class folders")
-    return RawData(_stack_images(images), np.asarray(targets, dtype=np.int64), classes, 1.0 / 255.0,
-                   np.asarray(split) if given else None)
+    stacked = _stack_images(images)
+    return RawData(stacked, np.asarray(targets, dtype=np.int64), classes, 1.0 / 255.0,
+                   np.asarray(split) if given else None, image_contract(cfg, tuple(stacked.shape[2:])))
 
 
 def _image_files(folder: Path) -> list[Path]:

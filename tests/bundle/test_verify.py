@@ -158,4 +158,15 @@ def test_golden_vectors_hold_in_onnxruntime_node(tiny_bundle):
     assert done.returncode == 0, done.stdout + done.stderr
     report = json.loads(done.stdout)
     assert report["passed"] and report["top1Matches"] == report["samples"] == 16
+    assert report["preprocessingDiff"] <= 1e-3  # raw pixels + the manifest's formula give the model's inputs
     assert report["runtime"].startswith("onnxruntime-node")
+
+
+def test_raw_golden_samples_reproduce_through_the_documented_preprocessing(bundle_copy):
+    manifest = json.loads((bundle_copy / "manifest.json").read_text())
+    raw = np.load(bundle_copy / "golden.npz")["raw_inputs"]
+    assert raw.min() >= 0 and raw.max() <= 16 and np.array_equal(raw, np.rint(raw))  # digits: whole values 0..16
+    assert manifest["raw_input"]["range"] == [0, 16] and "ink" in manifest["raw_input"]["polarity"]
+    assert {c.name: c.passed for c in verify_bundle(bundle_copy)}["documented preprocessing"]
+    edit_manifest(bundle_copy, lambda m: m["preprocessing"].update(mean=[m["preprocessing"]["mean"][0] + 0.5]))
+    assert "documented preprocessing" in failed(verify_bundle(bundle_copy))  # the manifest no longer fits the model

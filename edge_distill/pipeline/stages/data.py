@@ -39,4 +39,5 @@ class DataStage(ConfiguredStage):
             "preprocessing": dataset.preprocessing,
             "split_sizes": {split: len(x) for split, x in dataset.x.items()},
             "split": dataset.split,
+            "raw_input": dataset.raw_input,
         })

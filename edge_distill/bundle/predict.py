@@ -1,0 +1,84 @@
+"""Reference outputs for raw files, through the bundle's documented preprocessing: what
+`edge-distill predict` prints, and what an app's own pipeline must reproduce for the same files.
+Needs numpy, onnxruntime and (for image files) Pillow; no torch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_distill.bundle.reader import Bundle
+from edge_distill.errors import InputFileError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def predict_files(bundle_path: Path, files: list[Path], top: int = 3) -> list[dict[str, Any]]:
+    """For each file: the top classes with probabilities and the raw logits."""
+    import onnxruntime as ort
+
+    bundle = Bundle.open(bundle_path)
+    manifest = bundle.manifest
+    pre, raw_input = bundle.section("preprocessing"), manifest.get("raw_input", {})
+    sample_shape = [int(d) for d in manifest["inputs"][0]["shape"][1:]]
+    session = ort.InferenceSession(str(bundle.model_path), providers=["CPUExecutionProvider"])
+    results = []
+    for file in files:
+        raw = read_raw(file, raw_input, pre, sample_shape)  # (C, ...) on the raw scale
+        x = normalize(raw, pre)[None]  # (1, C, ...)
+        logits = session.run(None, {manifest["inputs"][0]["name"]: x})[0][0]  # (K,)
+        probabilities = np.exp(logits - logits.max())
+        probabilities /= probabilities.sum()
+        best = np.argsort(-probabilities)[:top]
+        results.append({"file": str(file), "top": [{"label": manifest["labels"][k], "probability": float(probabilities[k])}
+                                                   for k in best],
+                        "logits": [float(v) for v in logits]})
+    return results
+
+
+def normalize(raw: np.ndarray, pre: dict[str, Any]) -> np.ndarray:
+    """The manifest's formula: x = (pixel * pixel_scale - mean[c]) / std[c]; raw is (C, ...)."""
+    per_channel = (slice(None),) + (None,) * (raw.ndim - 1)
+    mean, std = np.asarray(pre["mean"])[per_channel], np.asarray(pre["std"])[per_channel]
+    return ((raw * float(pre["pixel_scale"]) - mean) / std).astype(np.float32)
+
+
+def read_raw(file: Path, raw_input: dict[str, Any], pre: dict[str, Any], sample_shape: list[int]) -> np.ndarray:
+    """A raw sample (C, ...) from an image file decoded as the bundle's raw_input says, or from a .npy."""
+    if not file.is_file():
+        raise InputFileError(f"{file}: not found", "check the path")
+    if file.suffix.lower() == ".npy":
+        try:
+            raw = np.load(file, allow_pickle=False).astype(np.float32)
+        except (OSError, ValueError) as e:
+            raise InputFileError(f"{file}: not a readable .npy ({e})") from None
+        if list(raw.shape) != sample_shape:
+            raise InputFileError(f"{file}: shape {' x '.join(map(str, raw.shape))}, the model takes "
+                                 f"{' x '.join(map(str, sample_shape))} per sample", "save one raw sample, channels first")
+        return raw
+    if file.suffix.lower() not in IMAGE_SUFFIXES or not str(raw_input.get("kind", "")).startswith("image file"):
+        raise InputFileError(f"{file}: this bundle's raw input is {raw_input.get('kind', 'not stated')}",
+                             f"give a .npy of shape {' x '.join(map(str, sample_shape))} on the raw scale")
+    from PIL import Image, UnidentifiedImageError
+
+    height, width = sample_shape[1:]
+    try:
+        with Image.open(file) as image:
+            image = image.convert("L" if pre["color_mode"] == "grayscale" else "RGB")
+            if image.size != (width, height):
+                if not str(raw_input.get("resize", "")).startswith("PIL"):
+                    raise InputFileError(f"{file}: {image.size[0]}x{image.size[1]} pixels, the model takes "
+                                         f"{width}x{height} and this bundle does not resize",
+                                         f"resize the image to {width}x{height} first")
+                image = image.resize((width, height), Image.Resampling.BILINEAR)
+            array = np.asarray(image, dtype=np.float32)
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
+        raise InputFileError(f"{file}: cannot read image ({e})", "give a PNG or JPEG file") from None
+    return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)  # (C, H, W)
+
+
+def render_predictions(results: list[dict[str, Any]]) -> str:
+    return "\n".join(f"{r['file']}: " + ", ".join(f"{t['label']} {t['probability']:.3f}" for t in r["top"])
+                     for r in results)

@@ -1,0 +1,93 @@
+"""`predict`: raw files through the bundle's documented preprocessing give the model's own inputs."""
+
+import json
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from PIL import Image
+
+from edge_distill.bundle.predict import normalize, predict_files
+from edge_distill.errors import InputFileError
+from tests import handmade
+from tests.test_cli import assert_user_error, invoke
+
+PRE = {"layout": "NCHW", "color_mode": "grayscale", "pixel_scale": 1 / 255, "mean": [0.5], "std": [0.25]}
+
+
+@pytest.fixture
+def image_bundle(tmp_path):
+    """A hand-made bundle that states an image-file raw input, resized to 8x8 with PIL's bilinear filter."""
+    from edge_distill.config import DataConfig
+    from edge_distill.data.readers import image_contract
+
+    bundle = handmade.bundle(tmp_path / "dist")
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["preprocessing"] = PRE
+    manifest["raw_input"] = image_contract(DataConfig(image_size=[8, 8]), (8, 8))
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    return bundle
+
+
+def test_an_image_file_is_decoded_resized_and_normalized_as_documented(image_bundle, tmp_path):
+    pixels = np.random.default_rng(0).integers(0, 255, (16, 16, 3)).astype(np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "frame.png")
+    (result,) = predict_files(image_bundle, [tmp_path / "frame.png"], top=2)
+    # The same steps by hand: luma, bilinear 16x16 -> 8x8, the formula, the model.
+    gray = Image.fromarray(pixels).convert("L").resize((8, 8), Image.Resampling.BILINEAR)
+    x = ((np.asarray(gray, np.float32) / 255 - 0.5) / 0.25)[None, None]
+    logits = ort.InferenceSession(str(image_bundle / "model.onnx")).run(None, {"x": x})[0][0]
+    np.testing.assert_allclose(result["logits"], logits, rtol=1e-5)
+    assert result["top"][0]["label"] == handmade.LABELS[int(logits.argmax())] and len(result["top"]) == 2
+    assert abs(sum(np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()) - 1) < 1e-6
+
+
+def test_a_raw_npy_sample_and_the_cli(image_bundle, tmp_path):
+    raw = np.random.default_rng(1).integers(0, 255, (1, 8, 8)).astype(np.float32)
+    np.save(tmp_path / "raw.npy", raw)
+    result = invoke("predict", str(image_bundle), str(tmp_path / "raw.npy"), "--json")
+    (prediction,) = json.loads(result.stdout)["predictions"]
+    expected = ort.InferenceSession(str(image_bundle / "model.onnx")).run(None, {"x": normalize(raw, PRE)[None]})[0][0]
+    np.testing.assert_allclose(prediction["logits"], expected, rtol=1e-5)
+    np.save(tmp_path / "wrong.npy", raw[:, :4])
+    assert_user_error(invoke("predict", str(image_bundle), str(tmp_path / "wrong.npy")), 3,
+                      "wrong.npy: shape 1 x 4 x 8, the model takes 1 x 8 x 8 per sample")
+
+
+def test_an_image_for_a_bundle_whose_raw_input_is_not_an_image_file(tmp_path):
+    bundle = handmade.bundle(tmp_path / "dist")
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    (bundle / "manifest.json").write_text(json.dumps({**manifest, "preprocessing": PRE}))  # and no raw_input
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "a.png")
+    with pytest.raises(InputFileError, match="this bundle's raw input is not stated"):
+        predict_files(bundle, [tmp_path / "a.png"])
+
+
+@pytest.mark.slow
+def test_test_images_through_predict_match_the_models_test_inputs(tmp_path):
+    """End to end: a build on PNG folders; each test image through `predict` gives the logits the
+    build's own pipeline gives that image."""
+    from edge_distill.data.dataset import Dataset
+    from edge_distill.export.onnx_io import run_onnx
+    from edge_distill.pipeline.build import build
+    from tests.conftest import tiny_config
+
+    rng = np.random.default_rng(0)
+    files = []
+    for split, count in (("train", 30), ("test", 6)):
+        for label, level in (("dark", 60), ("light", 190)):
+            (tmp_path / "data" / split / label).mkdir(parents=True)
+            for i in range(count // 2 if split == "test" else count):
+                noise = rng.integers(-40, 40, (12, 12))
+                path = tmp_path / "data" / split / label / f"{i}.png"
+                Image.fromarray(np.clip(level + noise, 0, 255).astype(np.uint8)).save(path)
+                files += [path] if split == "test" else []
+    run = build(tiny_config(f"data.source='{tmp_path / 'data'}'", "data.image_size=[8, 8]"), tmp_path / "dist",
+                tmp_path / "cache")
+    results = predict_files(tmp_path / "dist", files)  # the test split's files, in the split's order
+    x_test = Dataset.load(run.artifacts["dataset.npz"]).x["test"]
+    (expected,) = run_onnx(tmp_path / "dist" / "model.onnx", x_test).values()
+    np.testing.assert_allclose([r["logits"] for r in results], expected, atol=1e-4)
+    manifest = json.loads((tmp_path / "dist" / "manifest.json").read_text())
+    assert manifest["raw_input"]["resize"].startswith("PIL Image.resize") and manifest["raw_input"]["dtype"] == "uint8"
+    assert "golden raw" not in manifest and "raw_inputs" in manifest["golden"]["arrays"]
