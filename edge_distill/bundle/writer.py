@@ -287,7 +287,7 @@ def raw_input_lines(raw: dict[str, Any], pre: dict[str, Any]) -> list[str]:
     low, high = (raw["range"] + [None, None])[:2] if raw.get("range") else (None, None)
     lines = [f"- Raw input: {raw['kind']}, {raw['dtype']}"
              + (f" from {low:g} to {high:g}" if low is not None else "") + f"; {raw['polarity']}."]
-    steps = [(name, raw[key]) for name, key in (("colour", "color"), ("size", "resize"),
+    steps = [(name, raw[key]) for name, key in (("colour", "color"), ("resize", "resize"),
                                                 ("channel order", "channel_order")) if key in raw]
     lines += [f"  - {name}: {value}" for name, value in steps]
     lines.append("  - `golden.npz` / `golden.json` hold `raw_inputs`: test samples before this preprocessing, "
