@@ -95,7 +95,7 @@ class TeacherConfig:
     file: str = ""
     ensemble: list[str] = field(default_factory=list)  # more teacher files; their soft targets are combined
     ensemble_weights: list[float] = field(default_factory=list)  # main teacher first; [] = plain mean
-    family: str = _choice("convnet", "convnet", "mobilenet")  # built-in architecture
+    family: str = _choice("convnet", "convnet", "mobilenet", "mobilenetv3", "resnet")  # built-in architecture
     width: int = _at_least(64, 1)
     depth: int = _between(3, 1, 4)
     epochs: int = _at_least(30, 1)
@@ -112,7 +112,7 @@ class StudentConfig:
     """The student: the built-in ConvNet sized by width/depth, or the user's factory."""
 
     factory: str = ""
-    family: str = _choice("convnet", "convnet", "mobilenet")
+    family: str = _choice("convnet", "convnet", "mobilenet", "mobilenetv3", "resnet")
     width: int = _at_least(16, 1)
     depth: int = _between(2, 1, 4)
 

@@ -76,3 +76,47 @@ def test_mobilenet_is_depthwise_separable_and_halves_resolution():
     assert build_model("", "mobilenet", (1, 8, 8), 10, 4, 2, "student")(torch.zeros(1, 1, 8, 8)).shape == (1, 10)
     # fewer parameters than the ConvNet of the same width and depth
     assert count_params(model) < count_params(ConvNet((3, 96, 96), 10, 8, 3))
+
+
+def test_resnet_at_width_64_depth_4_is_resnet18_with_torchvisions_names():
+    from edge_distill.models.families import ResNet
+
+    model = ResNet((3, 224, 224), 1000, 64, 4)
+    assert count_params(model) == 11_689_512  # torchvision's resnet18, parameter for parameter
+    keys = set(model.state_dict())
+    assert {"conv1.weight", "bn1.running_var", "layer1.0.conv1.weight", "layer2.0.downsample.0.weight",
+            "layer2.0.downsample.1.num_batches_tracked", "layer4.1.bn2.bias", "fc.weight"} <= keys
+    assert model.conv1.kernel_size == (7, 7) and model(torch.zeros(1, 3, 224, 224)).shape == (1, 1000)
+    small = ResNet((1, 8, 8), 10, 8, 2)  # a small input keeps its pixels: 3x3 stem, no max-pool
+    assert small.conv1.kernel_size == (3, 3) and small(torch.zeros(2, 1, 8, 8)).shape == (2, 10)
+
+
+def test_mobilenetv3_blocks_expand_squeeze_and_keep_residuals():
+    from edge_distill.models.families import InvertedResidual, MobileNetV3, SqueezeExcite
+
+    model = MobileNetV3((3, 96, 96), 10, 8, 3)
+    blocks = [m for m in model.modules() if isinstance(m, InvertedResidual)]
+    assert len(blocks) == 6 and sum(b.residual for b in blocks) == 3  # the second block of each stage
+    assert len([m for m in model.modules() if isinstance(m, SqueezeExcite)]) == 6
+    assert any(isinstance(m, torch.nn.Hardswish) for m in model.modules())
+    assert model(torch.zeros(2, 3, 96, 96)).shape == (2, 10)
+    assert count_params(MobileNetV3((3, 96, 96), 10, 8, 3)) < count_params(MobileNetV3((3, 96, 96), 10, 16, 3))
+
+
+@pytest.mark.parametrize("family", ["mobilenetv3", "resnet"])
+def test_new_families_build_for_signals_and_export_to_int8(family, tmp_path):
+    import numpy as np
+    import onnx
+
+    from edge_distill.export.onnx_export import check_export_parity, export_onnx
+    from edge_distill.export.quantize import QuantRecipe, count_ops, quantize_model, quantized_node_count
+
+    signal = build_model("", family, (2, 64), 3, 4, 2, "student")
+    assert signal(torch.zeros(2, 2, 64)).shape == (2, 3)  # 1-D: (C, L) signals
+    torch.manual_seed(0)
+    model = build_model("", family, (3, 32, 32), 5, 4, 2, "student").eval()
+    x = np.random.default_rng(0).standard_normal((8, 3, 32, 32)).astype(np.float32)
+    export_onnx(model, x, tmp_path / "fp32.onnx", 18)
+    check_export_parity(model, tmp_path / "fp32.onnx", x, 1e-4, 1e-3)
+    quantize_model(tmp_path / "fp32.onnx", tmp_path / "int8.onnx", x, QuantRecipe("static", "QDQ"), tmp_path)
+    assert quantized_node_count(count_ops(onnx.load(str(tmp_path / "int8.onnx")))) > 0
