@@ -160,9 +160,9 @@ class BasicBlock(nn.Module):
 class ResNet(nn.Module):
     """ResNet of basic blocks, torchvision's module names (conv1, bn1, layer1..layer4, fc): `depth`
     stages of two blocks from `width` channels, doubling per stage. Width 64 and depth 4 on inputs of
-    64 px and more is ResNet-18, stem included (7x7 stride 2 and max-pool), so torchvision's
-    resnet18 weights load (all but fc, which has the data's classes); smaller inputs get a 3x3
-    stride-1 stem instead, which keeps their few pixels."""
+    64 px and more is ResNet-18, stem included (7x7 stride 2 and max-pool): its state_dict has the keys
+    and shapes of torchvision's resnet18 but for fc, which has the data's classes. Smaller inputs get a
+    3x3 stride-1 stem instead, which keeps their few pixels."""
 
     def __init__(self, input_shape: tuple[int, ...], num_classes: int, width: int, depth: int):
         super().__init__()
