@@ -100,7 +100,12 @@ def publish(files: dict[str, Path], out: Path, kind: OutputKind = BUNDLE) -> Non
         if out.exists():
             retired = make_staging(out.parent, f".{out.name}.old-")
             out.rename(retired / out.name)
-            staged.rename(out)
+            try:
+                staged.rename(out)
+            except OSError:
+                (retired / out.name).rename(out)  # the earlier bundle goes back where it was
+                retired.rmdir()
+                raise
             shutil.rmtree(retired)
         else:
             staged.rename(out)
