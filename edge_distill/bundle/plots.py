@@ -78,10 +78,11 @@ def scatter_svg(points: list[Point], accuracy_label: str = "accuracy", max_laten
             ordered = sorted(front, key=lambda p: p.p50_ms)
             ax.plot([p.p50_ms for p in ordered], [p.accuracy for p in ordered], color="steelblue", linewidth=1,
                     gid="pareto-front")
-        for p in points:
+        for i, p in enumerate(points):
             ax.scatter([p.p50_ms], [p.accuracy], s=36, color=p.color, zorder=3, gid=f"point-{p.label}")
-            ax.annotate(p.label, (p.p50_ms, p.accuracy), textcoords="offset points", xytext=(6, 4), fontsize=8,
-                        color=p.color)
+            # Labels step down by point, so that points at (nearly) one place keep readable labels.
+            ax.annotate(p.label, (p.p50_ms, p.accuracy), textcoords="offset points", xytext=(8, 4 - 11 * (i % 4)),
+                        fontsize=8, color=p.color)
             if p.ringed:
                 ax.scatter([p.p50_ms], [p.accuracy], s=200, facecolors="none", edgecolors="green", linewidths=2,
                            zorder=4, gid="shipped")
