@@ -85,6 +85,24 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
+class TeacherInputConfig:
+    """A pretrained teacher's own preprocessing, when it differs from this build's: the teacher is
+    fed the same samples, converted (e.g. [teacher.input] size = [224, 224], pixel_scale = 0.003921569,
+    mean = [0.485, 0.456, 0.406], std = [0.229, 0.224, 0.225], channels = "gray_to_rgb"). Unset: as the data."""
+
+    size: list[int] = _positive_ints([], (0, 2), "[224, 224]")  # [H, W], resized bilinearly
+    pixel_scale: float = _at_least(0.0, 0.0)  # 0: the data's
+    mean: list[float] = field(default_factory=list)  # per teacher channel; []: the data's
+    std: list[float] = field(default_factory=list, metadata={"item_min": 1e-12})
+    # "reversed": RGB data to a BGR teacher; "gray_to_rgb": one data channel repeated for a 3-channel teacher.
+    channels: str = _choice("as_data", "as_data", "reversed", "gray_to_rgb")
+
+    @property
+    def given(self) -> bool:
+        return self != TeacherInputConfig()
+
+
+@dataclass(frozen=True)
 class TeacherConfig:
     """The user's teacher (factory + checkpoint) or the built-in ConvNet trained here."""
 
@@ -101,6 +119,7 @@ class TeacherConfig:
     epochs: int = _at_least(30, 1)
     batch_size: int = _at_least(64, 1)
     lr: float = _at_least(2e-3, 0.0)
+    input: TeacherInputConfig = field(default_factory=TeacherInputConfig)
     # Before distilling, every teacher's validation accuracy must reach this floor (0: chance plus
     # 15% of the way from chance to perfect, e.g. 0.235 for 10 classes); false skips the check.
     min_accuracy: float = _between(0.0, 0.0, 1.0)

@@ -40,7 +40,7 @@ def train_student(config: BuildConfig, dataset_path: Path, teacher_model: Path, 
     from edge_distill.distill.augment import augmentation_kind
     from edge_distill.distill.chain import Link, train_chain
     from edge_distill.distill.methods import describe_methods
-    from edge_distill.distill.teachers import load_teachers
+    from edge_distill.distill.teachers import load_teachers, teacher_input
     from edge_distill.distill.trainer import accuracy, set_torch_threads, world
     from edge_distill.models.loading import build_from_config, count_params
 
@@ -50,7 +50,9 @@ def train_student(config: BuildConfig, dataset_path: Path, teacher_model: Path, 
     x_train, y_train = dataset.training_set()
     mode, why = teacher_outputs_mode(cfg)
     progress(f"teacher outputs: {mode} ({why})")
-    teachers = load_teachers(config.teacher, config.seed, dataset.input_shape, dataset.num_classes, teacher_model)
+    prepare = teacher_input(config.teacher, dataset.preprocessing, dataset.input_shape)
+    teachers = load_teachers(config.teacher, config.seed, dataset.input_shape, dataset.num_classes, teacher_model,
+                             prepare=prepare)
     cached = np.load(teacher_logits) if mode == "cached" else None  # (M, N, K)
 
     def build(size: dict | None, step: int):

@@ -22,9 +22,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from edge_distill.config import TeacherConfig
+from edge_distill.config import TeacherConfig, TeacherInputConfig
 from edge_distill.distill.losses import combine_teachers
-from edge_distill.errors import InputFileError, ModelError, describe
+from edge_distill.errors import ConfigError, InputFileError, ModelError, describe
 from edge_distill.models.formats import sniff_format
 from edge_distill.models.loading import build_from_config, check_output_size, eval_mode, load_checkpoint
 
@@ -47,6 +47,7 @@ class Teacher:
     format: str  # "state_dict" | "torchscript" | "torch.export" | "onnx"
     predict: Callable[[torch.Tensor], torch.Tensor]  # (B, *input) -> (B, K), no gradient
     module: nn.Module | None = None  # for re-export to ONNX; None for an ONNX teacher
+    prepare: nn.Module | None = None  # TeacherInput: the build's samples -> the teacher's own input
 
     @property
     def hookable(self) -> bool:
@@ -84,14 +85,15 @@ def from_module(module: nn.Module, name: str = "teacher") -> Teacher:
 
 
 def load_teacher_file(path: Path, name: str, input_shape: tuple[int, ...], num_classes: int,
-                      build_module: Callable[[], nn.Module] | None = None) -> Teacher:
+                      build_module: Callable[[], nn.Module] | None = None, prepare: TeacherInput | None = None) -> Teacher:
     """Load any teacher file and check that it maps the data's inputs to `num_classes` logits.
-    A plain state_dict needs `build_module` (the configured architecture) to load into."""
+    A plain state_dict needs `build_module` (the configured architecture) to load into; `prepare`
+    converts the data's samples to the teacher's own input first (`teacher.input`)."""
     if not path.is_file():
         raise InputFileError(f"{name}: {path} not found", "check the path")
     kind = sniff_format(path)
     if kind == "onnx":
-        teacher = _onnx_teacher(path, name, input_shape)
+        teacher = _onnx_teacher(path, name, prepare.output_shape if prepare is not None else input_shape, prepare)
     else:
         try:
             if kind == "torchscript":
@@ -117,10 +119,13 @@ def load_teacher_file(path: Path, name: str, input_shape: tuple[int, ...], num_c
         except Exception as e:
             raise InputFileError(f"{name}: {path} is not a loadable {kind} file ({describe(e)})") from None
         eval_mode(module)
-        teacher = Teacher(name, kind, _without_grad(module), module)
+        teacher = Teacher(name, kind, _without_grad(module if prepare is None else WithInput(prepare, module)),
+                          module, prepare)
     # An odd batch size: a graph exported with a fixed batch (often 1 or 2) fails here, not mid-training.
     check_output_size(teacher.predict, input_shape, num_classes, name, batch=3,
-                      run_hint="export it with a dynamic batch axis, e.g. dynamic_shapes=({0: torch.export.Dim('batch')},)")
+                      run_hint="if it takes another input than the data's, describe it in [teacher.input] (size, "
+                               "channels, mean, std); with a fixed batch, export it with a dynamic batch axis, e.g. "
+                               "dynamic_shapes=({0: torch.export.Dim('batch')},)")
     return teacher
 
 
@@ -187,7 +192,7 @@ def _only_weights_unpickled():
             os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = before
 
 
-def _onnx_teacher(path: Path, name: str, input_shape: tuple[int, ...]) -> Teacher:
+def _onnx_teacher(path: Path, name: str, input_shape: tuple[int, ...], prepare: nn.Module | None = None) -> Teacher:
     import onnxruntime as ort
 
     try:
@@ -202,9 +207,11 @@ def _onnx_teacher(path: Path, name: str, input_shape: tuple[int, ...]) -> Teache
         not isinstance(d, int) or d == e for d, e in zip(declared[1:], input_shape))
     if not fits:
         shown = "(" + ", ".join(str(d) if isinstance(d, int) else "?" for d in declared) + ")"
+        given = "teacher.input gives" if prepare is not None else "the data gives"
         raise ModelError(f"{name}: {path} takes input '{inputs[0].name}' of shape {shown}, "
-                         f"the data gives (batch, {', '.join(map(str, input_shape))})",
-                         "export the teacher for the data's input shape, or resize the data (data.image_size)")
+                         f"{given} (batch, {', '.join(map(str, input_shape))})",
+                         "describe the teacher's own input ([teacher.input] size, channels, mean, std), or "
+                         "resize the data (data.image_size)")
     if isinstance(declared[0], int):
         raise ModelError(f"{name}: {path} has a fixed batch size of {declared[0]}",
                          "export the teacher with a dynamic batch axis")
@@ -213,9 +220,11 @@ def _onnx_teacher(path: Path, name: str, input_shape: tuple[int, ...]) -> Teache
     input_name = inputs[0].name
 
     def predict(x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            x = prepare(x) if prepare is not None else x
         return torch.from_numpy(session.run(None, {input_name: x.detach().numpy()})[0])
 
-    return Teacher(name, "onnx", predict)
+    return Teacher(name, "onnx", predict, prepare=prepare)
 
 
 class TeacherEnsemble:
@@ -246,26 +255,35 @@ class TeacherEnsemble:
         return predict_batched(lambda batch: self.predict(batch, temperature), x)
 
 
-def load_ensemble_members(cfg: TeacherConfig, input_shape: tuple[int, ...], num_classes: int) -> list[Teacher]:
+def teacher_input(cfg: TeacherConfig, preprocessing: dict, input_shape: tuple[int, ...]) -> TeacherInput | None:
+    """The conversion to the teacher's own input, or None when `teacher.input` is not given."""
+    return TeacherInput(preprocessing, cfg.input, input_shape) if cfg.input.given else None
+
+
+def load_ensemble_members(cfg: TeacherConfig, input_shape: tuple[int, ...], num_classes: int,
+                          prepare: TeacherInput | None = None) -> list[Teacher]:
     """The teacher.ensemble files, each checked against the data."""
-    return [load_teacher_file(Path(f), f"teacher.ensemble[{i}] ({f})", input_shape, num_classes)
+    return [load_teacher_file(Path(f), f"teacher.ensemble[{i}] ({f})", input_shape, num_classes, prepare=prepare)
             for i, f in enumerate(cfg.ensemble)]
 
 
 def load_main_teacher(cfg: TeacherConfig, seed: int, input_shape: tuple[int, ...], num_classes: int,
-                      teacher_model: Path, name: str = "teacher") -> Teacher:
-    """The teacher in `teacher_model`, of any format; a state_dict loads into the configured architecture."""
+                      teacher_model: Path, name: str = "teacher", prepare: TeacherInput | None = None) -> Teacher:
+    """The teacher in `teacher_model`, of any format; a state_dict loads into the configured
+    architecture, built for the teacher's own input shape."""
+    own_shape = prepare.output_shape if prepare is not None else input_shape
     return load_teacher_file(teacher_model, name, input_shape, num_classes,
-                             lambda: build_from_config(cfg, "teacher", seed, input_shape, num_classes))
+                             lambda: build_from_config(cfg, "teacher", seed, own_shape, num_classes), prepare)
 
 
 def load_teachers(cfg: TeacherConfig, seed: int, input_shape: tuple[int, ...], num_classes: int, teacher_model: Path,
-                  name: str = "teacher", members: Sequence[Teacher] | None = None) -> TeacherEnsemble:
+                  name: str = "teacher", members: Sequence[Teacher] | None = None,
+                  prepare: TeacherInput | None = None) -> TeacherEnsemble:
     """The main teacher from `teacher_model` (see `load_main_teacher`), plus the ensemble files
     (`members` when already loaded), weighted as configured."""
-    main = load_main_teacher(cfg, seed, input_shape, num_classes, teacher_model, name)
+    main = load_main_teacher(cfg, seed, input_shape, num_classes, teacher_model, name, prepare)
     if members is None:
-        members = load_ensemble_members(cfg, input_shape, num_classes)
+        members = load_ensemble_members(cfg, input_shape, num_classes, prepare)
     return TeacherEnsemble([main, *members], cfg.ensemble_weights)
 
 
@@ -295,4 +313,59 @@ def check_teacher_accuracy(cfg: TeacherConfig, members: list[dict], num_classes:
                 f"floor {floor:.3f} (chance is {1 / num_classes:.3f}): it has nothing to teach",
                 "check what it receives: this build's normalization (dataset.json preprocessing), the label order, "
                 "the input size; or set teacher.min_accuracy / teacher.check_accuracy = false")
+
+
+class TeacherInput(nn.Module):
+    """This build's preprocessed samples -> what a pretrained teacher was trained on (`teacher.input`):
+    back to raw pixels with the data's statistics, channels converted, the teacher's own scale, mean
+    and std, then a bilinear resize. All of it is ONNX-exportable, so the exported teacher takes the
+    build's inputs like every other variant."""
+
+    def __init__(self, data: dict, cfg: TeacherInputConfig, sample_shape: tuple[int, ...]):
+        super().__init__()
+        channels = 3 if cfg.channels == "gray_to_rgb" else sample_shape[0]
+        if cfg.channels == "gray_to_rgb" and sample_shape[0] != 1:
+            raise ConfigError(f"teacher.input.channels = 'gray_to_rgb' needs one-channel data, it has {sample_shape[0]}")
+        for key in ("mean", "std"):
+            given = getattr(cfg, key)
+            if given and len(given) != channels:
+                raise ConfigError(f"teacher.input.{key} has {len(given)} value(s), the teacher takes {channels} channel(s)")
+        if cfg.size and len(sample_shape) != 3:
+            raise ConfigError("teacher.input.size resizes images; this data is 1-D signals")
+        per_channel = (1, -1) + (1,) * (len(sample_shape) - 1)
+
+        def stats(values, fallback):
+            chosen = values or ([fallback[0]] * channels if len(fallback) == 1 and channels == 3 else fallback)
+            return torch.tensor(chosen, dtype=torch.float32).reshape(per_channel)
+
+        self.register_buffer("data_mean", torch.tensor(data["mean"], dtype=torch.float32).reshape(per_channel))
+        self.register_buffer("data_std", torch.tensor(data["std"], dtype=torch.float32).reshape(per_channel))
+        self.data_scale = float(data["pixel_scale"])
+        self.teacher_scale = cfg.pixel_scale or self.data_scale
+        self.register_buffer("teacher_mean", stats(cfg.mean, data["mean"]))
+        self.register_buffer("teacher_std", stats(cfg.std, data["std"]))
+        self.channels, self.size = cfg.channels, tuple(cfg.size)
+        self.output_shape = (channels, *(self.size or sample_shape[1:]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, C_t, H_t, W_t)
+        pixels = (x * self.data_std + self.data_mean) / self.data_scale
+        if self.channels == "reversed":
+            pixels = pixels.flip(1)
+        elif self.channels == "gray_to_rgb":
+            pixels = pixels.repeat(1, 3, *([1] * (pixels.ndim - 2)))
+        x = (pixels * self.teacher_scale - self.teacher_mean) / self.teacher_std
+        if self.size:
+            x = torch.nn.functional.interpolate(x, size=self.size, mode="bilinear", align_corners=False)
+        return x
+
+
+class WithInput(nn.Module):
+    """A teacher module behind its TeacherInput: what the export stage writes for the benchmark."""
+
+    def __init__(self, prepare: TeacherInput, teacher: nn.Module):
+        super().__init__()
+        self.prepare, self.teacher = prepare, teacher
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.teacher(self.prepare(x))
 

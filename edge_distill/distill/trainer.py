@@ -108,7 +108,7 @@ class Distillation(Objective):
         with torch.no_grad():
             final = student(sample)
             if self.hint_layers:
-                main.module(sample)
+                main.predict(sample)  # through the teacher's own input conversion, if any
         student.train(was_training)
         conv = nn.Conv2d if len(input_shape) == 3 else nn.Conv1d
         self.adapters = nn.ModuleDict()

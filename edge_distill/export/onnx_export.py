@@ -60,3 +60,33 @@ def check_export_parity(model: nn.Module, path: Path, x: np.ndarray, atol: float
     eval_mode(model)
     reference = {OUTPUT_NAME: model(torch.from_numpy(x)).numpy().astype(np.float64)}
     return compare_outputs(reference, run_onnx(path, x), atol, rtol, f"export parity of {path.name}")
+
+
+def prepend_onnx(prepare: nn.Module, sample: np.ndarray, model: Path, out: Path, opset: int) -> None:
+    """`out` = `model` fed through `prepare` (exported from PyTorch), as one ONNX graph: a black-box
+    ONNX teacher behind its own input conversion, so that it takes the build's inputs."""
+    import tempfile
+
+    import onnx
+    from onnx import compose, version_converter
+
+    with tempfile.TemporaryDirectory() as tmp:
+        export_onnx(prepare, sample, Path(tmp) / "prepare.onnx", opset)
+        first = onnx.load(str(Path(tmp) / "prepare.onnx"))
+    second = onnx.load(str(model))
+    try:
+        second_opset = next(o.version for o in second.opset_import if o.domain in ("", "ai.onnx"))
+        if second_opset != opset:  # one opset for the merged graph: the teacher's is converted
+            second = version_converter.convert_version(second, opset)
+        first.ir_version = second.ir_version = max(first.ir_version, second.ir_version)
+        merged = compose.merge_models(first, second, io_map=[(OUTPUT_NAME, second.graph.input[0].name)],
+                                      prefix1="prepare/")
+        prefixed = merged.graph.input[0].name  # the input keeps its name: "input", as every variant's
+        merged.graph.input[0].name = INPUT_NAME
+        for node in merged.graph.node:
+            node.input[:] = [INPUT_NAME if name == prefixed else name for name in node.input]
+        onnx.checker.check_model(merged)
+    except Exception as e:
+        raise ModelError(f"{model.name}: cannot put teacher.input's conversion in front of it ({describe(e)})",
+                         "export the teacher with an input that takes this build's preprocessing") from None
+    onnx.save(merged, str(out))

@@ -7,7 +7,7 @@ import onnx
 import pytest
 import torch
 
-from edge_distill.errors import ConfigError
+from edge_distill.errors import ConfigError, ModelError
 from edge_distill.export.onnx_export import export_onnx
 from edge_distill.models.families import ConvNet
 from edge_distill.pipeline.build import build, run_pipeline
@@ -156,3 +156,61 @@ def test_onnx_teacher_with_external_data_as_torch_writes_it_by_default(tiny_cach
     (tmp_path / "t.onnx.data").write_bytes(bytes(data))
     again = run_pipeline(config, tiny_cache, "teacher")
     assert not again.steps[-1].cached
+
+
+def _teacher_trained_on_its_own_input(tmp_path, kind: str):
+    """A teacher trained on digits as *it* sees them: RGB, 16x16, its own scale, mean and std."""
+    from edge_distill.config import TeacherInputConfig
+    from edge_distill.data.dataset import load_dataset
+    from edge_distill.distill.teachers import TeacherInput
+
+    own = TeacherInputConfig(size=[16, 16], pixel_scale=1 / 16, mean=[0.5, 0.5, 0.5], std=[0.25, 0.25, 0.25],
+                             channels="gray_to_rgb")
+    dataset = load_dataset(tiny_config().data, seed=0)
+    prepare = TeacherInput(dataset.preprocessing, own, dataset.input_shape)
+    with torch.no_grad():
+        x = prepare(torch.from_numpy(dataset.x["train"]))  # (N, 3, 16, 16): what it was trained on
+    y = torch.from_numpy(dataset.y["train"])
+    torch.manual_seed(0)
+    teacher = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 16 * 16, 10))
+    optimizer = torch.optim.Adam(teacher.parameters(), lr=0.01)
+    for _ in range(150):
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(teacher(x), y).backward()
+        optimizer.step()
+    teacher.eval()
+    path = tmp_path / f"own.{kind}"
+    if kind == "onnx":
+        export_onnx(teacher, x[:2].numpy(), path, 17)  # another opset than the build's: converted when merged
+    else:
+        torch.jit.save(torch.jit.trace(teacher, x[:2]), path)
+    return path
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["onnx", "ts"])
+def test_a_pretrained_teacher_sees_its_own_preprocessing(tmp_path, kind):
+    teacher_file = _teacher_trained_on_its_own_input(tmp_path, kind)
+    own = ["teacher.input.size=[16, 16]", "teacher.input.pixel_scale=0.0625", "teacher.input.mean=[0.5, 0.5, 0.5]",
+           "teacher.input.std=[0.25, 0.25, 0.25]", "teacher.input.channels='gray_to_rgb'"]
+    config = tiny_config(f"teacher.file='{teacher_file}'", "teacher.check_accuracy=true", *own)
+    run = run_pipeline(config, tmp_path / "cache", "export")
+    report = json.loads(run.artifacts["teacher.json"].read_text())
+    assert report["val_accuracy"] > 0.9 and report["input"]["shape"] == [3, 16, 16]  # it sees what it learned on
+    # The exported teacher takes the build's inputs (1x8x8) and scores like the teacher itself.
+    from edge_distill.data.dataset import Dataset
+    from edge_distill.export.onnx_io import run_onnx
+
+    exported = onnx.load(str(run.artifacts["teacher_fp32.onnx"]))
+    assert [d.dim_value or d.dim_param for d in exported.graph.input[0].type.tensor_type.shape.dim][1:] == [1, 8, 8]
+    dataset = Dataset.load(run.artifacts["dataset.npz"])
+    (logits,) = run_onnx(run.artifacts["teacher_fp32.onnx"], dataset.x["test"]).values()
+    assert float((logits.argmax(1) == dataset.y["test"]).mean()) == pytest.approx(report["test_accuracy"], abs=0.01)
+    with pytest.raises(ModelError, match="cannot run on inputs|takes input"):  # fed the build's own inputs instead
+        run_pipeline(tiny_config(f"teacher.file='{teacher_file}'", "teacher.check_accuracy=true"), tmp_path / "c2",
+                     "teacher")
+
+
+def test_teacher_input_is_for_pretrained_teachers_only(tmp_path):
+    with pytest.raises(ConfigError, match="teacher.input describes a pretrained teacher's own preprocessing"):
+        run_pipeline(tiny_config("teacher.input.size=[16, 16]"), tmp_path / "cache", "teacher")

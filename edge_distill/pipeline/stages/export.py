@@ -31,8 +31,8 @@ class ExportStage(ConfiguredStage):
         import torch
 
         from edge_distill.data.dataset import Dataset
-        from edge_distill.distill.teachers import load_main_teacher
-        from edge_distill.export.onnx_export import check_export_parity, export_onnx
+        from edge_distill.distill.teachers import WithInput, load_main_teacher, teacher_input
+        from edge_distill.export.onnx_export import check_export_parity, export_onnx, prepend_onnx
         from edge_distill.export.onnx_io import load_onnx
         from edge_distill.models.loading import build_from_config, count_params
 
@@ -41,16 +41,24 @@ class ExportStage(ConfiguredStage):
         shape, classes = dataset.input_shape, dataset.num_classes
         samples = dataset.x["val"][: cfg.parity_samples]
         report: dict[str, Any] = {"exporter": "torch.onnx.export(dynamo=True)", "opset": cfg.opset}
-        teacher = load_main_teacher(self.config.teacher, seed, shape, classes, inputs["teacher.model"])
+        prepare = teacher_input(self.config.teacher, dataset.preprocessing, shape)
+        teacher = load_main_teacher(self.config.teacher, seed, shape, classes, inputs["teacher.model"], prepare=prepare)
         if teacher.format == "onnx":  # a black-box teacher is measured as the user gave it
-            shutil.copyfile(inputs["teacher.model"], out / "teacher_fp32.onnx")
-            params = sum(int(np.prod(t.dims)) for t in load_onnx(out / "teacher_fp32.onnx").graph.initializer)
+            if prepare is None:
+                shutil.copyfile(inputs["teacher.model"], out / "teacher_fp32.onnx")
+            else:  # ... behind its own input conversion, so that it takes the build's inputs like the students
+                progress("putting teacher.input's conversion in front of the ONNX teacher")
+                prepend_onnx(prepare, samples, inputs["teacher.model"], out / "teacher_fp32.onnx", cfg.opset)
+            params = sum(int(np.prod(t.dims)) for t in load_onnx(out / "teacher_fp32.onnx").graph.initializer
+                         if not t.name.startswith("prepare/"))
             report["teacher"] = {"params": params, "format": "onnx", "exported": False}
         else:
             progress(f"exporting the teacher to ONNX (opset {cfg.opset})")
-            export_onnx(teacher.module, samples, out / "teacher_fp32.onnx", cfg.opset)
-            diffs = check_export_parity(teacher.module, out / "teacher_fp32.onnx", samples, cfg.parity_atol,
-                                        cfg.parity_rtol)
+            module = teacher.module if prepare is None else WithInput(prepare, teacher.module)
+            if prepare is not None and teacher.format == "torchscript":  # the TorchScript exporter takes it traced
+                module = torch.jit.trace(module, torch.from_numpy(samples[:2]))
+            export_onnx(module, samples, out / "teacher_fp32.onnx", cfg.opset)
+            diffs = check_export_parity(module, out / "teacher_fp32.onnx", samples, cfg.parity_atol, cfg.parity_rtol)
             report["teacher"] = {"params": count_params(teacher.module), "format": teacher.format,
                                  "parity_max_abs_diff": diffs, "parity_samples": len(samples)}
         progress(f"exporting the student to ONNX (opset {cfg.opset})")

@@ -27,6 +27,10 @@ class TeacherStage(ConfiguredStage):
 
     def check(self):
         cfg = self.config.teacher
+        if cfg.input.given and not (cfg.file or cfg.checkpoint):
+            raise ConfigError("teacher.input describes a pretrained teacher's own preprocessing, but the teacher "
+                              "is trained here, on this build's data", "drop [teacher.input], or give teacher.file "
+                              "or teacher.checkpoint")
         if cfg.file and (cfg.checkpoint or cfg.factory):
             given = " and ".join(f"teacher.{k}" for k in ("factory", "checkpoint") if getattr(cfg, k))
             raise ConfigError(f"teacher.file and {given} both name a teacher", "give either a whole-model file "
@@ -41,7 +45,7 @@ class TeacherStage(ConfiguredStage):
 
         from edge_distill.data.dataset import Dataset
         from edge_distill.distill.teachers import (check_teacher_accuracy, copy_teacher_file, load_ensemble_members,
-                                                   load_teachers, member_accuracies)
+                                                   load_teachers, member_accuracies, teacher_input)
         from edge_distill.distill.trainer import FitSettings, fit, set_torch_threads
         from edge_distill.models.loading import build_from_config, count_params, load_checkpoint
         from edge_distill.progress import progress_bar
@@ -50,14 +54,17 @@ class TeacherStage(ConfiguredStage):
         report: dict[str, Any] = {"torch_threads": set_torch_threads(self.config.distill.threads)}
         dataset = Dataset.load(inputs["dataset.npz"])
         shape, classes = dataset.input_shape, dataset.num_classes
-        members = load_ensemble_members(cfg, shape, classes)  # a bad ensemble file costs no training
+        prepare = teacher_input(cfg, dataset.preprocessing, shape)
+        if prepare is not None:
+            report["input"] = dataclasses.asdict(cfg.input) | {"shape": list(prepare.output_shape)}
+        members = load_ensemble_members(cfg, shape, classes, prepare)  # a bad ensemble file costs no training
         if cfg.file:
             progress(f"loading the teacher from {cfg.file}")
-            teachers = load_teachers(cfg, seed, shape, classes, Path(cfg.file), "teacher.file", members)
+            teachers = load_teachers(cfg, seed, shape, classes, Path(cfg.file), "teacher.file", members, prepare)
             copy_teacher_file(Path(cfg.file), out / "teacher.model", "teacher.file")
             report |= {"source": cfg.file, "format": teachers.teachers[0].format, "trained_here": False}
         else:
-            model = build_from_config(cfg, "teacher", seed, shape, classes)
+            model = build_from_config(cfg, "teacher", seed, prepare.output_shape if prepare else shape, classes)
             report["source"] = cfg.factory or f"built-in {cfg.family}(width={cfg.width}, depth={cfg.depth})"
             if cfg.checkpoint:
                 progress(f"loading teacher weights from {cfg.checkpoint}")
@@ -69,7 +76,7 @@ class TeacherStage(ConfiguredStage):
                 report |= {"trained_here": True, "epochs": cfg.epochs, "best_epoch": history.best_epoch}
             torch.save(model.state_dict(), out / "teacher.model")
             report |= {"format": "state_dict", "params": count_params(model)}
-            teachers = load_teachers(cfg, seed, shape, classes, out / "teacher.model", members=members)
+            teachers = load_teachers(cfg, seed, shape, classes, out / "teacher.model", members=members, prepare=prepare)
         report["members"] = member_accuracies(teachers, dataset.x, dataset.y)
         check_teacher_accuracy(cfg, report["members"], classes)  # before the long part: outputs, distillation
         progress(f"computing the outputs of {len(teachers.teachers)} teacher(s) on "
