@@ -94,7 +94,10 @@ def config_options(fn):
                      help="A whole teacher: TorchScript, torch.export (.pt2) or ONNX file, used as it is."),
         click.option("--transfer", type=click.Path(path_type=Path),
                      help="Unlabeled transfer data: an image folder (no class folders) or an .npz with x."),
-        click.option("--nproc", type=click.IntRange(min=1), help="Distill in N processes under torchrun (DDP)."),
+        click.option("--nproc", type=click.IntRange(min=1), help="Distill in N processes under torchrun (DDP), per node."),
+        click.option("--nnodes", type=click.IntRange(min=1), help="Distill on N machines (every one runs this command)."),
+        click.option("--node-rank", type=click.IntRange(min=0), help="This machine's number, 0..nnodes-1."),
+        click.option("--rendezvous", metavar="HOST:PORT", help="Node 0's address and a free port, the same on every node."),
         click.option("--student", help="Student factory 'package.module:function' (default: built-in ConvNet)."),
         click.option("--search-quantization", is_flag=True, default=None,
                       help="Try every quantization recipe; ship the fastest within the accuracy budget."),
@@ -142,7 +145,7 @@ def _benchmark_overrides(kwargs: dict) -> dict:
 
 
 def _load_config(profile, config_file, overrides, data, teacher, teacher_checkpoint, teacher_file, transfer, nproc,
-                 student, search_quantization, max_accuracy_drop, extra: tuple = ()):
+                 nnodes, node_rank, rendezvous, student, search_quantization, max_accuracy_drop, extra: tuple = ()):
     """The config from the shared options; each flag reaches the library as a typed Setting naming it."""
     from edge_distill.config import Setting, load_config
 
@@ -150,6 +153,8 @@ def _load_config(profile, config_file, overrides, data, teacher, teacher_checkpo
              ("teacher.checkpoint", teacher_checkpoint, "--teacher-checkpoint"),
              ("teacher.file", teacher_file, "--teacher-file"), ("data.transfer", transfer, "--transfer"),
              ("student.factory", student, "--student"), ("distill.nproc", nproc, "--nproc"),
+             ("distill.nnodes", nnodes, "--nnodes"), ("distill.node_rank", node_rank, "--node-rank"),
+             ("distill.rendezvous", rendezvous, "--rendezvous"),
              ("quantize.max_accuracy_drop", max_accuracy_drop, "--max-accuracy-drop"), *extra]
     settings = [Setting(key, str(value) if isinstance(value, Path) else value, origin)
                 for key, value, origin in flags if value is not None]

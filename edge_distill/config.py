@@ -164,7 +164,11 @@ class DistillConfig:
     # Teacher outputs: "cached" computes them once (and the stage cache keeps them across builds),
     # "per_step" on every batch; "auto" caches unless augmentation or feature hints need them live.
     teacher_outputs: str = _choice("auto", "auto", "cached", "per_step")
-    nproc: int = _at_least(1, 1)  # processes under torchrun (DistributedDataParallel, gloo on CPU)
+    nproc: int = _at_least(1, 1)  # processes under torchrun (DistributedDataParallel, gloo on CPU), per node
+    # Several machines: every node runs the same build with its node_rank; node 0 listens at rendezvous.
+    nnodes: int = _at_least(1, 1)
+    node_rank: int = _at_least(0, 0)
+    rendezvous: str = field(default="", metadata={"pattern": (r"([^\s:]+:\d+)?", "HOST:PORT of node 0, e.g. 10.0.0.1:29500")})
     # torch threads per training process (teacher and student); 0: this machine's cores divided among
     # the processes. Set, never left to torch: oversubscribed threads on a shared 2-core host made a
     # training step 10x slower.

@@ -37,18 +37,32 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def launch_command(config: BuildConfig, spec: Path) -> list[str]:
+    """The torchrun launch: one node on 127.0.0.1 and a free port, or node `node_rank` of `nnodes`
+    meeting at node 0's `rendezvous` (static rendezvous: every node gives the same HOST:PORT)."""
+    cfg = config.distill
+    if cfg.nnodes > 1:
+        host, port = cfg.rendezvous.rsplit(":", 1)
+        where = ["--nnodes", str(cfg.nnodes), "--node-rank", str(cfg.node_rank), "--master-addr", host,
+                 "--master-port", port]
+    else:
+        where = ["--nnodes", "1", "--master-addr", "127.0.0.1", "--master-port", str(_free_port()),
+                 "--local-addr", "127.0.0.1"]
+    return [sys.executable, "-m", "torch.distributed.run", *where, "--nproc-per-node", str(cfg.nproc),
+            "-m", "edge_distill.distill.distributed", str(spec)]
+
+
 def run_distributed(config: BuildConfig, inputs: Mapping[str, Path], out: Path, progress: Progress) -> None:
-    """`train_student` in `config.distill.nproc` processes (`inputs`: its dataset.npz, teacher.model
-    and teacher_logits.npy); rank 0 fills `out`."""
-    nproc = config.distill.nproc
+    """`train_student` in `config.distill.nproc` processes on this node, of `nnodes` (`inputs`: its
+    dataset.npz, teacher.model and teacher_logits.npy); this node's first process fills `out` with
+    the student every node shares."""
+    nproc = config.distill.nproc * config.distill.nnodes
     with tempfile.TemporaryDirectory() as tmp:
         spec = Path(tmp) / "spec.json"
         spec.write_text(json.dumps({"config": config.to_dict(), "inputs": {k: str(v) for k, v in inputs.items()},
                                     "out": str(out)}))
-        command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", str(nproc),
-                   "--master-addr", "127.0.0.1", "--master-port", str(_free_port()), "--local-addr", "127.0.0.1",
-                   "-m", "edge_distill.distill.distributed", str(spec)]
-        progress(f"distill: {nproc} processes under torchrun (DistributedDataParallel, "
+        command = launch_command(config, spec)
+        progress(f"distill: {nproc} processes on {config.distill.nnodes} node(s) under torchrun (DistributedDataParallel, "
                  f"{'nccl' if _cuda() else 'gloo'}): {' '.join(command[1:])}")
         env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))  # train_student sets torch's
         with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) as proc:
@@ -91,18 +105,22 @@ def main(spec_path: str) -> int:
 
     spec = json.loads(Path(spec_path).read_text())
     dist.init_process_group("nccl" if _cuda() else "gloo")
-    rank = dist.get_rank()
+    # Each node's first process writes this node's copy of the outputs (the same on every node).
+    writer = int(os.environ.get("LOCAL_RANK", "0")) == 0
     inputs = {k: Path(v) for k, v in spec["inputs"].items()}
-    out = Path(spec["out"]) if rank == 0 else Path(tempfile.mkdtemp())
+    out = Path(spec["out"]) if writer else Path(tempfile.mkdtemp())
     try:
         train_student(config_from_dict(spec["config"]), inputs["dataset.npz"], inputs["teacher.model"],
                       inputs["teacher_logits.npy"], out,
-                      lambda message: _say(PROGRESS_PREFIX + message) if rank == 0 else None)
+                      lambda message: _say(PROGRESS_PREFIX + message) if writer else None, writer=writer)
+        # Leave together: a process that tears its connections down while a peer is still in its
+        # last collective makes gloo abort that peer (SIGABRT).
+        dist.barrier()
     except errors.EdgeDistillError as e:
         _say(ERROR_PREFIX + json.dumps({"type": type(e).__name__, "message": e.message, "hint": e.hint}))
         return 1
     finally:
-        if rank != 0:
+        if not writer:
             shutil.rmtree(out, ignore_errors=True)
         dist.destroy_process_group()
     return 0

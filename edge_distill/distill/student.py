@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,9 +31,11 @@ def teacher_outputs_mode(cfg: DistillConfig) -> tuple[str, str]:
 
 
 def train_student(config: BuildConfig, dataset_path: Path, teacher_model: Path, teacher_logits: Path, out: Path,
-                  progress: Callable[[str], None]) -> None:
+                  progress: Callable[[str], None], writer: bool | None = None) -> None:
     """Train the configured chain (assistants, generations) from the teachers, optionally fine-tune
-    it quantization-aware, and (rank 0) write `student.pt` and `distill.json` into `out`."""
+    it quantization-aware, and write `student.pt` and `distill.json` into `out` if `writer` (default:
+    rank 0). Under torchrun every process ends with rank 0's student and report, so each node's
+    writer writes the same files."""
     import numpy as np
     import torch
 
@@ -45,7 +48,7 @@ def train_student(config: BuildConfig, dataset_path: Path, teacher_model: Path, 
     from edge_distill.models.loading import build_from_config, count_params
 
     cfg = config.distill
-    threads = set_torch_threads(cfg.threads, world()[1])
+    threads = set_torch_threads(cfg.threads, int(os.environ.get("LOCAL_WORLD_SIZE", world()[1])))  # per node
     dataset = Dataset.load(dataset_path)
     x_train, y_train = dataset.training_set()
     mode, why = teacher_outputs_mode(cfg)
@@ -74,9 +77,8 @@ def train_student(config: BuildConfig, dataset_path: Path, teacher_model: Path, 
 
         report["qat"] = fine_tune_quant_aware(result, dataset, x_train, y_train, cfg, config.quantize, config.seed,
                                               progress)
-    if world()[0] != 0:
-        return
-    torch.save(student.state_dict(), out / "student.pt")
+    if world()[1] > 1:  # BatchNorm statistics and the chosen epoch are per process: rank 0's are the student
+        _broadcast_weights(student)
     student_cfg = config.student
     report |= {
         "methods": describe_methods(config),
@@ -97,4 +99,26 @@ def train_student(config: BuildConfig, dataset_path: Path, teacher_model: Path, 
         "val_accuracy": accuracy(student, dataset.x["val"], dataset.y["val"]),
         "test_accuracy": accuracy(student, dataset.x["test"], dataset.y["test"]),
     }
+    if world()[1] > 1:
+        report = _broadcast_report(report)
+    if not (world()[0] == 0 if writer is None else writer):
+        return
+    torch.save(student.state_dict(), out / "student.pt")
     (out / "distill.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+
+
+def _broadcast_weights(student) -> None:
+    """Every process takes rank 0's weights and buffers, in place."""
+    import torch.distributed as dist
+
+    for tensor in student.state_dict().values():
+        dist.broadcast(tensor, src=0)
+
+
+def _broadcast_report(report: dict) -> dict:
+    """Rank 0's report, in every process (its chain history is the one the student came from)."""
+    import torch.distributed as dist
+
+    shared = [report]
+    dist.broadcast_object_list(shared, src=0)
+    return shared[0]

@@ -214,3 +214,31 @@ def test_a_pretrained_teacher_sees_its_own_preprocessing(tmp_path, kind):
 def test_teacher_input_is_for_pretrained_teachers_only(tmp_path):
     with pytest.raises(ConfigError, match="teacher.input describes a pretrained teacher's own preprocessing"):
         run_pipeline(tiny_config("teacher.input.size=[16, 16]"), tmp_path / "cache", "teacher")
+
+
+@pytest.mark.slow
+def test_two_nodes_on_one_machine_train_one_student(tmp_path):
+    """Two torchrun agents on 127.0.0.1, each running the build as a node would: one student,
+    written alike on both nodes."""
+    import socket
+    import subprocess
+    import sys
+
+    from tests.conftest import TINY
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    settings = [arg for item in TINY for arg in ("--set", item)]
+    nodes = [subprocess.Popen([sys.executable, "-m", "edge_distill.cli", "distill", "--profile", "rpi4", *settings,
+                               "--nnodes", "2", "--node-rank", str(rank), "--rendezvous", f"127.0.0.1:{port}",
+                               "--cache-dir", str(tmp_path / f"node{rank}"), "--json"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for rank in (0, 1)]
+    results = [node.communicate(timeout=300) for node in nodes]
+    for node, (stdout, stderr) in zip(nodes, results):
+        assert node.returncode == 0, stderr[-2000:]
+    outputs = [json.loads(stdout)["outputs"] for stdout, _ in results]
+    weights = [open(o["student.pt"], "rb").read() for o in outputs]
+    reports = [json.loads(open(o["distill.json"]).read()) for o in outputs]
+    assert weights[0] == weights[1] and reports[0] == reports[1]  # the same student on both nodes
+    assert reports[0]["processes"] == 2

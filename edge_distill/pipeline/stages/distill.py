@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from edge_distill.errors import ConfigError
 from edge_distill.pipeline.stages.base import ConfiguredStage, architecture, factory_files, teacher_files
 
 
@@ -17,11 +18,15 @@ class DistillStage(ConfiguredStage):
     outputs = ("student.pt", "distill.json")
 
     def params(self):
+        # Where the processes run (nnodes, node_rank, rendezvous) does not change what they train.
+        distill = dataclasses.asdict(self.config.distill)
+        for key in ("node_rank", "rendezvous"):
+            distill.pop(key)
         params = {
             "teacher": architecture(self.config.teacher),
             "ensemble_weights": self.config.teacher.ensemble_weights,
             "student": dataclasses.asdict(self.config.student),
-            "distill": dataclasses.asdict(self.config.distill),
+            "distill": distill,
             "seed": self.config.seed,
         }
         if self.config.distill.qat_epochs:  # QAT trains in the profile's int8 scheme
@@ -39,9 +44,16 @@ class DistillStage(ConfiguredStage):
 
         check_methods(self.config)
         teacher_outputs_mode(self.config.distill)
+        cfg = self.config.distill
+        if cfg.node_rank >= cfg.nnodes:
+            raise ConfigError(f"distill.node_rank = {cfg.node_rank} with distill.nnodes = {cfg.nnodes}",
+                              f"number the nodes 0..{cfg.nnodes - 1}")
+        if cfg.nnodes > 1 and not cfg.rendezvous:
+            raise ConfigError(f"distill.nnodes = {cfg.nnodes} needs distill.rendezvous, node 0's HOST:PORT",
+                              "e.g. --rendezvous 10.0.0.1:29500, the same on every node")
 
     def run(self, inputs, out, progress):
-        if self.config.distill.nproc > 1:
+        if self.config.distill.nproc > 1 or self.config.distill.nnodes > 1:
             from edge_distill.distill.distributed import run_distributed
 
             run_distributed(self.config, inputs, out, progress)
