@@ -9,11 +9,9 @@ from typing import Any
 
 import numpy as np
 
-from edge_distill.bundle.reader import Bundle
-from edge_distill.errors import InputFileError
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-
+from edge_distill.bundle.reader import Bundle, normalize
+from edge_distill.data.readers import IMAGE_SUFFIXES, decode_image
+from edge_distill.errors import DataError, InputFileError
 
 def predict_files(bundle_path: Path, files: list[Path], top: int = 3) -> list[dict[str, Any]]:
     """For each file: the top classes with probabilities and the raw logits."""
@@ -27,7 +25,7 @@ def predict_files(bundle_path: Path, files: list[Path], top: int = 3) -> list[di
     results = []
     for file in files:
         raw = read_raw(file, raw_input, pre, sample_shape)  # (C, ...) on the raw scale
-        x = normalize(raw, pre)[None]  # (1, C, ...)
+        x = normalize(raw[None], pre)  # (1, C, ...)
         logits = session.run(None, {manifest["inputs"][0]["name"]: x})[0][0]  # (K,)
         probabilities = np.exp(logits - logits.max())
         probabilities /= probabilities.sum()
@@ -36,13 +34,6 @@ def predict_files(bundle_path: Path, files: list[Path], top: int = 3) -> list[di
                                                    for k in best],
                         "logits": [float(v) for v in logits]})
     return results
-
-
-def normalize(raw: np.ndarray, pre: dict[str, Any]) -> np.ndarray:
-    """The manifest's formula: x = (pixel * pixel_scale - mean[c]) / std[c]; raw is (C, ...)."""
-    per_channel = (slice(None),) + (None,) * (raw.ndim - 1)
-    mean, std = np.asarray(pre["mean"])[per_channel], np.asarray(pre["std"])[per_channel]
-    return ((raw * float(pre["pixel_scale"]) - mean) / std).astype(np.float32)
 
 
 def read_raw(file: Path, raw_input: dict[str, Any], pre: dict[str, Any], sample_shape: list[int]) -> np.ndarray:
@@ -61,21 +52,15 @@ def read_raw(file: Path, raw_input: dict[str, Any], pre: dict[str, Any], sample_
     if file.suffix.lower() not in IMAGE_SUFFIXES or not str(raw_input.get("kind", "")).startswith("image file"):
         raise InputFileError(f"{file}: this bundle's raw input is {raw_input.get('kind', 'not stated')}",
                              f"give a .npy of shape {' x '.join(map(str, sample_shape))} on the raw scale")
-    from PIL import Image, UnidentifiedImageError
-
     height, width = sample_shape[1:]
+    resizes = str(raw_input.get("resize", "")).startswith("PIL")
     try:
-        with Image.open(file) as image:
-            image = image.convert("L" if pre["color_mode"] == "grayscale" else "RGB")
-            if image.size != (width, height):
-                if not str(raw_input.get("resize", "")).startswith("PIL"):
-                    raise InputFileError(f"{file}: {image.size[0]}x{image.size[1]} pixels, the model takes "
-                                         f"{width}x{height} and this bundle does not resize",
-                                         f"resize the image to {width}x{height} first")
-                image = image.resize((width, height), Image.Resampling.BILINEAR)
-            array = np.asarray(image, dtype=np.float32)
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
-        raise InputFileError(f"{file}: cannot read image ({e})", "give a PNG or JPEG file") from None
+        array = decode_image(file, pre["color_mode"], (height, width) if resizes else ())
+    except DataError as e:
+        raise InputFileError(e.message, "give a PNG or JPEG file") from None
+    if array.shape[:2] != (height, width):
+        raise InputFileError(f"{file}: {array.shape[1]}x{array.shape[0]} pixels, the model takes {width}x{height} "
+                             "and this bundle does not resize", f"resize the image to {width}x{height} first")
     return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)  # (C, H, W)
 
 

@@ -29,6 +29,14 @@ METADATA_PREFIX = "edge_distill."
 
 
 
+def normalize(raw: np.ndarray, preprocessing: dict[str, Any]) -> np.ndarray:
+    """The manifest's formula, x = (pixel * pixel_scale - mean[c]) / std[c], on raw samples
+    (N, C, ...) channels first: what an app does before running the model."""
+    per_channel = (slice(None),) + (None,) * (raw.ndim - 2)
+    mean, std = np.asarray(preprocessing["mean"])[per_channel], np.asarray(preprocessing["std"])[per_channel]
+    return ((raw * float(preprocessing["pixel_scale"]) - mean) / std).astype(np.float32)
+
+
 @dataclass
 class Bundle:
     """A bundle folder whose manifest has been read and shape-checked."""

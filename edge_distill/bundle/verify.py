@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_distill.bundle.reader import METADATA_PREFIX, RAW_GOLDEN, UNHASHED_FILES, Bundle, inside
+from edge_distill.bundle.reader import METADATA_PREFIX, RAW_GOLDEN, UNHASHED_FILES, Bundle, inside, normalize
 
 # mean and std are stated to 6 decimals: an app repeating the formula lands this close to the inputs.
 PREPROCESSING_ATOL = 1e-3
@@ -142,11 +142,8 @@ def check_golden(bundle: Bundle, session) -> list[Check]:
 def check_documented_preprocessing(arrays: dict[str, np.ndarray], manifest: dict[str, Any]) -> Check:
     """The manifest's preprocessing, applied to the raw golden samples as an app would, must give
     the model inputs: the documented recipe is the one the model was trained with."""
-    pre = manifest.get("preprocessing", {})
     try:
-        per_channel = (slice(None),) + (None,) * (arrays[RAW_GOLDEN].ndim - 2)
-        mean, std = np.asarray(pre["mean"])[per_channel], np.asarray(pre["std"])[per_channel]
-        derived = (arrays[RAW_GOLDEN] * float(pre["pixel_scale"]) - mean) / std
+        derived = normalize(arrays[RAW_GOLDEN], manifest.get("preprocessing", {}))
         diff = float(np.abs(derived - arrays["inputs"]).max())
     except (KeyError, TypeError, ValueError) as e:
         return Check("documented preprocessing", False, f"cannot apply manifest preprocessing ({e})")

@@ -129,7 +129,7 @@ def raw_samples(x, preprocessing: dict, raw_input: dict):
     per_channel = (slice(None),) + (None,) * (x.ndim - 2)
     raw = (x.astype(np.float64) * np.asarray(preprocessing["std"])[per_channel]
            + np.asarray(preprocessing["mean"])[per_channel]) / preprocessing["pixel_scale"]
-    if raw_input.get("dtype") in ("uint8", "integer values as float") or "int" in raw_input.get("dtype", "float"):
+    if "int" in raw_input.get("dtype", ""):  # uint8 pixels, the digits' whole values, integer arrays
         raw = np.rint(raw)
     return raw.astype(np.float32)
 

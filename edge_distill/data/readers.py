@@ -61,19 +61,21 @@ def read_digits() -> RawData:
                    raw_input=contract)
 
 
-def _read_npz_arrays(path: Path, required: tuple[str, ...], hint: str) -> dict[str, np.ndarray]:
+def _read_npz_arrays(path: Path, required: tuple[str, ...] = (), hint: str = "") -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as f:
-            missing = set(required) - set(f.files)
-            if missing:
-                raise DataError(
-                    f"{path}: missing array(s) {', '.join(sorted(missing))} (found {', '.join(f.files) or 'none'})", hint
-                )
-            return {name: f[name] for name in f.files}
-    except DataError:
-        raise
+            arrays = {name: f[name] for name in f.files}
     except Exception as e:  # zipfile/pickle/format errors all mean "not a usable npz"
         raise DataError(f"{path}: not a readable .npz file ({e})", "save it with numpy.savez") from None
+    _require(arrays, required, path, hint)
+    return arrays
+
+
+def _require(arrays: dict[str, np.ndarray], required: tuple[str, ...], path: Path, hint: str) -> None:
+    missing = set(required) - set(arrays)
+    if missing:
+        raise DataError(f"{path}: missing array(s) {', '.join(sorted(missing))} (found {', '.join(arrays) or 'none'})",
+                        hint)
 
 
 def _numeric(x: np.ndarray, path: Path) -> np.ndarray:
@@ -96,16 +98,16 @@ def _as_channels_first(x: np.ndarray, layout: str, path: Path) -> np.ndarray:
 
 
 def read_npz(path: Path, layout: str) -> RawData:
-    with_splits = _npz_names(path)
-    if {"x_train", "x_test"} <= with_splits:
-        given = [s for s in GIVEN_SPLITS if f"x_{s}" in with_splits]
-        arrays = _read_npz_arrays(path, tuple(f"{a}_{s}" for s in given for a in "xy"),
-                                  "save with np.savez(path, x_train=..., y_train=..., x_test=..., y_test=...)")
+    arrays = _read_npz_arrays(path)
+    if {"x_train", "x_test"} <= set(arrays):
+        given = [s for s in GIVEN_SPLITS if f"x_{s}" in arrays]
+        _require(arrays, tuple(f"{a}_{s}" for s in given for a in "xy"), path,
+                 "save with np.savez(path, x_train=..., y_train=..., x_test=..., y_test=...)")
         parts = [_npz_samples(arrays[f"x_{s}"], arrays[f"y_{s}"], layout, path, f"_{s}") for s in given]
         x, y = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
         split = np.concatenate([np.full(len(p[1]), s) for p, s in zip(parts, given)])
     else:
-        arrays = _read_npz_arrays(path, ("x", "y"), "save with np.savez(path, x=images, y=labels)")
+        _require(arrays, ("x", "y"), path, "save with np.savez(path, x=images, y=labels)")
         (x, y), split = _npz_samples(arrays["x"], arrays["y"], layout, path, ""), None
     if "labels" in arrays:
         labels = [str(v) for v in arrays["labels"]]
@@ -116,14 +118,6 @@ def read_npz(path: Path, layout: str) -> RawData:
                 "range": [float(x.min()), float(x.max())] if x.size else [], "polarity": "as in your data",
                 "channel_order": "as in your data (channels first)"}
     return RawData(x.astype(np.float32), y, labels, pixel_scale, split, contract)
-
-
-def _npz_names(path: Path) -> set[str]:
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            return set(f.files)
-    except Exception:  # _read_npz_arrays reports it with the reason
-        return set()
 
 
 def _npz_samples(x: np.ndarray, y: np.ndarray, layout: str, path: Path, suffix: str) -> tuple[np.ndarray, np.ndarray]:
@@ -162,25 +156,30 @@ def _image_files(folder: Path) -> list[Path]:
     return [f for f in sorted(folder.iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
 
 
-def _read_images(files: list[Path], cfg: DataConfig) -> list[np.ndarray]:
+def decode_image(file: Path, color_mode: str, size: tuple[int, ...] = ()) -> np.ndarray:
+    """One image file as training (and `edge-distill predict`) reads it: decoded by PIL, converted
+    (COLOR_CONVERSION), resized bilinearly to `size` = (H, W) when given: (H, W) or (H, W, 3) float32."""
     from PIL import Image, UnidentifiedImageError
 
-    mode = "L" if cfg.color_mode == "grayscale" else "RGB"
+    try:
+        with Image.open(file) as img:
+            img = img.convert("L" if color_mode == "grayscale" else "RGB")
+            if size:
+                img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+            return np.asarray(img, dtype=np.float32)
+    except Image.DecompressionBombError as e:
+        raise DataError(f"{file}: refused: {e}", "remove the file, or downscale it if it is a real image") from None
+    except (UnidentifiedImageError, OSError) as e:
+        raise DataError(f"{file}: cannot read image ({e})", "remove or replace the file") from None
+
+
+def _read_images(files: list[Path], cfg: DataConfig) -> list[np.ndarray]:
     size = tuple(cfg.image_size)
     if size and len(size) != 2:
         raise DataError(f"data.image_size must be [height, width], got {list(size)}")
     images: list[np.ndarray] = []
     for file in files:
-        try:
-            with Image.open(file) as img:
-                img = img.convert(mode)
-                if size:
-                    img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR)
-                array = np.asarray(img, dtype=np.float32)
-        except Image.DecompressionBombError as e:
-            raise DataError(f"{file}: refused: {e}", "remove the file, or downscale it if it is a real image") from None
-        except (UnidentifiedImageError, OSError) as e:
-            raise DataError(f"{file}: cannot read image ({e})", "remove or replace the file") from None
+        array = decode_image(file, cfg.color_mode, size)
         if images and array.shape != images[0].shape:
             raise DataError(
                 f"{file}: size {array.shape[:2]} differs from {images[0].shape[:2]} of the first image",

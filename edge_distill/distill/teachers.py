@@ -108,8 +108,6 @@ def load_teacher_file(path: Path, name: str, input_shape: tuple[int, ...], num_c
                 try:
                     load_checkpoint(module, path, name)
                 except ModelError:
-                    if name != "teacher.file":
-                        raise
                     raise ModelError(f"{name}: {path} holds only weights (a state_dict) that do not fit the "
                                      "configured teacher architecture",
                                      "give the architecture too (--teacher pkg.module:factory --teacher-checkpoint "

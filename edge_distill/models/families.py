@@ -25,8 +25,29 @@ class _Layers:
     def head(self, channels: int, num_classes: int) -> nn.Sequential:
         return nn.Sequential(self.global_pool(1), nn.Flatten(), nn.Linear(channels, num_classes))
 
+    def stem_stride(self) -> int:
+        return 2 if self.min_size >= 16 else 1
 
-class ConvNet(nn.Module):
+    def halving_stages(self, width: int, depth: int, stem_stride: int) -> list[tuple[int, int, int]]:
+        """(channels in, channels out, stride) of `depth` stages after a stem of `width` channels:
+        each doubles the channels and halves the resolution while there is any left to halve."""
+        size, channels, stages = self.min_size // stem_stride, width, []
+        for i in range(depth):
+            out, stride = width * 2 ** (i + 1), 2 if size >= 2 else 1
+            size //= stride
+            stages.append((channels, out, stride))
+            channels = out
+        return stages
+
+
+class _FeaturesHead(nn.Module):
+    """A family whose model is `features` then a global-pool classifier `head`."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) or (B, C, L) -> (B, num_classes)
+        return self.head(self.features(x))
+
+
+class ConvNet(_FeaturesHead):
     """VGG-style blocks (conv-bn-relu x2, max-pool) and a global-pool linear head, in 2-D for
     images or 1-D for signals.
 
@@ -50,11 +71,8 @@ class ConvNet(nn.Module):
         self.features = nn.Sequential(*layers)
         self.head = kind.head(channels, num_classes)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) or (B, C, L) -> (B, num_classes)
-        return self.head(self.features(x))
 
-
-class MobileNet(nn.Module):
+class MobileNet(_FeaturesHead):
     """MobileNet-v1 style: a stride-2 stem, then `depth` stages of depthwise-separable blocks
     (3x3 depthwise + 1x1 pointwise), each stage halving the resolution and doubling the channels.
     Cheap in MACs, heavy in memory traffic: the kind of student int8 helps most on small CPUs."""
@@ -62,22 +80,15 @@ class MobileNet(nn.Module):
     def __init__(self, input_shape: tuple[int, ...], num_classes: int, width: int, depth: int):
         super().__init__()
         kind = _Layers(input_shape)
-        stem_stride = 2 if kind.min_size >= 16 else 1
+        stem_stride = kind.stem_stride()
         layers = kind.conv_bn_relu(input_shape[0], width, 3, stem_stride)
-        size = kind.min_size // stem_stride
         channels = width
-        for i in range(depth):
-            out = width * 2 ** (i + 1)
-            stride = 2 if size >= 2 else 1
-            size //= stride
+        for channels, out, stride in kind.halving_stages(width, depth, stem_stride):
             layers += kind.conv_bn_relu(channels, channels, 3, stride, groups=channels) + kind.conv_bn_relu(channels, out, 1)
             layers += kind.conv_bn_relu(out, out, 3, 1, groups=out) + kind.conv_bn_relu(out, out, 1)
             channels = out
         self.features = nn.Sequential(*layers)
         self.head = kind.head(channels, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) or (B, C, L) -> (B, num_classes)
-        return self.head(self.features(x))
 
 
 class SqueezeExcite(nn.Module):
@@ -114,7 +125,7 @@ class InvertedResidual(nn.Module):
         return x + out if self.residual else out
 
 
-class MobileNetV3(nn.Module):
+class MobileNetV3(_FeaturesHead):
     """Inverted residuals (expansion, depthwise, squeeze-excite, hard-swish): a stem, then `depth`
     stages of two blocks, each stage halving the resolution while it can and doubling the channels.
     The student family for camera-sized inputs (96x96 and up)."""
@@ -122,20 +133,15 @@ class MobileNetV3(nn.Module):
     def __init__(self, input_shape: tuple[int, ...], num_classes: int, width: int, depth: int):
         super().__init__()
         kind = _Layers(input_shape)
-        stem_stride = 2 if kind.min_size >= 16 else 1
+        stem_stride = kind.stem_stride()
         layers: list[nn.Module] = [kind.conv(input_shape[0], width, 3, stem_stride, 1, bias=False), kind.norm(width),
                                    nn.Hardswish()]
-        size, channels = kind.min_size // stem_stride, width
-        for i in range(depth):
-            out, stride = width * 2 ** (i + 1), 2 if size >= 2 else 1
-            size //= stride
+        channels = width
+        for channels, out, stride in kind.halving_stages(width, depth, stem_stride):
             layers += [InvertedResidual(kind, channels, out, stride), InvertedResidual(kind, out, out, 1)]
             channels = out
         self.features = nn.Sequential(*layers)
         self.head = kind.head(channels, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) or (B, C, L) -> (B, num_classes)
-        return self.head(self.features(x))
 
 
 class BasicBlock(nn.Module):

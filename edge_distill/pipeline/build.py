@@ -93,7 +93,8 @@ def run_pipeline(
     if removed:
         progress(f"removed {len(removed)} staging folder(s) left in the cache by an interrupted build")
     keys = _CacheKeys(cache, library_versions())
-    progress(_plan_line(stages, provided, keys, force))
+    line, verified = _plan(stages, provided, keys, force)
+    progress(line)
     run = PipelineRun(artifacts=provided)
     for index, stage in enumerate(stages, 1):
         started = time.perf_counter()
@@ -104,7 +105,7 @@ def run_pipeline(
                 raise InputFileError(f"{key}: {path} not found", "check the path in your config")
         description = keys.describe(stage, inputs, external)
         key = cache.key(description)
-        found = cache.lookup(stage.name, key, stage.outputs) if not force else None
+        found = None if force else verified.get((stage.name, key)) or cache.lookup(stage.name, key, stage.outputs)
         entry = found.entry if found else None
         prefix = f"[{index}/{len(stages)}] {stage.name}"
         cached = entry is not None
@@ -154,27 +155,29 @@ class _CacheKeys:
         }
 
 
-def _plan_line(stages: list, provided: dict[str, Path], keys: _CacheKeys, force: bool) -> str:
-    """Say up front which stages come from the cache and which will run (training included), as far
-    as can be known before running: after the first stage that runs, every later one runs too."""
-    known, cached = dict(provided), []
+def _plan(stages: list, provided: dict[str, Path], keys: _CacheKeys, force: bool) -> tuple[str, dict]:
+    """A line saying up front which stages come from the cache and which will run (training
+    included), as far as can be known before running: after the first stage that runs, every later
+    one runs too. Also the cache hits it verified, {(stage, key): Lookup}, so they are not verified twice."""
+    known, cached, verified = dict(provided), [], {}
     for stage in stages:
         external = dict(stage.external_files())
         if force or not all(path.exists() for path in external.values()):
             break
         key = keys.cache.key(keys.describe(stage, {name: known[name] for name in stage.inputs}, external))
-        entry = keys.cache.lookup(stage.name, key, stage.outputs).entry
-        if entry is None:
+        found = keys.cache.lookup(stage.name, key, stage.outputs)
+        if found.entry is None:
             break
+        verified[(stage.name, key)] = found
         cached.append(stage.name)
-        known.update({name: entry / name for name in stage.outputs})
+        known.update({name: found.entry / name for name in stage.outputs})
     running = [stage.name for stage in stages[len(cached):]]
     if not running:
-        return f"plan: all {len(stages)} stage(s) cached"
+        return f"plan: all {len(stages)} stage(s) cached", verified
     training = [name for name in running if name in ("teacher", "distill")]
     return (f"plan: {len(running)} of {len(stages)} stage(s) will run: {', '.join(running)}"
             + (f" (training: {' and '.join(training)})" if training else "")
-            + (f"; cached: {', '.join(cached)}" if cached else ""))
+            + (f"; cached: {', '.join(cached)}" if cached else "")), verified
 
 
 def build(

@@ -24,7 +24,7 @@ def remove_leftovers(parent: Path, prefix: str) -> list[Path]:
     """Remove the staging folders `<prefix>*` in `parent` whose process is gone."""
     pattern = re.compile(re.escape(prefix) + r"(\d+)-.*")
     removed = []
-    for staged in parent.glob(f"{glob_escape(prefix)}*"):
+    for staged in parent.glob(f"{_glob_escape(prefix)}*"):
         match = pattern.fullmatch(staged.name)
         owner_alive = _process_alive(int(match[1])) if match else \
             time.time() - staged.stat().st_mtime < UNKNOWN_OWNER_AGE_S
@@ -34,7 +34,7 @@ def remove_leftovers(parent: Path, prefix: str) -> list[Path]:
     return removed
 
 
-def glob_escape(text: str) -> str:
+def _glob_escape(text: str) -> str:
     return re.sub(r"([*?\[])", r"[\1]", text)
 
 

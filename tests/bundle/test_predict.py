@@ -7,7 +7,8 @@ import onnxruntime as ort
 import pytest
 from PIL import Image
 
-from edge_distill.bundle.predict import normalize, predict_files
+from edge_distill.bundle.predict import predict_files
+from edge_distill.bundle.reader import normalize
 from edge_distill.errors import InputFileError
 from tests import handmade
 from tests.test_cli import assert_user_error, invoke
@@ -39,7 +40,8 @@ def test_an_image_file_is_decoded_resized_and_normalized_as_documented(image_bun
     logits = ort.InferenceSession(str(image_bundle / "model.onnx")).run(None, {"x": x})[0][0]
     np.testing.assert_allclose(result["logits"], logits, rtol=1e-5)
     assert result["top"][0]["label"] == handmade.LABELS[int(logits.argmax())] and len(result["top"]) == 2
-    assert abs(sum(np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()) - 1) < 1e-6
+    softmax = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+    assert result["top"][0]["probability"] == pytest.approx(float(softmax.max()), rel=1e-5)
 
 
 def test_a_raw_npy_sample_and_the_cli(image_bundle, tmp_path):
@@ -47,7 +49,7 @@ def test_a_raw_npy_sample_and_the_cli(image_bundle, tmp_path):
     np.save(tmp_path / "raw.npy", raw)
     result = invoke("predict", str(image_bundle), str(tmp_path / "raw.npy"), "--json")
     (prediction,) = json.loads(result.stdout)["predictions"]
-    expected = ort.InferenceSession(str(image_bundle / "model.onnx")).run(None, {"x": normalize(raw, PRE)[None]})[0][0]
+    expected = ort.InferenceSession(str(image_bundle / "model.onnx")).run(None, {"x": normalize(raw[None], PRE)})[0][0]
     np.testing.assert_allclose(prediction["logits"], expected, rtol=1e-5)
     np.save(tmp_path / "wrong.npy", raw[:, :4])
     assert_user_error(invoke("predict", str(image_bundle), str(tmp_path / "wrong.npy")), 3,

@@ -3,6 +3,7 @@ a config (factory sources, teacher files) that its cache key must cover."""
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -70,13 +71,22 @@ def teacher_files(config: BuildConfig) -> dict[str, Path]:
 
 def onnx_external_data(path: Path) -> list[str]:
     """The external data locations of an ONNX file (none for other formats or unreadable files)."""
+    if not path.is_file():
+        return []
+    stat = path.stat()
+    return list(_external_data(path.resolve(), stat.st_size, stat.st_mtime_ns))
+
+
+@functools.lru_cache(maxsize=32)
+def _external_data(path: Path, size: int, mtime_ns: int) -> tuple[str, ...]:
+    """Read once per file version: several stages' cache keys ask, and a teacher file can be large."""
     from edge_distill.bundle.verify import external_data_locations
     from edge_distill.errors import BundleError
     from edge_distill.models.formats import sniff_format
 
-    if not path.is_file() or sniff_format(path) != "onnx":
-        return []
+    if sniff_format(path) != "onnx":
+        return ()
     try:
-        return external_data_locations(path.read_bytes())
+        return tuple(external_data_locations(path.read_bytes()))
     except BundleError:  # not a protobuf: loading it reports that, with the user's path
-        return []
+        return ()
