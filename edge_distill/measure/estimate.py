@@ -55,7 +55,8 @@ def parse_shape(text: str) -> tuple[str, list[int]]:
 
 def fix_input_shapes(model: onnx.ModelProto, batch: int, shapes: dict[str, list[int]]) -> None:
     """Make every input shape concrete: `shapes` by input name, else a symbolic first axis becomes
-    `batch`; any other symbolic axis is an error naming it (shapes cannot be inferred around it)."""
+    `batch`; any other symbolic axis is an error naming it (shapes cannot be inferred around it).
+    A size of 0 or -1 is symbolic too: exporters (Paddle's, for one) write -1 for "any"."""
     if batch < 1:
         raise ConfigError(f"batch {batch}: must be at least 1")
     initializers = {t.name for t in model.graph.initializer}
@@ -71,17 +72,22 @@ def fix_input_shapes(model: onnx.ModelProto, batch: int, shapes: dict[str, list[
             if len(given) != len(dims):
                 raise ConfigError(f"--shape {graph_input.name}: {len(given)} sizes for an input of rank {len(dims)}")
             for dim, size in zip(dims, given):
-                if dim.dim_value and dim.dim_value != size:
+                if dim.dim_value > 0 and dim.dim_value != size:
                     raise ConfigError(f"--shape {graph_input.name}: size {size} where the model fixes {dim.dim_value}")
                 dim.dim_value = size
             continue
-        if dims and not dims[0].dim_value:
+        if dims and dims[0].dim_value <= 0:
             dims[0].dim_value = batch  # a symbolic batch axis becomes concrete so shapes resolve
-        free = [d.dim_param or "?" for d in dims if not d.dim_value]
+        free = [d.dim_param or str(d.dim_value) for d in dims if d.dim_value <= 0]
         if free:
-            example = "x".join(str(d.dim_value or 1) for d in dims)
+            example = "x".join(str(d.dim_value if d.dim_value > 0 else 1) for d in dims)
             raise ModelError(f"input '{graph_input.name}' has symbolic size(s) {', '.join(free)}: an estimate needs "
                              "concrete shapes", f"give them, e.g. --shape {graph_input.name}:{example}")
+
+
+def known(shape: list[int]) -> bool:
+    """Every size is concrete: 0 is what ONNX reads for a missing size, -1 what some exporters write."""
+    return bool(shape) and all(d > 0 for d in shape)
 
 
 def count_costs(model_path: Path, batch: int = 1, shapes: dict[str, list[int]] | None = None
@@ -89,11 +95,18 @@ def count_costs(model_path: Path, batch: int = 1, shapes: dict[str, list[int]] |
     """Per-node costs at `batch`, whether the model is int8 (QDQ or QOperator), and its input shape."""
     model = onnx.load(str(model_path))
     fix_input_shapes(model, batch, shapes or {})
+    for value in model.graph.output:  # a declared -1 ("any", as Paddle writes it) would hide the inferred size
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.dim_value <= 0 and not dim.dim_param:
+                dim.Clear()
     inferred = shape_inference.infer_shapes(model)
     graph = inferred.graph
     shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in
               [*graph.input, *graph.value_info, *graph.output]}
     initializers = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    # Weights held in Constant nodes (Paddle's exporter writes them so) are weights all the same.
+    initializers |= {n.output[0]: numpy_helper.to_array(a.t) for n in graph.node if n.op_type == "Constant"
+                     for a in n.attribute if a.name == "value"}
     int8 = any(n.op_type in ("QuantizeLinear", "QLinearConv", "ConvInteger", "MatMulInteger", "QGemm")
                for n in graph.node)
     activation_bytes = 1 if int8 else 4
@@ -104,12 +117,12 @@ def count_costs(model_path: Path, batch: int = 1, shapes: dict[str, list[int]] |
         if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
             continue  # fused into the quantized kernels by ONNX Runtime
         out_shape = shapes.get(node.output[0], [])
-        out_elems = int(np.prod(out_shape)) if out_shape and all(out_shape) else 0
+        out_elems = int(np.prod(out_shape)) if known(out_shape) else 0
         weight = _weight(node, initializers, dequantized)
         macs = _macs(node, shapes, weight, out_elems)
         other = _other_flops(node, shapes, out_elems)
         activation_in = sum(int(np.prod(shapes[i])) for i in node.input
-                            if i in shapes and shapes[i] and all(shapes[i]) and i not in initializers
+                            if i in shapes and known(shapes[i]) and i not in initializers
                             and i not in dequantized)
         weight_bytes = weight.nbytes if weight is not None else 0
         # Unknown sizes count as nothing (never as a negative figure).
@@ -133,7 +146,7 @@ def _macs(node, shapes: dict, weight: np.ndarray | None, out_elems: int) -> int:
         return out_elems * int(np.prod(weight.shape[1:]))
     if node.op_type in MATMUL_OPS:
         a = shapes.get(node.input[0], [])
-        if not a:
+        if not known(a):
             return 0
         transposed = node.op_type == "Gemm" and any(at.name == "transA" and at.i for at in node.attribute)
         k = a[0] if transposed else a[-1]  # (M, K) @ (K, N): M x N outputs, K MACs each
@@ -147,7 +160,7 @@ def _other_flops(node, shapes: dict, out_elems: int) -> int:
         return out_elems * int(np.prod(kernel))  # one comparison or add per window element
     if node.op_type in ("GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "ReduceMax", "ReduceSum"):
         first = shapes.get(node.input[0], [])
-        return int(np.prod(first)) if first and all(first) else 0
+        return int(np.prod(first)) if known(first) else 0
     if node.op_type in FREE_OPS or node.op_type in CONV_OPS or node.op_type in MATMUL_OPS:
         bias = 0
         if node.op_type in CONV_OPS + ("Gemm",) and len(node.input) > 2:

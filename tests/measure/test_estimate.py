@@ -105,3 +105,46 @@ def test_weights_that_fit_in_cache_stream_from_it(tmp_path):
                                  dispatch_us_per_node=0, run_overhead_us=7.0)
     assert estimate_latency(path, with_overhead, 1)["estimate_ms"] == pytest.approx(
         estimate_latency(path, dram, 1)["estimate_ms"] + 0.007)
+
+
+def test_minus_one_sizes_are_symbolic_as_paddle_writes_them(tmp_path):
+    """Paddle's exporter writes -1 for "any": a batch of -1 takes --batch, other -1 sizes need --shape."""
+    from edge_distill.errors import ModelError
+    from tests import handmade
+
+    path = handmade.linear_classifier(tmp_path / "m.onnx", (-1, 1, 8, -1))
+    with pytest.raises(ModelError, match=r"input 'x' has symbolic size\(s\) -1: an estimate needs") as error:
+        count_costs(path)
+    assert "--shape x:1x1x8x1" in error.value.hint  # the batch became 1; the other -1 is asked for
+    costs, _, shape = count_costs(path, batch=2, shapes={"x": [2, 1, 8, 8]})
+    assert shape == [2, 1, 8, 8] and by_op(costs)["MatMul"].macs == 2 * 64 * 3
+
+
+REAL_MODELS = ("ch_ppocr_mobile_v2.0_cls_infer", "x:1x3x48x192"), ("ch_PP-OCRv4_rec_infer", "x:1x3x48x320")
+
+
+def _rapidocr_models():
+    """The PP-OCR ONNX models inside the PyPI package rapidocr-onnxruntime (.ci/run installs it
+    without its dependencies: only the model files are read, the package is not imported)."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("rapidocr_onnxruntime")
+    return Path(spec.submodule_search_locations[0]) / "models" if spec else None
+
+
+@pytest.mark.real
+@pytest.mark.skipif(_rapidocr_models() is None, reason="pip install --no-deps rapidocr-onnxruntime (.ci/run does)")
+@pytest.mark.parametrize("name, shape", REAL_MODELS)
+def test_estimates_of_real_pretrained_models_need_their_shapes_and_are_never_negative(name, shape):
+    from tests.test_cli import assert_user_error, invoke
+
+    model = _rapidocr_models() / f"{name}.onnx"
+    assert_user_error(invoke("estimate", str(model), "-p", "x86-avx512"), 4, "input 'x' has symbolic size(s)", "--shape x:")
+    result = invoke("estimate", str(model), "-p", "x86-avx512", "--shape", shape, "--json")
+    assert result.exit_code == 0, result.output
+    estimate = __import__("json").loads(result.stdout)
+    assert estimate["input_shape"] == [int(d) for d in shape.split(":")[1].split("x")]
+    assert estimate["macs"] > 1e6 and estimate["flops"] > 2 * estimate["macs"] and estimate["estimate_ms"] > 0
+    assert estimate["weight_bytes"] > 1e5  # its weights, held in Constant nodes, are counted
+    assert all(n["macs"] >= 0 and n["flops"] >= 0 and n["bytes_moved"] >= 0 for n in estimate["nodes"])
