@@ -49,9 +49,11 @@ def read_raw(file: Path, raw_input: dict[str, Any], pre: dict[str, Any], sample_
             raise InputFileError(f"{file}: shape {' x '.join(map(str, raw.shape))}, the model takes "
                                  f"{' x '.join(map(str, sample_shape))} per sample", "save one raw sample, channels first")
         return raw
-    if file.suffix.lower() not in IMAGE_SUFFIXES or not str(raw_input.get("kind", "")).startswith("image file"):
+    takes_images = str(raw_input.get("kind", "")).startswith("image file")
+    if file.suffix.lower() not in IMAGE_SUFFIXES or not takes_images:
         raise InputFileError(f"{file}: this bundle's raw input is {raw_input.get('kind', 'not stated')}",
-                             f"give a .npy of shape {' x '.join(map(str, sample_shape))} on the raw scale")
+                             ("give a PNG or JPEG file, or " if takes_images else "give ")
+                             + f"a .npy of shape {' x '.join(map(str, sample_shape))} on the raw scale")
     height, width = sample_shape[1:]
     resizes = str(raw_input.get("resize", "")).startswith("PIL")
     try:

