@@ -32,8 +32,7 @@ def build_bundle(
     progress: Progress = log_progress,
 ) -> BuildResult:
     """Build and publish the bundle (sweeping student sizes when `budget.sweep`), then benchmark it
-    on the device when a remote target is given."""
-    check_out(out)  # before any stage runs: a bad --out must not cost a training run
+    on the device when a remote target is given. Both paths check `out` before any stage runs."""
     sweep = None
     if config.budget.sweep:
         run, sweep = build_for_budget(config, out, cache_dir, force=force, progress=progress)
