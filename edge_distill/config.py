@@ -173,6 +173,10 @@ class DistillConfig:
     # the processes. Set, never left to torch: oversubscribed threads on a shared 2-core host made a
     # training step 10x slower.
     threads: int = _at_least(0, 0)
+    # Worker processes per training process that decode image files for the data loader; -1: this
+    # machine's cores divided among the processes; 0: decode in the training process. (Arrays in
+    # memory are always sliced in the training process.) Never changes what is trained.
+    loader_workers: int = _at_least(-1, -1)
     # Quantization-aware distillation after KD: fake-quant fine-tuning in the profile's int8 scheme.
     qat_epochs: int = _at_least(0, 0)
     qat_lr: float = _at_least(5e-4, 0.0)

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from edge_distill.config import DataConfig
+from edge_distill.data.samples import ImageFiles
 from edge_distill.errors import DataError, InputFileError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -22,7 +24,7 @@ GIVEN_SPLITS = ("train", "val", "test")
 
 @dataclass
 class RawData:
-    x: np.ndarray  # (N, C, ...) on its own scale
+    x: Any  # (N, C, ...) on its own scale: an array, or ImageFiles (decoded when read)
     y: np.ndarray  # (N,) int64
     labels: list[str]
     pixel_scale: float
@@ -130,7 +132,7 @@ def _npz_samples(x: np.ndarray, y: np.ndarray, layout: str, path: Path, suffix: 
     return x, y.astype(np.int64)
 
 
-def read_image_folder(path: Path, cfg: DataConfig) -> RawData:
+def read_image_folder(path: Path, cfg: DataConfig, progress=lambda _: None) -> RawData:
     """One subfolder per class; or train/, test/ (and val/) subfolders, each with one subfolder per class."""
     folders = {p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")}
     given = [s for s in GIVEN_SPLITS if s in folders] if {"train", "test"} <= folders <= set(GIVEN_SPLITS) else []
@@ -138,18 +140,18 @@ def read_image_folder(path: Path, cfg: DataConfig) -> RawData:
     classes = sorted({p.name for root in roots for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")})
     if not classes:
         raise DataError(f"{path}: no class subfolders", "put the images of each class in their own subfolder")
-    images, targets, split = [], [], []
+    files, targets, split = [], [], []
     for root, split_name in zip(roots, given or [None]):
         for class_id, name in enumerate(classes):
-            files = _image_files(root / name) if (root / name).is_dir() else []
-            images += _read_images(files, cfg)
-            targets += [class_id] * len(files)
-            split += [split_name] * len(files)
-    if not images:
+            found = _image_files(root / name) if (root / name).is_dir() else []
+            files += found
+            targets += [class_id] * len(found)
+            split += [split_name] * len(found)
+    if not files:
         raise DataError(f"{path}: no PNG or JPEG images in the class folders")
-    stacked = _stack_images(images)
-    return RawData(stacked, np.asarray(targets, dtype=np.int64), classes, 1.0 / 255.0,
-                   np.asarray(split) if given else None, image_contract(cfg, tuple(stacked.shape[2:])))
+    x = _lazy_images(files, cfg).measured(progress)
+    return RawData(x, np.asarray(targets, dtype=np.int64), classes, 1.0 / 255.0,
+                   np.asarray(split) if given else None, image_contract(cfg, tuple(x.sample_shape[1:])))
 
 
 def _image_files(folder: Path) -> list[Path]:
@@ -173,29 +175,18 @@ def decode_image(file: Path, color_mode: str, size: tuple[int, ...] = ()) -> np.
         raise DataError(f"{file}: cannot read image ({e})", "remove or replace the file") from None
 
 
-def _read_images(files: list[Path], cfg: DataConfig) -> list[np.ndarray]:
+def _lazy_images(files: list[Path], cfg: DataConfig) -> ImageFiles:
+    """The files as samples read on demand; the first is decoded now for the sample shape (the data
+    stage decodes every other one once, checking each against it)."""
     size = tuple(cfg.image_size)
-    if size and len(size) != 2:
-        raise DataError(f"data.image_size must be [height, width], got {list(size)}")
-    images: list[np.ndarray] = []
-    for file in files:
-        array = decode_image(file, cfg.color_mode, size)
-        if images and array.shape != images[0].shape:
-            raise DataError(
-                f"{file}: size {array.shape[:2]} differs from {images[0].shape[:2]} of the first image",
-                "set data.image_size = [height, width] to resize every image",
-            )
-        images.append(array)
-    return images
+    first = decode_image(files[0], cfg.color_mode, size)
+    shape = (1, *first.shape) if first.ndim == 2 else (first.shape[2], *first.shape[:2])
+    return ImageFiles([str(f.resolve()) for f in files], cfg.color_mode, size, shape)
 
 
-def _stack_images(images: list[np.ndarray]) -> np.ndarray:
-    x = np.stack(images)
-    return x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2)  # -> (N, C, H, W)
-
-
-def read_transfer(cfg: DataConfig, sample_shape: tuple[int, ...], pixel_scale: float) -> np.ndarray:
-    """The unlabeled transfer set in the labeled data's raw scale: (N, *sample_shape), maybe N = 0."""
+def read_transfer(cfg: DataConfig, sample_shape: tuple[int, ...], pixel_scale: float, progress=lambda _: None):
+    """The unlabeled transfer set in the labeled data's raw scale: (N, *sample_shape), maybe N = 0;
+    a folder of images stays on disk (ImageFiles) when the labeled data are images too."""
     if not cfg.transfer:
         return np.zeros((0, *sample_shape), np.float32)
     path = Path(cfg.transfer)
@@ -206,7 +197,9 @@ def read_transfer(cfg: DataConfig, sample_shape: tuple[int, ...], pixel_scale: f
         if not files:
             raise DataError(f"data.transfer: {path} holds no PNG or JPEG images",
                             "put the unlabeled images directly in that folder (no class subfolders)")
-        x, scale = _stack_images(_read_images(files, cfg)), 1.0 / 255.0
+        x, scale = _lazy_images(files, cfg).measured(progress), 1.0 / 255.0
+        if scale != pixel_scale:  # labeled arrays on another scale: decode now and rescale below
+            x = np.asarray(x)
     elif path.suffix == ".npz":
         arrays = _read_npz_arrays(path, ("x",), "save with np.savez(path, x=samples)")
         x = _as_channels_first(_numeric(arrays["x"], path), cfg.layout, path)
@@ -217,6 +210,8 @@ def read_transfer(cfg: DataConfig, sample_shape: tuple[int, ...], pixel_scale: f
     if tuple(x.shape[1:]) != tuple(sample_shape):
         raise DataError(f"data.transfer: {path} samples have shape {tuple(x.shape[1:])}, "
                         f"the labeled data {tuple(sample_shape)}", "resize the transfer data to match")
+    if isinstance(x, ImageFiles):  # on the labeled images' scale already; decoded when read
+        return x
     if not np.isfinite(x).all():
         raise DataError(f"data.transfer: {path} contains NaN or inf", "clean or drop those samples")
     # Bring uint8 transfer images into the labeled data's raw scale, so one normalization serves both.

@@ -37,16 +37,16 @@ def combined_soft_targets(per_teacher: np.ndarray, teachers: TeacherEnsemble, te
     """(M, N, K) per-teacher logits -> (N, K) logits to distill from at `temperature`."""
     if len(per_teacher) == 1:
         return per_teacher[0]
-    return combine_teachers(torch.from_numpy(per_teacher), teachers.weights, temperature).numpy()
+    return combine_teachers(torch.from_numpy(np.array(per_teacher)), teachers.weights, temperature).numpy()
 
 
 def train_chain(
     links: list[Link],
     teachers: TeacherEnsemble,
     cached: np.ndarray | None,  # (M, N, K) the teachers' logits on x_train, or None: teachers run per batch
-    x_train: np.ndarray,
+    x_train,  # an array or data.samples files
     y_train: np.ndarray,  # -1 for transfer samples
-    x_val: np.ndarray,
+    x_val,
     y_val: np.ndarray,
     input_shape: tuple[int, ...],
     cfg: DistillConfig,

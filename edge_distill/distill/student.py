@@ -40,6 +40,8 @@ def train_student(config: BuildConfig, dataset_path: Path, teacher_model: Path, 
     import torch
 
     from edge_distill.data.dataset import Dataset
+    from edge_distill.data.loader import set_loader_workers
+    from edge_distill.data.samples import is_lazy
     from edge_distill.distill.augment import augmentation_kind
     from edge_distill.distill.chain import Link, train_chain
     from edge_distill.distill.methods import describe_methods
@@ -48,7 +50,9 @@ def train_student(config: BuildConfig, dataset_path: Path, teacher_model: Path, 
     from edge_distill.models.loading import build_from_config, count_params
 
     cfg = config.distill
-    threads = set_torch_threads(cfg.threads, int(os.environ.get("LOCAL_WORLD_SIZE", world()[1])))  # per node
+    processes = int(os.environ.get("LOCAL_WORLD_SIZE", world()[1]))  # per node
+    threads = set_torch_threads(cfg.threads, processes)
+    workers = set_loader_workers(cfg.loader_workers, processes)
     dataset = Dataset.load(dataset_path)
     x_train, y_train = dataset.training_set()
     mode, why = teacher_outputs_mode(cfg)
@@ -56,7 +60,7 @@ def train_student(config: BuildConfig, dataset_path: Path, teacher_model: Path, 
     prepare = teacher_input(config.teacher, dataset.preprocessing, dataset.input_shape)
     teachers = load_teachers(config.teacher, config.seed, dataset.input_shape, dataset.num_classes, teacher_model,
                              prepare=prepare)
-    cached = np.load(teacher_logits) if mode == "cached" else None  # (M, N, K)
+    cached = np.load(teacher_logits, mmap_mode="r") if mode == "cached" else None  # (M, N, K), read per batch
 
     def build(size: dict | None, step: int):
         """The student (size None) or an assistant of the student's family; a fresh seed per link."""
@@ -92,6 +96,7 @@ def train_student(config: BuildConfig, dataset_path: Path, teacher_model: Path, 
         "samples": {"labeled": len(dataset.y["train"]), "transfer": len(dataset.x["transfer"])},
         "processes": world()[1],
         "torch_threads": threads,
+        "loader_workers": workers if is_lazy(x_train) else "none: samples held in memory",
         "chain": result.report,
         "student": student_cfg.factory
         or f"built-in {student_cfg.family}(width={student_cfg.width}, depth={student_cfg.depth})",

@@ -55,19 +55,29 @@ class Teacher:
         (an exported graph's submodules hold weights but are never called)."""
         return self.format == "state_dict"
 
-    def logits(self, x: np.ndarray, advance: Callable[[int], None] = lambda _: None) -> np.ndarray:
+    def logits(self, x: np.ndarray, advance: Callable[[int], None] = lambda _: None,
+               out: np.ndarray | None = None) -> np.ndarray:
         """(N, *input) -> (N, K) float32; `advance(samples)` after each batch (a progress bar)."""
-        return predict_batched(self.predict, x, advance=advance)
+        return predict_batched(self.predict, x, advance=advance, out=out)
 
 
-def predict_batched(predict: Callable[[torch.Tensor], torch.Tensor], x: np.ndarray, batch_size: int = 512,
-                    advance: Callable[[int], None] = lambda _: None) -> np.ndarray:
-    outputs = []
+def predict_batched(predict: Callable[[torch.Tensor], torch.Tensor], x, batch_size: int = 512,
+                    advance: Callable[[int], None] = lambda _: None, out: np.ndarray | None = None) -> np.ndarray:
+    """`predict` on every sample of `x` (an array or data.samples files), a batch at a time, into
+    `out` (e.g. a memory-mapped file) when given."""
+    from edge_distill.data.loader import in_order
+
+    outputs, done = [], 0
     with torch.no_grad():
-        for i in range(0, len(x), batch_size):
-            outputs.append(predict(torch.from_numpy(x[i : i + batch_size])))
-            advance(len(outputs[-1]))
-    return torch.cat(outputs).numpy()
+        for batch in in_order(x, batch_size):
+            result = predict(batch).numpy()
+            if out is None:
+                outputs.append(result)
+            else:
+                out[done : done + len(result)] = result
+            done += len(result)
+            advance(len(result))
+    return out if out is not None else np.concatenate(outputs)
 
 
 def _without_grad(fn: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:

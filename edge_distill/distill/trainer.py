@@ -17,6 +17,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from edge_distill.data.loader import read_batches, usable_cores
 from edge_distill.distill.augment import Augment
 from edge_distill.distill.losses import attention_loss, hard_loss, hint_loss, kd_loss
 from edge_distill.distill.teachers import TeacherEnsemble, predict_batched
@@ -84,7 +85,7 @@ class Distillation(Objective):
     ):
         super().__init__()
         self.teachers, self.temperature, self.alpha = teachers, temperature, alpha
-        self.cached = torch.from_numpy(cached) if cached is not None else None
+        self.cached = cached  # may be memory-mapped: rows are read per batch
         self.hint_layers = dict(hint_layers or {})
         self.hint_weight, self.attention_weight = hint_weight, attention_weight
         self.self_head_weight = self_head_weight
@@ -150,7 +151,7 @@ class Distillation(Objective):
     def loss(self, student: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         logits = student(x)  # (B, K)
         if self.cached is not None:
-            soft = self.cached[index]
+            soft = torch.from_numpy(np.ascontiguousarray(self.cached[index.numpy()]))
         else:
             soft = self.teachers.predict(x, self.temperature)
         loss = kd_loss(logits, soft, y, self.temperature, self.alpha)
@@ -219,10 +220,7 @@ class Optimization:
 def set_torch_threads(requested: int, processes: int = 1) -> int:
     """Set torch's intra-op threads: `requested`, or (0) this machine's usable cores divided among
     `processes`. Returns the number set, for the report."""
-    import os
-
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    threads = requested or max(1, cores // processes)
+    threads = requested or max(1, usable_cores() // processes)
     torch.set_num_threads(threads)
     return threads
 
@@ -236,9 +234,9 @@ def world() -> tuple[int, int]:
 
 def fit(
     model: nn.Module,
-    x_train: np.ndarray,  # (N, *input)
+    x_train,  # (N, *input): an array or data.samples files
     y_train: np.ndarray,  # (N,), -1 for unlabeled transfer samples
-    x_val: np.ndarray,
+    x_val,
     y_val: np.ndarray,
     settings: FitSettings,
     objective: Objective | None = None,
@@ -257,22 +255,24 @@ def fit(
         # BatchNorm running statistics stay per process (rank 0's are saved) instead of being
         # broadcast before every forward: one collective less per step, about 15% more samples/s here.
         net = nn.parallel.DistributedDataParallel(trainee, broadcast_buffers=False)
-    x, y = torch.from_numpy(x_train), torch.from_numpy(y_train)
-    steps_per_epoch = -(-len(x) // settings.batch_size)
+    y = torch.from_numpy(y_train)
+    steps_per_epoch = -(-len(y) // settings.batch_size)
     optimization = Optimization(trainee.parameters(), settings.lr, settings.epochs * steps_per_epoch, weight_decay=1e-4)
-    history = FitHistory(samples_per_epoch=len(x))
+    history = FitHistory(samples_per_epoch=len(y))
     say = progress if rank == 0 else (lambda _: None)  # one voice under torchrun
     with progress_bar(say, settings.epochs * steps_per_epoch, label) as bar:
         for epoch in range(1, settings.epochs + 1):
             model.train()
             total = torch.zeros(())
             start = time.perf_counter()
-            for batch in torch.randperm(len(x), generator=shuffle).split(settings.batch_size):
+            global_batches = torch.randperm(len(y), generator=shuffle).split(settings.batch_size)
+            # This process's share of each global batch; a last batch too small to give every
+            # process a sample is dropped.
+            shares = [batch[rank::size].numpy() for batch in global_batches if len(batch) >= size]
+            bar.update(len(global_batches) - len(shares))
+            for x_b, index in read_batches(x_train, shares):
                 bar.update(1)
-                if len(batch) < size:  # a last batch too small to give every process a sample
-                    continue
-                index = batch[rank::size]  # this process's share of the global batch
-                x_b, y_b = x[index], y[index]
+                y_b = y[index]
                 if augment is not None:
                     x_b, y_b = augment(x_b, y_b)
                 loss = net(x_b, y_b, index)
@@ -282,7 +282,7 @@ def fit(
                 dist.all_reduce(total)
             history.epoch_seconds.append(time.perf_counter() - start)
             val_acc = accuracy(model, x_val, y_val)
-            history.train_loss.append(float(total) / len(x))
+            history.train_loss.append(float(total) / len(y))
             history.val_accuracy.append(val_acc)
             if optimization.keep_if_best(model, val_acc, ties_win=True):  # a later epoch wins a tie
                 history.best_epoch = epoch
@@ -295,7 +295,7 @@ def fit(
     return history
 
 
-def accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray) -> float:
+def accuracy(model: nn.Module, x, y: np.ndarray) -> float:
     """Top-1 accuracy in eval mode."""
     model.eval()
     return float((predict_batched(model, x).argmax(1) == y).mean())

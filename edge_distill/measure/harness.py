@@ -15,7 +15,7 @@ from edge_distill.progress import progress_bar
 
 def benchmark_variants(
     variants: dict[str, tuple[Path, int]],  # name -> (model file, parameter count); the first is the reference
-    x_test: np.ndarray,  # (N, C, H, W)
+    x_test: np.ndarray,  # (N, C, H, W): an array or data.samples files, read in batches
     y_test: np.ndarray,  # (N,)
     cfg: BenchmarkConfig,
     device: DeviceConfig,
@@ -25,7 +25,7 @@ def benchmark_variants(
     threads = usable_threads(cfg.threads)  # the clamp is recorded in the report's method
     sample = x_test[: cfg.batch_size]
     if len(sample) < cfg.batch_size:
-        sample = np.resize(x_test, (cfg.batch_size, *x_test.shape[1:]))
+        sample = np.resize(sample, (cfg.batch_size, *sample.shape[1:]))
     providers = provider_specs(cfg)
     metrics, reference = [], None
     progress(f"benchmarking {len(variants)} variants: each >= {cfg.timed_runs} timed runs and >= "

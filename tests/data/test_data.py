@@ -104,7 +104,7 @@ def test_transfer_set_from_an_unlabeled_npz_and_an_image_folder(tmp_path):
     for source, count in ((tmp_path / "unlabeled.npz", 25), (folder, 4)):
         dataset = load_dataset(DataConfig(source=labeled.source, transfer=str(source)), seed=0)
         assert dataset.x["transfer"].shape == (count, 1, 6, 6)
-        assert dataset.x["transfer"].dtype == np.float32 and abs(dataset.x["transfer"].mean()) < 0.5
+        assert dataset.x["transfer"].dtype == np.float32 and abs(np.asarray(dataset.x["transfer"]).mean()) < 0.5
     np.savez(tmp_path / "wrong.npz", x=np.zeros((5, 7, 7), np.uint8))
     with pytest.raises(DataError, match=r"data.transfer: .*wrong.npz samples have shape \(1, 7, 7\), the labeled data \(1, 6, 6\)"):
         load_dataset(DataConfig(source=labeled.source, transfer=str(tmp_path / "wrong.npz")), seed=0)
@@ -126,7 +126,7 @@ def test_one_dimensional_signals(tmp_path):
 def _raw(dataset, split):
     """A split's samples back on the raw pixel scale, for comparing with what was written."""
     pre = dataset.preprocessing
-    return np.rint((dataset.x[split] * pre["std"][0] + pre["mean"][0]) / pre["pixel_scale"]).astype(int)
+    return np.rint((np.asarray(dataset.x[split]) * pre["std"][0] + pre["mean"][0]) / pre["pixel_scale"]).astype(int)
 
 
 def test_a_predefined_image_split_is_used_as_given(tmp_path):

@@ -28,9 +28,11 @@ class DataStage(ConfiguredStage):
 
     def run(self, inputs, out, progress):
         from edge_distill.data.dataset import load_dataset
+        from edge_distill.data.loader import set_loader_workers
 
+        set_loader_workers(self.config.distill.loader_workers)
         progress(f"loading {self.config.data.source}")
-        dataset = load_dataset(self.config.data, self.config.seed)
+        dataset = load_dataset(self.config.data, self.config.seed, progress)
         dataset.save(out / "dataset.npz")
         write_json(out / "dataset.json", {
             "source": dataset.source,

@@ -18,9 +18,10 @@ class DistillStage(ConfiguredStage):
     outputs = ("student.pt", "distill.json")
 
     def params(self):
-        # Where the processes run (nnodes, node_rank, rendezvous) does not change what they train.
+        # Where the processes run (nnodes, node_rank, rendezvous) and how many workers read their
+        # data do not change what they train.
         distill = dataclasses.asdict(self.config.distill)
-        for key in ("node_rank", "rendezvous"):
+        for key in ("node_rank", "rendezvous", "loader_workers"):
             distill.pop(key)
         params = {
             "teacher": architecture(self.config.teacher),

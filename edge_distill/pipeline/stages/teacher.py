@@ -44,6 +44,7 @@ class TeacherStage(ConfiguredStage):
         import torch
 
         from edge_distill.data.dataset import Dataset
+        from edge_distill.data.loader import set_loader_workers
         from edge_distill.distill.teachers import (check_teacher_accuracy, copy_teacher_file, load_ensemble_members,
                                                    load_teachers, member_accuracies, teacher_input)
         from edge_distill.distill.trainer import FitSettings, fit, set_torch_threads
@@ -51,7 +52,8 @@ class TeacherStage(ConfiguredStage):
         from edge_distill.progress import progress_bar
 
         cfg, seed = self.config.teacher, self.config.seed
-        report: dict[str, Any] = {"torch_threads": set_torch_threads(self.config.distill.threads)}
+        report: dict[str, Any] = {"torch_threads": set_torch_threads(self.config.distill.threads),
+                                  "loader_workers": set_loader_workers(self.config.distill.loader_workers)}
         dataset = Dataset.load(inputs["dataset.npz"])
         shape, classes = dataset.input_shape, dataset.num_classes
         prepare = teacher_input(cfg, dataset.preprocessing, shape)
@@ -82,8 +84,13 @@ class TeacherStage(ConfiguredStage):
         progress(f"computing the outputs of {len(teachers.teachers)} teacher(s) on "
                  f"{len(dataset.x['train'])} labeled + {len(dataset.x['transfer'])} transfer samples")
         x_train, _ = dataset.training_set()
+        # Written to disk a batch at a time; the distill stage memory-maps it.
+        logits = np.lib.format.open_memmap(out / "teacher_logits.npy", mode="w+", dtype=np.float32,
+                                           shape=(len(teachers.teachers), len(x_train), classes))  # (M, N, K)
         with progress_bar(progress, len(teachers.teachers) * len(x_train), "teacher outputs") as bar:
-            logits = [t.logits(x_train, advance=bar.update) for t in teachers.teachers]
-        np.save(out / "teacher_logits.npy", np.stack(logits))  # (M, N, K)
+            for member, teacher in enumerate(teachers.teachers):
+                teacher.logits(x_train, advance=bar.update, out=logits[member])
+        logits.flush()
+        del logits
         report |= {key: report["members"][0][key] for key in ("val_accuracy", "test_accuracy")}
         write_json(out / "teacher.json", report)
