@@ -64,8 +64,7 @@ def read_batches(x, batches: Sequence[np.ndarray], workers: int | None = None
         for indices in batches:
             yield torch.from_numpy(np.ascontiguousarray(x[indices])), torch.from_numpy(indices)
         return
-    loader = DataLoader(_ByIndex(x), sampler=batches, batch_size=None, collate_fn=_as_is, num_workers=workers,
-                        prefetch_factor=4)
+    loader = DataLoader(_ByIndex(x), sampler=batches, batch_size=None, collate_fn=_as_is, num_workers=workers)
     iterator = iter(loader)
     try:
         for item in iterator:
@@ -76,8 +75,11 @@ def read_batches(x, batches: Sequence[np.ndarray], workers: int | None = None
         del iterator  # stops the workers now, also when an error or the caller ends the pass early
 
 
-def in_order(x, batch_size: int, workers: int | None = None) -> Iterator[torch.Tensor]:
-    """Every sample of `x` once, in order, `batch_size` at a time."""
+def in_order(x, batch_size: int = 0, workers: int | None = None) -> Iterator[torch.Tensor]:
+    """Every sample of `x` once, in order, `batch_size` at a time; by default batches of about 16 MB
+    (512 digits, 145 RGB images at 96x96): the workers hold a few batches ahead, so the batch size,
+    not the dataset, sets the memory."""
+    batch_size = batch_size or int(np.clip(16 * 2**20 // (4 * int(np.prod(x.shape[1:]))), 1, 512))
     batches = [np.arange(i, min(i + batch_size, len(x))) for i in range(0, len(x), batch_size)]
     for samples, _ in read_batches(x, batches, workers):
         yield samples

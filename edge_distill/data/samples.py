@@ -95,7 +95,7 @@ class ImageFiles:
 
         sums = []
         with progress_bar(progress, len(self), "reading images") as bar:
-            for batch in in_order(self, 256):
+            for batch in in_order(self):
                 pixels = batch.numpy().astype(np.float64).reshape(len(batch), self.sample_shape[0], -1)
                 sums.append(np.stack([pixels.sum(axis=2), (pixels ** 2).sum(axis=2)], axis=2))
                 bar.update(len(batch))

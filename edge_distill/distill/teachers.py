@@ -61,15 +61,15 @@ class Teacher:
         return predict_batched(self.predict, x, advance=advance, out=out)
 
 
-def predict_batched(predict: Callable[[torch.Tensor], torch.Tensor], x, batch_size: int = 512,
-                    advance: Callable[[int], None] = lambda _: None, out: np.ndarray | None = None) -> np.ndarray:
+def predict_batched(predict: Callable[[torch.Tensor], torch.Tensor], x, advance: Callable[[int], None] = lambda _: None,
+                    out: np.ndarray | None = None) -> np.ndarray:
     """`predict` on every sample of `x` (an array or data.samples files), a batch at a time, into
     `out` (e.g. a memory-mapped file) when given."""
     from edge_distill.data.loader import in_order
 
     outputs, done = [], 0
     with torch.no_grad():
-        for batch in in_order(x, batch_size):
+        for batch in in_order(x):
             result = predict(batch).numpy()
             if out is None:
                 outputs.append(result)

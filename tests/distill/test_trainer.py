@@ -126,3 +126,32 @@ def test_a_hooked_layer_keeps_its_output_before_an_in_place_relu():
     torch.testing.assert_close(kept, student.features[:2](x))
     assert (kept < 0).any()  # not overwritten by the ReLU
     objective.close()
+
+
+def test_image_files_train_the_same_student_with_or_without_loader_workers(tmp_path):
+    """Workers decode, the training process draws the order: the trained weights cannot depend on
+    how many workers there are, and match training on the same pixels held in memory."""
+    from PIL import Image
+
+    from edge_distill.data.loader import set_loader_workers
+    from edge_distill.data.samples import ImageFiles, Normalization
+
+    rng = np.random.default_rng(0)
+    files = []
+    for i in range(40):
+        files.append(str(tmp_path / f"{i}.png"))
+        Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8)).save(files[-1])
+    images = ImageFiles(files, "grayscale", (), SHAPE, Normalization(1 / 255, (0.5,), (0.25,)))
+    y = (np.arange(40) % 10).astype(np.int64)
+    weights = {}
+    for name, x, workers in (("in memory", np.asarray(images), 0), ("files, 0 workers", images, 0),
+                             ("files, 2 workers", images, 2)):
+        set_loader_workers(workers)
+        student, teacher = _models()
+        objective = Distillation(student, TeacherEnsemble([from_module(teacher)]), SHAPE, 2.0, 0.5)
+        fit(student, x, y, x, y, SETTINGS, objective)
+        weights[name] = student.state_dict()
+    set_loader_workers(0)
+    for name in ("files, 0 workers", "files, 2 workers"):
+        for key, value in weights["in memory"].items():
+            torch.testing.assert_close(weights[name][key], value, msg=f"{name}: {key}")
