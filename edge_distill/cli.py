@@ -330,7 +330,8 @@ def estimate(model: Path, profile: str, batch: int, shapes: tuple[str, ...], mea
              **settings) -> None:
     """Roofline latency estimate of MODEL.onnx for a device, per node and in total."""
     from edge_distill.config import Setting, load_config
-    from edge_distill.measure.estimate import estimate_model, estimate_table, parse_shape
+    from edge_distill.export.model_io import parse_shape
+    from edge_distill.measure.estimate import estimate_model, estimate_table
 
     flags = {field: flag for flag, field, _, _ in BENCHMARK_FLAGS}
     given = [Setting(f"benchmark.{field}", value, f"--{flags[field]}")
@@ -339,6 +340,36 @@ def estimate(model: Path, profile: str, batch: int, shapes: tuple[str, ...], mea
     result = estimate_model(model, config, batch, dict(parse_shape(text) for text in shapes), measure)
     text = estimate_table(result) + (f"\n{result['measured_on']}" if measure else "")
     _emit(result, as_json, text)
+
+
+@main.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--profile", "-p", required=True, help="Device profile: its quantization format, threads and provider.")
+@click.option("--calibration", type=click.Path(path_type=Path), required=True, metavar="SAMPLES.npz",
+              help="One array per model input, named as the input: N samples of its shape (the last fifth is held out).")
+@click.option("--shape", "shapes", multiple=True, metavar="NAME:DIMS",
+              help="Concrete shape of an input with symbolic sizes, e.g. x:1x3x48x192 (repeat per input).")
+@click.option("--min-snr", type=click.FloatRange(min=0), default=20.0, show_default=True, metavar="DB",
+              help="int8 ships only if every output's SNR against float is at least this.")
+@click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE", help="Override a profile value, e.g. quantize.per_channel=false.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Bundle folder to write.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+@benchmark_options("batch", "cold-starts", "warmup", "runs")
+@json_option
+def optimize(model: Path, profile: str, calibration: Path, shapes: tuple[str, ...], min_snr: float,
+             overrides: tuple[str, ...], out: Path, quiet: bool, as_json: bool, **settings) -> None:
+    """Quantize an ONNX model trained elsewhere to int8, judge and time it against float, and ship a verified bundle."""
+    from edge_distill.config import Setting, load_config
+    from edge_distill.export.model_io import parse_shape
+    from edge_distill.pipeline.optimize import optimize_model, render_summary
+
+    flags = {field: flag for flag, field, _, _ in BENCHMARK_FLAGS}
+    given = [Setting(f"benchmark.{field}", value, f"--{flags[field]}")
+             for field, value in _benchmark_overrides(settings).items()]
+    config = load_config(profile, None, list(overrides), given)
+    manifest = optimize_model(config, model, calibration, dict(parse_shape(text) for text in shapes), out, min_snr,
+                              progress=_progress(as_json, quiet))
+    _emit(manifest, as_json, render_summary(manifest, out))
 
 
 @main.group()

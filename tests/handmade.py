@@ -42,6 +42,71 @@ def linear_classifier(path: Path, input_dims: tuple = ("batch", 1, 8, 8), seed: 
     return path
 
 
+def three_input_model(path: Path, opset: int = 17) -> Path:
+    """A streaming-audio-style model as models trained elsewhere come: audio (1, 16) and a recurrent
+    state (1, 8), both float32, and a sample rate as an int64 scalar; outputs class scores (1, 4)
+    and the next state (1, 8)."""
+    rng = np.random.default_rng(0)
+    weights = {"w_in": rng.standard_normal((24, 12)), "w_scores": rng.standard_normal((12, 4)),
+               "w_state": rng.standard_normal((12, 8)), "rate_scale": np.array([1e-4])}
+    nodes = [
+        helper.make_node("Concat", ["audio", "state"], ["joined"], axis=1),
+        helper.make_node("MatMul", ["joined", "w_in"], ["hidden_raw"]),
+        helper.make_node("Cast", ["sr"], ["rate"], to=TensorProto.FLOAT),
+        helper.make_node("Mul", ["rate", "rate_scale"], ["rate_term"]),
+        helper.make_node("Add", ["hidden_raw", "rate_term"], ["hidden_sum"]),
+        helper.make_node("Relu", ["hidden_sum"], ["hidden"]),
+        helper.make_node("MatMul", ["hidden", "w_scores"], ["scores"]),
+        helper.make_node("MatMul", ["hidden", "w_state"], ["state_raw"]),
+        helper.make_node("Tanh", ["state_raw"], ["state_out"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "three_inputs",
+        [helper.make_tensor_value_info("audio", TensorProto.FLOAT, [1, 16]),
+         helper.make_tensor_value_info("state", TensorProto.FLOAT, [1, 8]),
+         helper.make_tensor_value_info("sr", TensorProto.INT64, [])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, 4]),
+         helper.make_tensor_value_info("state_out", TensorProto.FLOAT, [1, 8])],
+        [numpy_helper.from_array(w.astype(np.float32), name) for name, w in weights.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def three_input_samples(path: Path, count: int = 30, **override) -> Path:
+    """Calibration samples for `three_input_model`: audio stacked along its batch axis (N, 16),
+    state one feed per row (N, 1, 8), sr one int64 per sample (N,)."""
+    rng = np.random.default_rng(1)
+    arrays = {"audio": rng.standard_normal((count, 16)).astype(np.float32),
+              "state": np.tanh(rng.standard_normal((count, 1, 8))).astype(np.float32),
+              "sr": np.full(count, 16000, np.int64)} | override
+    np.savez(path, **{k: v for k, v in arrays.items() if v is not None})
+    return path
+
+
+def text_images(count: int, height: int, width: int, seed: int = 0) -> np.ndarray:
+    """Lines of printed text (random words, dark on light, some upside down) as an OCR model reads
+    them: (N, 3, height, width) float32, (pixel / 255 - 0.5) / 0.5 as PaddleOCR normalizes."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    rng = np.random.default_rng(seed)
+    letters = np.array(list("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"))
+    images = []
+    for i in range(count):
+        image = Image.new("RGB", (width, height), tuple(int(v) for v in rng.integers(200, 256, 3)))
+        draw = ImageDraw.Draw(image)
+        words = " ".join("".join(rng.choice(letters, rng.integers(2, 8))) for _ in range(rng.integers(2, 6)))
+        font = ImageFont.load_default(size=int(min(height * 0.6, 40)))
+        for y in range(int(rng.integers(2, 8)), height - 8, 48):  # one line per 48 px
+            draw.text((int(rng.integers(2, 12)), y), words, fill=tuple(int(v) for v in rng.integers(0, 80, 3)), font=font)
+        if i % 2:
+            image = image.rotate(180)
+        images.append(np.asarray(image, np.float32).transpose(2, 0, 1))
+    return ((np.stack(images) / 255.0 - 0.5) / 0.5).astype(np.float32)
+
+
 def bundle(folder: Path) -> Path:
     """A bundle `verify` passes: the linear classifier, golden vectors and a manifest hashing them."""
     from edge_distill.bundle.writer import write_golden

@@ -150,12 +150,29 @@ CASES = [
     # estimate: concrete, positive shapes
     ("estimate-batch-zero", "estimate {w}/linear.onnx -p rpi4 --batch 0", 2, ["--batch", "0"]),
     ("estimate-batch-negative", "estimate {w}/linear.onnx -p rpi4 --batch -3", 2, ["--batch", "-3"]),
-    ("estimate-symbolic-size", "estimate {w}/symbolic.onnx -p rpi4", 4, ["input 'x' has symbolic size(s) h, w", "--shape x:"]),
+    ("estimate-symbolic-size", "estimate {w}/symbolic.onnx -p rpi4", 4, ["input 'x' has symbolic size(s) h (axis 2), w (axis 3)", "--shape x:"]),
     ("estimate-shape-malformed", "estimate {w}/symbolic.onnx -p rpi4 --shape x:1xAx8", 2, ["expected INPUT_NAME:DIMS"]),
     ("estimate-shape-zero", "estimate {w}/symbolic.onnx -p rpi4 --shape x:1x1x0x8", 2, ["positive sizes"]),
     ("estimate-shape-unknown-input", "estimate {w}/symbolic.onnx -p rpi4 --shape y:1x1x8x8", 2, ["--shape y: the model has no such input"]),
     ("estimate-shape-rank", "estimate {w}/symbolic.onnx -p rpi4 --shape x:1x8x8", 2, ["3 sizes for an input of rank 4"]),
     ("estimate-shape-contradicts", "estimate {w}/linear.onnx -p rpi4 --shape x:1x2x8x8", 2, ["size 2 where the model fixes 1"]),
+    # optimize: a model trained elsewhere, its calibration samples
+    ("optimize-symbolic-unfixed", "optimize {w}/symbolic.onnx -p x86-avx512 --calibration {w}/three.npz --out {w}/o",
+     4, ["input 'x' has symbolic size(s) batch (axis 0), h (axis 2), w (axis 3)", "--shape x:1x1x1x1"]),
+    ("optimize-shape-unknown-input", "optimize {w}/three.onnx -p x86-avx512 --calibration {w}/three.npz --shape x:1x16 "
+     "--out {w}/o", 2, ["--shape x: the model has no such input", "audio, state, sr"]),
+    ("optimize-samples-missing-input", "optimize {w}/three.onnx -p x86-avx512 --calibration {w}/no-sr.npz --out {w}/o",
+     3, ["no array for input(s) sr (found audio, state)", "sr=<int64 (N, )>"]),
+    ("optimize-samples-float-for-int", "optimize {w}/three.onnx -p x86-avx512 --calibration {w}/float-sr.npz --out {w}/o",
+     3, ["'sr' is float64, the model's input is int64"]),
+    ("optimize-samples-wrong-shape", "optimize {w}/three.onnx -p x86-avx512 --calibration {w}/short-audio.npz --out {w}/o",
+     3, ["'audio' has shape (30, 12), expected (N, 1, 16)"]),
+    ("optimize-samples-one", "optimize {w}/three.onnx -p x86-avx512 --calibration {w}/one.npz --out {w}/o",
+     3, ["1 sample(s); at least 2 are needed"]),
+    ("optimize-samples-not-npz", "optimize {w}/three.onnx -p x86-avx512 --calibration {w}/linear.onnx --out {w}/o",
+     3, ["linear.onnx: not a readable .npz"]),
+    ("optimize-out-is-foreign", "optimize {w}/three.onnx -p x86-avx512 --calibration {w}/three.npz --out {w}/webapp",
+     3, ["is not an edge-distill bundle", "nothing was changed"]),
     ("estimate-measure-two-inputs", "estimate {w}/two-inputs.onnx -p rpi4 --measure", 4, ["--measure times models with one input"]),
     ("estimate-measure-missing-provider", "estimate {w}/linear.onnx -p rpi4 --measure --provider Bogus", 6,
      ["Bogus not available in this onnxruntime"]),
@@ -185,7 +202,7 @@ def workspace(tmp_path_factory) -> Path:
 def test_bad_input_gives_one_line_and_its_exit_code(case, workspace):
     _, command, code, words = case
     args = shlex.split(command.format(w=workspace))
-    shared_cache = [] if "--cache-dir" in args or args[0] in ("verify", "bench", "estimate", "sequence", "cache") \
+    shared_cache = [] if "--cache-dir" in args or args[0] in ("verify", "bench", "estimate", "sequence", "cache", "optimize") \
         else ["--cache-dir", str(workspace / "cache")]
     result = invoke(*args, *shared_cache)
     if code == 1:  # verify's own verdict: a table of checks, not an error line
@@ -273,6 +290,12 @@ def _model_files(w: Path) -> None:
     handmade.linear_classifier(w / "linear.onnx")
     handmade.linear_classifier(w / "symbolic.onnx", ("batch", 1, "h", "w"))
     handmade.linear_classifier(w / "chance.onnx", classes=10, scale=0.0)
+    handmade.three_input_model(w / "three.onnx")
+    handmade.three_input_samples(w / "three.npz")
+    handmade.three_input_samples(w / "no-sr.npz", sr=None)
+    handmade.three_input_samples(w / "float-sr.npz", sr=np.full(30, 16000.0))
+    handmade.three_input_samples(w / "short-audio.npz", audio=np.zeros((30, 12), np.float32))
+    handmade.three_input_samples(w / "one.npz", count=1)
     graph = helper.make_graph(
         [helper.make_node("Add", ["a", "b"], ["sum"])], "two",
         [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", 4]) for n in "ab"],

@@ -18,6 +18,7 @@ def predict_files(bundle_path: Path, files: list[Path], top: int = 3) -> list[di
     import onnxruntime as ort
 
     bundle = Bundle.open(bundle_path)
+    bundle.require_classifier("predict")
     manifest = bundle.manifest
     pre, raw_input = bundle.section("preprocessing"), manifest.get("raw_input", {})
     sample_shape = [int(d) for d in manifest["inputs"][0]["shape"][1:]]

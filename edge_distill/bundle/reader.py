@@ -56,6 +56,14 @@ class Bundle:
         """The golden vectors, checked against the manifest and against their JSON copy."""
         return load_golden(self.path, self.manifest["golden"])
 
+    def require_classifier(self, command: str) -> None:
+        """`command` reads a classifier's single input and logits: refuse a bundle of any inputs
+        and outputs (edge-distill optimize) by name rather than fail on a missing key."""
+        if self.manifest["golden"].get("kind") == "io":
+            raise BundleError(f"{self.path}: {command} works on classifier bundles from edge-distill build; this one "
+                              "comes from edge-distill optimize (any inputs and outputs)",
+                              "edge-distill verify checks it; its manifest holds the float and int8 timings")
+
     def section(self, *keys: str) -> Any:
         """manifest[keys[0]][keys[1]]..., or a BundleError naming the missing key."""
         value: Any = self.manifest
@@ -120,16 +128,27 @@ def check_manifest_shape(manifest: dict[str, Any], path: Path) -> None:
     need(isinstance(golden, dict), "golden", "an object")
     for key in ("npz", "json"):
         need(isinstance(golden.get(key), str), f"golden.{key}", "a file name")
-    arrays = golden.get("arrays")
-    need(isinstance(arrays, dict) and set(GOLDEN_ARRAYS) <= set(arrays) <= {*GOLDEN_ARRAYS, RAW_GOLDEN},
-         "golden.arrays", f"an object with {', '.join(GOLDEN_ARRAYS)} (and optionally {RAW_GOLDEN})")
+    arrays, tolerance = golden.get("arrays"), golden.get("tolerance")
+
+    def tolerance_ok(atol) -> bool:
+        return isinstance(atol, (int, float)) and not isinstance(atol, bool) and np.isfinite(atol) and atol >= 0
+
+    if golden.get("kind") == "io":  # any inputs and outputs (edge-distill optimize)
+        wanted = {f"input:{t['name']}" for t in manifest["inputs"]} | {f"output:{t['name']}" for t in manifest["outputs"]}
+        need(isinstance(arrays, dict) and set(arrays) == wanted, "golden.arrays",
+             f"an object with exactly {', '.join(sorted(wanted))}")
+        need(isinstance(golden.get("count"), int) and golden["count"] > 0, "golden.count", "a positive integer")
+        atol = tolerance.get("atol") if isinstance(tolerance, dict) else None
+        need(isinstance(atol, dict) and all(tolerance_ok(atol.get(t["name"])) for t in manifest["outputs"]),
+             "golden.tolerance.atol", "an object of output name -> a finite number >= 0")
+    else:
+        need(isinstance(arrays, dict) and set(GOLDEN_ARRAYS) <= set(arrays) <= {*GOLDEN_ARRAYS, RAW_GOLDEN},
+             "golden.arrays", f"an object with {', '.join(GOLDEN_ARRAYS)} (and optionally {RAW_GOLDEN})")
+        atol = tolerance.get("logits_atol") if isinstance(tolerance, dict) else None
+        need(tolerance_ok(atol), "golden.tolerance.logits_atol", "a finite number >= 0")
     for name, spec in arrays.items():
         need(isinstance(spec, dict) and isinstance(spec.get("shape"), list) and isinstance(spec.get("dtype"), str),
              f"golden.arrays.{name}", 'an object with a "shape" list and a "dtype" string')
-    tolerance = golden.get("tolerance")
-    atol = tolerance.get("logits_atol") if isinstance(tolerance, dict) else None
-    need(isinstance(atol, (int, float)) and not isinstance(atol, bool) and np.isfinite(atol) and atol >= 0,
-         "golden.tolerance.logits_atol", "a finite number >= 0")
 
 
 def inside(bundle: Path, relative: str) -> Path | None:

@@ -132,6 +132,7 @@ def verify_emulated(bundle: Path, root: Path | None = None) -> dict:
     from edge_distill.bundle.reader import Bundle
 
     opened = Bundle.open(bundle)
+    opened.require_classifier("verify --emulate")
     manifest, golden, model = opened.manifest, opened.golden(), opened.model_path
     device = opened.section("profile", "device")
     cpu = device["cpu"] if device["arch"] == "aarch64" else "Cortex-A72"

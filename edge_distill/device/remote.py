@@ -156,6 +156,7 @@ def bench_bundle(bundle: Path, target: RemoteTarget | None, progress=lambda _: N
     from edge_distill.bundle.reader import Bundle
 
     opened = Bundle.open(bundle)
+    opened.require_classifier("bench")
     golden = opened.golden()
     settings = {**opened.section("profile", "benchmark"), **(overrides or {})}
     settings["providers"] = settings["providers"][:1] if isinstance(settings["providers"], list) else [settings["providers"]]

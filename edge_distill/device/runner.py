@@ -31,9 +31,21 @@ def create_session(model: Path, providers: list, threads: int, require_first: bo
     return session
 
 
+def feed_for(session: ort.InferenceSession, sample) -> dict[str, np.ndarray]:
+    """What one run feeds: `sample` itself when it maps input names to arrays (a model with several
+    inputs), else `sample` as the model's only input."""
+    return sample if isinstance(sample, dict) else {session.get_inputs()[0].name: sample}
+
+
+def batch_of(sample) -> int:
+    """Samples in one run: the first axis of the (first) input, 1 for a scalar input."""
+    first = next(iter(sample.values())) if isinstance(sample, dict) else sample
+    return len(first) if np.ndim(first) else 1
+
+
 def measure_latency(
     model: Path,
-    sample: np.ndarray,  # (B, C, H, W): one batch, fed every run
+    sample,  # (B, C, H, W): one batch fed every run; or {input name: array} for several inputs
     providers: list[str],
     threads: int,
     warmup_runs: int,
@@ -50,7 +62,7 @@ def measure_latency(
     for _ in range(cold_start_runs):
         start = time.perf_counter()
         session = create_session(model, providers, threads, require_first)
-        feed = {session.get_inputs()[0].name: sample}
+        feed = feed_for(session, sample)
         session.run(None, feed)
         cold.append((time.perf_counter() - start) * 1e3)
     for _ in range(warmup_runs):
@@ -70,7 +82,7 @@ def measure_latency(
         "cv_p99_pct": float(100 * up_to_p99.std() / up_to_p99.mean()),
         "min": float(times.min()),
         "max": float(times.max()),
-        "throughput_per_s": float(len(sample) * 1e3 / times.mean()),
+        "throughput_per_s": float(batch_of(sample) * 1e3 / times.mean()),
         "runs": len(times),
         "provider": session.get_providers()[0],
         "peak_rss_mb": peak_rss_mb(),
@@ -100,7 +112,7 @@ def time_runs(session: ort.InferenceSession, feed: dict, min_runs: int, min_seco
 
 
 def compare_latency(
-    models: dict[str, Path], sample: np.ndarray, providers: list, threads: int, seconds_each: float, rounds: int = 5,
+    models: dict[str, Path], sample, providers: list, threads: int, seconds_each: float, rounds: int = 5,
     require_first: bool = True,
 ) -> dict[str, dict]:
     """p50/p90 of several models measured in interleaved rounds (each round visits every model in
@@ -110,8 +122,7 @@ def compare_latency(
     for name, model in models.items():
         try:
             sessions[name] = create_session(model, providers, threads, require_first)
-            feed = {sessions[name].get_inputs()[0].name: sample}
-            time_runs(sessions[name], feed, 10, 0.0)  # warm-up
+            time_runs(sessions[name], feed_for(sessions[name], sample), 10, 0.0)  # warm-up
         except Exception as e:  # an op without a kernel for this provider: report it, measure the rest
             sessions.pop(name, None)
             results[name] = {"error": f"{type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}"}
@@ -120,8 +131,7 @@ def compare_latency(
     for round_index in range(rounds):
         shift = round_index % max(len(order), 1)
         for name in order[shift:] + order[:shift]:
-            feed = {sessions[name].get_inputs()[0].name: sample}
-            times[name] += time_runs(sessions[name], feed, 5, seconds_each / rounds)
+            times[name] += time_runs(sessions[name], feed_for(sessions[name], sample), 5, seconds_each / rounds)
     for name, samples in times.items():
         results[name] = {"p50": float(np.percentile(samples, 50)), "p90": float(np.percentile(samples, 90)),
                          "runs": len(samples)}

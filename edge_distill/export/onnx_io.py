@@ -46,11 +46,15 @@ def load_onnx(path: Path) -> onnx.ModelProto:
     return model
 
 
-def run_onnx(path: Path, x: np.ndarray, batch_size: int = 256) -> dict[str, np.ndarray]:
-    """All outputs of a single-input model on `x`, batched, on the CPU provider."""
+def run_onnx(path: Path, x, batch_size: int = 256) -> dict[str, np.ndarray]:
+    """All outputs on the CPU provider: of a single-input model on samples `x`, batched; or of any
+    model on one feed `x` ({input name: array})."""
     from edge_distill.device.runner import run_batched
 
-    return run_batched(ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]), x, batch_size)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    if isinstance(x, dict):
+        return dict(zip([o.name for o in session.get_outputs()], session.run(None, x)))
+    return run_batched(session, x, batch_size)
 
 
 def compare_outputs(

@@ -12,13 +12,15 @@ from edge_distill.errors import SimplifyError, describe
 from edge_distill.export.onnx_io import compare_outputs, load_onnx, quiet_libraries, run_onnx
 
 
-def simplify_onnx(src: Path, dst: Path, x: np.ndarray, atol: float, rtol: float) -> dict:
-    """Simplify `src` into `dst`; a failed check is an error, never a silent fallback."""
+def simplify_onnx(src: Path, dst: Path, x: np.ndarray | dict[str, np.ndarray], atol: float, rtol: float) -> dict:
+    """Simplify `src` into `dst`, checked on `x` (samples of the only input, or one feed of every
+    input by name); a failed check is an error, never a silent fallback."""
     model = load_onnx(src)
+    feed = x if isinstance(x, dict) else {model.graph.input[0].name: x}
     try:
         with quiet_libraries():
             # onnxsim compares original and simplified on these real inputs.
-            simplified, ok = onnxsim.simplify(model, check_n=1, input_data={model.graph.input[0].name: x}, certify=False)
+            simplified, ok = onnxsim.simplify(model, check_n=1, input_data=feed, certify=False)
     except Exception as e:
         raise SimplifyError(
             f"onnxsim failed on {src.name}: {describe(e)}",

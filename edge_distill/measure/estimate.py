@@ -18,6 +18,7 @@ from onnx import numpy_helper, shape_inference
 
 from edge_distill.config import BuildConfig, DeviceConfig
 from edge_distill.errors import ConfigError, ModelError
+from edge_distill.export.model_io import fix_shapes, model_tensors
 
 # Weight input index of the ops that carry weights, per op type.
 WEIGHT_INPUT = {"Conv": 1, "ConvInteger": 1, "QLinearConv": 3, "Gemm": 1, "MatMul": 1, "MatMulInteger": 1,
@@ -41,48 +42,17 @@ class NodeCost:
     bound: str = ""  # "compute", "memory" or "dispatch"
 
 
-def parse_shape(text: str) -> tuple[str, list[int]]:
-    """`NAME:1x3x48x192` -> ("NAME", [1, 3, 48, 192]), as `--shape` takes it."""
-    name, sep, dims = text.rpartition(":")
-    try:
-        parsed = [int(d) for d in dims.lower().split("x")]
-    except ValueError:
-        parsed = []
-    if not sep or not name or not parsed or min(parsed) < 1:
-        raise ConfigError(f"--shape {text!r}: expected INPUT_NAME:DIMS with positive sizes, e.g. input:1x3x48x192")
-    return name, parsed
-
-
-def fix_input_shapes(model: onnx.ModelProto, batch: int, shapes: dict[str, list[int]]) -> None:
-    """Make every input shape concrete: `shapes` by input name, else a symbolic first axis becomes
-    `batch`; any other symbolic axis is an error naming it (shapes cannot be inferred around it).
-    A size of 0 or -1 is symbolic too: exporters (Paddle's, for one) write -1 for "any"."""
+def fix_input_shapes(model: onnx.ModelProto, batch: int, shapes: dict[str, tuple[int, ...]]) -> None:
+    """Make every input shape of `model` concrete, in place (export.model_io.fix_shapes: a symbolic
+    first axis becomes `batch`, any other symbolic size needs --shape)."""
     if batch < 1:
         raise ConfigError(f"batch {batch}: must be at least 1")
-    initializers = {t.name for t in model.graph.initializer}
-    inputs = [i for i in model.graph.input if i.name not in initializers]
-    unknown = set(shapes) - {i.name for i in inputs}
-    if unknown:
-        raise ConfigError(f"--shape {sorted(unknown)[0]}: the model has no such input",
-                          f"its inputs: {', '.join(i.name for i in inputs)}")
-    for graph_input in inputs:
-        dims = graph_input.type.tensor_type.shape.dim
-        if graph_input.name in shapes:
-            given = shapes[graph_input.name]
-            if len(given) != len(dims):
-                raise ConfigError(f"--shape {graph_input.name}: {len(given)} sizes for an input of rank {len(dims)}")
-            for dim, size in zip(dims, given):
-                if dim.dim_value > 0 and dim.dim_value != size:
-                    raise ConfigError(f"--shape {graph_input.name}: size {size} where the model fixes {dim.dim_value}")
+    inputs, _ = model_tensors(model, "the model")
+    fixed = fix_shapes(inputs, shapes, "the model", batch)
+    for graph_input in model.graph.input:
+        if graph_input.name in fixed:
+            for dim, size in zip(graph_input.type.tensor_type.shape.dim, fixed[graph_input.name]):
                 dim.dim_value = size
-            continue
-        if dims and dims[0].dim_value <= 0:
-            dims[0].dim_value = batch  # a symbolic batch axis becomes concrete so shapes resolve
-        free = [d.dim_param or str(d.dim_value) for d in dims if d.dim_value <= 0]
-        if free:
-            example = "x".join(str(d.dim_value if d.dim_value > 0 else 1) for d in dims)
-            raise ModelError(f"input '{graph_input.name}' has symbolic size(s) {', '.join(free)}: an estimate needs "
-                             "concrete shapes", f"give them, e.g. --shape {graph_input.name}:{example}")
 
 
 def known(shape: list[int]) -> bool:

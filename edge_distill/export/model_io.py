@@ -1,0 +1,99 @@
+"""The inputs and outputs a user's ONNX model declares, and the concrete shapes it is run at.
+
+A model trained elsewhere has any number of inputs, float or integer, with symbolic dimensions
+(a name, '?', or -1 as Paddle's exporter writes). Calibration, measurement and golden vectors need
+concrete shapes: each symbolic dimension is fixed by `--shape NAME:1x3x48x192`, and one left
+unfixed is an error naming it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+
+from edge_distill.errors import ConfigError, InputFileError, ModelError
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    dtype: str  # numpy dtype name: float32, int64, ...
+    dims: tuple[int | str, ...]  # as declared: sizes, or the names of symbolic dimensions
+
+    @property
+    def is_float(self) -> bool:
+        return np.issubdtype(np.dtype(self.dtype), np.floating)
+
+    def as_manifest(self, fixed: tuple[int, ...] | None = None) -> dict:
+        spec = {"name": self.name, "dtype": self.dtype, "shape": list(self.dims)}
+        return spec | ({"fixed_shape": list(fixed)} if fixed is not None else {})
+
+
+def _dims(value: onnx.ValueInfoProto) -> tuple[int | str, ...]:
+    shape = value.type.tensor_type.shape
+    # A size of 0 or -1 is symbolic too: exporters write -1 where they mean "any".
+    return tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else (d.dim_param or "?")
+                 for d in shape.dim)
+
+
+def model_tensors(model: onnx.ModelProto, where: str) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """(inputs, outputs) as declared; initializers that old opsets also list as inputs are left out."""
+    initializers = {t.name for t in model.graph.initializer}
+    specs = []
+    for values in (model.graph.input, model.graph.output):
+        tensors = []
+        for value in values:
+            if value.name in initializers:
+                continue
+            if not value.type.HasField("tensor_type"):
+                raise InputFileError(f"{where}: input or output '{value.name}' is not a tensor (a sequence or map)",
+                                     "only tensor inputs and outputs can be quantized and measured")
+            elem = value.type.tensor_type.elem_type
+            tensors.append(TensorSpec(value.name, onnx.helper.tensor_dtype_to_np_dtype(elem).name, _dims(value)))
+        specs.append(tensors)
+    return specs[0], specs[1]
+
+
+def parse_shape(text: str) -> tuple[str, tuple[int, ...]]:
+    """`NAME:1x3x48x192` -> ("NAME", (1, 3, 48, 192)), as `--shape` takes it."""
+    name, sep, dims = text.rpartition(":")
+    try:
+        parsed = tuple(int(d) for d in dims.lower().split("x"))
+    except ValueError:
+        parsed = ()
+    if not sep or not name or not parsed or min(parsed) < 1:
+        raise ConfigError(f"--shape {text!r}: expected INPUT_NAME:DIMS with positive sizes, e.g. input:1x3x48x192")
+    return name, parsed
+
+
+def fix_shapes(inputs: list[TensorSpec], shapes: dict[str, tuple[int, ...]], where: str,
+               batch: int | None = None) -> dict[str, tuple[int, ...]]:
+    """Every input's concrete shape: as declared, `shapes` (--shape) filling its symbolic sizes; with
+    `batch`, a symbolic first axis not given becomes `batch`. Any other symbolic size is an error
+    naming it."""
+    unknown = set(shapes) - {t.name for t in inputs}
+    if unknown:
+        raise ConfigError(f"--shape {sorted(unknown)[0]}: the model has no such input",
+                          f"its inputs: {', '.join(t.name for t in inputs)}")
+    fixed = {}
+    for tensor in inputs:
+        dims = list(tensor.dims)
+        if tensor.name in shapes:
+            given = shapes[tensor.name]
+            if len(given) != len(dims):
+                raise ConfigError(f"--shape {tensor.name}: {len(given)} sizes for an input of rank {len(dims)}")
+            for dim, size in zip(dims, given):
+                if isinstance(dim, int) and dim != size:
+                    raise ConfigError(f"--shape {tensor.name}: size {size} where the model fixes {dim}")
+            dims = list(given)
+        elif dims and isinstance(dims[0], str) and batch is not None:
+            dims[0] = batch  # a symbolic batch axis
+        free = [f"{d} (axis {i})" for i, d in enumerate(dims) if isinstance(d, str)]
+        if free:
+            example = "x".join(str(d) if isinstance(d, int) else "1" for d in dims)
+            raise ModelError(f"{where}: input '{tensor.name}' has symbolic size(s) {', '.join(free)}: concrete "
+                             "shapes are needed", f"give them, e.g. --shape {tensor.name}:{example}")
+        fixed[tensor.name] = tuple(dims)
+    return fixed

@@ -1,0 +1,308 @@
+"""`edge-distill optimize MODEL.onnx`: a model trained elsewhere, made int8, measured and shipped
+as a verified bundle, without a teacher or training.
+
+Inputs are read from the model (any number, float or integer; symbolic sizes fixed by --shape).
+Calibration samples come from the user (one array per input name, data/feeds.py); the last fifth is
+held out: int8 is judged on it by its fidelity to the float model (no labels needed), and the
+golden vectors come from it. int8 ships when it is faithful enough (--min-snr) and, where this
+host has the device's architecture, measured faster than float; otherwise float ships, and the
+manifest says why either way.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import tempfile
+from collections.abc import Callable
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_distill import __version__
+from edge_distill.config import BuildConfig
+from edge_distill.errors import QuantizeError, SimplifyError, describe
+
+GOLDEN_COUNT = 8
+
+
+def optimize_model(config: BuildConfig, model_path: Path, calibration: Path, shapes: dict[str, tuple[int, ...]],
+                   out: Path, min_snr_db: float, progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+    """Simplify, quantize, judge, measure and package `model_path` into `out`; returns the manifest."""
+    from edge_distill.data.feeds import load_feeds, split_feeds
+    from edge_distill.device.runner import compare_latency, describe_host, usable_threads
+    from edge_distill.export.model_io import fix_shapes, model_tensors
+    from edge_distill.export.onnx_io import load_onnx
+    from edge_distill.hashing import sha256
+    from edge_distill.measure.fidelity import output_fidelity, worst_snr
+    from edge_distill.measure.harness import provider_specs
+    from edge_distill.pipeline.publish import check_out, publish
+
+    check_out(out)
+    source = load_onnx(model_path)
+    inputs, outputs = model_tensors(source, str(model_path))
+    fixed = fix_shapes(inputs, shapes, str(model_path))
+    feeds = load_feeds(calibration, inputs, fixed)
+    calibrate_on, held_out = split_feeds(feeds)
+    progress(f"{model_path.name}: {len(inputs)} input(s) "
+             + ", ".join(f"{t.name} {t.dtype} {'x'.join(map(str, fixed[t.name])) or 'scalar'}" for t in inputs)
+             + f"; {len(calibrate_on)} calibration and {len(held_out)} held-out samples")
+    notes: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="edge-distill-optimize-") as tmp:
+        work = Path(tmp)
+        fp32 = simplified_or_source(model_path, held_out[0], work / "fp32.onnx", notes, progress)
+        int8 = work / "int8.onnx"
+        recipe = quantize_feeds(fp32, calibrate_on, config, work, int8, notes, progress)
+        progress(f"judging int8 against float on {len(held_out)} held-out samples")
+        reference, quantized = run_feeds(fp32, held_out), run_feeds(int8, held_out)
+        fidelity = output_fidelity(reference, quantized, outputs)
+        threads = usable_threads(config.benchmark.threads)
+        progress(f"timing float and int8 side by side ({threads} thread(s), {config.benchmark.providers[0]})")
+        latency = compare_latency({"fp32": fp32, "int8": int8}, held_out[0], provider_specs(config.benchmark), threads,
+                                  seconds_each=max(1.0, 5 * config.benchmark.min_seconds),
+                                  require_first=not config.benchmark.allow_cpu_fallback)
+        host = describe_host()
+        shipped, why = choose(fidelity, latency, min_snr_db, host["arch"] == config.device.arch, config.device.arch)
+        progress(f"shipping {shipped}: {why}")
+        model = work / "model.onnx"
+        label_model(fp32 if shipped == "fp32" else int8, model, shipped, config)
+        golden = write_io_golden(model, held_out[:GOLDEN_COUNT], outputs, work)
+        shipped_inputs, shipped_outputs = model_tensors(load_onnx(model), "the shipped model")
+        variants = {"fp32": fp32, "int8": int8}
+        manifest = {
+            "schema_version": 1,
+            "generator": {"name": "edge-distill", "version": __version__, "command": "optimize"},
+            "profile": {"name": config.profile, "device": config.device.name, "arch": config.device.arch},
+            "model": {"file": "model.onnx", "sha256": sha256(model), "size_bytes": model.stat().st_size,
+                      "precision": shipped, "why": why, "quantization": recipe, "notes": notes,
+                      "source": {"file": str(model_path), "sha256": sha256(model_path),
+                                 "opset": max((o.version for o in source.opset_import if o.domain in ("", "ai.onnx")),
+                                              default=None)}},
+            "inputs": [t.as_manifest(fixed[t.name]) for t in shipped_inputs],
+            "outputs": [t.as_manifest() for t in shipped_outputs],
+            "labels": [],
+            "golden": golden,
+            "metrics": [{"variant": name, "size_bytes": path.stat().st_size,
+                         "latency_ms": latency[name], "fidelity": fidelity if name == "int8" else None}
+                        for name, path in variants.items()],
+            "measurement": {"host": host, "threads": threads, "provider": config.benchmark.providers[0],
+                            "interleaved": "fp32 and int8 timed in alternating rounds on one sample",
+                            "measured_on": "this host" + ("" if host["arch"] == config.device.arch else
+                                                          f" ({host['arch']}), NOT the device ({config.device.arch})")},
+            "min_snr_db": min_snr_db,
+            "versions": {name: metadata.version(name) for name in ("onnx", "onnxruntime", "onnxsim", "numpy")}
+                        | {"python": platform.python_version()},
+        }
+        files = {"model.onnx": model, "golden.npz": work / "golden.npz", "golden.json": work / "golden.json"}
+        manifest["files"] = {name: {"sha256": sha256(path), "size_bytes": path.stat().st_size}
+                             for name, path in files.items()}
+        (work / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        publish(files | {"manifest.json": work / "manifest.json"}, out)
+    progress(f"int8 worst SNR {worst_snr(fidelity):.1f} dB; bundle written to {out}")
+    return manifest
+
+
+def simplified_or_source(model_path: Path, feed: dict[str, np.ndarray], dst: Path, notes: list[str],
+                         progress: Callable[[str], None]) -> Path:
+    """onnxsim's model, checked on a real sample; the model as given where onnxsim fails on it."""
+    from edge_distill.export.simplify import simplify_onnx
+
+    progress("simplifying with onnxsim")
+    try:
+        report = simplify_onnx(model_path, dst, feed, atol=1e-4, rtol=1e-3)
+        notes.append(f"simplified: {report['nodes_before']} -> {report['nodes_after']} nodes")
+    except SimplifyError as e:
+        notes.append(f"not simplified: {e.message}")
+        progress(f"kept unsimplified: {e.message}")
+        dst.write_bytes(model_path.read_bytes())
+    return dst
+
+
+class FeedReader:
+    """onnxruntime's calibration reader over a list of feeds."""
+
+    def __init__(self, feeds: list[dict[str, np.ndarray]]):
+        self.feeds, self.position = feeds, 0
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self.position >= len(self.feeds):
+            return None
+        self.position += 1
+        return self.feeds[self.position - 1]
+
+    def rewind(self) -> None:
+        self.position = 0
+
+
+def quantize_feeds(fp32: Path, feeds: list[dict], config: BuildConfig, work: Path, dst: Path, notes: list[str],
+                   progress: Callable[[str], None]) -> dict:
+    """The profile's static int8 recipe, calibrated on `feeds`. ONNX Runtime's pre-processing runs
+    symbolic shape inference first; where that fails on a real graph, it runs without it (noted)."""
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from edge_distill.export.onnx_io import quiet_libraries
+    from edge_distill.export.quantize import count_ops
+
+    q = config.quantize
+    per_channel = q.per_channel
+    source = fp32
+    opset = _default_opset(fp32)
+    if per_channel and q.format == "QDQ" and opset < 13:
+        # Per-channel DequantizeLinear (its `axis`) exists from opset 13; ORT's quantizer writes it anyway.
+        source, per_channel = _opset_13_or_per_tensor(fp32, opset, work, notes, progress)
+    prepared = work / "prepared.onnx"
+    try:
+        with quiet_libraries():
+            quant_pre_process(str(source), str(prepared))
+    except Exception as e:
+        notes.append(f"ONNX Runtime's symbolic shape inference failed ({describe(e, 200)}): pre-processed without it")
+        progress("symbolic shape inference failed on this graph: pre-processing without it")
+        try:
+            with quiet_libraries():
+                quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+        except Exception as again:
+            raise QuantizeError(f"pre-processing {fp32.name} for quantization failed: {describe(again)}") from None
+    reader = type("Reader", (FeedReader, CalibrationDataReader), {})(feeds)
+    progress(f"calibrating ({q.calibrate_method}) on {len(feeds)} samples and quantizing ({q.format}, "
+             f"{q.activation_type}/{q.weight_type}, {'per channel' if per_channel else 'per tensor'})")
+    try:
+        with quiet_libraries():
+            quantize_static(str(prepared), str(dst), reader, quant_format=QuantFormat[q.format],
+                            per_channel=per_channel, reduce_range=q.reduce_range,
+                            activation_type=QuantType[q.activation_type], weight_type=QuantType[q.weight_type],
+                            calibrate_method=CalibrationMethod[q.calibrate_method],
+                            nodes_to_exclude=list(q.exclude_nodes))
+    except Exception as e:
+        raise QuantizeError(f"quantizing {fp32.name} failed: {describe(e, 2000)}",
+                            "try another profile's format (--set quantize.format=QOperator) or "
+                            "keep nodes in float with --set quantize.exclude_nodes=[...]") from None
+    import onnx
+    import onnxruntime as ort
+
+    try:
+        ort.InferenceSession(str(dst), providers=["CPUExecutionProvider"])
+    except Exception as e:
+        raise QuantizeError(f"ONNX Runtime cannot load the int8 model it made from {fp32.name}: {describe(e, 2000)}",
+                            "try --set quantize.per_channel=false, or --set quantize.format=QOperator") from None
+    ops = count_ops(onnx.load(str(dst)))
+    return {"format": q.format, "activation_type": q.activation_type, "weight_type": q.weight_type,
+            "per_channel": per_channel, "calibrate_method": q.calibrate_method,
+            "calibration_samples": len(feeds), "op_counts": ops}
+
+
+def _default_opset(model: Path) -> int:
+    import onnx
+
+    imports = onnx.load(str(model), load_external_data=False).opset_import
+    return max((o.version for o in imports if o.domain in ("", "ai.onnx")), default=0)
+
+
+def _opset_13_or_per_tensor(fp32: Path, opset: int, work: Path, notes: list[str],
+                            progress: Callable[[str], None]) -> tuple[Path, bool]:
+    """(model to quantize, per channel): the model converted to opset 13 for per-channel QDQ, or as
+    it is, quantized per tensor, where the conversion fails."""
+    import onnx
+    from onnx import version_converter
+
+    converted = work / "opset13.onnx"
+    try:
+        model = version_converter.convert_version(onnx.load(str(fp32)), 13)
+        onnx.checker.check_model(model)
+        onnx.save(model, str(converted))
+    except Exception as e:
+        notes.append(f"opset {opset}: per-channel QDQ needs opset 13 and the conversion failed ({describe(e, 200)}): "
+                     "quantized per tensor")
+        progress(f"opset {opset} model: quantizing per tensor")
+        return fp32, False
+    notes.append(f"opset {opset}: converted to opset 13 for per-channel QDQ (int8 variant only)")
+    progress(f"opset {opset} model: converted to opset 13 for per-channel quantization")
+    return converted, True
+
+
+def run_feeds(model: Path, feeds: list[dict]) -> dict[str, np.ndarray]:
+    """Every output on every feed, stacked: output name -> (N, *output shape)."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    runs = [session.run(names, feed) for feed in feeds]
+    return {name: np.stack([run[k] for run in runs]) for k, name in enumerate(names)}
+
+
+def choose(fidelity: dict, latency: dict, min_snr_db: float, same_arch: bool, device_arch: str) -> tuple[str, str]:
+    """("int8" | "fp32", why)."""
+    from edge_distill.measure.fidelity import worst_snr
+
+    snr = worst_snr(fidelity)
+    if snr < min_snr_db:
+        return "fp32", f"int8's worst output SNR is {snr:.1f} dB, below --min-snr {min_snr_db:g} dB"
+    if "error" in latency.get("int8", {}):
+        return "fp32", f"int8 does not run here: {latency['int8']['error']}"
+    fp32_p50, int8_p50 = latency["fp32"]["p50"], latency["int8"]["p50"]
+    if not same_arch:
+        return "int8", (f"the profile's int8 recipe (SNR {snr:.1f} dB); its speed was not measured on the device "
+                        f"({device_arch}): on this host int8 p50 {int8_p50:.3f} ms vs float {fp32_p50:.3f} ms")
+    if int8_p50 >= fp32_p50:
+        return "fp32", f"int8 measured slower than float on this host: p50 {int8_p50:.3f} vs {fp32_p50:.3f} ms"
+    return "int8", f"int8 measured {fp32_p50 / int8_p50:.2f}x faster than float (p50 {int8_p50:.3f} vs {fp32_p50:.3f} ms), SNR {snr:.1f} dB"
+
+
+def label_model(src: Path, dst: Path, precision: str, config: BuildConfig) -> None:
+    """The shipped model with edge-distill's metadata added to the model's own (kept)."""
+    import onnx
+
+    from edge_distill.bundle.reader import METADATA_PREFIX
+
+    model = onnx.load(str(src))
+    ours = {"labels": "[]", "precision": precision, "profile": config.profile, "generator_version": __version__}
+    kept = [p for p in model.metadata_props if not p.key.startswith(METADATA_PREFIX)]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    for key, value in ours.items():
+        model.metadata_props.add(key=METADATA_PREFIX + key, value=value)
+    onnx.save(model, str(dst))
+
+
+def write_io_golden(model: Path, feeds: list[dict], outputs, out: Path) -> dict[str, Any]:
+    """Held-out feeds and the shipped model's outputs on them, for `verify` anywhere: arrays named
+    input:NAME and output:NAME, one row per sample."""
+    from edge_distill.bundle.writer import GOLDEN_ATOL_SHARE
+
+    produced = run_feeds(model, feeds)
+    arrays = {f"input:{name}": np.stack([f[name] for f in feeds]) for name in feeds[0]}
+    arrays |= {f"output:{name}": values for name, values in produced.items()}
+    atol = {spec.name: (GOLDEN_ATOL_SHARE * float(np.abs(produced[spec.name]).max()) if spec.is_float else 0.0)
+            for spec in outputs}
+    np.savez(out / "golden.npz", **arrays)
+    (out / "golden.json").write_text(json.dumps({name: a.tolist() for name, a in arrays.items()}) + "\n")
+    return {
+        "kind": "io",
+        "npz": "golden.npz",
+        "json": "golden.json",
+        "count": len(feeds),
+        "arrays": {name: {"shape": list(a.shape), "dtype": a.dtype.name} for name, a in arrays.items()},
+        "tolerance": {"atol": atol, "why": f"{GOLDEN_ATOL_SHARE:.1%} of each float output's largest |value|; "
+                                            "integer outputs exact"},
+        "source": "held-out calibration samples; outputs from ONNX Runtime's CPU provider on this machine",
+    }
+
+
+def render_summary(manifest: dict[str, Any], out: Path) -> str:
+    """The table `edge-distill optimize` prints."""
+    lines = [f"{'variant':8s} {'size':>10s} {'p50 ms':>9s} {'p90 ms':>9s}"]
+    for row in manifest["metrics"]:
+        latency = row["latency_ms"]
+        timing = (f"{latency['p50']:9.4f} {latency['p90']:9.4f}" if "p50" in latency else f"  {latency.get('error', '')}")
+        lines.append(f"{row['variant']:8s} {row['size_bytes'] / 1024:8.1f} KB {timing}")
+    fidelity = next(r["fidelity"] for r in manifest["metrics"] if r["variant"] == "int8")
+    for name, f in fidelity.items():
+        agreement = f"  top-1 agreement {f['top1_agreement']:.4f}" if "top1_agreement" in f else ""
+        snr = "identical" if f["snr_db"] is None else f"{f['snr_db']:.1f} dB"
+        lines.append(f"int8 vs float, {name}: SNR {snr}, max abs error {f['max_abs_error']:.3g}, "
+                     f"cosine {f['cosine']:.5f}{agreement}")
+    lines += [f"Shipped: {manifest['model']['precision']} ({manifest['model']['why']})",
+              f"Measured on {manifest['measurement']['measured_on']}", f"Bundle: {out}"]
+    return "\n".join(lines)

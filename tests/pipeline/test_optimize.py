@@ -1,0 +1,71 @@
+"""`edge-distill optimize`: a model trained elsewhere, with several inputs (one of them an int64
+scalar), made int8, judged against float, timed and shipped as a bundle `verify` passes."""
+
+import json
+
+import numpy as np
+import pytest
+
+from edge_distill.bundle.verify import verify_bundle
+from edge_distill.config import load_config
+from edge_distill.pipeline.optimize import choose, optimize_model
+from tests import handmade
+from tests.test_cli import invoke
+
+QUICK = ["benchmark.min_seconds=0.05"]
+
+
+@pytest.mark.parametrize("opset", [17, 11])
+def test_three_inputs_with_an_int64_scalar_become_a_verified_bundle(tmp_path, opset):
+    model = handmade.three_input_model(tmp_path / "vad.onnx", opset=opset)
+    samples = handmade.three_input_samples(tmp_path / "samples.npz")
+    manifest = optimize_model(load_config("x86-avx512", None, QUICK), model, samples, {}, tmp_path / "bundle", 20.0)
+    assert all(check.passed for check in verify_bundle(tmp_path / "bundle"))
+    inputs = {spec["name"]: spec for spec in manifest["inputs"]}
+    assert inputs["sr"]["dtype"] == "int64" and inputs["sr"]["fixed_shape"] == []
+    assert inputs["audio"]["fixed_shape"] == [1, 16] and [o["name"] for o in manifest["outputs"]] == ["scores", "state_out"]
+    int8 = next(row for row in manifest["metrics"] if row["variant"] == "int8")
+    assert set(int8["fidelity"]) == {"scores", "state_out"} and int8["latency_ms"]["p50"] > 0
+    assert "top1_agreement" in int8["fidelity"]["scores"]
+    assert manifest["model"]["precision"] in ("fp32", "int8") and manifest["model"]["why"]
+    if opset < 13:  # per-channel QDQ needs opset 13: the int8 variant was converted, and says so
+        assert any("converted to opset 13" in note for note in manifest["model"]["notes"])
+    with np.load(tmp_path / "bundle" / "golden.npz") as golden:
+        assert golden["input:sr"].dtype == np.int64 and golden["input:sr"].shape == (6,)  # the held-out fifth
+        assert golden["output:state_out"].shape == (6, 1, 8)
+
+
+def test_verify_fails_a_golden_output_that_no_longer_matches(tmp_path):
+    model = handmade.three_input_model(tmp_path / "vad.onnx")
+    samples = handmade.three_input_samples(tmp_path / "samples.npz")
+    result = invoke("optimize", str(model), "-p", "x86-avx512", "--calibration", str(samples), "--min-seconds", "0.05",
+                    "--out", str(tmp_path / "bundle"), "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["golden"]["kind"] == "io"
+    golden = dict(np.load(tmp_path / "bundle" / "golden.npz"))
+    golden["output:scores"] = golden["output:scores"] + 1.0
+    np.savez(tmp_path / "bundle" / "golden.npz", **golden)
+    json_copy = {name: a.tolist() for name, a in golden.items()}
+    (tmp_path / "bundle" / "golden.json").write_text(json.dumps(json_copy))
+    manifest = json.loads((tmp_path / "bundle" / "manifest.json").read_text())
+    from edge_distill.hashing import sha256
+
+    for name in ("golden.npz", "golden.json"):  # re-hashed, as someone editing the bundle would
+        manifest["files"][name]["sha256"] = sha256(tmp_path / "bundle" / name)
+    (tmp_path / "bundle" / "manifest.json").write_text(json.dumps(manifest))
+    checks = {c.name: c for c in verify_bundle(tmp_path / "bundle")}
+    assert not checks["golden scores"].passed and checks["golden state_out"].passed
+
+
+FAITHFUL = {"out": {"snr_db": 30.0}}
+LATENCY = {"fp32": {"p50": 1.0}, "int8": {"p50": 0.5}}
+
+
+def test_int8_ships_only_when_faithful_and_not_measured_slower():
+    assert choose({"out": {"snr_db": 12.0}}, LATENCY, 20.0, True, "x86_64")[0] == "fp32"  # unfaithful
+    assert choose(FAITHFUL, LATENCY, 20.0, True, "x86_64")[0] == "int8"  # faster here, on the device's arch
+    slower = {"fp32": {"p50": 0.5}, "int8": {"p50": 1.0}}
+    assert choose(FAITHFUL, slower, 20.0, True, "x86_64")[0] == "fp32"
+    shipped, why = choose(FAITHFUL, slower, 20.0, False, "aarch64")  # this host is not the device
+    assert shipped == "int8" and "not measured on the device (aarch64)" in why
+    assert choose(FAITHFUL, {"fp32": {"p50": 1.0}, "int8": {"error": "no kernel"}}, 20.0, True, "x86_64")[0] == "fp32"
