@@ -86,6 +86,16 @@ def three_input_samples(path: Path, count: int = 30, **override) -> Path:
     return path
 
 
+def rapidocr_models() -> Path | None:
+    """The folder of PP-OCR ONNX models inside the PyPI package rapidocr-onnxruntime (.ci/run
+    installs it without its dependencies: only the model files are read, the package is not
+    imported), or None where it is not installed."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("rapidocr_onnxruntime")
+    return Path(spec.submodule_search_locations[0]) / "models" if spec else None
+
+
 def text_images(count: int, height: int, width: int, seed: int = 0) -> np.ndarray:
     """Lines of printed text (random words, dark on light, some upside down) as an OCR model reads
     them: (N, 3, height, width) float32, (pixel / 255 - 0.5) / 0.5 as PaddleOCR normalizes."""

@@ -56,6 +56,22 @@ class ArrayCalibrationReader(CalibrationDataReader):
         self.position = 0
 
 
+class FeedReader(CalibrationDataReader):
+    """Feeds of a model with any inputs ({input name: array}), one per call."""
+
+    def __init__(self, feeds: list[dict[str, np.ndarray]]):
+        self.feeds, self.position = feeds, 0
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self.position >= len(self.feeds):
+            return None
+        self.position += 1
+        return self.feeds[self.position - 1]
+
+    def rewind(self) -> None:
+        self.position = 0
+
+
 @dataclass(frozen=True)
 class QuantRecipe:
     kind: str  # "fp32" | "static" | "dynamic" | "fp16"

@@ -26,22 +26,30 @@ from onnxruntime.quantization.qdq_loss_debug import (
 )
 
 from edge_distill.export.onnx_io import quiet_libraries
-from edge_distill.export.quantize import ArrayCalibrationReader
+from edge_distill.export.quantize import ArrayCalibrationReader, FeedReader
 
 
-def layer_sensitivity(float_model: Path, qdq_model: Path, x: np.ndarray, workdir: Path) -> list[dict]:
+def layer_sensitivity(float_model: Path, qdq_model: Path, x: np.ndarray | list[dict], workdir: Path) -> list[dict]:
     """Rows per quantized node, most sensitive first. `float_model` is the pre-processed fp32 model
-    the QDQ model was made from (their tensor names match)."""
+    the QDQ model was made from (their tensor names match); `x`: samples of its only input, or
+    feeds of every input by name."""
     graph = onnx.load(str(float_model)).graph
-    input_name = graph.input[0].name
+
+    def reader():
+        return FeedReader(x) if isinstance(x, list) else ArrayCalibrationReader(graph.input[0].name, x)
+
     with quiet_libraries():
         activations = {}
         for role, model in (("float", float_model), ("qdq", qdq_model)):
             augmented = workdir / f"debug-{role}.onnx"
             modify_model_output_intermediate_tensors(str(model), str(augmented))
-            activations[role] = collect_activations(str(augmented), ArrayCalibrationReader(input_name, x))
+            activations[role] = collect_activations(str(augmented), reader())
         activation_error = compute_activation_error(create_activation_matching(activations["qdq"], activations["float"]))
-        weight_error = compute_weight_error(create_weight_matching(str(float_model), str(qdq_model)))
+        # ORT's SNR helper takes len() of each weight: scalar weights (a real graph's 0-d Mul
+        # constants) would crash it, and one scalar says little about a layer anyway.
+        matching = {name: pair for name, pair in create_weight_matching(str(float_model), str(qdq_model)).items()
+                    if np.ndim(pair["float"]) > 0}
+        weight_error = compute_weight_error(matching)
     rows = []
     for node in graph.node:
         errors = [activation_error[t] for t in node.output if t in activation_error]

@@ -36,7 +36,7 @@ def optimize_model(config: BuildConfig, model_path: Path, calibration: Path, sha
     from edge_distill.export.model_io import fix_shapes, model_tensors
     from edge_distill.export.onnx_io import load_onnx
     from edge_distill.hashing import sha256
-    from edge_distill.measure.fidelity import output_fidelity, worst_snr
+    from edge_distill.measure.fidelity import worst_snr
     from edge_distill.measure.harness import provider_specs
     from edge_distill.pipeline.publish import check_out, publish
 
@@ -53,11 +53,8 @@ def optimize_model(config: BuildConfig, model_path: Path, calibration: Path, sha
     with tempfile.TemporaryDirectory(prefix="edge-distill-optimize-") as tmp:
         work = Path(tmp)
         fp32 = simplified_or_source(model_path, held_out[0], work / "fp32.onnx", notes, progress)
-        int8 = work / "int8.onnx"
-        recipe = quantize_feeds(fp32, calibrate_on, config, work, int8, notes, progress)
-        progress(f"judging int8 against float on {len(held_out)} held-out samples")
-        reference, quantized = run_feeds(fp32, held_out), run_feeds(int8, held_out)
-        fidelity = output_fidelity(reference, quantized, outputs)
+        int8, recipe, fidelity = quantize_within_snr(fp32, calibrate_on, held_out, outputs, config, min_snr_db, work,
+                                                     notes, progress)
         threads = usable_threads(config.benchmark.threads)
         progress(f"timing float and int8 side by side ({threads} thread(s), {config.benchmark.providers[0]})")
         latency = compare_latency({"fp32": fp32, "int8": int8}, held_out[0], provider_specs(config.benchmark), threads,
@@ -120,36 +117,16 @@ def simplified_or_source(model_path: Path, feed: dict[str, np.ndarray], dst: Pat
     return dst
 
 
-class FeedReader:
-    """onnxruntime's calibration reader over a list of feeds."""
-
-    def __init__(self, feeds: list[dict[str, np.ndarray]]):
-        self.feeds, self.position = feeds, 0
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        if self.position >= len(self.feeds):
-            return None
-        self.position += 1
-        return self.feeds[self.position - 1]
-
-    def rewind(self) -> None:
-        self.position = 0
-
-
-def quantize_feeds(fp32: Path, feeds: list[dict], config: BuildConfig, work: Path, dst: Path, notes: list[str],
-                   progress: Callable[[str], None]) -> dict:
-    """The profile's static int8 recipe, calibrated on `feeds`. ONNX Runtime's pre-processing runs
-    symbolic shape inference first; where that fails on a real graph, it runs without it (noted)."""
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+def prepare(fp32: Path, config: BuildConfig, work: Path, notes: list[str], progress: Callable[[str], None]
+            ) -> tuple[Path, bool]:
+    """(ONNX Runtime's pre-processed model, per channel). Per-channel QDQ needs opset 13; symbolic
+    shape inference is skipped (noted) where it fails on a real graph."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     from edge_distill.export.onnx_io import quiet_libraries
-    from edge_distill.export.quantize import count_ops
 
     q = config.quantize
-    per_channel = q.per_channel
-    source = fp32
-    opset = _default_opset(fp32)
+    per_channel, source, opset = q.per_channel, fp32, _default_opset(fp32)
     if per_channel and q.format == "QDQ" and opset < 13:
         # Per-channel DequantizeLinear (its `axis`) exists from opset 13; ORT's quantizer writes it anyway.
         source, per_channel = _opset_13_or_per_tensor(fp32, opset, work, notes, progress)
@@ -165,32 +142,79 @@ def quantize_feeds(fp32: Path, feeds: list[dict], config: BuildConfig, work: Pat
                 quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
         except Exception as again:
             raise QuantizeError(f"pre-processing {fp32.name} for quantization failed: {describe(again)}") from None
-    reader = type("Reader", (FeedReader, CalibrationDataReader), {})(feeds)
-    progress(f"calibrating ({q.calibrate_method}) on {len(feeds)} samples and quantizing ({q.format}, "
-             f"{q.activation_type}/{q.weight_type}, {'per channel' if per_channel else 'per tensor'})")
+    return prepared, per_channel
+
+
+def quantize_feeds(prepared: Path, feeds: list[dict], config: BuildConfig, per_channel: bool, keep_in_float: list[str],
+                   dst: Path) -> dict:
+    """The profile's static int8 recipe, calibrated on `feeds`, with `keep_in_float` nodes left in float."""
+    import onnx
+    import onnxruntime as ort
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    from edge_distill.export.onnx_io import quiet_libraries
+    from edge_distill.export.quantize import FeedReader, count_ops
+
+    q = config.quantize
     try:
         with quiet_libraries():
-            quantize_static(str(prepared), str(dst), reader, quant_format=QuantFormat[q.format],
+            quantize_static(str(prepared), str(dst), FeedReader(feeds), quant_format=QuantFormat[q.format],
                             per_channel=per_channel, reduce_range=q.reduce_range,
                             activation_type=QuantType[q.activation_type], weight_type=QuantType[q.weight_type],
                             calibrate_method=CalibrationMethod[q.calibrate_method],
-                            nodes_to_exclude=list(q.exclude_nodes))
+                            nodes_to_exclude=[*q.exclude_nodes, *keep_in_float])
     except Exception as e:
-        raise QuantizeError(f"quantizing {fp32.name} failed: {describe(e, 2000)}",
+        raise QuantizeError(f"quantizing {prepared.name} failed: {describe(e, 2000)}",
                             "try another profile's format (--set quantize.format=QOperator) or "
                             "keep nodes in float with --set quantize.exclude_nodes=[...]") from None
-    import onnx
-    import onnxruntime as ort
-
     try:
         ort.InferenceSession(str(dst), providers=["CPUExecutionProvider"])
     except Exception as e:
-        raise QuantizeError(f"ONNX Runtime cannot load the int8 model it made from {fp32.name}: {describe(e, 2000)}",
+        raise QuantizeError(f"ONNX Runtime cannot load the int8 model it made from {prepared.name}: {describe(e, 2000)}",
                             "try --set quantize.per_channel=false, or --set quantize.format=QOperator") from None
-    ops = count_ops(onnx.load(str(dst)))
     return {"format": q.format, "activation_type": q.activation_type, "weight_type": q.weight_type,
-            "per_channel": per_channel, "calibrate_method": q.calibrate_method,
-            "calibration_samples": len(feeds), "op_counts": ops}
+            "per_channel": per_channel, "calibrate_method": q.calibrate_method, "calibration_samples": len(feeds),
+            "kept_in_float": [*q.exclude_nodes, *keep_in_float], "op_counts": count_ops(onnx.load(str(dst)))}
+
+
+def quantize_within_snr(fp32: Path, calibrate_on: list[dict], held_out: list[dict], outputs, config: BuildConfig,
+                        min_snr_db: float, work: Path, notes: list[str], progress: Callable[[str], None]
+                        ) -> tuple[Path, dict, dict]:
+    """(int8 model, recipe, fidelity). Below `min_snr_db`, the nodes whose int8 error is largest
+    (ONNX Runtime's QDQ debugging: per-node SNR) are kept in float, 1, 2, 4, ... up to
+    quantize.fallback_max_nodes, until the model is faithful enough; the most faithful try is kept."""
+    from edge_distill.export.sensitivity import layer_sensitivity
+    from edge_distill.measure.fidelity import output_fidelity, worst_snr
+
+    q = config.quantize
+    prepared, per_channel = prepare(fp32, config, work, notes, progress)
+    progress(f"calibrating ({q.calibrate_method}) on {len(calibrate_on)} samples and quantizing ({q.format}, "
+             f"{q.activation_type}/{q.weight_type}, {'per channel' if per_channel else 'per tensor'})")
+    reference = run_feeds(fp32, held_out)
+
+    def attempt(keep: list[str], dst: Path) -> tuple[Path, dict, dict]:
+        recipe = quantize_feeds(prepared, calibrate_on, config, per_channel, keep, dst)
+        return dst, recipe, output_fidelity(reference, run_feeds(dst, held_out), outputs)
+
+    best = attempt([], work / "int8.onnx")
+    snr = worst_snr(best[2])
+    if snr >= min_snr_db or not q.fallback_max_nodes:
+        return best
+    progress(f"int8 worst output SNR {snr:.1f} dB < {min_snr_db:g} dB: ranking nodes by their int8 error")
+    ranked = [row["node"] for row in layer_sensitivity(prepared, best[0], calibrate_on[:16], work)]
+    count = 1
+    while count <= min(q.fallback_max_nodes, len(ranked)):
+        tried = attempt(ranked[:count], work / f"int8-float{count}.onnx")
+        progress(f"  {count} most sensitive node(s) in float: worst SNR {worst_snr(tried[2]):.1f} dB")
+        if worst_snr(tried[2]) > worst_snr(best[2]):
+            best = tried
+        if worst_snr(tried[2]) >= min_snr_db:
+            break
+        count *= 2
+    kept = best[1]["kept_in_float"]
+    notes.append(f"int8 repaired by keeping {len(kept)} node(s) in float: {', '.join(kept)}" if kept else
+                 f"keeping up to {q.fallback_max_nodes} sensitive node(s) in float did not raise the SNR")
+    return best
 
 
 def _default_opset(model: Path) -> int:

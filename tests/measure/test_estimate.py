@@ -2,6 +2,8 @@
 
 import numpy as np
 import pytest
+
+from tests import handmade
 from onnx import TensorProto, helper, numpy_helper, save
 
 from edge_distill.measure.estimate import count_costs, estimate_latency, estimate_table
@@ -110,7 +112,6 @@ def test_weights_that_fit_in_cache_stream_from_it(tmp_path):
 def test_minus_one_sizes_are_symbolic_as_paddle_writes_them(tmp_path):
     """Paddle's exporter writes -1 for "any": a batch of -1 takes --batch, other -1 sizes need --shape."""
     from edge_distill.errors import ModelError
-    from tests import handmade
 
     path = handmade.linear_classifier(tmp_path / "m.onnx", (-1, 1, 8, -1))
     with pytest.raises(ModelError, match=r"input 'x' has symbolic size\(s\) \? \(axis 3\): concrete shapes") as error:
@@ -123,23 +124,13 @@ def test_minus_one_sizes_are_symbolic_as_paddle_writes_them(tmp_path):
 REAL_MODELS = ("ch_ppocr_mobile_v2.0_cls_infer", "x:1x3x48x192"), ("ch_PP-OCRv4_rec_infer", "x:1x3x48x320")
 
 
-def _rapidocr_models():
-    """The PP-OCR ONNX models inside the PyPI package rapidocr-onnxruntime (.ci/run installs it
-    without its dependencies: only the model files are read, the package is not imported)."""
-    import importlib.util
-    from pathlib import Path
-
-    spec = importlib.util.find_spec("rapidocr_onnxruntime")
-    return Path(spec.submodule_search_locations[0]) / "models" if spec else None
-
-
 @pytest.mark.real
-@pytest.mark.skipif(_rapidocr_models() is None, reason="pip install --no-deps rapidocr-onnxruntime (.ci/run does)")
+@pytest.mark.skipif(handmade.rapidocr_models() is None, reason="pip install --no-deps rapidocr-onnxruntime (.ci/run does)")
 @pytest.mark.parametrize("name, shape", REAL_MODELS)
 def test_estimates_of_real_pretrained_models_need_their_shapes_and_are_never_negative(name, shape):
     from tests.test_cli import assert_user_error, invoke
 
-    model = _rapidocr_models() / f"{name}.onnx"
+    model = handmade.rapidocr_models() / f"{name}.onnx"
     assert_user_error(invoke("estimate", str(model), "-p", "x86-avx512"), 4, "input 'x' has symbolic size(s)", "--shape x:")
     result = invoke("estimate", str(model), "-p", "x86-avx512", "--shape", shape, "--json")
     assert result.exit_code == 0, result.output

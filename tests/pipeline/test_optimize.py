@@ -27,6 +27,9 @@ def test_three_inputs_with_an_int64_scalar_become_a_verified_bundle(tmp_path, op
     int8 = next(row for row in manifest["metrics"] if row["variant"] == "int8")
     assert set(int8["fidelity"]) == {"scores", "state_out"} and int8["latency_ms"]["p50"] > 0
     assert "top1_agreement" in int8["fidelity"]["scores"]
+    # Plain int8 loses the sample rate's path (8 dB); the two nodes ranked most sensitive stay in float.
+    assert min(f["snr_db"] for f in int8["fidelity"].values()) >= 20
+    assert any(note.startswith("int8 repaired by keeping 2 node(s) in float") for note in manifest["model"]["notes"])
     assert manifest["model"]["precision"] in ("fp32", "int8") and manifest["model"]["why"]
     if opset < 13:  # per-channel QDQ needs opset 13: the int8 variant was converted, and says so
         assert any("converted to opset 13" in note for note in manifest["model"]["notes"])
@@ -69,3 +72,31 @@ def test_int8_ships_only_when_faithful_and_not_measured_slower():
     shipped, why = choose(FAITHFUL, slower, 20.0, False, "aarch64")  # this host is not the device
     assert shipped == "int8" and "not measured on the device (aarch64)" in why
     assert choose(FAITHFUL, {"fp32": {"p50": 1.0}, "int8": {"error": "no kernel"}}, 20.0, True, "x86_64")[0] == "fp32"
+
+
+# (model, shape): the three PP-OCR models of rapidocr-onnxruntime, each fed printed text lines.
+PP_OCR = [("ch_ppocr_mobile_v2.0_cls_infer", (48, 192)), ("ch_PP-OCRv4_rec_infer", (48, 320)),
+          ("ch_PP-OCRv4_det_infer", (320, 320))]
+
+
+@pytest.mark.real
+@pytest.mark.skipif(handmade.rapidocr_models() is None, reason="pip install --no-deps rapidocr-onnxruntime (.ci/run does)")
+@pytest.mark.parametrize("name, size", PP_OCR, ids=[n for n, _ in PP_OCR])
+def test_real_pretrained_ocr_models_optimize_to_verified_bundles(tmp_path, name, size):
+    """Paddle-exported models with symbolic sizes (-1, '?', named), opset 11/12 and weights in
+    Constant nodes: each becomes a bundle verify passes, with int8 judged and timed against float."""
+    np.savez(tmp_path / "lines.npz", x=handmade.text_images(20, *size))
+    result = invoke("optimize", str(handmade.rapidocr_models() / f"{name}.onnx"), "-p", "x86-avx512", "--calibration",
+                    str(tmp_path / "lines.npz"), "--shape", f"x:1x3x{size[0]}x{size[1]}", "--min-seconds", "0.05",
+                    "--set", "quantize.fallback_max_nodes=1", "--out", str(tmp_path / "bundle"), "--json")
+    assert result.exit_code == 0, result.output
+    manifest = json.loads(result.stdout)
+    assert all(check.passed for check in verify_bundle(tmp_path / "bundle"))
+    assert manifest["inputs"][0]["fixed_shape"] == [1, 3, *size]
+    int8 = next(row for row in manifest["metrics"] if row["variant"] == "int8")
+    (fidelity,) = int8["fidelity"].values()
+    assert fidelity["snr_db"] is not None and -1 <= fidelity["cosine"] <= 1
+    assert int8["size_bytes"] < 0.6 * next(r for r in manifest["metrics"] if r["variant"] == "fp32")["size_bytes"]
+    assert any("opset 13" in note for note in manifest["model"]["notes"])  # converted for per-channel QDQ
+    if manifest["model"]["precision"] == "fp32":  # shipped float: the manifest says which rule decided
+        assert "SNR" in manifest["model"]["why"] or "slower" in manifest["model"]["why"]
