@@ -1,5 +1,7 @@
-"""The int8 model and the model to ship: the profile's recipe as it is, or (quantize.search) the
-fastest candidate within the accuracy budget, which may be fp32 (or fp16 on a GPU)."""
+"""The int8 model and the model to ship: the profile's recipe, shipped as it is where this host
+cannot measure for the device, or else only if measured faster than fp32 within the accuracy
+budget; or (quantize.search) the fastest candidate within the budget, which may be fp32 (or fp16
+on a GPU)."""
 
 from __future__ import annotations
 
@@ -30,6 +32,52 @@ class Selection:
         return {"variant": self.variant, "recipe": self.recipe, "why": self.why, **self.search}
 
 
+def measured_here(device: DeviceConfig) -> bool:
+    """Whether this host has the device's architecture, so that which model runs faster is worth
+    measuring here (platform.machine(), as describe_host reports it, without importing onnxruntime)."""
+    import platform
+
+    return platform.machine() == device.arch
+
+
+def measured_choice(fp32_model: Path, int8_model: Path, recipe: str, x_val: np.ndarray, y_val: np.ndarray,
+                    cfg: QuantizeConfig, bench: BenchmarkConfig, selected_out: Path,
+                    progress: Callable[[str], None]) -> Selection:
+    """The profile's int8 model or the fp32 one, whichever runs faster here within the accuracy
+    budget (quantize.max_accuracy_drop), timed side by side in interleaved rounds; int8 regardless
+    with quantize.require_int8."""
+    from edge_distill.device.runner import compare_latency, predict_classes, usable_threads
+    from edge_distill.measure.harness import provider_specs
+
+    threads, providers, strict = usable_threads(bench.threads), provider_specs(bench), not bench.allow_cpu_fallback
+    models = {"student_fp32": fp32_model, "student_int8": int8_model}
+    accuracy = {name: float((predict_classes(path, x_val, providers, threads, require_first=strict) == y_val).mean())
+                for name, path in models.items()}
+    progress(f"timing fp32 and int8 side by side ({cfg.search_min_seconds:g} s each, {threads} thread(s)): this host "
+             "has the device's architecture")
+    latency = compare_latency(models, x_val[: bench.batch_size], providers, threads, cfg.search_min_seconds,
+                              require_first=strict)
+    if "error" in latency["student_int8"]:
+        raise QuantizeError(f"the int8 model does not run here: {latency['student_int8']['error']}")
+    drop = 100.0 * (accuracy["student_fp32"] - accuracy["student_int8"])
+    p50 = {name: latency[name]["p50"] for name in models}
+    figures = (f"int8 p50 {p50['student_int8']:.4f} ms vs fp32 {p50['student_fp32']:.4f} ms on this host, "
+               f"val accuracy {accuracy['student_int8']:.4f} vs {accuracy['student_fp32']:.4f}")
+    if cfg.require_int8:
+        variant, why = "student_int8", f"int8 required (quantize.require_int8); {figures}"
+    elif drop > cfg.max_accuracy_drop:
+        variant, why = "student_fp32", f"int8 loses {drop:.2f} points (> quantize.max_accuracy_drop {cfg.max_accuracy_drop:g}); {figures}"
+    elif p50["student_int8"] >= p50["student_fp32"]:
+        variant, why = "student_fp32", f"int8 measured slower: {figures}"
+    else:
+        variant, why = "student_int8", f"int8 measured faster: {figures}"
+    progress(f"shipping {variant}: {why}")
+    shutil.copyfile(models[variant], selected_out)
+    return Selection(recipe, variant, recipe if variant == "student_int8" else "fp32", why,
+                     {"measured": {"accuracy": accuracy, "p50_ms": p50, "threads": threads,
+                                   "seconds_each": cfg.search_min_seconds}})
+
+
 def quantize_and_select(fp32_model: Path, calibration: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
                         cfg: QuantizeConfig, device: DeviceConfig, bench: BenchmarkConfig, int8_out: Path,
                         selected_out: Path, progress: Callable[[str], None]) -> Selection:
@@ -43,8 +91,12 @@ def quantize_and_select(fp32_model: Path, calibration: np.ndarray, x_val: np.nda
             progress(f"calibrating on {len(calibration)} training samples ({cfg.calibrate_method}), "
                      f"quantizing to int8 {recipe.name}")
             quantize_model(fp32_model, int8_out, calibration, recipe, Path(tmp), progress)
-            shutil.copyfile(int8_out, selected_out)
-            return Selection(recipe.name, "student_int8", recipe.name, "the profile's recipe (quantize.search = false)")
+            if not measured_here(device):
+                shutil.copyfile(int8_out, selected_out)
+                return Selection(recipe.name, "student_int8", recipe.name,
+                                 f"the profile's recipe, not measured against fp32: this host is not the device's "
+                                 f"architecture ({device.arch})")
+            return measured_choice(fp32_model, int8_out, recipe.name, x_val, y_val, cfg, bench, selected_out, progress)
         found = search_quantization(fp32_model, calibration, x_val, y_val, cfg, device, bench, Path(tmp), progress)
         if found["best_int8"] is None:
             raise QuantizeError("no int8 recipe could be built for this model", "see quantize.json candidates")

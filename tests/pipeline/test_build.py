@@ -163,3 +163,24 @@ def test_a_no_op_rebuild_never_imports_torch(tiny_cache):
               "print(all(s.cached for s in run.steps), sorted(m for m in ('torch', 'onnx', 'sklearn') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert done.stdout.split("\n")[0] == "True []", done.stdout + done.stderr
+
+
+def test_on_a_host_of_the_devices_architecture_the_faster_of_int8_and_fp32_ships(tiny_cache):
+    """x86-avx512 on this x86-64 host: the profile's int8 model and fp32 are timed side by side, and
+    the faster one within the accuracy budget ships; quantize.json holds the figures it chose by."""
+    import platform
+
+    from edge_distill.pipeline.build import run_pipeline
+
+    if platform.machine() != "x86_64":
+        pytest.skip("needs an x86-64 host for the x86-avx512 profile")
+    run = run_pipeline(tiny_config("quantize.search_min_seconds=0.1", profile="x86-avx512"), tiny_cache, "quantize")
+    selected = json.loads(run.artifacts["quantize.json"].read_text())["selected"]
+    p50, accuracy = selected["measured"]["p50_ms"], selected["measured"]["accuracy"]
+    within = 100 * (accuracy["student_fp32"] - accuracy["student_int8"]) <= 1.0
+    faster = min(p50, key=p50.get) if within else "student_fp32"
+    assert selected["variant"] == faster and "measured" in selected["why"]
+    # rpi4 on this host: the profile's recipe ships unmeasured, and the report says why.
+    run = run_pipeline(tiny_config(), tiny_cache, "quantize")
+    selected = json.loads(run.artifacts["quantize.json"].read_text())["selected"]
+    assert selected["variant"] == "student_int8" and "not the device's architecture (aarch64)" in selected["why"]

@@ -12,15 +12,19 @@ class QuantizeStage(ConfiguredStage):
     is the int8 one unless the search found fp32 (or fp16 on a GPU) faster within budget."""
 
     name = "quantize"
-    description = ("Quantize the student to int8 (the profile's recipe, or the fastest within budget with "
+    description = ("Quantize the student to int8 (the profile's recipe, shipped if measured faster than fp32 "
+                   "where this host has the device's architecture; or the fastest within budget with "
                    "--search-quantization).")
-    version = 2
+    version = 3
     inputs = ("dataset.npz", "student_fp32.onnx")
     outputs = ("student_int8.onnx", "selected.onnx", "quantize.json")
 
     def params(self):
+        from edge_distill.export.selection import measured_here
+
         params = {"quantize": dataclasses.asdict(self.config.quantize), "seed": self.config.seed}
-        if self.config.quantize.search:  # the search measures latency: it depends on where it runs
+        if self.config.quantize.search or measured_here(self.config.device):
+            # What ships was measured: it depends on where it ran.
             from edge_distill.device.runner import describe_host
 
             params |= {"device": dataclasses.asdict(self.config.device), "host": describe_host(),
