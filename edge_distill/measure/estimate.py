@@ -1,10 +1,13 @@
-"""Latency estimate from the graph alone: MACs, FLOPs and bytes per node, and a roofline.
+"""Latency estimate from the graph: MACs, FLOPs and bytes per node, and a roofline.
 
-Per node, time = max(FLOPs / peak compute, bytes moved / bandwidth) + a fixed dispatch cost, where
-the bandwidth is the last-level cache's when all weights fit in it (warm runs), else DRAM's; plus
-one fixed cost per run,
-with the device's peak figures from its profile (`[device]` peak_*, with their sources). The
-estimate is a bound-style guide for choosing sizes before training, not a measurement.
+Per node that runs, time = max(FLOPs / peak compute, bytes moved / bandwidth), where the bandwidth
+is the last-level cache's when all weights fit in it (warm runs), else DRAM's. Nodes whose inputs
+are all constant (weights, Constant nodes, the Shape of a fixed-size tensor) are folded away when
+ONNX Runtime loads the model and cost nothing. On top come a fixed dispatch cost per kernel, counted
+in the graph ONNX Runtime actually runs (its optimized model: fused, folded, with any layout
+conversions it adds), and one fixed cost per run. The device's figures come from its profile
+(`[device]` peak_*, with their sources). The estimate is a guide for choosing sizes before
+training, not a measurement.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ class NodeCost:
     bytes_moved: int  # weights read + activations read and written
     weight_bytes: int
     estimate_ms: float = 0.0
-    bound: str = ""  # "compute", "memory" or "dispatch"
+    bound: str = ""  # "compute" or "memory"
 
 
 def fix_input_shapes(model: onnx.ModelProto, batch: int, shapes: dict[str, tuple[int, ...]]) -> None:
@@ -60,15 +63,68 @@ def known(shape: list[int]) -> bool:
     return bool(shape) and all(d > 0 for d in shape)
 
 
-def count_costs(model_path: Path, batch: int = 1, shapes: dict[str, list[int]] | None = None
-                ) -> tuple[list[NodeCost], bool, list[int]]:
-    """Per-node costs at `batch`, whether the model is int8 (QDQ or QOperator), and its input shape."""
+def concrete_model(model_path: Path, batch: int = 1, shapes: dict[str, list[int]] | None = None) -> onnx.ModelProto:
+    """The model with every input shape concrete (`fix_input_shapes`)."""
     model = onnx.load(str(model_path))
     fix_input_shapes(model, batch, shapes or {})
     for value in model.graph.output:  # a declared -1 ("any", as Paddle writes it) would hide the inferred size
         for dim in value.type.tensor_type.shape.dim:
             if dim.dim_value <= 0 and not dim.dim_param:
                 dim.Clear()
+    return model
+
+
+# Ops whose output is not a function of their inputs: never folded.
+NONDETERMINISTIC_OPS = ("RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial",
+                        "Bernoulli", "Dropout")
+
+
+def folded_nodes(graph: onnx.GraphProto, shapes: dict[str, list[int]]) -> set[int]:
+    """Indices of the nodes ONNX Runtime folds into constants at load: every input is a weight, a
+    Constant, or computed from those; a Shape of a tensor whose size is fixed is constant too."""
+    constant = {t.name for t in graph.initializer} | {""}
+    folded = set()
+    for index, node in enumerate(graph.node):
+        if node.op_type in NONDETERMINISTIC_OPS:
+            continue
+        if (node.op_type == "Constant" or all(i in constant for i in node.input)
+                or (node.op_type in ("Shape", "Size") and known(shapes.get(node.input[0], [])))):
+            folded.add(index)
+            constant.update(node.output)
+    return folded
+
+
+def runtime_kernels(model: onnx.ModelProto, level: str) -> tuple[int, str]:
+    """(kernels, where the count comes from): the nodes of the graph ONNX Runtime runs for `model`
+    after its optimizations at `level` ("all" adds this CPU's layout conversions; "extended" is
+    portable), or the file's own nodes where ONNX Runtime cannot load the model."""
+    import tempfile
+
+    import onnxruntime as ort
+
+    from edge_distill.errors import describe
+
+    with tempfile.TemporaryDirectory() as tmp:
+        source, optimized = Path(tmp) / "model.onnx", Path(tmp) / "optimized.onnx"
+        onnx.save(model, str(source))
+        options = ort.SessionOptions()
+        options.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if level == "all"
+                                            else ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED)
+        options.optimized_model_filepath = str(optimized)
+        options.log_severity_level = 3  # ORT warns that an ALL-level model fits only this CPU: known, intended
+        try:
+            ort.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
+            return len(onnx.load(str(optimized), load_external_data=False).graph.node), \
+                f"ONNX Runtime's optimized graph ({level} optimizations)"
+        except Exception as e:
+            return len(model.graph.node), f"the file's nodes (ONNX Runtime cannot load it: {describe(e, 120)})"
+
+
+def count_costs(model_path: Path, batch: int = 1, shapes: dict[str, list[int]] | None = None
+                ) -> tuple[list[NodeCost], bool, list[int]]:
+    """Per-node costs at `batch` of the nodes that run (not folded), whether the model is int8 (QDQ
+    or QOperator), and its input shape."""
+    model = concrete_model(model_path, batch, shapes)
     inferred = shape_inference.infer_shapes(model)
     graph = inferred.graph
     shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in
@@ -83,9 +139,10 @@ def count_costs(model_path: Path, batch: int = 1, shapes: dict[str, list[int]] |
     # In a QDQ graph a weight reaches its Conv through DequantizeLinear: follow it to the int8 tensor.
     dequantized = {n.output[0]: n.input[0] for n in graph.node if n.op_type == "DequantizeLinear"}
     costs = []
-    for node in graph.node:
-        if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
-            continue  # fused into the quantized kernels by ONNX Runtime
+    folded = folded_nodes(graph, shapes)
+    for index, node in enumerate(graph.node):
+        if index in folded or node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            continue  # computed once at load; Q/DQ are fused into the quantized kernels (or counted as kernels)
         out_shape = shapes.get(node.output[0], [])
         out_elems = int(np.prod(out_shape)) if known(out_shape) else 0
         weight = _weight(node, initializers, dequantized)
@@ -146,7 +203,12 @@ def estimate_latency(
     """Roofline estimate of one run for `device` with `threads` cores busy. `assume_int8` estimates
     a float graph as its int8 version will run (for sizing students before they are quantized);
     `shapes` fixes input shapes by name (needed where sizes other than the batch are symbolic)."""
+    import platform
+
     costs, int8, input_shape = count_costs(model_path, batch, shapes)
+    # This CPU's own optimizations (layout conversions) only where it has the device's architecture.
+    level = "all" if platform.machine() == device.arch else "extended"
+    kernels, kernels_from = runtime_kernels(concrete_model(model_path, batch, shapes), level)
     if assume_int8 and not int8:
         int8 = True
         for cost in costs:
@@ -160,9 +222,9 @@ def estimate_latency(
     for cost in costs:
         compute_ms = cost.flops / (peak_gops * 1e9) * 1e3
         memory_ms = cost.bytes_moved / (bandwidth * 1e9) * 1e3
-        dispatch_ms = device.dispatch_us_per_node * 1e-3
-        cost.estimate_ms = max(compute_ms, memory_ms) + dispatch_ms
-        cost.bound = max((compute_ms, "compute"), (memory_ms, "memory"), (dispatch_ms, "dispatch"))[1]
+        cost.estimate_ms = max(compute_ms, memory_ms)
+        cost.bound = "compute" if compute_ms >= memory_ms else "memory"
+    dispatch_ms = kernels * device.dispatch_us_per_node * 1e-3
     return {
         "device": device.name,
         "precision": "int8" if int8 else "fp32",
@@ -172,8 +234,9 @@ def estimate_latency(
         "macs": sum(c.macs for c in costs),
         "flops": sum(c.flops for c in costs),
         "bytes_moved": sum(c.bytes_moved for c in costs),
-        "estimate_ms": sum(c.estimate_ms for c in costs) + device.run_overhead_us * 1e-3,
+        "estimate_ms": sum(c.estimate_ms for c in costs) + dispatch_ms + device.run_overhead_us * 1e-3,
         "run_overhead_ms": device.run_overhead_us * 1e-3,
+        "dispatch": {"kernels": kernels, "counted_in": kernels_from, "ms": dispatch_ms},
         "nodes": [asdict(c) for c in costs],
         "weight_bytes": weights,
         "peaks": {"gops": peak_gops, "bandwidth_gbs": bandwidth, "weights_in_cache": bool(in_cache),
@@ -188,6 +251,9 @@ def estimate_table(estimate: dict) -> str:
     for node in estimate["nodes"]:
         lines.append(f"{node['name'][:27]:<28}{node['op_type']:<14}{node['macs']:>12,}{node['bytes_moved']:>12,}"
                      f"{node['estimate_ms']:>10.4f}  {node['bound']}")
+    dispatch = estimate["dispatch"]
+    lines.append(f"{'dispatch: ' + str(dispatch['kernels']) + ' kernels':<28}{'':<14}{'':>12}{'':>12}"
+                 f"{dispatch['ms']:>10.4f}  counted in {dispatch['counted_in']}")
     lines.append(f"{'run overhead':<28}{'':<14}{'':>12}{'':>12}{estimate['run_overhead_ms']:>10.4f}")
     lines.append(f"{'total (' + estimate['precision'] + ', ' + str(estimate['threads']) + ' thread(s))':<42}"
                  f"{estimate['macs']:>12,}{estimate['bytes_moved']:>12,}{estimate['estimate_ms']:>10.4f}")

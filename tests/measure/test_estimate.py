@@ -139,3 +139,34 @@ def test_estimates_of_real_pretrained_models_need_their_shapes_and_are_never_neg
     assert estimate["macs"] > 1e6 and estimate["flops"] > 2 * estimate["macs"] and estimate["estimate_ms"] > 0
     assert estimate["weight_bytes"] > 1e5  # its weights, held in Constant nodes, are counted
     assert all(n["macs"] >= 0 and n["flops"] >= 0 and n["bytes_moved"] >= 0 for n in estimate["nodes"])
+
+
+def test_nodes_folded_at_load_cost_nothing_and_dispatch_counts_the_kernels_ort_runs(tmp_path):
+    """A reshape target computed from the input's (fixed) shape is folded by ONNX Runtime at load,
+    and Conv + Relu run as one fused kernel: the estimate charges the arithmetic of Conv, Relu and
+    the Reshape's data, and dispatch for the kernels of ONNX Runtime's optimized graph."""
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"]),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("Shape", ["r"], ["shape"]),
+        helper.make_node("Gather", ["shape", "index"], ["batch"], axis=0),
+        helper.make_node("Unsqueeze", ["batch", "zero"], ["batch1"]),
+        helper.make_node("Concat", ["batch1", "minus_one"], ["target"], axis=0),
+        helper.make_node("Reshape", ["r", "target"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(np.ones((4, 3, 3, 3), np.float32), "w"),
+         numpy_helper.from_array(np.array(0, np.int64), "index"),
+         numpy_helper.from_array(np.array([0], np.int64), "zero"),
+         numpy_helper.from_array(np.array([-1], np.int64), "minus_one")])
+    path = tmp_path / "g.onnx"
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
+    assert [c.op_type for c in count_costs(path)[0]] == ["Conv", "Relu", "Reshape"]  # the shape arithmetic folds
+    device = DeviceConfig(name="d", arch="aarch64", cores=1, peak_fp32_gflops=1.0, memory_bandwidth_gbs=1.0,
+                          dispatch_us_per_node=10.0, run_overhead_us=0)  # another architecture: portable optimizations
+    estimate = estimate_latency(path, device, threads=1)
+    assert estimate["dispatch"]["kernels"] == 2 and "optimized graph (extended" in estimate["dispatch"]["counted_in"]
+    arithmetic = sum(n["estimate_ms"] for n in estimate["nodes"])
+    assert estimate["estimate_ms"] == pytest.approx(arithmetic + 2 * 0.010)  # FusedConv and Reshape
