@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper
 
 from tests import handmade
 from tests.test_cli import assert_user_error, invoke
@@ -173,7 +172,6 @@ CASES = [
      3, ["linear.onnx: not a readable .npz"]),
     ("optimize-out-is-foreign", "optimize {w}/three.onnx -p x86-avx512 --calibration {w}/three.npz --out {w}/webapp",
      3, ["is not an edge-distill bundle", "nothing was changed"]),
-    ("estimate-measure-two-inputs", "estimate {w}/two-inputs.onnx -p rpi4 --measure", 4, ["--measure times models with one input"]),
     ("estimate-measure-missing-provider", "estimate {w}/linear.onnx -p rpi4 --measure --provider Bogus", 6,
      ["Bogus not available in this onnxruntime"]),
     ("estimate-not-onnx", "estimate {w}/junk.bin -p rpi4", 3, ["junk.bin: not a valid ONNX model"]),
@@ -296,11 +294,6 @@ def _model_files(w: Path) -> None:
     handmade.three_input_samples(w / "float-sr.npz", sr=np.full(30, 16000.0))
     handmade.three_input_samples(w / "short-audio.npz", audio=np.zeros((30, 12), np.float32))
     handmade.three_input_samples(w / "one.npz", count=1)
-    graph = helper.make_graph(
-        [helper.make_node("Add", ["a", "b"], ["sum"])], "two",
-        [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", 4]) for n in "ab"],
-        [helper.make_tensor_value_info("sum", TensorProto.FLOAT, ["batch", 4])])
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(w / "two-inputs.onnx"))
 
     evil = io.BytesIO()
     torch.save(handmade.RunsCode(w / MARKER), evil)

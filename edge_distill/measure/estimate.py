@@ -20,7 +20,7 @@ import onnx
 from onnx import numpy_helper, shape_inference
 
 from edge_distill.config import BuildConfig, DeviceConfig
-from edge_distill.errors import ConfigError, ModelError
+from edge_distill.errors import ConfigError
 from edge_distill.export.model_io import fix_shapes, model_tensors
 
 # Weight input index of the ops that carry weights, per op type.
@@ -271,22 +271,22 @@ def estimate_model(model: Path, config: BuildConfig, batch: int = 1, shapes: dic
     also p50 measured here with the profile's benchmark settings, and measured / estimate."""
     from edge_distill.export.onnx_io import load_onnx
 
-    graph = load_onnx(model).graph  # a clear error for a file that is not a model
+    load_onnx(model)  # a clear error for a file that is not a model
     result = estimate_latency(model, config.device, config.benchmark.threads, batch, shapes=shapes)
     if not measure:
         return result
     from edge_distill.device.runner import describe_host, measure_latency
     from edge_distill.measure.harness import check_providers, measurement_note, provider_specs
 
-    feeds = [i for i in graph.input if i.name not in {t.name for t in graph.initializer}]
-    if len(feeds) != 1:
-        raise ModelError(f"{model}: --measure times models with one input; this one has {len(feeds)}",
-                         "drop --measure, or use `edge-distill bench` on a bundle")
+    inputs, _ = model_tensors(load_onnx(model), str(model))
+    fixed = fix_shapes(inputs, shapes or {}, str(model), batch)
+    # Zeros of each input's dtype and fixed shape: the estimate's own shapes, any number of inputs.
+    feed = {t.name: np.zeros(fixed[t.name], np.dtype(t.dtype)) for t in inputs}
     bench = config.benchmark
     check_providers(bench.providers, bench.allow_cpu_fallback)
-    latency = measure_latency(model, np.zeros(result["input_shape"], np.float32), provider_specs(bench),
-                              result["threads"], bench.warmup_runs, bench.timed_runs, bench.cold_start_runs,
-                              bench.min_seconds, require_first=not bench.allow_cpu_fallback)
+    latency = measure_latency(model, feed, provider_specs(bench), result["threads"], bench.warmup_runs,
+                              bench.timed_runs, bench.cold_start_runs, bench.min_seconds,
+                              require_first=not bench.allow_cpu_fallback)
     host = describe_host()
     return result | {"measured_p50_ms": latency["p50"], "measured_on": measurement_note(host, config.device),
                      # a ratio to another machine's figure means nothing

@@ -170,3 +170,15 @@ def test_nodes_folded_at_load_cost_nothing_and_dispatch_counts_the_kernels_ort_r
     assert estimate["dispatch"]["kernels"] == 2 and "optimized graph (extended" in estimate["dispatch"]["counted_in"]
     arithmetic = sum(n["estimate_ms"] for n in estimate["nodes"])
     assert estimate["estimate_ms"] == pytest.approx(arithmetic + 2 * 0.010)  # FusedConv and Reshape
+
+
+def test_measure_feeds_every_input_at_its_estimated_shape(tmp_path):
+    """--measure on a model with three inputs (one an int64 scalar): zeros of each input's dtype
+    and fixed shape, timed here, with the ratio to the estimate."""
+    from edge_distill.config import load_config
+    from edge_distill.measure.estimate import estimate_model
+
+    model = handmade.three_input_model(tmp_path / "vad.onnx")
+    result = estimate_model(model, load_config("x86-avx512", None, ["benchmark.min_seconds=0.05"]), measure=True)
+    assert result["measured_p50_ms"] > 0 and result["dispatch"]["kernels"] > 0
+    assert (result["measured_over_estimate"] is None) == (__import__("platform").machine() != "x86_64")
