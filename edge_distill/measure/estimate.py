@@ -43,6 +43,7 @@ class NodeCost:
     weight_bytes: int
     estimate_ms: float = 0.0
     bound: str = ""  # "compute" or "memory"
+    costed: bool = True  # False: its output size is unknown, or its work lies in subgraphs (If, Loop, Scan)
 
 
 def fix_input_shapes(model: onnx.ModelProto, batch: int, shapes: dict[str, tuple[int, ...]]) -> None:
@@ -58,9 +59,10 @@ def fix_input_shapes(model: onnx.ModelProto, batch: int, shapes: dict[str, tuple
                 dim.dim_value = size
 
 
-def known(shape: list[int]) -> bool:
-    """Every size is concrete: 0 is what ONNX reads for a missing size, -1 what some exporters write."""
-    return bool(shape) and all(d > 0 for d in shape)
+def known(shape: list[int] | None) -> bool:
+    """The shape is inferred and every size concrete (a scalar's [] is): 0 is what ONNX reads for a
+    missing size, -1 what some exporters write; None, a tensor shape inference could not reach."""
+    return shape is not None and all(d > 0 for d in shape)
 
 
 def concrete_model(model_path: Path, batch: int = 1, shapes: dict[str, list[int]] | None = None) -> onnx.ModelProto:
@@ -74,6 +76,8 @@ def concrete_model(model_path: Path, batch: int = 1, shapes: dict[str, list[int]
     return model
 
 
+# Ops whose work lies in subgraphs, which the estimate does not cost.
+CONTROL_FLOW_OPS = ("If", "Loop", "Scan")
 # Ops whose output is not a function of their inputs: never folded.
 NONDETERMINISTIC_OPS = ("RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial",
                         "Bernoulli", "Dropout")
@@ -88,7 +92,7 @@ def folded_nodes(graph: onnx.GraphProto, shapes: dict[str, list[int]]) -> set[in
         if node.op_type in NONDETERMINISTIC_OPS:
             continue
         if (node.op_type == "Constant" or all(i in constant for i in node.input)
-                or (node.op_type in ("Shape", "Size") and known(shapes.get(node.input[0], [])))):
+                or (node.op_type in ("Shape", "Size") and known(shapes.get(node.input[0])))):
             folded.add(index)
             constant.update(node.output)
     return folded
@@ -128,7 +132,7 @@ def count_costs(model_path: Path, batch: int = 1, shapes: dict[str, list[int]] |
     inferred = shape_inference.infer_shapes(model)
     graph = inferred.graph
     shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in
-              [*graph.input, *graph.value_info, *graph.output]}
+              [*graph.input, *graph.value_info, *graph.output] if v.type.tensor_type.HasField("shape")}
     initializers = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
     # Weights held in Constant nodes (Paddle's exporter writes them so) are weights all the same.
     initializers |= {n.output[0]: numpy_helper.to_array(a.t) for n in graph.node if n.op_type == "Constant"
@@ -143,7 +147,7 @@ def count_costs(model_path: Path, batch: int = 1, shapes: dict[str, list[int]] |
     for index, node in enumerate(graph.node):
         if index in folded or node.op_type in ("QuantizeLinear", "DequantizeLinear"):
             continue  # computed once at load; Q/DQ are fused into the quantized kernels (or counted as kernels)
-        out_shape = shapes.get(node.output[0], [])
+        out_shape = shapes.get(node.output[0])
         out_elems = int(np.prod(out_shape)) if known(out_shape) else 0
         weight = _weight(node, initializers, dequantized)
         macs = _macs(node, shapes, weight, out_elems)
@@ -155,8 +159,10 @@ def count_costs(model_path: Path, batch: int = 1, shapes: dict[str, list[int]] |
         # Unknown sizes count as nothing (never as a negative figure).
         macs, other = max(macs, 0), max(other, 0)
         moved = max(weight_bytes + (activation_in + out_elems) * activation_bytes, 0)
-        costs.append(NodeCost(node.name or node.op_type, node.op_type, macs, 2 * macs + other, moved, weight_bytes))
-    return costs, int8, shapes.get(graph.input[0].name, [])
+        costed = known(out_shape) and node.op_type not in CONTROL_FLOW_OPS
+        costs.append(NodeCost(node.name or node.op_type, node.op_type, macs, 2 * macs + other, moved, weight_bytes,
+                              costed=costed))
+    return costs, int8, shapes.get(graph.input[0].name) or []
 
 
 def _weight(node, initializers: dict, dequantized: dict) -> np.ndarray | None:
@@ -172,8 +178,8 @@ def _macs(node, shapes: dict, weight: np.ndarray | None, out_elems: int) -> int:
         # Each output element: C_in/groups x kH x kW multiply-adds; weight is (C_out, C_in/groups, kH, kW).
         return out_elems * int(np.prod(weight.shape[1:]))
     if node.op_type in MATMUL_OPS:
-        a = shapes.get(node.input[0], [])
-        if not known(a):
+        a = shapes.get(node.input[0])
+        if not known(a) or not a:
             return 0
         transposed = node.op_type == "Gemm" and any(at.name == "transA" and at.i for at in node.attribute)
         k = a[0] if transposed else a[-1]  # (M, K) @ (K, N): M x N outputs, K MACs each
@@ -186,7 +192,7 @@ def _other_flops(node, shapes: dict, out_elems: int) -> int:
         kernel = next((list(a.ints) for a in node.attribute if a.name == "kernel_shape"), [1])
         return out_elems * int(np.prod(kernel))  # one comparison or add per window element
     if node.op_type in ("GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "ReduceMax", "ReduceSum"):
-        first = shapes.get(node.input[0], [])
+        first = shapes.get(node.input[0])
         return int(np.prod(first)) if known(first) else 0
     if node.op_type in FREE_OPS or node.op_type in CONV_OPS or node.op_type in MATMUL_OPS:
         bias = 0
@@ -237,11 +243,26 @@ def estimate_latency(
         "estimate_ms": sum(c.estimate_ms for c in costs) + dispatch_ms + device.run_overhead_us * 1e-3,
         "run_overhead_ms": device.run_overhead_us * 1e-3,
         "dispatch": {"kernels": kernels, "counted_in": kernels_from, "ms": dispatch_ms},
+        "coverage": coverage(costs),
         "nodes": [asdict(c) for c in costs],
         "weight_bytes": weights,
         "peaks": {"gops": peak_gops, "bandwidth_gbs": bandwidth, "weights_in_cache": bool(in_cache),
                   "dispatch_us_per_node": device.dispatch_us_per_node, "sources": device.peak_sources},
     }
+
+
+def coverage(costs: list[NodeCost]) -> dict:
+    """The share of the nodes that run whose cost the estimate could count, and the others by op type."""
+    missed: dict[str, int] = {}
+    for cost in costs:
+        if not cost.costed:
+            missed[cost.op_type] = missed.get(cost.op_type, 0) + 1
+    share = 1.0 - sum(missed.values()) / len(costs) if costs else 1.0
+    return {"share": share, "not_costed": missed,
+            "note": "" if not missed else
+            "not costed: " + ", ".join(f"{op} x{n}" + (" (subgraphs)" if op in CONTROL_FLOW_OPS else " (size unknown)")
+                                       for op, n in sorted(missed.items()))
+            + ": the estimate is low by their work"}
 
 
 def estimate_table(estimate: dict) -> str:
@@ -257,6 +278,9 @@ def estimate_table(estimate: dict) -> str:
     lines.append(f"{'run overhead':<28}{'':<14}{'':>12}{'':>12}{estimate['run_overhead_ms']:>10.4f}")
     lines.append(f"{'total (' + estimate['precision'] + ', ' + str(estimate['threads']) + ' thread(s))':<42}"
                  f"{estimate['macs']:>12,}{estimate['bytes_moved']:>12,}{estimate['estimate_ms']:>10.4f}")
+    covered = estimate["coverage"]
+    lines.append(f"coverage: {covered['share']:.0%} of the {len(estimate['nodes'])} nodes that run"
+                 + (f"; Warning: {covered['note']}" if covered["note"] else ""))
     if "measured_p50_ms" in estimate:
         ratio = estimate["measured_over_estimate"]
         lines.append(f"measured p50 {estimate['measured_p50_ms']:.4f} ms; " + (

@@ -182,3 +182,15 @@ def test_measure_feeds_every_input_at_its_estimated_shape(tmp_path):
     result = estimate_model(model, load_config("x86-avx512", None, ["benchmark.min_seconds=0.05"]), measure=True)
     assert result["measured_p50_ms"] > 0 and result["dispatch"]["kernels"] > 0
     assert (result["measured_over_estimate"] is None) == (__import__("platform").machine() != "x86_64")
+
+
+def test_a_node_whose_work_lies_in_a_subgraph_is_reported_not_costed(tmp_path):
+    branch = helper.make_graph([helper.make_node("Relu", ["x"], ["out"])], "branch", [],
+                               [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 4])])
+    nodes = [helper.make_node("ReduceSum", ["x"], ["s"], keepdims=0),
+             helper.make_node("Greater", ["s", "zero"], ["positive"]),
+             helper.make_node("If", ["positive"], ["y"], then_branch=branch, else_branch=branch)]
+    path = save_graph(tmp_path, nodes, [("x", [1, 4])], "y", {"zero": np.zeros(())})
+    estimate = estimate_latency(path, DeviceConfig(name="d"), threads=1)
+    assert estimate["coverage"]["not_costed"] == {"If": 1} and estimate["coverage"]["share"] == pytest.approx(2 / 3)
+    assert "Warning: not costed: If x1 (subgraphs)" in estimate_table(estimate)
