@@ -62,7 +62,7 @@ class Bundle:
         if self.manifest["golden"].get("kind") == "io":
             raise BundleError(f"{self.path}: {command} works on classifier bundles from edge-distill build; this one "
                               "comes from edge-distill optimize (any inputs and outputs)",
-                              "edge-distill verify checks it; its manifest holds the float and int8 timings")
+                              "edge-distill verify checks it; edge-distill bench times it, here or on a device")
 
     def section(self, *keys: str) -> Any:
         """manifest[keys[0]][keys[1]]..., or a BundleError naming the missing key."""

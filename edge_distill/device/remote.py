@@ -47,9 +47,10 @@ class RemoteTarget:
                 "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=2"]
 
 
-def run_remote_benchmark(target: RemoteTarget, model: Path, inputs: np.ndarray, runner_args: list[str],
-                         progress=lambda _: None) -> dict:
-    """Copy the runner, the model and `inputs` to the device, run there, return the runner's JSON."""
+def run_remote_benchmark(target: RemoteTarget, model: Path, inputs: np.ndarray | dict[str, np.ndarray],
+                         runner_args: list[str], progress=lambda _: None) -> dict:
+    """Copy the runner, the model and `inputs` (samples of one input, or golden vectors of any
+    inputs by name) to the device, run there, return the runner's JSON."""
     python = shlex.quote(target.python)
     probe = _ssh(target, f"{python} -c 'import numpy, onnxruntime' 2>&1; echo \"exit=$?\"", "checking the device's python")
     output, _, status = probe.strip().rpartition("exit=")
@@ -62,6 +63,7 @@ def run_remote_benchmark(target: RemoteTarget, model: Path, inputs: np.ndarray, 
                           f"on the device: {target.python} -m pip install onnxruntime numpy")
     if status != "0":
         raise RemoteError(f"{target.destination}: {target.python} failed: {output.strip()[-200:]}")
+    inputs_name = "inputs.npz" if isinstance(inputs, dict) else "inputs.npy"
     folder = _ssh(target, "mktemp -d -t edge-distill.XXXXXXXX", "creating a work folder").strip()
     remote = shlex.quote(folder)
     try:
@@ -69,14 +71,14 @@ def run_remote_benchmark(target: RemoteTarget, model: Path, inputs: np.ndarray, 
         bundle = io.BytesIO()
         with tarfile.open(fileobj=bundle, mode="w") as tar:  # fixed names only: nothing of ours is parsed there
             for name, data in (("model.onnx", model.read_bytes()), ("runner.py", RUNNER.read_bytes()),
-                               ("inputs.npy", _npy_bytes(inputs))):
+                               (inputs_name, _npy_bytes(inputs))):
                 info = tarfile.TarInfo(name)
                 info.size = len(data)
                 tar.addfile(info, io.BytesIO(data))
         # Through ssh's stdin: needs only tar on the device, not an SFTP server.
         _ssh(target, f"tar -xf - -C {remote}", "copying files", stdin=bundle.getvalue())
         progress(f"benchmarking on {target.destination}")
-        command = f"cd {remote} && {python} runner.py model.onnx --inputs inputs.npy --json " + \
+        command = f"cd {remote} && {python} runner.py model.onnx --inputs {inputs_name} --json " + \
                   " ".join(shlex.quote(a) for a in runner_args)
         output = _ssh(target, command, "running the benchmark")
     finally:
@@ -90,9 +92,13 @@ def run_remote_benchmark(target: RemoteTarget, model: Path, inputs: np.ndarray, 
         raise RemoteError(f"{target.destination}: the runner printed no result: {output.strip()[-300:]}") from None
 
 
-def _npy_bytes(array: np.ndarray) -> bytes:
+def _npy_bytes(inputs: np.ndarray | dict[str, np.ndarray]) -> bytes:
+    """.npy bytes of one array, or .npz bytes of named arrays."""
     buffer = io.BytesIO()
-    np.save(buffer, array)
+    if isinstance(inputs, dict):
+        np.savez(buffer, **inputs)
+    else:
+        np.save(buffer, inputs)
     return buffer.getvalue()
 
 
@@ -156,8 +162,8 @@ def bench_bundle(bundle: Path, target: RemoteTarget | None, progress=lambda _: N
     from edge_distill.bundle.reader import Bundle
 
     opened = Bundle.open(bundle)
-    opened.require_classifier("bench")
     golden = opened.golden()
+    any_io = opened.manifest["golden"].get("kind") == "io"  # from edge-distill optimize: any inputs and outputs
     settings = {**opened.section("profile", "benchmark"), **(overrides or {})}
     settings["providers"] = settings["providers"][:1] if isinstance(settings["providers"], list) else [settings["providers"]]
     if target is None:  # this host is not the device: more threads than cores would only measure contention
@@ -165,18 +171,26 @@ def bench_bundle(bundle: Path, target: RemoteTarget | None, progress=lambda _: N
     args = [str(a) for key, flag in BENCH_FLAGS.items()
             for a in (flag, settings[key][0] if key == "providers" else settings[key])]
     model = opened.model_path
+    inputs = golden if any_io else golden["inputs"]
     if target is None:
         with tempfile.TemporaryDirectory() as tmp:
-            np.save(Path(tmp) / "inputs.npy", golden["inputs"])
-            result = _run_local(model, Path(tmp) / "inputs.npy", args)
+            path = Path(tmp) / ("inputs.npz" if any_io else "inputs.npy")
+            path.write_bytes(_npy_bytes(inputs))
+            result = _run_local(model, path, args)
     else:
-        result = run_remote_benchmark(target, model, golden["inputs"], args, progress)
+        result = run_remote_benchmark(target, model, inputs, args, progress)
+    report = {"bundle": str(bundle), "where": target.destination if target else "local", "device": result["host"],
+              "provider": result["provider"], "threads": result["threads"], "batch": result["batch"],
+              "settings": {key: settings[key] for key in BENCH_FLAGS}, "latency_ms": result["latency_ms"],
+              "model_sha256": opened.section("model", "sha256")}
+    if any_io:  # every output within the bundle's tolerance, on the device
+        atol = opened.section("golden", "tolerance", "atol")
+        diffs = result["golden_max_abs_diff"]
+        return report | {"golden_max_abs_diff": diffs, "golden_atol": atol,
+                         "golden_within_tolerance": all(diffs[name] <= atol[name] for name in diffs),
+                         "golden_samples": opened.section("golden", "count")}
     agreement = float(np.mean(np.asarray(result["top1"]) == golden["top1"]))
-    return {"bundle": str(bundle), "where": target.destination if target else "local", "device": result["host"],
-            "provider": result["provider"], "threads": result["threads"], "batch": result["batch"],
-            "settings": {key: settings[key] for key in BENCH_FLAGS}, "latency_ms": result["latency_ms"],
-            "golden_top1_agreement": agreement, "golden_samples": len(golden["top1"]),
-            "model_sha256": opened.section("model", "sha256")}
+    return report | {"golden_top1_agreement": agreement, "golden_samples": len(golden["top1"])}
 
 
 def _run_local(model: Path, inputs: Path, args: list[str]) -> dict:
@@ -199,6 +213,9 @@ def render_bench(report: dict) -> str:
         f"{latency['cold_start']:.2f} ms, p50 {latency['p50']:.4f} ms, p90 {latency['p90']:.4f} ms, "
         f"p95 {latency.get('p95', float('nan')):.4f} ms, p99 {latency['p99']:.4f} ms over {latency['runs']} runs "
         f"(cv {latency.get('cv_pct', float('nan')):.1f}%)",
-        f"golden top-1 agreement on the device: {report['golden_top1_agreement']:.4f} "
-        f"({report['golden_samples']} samples)",
+        (f"golden top-1 agreement on the device: {report['golden_top1_agreement']:.4f} "
+         f"({report['golden_samples']} samples)" if "golden_top1_agreement" in report else
+         f"golden outputs on the device ({report['golden_samples']} samples): " + ", ".join(
+             f"{name} max abs diff {diff:.3g} (tolerance {report['golden_atol'][name]:.3g})"
+             for name, diff in report["golden_max_abs_diff"].items())),
     ])

@@ -188,6 +188,30 @@ def describe_host() -> dict:
     }
 
 
+def golden_feeds(path: Path) -> tuple[list[dict[str, np.ndarray]], dict[str, np.ndarray]]:
+    """A bundle's golden vectors for any inputs (arrays input:NAME and output:NAME, one row per
+    sample, as `edge-distill optimize` writes them): the feeds, and the outputs expected of them."""
+    with np.load(path, allow_pickle=False) as f:
+        arrays = {name: f[name] for name in f.files}
+    names = [key.split(":", 1)[1] for key in arrays if key.startswith("input:")]
+    count = len(arrays[f"input:{names[0]}"])
+    # np.array: a scalar input stays a 0-d array (indexing gives a numpy scalar, which ORT refuses).
+    feeds = [{name: np.array(arrays[f"input:{name}"][i]) for name in names} for i in range(count)]
+    return feeds, {key.split(":", 1)[1]: value for key, value in arrays.items() if key.startswith("output:")}
+
+
+def golden_differences(model: Path, feeds: list[dict], expected: dict[str, np.ndarray], providers: list,
+                       threads: int) -> dict[str, float]:
+    """The largest |output - expected| per output over the golden feeds, run here."""
+    session = create_session(model, providers, threads)
+    produced: dict[str, list] = {name: [] for name in expected}
+    for feed in feeds:
+        for name, value in zip(produced, session.run(list(produced), feed)):
+            produced[name].append(value)
+    return {name: float(np.abs(np.stack(values).astype(np.float64) - expected[name]).max())
+            for name, values in produced.items()}
+
+
 def main(argv: list[str] | None = None) -> int:
     """`python3 runner.py model.onnx --json`: what `edge-distill bench --remote` runs on a device."""
     import argparse
@@ -196,7 +220,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Time an ONNX model with onnxruntime (numpy + onnxruntime only).")
     parser.add_argument("model", type=Path, help="the .onnx file to time")
     parser.add_argument("--inputs", type=Path, help=".npy of preprocessed inputs: the timed batch is drawn from "
-                        "them and their top-1 classes are reported (default: zeros of the model's input shape)")
+                        "them and their top-1 classes are reported; or a bundle's golden .npz of any inputs "
+                        "(input:NAME, output:NAME): its first sample is timed and every output is compared "
+                        "(default: zeros of the model's input shape)")
     # Short flags as onnxruntime_perf_test names them: -e provider, -x threads, -r runs, -t seconds.
     parser.add_argument("-e", "--provider", default="CPUExecutionProvider",
                         help="onnxruntime execution provider (default: %(default)s)")
@@ -217,23 +243,29 @@ def main(argv: list[str] | None = None) -> int:
               f"(has {', '.join(ort.get_available_providers())})", file=sys.stderr)
         return 2
     providers = [args.provider]
-    if args.inputs:
+    golden = golden_feeds(args.inputs) if args.inputs and args.inputs.suffix == ".npz" else None
+    if golden:
+        inputs = None
+    elif args.inputs:
         inputs = np.load(args.inputs, allow_pickle=False)
     else:  # zeros of the model's input shape, a symbolic batch axis set to --batch
         spec = ort.InferenceSession(str(args.model), providers=providers).get_inputs()[0]
         inputs = np.zeros([d if isinstance(d, int) else args.batch for d in spec.shape], np.float32)
-    sample = np.resize(inputs, (args.batch, *inputs.shape[1:])).astype(np.float32)
+    # Any inputs: one golden feed at its fixed shape; one input: --batch samples of it.
+    sample = golden[0][0] if golden else np.resize(inputs, (args.batch, *inputs.shape[1:])).astype(np.float32)
     result = {
         "host": describe_host(),
         "provider": args.provider,
         "threads": args.threads,
-        "batch": args.batch,
+        "batch": batch_of(sample),
         "settings": {"warmup_runs": args.warmup, "timed_runs": args.runs, "min_seconds": args.min_seconds,
                      "cold_start_runs": args.cold_starts},
         "latency_ms": measure_latency(args.model, sample, providers, args.threads, args.warmup, args.runs,
                                       args.cold_starts, args.min_seconds),
     }
-    if args.inputs:
+    if golden:
+        result["golden_max_abs_diff"] = golden_differences(args.model, *golden, providers, args.threads)
+    elif args.inputs:
         result["top1"] = predict_classes(args.model, inputs, providers, args.threads).tolist()
     if args.json:
         print(json.dumps(result))

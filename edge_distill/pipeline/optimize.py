@@ -11,6 +11,7 @@ manifest says why either way.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import platform
 import tempfile
@@ -71,7 +72,9 @@ def optimize_model(config: BuildConfig, model_path: Path, calibration: Path, sha
         manifest = {
             "schema_version": 1,
             "generator": {"name": "edge-distill", "version": __version__, "command": "optimize"},
-            "profile": {"name": config.profile, "device": config.device.name, "arch": config.device.arch},
+            # The benchmark settings `edge-distill bench` times the bundle with, here or on the device.
+            "profile": {"name": config.profile, "device": config.device.name, "arch": config.device.arch,
+                        "benchmark": dataclasses.asdict(config.benchmark)},
             "model": {"file": "model.onnx", "sha256": sha256(model), "size_bytes": model.stat().st_size,
                       "precision": shipped, "why": why, "quantization": recipe, "notes": notes,
                       "source": {"file": str(model_path), "sha256": sha256(model_path),

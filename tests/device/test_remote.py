@@ -115,6 +115,21 @@ def test_bench_on_the_device_reports_its_figures_and_cleans_up(server, tiny_bund
     assert leftover_folders() == before
 
 
+def test_a_bundle_of_any_inputs_is_benched_on_the_device_with_every_golden_output(server, tmp_path):
+    """An `edge-distill optimize` bundle (three inputs, one an int64 scalar): the device runs the
+    golden feeds and every output lands within the bundle's tolerance."""
+    from edge_distill.config import load_config
+    from edge_distill.pipeline.optimize import optimize_model
+    from tests import handmade
+
+    optimize_model(load_config("x86-avx512", None, ["benchmark.min_seconds=0.05"]),
+                   handmade.three_input_model(tmp_path / "vad.onnx"), handmade.three_input_samples(tmp_path / "s.npz"),
+                   {}, tmp_path / "bundle", 20.0)
+    report = bench_bundle(tmp_path / "bundle", server.target())
+    assert report["where"] == "device" and report["golden_within_tolerance"] and report["batch"] == 1
+    assert set(report["golden_max_abs_diff"]) == {"scores", "state_out"} and report["latency_ms"]["p50"] > 0
+
+
 def test_unknown_host_key_is_refused(server, tiny_bundle):
     (server.root / "known_hosts").write_text("")
     with pytest.raises(RemoteError, match="its host key is not in known_hosts") as e:

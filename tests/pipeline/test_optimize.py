@@ -38,6 +38,16 @@ def test_three_inputs_with_an_int64_scalar_become_a_verified_bundle(tmp_path, op
         assert golden["output:state_out"].shape == (6, 1, 8)
 
 
+def test_bench_times_the_bundle_here_and_checks_every_golden_output(tmp_path):
+    from edge_distill.device.remote import bench_bundle, render_bench
+
+    optimize_model(load_config("x86-avx512", None, QUICK), handmade.three_input_model(tmp_path / "vad.onnx"),
+                   handmade.three_input_samples(tmp_path / "samples.npz"), {}, tmp_path / "bundle", 20.0)
+    report = bench_bundle(tmp_path / "bundle", None, overrides={"min_seconds": 0.05, "timed_runs": 20})
+    assert report["golden_within_tolerance"] and report["golden_samples"] == 6 and report["latency_ms"]["p50"] > 0
+    assert "state_out max abs diff" in render_bench(report)
+
+
 def test_verify_fails_a_golden_output_that_no_longer_matches(tmp_path):
     model = handmade.three_input_model(tmp_path / "vad.onnx")
     samples = handmade.three_input_samples(tmp_path / "samples.npz")
