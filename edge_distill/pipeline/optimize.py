@@ -67,34 +67,9 @@ def optimize_model(config: BuildConfig, model_path: Path, calibration: Path, sha
         model = work / "model.onnx"
         label_model(fp32 if shipped == "fp32" else int8, model, shipped, config)
         golden = write_io_golden(model, held_out[:GOLDEN_COUNT], outputs, work)
-        shipped_inputs, shipped_outputs = model_tensors(load_onnx(model), "the shipped model")
-        variants = {"fp32": fp32, "int8": int8}
-        manifest = {
-            "schema_version": 1,
-            "generator": {"name": "edge-distill", "version": __version__, "command": "optimize"},
-            # The benchmark settings `edge-distill bench` times the bundle with, here or on the device.
-            "profile": {"name": config.profile, "device": config.device.name, "arch": config.device.arch,
-                        "benchmark": dataclasses.asdict(config.benchmark)},
-            "model": {"file": "model.onnx", "sha256": sha256(model), "size_bytes": model.stat().st_size,
-                      "precision": shipped, "why": why, "quantization": recipe, "notes": notes,
-                      "source": {"file": str(model_path), "sha256": sha256(model_path),
-                                 "opset": max((o.version for o in source.opset_import if o.domain in ("", "ai.onnx")),
-                                              default=None)}},
-            "inputs": [t.as_manifest(fixed[t.name]) for t in shipped_inputs],
-            "outputs": [t.as_manifest() for t in shipped_outputs],
-            "labels": [],
-            "golden": golden,
-            "metrics": [{"variant": name, "size_bytes": path.stat().st_size,
-                         "latency_ms": latency[name], "fidelity": fidelity if name == "int8" else None}
-                        for name, path in variants.items()],
-            "measurement": {"host": host, "threads": threads, "provider": config.benchmark.providers[0],
-                            "interleaved": "fp32 and int8 timed in alternating rounds on one sample",
-                            "measured_on": "this host" + ("" if host["arch"] == config.device.arch else
-                                                          f" ({host['arch']}), NOT the device ({config.device.arch})")},
-            "min_snr_db": min_snr_db,
-            "versions": {name: metadata.version(name) for name in ("onnx", "onnxruntime", "onnxsim", "numpy")}
-                        | {"python": platform.python_version()},
-        }
+        manifest = io_manifest(config, model_path, model, fixed, golden, {"fp32": fp32, "int8": int8},
+                               latency, fidelity, min_snr_db, threads,
+                               {"precision": shipped, "why": why, "quantization": recipe, "notes": notes})
         files = {"model.onnx": model, "golden.npz": work / "golden.npz", "golden.json": work / "golden.json"}
         manifest["files"] = {name: {"sha256": sha256(path), "size_bytes": path.stat().st_size}
                              for name, path in files.items()}
@@ -102,6 +77,45 @@ def optimize_model(config: BuildConfig, model_path: Path, calibration: Path, sha
         publish(files | {"manifest.json": work / "manifest.json"}, out)
     progress(f"int8 worst SNR {worst_snr(fidelity):.1f} dB; bundle written to {out}")
     return manifest
+
+
+def io_manifest(config: BuildConfig, source: Path, model: Path, fixed: dict[str, tuple[int, ...]], golden: dict,
+                variants: dict[str, Path], latency: dict, fidelity: dict, min_snr_db: float, threads: int,
+                decision: dict) -> dict[str, Any]:
+    """The manifest of an optimize bundle (docs/manifest.md), but for its file hashes: the shipped
+    `model`'s inputs and outputs with the `fixed` shapes used, both variants' figures, and the
+    `decision` (precision, why, quantization, notes)."""
+    from edge_distill.bundle.reader import SCHEMA_VERSION
+    from edge_distill.device.runner import describe_host
+    from edge_distill.export.model_io import model_tensors
+    from edge_distill.export.onnx_io import load_onnx
+    from edge_distill.hashing import sha256
+
+    inputs, outputs = model_tensors(load_onnx(model), "the shipped model")
+    opsets = [o.version for o in load_onnx(source).opset_import if o.domain in ("", "ai.onnx")]
+    host = describe_host()
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "generator": {"name": "edge-distill", "version": __version__, "command": "optimize"},
+        # The benchmark settings `edge-distill bench` times the bundle with, here or on the device.
+        "profile": {"name": config.profile, "device": config.device.name, "arch": config.device.arch,
+                    "benchmark": dataclasses.asdict(config.benchmark)},
+        "model": {"file": "model.onnx", "sha256": sha256(model), "size_bytes": model.stat().st_size, **decision,
+                  "source": {"file": str(source), "sha256": sha256(source), "opset": max(opsets, default=None)}},
+        "inputs": [t.as_manifest(fixed[t.name]) for t in inputs],
+        "outputs": [t.as_manifest() for t in outputs],
+        "labels": [],
+        "golden": golden,
+        "metrics": [{"variant": name, "size_bytes": path.stat().st_size, "latency_ms": latency[name],
+                     "fidelity": fidelity if name == "int8" else None} for name, path in variants.items()],
+        "measurement": {"host": host, "threads": threads, "provider": config.benchmark.providers[0],
+                        "interleaved": "fp32 and int8 timed in alternating rounds on one sample",
+                        "measured_on": "this host" + ("" if host["arch"] == config.device.arch else
+                                                      f" ({host['arch']}), NOT the device ({config.device.arch})")},
+        "min_snr_db": min_snr_db,
+        "versions": {name: metadata.version(name) for name in ("onnx", "onnxruntime", "onnxsim", "numpy")}
+                    | {"python": platform.python_version()},
+    }
 
 
 def simplified_or_source(model_path: Path, feed: dict[str, np.ndarray], dst: Path, notes: list[str],
