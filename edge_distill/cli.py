@@ -345,8 +345,9 @@ def estimate(model: Path, profile: str, batch: int, shapes: tuple[str, ...], mea
 @main.command()
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("--profile", "-p", required=True, help="Device profile: its quantization format, threads and provider.")
-@click.option("--calibration", type=click.Path(path_type=Path), required=True, metavar="SAMPLES.npz",
-              help="One array per model input, named as the input: N samples of its shape (the last fifth is held out).")
+@click.option("--calibration", type=click.Path(path_type=Path), required=True, metavar="SAMPLES",
+              help="An .npz (or a folder of them, read a file at a time) with one array per model input, named as "
+                   "the input: N samples of its shape. The last fifth is held out.")
 @click.option("--shape", "shapes", multiple=True, metavar="NAME:DIMS",
               help="Concrete shape of an input with symbolic sizes, e.g. x:1x3x48x192 (repeat per input).")
 @click.option("--min-snr", type=click.FloatRange(min=0), default=20.0, show_default=True, metavar="DB",

@@ -168,6 +168,8 @@ CASES = [
      3, ["'audio' has shape (30, 12), expected (N, 1, 16)"]),
     ("optimize-samples-one", "optimize {w}/three.onnx -p x86-avx512 --calibration {w}/one.npz --out {w}/o",
      3, ["1 sample(s); at least 2 are needed"]),
+    ("optimize-samples-empty-folder", "optimize {w}/three.onnx -p x86-avx512 --calibration {w}/flat-empty --out {w}/o",
+     3, ["flat-empty: no .npz files in the folder"]),
     ("optimize-samples-not-npz", "optimize {w}/three.onnx -p x86-avx512 --calibration {w}/linear.onnx --out {w}/o",
      3, ["linear.onnx: not a readable .npz"]),
     ("optimize-out-is-foreign", "optimize {w}/three.onnx -p x86-avx512 --calibration {w}/three.npz --out {w}/webapp",

@@ -1,11 +1,13 @@
 """Samples for a model with any inputs: an .npz holding one array per input name, each with one
 sample per row along a new first axis (N, *shape), or, when the input has a batch axis, stacked
-along it (N * batch, *shape[1:]). Integer inputs are fed as they are; floats are cast to the model's
-float type. Each sample becomes one feed: {input name: array of the fixed shape}.
+along it (N * batch, *shape[1:]); or a folder of such files, read one file at a time when a sample
+is needed, so a large set never sits in memory. Integer inputs are fed as they are; floats are
+cast to the model's float type. Each sample becomes one feed: {input name: array of the fixed shape}.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +16,45 @@ from edge_distill.errors import DataError
 from edge_distill.export.model_io import TensorSpec
 
 
-def load_feeds(path: Path, inputs: list[TensorSpec], shapes: dict[str, tuple[int, ...]]) -> list[dict[str, np.ndarray]]:
-    """The file's samples as feeds, checked against every input's name, dtype and shape."""
+def load_feeds(path: Path, inputs: list[TensorSpec], shapes: dict[str, tuple[int, ...]]) -> Sequence[dict]:
+    """The samples of an .npz, or of every .npz in a folder, as feeds; each file is checked once
+    against every input's name, dtype and shape."""
+    if path.is_dir():
+        files = sorted(path.glob("*.npz"))
+        if not files:
+            raise DataError(f"--calibration {path}: no .npz files in the folder", "put .npz files of samples there")
+        feeds: Sequence[dict] = FolderFeeds(files, inputs, shapes)
+    else:
+        feeds = _feeds(_read(path, inputs, shapes), inputs)
+    if len(feeds) < 2:
+        raise DataError(f"{path}: {len(feeds)} sample(s); at least 2 are needed (calibration, and one held out)",
+                        "add samples: a few hundred calibrate well")
+    return feeds
+
+
+class FolderFeeds(Sequence):
+    """The samples of several .npz files, in file order; a sample is read from its file when asked
+    for (slices are views), so memory holds one file's arrays at a time."""
+
+    def __init__(self, files: list[Path], inputs: list[TensorSpec], shapes: dict[str, tuple[int, ...]],
+                 index: list[tuple[int, int]] | None = None):
+        self.files, self.inputs, self.shapes = files, inputs, shapes
+        if index is None:  # one checking pass: each file's sample count
+            index = [(f, row) for f, file in enumerate(files) for row in range(_count(_read(file, inputs, shapes)))]
+        self.index = index
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, key):
+        if isinstance(key, slice):
+            return FolderFeeds(self.files, self.inputs, self.shapes, self.index[key])
+        f, row = self.index[key]
+        return _feeds(_read(self.files[f], self.inputs, self.shapes), self.inputs, [row])[0]
+
+
+def _read(path: Path, inputs: list[TensorSpec], shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
+    """One file's samples per input, (N, *shape) each, checked."""
     try:
         with np.load(path, allow_pickle=False) as f:
             arrays = {name: f[name] for name in f.files}
@@ -23,26 +62,26 @@ def load_feeds(path: Path, inputs: list[TensorSpec], shapes: dict[str, tuple[int
         raise DataError(f"--calibration {path}: file not found", "give an .npz with one array per model input") from None
     except Exception as e:
         raise DataError(f"--calibration {path}: not a readable .npz ({e})", "save it with numpy.savez") from None
-    names = [t.name for t in inputs]
     example = ", ".join(f"{t.name}=<{t.dtype} (N, {', '.join(map(str, shapes[t.name]))})>" for t in inputs)
-    missing = [n for n in names if n not in arrays]
+    missing = [t.name for t in inputs if t.name not in arrays]
     if missing:
         raise DataError(f"{path}: no array for input(s) {', '.join(missing)} (found {', '.join(arrays) or 'none'})",
                         f"np.savez(path, {example})")
-    per_input, counts = {}, set()
-    for tensor in inputs:
-        samples = _samples(arrays[tensor.name], tensor, shapes[tensor.name], path)
-        per_input[tensor.name] = samples
-        counts.add(len(samples))
-    if len(counts) != 1:
+    per_input = {t.name: _samples(arrays[t.name], t, shapes[t.name], path) for t in inputs}
+    if len({len(samples) for samples in per_input.values()}) != 1:
         shown = ", ".join(f"{n}: {len(s)}" for n, s in per_input.items())
         raise DataError(f"{path}: the inputs have different sample counts ({shown})", "give every input N samples")
-    count = counts.pop()
-    if count < 2:
-        raise DataError(f"{path}: {count} sample(s); at least 2 are needed (calibration, and one held out)",
-                        "add samples: a few hundred calibrate well")
+    return per_input
+
+
+def _count(per_input: dict[str, np.ndarray]) -> int:
+    return len(next(iter(per_input.values())))
+
+
+def _feeds(per_input: dict[str, np.ndarray], inputs: list[TensorSpec], rows=None) -> list[dict[str, np.ndarray]]:
     # np.array: a scalar input stays a 0-d array (indexing gives a numpy scalar, which ORT refuses).
-    return [{name: np.array(samples[i]) for name, samples in per_input.items()} for i in range(count)]
+    return [{t.name: np.array(per_input[t.name][i]) for t in inputs}
+            for i in (range(_count(per_input)) if rows is None else rows)]
 
 
 def _samples(array: np.ndarray, tensor: TensorSpec, shape: tuple[int, ...], path: Path) -> np.ndarray:
@@ -65,7 +104,7 @@ def _samples(array: np.ndarray, tensor: TensorSpec, shape: tuple[int, ...], path
     return samples.astype(wanted, copy=False)
 
 
-def split_feeds(feeds: list[dict], held_out_share: float = 0.2) -> tuple[list[dict], list[dict]]:
+def split_feeds(feeds: Sequence[dict], held_out_share: float = 0.2) -> tuple[Sequence[dict], Sequence[dict]]:
     """(calibration, held out): the last share (at least one sample) is kept for fidelity and
     golden vectors, never seen by calibration."""
     held = max(1, int(round(len(feeds) * held_out_share)))

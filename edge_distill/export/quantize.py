@@ -59,7 +59,7 @@ class ArrayCalibrationReader(CalibrationDataReader):
 class FeedReader(CalibrationDataReader):
     """Feeds of a model with any inputs ({input name: array}), one per call."""
 
-    def __init__(self, feeds: list[dict[str, np.ndarray]]):
+    def __init__(self, feeds):  # a sequence of {input name: array}
         self.feeds, self.position = feeds, 0
 
     def get_next(self) -> dict[str, np.ndarray] | None:

@@ -29,14 +29,14 @@ from edge_distill.export.onnx_io import quiet_libraries
 from edge_distill.export.quantize import ArrayCalibrationReader, FeedReader
 
 
-def layer_sensitivity(float_model: Path, qdq_model: Path, x: np.ndarray | list[dict], workdir: Path) -> list[dict]:
+def layer_sensitivity(float_model: Path, qdq_model: Path, x, workdir: Path) -> list[dict]:
     """Rows per quantized node, most sensitive first. `float_model` is the pre-processed fp32 model
-    the QDQ model was made from (their tensor names match); `x`: samples of its only input, or
-    feeds of every input by name."""
+    the QDQ model was made from (their tensor names match); `x`: an array of samples of its only
+    input, or a sequence of feeds of every input by name."""
     graph = onnx.load(str(float_model)).graph
 
     def reader():
-        return FeedReader(x) if isinstance(x, list) else ArrayCalibrationReader(graph.input[0].name, x)
+        return ArrayCalibrationReader(graph.input[0].name, x) if isinstance(x, np.ndarray) else FeedReader(x)
 
     with quiet_libraries():
         activations = {}

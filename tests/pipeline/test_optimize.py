@@ -110,3 +110,24 @@ def test_real_pretrained_ocr_models_optimize_to_verified_bundles(tmp_path, name,
     assert any("opset 13" in note for note in manifest["model"]["notes"])  # converted for per-channel QDQ
     if manifest["model"]["precision"] == "fp32":  # shipped float: the manifest says which rule decided
         assert "SNR" in manifest["model"]["why"] or "slower" in manifest["model"]["why"]
+
+
+def test_samples_from_a_folder_of_npz_files_read_one_file_at_a_time(tmp_path):
+    """A folder of .npz files: the same samples, in file order, as one file holding them all."""
+    from edge_distill.data.feeds import FolderFeeds, load_feeds
+    from edge_distill.export.model_io import model_tensors
+    from edge_distill.export.onnx_io import load_onnx
+
+    inputs, _ = model_tensors(load_onnx(handmade.three_input_model(tmp_path / "vad.onnx")), "vad.onnx")
+    shapes = {"audio": (1, 16), "state": (1, 8), "sr": ()}
+    whole = load_feeds(handmade.three_input_samples(tmp_path / "all.npz"), inputs, shapes)
+    with np.load(tmp_path / "all.npz") as f:
+        arrays = {k: f[k] for k in f.files}
+    (tmp_path / "parts").mkdir()
+    for part, rows in enumerate((slice(0, 7), slice(7, 30))):
+        np.savez(tmp_path / "parts" / f"{part}.npz", **{k: v[rows] for k, v in arrays.items()})
+    parts = load_feeds(tmp_path / "parts", inputs, shapes)
+    assert isinstance(parts, FolderFeeds) and len(parts) == len(whole) == 30
+    for i in (0, 6, 7, 29):
+        assert all(np.array_equal(parts[i][k], whole[i][k]) and parts[i][k].dtype == whole[i][k].dtype for k in whole[i])
+    assert len(parts[:-6]) == 24 and np.array_equal(parts[-6:][0]["audio"], whole[24]["audio"])
