@@ -35,7 +35,8 @@ TEACHER = ["teacher.family=mobilenet", "teacher.width=32", "teacher.depth=3"]
 COMMON = ["data.color_mode=rgb", "distill.epochs=1", "distill.batch_size=64", "benchmark.min_seconds=0.2"]
 
 PLAIN_LOOP = r"""
-import json, resource, sys, time
+import json, sys, time
+from pathlib import Path
 import numpy as np, torch
 from edge_distill.config import load_config
 from edge_distill.data.dataset import Dataset
@@ -46,7 +47,7 @@ from edge_distill.models.loading import build_from_config
 from edge_distill.pipeline.build import run_pipeline
 
 config = load_config(sys.argv[1], None, json.loads(sys.argv[2]))
-run = run_pipeline(config, __import__("pathlib").Path(sys.argv[3]), "teacher", progress=lambda _: None)
+run = run_pipeline(config, Path(sys.argv[3]), "teacher", progress=lambda _: None)
 set_torch_threads(config.distill.threads)
 set_loader_workers(config.distill.loader_workers)
 dataset = Dataset.load(run.artifacts["dataset.npz"])

@@ -63,6 +63,14 @@ class DeviceConfig:
     run_overhead_us: float = _at_least(5.0, 0.0)  # fixed cost of one session.run call
     peak_sources: list[str] = field(default_factory=list)
 
+    @property
+    def is_host_arch(self) -> bool:
+        """Whether this host has the device's architecture, so that what runs faster is worth
+        measuring here (platform.machine(), as device.runner.describe_host reports it)."""
+        import platform
+
+        return platform.machine() == self.arch
+
 
 @dataclass(frozen=True)
 class DataConfig:

@@ -19,7 +19,7 @@ import numpy as np
 
 from edge_distill.config import DataConfig
 from edge_distill.data.readers import read_digits, read_image_folder, read_npz, read_transfer
-from edge_distill.data.samples import ImageFiles, Normalization, concat, is_lazy, normalized, take
+from edge_distill.data.samples import ImageFiles, Normalization, channel_sums, concat, is_lazy, normalized, take
 from edge_distill.errors import DataError, InputFileError
 
 SPLITS = ("train", "val", "test")  # labeled; x also has "transfer": unlabeled samples
@@ -158,7 +158,8 @@ def load_dataset(cfg: DataConfig, seed: int, progress=lambda _: None) -> Dataset
 
 
 def _statistics(fit_on: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel float32 mean and std (+1e-6) of in-memory samples, scaled."""
+    """Per-channel float32 mean and std (+1e-6) of in-memory samples, scaled: numpy's own float32
+    reductions, kept for arrays so that in-memory builds reproduce their figures exactly."""
     axes = (0, *range(2, fit_on.ndim))  # every axis but the channel
     return fit_on.mean(axis=axes), fit_on.std(axis=axes) + 1e-6
 
@@ -171,8 +172,7 @@ def _summed_statistics(fit_on: list, pixel_scale: float) -> tuple[np.ndarray, np
         if isinstance(part, ImageFiles):
             totals.append(part.pixel_sums.sum(axis=0))
         elif len(part):
-            pixels = part.astype(np.float64).reshape(len(part), part.shape[1], -1)
-            totals.append(np.stack([pixels.sum(axis=(0, 2)), (pixels ** 2).sum(axis=(0, 2))], axis=1))
+            totals.append(channel_sums(part).sum(axis=0))
     total = np.sum(totals, axis=0)  # (C, 2)
     count = sum(len(p) for p in fit_on) * int(np.prod(fit_on[0].shape[2:]))
     mean = total[:, 0] / count * pixel_scale

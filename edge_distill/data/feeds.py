@@ -34,7 +34,8 @@ def load_feeds(path: Path, inputs: list[TensorSpec], shapes: dict[str, tuple[int
 
 class FolderFeeds(Sequence):
     """The samples of several .npz files, in file order; a sample is read from its file when asked
-    for (slices are views), so memory holds one file's arrays at a time."""
+    for (slices are views), and the last file read is kept, so passes in order read each file once
+    and memory holds one file's arrays at a time."""
 
     def __init__(self, files: list[Path], inputs: list[TensorSpec], shapes: dict[str, tuple[int, ...]],
                  index: list[tuple[int, int]] | None = None):
@@ -42,6 +43,7 @@ class FolderFeeds(Sequence):
         if index is None:  # one checking pass: each file's sample count
             index = [(f, row) for f, file in enumerate(files) for row in range(_count(_read(file, inputs, shapes)))]
         self.index = index
+        self._open: tuple[int, dict[str, np.ndarray]] | None = None  # (file number, its samples)
 
     def __len__(self) -> int:
         return len(self.index)
@@ -50,7 +52,9 @@ class FolderFeeds(Sequence):
         if isinstance(key, slice):
             return FolderFeeds(self.files, self.inputs, self.shapes, self.index[key])
         f, row = self.index[key]
-        return _feeds(_read(self.files[f], self.inputs, self.shapes), self.inputs, [row])[0]
+        if self._open is None or self._open[0] != f:
+            self._open = f, _read(self.files[f], self.inputs, self.shapes)
+        return _feeds(self._open[1], self.inputs, [row])[0]
 
 
 def _read(path: Path, inputs: list[TensorSpec], shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:

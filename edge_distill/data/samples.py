@@ -96,8 +96,7 @@ class ImageFiles:
         sums = []
         with progress_bar(progress, len(self), "reading images") as bar:
             for batch in in_order(self):
-                pixels = batch.numpy().astype(np.float64).reshape(len(batch), self.sample_shape[0], -1)
-                sums.append(np.stack([pixels.sum(axis=2), (pixels ** 2).sum(axis=2)], axis=2))
+                sums.append(channel_sums(batch.numpy()))
                 bar.update(len(batch))
         return ImageFiles(self.files, self.color_mode, self.size, self.sample_shape, self.normalization,
                           np.concatenate(sums))
@@ -138,9 +137,11 @@ class Concat:
             out[chosen] = self.parts[p][indices[chosen] - self.starts[p]]
         return out
 
-    def __array__(self, dtype=None, copy=None) -> np.ndarray:
-        x = self[:]
-        return x if dtype is None else x.astype(dtype)
+
+def channel_sums(pixels: np.ndarray) -> np.ndarray:
+    """(N, C, 2) float64: each sample's per-channel sum and sum of squares of (N, C, ...) pixels."""
+    flat = pixels.astype(np.float64).reshape(len(pixels), pixels.shape[1], -1)
+    return np.stack([flat.sum(axis=2), (flat ** 2).sum(axis=2)], axis=2)
 
 
 def is_lazy(x) -> bool:

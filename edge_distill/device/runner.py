@@ -188,11 +188,9 @@ def describe_host() -> dict:
     }
 
 
-def golden_feeds(path: Path) -> tuple[list[dict[str, np.ndarray]], dict[str, np.ndarray]]:
+def golden_feeds(arrays: dict[str, np.ndarray]) -> tuple[list[dict[str, np.ndarray]], dict[str, np.ndarray]]:
     """A bundle's golden vectors for any inputs (arrays input:NAME and output:NAME, one row per
     sample, as `edge-distill optimize` writes them): the feeds, and the outputs expected of them."""
-    with np.load(path, allow_pickle=False) as f:
-        arrays = {name: f[name] for name in f.files}
     names = [key.split(":", 1)[1] for key in arrays if key.startswith("input:")]
     count = len(arrays[f"input:{names[0]}"])
     # np.array: a scalar input stays a 0-d array (indexing gives a numpy scalar, which ORT refuses).
@@ -200,16 +198,18 @@ def golden_feeds(path: Path) -> tuple[list[dict[str, np.ndarray]], dict[str, np.
     return feeds, {key.split(":", 1)[1]: value for key, value in arrays.items() if key.startswith("output:")}
 
 
-def golden_differences(model: Path, feeds: list[dict], expected: dict[str, np.ndarray], providers: list,
-                       threads: int) -> dict[str, float]:
-    """The largest |output - expected| per output over the golden feeds, run here."""
-    session = create_session(model, providers, threads)
-    produced: dict[str, list] = {name: [] for name in expected}
-    for feed in feeds:
-        for name, value in zip(produced, session.run(list(produced), feed)):
-            produced[name].append(value)
-    return {name: float(np.abs(np.stack(values).astype(np.float64) - expected[name]).max())
-            for name, values in produced.items()}
+def run_feeds(session: ort.InferenceSession, feeds) -> dict[str, np.ndarray]:
+    """Every output on every feed ({input name: array}), stacked: output name -> (N, *output shape)."""
+    names = [o.name for o in session.get_outputs()]
+    runs = [session.run(names, feed) for feed in feeds]
+    return {name: np.stack([run[k] for run in runs]) for k, name in enumerate(names)}
+
+
+def golden_differences(session: ort.InferenceSession, feeds: list[dict], expected: dict[str, np.ndarray]
+                       ) -> dict[str, float]:
+    """The largest |output - expected| per output over the golden feeds."""
+    produced = run_feeds(session, feeds)
+    return {name: float(np.abs(produced[name].astype(np.float64) - value).max()) for name, value in expected.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -243,7 +243,10 @@ def main(argv: list[str] | None = None) -> int:
               f"(has {', '.join(ort.get_available_providers())})", file=sys.stderr)
         return 2
     providers = [args.provider]
-    golden = golden_feeds(args.inputs) if args.inputs and args.inputs.suffix == ".npz" else None
+    golden = None
+    if args.inputs and args.inputs.suffix == ".npz":
+        with np.load(args.inputs, allow_pickle=False) as f:
+            golden = golden_feeds({name: f[name] for name in f.files})
     if golden:
         inputs = None
     elif args.inputs:
@@ -264,7 +267,8 @@ def main(argv: list[str] | None = None) -> int:
                                       args.cold_starts, args.min_seconds),
     }
     if golden:
-        result["golden_max_abs_diff"] = golden_differences(args.model, *golden, providers, args.threads)
+        session = create_session(args.model, providers, args.threads)
+        result["golden_max_abs_diff"] = golden_differences(session, *golden)
     elif args.inputs:
         result["top1"] = predict_classes(args.model, inputs, providers, args.threads).tolist()
     if args.json:

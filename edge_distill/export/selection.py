@@ -32,14 +32,6 @@ class Selection:
         return {"variant": self.variant, "recipe": self.recipe, "why": self.why, **self.search}
 
 
-def measured_here(device: DeviceConfig) -> bool:
-    """Whether this host has the device's architecture, so that which model runs faster is worth
-    measuring here (platform.machine(), as describe_host reports it, without importing onnxruntime)."""
-    import platform
-
-    return platform.machine() == device.arch
-
-
 def measured_choice(fp32_model: Path, int8_model: Path, recipe: str, x_val: np.ndarray, y_val: np.ndarray,
                     cfg: QuantizeConfig, bench: BenchmarkConfig, selected_out: Path,
                     progress: Callable[[str], None]) -> Selection:
@@ -91,7 +83,7 @@ def quantize_and_select(fp32_model: Path, calibration: np.ndarray, x_val: np.nda
             progress(f"calibrating on {len(calibration)} training samples ({cfg.calibrate_method}), "
                      f"quantizing to int8 {recipe.name}")
             quantize_model(fp32_model, int8_out, calibration, recipe, Path(tmp), progress)
-            if not measured_here(device):
+            if not device.is_host_arch:
                 shutil.copyfile(int8_out, selected_out)
                 return Selection(recipe.name, "student_int8", recipe.name,
                                  f"the profile's recipe, not measured against fp32: this host is not the device's "

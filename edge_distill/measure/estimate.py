@@ -128,7 +128,11 @@ def count_costs(model_path: Path, batch: int = 1, shapes: dict[str, list[int]] |
                 ) -> tuple[list[NodeCost], bool, list[int]]:
     """Per-node costs at `batch` of the nodes that run (not folded), whether the model is int8 (QDQ
     or QOperator), and its input shape."""
-    model = concrete_model(model_path, batch, shapes)
+    return costs_of(concrete_model(model_path, batch, shapes))
+
+
+def costs_of(model: onnx.ModelProto) -> tuple[list[NodeCost], bool, list[int]]:
+    """`count_costs` of a model whose input shapes are concrete (`concrete_model`)."""
     inferred = shape_inference.infer_shapes(model)
     graph = inferred.graph
     shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in
@@ -209,12 +213,11 @@ def estimate_latency(
     """Roofline estimate of one run for `device` with `threads` cores busy. `assume_int8` estimates
     a float graph as its int8 version will run (for sizing students before they are quantized);
     `shapes` fixes input shapes by name (needed where sizes other than the batch are symbolic)."""
-    import platform
-
-    costs, int8, input_shape = count_costs(model_path, batch, shapes)
+    model = concrete_model(model_path, batch, shapes)
+    costs, int8, input_shape = costs_of(model)
     # This CPU's own optimizations (layout conversions) only where it has the device's architecture.
-    level = "all" if platform.machine() == device.arch else "extended"
-    kernels, kernels_from = runtime_kernels(concrete_model(model_path, batch, shapes), level)
+    level = "all" if device.is_host_arch else "extended"
+    kernels, kernels_from = runtime_kernels(model, level)
     if assume_int8 and not int8:
         int8 = True
         for cost in costs:

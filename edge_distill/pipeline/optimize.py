@@ -33,7 +33,7 @@ def optimize_model(config: BuildConfig, model_path: Path, calibration: Path, sha
                    out: Path, min_snr_db: float, progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
     """Simplify, quantize, judge, measure and package `model_path` into `out`; returns the manifest."""
     from edge_distill.data.feeds import load_feeds, split_feeds
-    from edge_distill.device.runner import compare_latency, describe_host, usable_threads
+    from edge_distill.device.runner import compare_latency, usable_threads
     from edge_distill.export.model_io import fix_shapes, model_tensors
     from edge_distill.export.onnx_io import load_onnx
     from edge_distill.hashing import sha256
@@ -61,8 +61,7 @@ def optimize_model(config: BuildConfig, model_path: Path, calibration: Path, sha
         latency = compare_latency({"fp32": fp32, "int8": int8}, held_out[0], provider_specs(config.benchmark), threads,
                                   seconds_each=max(1.0, 5 * config.benchmark.min_seconds),
                                   require_first=not config.benchmark.allow_cpu_fallback)
-        host = describe_host()
-        shipped, why = choose(fidelity, latency, min_snr_db, host["arch"] == config.device.arch, config.device.arch)
+        shipped, why = choose(fidelity, latency, min_snr_db, config.device.is_host_arch, config.device.arch)
         progress(f"shipping {shipped}: {why}")
         model = work / "model.onnx"
         label_model(fp32 if shipped == "fp32" else int8, model, shipped, config)
@@ -90,9 +89,9 @@ def io_manifest(config: BuildConfig, source: Path, model: Path, fixed: dict[str,
     from edge_distill.export.model_io import model_tensors
     from edge_distill.export.onnx_io import load_onnx
     from edge_distill.hashing import sha256
+    from edge_distill.measure.harness import measurement_note
 
     inputs, outputs = model_tensors(load_onnx(model), "the shipped model")
-    opsets = [o.version for o in load_onnx(source).opset_import if o.domain in ("", "ai.onnx")]
     host = describe_host()
     return {
         "schema_version": SCHEMA_VERSION,
@@ -101,7 +100,7 @@ def io_manifest(config: BuildConfig, source: Path, model: Path, fixed: dict[str,
         "profile": {"name": config.profile, "device": config.device.name, "arch": config.device.arch,
                     "benchmark": dataclasses.asdict(config.benchmark)},
         "model": {"file": "model.onnx", "sha256": sha256(model), "size_bytes": model.stat().st_size, **decision,
-                  "source": {"file": str(source), "sha256": sha256(source), "opset": max(opsets, default=None)}},
+                  "source": {"file": str(source), "sha256": sha256(source), "opset": default_opset(source)}},
         "inputs": [t.as_manifest(fixed[t.name]) for t in inputs],
         "outputs": [t.as_manifest() for t in outputs],
         "labels": [],
@@ -110,8 +109,7 @@ def io_manifest(config: BuildConfig, source: Path, model: Path, fixed: dict[str,
                      "fidelity": fidelity if name == "int8" else None} for name, path in variants.items()],
         "measurement": {"host": host, "threads": threads, "provider": config.benchmark.providers[0],
                         "interleaved": "fp32 and int8 timed in alternating rounds on one sample",
-                        "measured_on": "this host" + ("" if host["arch"] == config.device.arch else
-                                                      f" ({host['arch']}), NOT the device ({config.device.arch})")},
+                        "measured_on": measurement_note(host, config.device)},
         "min_snr_db": min_snr_db,
         "versions": {name: metadata.version(name) for name in ("onnx", "onnxruntime", "onnxsim", "numpy")}
                     | {"python": platform.python_version()},
@@ -143,7 +141,7 @@ def prepare(fp32: Path, config: BuildConfig, work: Path, notes: list[str], progr
     from edge_distill.export.onnx_io import quiet_libraries
 
     q = config.quantize
-    per_channel, source, opset = q.per_channel, fp32, _default_opset(fp32)
+    per_channel, source, opset = q.per_channel, fp32, default_opset(fp32)
     if per_channel and q.format == "QDQ" and opset < 13:
         # Per-channel DequantizeLinear (its `axis`) exists from opset 13; ORT's quantizer writes it anyway.
         source, per_channel = _opset_13_or_per_tensor(fp32, opset, work, notes, progress)
@@ -234,7 +232,8 @@ def quantize_within_snr(fp32: Path, calibrate_on: list[dict], held_out: list[dic
     return best
 
 
-def _default_opset(model: Path) -> int:
+def default_opset(model: Path) -> int:
+    """The model's opset of the default ONNX domain (0 if it imports none)."""
     import onnx
 
     imports = onnx.load(str(model), load_external_data=False).opset_import
@@ -263,14 +262,13 @@ def _opset_13_or_per_tensor(fp32: Path, opset: int, work: Path, notes: list[str]
     return converted, True
 
 
-def run_feeds(model: Path, feeds: list[dict]) -> dict[str, np.ndarray]:
-    """Every output on every feed, stacked: output name -> (N, *output shape)."""
+def run_feeds(model: Path, feeds) -> dict[str, np.ndarray]:
+    """Every output of `model` on every feed, stacked (device.runner.run_feeds), on the CPU provider."""
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
-    names = [o.name for o in session.get_outputs()]
-    runs = [session.run(names, feed) for feed in feeds]
-    return {name: np.stack([run[k] for run in runs]) for k, name in enumerate(names)}
+    from edge_distill.device.runner import run_feeds as run_session
+
+    return run_session(ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]), feeds)
 
 
 def choose(fidelity: dict, latency: dict, min_snr_db: float, same_arch: bool, device_arch: str) -> tuple[str, str]:
@@ -345,5 +343,5 @@ def render_summary(manifest: dict[str, Any], out: Path) -> str:
         lines.append(f"int8 vs float, {name}: SNR {snr}, max abs error {f['max_abs_error']:.3g}, "
                      f"cosine {f['cosine']:.5f}{agreement}")
     lines += [f"Shipped: {manifest['model']['precision']} ({manifest['model']['why']})",
-              f"Measured on {manifest['measurement']['measured_on']}", f"Bundle: {out}"]
+              manifest["measurement"]["measured_on"], f"Bundle: {out}"]
     return "\n".join(lines)

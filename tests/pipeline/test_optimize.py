@@ -112,14 +112,16 @@ def test_real_pretrained_ocr_models_optimize_to_verified_bundles(tmp_path, name,
         assert "SNR" in manifest["model"]["why"] or "slower" in manifest["model"]["why"]
 
 
-def test_samples_from_a_folder_of_npz_files_read_one_file_at_a_time(tmp_path):
+def test_samples_from_a_folder_of_npz_files_read_one_file_at_a_time(tmp_path, monkeypatch):
     """A folder of .npz files: the same samples, in file order, as one file holding them all."""
+    from edge_distill.data import feeds as feeds_module
     from edge_distill.data.feeds import FolderFeeds, load_feeds
     from edge_distill.export.model_io import model_tensors
     from edge_distill.export.onnx_io import load_onnx
 
     inputs, _ = model_tensors(load_onnx(handmade.three_input_model(tmp_path / "vad.onnx")), "vad.onnx")
     shapes = {"audio": (1, 16), "state": (1, 8), "sr": ()}
+    read = feeds_module._read
     whole = load_feeds(handmade.three_input_samples(tmp_path / "all.npz"), inputs, shapes)
     with np.load(tmp_path / "all.npz") as f:
         arrays = {k: f[k] for k in f.files}
@@ -128,6 +130,9 @@ def test_samples_from_a_folder_of_npz_files_read_one_file_at_a_time(tmp_path):
         np.savez(tmp_path / "parts" / f"{part}.npz", **{k: v[rows] for k, v in arrays.items()})
     parts = load_feeds(tmp_path / "parts", inputs, shapes)
     assert isinstance(parts, FolderFeeds) and len(parts) == len(whole) == 30
+    reads = []
+    monkeypatch.setattr(feeds_module, "_read", lambda *args: reads.append(args[0]) or read(*args))
+    assert len(list(parts)) == 30 and len(reads) == 2  # a pass in order reads each file once
     for i in (0, 6, 7, 29):
         assert all(np.array_equal(parts[i][k], whole[i][k]) and parts[i][k].dtype == whole[i][k].dtype for k in whole[i])
     assert len(parts[:-6]) == 24 and np.array_equal(parts[-6:][0]["audio"], whole[24]["audio"])

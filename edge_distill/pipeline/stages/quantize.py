@@ -20,10 +20,8 @@ class QuantizeStage(ConfiguredStage):
     outputs = ("student_int8.onnx", "selected.onnx", "quantize.json")
 
     def params(self):
-        from edge_distill.export.selection import measured_here
-
         params = {"quantize": dataclasses.asdict(self.config.quantize), "seed": self.config.seed}
-        if self.config.quantize.search or measured_here(self.config.device):
+        if self.config.quantize.search or self.config.device.is_host_arch:
             # What ships was measured: it depends on where it ran.
             from edge_distill.device.runner import describe_host
 
