@@ -144,6 +144,37 @@ def _benchmark_overrides(kwargs: dict) -> dict:
     return {field: value for field, value in values.items() if value is not None}
 
 
+def remote_options(many: bool = False):
+    """--remote (repeatable where `many`) and the ssh settings that go with it, as options named
+    remote, ssh_config, remote_python, connect_timeout, command_timeout; see `_remote_targets`."""
+    where = "these devices" if many else "this device"
+    options = [
+        click.option("--remote", metavar="[USER@]HOST", multiple=many,
+                     help=f"Measure on {where} over SSH (a Host of your ssh config works)"
+                          + ("; repeat for several devices, measured in parallel." if many else ".")),
+        click.option("--ssh-config", type=click.Path(path_type=Path), help="ssh config file (default: OpenSSH's own)."),
+        click.option("--remote-python", default="python3", show_default=True, help="Python on the device."),
+        click.option("--connect-timeout", type=click.IntRange(min=1), default=10, show_default=True, help="Seconds."),
+        click.option("--command-timeout", type=click.IntRange(min=1), default=600, show_default=True,
+                     help="Seconds per remote command."),
+    ]
+
+    def decorate(fn):
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+
+    return decorate
+
+
+def _remote_targets(hosts, ssh_config, remote_python, connect_timeout, command_timeout) -> list:
+    """A device.remote.RemoteTarget per host given (None and empty entries dropped)."""
+    from edge_distill.device.remote import RemoteTarget
+
+    hosts = [hosts] if isinstance(hosts, str) or hosts is None else list(hosts)
+    return [RemoteTarget(host, ssh_config, remote_python, connect_timeout, command_timeout) for host in hosts if host]
+
+
 def _load_config(profile, config_file, overrides, data, teacher, teacher_checkpoint, teacher_file, transfer, nproc,
                  nnodes, node_rank, rendezvous, student, search_quantization, max_accuracy_drop, extra: tuple = ()):
     """The config from the shared options; each flag reaches the library as a typed Setting naming it."""
@@ -351,15 +382,27 @@ def estimate(model: Path, profile: str, batch: int, shapes: tuple[str, ...], mea
 @click.option("--shape", "shapes", multiple=True, metavar="NAME:DIMS",
               help="Concrete shape of an input with symbolic sizes, e.g. x:1x3x48x192 (repeat per input).")
 @click.option("--min-snr", type=click.FloatRange(min=0), default=20.0, show_default=True, metavar="DB",
-              help="int8 ships only if every output's SNR against float is at least this.")
+              help="Without --labels, int8 ships only if every output's SNR against float is at least this.")
+@click.option("--labels", metavar="NAME",
+              help="The array of class indices in the calibration file(s), one per sample: int8 is then judged by "
+                   "held-out accuracy against float's instead of SNR.")
+@click.option("--max-accuracy-drop", type=click.FloatRange(min=0), metavar="POINTS",
+              help="With --labels: the most accuracy int8 may lose, in points (default: the profile's).")
 @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE", help="Override a profile value, e.g. quantize.per_channel=false.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Bundle folder to write.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+@remote_options()
 @benchmark_options("batch", "cold-starts", "warmup", "runs")
 @json_option
-def optimize(model: Path, profile: str, calibration: Path, shapes: tuple[str, ...], min_snr: float,
-             overrides: tuple[str, ...], out: Path, quiet: bool, as_json: bool, **settings) -> None:
-    """Quantize an ONNX model trained elsewhere to int8, judge and time it against float, and ship a verified bundle."""
+def optimize(model: Path, profile: str, calibration: Path, shapes: tuple[str, ...], min_snr: float, labels: str | None,
+             max_accuracy_drop: float | None, overrides: tuple[str, ...], out: Path, quiet: bool, as_json: bool,
+             remote, ssh_config, remote_python, connect_timeout, command_timeout, **settings) -> None:
+    """Quantize an ONNX model trained elsewhere to int8, judge and time it against float, and ship a verified bundle.
+
+    Float and int8 are timed side by side at 1, 2, 4, ... up to the profile's threads: on the
+    device with --remote (or the profile's device.host), else here when this host has the device's
+    architecture. The fastest within budget ships, with its thread count.
+    """
     from edge_distill.config import Setting, load_config
     from edge_distill.export.model_io import parse_shape
     from edge_distill.pipeline.optimize import optimize_model, render_summary
@@ -367,9 +410,12 @@ def optimize(model: Path, profile: str, calibration: Path, shapes: tuple[str, ..
     flags = {field: flag for flag, field, _, _ in BENCHMARK_FLAGS}
     given = [Setting(f"benchmark.{field}", value, f"--{flags[field]}")
              for field, value in _benchmark_overrides(settings).items()]
+    if max_accuracy_drop is not None:
+        given.append(Setting("quantize.max_accuracy_drop", max_accuracy_drop, "--max-accuracy-drop"))
     config = load_config(profile, None, list(overrides), given)
+    targets = _remote_targets(remote or config.device.host, ssh_config, remote_python, connect_timeout, command_timeout)
     manifest = optimize_model(config, model, calibration, dict(parse_shape(text) for text in shapes), out, min_snr,
-                              progress=_progress(as_json, quiet))
+                              progress=_progress(as_json, quiet), labels=labels, remote=(targets or [None])[0])
     _emit(manifest, as_json, render_summary(manifest, out))
 
 

@@ -108,6 +108,25 @@ def _samples(array: np.ndarray, tensor: TensorSpec, shape: tuple[int, ...], path
     return samples.astype(wanted, copy=False)
 
 
+def load_labels(path: Path, key: str, samples: int) -> np.ndarray:
+    """The integer array `key` of the .npz (or of each .npz of a folder, joined in file order): the
+    class of each sample, or of each row of its class scores, as (samples, rows per sample)."""
+    files = sorted(path.glob("*.npz")) if path.is_dir() else [path]
+    parts = []
+    for file in files:
+        with np.load(file, allow_pickle=False) as f:
+            if key not in f.files:
+                raise DataError(f"--labels {key}: {file} has no array '{key}' (found {', '.join(f.files)})",
+                                f"save the class indices with the samples: np.savez(path, ..., {key}=labels)")
+            parts.append(f[key])
+    labels = np.concatenate([part.reshape(-1) for part in parts])
+    if not np.issubdtype(labels.dtype, np.integer) or len(labels) % samples:
+        raise DataError(f"--labels {key}: {len(labels)} {labels.dtype} value(s) for {samples} samples; expected "
+                        "integer class indices, one per sample (or the same number per sample)",
+                        f"save '{key}' as an integer array of length {samples}")
+    return labels.reshape(samples, -1)
+
+
 def split_feeds(feeds: Sequence[dict], held_out_share: float = 0.2) -> tuple[Sequence[dict], Sequence[dict]]:
     """(calibration, held out): the last share (at least one sample) is kept for fidelity and
     golden vectors, never seen by calibration."""

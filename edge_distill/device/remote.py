@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import shlex
 import subprocess
 import tarfile
@@ -47,10 +48,12 @@ class RemoteTarget:
                 "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=2"]
 
 
-def run_remote_benchmark(target: RemoteTarget, model: Path, inputs: np.ndarray | dict[str, np.ndarray],
+def run_remote_benchmark(target: RemoteTarget, models: dict[str, Path], inputs: np.ndarray | dict[str, np.ndarray],
                          runner_args: list[str], progress=lambda _: None) -> dict:
-    """Copy the runner, the model and `inputs` (samples of one input, or golden vectors of any
-    inputs by name) to the device, run there, return the runner's JSON."""
+    """Copy the runner, the `models` (name -> file; several are compared side by side) and `inputs`
+    (samples of one input, or golden vectors of any inputs by name) to the device, run there, return
+    the runner's JSON. On the device each model is NAME.onnx."""
+    assert all(re.fullmatch(r"[a-z0-9_]+", name) for name in models), "model names are ours, never a user's"
     python = shlex.quote(target.python)
     probe = _ssh(target, f"{python} -c 'import numpy, onnxruntime' 2>&1; echo \"exit=$?\"", "checking the device's python")
     output, _, status = probe.strip().rpartition("exit=")
@@ -67,19 +70,19 @@ def run_remote_benchmark(target: RemoteTarget, model: Path, inputs: np.ndarray |
     folder = _ssh(target, "mktemp -d -t edge-distill.XXXXXXXX", "creating a work folder").strip()
     remote = shlex.quote(folder)
     try:
-        progress(f"copying the model and runner to {target.destination}")
+        progress(f"copying the model{'s' if len(models) > 1 else ''} and runner to {target.destination}")
+        files = [(f"{name}.onnx", path.read_bytes()) for name, path in models.items()]
         bundle = io.BytesIO()
         with tarfile.open(fileobj=bundle, mode="w") as tar:  # fixed names only: nothing of ours is parsed there
-            for name, data in (("model.onnx", model.read_bytes()), ("runner.py", RUNNER.read_bytes()),
-                               (inputs_name, _npy_bytes(inputs))):
+            for name, data in (*files, ("runner.py", RUNNER.read_bytes()), (inputs_name, _npy_bytes(inputs))):
                 info = tarfile.TarInfo(name)
                 info.size = len(data)
                 tar.addfile(info, io.BytesIO(data))
         # Through ssh's stdin: needs only tar on the device, not an SFTP server.
         _ssh(target, f"tar -xf - -C {remote}", "copying files", stdin=bundle.getvalue())
         progress(f"benchmarking on {target.destination}")
-        command = f"cd {remote} && {python} runner.py model.onnx --inputs {inputs_name} --json " + \
-                  " ".join(shlex.quote(a) for a in runner_args)
+        command = f"cd {remote} && {python} runner.py {' '.join(name for name, _ in files)} " + \
+                  f"--inputs {inputs_name} --json " + " ".join(shlex.quote(a) for a in runner_args)
         output = _ssh(target, command, "running the benchmark")
     finally:
         try:
@@ -164,7 +167,9 @@ def bench_bundle(bundle: Path, target: RemoteTarget | None, progress=lambda _: N
     opened = Bundle.open(bundle)
     golden = opened.golden()
     any_io = opened.manifest["golden"].get("kind") == "io"  # from edge-distill optimize: any inputs and outputs
-    settings = {**opened.section("profile", "benchmark"), **(overrides or {})}
+    # The thread count optimize measured fastest, where it chose one; the profile's otherwise.
+    chosen = {"threads": opened.manifest["runtime"]["intra_op_threads"]} if "runtime" in opened.manifest else {}
+    settings = {**opened.section("profile", "benchmark"), **chosen, **(overrides or {})}
     settings["providers"] = settings["providers"][:1] if isinstance(settings["providers"], list) else [settings["providers"]]
     if target is None:  # this host is not the device: more threads than cores would only measure contention
         settings["threads"] = usable_threads(settings["threads"])
@@ -176,9 +181,9 @@ def bench_bundle(bundle: Path, target: RemoteTarget | None, progress=lambda _: N
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / ("inputs.npz" if any_io else "inputs.npy")
             path.write_bytes(_npy_bytes(inputs))
-            result = _run_local(model, path, args)
+            result = _run_local([model], path, args)
     else:
-        result = run_remote_benchmark(target, model, inputs, args, progress)
+        result = run_remote_benchmark(target, {"model": model}, inputs, args, progress)
     report = {"bundle": str(bundle), "where": target.destination if target else "local", "device": result["host"],
               "provider": result["provider"], "threads": result["threads"], "batch": result["batch"],
               "settings": {key: settings[key] for key in BENCH_FLAGS}, "latency_ms": result["latency_ms"],
@@ -193,11 +198,32 @@ def bench_bundle(bundle: Path, target: RemoteTarget | None, progress=lambda _: N
     return report | {"golden_top1_agreement": agreement, "golden_samples": len(golden["top1"])}
 
 
-def _run_local(model: Path, inputs: Path, args: list[str]) -> dict:
+def time_side_by_side(models: dict[str, Path], feed: dict[str, np.ndarray], threads: list[int], provider: str,
+                      seconds_each: float, target: RemoteTarget | None, progress=lambda _: None) -> dict:
+    """Each model at each thread count, timed by the runner in interleaved rounds on one sample, on
+    the device over SSH, or here (in a subprocess, the same code path): {"where", "host", "rows":
+    [{"variant", "threads", "p50", "p90", "runs", "golden_max_abs_diff"} or {..., "error"}]}."""
+    inputs = {f"input:{name}": np.asarray(value)[None] for name, value in feed.items()}
+    args = ["--provider", provider, "--threads", ",".join(map(str, threads)), "--min-seconds", str(seconds_each)]
+    if target is None:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "inputs.npz"
+            path.write_bytes(_npy_bytes(inputs))
+            result = _run_local(list(models.values()), path, args)
+        variant_of = {str(path): name for name, path in models.items()}
+    else:
+        result = run_remote_benchmark(target, models, inputs, args, progress)
+        variant_of = {f"{name}.onnx": name for name in models}
+    rows = [{"variant": variant_of[row["model"]], **{k: v for k, v in row.items() if k != "model"}}
+            for row in result["candidates"]]
+    return {"where": target.destination if target else "this host", "host": result["host"], "rows": rows}
+
+
+def _run_local(models: list[Path], inputs: Path, args: list[str]) -> dict:
     """The same runner in a subprocess, so local and remote figures come from the same code path."""
     import sys
 
-    done = subprocess.run([sys.executable, str(RUNNER), str(model), "--inputs", str(inputs), "--json", *args],
+    done = subprocess.run([sys.executable, str(RUNNER), *map(str, models), "--inputs", str(inputs), "--json", *args],
                           capture_output=True, text=True)
     if done.returncode != 0:
         raise RemoteError(f"the local runner failed: {done.stderr.strip()[-300:]}")

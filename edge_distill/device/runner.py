@@ -112,16 +112,18 @@ def time_runs(session: ort.InferenceSession, feed: dict, min_runs: int, min_seco
 
 
 def compare_latency(
-    models: dict[str, Path], sample, providers: list, threads: int, seconds_each: float, rounds: int = 5,
-    require_first: bool = True,
+    models: dict[str, Path], sample, providers: list, threads: int | dict[str, int], seconds_each: float,
+    rounds: int = 5, require_first: bool = True,
 ) -> dict[str, dict]:
     """p50/p90 of several models measured in interleaved rounds (each round visits every model in
-    a rotated order), so a drift of the machine's speed hits all of them alike. Models that fail
-    to load or run get {"error": ...}."""
+    a rotated order), so a drift of the machine's speed hits all of them alike. `threads`: one
+    count for all, or each model name's own (the same file may appear under several names, one per
+    thread count). Models that fail to load or run get {"error": ...}."""
     sessions, results = {}, {}
     for name, model in models.items():
         try:
-            sessions[name] = create_session(model, providers, threads, require_first)
+            count = threads[name] if isinstance(threads, dict) else threads
+            sessions[name] = create_session(model, providers, count, require_first)
             time_runs(sessions[name], feed_for(sessions[name], sample), 10, 0.0)  # warm-up
         except Exception as e:  # an op without a kernel for this provider: report it, measure the rest
             sessions.pop(name, None)
@@ -136,6 +138,17 @@ def compare_latency(
         results[name] = {"p50": float(np.percentile(samples, 50)), "p90": float(np.percentile(samples, 90)),
                          "runs": len(samples)}
     return results
+
+
+def thread_candidates(most: int) -> list[int]:
+    """Intra-op thread counts worth timing up to `most`: 1, 2, 4, ... and `most` itself. A small
+    model can run faster on fewer threads than cores (less synchronisation per kernel)."""
+    counts = {most}
+    count = 1
+    while count < most:
+        counts.add(count)
+        count *= 2
+    return sorted(counts)
 
 
 def run_batched(session: ort.InferenceSession, x: np.ndarray, batch_size: int = 256) -> dict[str, np.ndarray]:
@@ -212,67 +225,140 @@ def golden_differences(session: ort.InferenceSession, feeds: list[dict], expecte
     return {name: float(np.abs(produced[name].astype(np.float64) - value).max()) for name, value in expected.items()}
 
 
+NUMPY_OF_ONNX = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
+                 "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(int8)": np.int8,
+                 "tensor(uint8)": np.uint8, "tensor(bool)": np.bool_}
+
+
+def zero_feed(session: ort.InferenceSession, shapes: dict[str, list[int]], batch: int) -> dict[str, np.ndarray]:
+    """Zeros for every input of the session's model: its fixed sizes, a symbolic first axis set to
+    `batch`, or the whole shape from `shapes` (name -> dims). ValueError names a size left symbolic."""
+    feed = {}
+    for spec in session.get_inputs():
+        if spec.name in shapes:
+            dims = shapes[spec.name]
+        else:
+            dims = [d if isinstance(d, int) else batch if k == 0 else None for k, d in enumerate(spec.shape)]
+            if None in dims:
+                symbolic = spec.shape[dims.index(None)]
+                raise ValueError(f"input '{spec.name}' has the symbolic size {symbolic!r} (shape {spec.shape}): "
+                                 f"give its shape, e.g. --shape {spec.name}:"
+                                 + "x".join(str(d) if d is not None else "N" for d in dims))
+        if spec.type not in NUMPY_OF_ONNX:
+            raise ValueError(f"input '{spec.name}' is {spec.type}: give real inputs with --inputs")
+        feed[spec.name] = np.zeros(dims, NUMPY_OF_ONNX[spec.type])
+    return feed
+
+
+def parse_threads(text: str) -> list[int]:
+    """"4" -> [4]; "1,2,4" -> [1, 2, 4]."""
+    try:
+        counts = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise ValueError(f"--threads {text!r}: expected a count or a comma list of counts, e.g. 1,2,4") from None
+    if min(counts) < 1:
+        raise ValueError(f"--threads {text!r}: counts start at 1")
+    return counts
+
+
+def parse_shape(text: str) -> tuple[str, list[int]]:
+    """"x:1x3x48x192" -> ("x", [1, 3, 48, 192])."""
+    name, _, dims = text.rpartition(":")
+    try:
+        shape = [int(d) for d in dims.split("x")] if dims else []
+    except ValueError:
+        shape = [-1]
+    if not name or min(shape, default=1) < 1:
+        raise ValueError(f"--shape {text!r}: expected NAME:DIMS, e.g. x:1x3x48x192")
+    return name, shape
+
+
 def main(argv: list[str] | None = None) -> int:
     """`python3 runner.py model.onnx --json`: what `edge-distill bench --remote` runs on a device."""
     import argparse
     import json
 
-    parser = argparse.ArgumentParser(description="Time an ONNX model with onnxruntime (numpy + onnxruntime only).")
-    parser.add_argument("model", type=Path, help="the .onnx file to time")
+    parser = argparse.ArgumentParser(description="Time ONNX models with onnxruntime (numpy + onnxruntime only).")
+    parser.add_argument("models", type=Path, nargs="+", metavar="model",
+                        help="the .onnx file to time; several (or several --threads) are timed side by side in "
+                             "interleaved rounds and compared")
     parser.add_argument("--inputs", type=Path, help=".npy of preprocessed inputs: the timed batch is drawn from "
                         "them and their top-1 classes are reported; or a bundle's golden .npz of any inputs "
                         "(input:NAME, output:NAME): its first sample is timed and every output is compared "
-                        "(default: zeros of the model's input shape)")
+                        "(default: zeros of the model's input shapes)")
     # Short flags as onnxruntime_perf_test names them: -e provider, -x threads, -r runs, -t seconds.
     parser.add_argument("-e", "--provider", default="CPUExecutionProvider",
                         help="onnxruntime execution provider (default: %(default)s)")
-    parser.add_argument("-x", "--threads", type=int, default=os.cpu_count() or 1,
-                        help="intra-op threads (default: this machine's cores, %(default)s)")
+    parser.add_argument("-x", "--threads", type=str, default=str(os.cpu_count() or 1), metavar="N[,N...]",
+                        help="intra-op threads (default: this machine's cores, %(default)s); a comma list "
+                             "(1,2,4) times each model at each count")
     parser.add_argument("--batch", type=int, default=1, help="samples per run (default: %(default)s)")
+    parser.add_argument("--shape", action="append", default=[], metavar="NAME:DIMS",
+                        help="for zero inputs: the shape of an input with symbolic sizes, e.g. x:1x3x48x192 "
+                             "(repeat per input)")
     parser.add_argument("--warmup", type=int, default=20, help="untimed runs before timing (default: %(default)s)")
     parser.add_argument("-r", "--runs", type=int, default=300, help="at least this many timed runs (default: %(default)s)")
     parser.add_argument("-t", "--min-seconds", type=float, default=2.0,
-                        help="and at least this long, in seconds (default: %(default)s)")
+                        help="and at least this long, in seconds; per model and thread count when comparing "
+                             "(default: %(default)s)")
     parser.add_argument("--cold-starts", type=int, default=3,
                         help="session creations + first runs, median reported (default: %(default)s)")
     parser.add_argument("--json", action="store_true", help="print one JSON line instead of text")
     args = parser.parse_args(argv)
+    try:
+        threads = parse_threads(args.threads)
+        shapes = dict(parse_shape(text) for text in args.shape)
+    except ValueError as e:
+        parser.error(str(e))
     if args.provider not in ort.get_available_providers():
         # One line, not a traceback: on a device over SSH this is all the user sees.
         print(f"runner: {args.provider} is not available in onnxruntime {ort.__version__} here "
               f"(has {', '.join(ort.get_available_providers())})", file=sys.stderr)
         return 2
     providers = [args.provider]
-    golden = None
+    golden = inputs = None
+    probe = ort.InferenceSession(str(args.models[0]), providers=["CPUExecutionProvider"])
     if args.inputs and args.inputs.suffix == ".npz":
         with np.load(args.inputs, allow_pickle=False) as f:
             golden = golden_feeds({name: f[name] for name in f.files})
-    if golden:
-        inputs = None
+        sample = golden[0][0]  # any inputs: one golden feed at its fixed shape
     elif args.inputs:
-        inputs = np.load(args.inputs, allow_pickle=False)
-    else:  # zeros of the model's input shape, a symbolic batch axis set to --batch
-        spec = ort.InferenceSession(str(args.model), providers=providers).get_inputs()[0]
-        inputs = np.zeros([d if isinstance(d, int) else args.batch for d in spec.shape], np.float32)
-    # Any inputs: one golden feed at its fixed shape; one input: --batch samples of it.
-    sample = golden[0][0] if golden else np.resize(inputs, (args.batch, *inputs.shape[1:])).astype(np.float32)
+        inputs = np.load(args.inputs, allow_pickle=False)  # one input: --batch samples of it
+        sample = np.resize(inputs, (args.batch, *inputs.shape[1:])).astype(np.float32)
+    else:
+        try:
+            sample = zero_feed(probe, shapes, args.batch)
+        except ValueError as e:
+            print(f"runner: {args.models[0]}: {e}", file=sys.stderr)
+            return 2
+    feed = feed_for(probe, sample)
     result = {
         "host": describe_host(),
         "provider": args.provider,
-        "threads": args.threads,
+        "threads": threads[0] if len(threads) == 1 else threads,
         "batch": batch_of(sample),
+        "inputs": {name: {"shape": list(np.shape(a)), "dtype": np.asarray(a).dtype.name,
+                          "source": "golden" if golden else "--inputs" if args.inputs else "zeros"}
+                   for name, a in feed.items()},
         "settings": {"warmup_runs": args.warmup, "timed_runs": args.runs, "min_seconds": args.min_seconds,
                      "cold_start_runs": args.cold_starts},
-        "latency_ms": measure_latency(args.model, sample, providers, args.threads, args.warmup, args.runs,
-                                      args.cold_starts, args.min_seconds),
     }
-    if golden:
-        session = create_session(args.model, providers, args.threads)
-        result["golden_max_abs_diff"] = golden_differences(session, *golden)
-    elif args.inputs:
-        result["top1"] = predict_classes(args.model, inputs, providers, args.threads).tolist()
+    if len(args.models) > 1 or len(threads) > 1:
+        result["candidates"] = compare_candidates(args.models, threads, sample, providers, args.min_seconds, golden)
+    else:
+        model = args.models[0]
+        result["latency_ms"] = measure_latency(model, sample, providers, threads[0], args.warmup, args.runs,
+                                               args.cold_starts, args.min_seconds)
+        if golden:
+            result["golden_max_abs_diff"] = golden_differences(create_session(model, providers, threads[0]), *golden)
+        elif inputs is not None:
+            result["top1"] = predict_classes(model, inputs, providers, threads[0]).tolist()
     if args.json:
         print(json.dumps(result))
+    elif "candidates" in result:
+        for row in result["candidates"]:
+            timing = f"p50 {row['p50']:.4f} ms, p90 {row['p90']:.4f} ms" if "p50" in row else row["error"]
+            print(f"{row['model']} at {row['threads']} thread(s): {timing}")
     else:
         latency = result["latency_ms"]
         print(f"{result['host']['cpu']} ({result['host']['arch']}, onnxruntime {result['host']['onnxruntime']}): "
@@ -280,6 +366,23 @@ def main(argv: list[str] | None = None) -> int:
               f"p99 {latency['p99']:.4f} ms, "
               f"cold start {latency['cold_start']:.2f} ms", file=sys.stdout)
     return 0
+
+
+def compare_candidates(models: list[Path], threads: list[int], sample, providers: list, seconds_each: float,
+                       golden: tuple | None) -> list[dict]:
+    """Each model at each thread count, timed side by side (compare_latency); with golden vectors,
+    each model's largest output difference from them, here."""
+    names = {f"{model}@{count}": (model, count) for model in models for count in threads}
+    latency = compare_latency({name: model for name, (model, _) in names.items()}, sample, providers,
+                              {name: count for name, (_, count) in names.items()}, seconds_each)
+    rows = [{"model": str(model), "threads": count, **latency[name]} for name, (model, count) in names.items()]
+    if golden:
+        for model in models:
+            runs = [row for row in rows if row["model"] == str(model) and "error" not in row]
+            diffs = golden_differences(create_session(model, providers, threads[0]), *golden) if runs else None
+            for row in runs:
+                row["golden_max_abs_diff"] = diffs
+    return rows
 
 
 if __name__ == "__main__":

@@ -3,9 +3,11 @@ as a verified bundle, without a teacher or training.
 
 Inputs are read from the model (any number, float or integer; symbolic sizes fixed by --shape).
 Calibration samples come from the user (one array per input name, data/feeds.py); the last fifth is
-held out: int8 is judged on it by its fidelity to the float model (no labels needed), and the
-golden vectors come from it. int8 ships when it is faithful enough (--min-snr) and, where this
-host has the device's architecture, measured faster than float; otherwise float ships, and the
+held out: int8 is judged on it (Budget) by its fidelity to the float model (no labels needed) or,
+given labels, by its accuracy against float's, and the golden vectors come from it. Float and int8
+are then timed side by side at each candidate thread count on the device over SSH (--remote) or
+on this host where it has the device's architecture; the fastest within the budget ships with its
+thread count. Where neither can measure for the device, the profile's recipe ships as it is. The
 manifest says why either way.
 """
 
@@ -16,6 +18,7 @@ import json
 import platform
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -24,21 +27,75 @@ import numpy as np
 
 from edge_distill import __version__
 from edge_distill.config import BuildConfig
-from edge_distill.errors import QuantizeError, SimplifyError, describe
+from edge_distill.errors import DataError, QuantizeError, SimplifyError, describe
 
 GOLDEN_COUNT = 8
 
 
+@dataclass(frozen=True)
+class Judgement:
+    ok: bool  # within the budget
+    score: float  # higher is better: worst SNR in dB, or minus the accuracy drop in points
+    summary: str  # the figure and the rule, for the report
+    fidelity: dict  # per output, measure.fidelity.output_fidelity
+    accuracy: dict | None  # {"fp32", "int8", "drop_points", "output"} with labels
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What int8 must keep to ship: every output's SNR against float of at least `min_snr_db`;
+    or, given held-out `labels` (class indices, one per row of a class-score output), accuracy
+    within `max_accuracy_drop` points of float's."""
+    min_snr_db: float
+    labels: np.ndarray | None = None
+    max_accuracy_drop: float = 1.0
+
+    def judge(self, reference: dict[str, np.ndarray], produced: dict[str, np.ndarray], outputs) -> Judgement:
+        from edge_distill.measure.fidelity import output_fidelity, worst_snr
+
+        fidelity = output_fidelity(reference, produced, outputs)
+        snr = worst_snr(fidelity)
+        if self.labels is None:
+            shown = "identical outputs" if snr == float("inf") else f"worst output SNR {snr:.1f} dB"
+            ok = snr >= self.min_snr_db
+            return Judgement(ok, snr, f"{shown} ({'at least' if ok else 'below'} --min-snr {self.min_snr_db:g} dB)",
+                             fidelity, None)
+        scores = class_scores_output(outputs)
+        rows = reference[scores.name].argmax(axis=-1).size
+        if rows != len(self.labels):
+            raise DataError(f"--labels: {len(self.labels)} held-out label(s) for {rows} rows of class scores "
+                            f"('{scores.name}')", "give one class index per row of the model's class scores")
+        accuracy = {name: float((values[scores.name].argmax(axis=-1).reshape(-1) == self.labels).mean())
+                    for name, values in (("fp32", reference), ("int8", produced))}
+        drop = 100 * (accuracy["fp32"] - accuracy["int8"])
+        ok = drop <= self.max_accuracy_drop
+        return Judgement(ok, -drop, f"held-out accuracy {accuracy['int8']:.4f} vs float {accuracy['fp32']:.4f}, "
+                                    f"{drop:+.2f} points lost ({'within' if ok else 'over'} "
+                                    f"quantize.max_accuracy_drop {self.max_accuracy_drop:g})",
+                         fidelity, accuracy | {"drop_points": drop, "output": scores.name, "samples": len(self.labels)})
+
+
+def class_scores_output(outputs):
+    """The first output that is a class-score vector, which labels are compared with."""
+    from edge_distill.measure.fidelity import is_class_scores
+
+    found = next((spec for spec in outputs if is_class_scores(spec)), None)
+    if found is None:
+        raise DataError(f"--labels: none of the model's outputs ({', '.join(s.name for s in outputs)}) is a vector "
+                        "of class scores (batch, classes)", "leave --labels out: int8 is then judged by its SNR")
+    return found
+
+
 def optimize_model(config: BuildConfig, model_path: Path, calibration: Path, shapes: dict[str, tuple[int, ...]],
-                   out: Path, min_snr_db: float, progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
-    """Simplify, quantize, judge, measure and package `model_path` into `out`; returns the manifest."""
-    from edge_distill.data.feeds import load_feeds, split_feeds
-    from edge_distill.device.runner import compare_latency, usable_threads
+                   out: Path, min_snr_db: float, progress: Callable[[str], None] = lambda _: None,
+                   labels: str | None = None, remote=None) -> dict[str, Any]:
+    """Simplify, quantize, judge, measure and package `model_path` into `out`; returns the manifest.
+    `labels`: the array of class indices in the calibration file(s); `remote`: a
+    device.remote.RemoteTarget to time the candidates on."""
+    from edge_distill.data.feeds import load_feeds, load_labels, split_feeds
     from edge_distill.export.model_io import fix_shapes, model_tensors
     from edge_distill.export.onnx_io import load_onnx
     from edge_distill.hashing import sha256
-    from edge_distill.measure.fidelity import worst_snr
-    from edge_distill.measure.harness import provider_specs
     from edge_distill.pipeline.publish import check_out, publish
 
     check_out(out)
@@ -47,6 +104,14 @@ def optimize_model(config: BuildConfig, model_path: Path, calibration: Path, sha
     fixed = fix_shapes(inputs, shapes, str(model_path))
     feeds = load_feeds(calibration, inputs, fixed)
     calibrate_on, held_out = split_feeds(feeds)
+    budget = Budget(min_snr_db, None, config.quantize.max_accuracy_drop)
+    if labels is not None:
+        classes = class_scores_output(outputs).dims[-1]
+        per_sample = load_labels(calibration, labels, len(feeds))
+        if per_sample.min() < 0 or per_sample.max() >= classes:
+            raise DataError(f"--labels {labels}: class indices {per_sample.min()}..{per_sample.max()}, the model "
+                            f"scores {classes} classes (0..{classes - 1})", "give class indices as the model numbers them")
+        budget = dataclasses.replace(budget, labels=per_sample[len(calibrate_on):].reshape(-1))
     progress(f"{model_path.name}: {len(inputs)} input(s) "
              + ", ".join(f"{t.name} {t.dtype} {'x'.join(map(str, fixed[t.name])) or 'scalar'}" for t in inputs)
              + f"; {len(calibrate_on)} calibration and {len(held_out)} held-out samples")
@@ -54,45 +119,63 @@ def optimize_model(config: BuildConfig, model_path: Path, calibration: Path, sha
     with tempfile.TemporaryDirectory(prefix="edge-distill-optimize-") as tmp:
         work = Path(tmp)
         fp32 = simplified_or_source(model_path, held_out[0], work / "fp32.onnx", notes, progress)
-        int8, recipe, fidelity = quantize_within_snr(fp32, calibrate_on, held_out, outputs, config, min_snr_db, work,
-                                                     notes, progress)
-        threads = usable_threads(config.benchmark.threads)
-        progress(f"timing float and int8 side by side ({threads} thread(s), {config.benchmark.providers[0]})")
-        latency = compare_latency({"fp32": fp32, "int8": int8}, held_out[0], provider_specs(config.benchmark), threads,
-                                  seconds_each=max(1.0, 5 * config.benchmark.min_seconds),
-                                  require_first=not config.benchmark.allow_cpu_fallback)
-        shipped, why = choose(fidelity, latency, min_snr_db, config.device.is_host_arch, config.device.arch)
-        progress(f"shipping {shipped}: {why}")
+        int8, recipe, judgement = quantize_within_budget(fp32, calibrate_on, held_out, outputs, config, budget, work,
+                                                         notes, progress)
+        timing = time_candidates({"fp32": fp32, "int8": int8}, held_out[0], config, remote, progress)
+        shipped, threads, why = choose(judgement, timing, config.device.arch)
+        progress(f"shipping {shipped} at {threads} thread(s): {why}")
         model = work / "model.onnx"
         label_model(fp32 if shipped == "fp32" else int8, model, shipped, config)
         golden = write_io_golden(model, held_out[:GOLDEN_COUNT], outputs, work)
-        manifest = io_manifest(config, model_path, model, fixed, golden, {"fp32": fp32, "int8": int8},
-                               latency, fidelity, min_snr_db, threads,
+        manifest = io_manifest(config, model_path, model, fixed, golden, {"fp32": fp32, "int8": int8}, timing,
+                               budget, judgement, threads,
                                {"precision": shipped, "why": why, "quantization": recipe, "notes": notes})
         files = {"model.onnx": model, "golden.npz": work / "golden.npz", "golden.json": work / "golden.json"}
         manifest["files"] = {name: {"sha256": sha256(path), "size_bytes": path.stat().st_size}
                              for name, path in files.items()}
         (work / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
         publish(files | {"manifest.json": work / "manifest.json"}, out)
-    progress(f"int8 worst SNR {worst_snr(fidelity):.1f} dB; bundle written to {out}")
+    progress(f"int8: {judgement.summary}; bundle written to {out}")
     return manifest
 
 
+def time_candidates(models: dict[str, Path], feed: dict[str, np.ndarray], config: BuildConfig, remote,
+                    progress: Callable[[str], None]) -> dict[str, Any]:
+    """Float and int8 timed side by side (device.remote.time_side_by_side): on the device over SSH,
+    each at 1, 2, 4, ... up to the profile's threads; else here, at those counts that fit this
+    host's cores where it has the device's architecture, or at the profile's count only, for the
+    record, where it has not. {"where", "for_device": whether the figures stand for the device,
+    "host", "threads", "rows"}."""
+    from edge_distill.device.remote import time_side_by_side
+    from edge_distill.device.runner import thread_candidates, usable_threads
+
+    bench = config.benchmark
+    for_device = remote is not None or config.device.is_host_arch
+    most = bench.threads if remote is not None else usable_threads(bench.threads)
+    counts = thread_candidates(most) if for_device else [most]
+    where = remote.destination if remote is not None else "this host"
+    progress(f"timing float and int8 side by side on {where} at {', '.join(map(str, counts))} thread(s) "
+             f"({bench.providers[0]}, {config.quantize.search_min_seconds:g} s each)")
+    timing = time_side_by_side(models, feed, counts, bench.providers[0], config.quantize.search_min_seconds,
+                               remote, progress)
+    return timing | {"for_device": for_device, "threads": counts}
+
+
 def io_manifest(config: BuildConfig, source: Path, model: Path, fixed: dict[str, tuple[int, ...]], golden: dict,
-                variants: dict[str, Path], latency: dict, fidelity: dict, min_snr_db: float, threads: int,
+                variants: dict[str, Path], timing: dict, budget: Budget, judgement: Judgement, threads: int,
                 decision: dict) -> dict[str, Any]:
     """The manifest of an optimize bundle (docs/manifest.md), but for its file hashes: the shipped
-    `model`'s inputs and outputs with the `fixed` shapes used, both variants' figures, and the
-    `decision` (precision, why, quantization, notes)."""
+    `model`'s inputs and outputs with the `fixed` shapes used, both variants' figures (latency at
+    the shipped thread count), the thread count to run it with, and the `decision` (precision, why,
+    quantization, notes)."""
     from edge_distill.bundle.reader import SCHEMA_VERSION
-    from edge_distill.device.runner import describe_host
     from edge_distill.export.model_io import model_tensors
     from edge_distill.export.onnx_io import load_onnx
     from edge_distill.hashing import sha256
     from edge_distill.measure.harness import measurement_note
 
     inputs, outputs = model_tensors(load_onnx(model), "the shipped model")
-    host = describe_host()
+    at_threads = {row["variant"]: row for row in timing["rows"] if row["threads"] == threads}
     return {
         "schema_version": SCHEMA_VERSION,
         "generator": {"name": "edge-distill", "version": __version__, "command": "optimize"},
@@ -105,12 +188,26 @@ def io_manifest(config: BuildConfig, source: Path, model: Path, fixed: dict[str,
         "outputs": [t.as_manifest() for t in outputs],
         "labels": [],
         "golden": golden,
-        "metrics": [{"variant": name, "size_bytes": path.stat().st_size, "latency_ms": latency[name],
-                     "fidelity": fidelity if name == "int8" else None} for name, path in variants.items()],
-        "measurement": {"host": host, "threads": threads, "provider": config.benchmark.providers[0],
-                        "interleaved": "fp32 and int8 timed in alternating rounds on one sample",
-                        "measured_on": measurement_note(host, config.device)},
-        "min_snr_db": min_snr_db,
+        # What the app sets (SessionOptions.intra_op_num_threads), and `bench` times with.
+        "runtime": {"intra_op_threads": threads,
+                    "why": (f"fastest of {', '.join(map(str, timing['threads']))} thread(s) measured on "
+                            f"{timing['where']}" if timing["for_device"] else
+                            "the profile's benchmark.threads: not measured on the device")},
+        "metrics": [{"variant": name, "size_bytes": path.stat().st_size,
+                     "latency_ms": {k: v for k, v in at_threads.get(name, {}).items() if k not in ("variant", "threads")},
+                     "fidelity": judgement.fidelity if name == "int8" else None,
+                     "accuracy": judgement.accuracy[name] if judgement.accuracy else None}
+                    for name, path in variants.items()],
+        "judgement": {"int8_within_budget": judgement.ok, "summary": judgement.summary,
+                      "rule": "accuracy" if judgement.accuracy else "snr"}
+                     | ({"accuracy": judgement.accuracy, "max_accuracy_drop": budget.max_accuracy_drop}
+                        if judgement.accuracy else {"min_snr_db": budget.min_snr_db}),
+        "measurement": {"host": timing["host"], "where": timing["where"], "threads": threads,
+                        "provider": config.benchmark.providers[0],
+                        "interleaved": "fp32 and int8 at each thread count timed in alternating rounds on one sample",
+                        "candidates": timing["rows"],
+                        "measured_on": (f"measured on the device ({timing['where']})" if timing["where"] != "this host"
+                                        else measurement_note(timing["host"], config.device))},
         "versions": {name: metadata.version(name) for name in ("onnx", "onnxruntime", "onnxsim", "numpy")}
                     | {"python": platform.python_version()},
     }
@@ -192,14 +289,13 @@ def quantize_feeds(prepared: Path, feeds: list[dict], config: BuildConfig, per_c
             "kept_in_float": [*q.exclude_nodes, *keep_in_float], "op_counts": count_ops(onnx.load(str(dst)))}
 
 
-def quantize_within_snr(fp32: Path, calibrate_on: list[dict], held_out: list[dict], outputs, config: BuildConfig,
-                        min_snr_db: float, work: Path, notes: list[str], progress: Callable[[str], None]
-                        ) -> tuple[Path, dict, dict]:
-    """(int8 model, recipe, fidelity). Below `min_snr_db`, the nodes whose int8 error is largest
+def quantize_within_budget(fp32: Path, calibrate_on: list[dict], held_out: list[dict], outputs, config: BuildConfig,
+                           budget: Budget, work: Path, notes: list[str], progress: Callable[[str], None]
+                           ) -> tuple[Path, dict, Judgement]:
+    """(int8 model, recipe, judgement). Over the budget, the nodes whose int8 error is largest
     (ONNX Runtime's QDQ debugging: per-node SNR) are kept in float, 1, 2, 4, ... up to
-    quantize.fallback_max_nodes, until the model is faithful enough; the most faithful try is kept."""
+    quantize.fallback_max_nodes, until the model is within it; the best-judged try is kept."""
     from edge_distill.export.sensitivity import layer_sensitivity
-    from edge_distill.measure.fidelity import output_fidelity, worst_snr
 
     q = config.quantize
     prepared, per_channel = prepare(fp32, config, work, notes, progress)
@@ -207,28 +303,27 @@ def quantize_within_snr(fp32: Path, calibrate_on: list[dict], held_out: list[dic
              f"{q.activation_type}/{q.weight_type}, {'per channel' if per_channel else 'per tensor'})")
     reference = run_feeds(fp32, held_out)
 
-    def attempt(keep: list[str], dst: Path) -> tuple[Path, dict, dict]:
+    def attempt(keep: list[str], dst: Path) -> tuple[Path, dict, Judgement]:
         recipe = quantize_feeds(prepared, calibrate_on, config, per_channel, keep, dst)
-        return dst, recipe, output_fidelity(reference, run_feeds(dst, held_out), outputs)
+        return dst, recipe, budget.judge(reference, run_feeds(dst, held_out), outputs)
 
     best = attempt([], work / "int8.onnx")
-    snr = worst_snr(best[2])
-    if snr >= min_snr_db or not q.fallback_max_nodes:
+    if best[2].ok or not q.fallback_max_nodes:
         return best
-    progress(f"int8 worst output SNR {snr:.1f} dB < {min_snr_db:g} dB: ranking nodes by their int8 error")
+    progress(f"int8 over budget ({best[2].summary}): ranking nodes by their int8 error")
     ranked = [row["node"] for row in layer_sensitivity(prepared, best[0], calibrate_on[:16], work)]
     count = 1
     while count <= min(q.fallback_max_nodes, len(ranked)):
         tried = attempt(ranked[:count], work / f"int8-float{count}.onnx")
-        progress(f"  {count} most sensitive node(s) in float: worst SNR {worst_snr(tried[2]):.1f} dB")
-        if worst_snr(tried[2]) > worst_snr(best[2]):
+        progress(f"  {count} most sensitive node(s) in float: {tried[2].summary}")
+        if tried[2].score > best[2].score:
             best = tried
-        if worst_snr(tried[2]) >= min_snr_db:
+        if tried[2].ok:
             break
         count *= 2
     kept = best[1]["kept_in_float"]
     notes.append(f"int8 repaired by keeping {len(kept)} node(s) in float: {', '.join(kept)}" if kept else
-                 f"keeping up to {q.fallback_max_nodes} sensitive node(s) in float did not raise the SNR")
+                 f"keeping up to {q.fallback_max_nodes} sensitive node(s) in float did not bring int8 within budget")
     return best
 
 
@@ -271,22 +366,45 @@ def run_feeds(model: Path, feeds) -> dict[str, np.ndarray]:
     return run_session(ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]), feeds)
 
 
-def choose(fidelity: dict, latency: dict, min_snr_db: float, same_arch: bool, device_arch: str) -> tuple[str, str]:
-    """("int8" | "fp32", why)."""
-    from edge_distill.measure.fidelity import worst_snr
+def choose(judgement: Judgement, timing: dict, device_arch: str) -> tuple[str, int, str]:
+    """(precision "int8" | "fp32", intra-op threads, why): the fastest candidate the budget allows
+    where the timing stands for the device; else the profile's int8 recipe when within budget."""
+    rows = [row for row in timing["rows"] if "p50" in row]
+    int8_error = next((row["error"] for row in timing["rows"] if row["variant"] == "int8" and "error" in row), None)
+    allowed = [row for row in rows if row["variant"] == "fp32" or (judgement.ok and int8_error is None)]
 
-    snr = worst_snr(fidelity)
-    if snr < min_snr_db:
-        return "fp32", f"int8's worst output SNR is {snr:.1f} dB, below --min-snr {min_snr_db:g} dB"
-    if "error" in latency.get("int8", {}):
-        return "fp32", f"int8 does not run here: {latency['int8']['error']}"
-    fp32_p50, int8_p50 = latency["fp32"]["p50"], latency["int8"]["p50"]
-    if not same_arch:
-        return "int8", (f"the profile's int8 recipe (SNR {snr:.1f} dB); its speed was not measured on the device "
-                        f"({device_arch}): on this host int8 p50 {int8_p50:.3f} ms vs float {fp32_p50:.3f} ms")
-    if int8_p50 >= fp32_p50:
-        return "fp32", f"int8 measured slower than float on this host: p50 {int8_p50:.3f} vs {fp32_p50:.3f} ms"
-    return "int8", f"int8 measured {fp32_p50 / int8_p50:.2f}x faster than float (p50 {int8_p50:.3f} vs {fp32_p50:.3f} ms), SNR {snr:.1f} dB"
+    def fastest(variant: str) -> dict | None:
+        return min((row for row in rows if row["variant"] == variant), key=lambda row: row["p50"], default=None)
+
+    def shown(row: dict) -> str:
+        return f"p50 {row['p50']:.4f} ms at {row['threads']} thread(s)"
+
+    if not timing["for_device"]:
+        threads = timing["threads"][-1]
+        if not judgement.ok:
+            return "fp32", threads, f"int8 over budget: {judgement.summary}"
+        if int8_error:
+            return "int8", threads, (f"the profile's int8 recipe ({judgement.summary}); it does not run on this host "
+                                     f"({int8_error}) and was not measured on the device ({device_arch})")
+        return "int8", threads, (f"the profile's int8 recipe ({judgement.summary}); its speed was not measured on the "
+                                 f"device ({device_arch}): on this host int8 {shown(fastest('int8'))} vs float "
+                                 f"{shown(fastest('fp32'))}")
+    if not allowed:
+        raise QuantizeError(f"neither float nor int8 ran on {timing['where']}: "
+                            + "; ".join(f"{row['variant']}: {row['error']}" for row in timing["rows"] if "error" in row))
+    best = min(allowed, key=lambda row: row["p50"])
+    where = timing["where"]
+    if best["variant"] == "int8":
+        float_best = fastest("fp32")
+        versus = f"{float_best['p50'] / best['p50']:.2f}x faster than float's best ({shown(float_best)})" \
+            if float_best else "float did not run"
+        return "int8", best["threads"], f"int8 {shown(best)} on {where}, {versus}; {judgement.summary}"
+    if not judgement.ok:
+        return "fp32", best["threads"], f"int8 over budget: {judgement.summary}; float {shown(best)} on {where}"
+    if int8_error:
+        return "fp32", best["threads"], f"int8 does not run on {where}: {int8_error}"
+    return "fp32", best["threads"], (f"int8 measured slower than float on {where}: its best {shown(fastest('int8'))} "
+                                     f"vs float {shown(best)}")
 
 
 def label_model(src: Path, dst: Path, precision: str, config: BuildConfig) -> None:
@@ -331,17 +449,18 @@ def write_io_golden(model: Path, feeds: list[dict], outputs, out: Path) -> dict[
 
 def render_summary(manifest: dict[str, Any], out: Path) -> str:
     """The table `edge-distill optimize` prints."""
-    lines = [f"{'variant':8s} {'size':>10s} {'p50 ms':>9s} {'p90 ms':>9s}"]
-    for row in manifest["metrics"]:
-        latency = row["latency_ms"]
-        timing = (f"{latency['p50']:9.4f} {latency['p90']:9.4f}" if "p50" in latency else f"  {latency.get('error', '')}")
-        lines.append(f"{row['variant']:8s} {row['size_bytes'] / 1024:8.1f} KB {timing}")
+    measurement = manifest["measurement"]
+    lines = [f"{'variant':8s} {'threads':>7s} {'size':>10s} {'p50 ms':>9s} {'p90 ms':>9s}"]
+    sizes = {row["variant"]: row["size_bytes"] for row in manifest["metrics"]}
+    for row in measurement["candidates"]:
+        timing = f"{row['p50']:9.4f} {row['p90']:9.4f}" if "p50" in row else f"  {row.get('error', '')}"
+        lines.append(f"{row['variant']:8s} {row['threads']:7d} {sizes[row['variant']] / 1024:8.1f} KB {timing}")
     fidelity = next(r["fidelity"] for r in manifest["metrics"] if r["variant"] == "int8")
     for name, f in fidelity.items():
         agreement = f"  top-1 agreement {f['top1_agreement']:.4f}" if "top1_agreement" in f else ""
         snr = "identical" if f["snr_db"] is None else f"{f['snr_db']:.1f} dB"
         lines.append(f"int8 vs float, {name}: SNR {snr}, max abs error {f['max_abs_error']:.3g}, "
                      f"cosine {f['cosine']:.5f}{agreement}")
-    lines += [f"Shipped: {manifest['model']['precision']} ({manifest['model']['why']})",
-              manifest["measurement"]["measured_on"], f"Bundle: {out}"]
+    lines += [f"Shipped: {manifest['model']['precision']} at {manifest['runtime']['intra_op_threads']} thread(s) "
+              f"({manifest['model']['why']})", measurement["measured_on"], f"Bundle: {out}"]
     return "\n".join(lines)

@@ -1,5 +1,6 @@
 """Remote benchmarks through a real OpenSSH server on 127.0.0.1 with its own host key."""
 
+import json
 import os
 import shutil
 import signal
@@ -122,12 +123,39 @@ def test_a_bundle_of_any_inputs_is_benched_on_the_device_with_every_golden_outpu
     from edge_distill.pipeline.optimize import optimize_model
     from tests import handmade
 
-    optimize_model(load_config("x86-avx512", None, ["benchmark.min_seconds=0.05"]),
+    optimize_model(load_config("x86-avx512", None, ["quantize.search_min_seconds=0.05"]),
                    handmade.three_input_model(tmp_path / "vad.onnx"), handmade.three_input_samples(tmp_path / "s.npz"),
                    {}, tmp_path / "bundle", 20.0)
     report = bench_bundle(tmp_path / "bundle", server.target())
     assert report["where"] == "device" and report["golden_within_tolerance"] and report["batch"] == 1
     assert set(report["golden_max_abs_diff"]) == {"scores", "state_out"} and report["latency_ms"]["p50"] > 0
+
+
+def test_optimize_times_float_and_int8_on_the_device_at_each_thread_count(server, tmp_path):
+    """rpi4 (aarch64) from this x86 host: with --remote the candidates are timed on the device, at
+    1, 2 and 4 threads, and the fastest within budget ships with its thread count, which `bench`
+    then uses."""
+    from tests import handmade
+    from tests.test_cli import invoke
+
+    result = invoke("optimize", str(handmade.three_input_model(tmp_path / "vad.onnx")), "-p", "rpi4",
+                    "--calibration", str(handmade.three_input_samples(tmp_path / "s.npz")),
+                    "--set", "quantize.search_min_seconds=0.05",
+                    "--remote", "device", "--ssh-config", str(server.root / "ssh_config"),
+                    "--remote-python", sys.executable, "--out", str(tmp_path / "bundle"), "--json")
+    assert result.exit_code == 0, result.output
+    manifest = json.loads(result.stdout)
+    measurement = manifest["measurement"]
+    assert measurement["where"] == "device" and "measured on the device (device)" in measurement["measured_on"]
+    assert {(row["variant"], row["threads"]) for row in measurement["candidates"]} == \
+        {(variant, threads) for variant in ("fp32", "int8") for threads in (1, 2, 4)}
+    shipped = min((row for row in measurement["candidates"]
+                   if row["variant"] == "fp32" or manifest["judgement"]["int8_within_budget"]), key=lambda r: r["p50"])
+    assert (manifest["model"]["precision"], manifest["runtime"]["intra_op_threads"]) == \
+        (shipped["variant"], shipped["threads"])
+    assert "on device" in manifest["model"]["why"]
+    report = bench_bundle(tmp_path / "bundle", None, overrides={"min_seconds": 0.05, "timed_runs": 5})
+    assert report["threads"] == min(shipped["threads"], os.cpu_count())
 
 
 def test_unknown_host_key_is_refused(server, tiny_bundle):
@@ -172,7 +200,7 @@ def test_server_stopped_mid_run(server, tiny_bundle):
     threading.Timer(4.0, server.stop).start()  # the copy takes well under a second; the run 60 s
     started = time.time()
     with pytest.raises(RemoteError, match="device: the connection failed while running the benchmark"):
-        run_remote_benchmark(server.target(), model, np.zeros((2, 1, 8, 8), np.float32), ["--min-seconds", "60"])
+        run_remote_benchmark(server.target(), {"model": model}, np.zeros((2, 1, 8, 8), np.float32), ["--min-seconds", "60"])
     assert time.time() - started < 30  # noticed by ssh, not by waiting for the run to end
 
 

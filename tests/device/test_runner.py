@@ -1,5 +1,6 @@
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -77,3 +78,50 @@ def test_bench_takes_the_runners_settings_from_the_command_line(tmp_path):
     assert report["latency_ms"]["runs"] == 7 and report["threads"] == 1
     assert report["latency_ms"]["p50"] <= report["latency_ms"]["p95"] <= report["latency_ms"]["p99"]
     assert report["golden_top1_agreement"] == 1.0
+
+
+def run_runner(*args: str) -> subprocess.CompletedProcess:
+    from edge_distill.device.remote import RUNNER
+
+    return subprocess.run([sys.executable, str(RUNNER), *args], capture_output=True, text=True)
+
+
+def test_runner_times_zeros_only_once_every_symbolic_size_is_given(tmp_path):
+    """A model with symbolic height and width: no silent 1x1 guess; --shape fixes it, and the
+    shape used is recorded."""
+    import json
+
+    model = handmade.linear_classifier(tmp_path / "hw.onnx", input_dims=("batch", 1, "height", "width"))
+    refused = run_runner(str(model), "--json")
+    assert refused.returncode == 2 and not refused.stdout
+    assert refused.stderr.strip() == (f"runner: {model}: input 'x' has the symbolic size 'height' (shape ['batch', 1, "
+                                      "'height', 'width']): give its shape, e.g. --shape x:1x1xNxN")
+    done = run_runner(str(model), "--shape", "x:2x1x8x8", "-r", "5", "-t", "0", "--cold-starts", "1", "--json")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["inputs"] == {"x": {"shape": [2, 1, 8, 8], "dtype": "float32", "source": "zeros"}}
+    assert result["batch"] == 2 and result["latency_ms"]["runs"] >= 5
+    assert run_runner(str(model), "--shape", "x:2xax8").returncode == 2  # argparse's usage error, one line
+
+
+def test_runner_compares_models_at_each_thread_count_on_every_input(tmp_path):
+    """Several models and --threads 1,2: one row per (model, threads), zeros of every input (an
+    int64 scalar among them)."""
+    import json
+
+    model = handmade.three_input_model(tmp_path / "vad.onnx")
+    copy = tmp_path / "copy.onnx"
+    copy.write_bytes(model.read_bytes())
+    done = run_runner(str(model), str(copy), "--threads", "1,2", "-t", "0.05", "--json")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["inputs"]["sr"] == {"shape": [], "dtype": "int64", "source": "zeros"}
+    assert [(Path(r["model"]).name, r["threads"]) for r in result["candidates"]] == \
+        [("vad.onnx", 1), ("vad.onnx", 2), ("copy.onnx", 1), ("copy.onnx", 2)]
+    assert all(row["p50"] > 0 and row["runs"] >= 5 for row in result["candidates"])
+
+
+def test_thread_candidates_are_powers_of_two_up_to_the_most():
+    from edge_distill.device.runner import thread_candidates
+
+    assert thread_candidates(1) == [1] and thread_candidates(4) == [1, 2, 4] and thread_candidates(6) == [1, 2, 4, 6]

@@ -8,11 +8,11 @@ import pytest
 
 from edge_distill.bundle.verify import verify_bundle
 from edge_distill.config import load_config
-from edge_distill.pipeline.optimize import choose, optimize_model
+from edge_distill.pipeline.optimize import Judgement, choose, optimize_model
 from tests import handmade
 from tests.test_cli import invoke
 
-QUICK = ["benchmark.min_seconds=0.05"]
+QUICK = ["quantize.search_min_seconds=0.05"]
 
 
 @pytest.mark.parametrize("opset", [17, 11])
@@ -51,7 +51,8 @@ def test_bench_times_the_bundle_here_and_checks_every_golden_output(tmp_path):
 def test_verify_fails_a_golden_output_that_no_longer_matches(tmp_path):
     model = handmade.three_input_model(tmp_path / "vad.onnx")
     samples = handmade.three_input_samples(tmp_path / "samples.npz")
-    result = invoke("optimize", str(model), "-p", "x86-avx512", "--calibration", str(samples), "--min-seconds", "0.05",
+    result = invoke("optimize", str(model), "-p", "x86-avx512", "--calibration", str(samples),
+                    "--set", "quantize.search_min_seconds=0.05",
                     "--out", str(tmp_path / "bundle"), "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["golden"]["kind"] == "io"
@@ -70,18 +71,61 @@ def test_verify_fails_a_golden_output_that_no_longer_matches(tmp_path):
     assert not checks["golden scores"].passed and checks["golden state_out"].passed
 
 
-FAITHFUL = {"out": {"snr_db": 30.0}}
-LATENCY = {"fp32": {"p50": 1.0}, "int8": {"p50": 0.5}}
+def judged(ok: bool):
+    return Judgement(ok, 30.0 if ok else 12.0, "worst output SNR ...", {}, None)
 
 
-def test_int8_ships_only_when_faithful_and_not_measured_slower():
-    assert choose({"out": {"snr_db": 12.0}}, LATENCY, 20.0, True, "x86_64")[0] == "fp32"  # unfaithful
-    assert choose(FAITHFUL, LATENCY, 20.0, True, "x86_64")[0] == "int8"  # faster here, on the device's arch
-    slower = {"fp32": {"p50": 0.5}, "int8": {"p50": 1.0}}
-    assert choose(FAITHFUL, slower, 20.0, True, "x86_64")[0] == "fp32"
-    shipped, why = choose(FAITHFUL, slower, 20.0, False, "aarch64")  # this host is not the device
-    assert shipped == "int8" and "not measured on the device (aarch64)" in why
-    assert choose(FAITHFUL, {"fp32": {"p50": 1.0}, "int8": {"error": "no kernel"}}, 20.0, True, "x86_64")[0] == "fp32"
+def timed(for_device: bool, **p50: float) -> dict:
+    """Timing rows from {variant_threads: p50}, e.g. int8_2=0.5."""
+    rows = [{"variant": key.split("_")[0], "threads": int(key.split("_")[1]), "p50": value} for key, value in p50.items()]
+    return {"where": "pi", "for_device": for_device, "threads": sorted({r["threads"] for r in rows}), "rows": rows}
+
+
+def test_the_fastest_variant_and_thread_count_within_budget_ships():
+    timing = timed(True, fp32_1=1.0, fp32_2=0.8, int8_1=0.45, int8_2=0.5)
+    assert choose(judged(True), timing, "aarch64")[:2] == ("int8", 1)  # one thread beat two
+    assert choose(judged(False), timing, "aarch64")[:2] == ("fp32", 2)  # over budget: float's best count
+    slower = timed(True, fp32_1=0.5, fp32_2=0.6, int8_1=1.0, int8_2=0.9)
+    shipped, threads, why = choose(judged(True), slower, "aarch64")
+    assert (shipped, threads) == ("fp32", 1) and "int8 measured slower than float on pi" in why
+    broken = timed(True, fp32_1=1.0)
+    broken["rows"].append({"variant": "int8", "threads": 1, "error": "no kernel"})
+    assert choose(judged(True), broken, "aarch64")[0] == "fp32"
+
+
+def test_where_nothing_measures_for_the_device_the_profiles_recipe_ships_and_says_so():
+    shipped, threads, why = choose(judged(True), timed(False, fp32_2=0.5, int8_2=1.0), "aarch64")
+    assert (shipped, threads) == ("int8", 2) and "not measured on the device (aarch64)" in why
+    assert choose(judged(False), timed(False, fp32_2=0.5, int8_2=1.0), "aarch64")[0] == "fp32"
+
+
+def test_labels_judge_int8_by_held_out_accuracy(tmp_path):
+    """A classifier with labels: accuracy of float and int8 on the held-out fifth, within the
+    profile's budget; a label array of the wrong length or classes is one clear error."""
+    model = handmade.linear_classifier(tmp_path / "linear.onnx")
+    x = np.random.default_rng(0).standard_normal((40, 1, 1, 8, 8)).astype(np.float32)
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(model))
+    truth = np.array([session.run(None, {"x": xi})[0].argmax() for xi in x])
+    truth[-2] = (truth[-2] + 1) % 3  # one held-out label float gets wrong too: accuracy 7/8
+    np.savez(tmp_path / "samples.npz", x=x, y=truth)
+    manifest = optimize_model(load_config("x86-avx512", None, QUICK), model, tmp_path / "samples.npz",
+                              {"x": (1, 1, 8, 8)}, tmp_path / "bundle", 20.0, labels="y")
+    judgement = manifest["judgement"]
+    assert judgement["rule"] == "accuracy" and judgement["accuracy"]["fp32"] == 7 / 8
+    assert judgement["accuracy"]["samples"] == 8 and "held-out accuracy" in judgement["summary"]
+    measured = {(row["variant"], row["threads"]) for row in manifest["measurement"]["candidates"]}
+    assert (manifest["model"]["precision"], manifest["runtime"]["intra_op_threads"]) in measured
+    np.savez(tmp_path / "short.npz", x=x, y=truth[:-1])
+    result = invoke("optimize", str(model), "-p", "x86-avx512", "--calibration", str(tmp_path / "short.npz"),
+                    "--shape", "x:1x1x8x8", "--labels", "y", "--out", str(tmp_path / "b2"))
+    assert result.exit_code != 0 and "--labels y: 39 int64 value(s) for 40 samples" in result.output
+    np.savez(tmp_path / "wide.npz", x=x, y=truth + 10)
+    result = invoke("optimize", str(model), "-p", "x86-avx512", "--calibration", str(tmp_path / "wide.npz"),
+                    "--shape", "x:1x1x8x8", "--labels", "y", "--out", str(tmp_path / "b3"))
+    assert result.exit_code != 0 and "the model scores 3 classes (0..2)" in result.output
+    assert not (tmp_path / "b2").exists() and not (tmp_path / "b3").exists()
 
 
 # (model, shape): the three PP-OCR models of rapidocr-onnxruntime, each fed printed text lines.
@@ -97,7 +141,8 @@ def test_real_pretrained_ocr_models_optimize_to_verified_bundles(tmp_path, name,
     Constant nodes: each becomes a bundle verify passes, with int8 judged and timed against float."""
     np.savez(tmp_path / "lines.npz", x=handmade.text_images(20, *size))
     result = invoke("optimize", str(handmade.rapidocr_models() / f"{name}.onnx"), "-p", "x86-avx512", "--calibration",
-                    str(tmp_path / "lines.npz"), "--shape", f"x:1x3x{size[0]}x{size[1]}", "--min-seconds", "0.05",
+                    str(tmp_path / "lines.npz"), "--shape", f"x:1x3x{size[0]}x{size[1]}",
+                    "--set", "quantize.search_min_seconds=0.05",
                     "--set", "quantize.fallback_max_nodes=1", "--out", str(tmp_path / "bundle"), "--json")
     assert result.exit_code == 0, result.output
     manifest = json.loads(result.stdout)
