@@ -20,7 +20,7 @@ class BuildResult:
     run: PipelineRun  # the stages of the shipped bundle
     manifest: dict
     sweep: dict | None = None  # the size sweep, for budget-driven builds
-    device: dict | None = None  # figures from the device over SSH, when one was named
+    device: dict | None = None  # figures from the device(s) over SSH, when named: bench_bundle's or bench_fleet's
 
 
 def build_bundle(
@@ -28,21 +28,27 @@ def build_bundle(
     out: Path,
     cache_dir: Path,
     force: bool = False,
-    remote=None,  # a device.remote.RemoteTarget: also benchmark the bundle on that device
+    remotes=(),  # device.remote.RemoteTarget's: also benchmark the bundle on these devices, in parallel
     progress: Progress = log_progress,
 ) -> BuildResult:
     """Build and publish the bundle (sweeping student sizes when `budget.sweep`), then benchmark it
-    on the device when a remote target is given. Both paths check `out` before any stage runs."""
+    on the devices given: one device's report (its failure an error), or with several, one row per
+    device (device.fleet; a failed device is a row). Both paths check `out` before any stage runs."""
     sweep = None
     if config.budget.sweep:
         run, sweep = build_for_budget(config, out, cache_dir, force=force, progress=progress)
     else:
         run = build(config, out, cache_dir, force=force, progress=progress)
     device = None
-    if remote is not None:
+    if len(remotes) == 1:
         from edge_distill.device.remote import bench_bundle
 
-        device = bench_bundle(out, remote, progress=progress)
+        device = bench_bundle(out, remotes[0], progress=progress)
+    elif remotes:
+        from edge_distill.device.fleet import Device, bench_fleet
+
+        device = bench_fleet(out, [Device(target.destination, target) for target in remotes], progress)
+    if device is not None:
         # Beside the bundle's own files: not hashed in the manifest, which holds the build's figures.
         # Written whole or not at all: a temp file, then renamed.
         staged = out / ".device_benchmark.json.tmp"

@@ -208,14 +208,13 @@ def main(debug: bool) -> None:
 @click.option("--max-latency-ms", type=float, help="Latency budget (p50): sweep student sizes, ship the smallest that fits.")
 @click.option("--min-accuracy", type=float, help="Test-accuracy budget (0..1) for the size sweep.")
 @click.option("--ship-best-effort", is_flag=True, default=None, help="When no size meets the budgets, ship the closest.")
-@click.option("--remote", metavar="[USER@]HOST", help="Also benchmark the bundle on this device over SSH (see `bench`).")
-@click.option("--ssh-config", type=click.Path(path_type=Path), help="ssh config file for --remote.")
-@click.option("--remote-python", default="python3", show_default=True, help="Python on the device, for --remote.")
+@remote_options(many=True)
 def build(cache_dir, force, as_json, quiet, out, max_latency_ms, min_accuracy, ship_best_effort, remote, ssh_config,
-          remote_python, **config_args):
+          remote_python, connect_timeout, command_timeout, **config_args):
     """Run every stage and write the bundle: model.onnx, manifest.json, golden vectors, README.md."""
     from edge_distill.api import build_bundle
-    from edge_distill.device.remote import RemoteTarget, render_bench
+    from edge_distill.device.fleet import render_fleet
+    from edge_distill.device.remote import render_bench
     from edge_distill.bundle.writer import metrics_table
     from edge_distill.pipeline.sweep import sweep_table
 
@@ -225,11 +224,10 @@ def build(cache_dir, force, as_json, quiet, out, max_latency_ms, min_accuracy, s
     if max_latency_ms is not None or min_accuracy is not None:
         budgets.append(("budget.sweep", True, "--max-latency-ms" if max_latency_ms is not None else "--min-accuracy"))
     config = _load_config(**config_args, extra=tuple(budgets))
-    host = remote or config.device.host
-    target = RemoteTarget(host, ssh_config, remote_python) if host else None
+    targets = _remote_targets(remote or config.device.host, ssh_config, remote_python, connect_timeout, command_timeout)
     out = out or Path("dist") / config.profile
     started = time.perf_counter()
-    result = build_bundle(config, out, cache_dir, force=force, remote=target, progress=_progress(as_json, quiet))
+    result = build_bundle(config, out, cache_dir, force=force, remotes=targets, progress=_progress(as_json, quiet))
     seconds = time.perf_counter() - started
     metrics, measured_on = result.manifest["metrics"], result.manifest["measurement"]["measured_on"]
     steps = result.run.steps
@@ -239,10 +237,13 @@ def build(cache_dir, force, as_json, quiet, out, max_latency_ms, min_accuracy, s
                "device_benchmark": result.device}
     text = "\n".join([*([sweep_table(result.sweep), ""] if result.sweep else []),
                       metrics_table(metrics), "", measured_on,
-                      *([f"On the device: {render_bench(result.device)}"] if result.device else []),
+                      *([] if not result.device else [f"On the devices:\n{render_fleet(result.device)}"]
+                        if "devices" in result.device else [f"On the device: {render_bench(result.device)}"]),
                       f"Bundle: {out}  ({seconds:.1f} s, {sum(s.cached for s in steps)}/{len(steps)} stages cached)"])
     _emit(payload, as_json, text)
     _warn(warnings)
+    if result.device and "devices" in result.device:
+        _exit_if_any_device_failed(result.device)
 
 
 def _stage_command(stage) -> click.Command:
@@ -328,24 +329,46 @@ def predict(bundle: Path, files: tuple[Path, ...], top: int, as_json: bool) -> N
 
 @main.command()
 @click.argument("bundle", type=click.Path(path_type=Path))
-@click.option("--remote", metavar="[USER@]HOST", help="Benchmark on this device over SSH (a Host of your ssh config works).")
-@click.option("--ssh-config", type=click.Path(path_type=Path), help="ssh config file (default: OpenSSH's own).")
-@click.option("--remote-python", default="python3", show_default=True, help="Python on the device.")
-@click.option("--connect-timeout", type=int, default=10, show_default=True, help="Seconds.")
-@click.option("--command-timeout", type=int, default=600, show_default=True, help="Seconds per remote command.")
+@remote_options(many=True)
+@click.option("--devices", "inventory", type=click.Path(path_type=Path), metavar="FILE",
+              help="Inventory (TOML) of devices, each with its host and optionally its profile; measured in parallel.")
 @benchmark_options()
 @json_option
-def bench(bundle, remote, ssh_config, remote_python, connect_timeout, command_timeout, as_json, **settings):
-    """Measure a bundle's model with its profile's settings, here or on a device over SSH.
+def bench(bundle, remote, ssh_config, remote_python, connect_timeout, command_timeout, inventory, as_json, **settings):
+    """Measure a bundle's model with its profile's settings, here or on devices over SSH.
 
-    On the device only python3 with numpy and onnxruntime is needed; the runner is copied there
-    and removed afterwards. Host keys must already be in known_hosts.
+    On a device only python3 with numpy and onnxruntime is needed; the runner is copied there
+    and removed afterwards. Host keys must already be in known_hosts. Several devices (repeated
+    --remote, or --devices FILE) are measured in parallel and shown one row each.
     """
-    from edge_distill.device.remote import RemoteTarget, bench_bundle, render_bench
+    from edge_distill.device.fleet import Device, bench_fleet, read_inventory, render_fleet
+    from edge_distill.device.remote import bench_bundle, render_bench
 
-    target = RemoteTarget(remote, ssh_config, remote_python, connect_timeout, command_timeout) if remote else None
-    report = bench_bundle(bundle, target, progress=_progress(as_json), overrides=_benchmark_overrides(settings))
-    _emit(report, as_json, render_bench(report))
+    targets = _remote_targets(remote, ssh_config, remote_python, connect_timeout, command_timeout)
+    overrides, progress = _benchmark_overrides(settings), _progress(as_json)
+    if inventory is None and len(targets) <= 1:
+        report = bench_bundle(bundle, (targets or [None])[0], progress=progress, overrides=overrides)
+        _emit(report, as_json, render_bench(report))
+        return
+    devices = [Device(target.destination, target) for target in targets]
+    devices += read_inventory(inventory, connect_timeout, command_timeout) if inventory else []
+    report = bench_fleet(bundle, devices, progress, overrides)
+    _emit(report, as_json, render_fleet(report))
+    _exit_if_any_device_failed(report)
+
+
+def _exit_if_any_device_failed(report: dict) -> None:
+    """After the table: each failed device's error and hint on stderr, and RemoteError's exit status."""
+    from edge_distill.errors import RemoteError
+
+    failed = [row for row in report["devices"] if "error" in row]
+    for row in failed:
+        named = row["error"] if row["error"].startswith(f"{row['where']}:") else f"{row['where']}: {row['error']}"
+        click.secho(f"Error: {named}", fg="red", err=True)
+        if row.get("hint"):
+            click.echo(f"Hint: {row['hint']}", err=True)
+    if failed:
+        sys.exit(RemoteError.exit_code)
 
 
 @main.command()

@@ -158,6 +158,52 @@ def test_optimize_times_float_and_int8_on_the_device_at_each_thread_count(server
     assert report["threads"] == min(shipped["threads"], os.cpu_count())
 
 
+def test_bench_measures_an_inventory_of_devices_in_parallel_one_row_each(server, tiny_bundle, tmp_path):
+    """Two devices, each with its own profile's settings, and one that refuses connections: the two
+    are measured side by side, the third is a row with its error, and the command exits non-zero."""
+    from tests.test_cli import invoke
+
+    with open(server.root / "ssh_config", "a") as f:
+        f.write(f"Host ghost\n  HostName 127.0.0.1\n  Port {free_port()}\n  ConnectTimeout 3\n")
+    config = server.root / "ssh_config"
+    (tmp_path / "devices.toml").write_text(
+        f'[[device]]\nname = "pi"\nhost = "device"\nprofile = "rpi4"\npython = "{sys.executable}"\n'
+        f'ssh_config = "{config}"\n\n'
+        f'[[device]]\nname = "desk"\nhost = "device"\nprofile = "x86-avx512"\npython = "{sys.executable}"\n'
+        f'ssh_config = "{config}"\n\n'
+        f'[[device]]\nname = "ghost"\nhost = "ghost"\nssh_config = "{config}"\n')
+    result = invoke("bench", str(tiny_bundle), "--devices", str(tmp_path / "devices.toml"), "--min-seconds", "0.2",
+                    "--runs", "20", "--json")
+    assert result.exit_code == 8, result.output
+    rows = {row["where"]: row for row in json.loads(result.stdout)["devices"]}
+    assert list(rows) == ["pi", "desk", "ghost"]
+    assert rows["pi"]["threads"] == 4 and rows["desk"]["threads"] == 2  # each device's own profile
+    assert rows["pi"]["profile"] == "rpi4" and rows["pi"]["golden_top1_agreement"] == 1.0
+    assert rows["desk"]["latency_ms"]["runs"] >= 20 and rows["desk"]["settings"]["min_seconds"] == 0.2
+    assert "cannot connect" in rows["ghost"]["error"] and "Error: ghost: cannot connect" in result.stderr
+    table = invoke("bench", str(tiny_bundle), "--remote", "device", "--remote", "device", "--ssh-config", str(config),
+                   "--remote-python", sys.executable, "--min-seconds", "0", "--runs", "5")
+    assert table.exit_code == 0, table.output
+    assert [line.split()[0] for line in table.stdout.strip().splitlines()] == ["device", "device", "device"]
+
+
+@pytest.mark.parametrize("inventory, expected", [
+    ('[[device]]\nname = "a"\n', "device 1: no host"),
+    ('[[device]]\nhost = "pi"\nport = 22\n', "device 1: unknown key(s) port"),
+    ('[[device]]\nhost = "-oProxyCommand=x"\n', "device 1: --remote '-oProxyCommand=x'"),
+    ('[[device]]\nhost = "pi"\nprofile = "rpi9"\n', "rpi9"),
+    ('[[device]]\nhost = "a"\nname = "x"\n[[device]]\nhost = "b"\nname = "x"\n', "device names repeat"),
+    ('[devices]\nhost = "pi"\n', "unknown table(s) devices"),
+])
+def test_a_bad_inventory_is_one_line_naming_the_file(tiny_bundle, tmp_path, inventory, expected):
+    from tests.test_cli import invoke
+
+    (tmp_path / "devices.toml").write_text(inventory)
+    result = invoke("bench", str(tiny_bundle), "--devices", str(tmp_path / "devices.toml"))
+    assert result.exit_code == 2 and expected in result.output and "Traceback" not in result.output
+    assert str(tmp_path / "devices.toml") in result.output
+
+
 def test_unknown_host_key_is_refused(server, tiny_bundle):
     (server.root / "known_hosts").write_text("")
     with pytest.raises(RemoteError, match="its host key is not in known_hosts") as e:
@@ -221,3 +267,19 @@ def test_build_benchmarks_on_the_device_named_on_the_command_line(server, tiny_c
     device = json.loads(result.stdout)["device_benchmark"]
     assert device["where"] == "device" and device["golden_top1_agreement"] == 1.0
     assert json.loads((out / "device_benchmark.json").read_text())["device"]["cpu"] == device["device"]["cpu"]
+
+
+def test_build_benchmarks_on_several_devices_one_row_each(server, tiny_cache, tmp_path):
+    import json
+
+    from tests.conftest import TINY
+    from tests.test_cli import invoke
+
+    out = tmp_path / "dist"
+    result = invoke("build", "--profile", "rpi4", "--out", str(out), "--cache-dir", str(tiny_cache),
+                    "--remote", "device", "--remote", "device", "--ssh-config", str(server.root / "ssh_config"),
+                    "--remote-python", sys.executable, *[a for s in TINY for a in ("--set", s)])
+    assert result.exit_code == 0, result.output
+    assert "On the devices:" in result.stdout
+    rows = json.loads((out / "device_benchmark.json").read_text())["devices"]
+    assert len(rows) == 2 and all(row["golden_top1_agreement"] == 1.0 for row in rows)
