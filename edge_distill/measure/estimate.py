@@ -5,7 +5,11 @@ is the last-level cache's when all weights fit in it (warm runs), else DRAM's. N
 are all constant (weights, Constant nodes, the Shape of a fixed-size tensor) are folded away when
 ONNX Runtime loads the model and cost nothing. On top come a fixed dispatch cost per kernel, counted
 in the graph ONNX Runtime actually runs (its optimized model: fused, folded, with any layout
-conversions it adds), and one fixed cost per run. The device's figures come from its profile
+conversions it adds), and one fixed cost per run. Control flow is costed through its subgraphs: an
+If by the branch a constant condition picks, else the costlier one (an upper bound); a Loop by its
+body times a constant trip count; a Scan by its body times the scanned length; where a count is
+known only at run time, one iteration is costed and the node counts as not covered. The device's
+figures come from its profile
 (`[device]` peak_*, with their sources). The estimate is a guide for choosing sizes before
 training, not a measurement.
 """
@@ -43,7 +47,9 @@ class NodeCost:
     weight_bytes: int
     estimate_ms: float = 0.0
     bound: str = ""  # "compute" or "memory"
-    costed: bool = True  # False: its output size is unknown, or its work lies in subgraphs (If, Loop, Scan)
+    costed: bool = True  # False: its output size is unknown, or its subgraph's repeat count
+    detail: str = ""  # for control flow: which subgraph was costed, how many times
+    kernels: int = 1  # kernel runs it stands for (a Loop's body nodes times its iterations)
 
 
 def fix_input_shapes(model: onnx.ModelProto, batch: int, shapes: dict[str, tuple[int, ...]]) -> None:
@@ -76,8 +82,10 @@ def concrete_model(model_path: Path, batch: int = 1, shapes: dict[str, list[int]
     return model
 
 
-# Ops whose work lies in subgraphs, which the estimate does not cost.
+# Ops whose work lies in subgraphs (control_flow_cost).
 CONTROL_FLOW_OPS = ("If", "Loop", "Scan")
+# A Loop's trip count above this is the "no limit" that exporters pair with a run-time condition.
+MAX_TRIP_COUNT = 1_000_000
 # Ops whose output is not a function of their inputs: never folded.
 NONDETERMINISTIC_OPS = ("RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial",
                         "Bernoulli", "Dropout")
@@ -89,8 +97,8 @@ def folded_nodes(graph: onnx.GraphProto, shapes: dict[str, list[int]]) -> set[in
     constant = {t.name for t in graph.initializer} | {""}
     folded = set()
     for index, node in enumerate(graph.node):
-        if node.op_type in NONDETERMINISTIC_OPS:
-            continue
+        if node.op_type in NONDETERMINISTIC_OPS or node.op_type in CONTROL_FLOW_OPS:
+            continue  # a subgraph reads outer values that are not among the node's inputs
         if (node.op_type == "Constant" or all(i in constant for i in node.input)
                 or (node.op_type in ("Shape", "Size") and known(shapes.get(node.input[0])))):
             folded.add(index)
@@ -133,17 +141,27 @@ def count_costs(model_path: Path, batch: int = 1, shapes: dict[str, list[int]] |
 
 def costs_of(model: onnx.ModelProto) -> tuple[list[NodeCost], bool, list[int]]:
     """`count_costs` of a model whose input shapes are concrete (`concrete_model`)."""
-    inferred = shape_inference.infer_shapes(model)
-    graph = inferred.graph
-    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in
-              [*graph.input, *graph.value_info, *graph.output] if v.type.tensor_type.HasField("shape")}
-    initializers = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    graph = shape_inference.infer_shapes(model).graph
+    int8 = any(n.op_type in ("QuantizeLinear", "QLinearConv", "ConvInteger", "MatMulInteger", "QGemm")
+               for n in graph.node)
+    shapes = _value_shapes(graph)
+    return graph_costs(graph, shapes, {}, 1 if int8 else 4), int8, shapes.get(graph.input[0].name) or []
+
+
+def _value_shapes(graph: onnx.GraphProto) -> dict[str, list[int]]:
+    return {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in
+            [*graph.input, *graph.value_info, *graph.output] if v.type.tensor_type.HasField("shape")}
+
+
+def graph_costs(graph: onnx.GraphProto, outer_shapes: dict[str, list[int]], outer_weights: dict[str, np.ndarray],
+                activation_bytes: int) -> list[NodeCost]:
+    """Per-node costs of the nodes of `graph` that run (not folded); a subgraph sees its outer
+    scope's shapes and weights."""
+    shapes = outer_shapes | _value_shapes(graph)
+    initializers = outer_weights | {t.name: numpy_helper.to_array(t) for t in graph.initializer}
     # Weights held in Constant nodes (Paddle's exporter writes them so) are weights all the same.
     initializers |= {n.output[0]: numpy_helper.to_array(a.t) for n in graph.node if n.op_type == "Constant"
                      for a in n.attribute if a.name == "value"}
-    int8 = any(n.op_type in ("QuantizeLinear", "QLinearConv", "ConvInteger", "MatMulInteger", "QGemm")
-               for n in graph.node)
-    activation_bytes = 1 if int8 else 4
     # In a QDQ graph a weight reaches its Conv through DequantizeLinear: follow it to the int8 tensor.
     dequantized = {n.output[0]: n.input[0] for n in graph.node if n.op_type == "DequantizeLinear"}
     costs = []
@@ -151,6 +169,9 @@ def costs_of(model: onnx.ModelProto) -> tuple[list[NodeCost], bool, list[int]]:
     for index, node in enumerate(graph.node):
         if index in folded or node.op_type in ("QuantizeLinear", "DequantizeLinear"):
             continue  # computed once at load; Q/DQ are fused into the quantized kernels (or counted as kernels)
+        if node.op_type in CONTROL_FLOW_OPS:
+            costs.append(control_flow_cost(node, shapes, initializers, activation_bytes))
+            continue
         out_shape = shapes.get(node.output[0])
         out_elems = int(np.prod(out_shape)) if known(out_shape) else 0
         weight = _weight(node, initializers, dequantized)
@@ -163,10 +184,48 @@ def costs_of(model: onnx.ModelProto) -> tuple[list[NodeCost], bool, list[int]]:
         # Unknown sizes count as nothing (never as a negative figure).
         macs, other = max(macs, 0), max(other, 0)
         moved = max(weight_bytes + (activation_in + out_elems) * activation_bytes, 0)
-        costed = known(out_shape) and node.op_type not in CONTROL_FLOW_OPS
         costs.append(NodeCost(node.name or node.op_type, node.op_type, macs, 2 * macs + other, moved, weight_bytes,
-                              costed=costed))
-    return costs, int8, shapes.get(graph.input[0].name) or []
+                              costed=known(out_shape)))
+    return costs
+
+
+def control_flow_cost(node: onnx.NodeProto, shapes: dict[str, list[int]], weights: dict[str, np.ndarray],
+                      activation_bytes: int) -> NodeCost:
+    """An If, Loop or Scan as the cost of the subgraph that runs, times how often it runs."""
+    bodies = {a.name: a.g for a in node.attribute if a.type == onnx.AttributeProto.GRAPH}
+    counted = {name: graph_costs(body, shapes, weights, activation_bytes) for name, body in bodies.items()}
+    repeats, count_known = 1, True
+    if node.op_type == "If":
+        condition = weights.get(node.input[0])
+        if condition is not None:
+            chosen = "then_branch" if bool(condition) else "else_branch"
+            detail = f"{chosen}: the condition is constant"
+        else:
+            chosen = max(counted, key=lambda name: (sum(c.flops for c in counted[name]), name == "then_branch"))
+            other = "else_branch" if chosen == "then_branch" else "then_branch"
+            detail = (f"{chosen}, the costlier branch ({sum(c.flops for c in counted[chosen]):,} vs "
+                      f"{sum(c.flops for c in counted[other]):,} FLOPs): the condition is known only at run time")
+    elif node.op_type == "Loop":
+        chosen = "body"
+        trip = weights.get(node.input[0]) if node.input and node.input[0] else None
+        count_known = trip is not None and 0 <= int(trip) <= MAX_TRIP_COUNT
+        repeats = int(trip) if count_known else 1
+        detail = (f"body x {repeats} (constant trip count)" if count_known else
+                  "one iteration of body: the trip count is known only at run time")
+    else:  # Scan: the scanned length is the first scan input's size along its axis
+        chosen = "body"
+        scan_inputs = next(a.i for a in node.attribute if a.name == "num_scan_inputs")
+        axes = next((list(a.ints) for a in node.attribute if a.name == "scan_input_axes"), [0])
+        scanned = shapes.get(node.input[len(node.input) - scan_inputs])
+        count_known = known(scanned) and bool(scanned)
+        repeats = scanned[axes[0]] if count_known else 1
+        detail = (f"body x {repeats} (the scanned length)" if count_known else
+                  "one iteration of body: the scanned length is unknown")
+    body = counted[chosen]
+    return NodeCost(node.name or node.op_type, node.op_type, repeats * sum(c.macs for c in body),
+                    repeats * sum(c.flops for c in body), repeats * sum(c.bytes_moved for c in body),
+                    sum(c.weight_bytes for c in body), costed=count_known and all(c.costed for c in body),
+                    detail=detail, kernels=repeats * sum(c.kernels for c in body))
 
 
 def _weight(node, initializers: dict, dequantized: dict) -> np.ndarray | None:
@@ -233,6 +292,11 @@ def estimate_latency(
         memory_ms = cost.bytes_moved / (bandwidth * 1e9) * 1e3
         cost.estimate_ms = max(compute_ms, memory_ms)
         cost.bound = "compute" if compute_ms >= memory_ms else "memory"
+    # ONNX Runtime's optimized graph holds a control-flow node's subgraphs, not the runs of their kernels.
+    in_subgraphs = sum(c.kernels for c in costs if c.op_type in CONTROL_FLOW_OPS)
+    kernels += in_subgraphs
+    if in_subgraphs:
+        kernels_from += f", plus {in_subgraphs} kernel runs inside control-flow subgraphs (as costed)"
     dispatch_ms = kernels * device.dispatch_us_per_node * 1e-3
     return {
         "device": device.name,
@@ -257,14 +321,16 @@ def estimate_latency(
 def coverage(costs: list[NodeCost]) -> dict:
     """The share of the nodes that run whose cost the estimate could count, and the others by op type."""
     missed: dict[str, int] = {}
+    why: dict[str, str] = {}
     for cost in costs:
         if not cost.costed:
             missed[cost.op_type] = missed.get(cost.op_type, 0) + 1
+            why[cost.op_type] = cost.detail or "size unknown"
     share = 1.0 - sum(missed.values()) / len(costs) if costs else 1.0
     return {"share": share, "not_costed": missed,
+            "control_flow": {cost.name: cost.detail for cost in costs if cost.op_type in CONTROL_FLOW_OPS},
             "note": "" if not missed else
-            "not costed: " + ", ".join(f"{op} x{n}" + (" (subgraphs)" if op in CONTROL_FLOW_OPS else " (size unknown)")
-                                       for op, n in sorted(missed.items()))
+            "not costed: " + ", ".join(f"{op} x{n} ({why[op]})" for op, n in sorted(missed.items()))
             + ": the estimate is low by their work"}
 
 
@@ -282,6 +348,7 @@ def estimate_table(estimate: dict) -> str:
     lines.append(f"{'total (' + estimate['precision'] + ', ' + str(estimate['threads']) + ' thread(s))':<42}"
                  f"{estimate['macs']:>12,}{estimate['bytes_moved']:>12,}{estimate['estimate_ms']:>10.4f}")
     covered = estimate["coverage"]
+    lines += [f"{name}: costed {detail}" for name, detail in covered["control_flow"].items()]
     lines.append(f"coverage: {covered['share']:.0%} of the {len(estimate['nodes'])} nodes that run"
                  + (f"; Warning: {covered['note']}" if covered["note"] else ""))
     if "measured_p50_ms" in estimate:

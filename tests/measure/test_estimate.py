@@ -11,11 +11,14 @@ from edge_distill.config import DeviceConfig
 
 
 def save_graph(tmp_path, nodes, inputs, output, initializers):
+    """inputs: (name, shape) float, or (name, shape, TensorProto type); float weights as float32."""
     graph = helper.make_graph(
         nodes, "g",
-        [helper.make_tensor_value_info(name, TensorProto.FLOAT, shape) for name, shape in inputs],
+        [helper.make_tensor_value_info(name, kind[0] if kind else TensorProto.FLOAT, shape)
+         for name, shape, *kind in inputs],
         [helper.make_tensor_value_info(output, TensorProto.FLOAT, None)],
-        [numpy_helper.from_array(array.astype(np.float32), name) for name, array in initializers.items()],
+        [numpy_helper.from_array(array.astype(np.float32) if array.dtype.kind == "f" else array, name)
+         for name, array in initializers.items()],
     )
     path = tmp_path / "g.onnx"
     save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
@@ -184,13 +187,58 @@ def test_measure_feeds_every_input_at_its_estimated_shape(tmp_path):
     assert (result["measured_over_estimate"] is None) == (__import__("platform").machine() != "x86_64")
 
 
-def test_a_node_whose_work_lies_in_a_subgraph_is_reported_not_costed(tmp_path):
-    branch = helper.make_graph([helper.make_node("Relu", ["x"], ["out"])], "branch", [],
-                               [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 4])])
-    nodes = [helper.make_node("ReduceSum", ["x"], ["s"], keepdims=0),
-             helper.make_node("Greater", ["s", "zero"], ["positive"]),
-             helper.make_node("If", ["positive"], ["y"], then_branch=branch, else_branch=branch)]
-    path = save_graph(tmp_path, nodes, [("x", [1, 4])], "y", {"zero": np.zeros(())})
-    estimate = estimate_latency(path, DeviceConfig(name="d"), threads=1)
-    assert estimate["coverage"]["not_costed"] == {"If": 1} and estimate["coverage"]["share"] == pytest.approx(2 / 3)
-    assert "Warning: not costed: If x1 (subgraphs)" in estimate_table(estimate)
+def branches():
+    """(then: x (1, 4) @ w (4, 4), 16 MACs; else: Relu of x)"""
+    matmul = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["then_out"])], "then", [],
+                               [helper.make_tensor_value_info("then_out", TensorProto.FLOAT, [1, 4])])
+    relu = helper.make_graph([helper.make_node("Relu", ["x"], ["else_out"])], "else", [],
+                             [helper.make_tensor_value_info("else_out", TensorProto.FLOAT, [1, 4])])
+    return matmul, relu
+
+
+def test_an_if_costs_the_branch_a_constant_condition_picks_else_the_costlier(tmp_path):
+    matmul, relu = branches()
+    weights = {"zero": np.zeros(()), "w": np.ones((4, 4)), "no": np.array(False)}
+    runtime = [helper.make_node("ReduceSum", ["x"], ["s"], keepdims=0),
+               helper.make_node("Greater", ["s", "zero"], ["positive"]),
+               helper.make_node("If", ["positive"], ["y"], then_branch=matmul, else_branch=relu, name="if")]
+    estimate = estimate_latency(save_graph(tmp_path, runtime, [("x", [1, 4])], "y", weights), DeviceConfig(name="d"),
+                                threads=1)
+    (branch,) = [n for n in estimate["nodes"] if n["op_type"] == "If"]
+    assert branch["macs"] == 16 and branch["costed"] and estimate["coverage"]["share"] == 1.0
+    assert "if: costed then_branch, the costlier branch (32 vs 4 FLOPs)" in estimate_table(estimate)
+    constant = [helper.make_node("If", ["no"], ["y"], then_branch=matmul, else_branch=relu, name="if")]
+    estimate = estimate_latency(save_graph(tmp_path, constant, [("x", [1, 4])], "y", weights), DeviceConfig(name="d"),
+                                threads=1)
+    assert [(n["macs"], n["flops"], n["detail"]) for n in estimate["nodes"]] == \
+        [(0, 4, "else_branch: the condition is constant")]
+
+
+def loop_model(tmp_path, trip_count: str, weights: dict):
+    """y = x @ w, repeated trip_count times (a carried (1, 4) value): 16 MACs per iteration."""
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cond_in"], ["cond_out"]), helper.make_node("MatMul", ["h", "w"], ["h_out"])],
+        "body", [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+                 helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+                 helper.make_tensor_value_info("h", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("h_out", TensorProto.FLOAT, [1, 4])])
+    nodes = [helper.make_node("Loop", [trip_count, "yes", "x"], ["y"], body=body, name="loop")]
+    return save_graph(tmp_path, nodes, [("x", [1, 4]), *([("n", [], TensorProto.INT64)] if trip_count == "n" else [])], "y",
+                      {"w": np.ones((4, 4)), "yes": np.array(True), **weights})
+
+
+def test_a_loop_costs_its_body_times_a_constant_trip_count_and_says_when_it_cannot(tmp_path):
+    from edge_distill.measure.estimate import estimate_table
+
+    estimate = estimate_latency(loop_model(tmp_path, "five", {"five": np.array(5, np.int64)}), DeviceConfig(name="d"),
+                                threads=1)
+    (loop,) = estimate["nodes"]
+    assert loop["macs"] == 5 * 16 and loop["costed"] and loop["detail"] == "body x 5 (constant trip count)"
+    assert loop["kernels"] == 10 and "plus 10 kernel runs inside control-flow subgraphs" in \
+        estimate["dispatch"]["counted_in"]
+    estimate = estimate_latency(loop_model(tmp_path, "n", {}), DeviceConfig(name="d"), threads=1)
+    (loop,) = estimate["nodes"]
+    assert loop["macs"] == 16 and not loop["costed"] and estimate["coverage"]["share"] == 0.0
+    assert ("Warning: not costed: Loop x1 (one iteration of body: the trip count is known only at run time)"
+            in estimate_table(estimate))
