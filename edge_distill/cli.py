@@ -167,6 +167,18 @@ def remote_options(many: bool = False):
     return decorate
 
 
+def _device_settings(hosts, ssh_config, remote_python, connect_timeout, command_timeout) -> list[tuple]:
+    """The first --remote and its ssh settings as (key, value, flag) of [device]: the device that
+    float and int8 are timed on."""
+    hosts = [host for host in ([hosts] if isinstance(hosts, str) or hosts is None else hosts) if host]
+    if not hosts:
+        return []
+    return [("device.host", hosts[0], "--remote"), ("device.python", remote_python, "--remote-python"),
+            ("device.connect_timeout_s", connect_timeout, "--connect-timeout"),
+            ("device.command_timeout_s", command_timeout, "--command-timeout"),
+            *([("device.ssh_config", str(ssh_config), "--ssh-config")] if ssh_config else [])]
+
+
 def _remote_targets(hosts, ssh_config, remote_python, connect_timeout, command_timeout) -> list:
     """A device.remote.RemoteTarget per host given (None and empty entries dropped)."""
     from edge_distill.device.remote import RemoteTarget
@@ -223,8 +235,10 @@ def build(cache_dir, force, as_json, quiet, out, max_latency_ms, min_accuracy, s
                ("budget.ship_best_effort", ship_best_effort, "--ship-best-effort")]
     if max_latency_ms is not None or min_accuracy is not None:
         budgets.append(("budget.sweep", True, "--max-latency-ms" if max_latency_ms is not None else "--min-accuracy"))
-    config = _load_config(**config_args, extra=tuple(budgets))
-    targets = _remote_targets(remote or config.device.host, ssh_config, remote_python, connect_timeout, command_timeout)
+    config = _load_config(**config_args, extra=(*budgets, *_device_settings(remote, ssh_config, remote_python,
+                                                                                  connect_timeout, command_timeout)))
+    targets = _remote_targets(remote or config.device.host, ssh_config or config.device.ssh_config or None,
+                              config.device.python, connect_timeout, command_timeout)
     out = out or Path("dist") / config.profile
     started = time.perf_counter()
     result = build_bundle(config, out, cache_dir, force=force, remotes=targets, progress=_progress(as_json, quiet))
@@ -435,10 +449,11 @@ def optimize(model: Path, profile: str, calibration: Path, shapes: tuple[str, ..
              for field, value in _benchmark_overrides(settings).items()]
     if max_accuracy_drop is not None:
         given.append(Setting("quantize.max_accuracy_drop", max_accuracy_drop, "--max-accuracy-drop"))
+    given += [Setting(*setting) for setting in _device_settings(remote, ssh_config, remote_python, connect_timeout,
+                                                                command_timeout)]
     config = load_config(profile, None, list(overrides), given)
-    targets = _remote_targets(remote or config.device.host, ssh_config, remote_python, connect_timeout, command_timeout)
     manifest = optimize_model(config, model, calibration, dict(parse_shape(text) for text in shapes), out, min_snr,
-                              progress=_progress(as_json, quiet), labels=labels, remote=(targets or [None])[0])
+                              progress=_progress(as_json, quiet), labels=labels)
     _emit(manifest, as_json, render_summary(manifest, out))
 
 

@@ -45,9 +45,13 @@ class DeviceConfig:
     description: str = ""
     arch: str = _choice("x86_64", "x86_64", "aarch64")
     cpu: str = ""
-    # [user@]host of the device: `build` then also benchmarks there over SSH. Never starting with
-    # "-": ssh would read it as an option.
+    # [user@]host of the device: `build` and `optimize` then time float against int8 there, and
+    # `build` benchmarks the bundle there, over SSH. Never starting with "-": ssh would read it as an option.
     host: str = field(default="", metadata={"pattern": (r"[^-\s][^\s]*|", "[user@]host, not starting with '-'")})
+    ssh_config: str = ""  # ssh config file for host (default: OpenSSH's own)
+    python: str = "python3"  # Python on the device, with numpy and onnxruntime
+    connect_timeout_s: int = _at_least(10, 1)  # for ssh to connect
+    command_timeout_s: int = _at_least(600, 1)  # for each command on the device
     # ISA features of the device's own architecture (ISA_FEATURES); the search adds reduce_range
     # recipes on x86 without a VNNI feature, where u8s8 int8 can saturate.
     isa: list[str] = field(default_factory=list, metadata={"example": '["neon", "dotprod"]'})

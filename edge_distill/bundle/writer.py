@@ -157,6 +157,7 @@ def build_manifest(config: BuildConfig, model: Path, reports: dict[str, Any], go
             "quantization": reports["quantize"],
             "simplified": reports["simplify"],
         },
+        "runtime": runtime_threads(reports["quantize"]["selected"], config),
         "inputs": [_tensor_spec(t) for t in graph.input],
         "outputs": [
             {**_tensor_spec(t), "meaning": "unnormalized class scores (logits); softmax gives probabilities"}
@@ -187,6 +188,17 @@ def build_manifest(config: BuildConfig, model: Path, reports: dict[str, Any], go
         },
         "config": resolved,
     }
+
+
+def runtime_threads(selected: dict[str, Any], config: BuildConfig) -> dict[str, Any]:
+    """The intra-op thread count to run the model with (SessionOptions.intra_op_num_threads; `bench`
+    uses it): the fastest measured when the quantize stage timed the candidates, else the profile's."""
+    if "intra_op_threads" in selected:
+        measured = selected["measured"]
+        counts = sorted({row["threads"] for row in measured["candidates"]})
+        return {"intra_op_threads": selected["intra_op_threads"],
+                "why": f"fastest of {', '.join(map(str, counts))} thread(s) measured on {measured['where']}"}
+    return {"intra_op_threads": config.benchmark.threads, "why": "the profile's benchmark.threads"}
 
 
 def _tensor_spec(value) -> dict[str, Any]:

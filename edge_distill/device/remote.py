@@ -181,7 +181,7 @@ def bench_bundle(bundle: Path, target: RemoteTarget | None, progress=lambda _: N
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / ("inputs.npz" if any_io else "inputs.npy")
             path.write_bytes(_npy_bytes(inputs))
-            result = _run_local([model], path, args)
+            result = _run_local(model, path, args)
     else:
         result = run_remote_benchmark(target, {"model": model}, inputs, args, progress)
     report = {"bundle": str(bundle), "where": target.destination if target else "local", "device": result["host"],
@@ -198,32 +198,43 @@ def bench_bundle(bundle: Path, target: RemoteTarget | None, progress=lambda _: N
     return report | {"golden_top1_agreement": agreement, "golden_samples": len(golden["top1"])}
 
 
-def time_side_by_side(models: dict[str, Path], feed: dict[str, np.ndarray], threads: list[int], provider: str,
-                      seconds_each: float, target: RemoteTarget | None, progress=lambda _: None) -> dict:
-    """Each model at each thread count, timed by the runner in interleaved rounds on one sample, on
-    the device over SSH, or here (in a subprocess, the same code path): {"where", "host", "rows":
-    [{"variant", "threads", "p50", "p90", "runs", "golden_max_abs_diff"} or {..., "error"}]}."""
-    inputs = {f"input:{name}": np.asarray(value)[None] for name, value in feed.items()}
-    args = ["--provider", provider, "--threads", ",".join(map(str, threads)), "--min-seconds", str(seconds_each)]
+def time_side_by_side(models: dict[str, Path], feed: dict[str, np.ndarray], threads: list[int], providers: list,
+                      seconds_each: float, target: RemoteTarget | None, require_first: bool = True,
+                      progress=lambda _: None) -> dict:
+    """Each model at each thread count, timed by the runner's compare_candidates in interleaved
+    rounds on one sample: on the device over SSH (with the first provider's name), or here in this
+    process (`providers` with their options, as onnxruntime takes them): {"where", "host", "rows":
+    [{"variant", "threads", "p50", "p90", "runs"} or {"variant", "threads", "error"}]}."""
+    from edge_distill.device.runner import compare_candidates, describe_host
+
     if target is None:
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "inputs.npz"
-            path.write_bytes(_npy_bytes(inputs))
-            result = _run_local(list(models.values()), path, args)
-        variant_of = {str(path): name for name, path in models.items()}
+        rows = compare_candidates(list(models.values()), threads, feed, providers, seconds_each,
+                                  require_first=require_first)
+        variant_of, host = {str(path): name for name, path in models.items()}, describe_host()
     else:
+        inputs = {f"input:{name}": np.asarray(value)[None] for name, value in feed.items()}
+        provider = providers[0] if isinstance(providers[0], str) else providers[0][0]
+        args = ["--provider", provider, "--threads", ",".join(map(str, threads)), "--min-seconds", str(seconds_each)]
         result = run_remote_benchmark(target, models, inputs, args, progress)
+        rows, host = result["candidates"], result["host"]
         variant_of = {f"{name}.onnx": name for name in models}
-    rows = [{"variant": variant_of[row["model"]], **{k: v for k, v in row.items() if k != "model"}}
-            for row in result["candidates"]]
-    return {"where": target.destination if target else "this host", "host": result["host"], "rows": rows}
+    rows = [{"variant": variant_of[row["model"]], **{k: v for k, v in row.items() if k != "model"}} for row in rows]
+    return {"where": target.destination if target else "this host", "host": host, "rows": rows}
 
 
-def _run_local(models: list[Path], inputs: Path, args: list[str]) -> dict:
+def device_target(device) -> RemoteTarget | None:
+    """The RemoteTarget of a profile's [device] (config.DeviceConfig), where it names a host."""
+    if not device.host:
+        return None
+    return RemoteTarget(device.host, Path(device.ssh_config).expanduser() if device.ssh_config else None,
+                        device.python, device.connect_timeout_s, device.command_timeout_s)
+
+
+def _run_local(model: Path, inputs: Path, args: list[str]) -> dict:
     """The same runner in a subprocess, so local and remote figures come from the same code path."""
     import sys
 
-    done = subprocess.run([sys.executable, str(RUNNER), *map(str, models), "--inputs", str(inputs), "--json", *args],
+    done = subprocess.run([sys.executable, str(RUNNER), str(model), "--inputs", str(inputs), "--json", *args],
                           capture_output=True, text=True)
     if done.returncode != 0:
         raise RemoteError(f"the local runner failed: {done.stderr.strip()[-300:]}")

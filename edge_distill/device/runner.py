@@ -369,12 +369,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def compare_candidates(models: list[Path], threads: list[int], sample, providers: list, seconds_each: float,
-                       golden: tuple | None) -> list[dict]:
+                       golden: tuple | None = None, require_first: bool = True) -> list[dict]:
     """Each model at each thread count, timed side by side (compare_latency); with golden vectors,
     each model's largest output difference from them, here."""
     names = {f"{model}@{count}": (model, count) for model in models for count in threads}
     latency = compare_latency({name: model for name, (model, _) in names.items()}, sample, providers,
-                              {name: count for name, (_, count) in names.items()}, seconds_each)
+                              {name: count for name, (_, count) in names.items()}, seconds_each,
+                              require_first=require_first)
     rows = [{"model": str(model), "threads": count, **latency[name]} for name, (model, count) in names.items()]
     if golden:
         for model in models:

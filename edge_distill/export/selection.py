@@ -1,7 +1,7 @@
-"""The int8 model and the model to ship: the profile's recipe, shipped as it is where this host
-cannot measure for the device, or else only if measured faster than fp32 within the accuracy
-budget; or (quantize.search) the fastest candidate within the budget, which may be fp32 (or fp16
-on a GPU)."""
+"""The int8 model and the model to ship: the profile's recipe, shipped as it is where nothing can
+measure for the device (no device.host, and this host has another architecture), or else only if
+measured faster than fp32 within the accuracy budget, with the fastest thread count; or
+(quantize.search) the fastest candidate within the budget, which may be fp32 (or fp16 on a GPU)."""
 
 from __future__ import annotations
 
@@ -33,41 +33,53 @@ class Selection:
 
 
 def measured_choice(fp32_model: Path, int8_model: Path, recipe: str, x_val: np.ndarray, y_val: np.ndarray,
-                    cfg: QuantizeConfig, bench: BenchmarkConfig, selected_out: Path,
+                    cfg: QuantizeConfig, device: DeviceConfig, bench: BenchmarkConfig, selected_out: Path,
                     progress: Callable[[str], None]) -> Selection:
-    """The profile's int8 model or the fp32 one, whichever runs faster here within the accuracy
-    budget (quantize.max_accuracy_drop), timed side by side in interleaved rounds; int8 regardless
-    with quantize.require_int8."""
-    from edge_distill.device.runner import compare_latency, predict_classes, usable_threads
+    """The profile's int8 model or the fp32 one, and the intra-op thread count, whichever runs
+    fastest within the accuracy budget (quantize.max_accuracy_drop): each model at 1, 2, 4, ... up
+    to the profile's threads, timed side by side in interleaved rounds on the device over SSH
+    (device.host) or else here (this host has the device's architecture; counts up to its cores).
+    int8 regardless with quantize.require_int8."""
+    import onnx
+
+    from edge_distill.device.remote import device_target, time_side_by_side
+    from edge_distill.device.runner import predict_classes, thread_candidates, usable_threads
     from edge_distill.measure.harness import provider_specs
 
-    threads, providers, strict = usable_threads(bench.threads), provider_specs(bench), not bench.allow_cpu_fallback
+    target, providers, strict = device_target(device), provider_specs(bench), not bench.allow_cpu_fallback
     models = {"student_fp32": fp32_model, "student_int8": int8_model}
-    accuracy = {name: float((predict_classes(path, x_val, providers, threads, require_first=strict) == y_val).mean())
+    accuracy = {name: float((predict_classes(path, x_val, providers, usable_threads(bench.threads),
+                                             require_first=strict) == y_val).mean())
                 for name, path in models.items()}
-    progress(f"timing fp32 and int8 side by side ({cfg.search_min_seconds:g} s each, {threads} thread(s)): this host "
-             "has the device's architecture")
-    latency = compare_latency(models, x_val[: bench.batch_size], providers, threads, cfg.search_min_seconds,
-                              require_first=strict)
-    if "error" in latency["student_int8"]:
-        raise QuantizeError(f"the int8 model does not run here: {latency['student_int8']['error']}")
+    counts = thread_candidates(bench.threads if target else usable_threads(bench.threads))
+    where = target.destination if target else "this host"
+    progress(f"timing fp32 and int8 side by side on {where} at {', '.join(map(str, counts))} thread(s) "
+             f"({cfg.search_min_seconds:g} s each)")
+    feed = {onnx.load(str(fp32_model), load_external_data=False).graph.input[0].name: x_val[: bench.batch_size]}
+    timing = time_side_by_side(models, feed, counts, providers, cfg.search_min_seconds, target, strict, progress)
+    rows = [row for row in timing["rows"] if "p50" in row]
+    failed = next((row["error"] for row in timing["rows"] if row["variant"] == "student_int8" and "error" in row), None)
+    if failed:
+        raise QuantizeError(f"the int8 model does not run on {where}: {failed}")
     drop = 100.0 * (accuracy["student_fp32"] - accuracy["student_int8"])
-    p50 = {name: latency[name]["p50"] for name in models}
-    figures = (f"int8 p50 {p50['student_int8']:.4f} ms vs fp32 {p50['student_fp32']:.4f} ms on this host, "
+    fastest = {name: min((r for r in rows if r["variant"] == name), key=lambda r: r["p50"]) for name in models}
+    figures = (f"int8 p50 {fastest['student_int8']['p50']:.4f} ms at {fastest['student_int8']['threads']} thread(s) "
+               f"vs fp32 {fastest['student_fp32']['p50']:.4f} ms at {fastest['student_fp32']['threads']} on {where}, "
                f"val accuracy {accuracy['student_int8']:.4f} vs {accuracy['student_fp32']:.4f}")
     if cfg.require_int8:
         variant, why = "student_int8", f"int8 required (quantize.require_int8); {figures}"
     elif drop > cfg.max_accuracy_drop:
         variant, why = "student_fp32", f"int8 loses {drop:.2f} points (> quantize.max_accuracy_drop {cfg.max_accuracy_drop:g}); {figures}"
-    elif p50["student_int8"] >= p50["student_fp32"]:
+    elif fastest["student_int8"]["p50"] >= fastest["student_fp32"]["p50"]:
         variant, why = "student_fp32", f"int8 measured slower: {figures}"
     else:
         variant, why = "student_int8", f"int8 measured faster: {figures}"
-    progress(f"shipping {variant}: {why}")
+    progress(f"shipping {variant} at {fastest[variant]['threads']} thread(s): {why}")
     shutil.copyfile(models[variant], selected_out)
     return Selection(recipe, variant, recipe if variant == "student_int8" else "fp32", why,
-                     {"measured": {"accuracy": accuracy, "p50_ms": p50, "threads": threads,
-                                   "seconds_each": cfg.search_min_seconds}})
+                     {"measured": {"accuracy": accuracy, "where": where, "host": timing["host"],
+                                   "candidates": timing["rows"], "seconds_each": cfg.search_min_seconds},
+                      "intra_op_threads": fastest[variant]["threads"]})
 
 
 def quantize_and_select(fp32_model: Path, calibration: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
@@ -83,12 +95,13 @@ def quantize_and_select(fp32_model: Path, calibration: np.ndarray, x_val: np.nda
             progress(f"calibrating on {len(calibration)} training samples ({cfg.calibrate_method}), "
                      f"quantizing to int8 {recipe.name}")
             quantize_model(fp32_model, int8_out, calibration, recipe, Path(tmp), progress)
-            if not device.is_host_arch:
+            if not device.is_host_arch and not device.host:
                 shutil.copyfile(int8_out, selected_out)
                 return Selection(recipe.name, "student_int8", recipe.name,
                                  f"the profile's recipe, not measured against fp32: this host is not the device's "
-                                 f"architecture ({device.arch})")
-            return measured_choice(fp32_model, int8_out, recipe.name, x_val, y_val, cfg, bench, selected_out, progress)
+                                 f"architecture ({device.arch}) and no device.host (--remote) was named")
+            return measured_choice(fp32_model, int8_out, recipe.name, x_val, y_val, cfg, device, bench, selected_out,
+                                   progress)
         found = search_quantization(fp32_model, calibration, x_val, y_val, cfg, device, bench, Path(tmp), progress)
         if found["best_int8"] is None:
             raise QuantizeError("no int8 recipe could be built for this model", "see quantize.json candidates")

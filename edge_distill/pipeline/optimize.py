@@ -88,10 +88,10 @@ def class_scores_output(outputs):
 
 def optimize_model(config: BuildConfig, model_path: Path, calibration: Path, shapes: dict[str, tuple[int, ...]],
                    out: Path, min_snr_db: float, progress: Callable[[str], None] = lambda _: None,
-                   labels: str | None = None, remote=None) -> dict[str, Any]:
+                   labels: str | None = None) -> dict[str, Any]:
     """Simplify, quantize, judge, measure and package `model_path` into `out`; returns the manifest.
-    `labels`: the array of class indices in the calibration file(s); `remote`: a
-    device.remote.RemoteTarget to time the candidates on."""
+    `labels`: the array of class indices in the calibration file(s). Float and int8 are timed on
+    config.device.host where it names one."""
     from edge_distill.data.feeds import load_feeds, load_labels, split_feeds
     from edge_distill.export.model_io import fix_shapes, model_tensors
     from edge_distill.export.onnx_io import load_onnx
@@ -121,7 +121,7 @@ def optimize_model(config: BuildConfig, model_path: Path, calibration: Path, sha
         fp32 = simplified_or_source(model_path, held_out[0], work / "fp32.onnx", notes, progress)
         int8, recipe, judgement = quantize_within_budget(fp32, calibrate_on, held_out, outputs, config, budget, work,
                                                          notes, progress)
-        timing = time_candidates({"fp32": fp32, "int8": int8}, held_out[0], config, remote, progress)
+        timing = time_candidates({"fp32": fp32, "int8": int8}, held_out[0], config, progress)
         shipped, threads, why = choose(judgement, timing, config.device.arch)
         progress(f"shipping {shipped} at {threads} thread(s): {why}")
         model = work / "model.onnx"
@@ -139,25 +139,26 @@ def optimize_model(config: BuildConfig, model_path: Path, calibration: Path, sha
     return manifest
 
 
-def time_candidates(models: dict[str, Path], feed: dict[str, np.ndarray], config: BuildConfig, remote,
+def time_candidates(models: dict[str, Path], feed: dict[str, np.ndarray], config: BuildConfig,
                     progress: Callable[[str], None]) -> dict[str, Any]:
     """Float and int8 timed side by side (device.remote.time_side_by_side): on the device over SSH,
     each at 1, 2, 4, ... up to the profile's threads; else here, at those counts that fit this
     host's cores where it has the device's architecture, or at the profile's count only, for the
     record, where it has not. {"where", "for_device": whether the figures stand for the device,
     "host", "threads", "rows"}."""
-    from edge_distill.device.remote import time_side_by_side
+    from edge_distill.device.remote import device_target, time_side_by_side
     from edge_distill.device.runner import thread_candidates, usable_threads
+    from edge_distill.measure.harness import provider_specs
 
-    bench = config.benchmark
+    bench, remote = config.benchmark, device_target(config.device)
     for_device = remote is not None or config.device.is_host_arch
     most = bench.threads if remote is not None else usable_threads(bench.threads)
     counts = thread_candidates(most) if for_device else [most]
     where = remote.destination if remote is not None else "this host"
     progress(f"timing float and int8 side by side on {where} at {', '.join(map(str, counts))} thread(s) "
              f"({bench.providers[0]}, {config.quantize.search_min_seconds:g} s each)")
-    timing = time_side_by_side(models, feed, counts, bench.providers[0], config.quantize.search_min_seconds,
-                               remote, progress)
+    timing = time_side_by_side(models, feed, counts, provider_specs(bench), config.quantize.search_min_seconds,
+                               remote, not bench.allow_cpu_fallback, progress)
     return timing | {"for_device": for_device, "threads": counts}
 
 

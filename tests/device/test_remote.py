@@ -261,12 +261,20 @@ def test_build_benchmarks_on_the_device_named_on_the_command_line(server, tiny_c
     out = tmp_path / "dist"
     args = ["build", "--profile", "rpi4", "--out", str(out), "--cache-dir", str(tiny_cache), "--remote", "device",
             "--ssh-config", str(server.root / "ssh_config"), "--remote-python", sys.executable, "--json",
-            *[a for s in TINY for a in ("--set", s)]]
+            *[a for s in [*TINY, "quantize.search_min_seconds=0.1"] for a in ("--set", s)]]
     result = CliRunner().invoke(main, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     device = json.loads(result.stdout)["device_benchmark"]
     assert device["where"] == "device" and device["golden_top1_agreement"] == 1.0
     assert json.loads((out / "device_benchmark.json").read_text())["device"]["cpu"] == device["device"]["cpu"]
+    # rpi4 from this x86 host: float and int8 were timed on the device, at 1, 2 and 4 threads.
+    manifest = json.loads((out / "manifest.json").read_text())
+    selected = manifest["model"]["quantization"]["selected"]
+    assert selected["measured"]["where"] == "device" and "on device" in selected["why"]
+    assert sorted({row["threads"] for row in selected["measured"]["candidates"]}) == [1, 2, 4]
+    assert manifest["runtime"] == {"intra_op_threads": selected["intra_op_threads"],
+                                   "why": "fastest of 1, 2, 4 thread(s) measured on device"}
+    assert device["threads"] == selected["intra_op_threads"]  # bench runs the model as it ships
 
 
 def test_build_benchmarks_on_several_devices_one_row_each(server, tiny_cache, tmp_path):

@@ -13,15 +13,16 @@ class QuantizeStage(ConfiguredStage):
 
     name = "quantize"
     description = ("Quantize the student to int8 (the profile's recipe, shipped if measured faster than fp32 "
-                   "where this host has the device's architecture; or the fastest within budget with "
-                   "--search-quantization).")
-    version = 3
+                   "on the device (--remote) or where this host has the device's architecture, with the fastest "
+                   "thread count; or the fastest within budget with --search-quantization).")
+    version = 4
     inputs = ("dataset.npz", "student_fp32.onnx")
     outputs = ("student_int8.onnx", "selected.onnx", "quantize.json")
 
     def params(self):
         params = {"quantize": dataclasses.asdict(self.config.quantize), "seed": self.config.seed}
-        if self.config.quantize.search or self.config.device.is_host_arch:
+        device = self.config.device
+        if self.config.quantize.search or device.is_host_arch or device.host:
             # What ships was measured: it depends on where it ran.
             from edge_distill.device.runner import describe_host
 
