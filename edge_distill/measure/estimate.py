@@ -1,17 +1,18 @@
 """Latency estimate from the graph: MACs, FLOPs and bytes per node, and a roofline.
 
-Per node that runs, time = max(FLOPs / peak compute, bytes moved / bandwidth), where the bandwidth
-is the last-level cache's when all weights fit in it (warm runs), else DRAM's. Nodes whose inputs
-are all constant (weights, Constant nodes, the Shape of a fixed-size tensor) are folded away when
-ONNX Runtime loads the model and cost nothing. On top come a fixed dispatch cost per kernel, counted
-in the graph ONNX Runtime actually runs (its optimized model: fused, folded, with any layout
-conversions it adds), and one fixed cost per run. Control flow is costed through its subgraphs: an
+The nodes costed are those of the graph ONNX Runtime runs, at the optimization level that keeps
+standard ONNX ops (basic: constants folded, BatchNorm fused into Conv, no-op nodes removed); the
+file's own nodes where ONNX Runtime cannot load it. Per node, time = max(FLOPs / peak compute,
+bytes moved / bandwidth), where the bandwidth is the cache's when all weights fit in it (warm runs),
+else DRAM's. Nodes whose inputs are all constant (weights, Constant nodes, the Shape of a
+fixed-size tensor) are folded away at load and cost nothing. On top come a fixed dispatch cost per
+kernel, counted in the graph ONNX Runtime runs after all its optimizations (fused, with any layout
+conversions it adds; a light kernel costs a share of a compute kernel's), and one fixed cost per run. Control flow is costed through its subgraphs: an
 If by the branch a constant condition picks, else the costlier one (an upper bound); a Loop by its
 body times a constant trip count; a Scan by its body times the scanned length; where a count is
 known only at run time, one iteration is costed and the node counts as not covered. The device's
-figures come from its profile
-(`[device]` peak_*, with their sources). The estimate is a guide for choosing sizes before
-training, not a measurement.
+figures come from its profile (`[device]` peak_*, with their sources). The estimate is a guide for
+choosing sizes before training, not a measurement.
 """
 
 from __future__ import annotations
@@ -106,30 +107,47 @@ def folded_nodes(graph: onnx.GraphProto, shapes: dict[str, list[int]]) -> set[in
     return folded
 
 
-def runtime_kernels(model: onnx.ModelProto, level: str) -> tuple[int, str]:
-    """(kernels, where the count comes from): the nodes of the graph ONNX Runtime runs for `model`
-    after its optimizations at `level` ("all" adds this CPU's layout conversions; "extended" is
-    portable), or the file's own nodes where ONNX Runtime cannot load the model."""
+def ort_optimized(model: onnx.ModelProto, level: str) -> tuple[onnx.ModelProto | None, str]:
+    """(ONNX Runtime's optimized graph of `model` at `level`, or None where it cannot load the
+    model, and a note saying which). "basic" keeps standard ONNX ops (constant folding, Conv with
+    BatchNorm fused, no-op nodes removed), so its shapes can be inferred; "extended" adds fused
+    contrib kernels; "all" adds this CPU's layout conversions."""
     import tempfile
 
     import onnxruntime as ort
 
     from edge_distill.errors import describe
 
+    levels = {"basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+              "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+              "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
     with tempfile.TemporaryDirectory() as tmp:
         source, optimized = Path(tmp) / "model.onnx", Path(tmp) / "optimized.onnx"
         onnx.save(model, str(source))
         options = ort.SessionOptions()
-        options.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if level == "all"
-                                            else ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED)
+        options.graph_optimization_level = levels[level]
         options.optimized_model_filepath = str(optimized)
         options.log_severity_level = 3  # ORT warns that an ALL-level model fits only this CPU: known, intended
         try:
             ort.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
-            return len(onnx.load(str(optimized), load_external_data=False).graph.node), \
-                f"ONNX Runtime's optimized graph ({level} optimizations)"
+            return onnx.load(str(optimized)), f"ONNX Runtime's optimized graph ({level} optimizations)"
         except Exception as e:
-            return len(model.graph.node), f"the file's nodes (ONNX Runtime cannot load it: {describe(e, 120)})"
+            return None, f"the file's nodes (ONNX Runtime cannot load it: {describe(e, 120)})"
+
+
+def is_compute_kernel(op_type: str) -> bool:
+    """Convolutions and matrix products (plain, fused, quantized, NCHWc), which ONNX Runtime hands
+    to its thread pool; every other kernel is light."""
+    return any(word in op_type for word in ("Conv", "MatMul", "Gemm", "Attention"))
+
+
+def runtime_kernels(model: onnx.ModelProto, level: str) -> tuple[int, int, str]:
+    """(compute kernels, light kernels, where the count comes from): the nodes of the graph ONNX
+    Runtime runs for `model` after its optimizations at `level` ("all" adds this CPU's layout
+    conversions; "extended" is portable), or the file's own nodes where it cannot load the model."""
+    optimized, where = ort_optimized(model, level)
+    compute = sum(is_compute_kernel(node.op_type) for node in (optimized or model).graph.node)
+    return compute, len((optimized or model).graph.node) - compute, where
 
 
 def count_costs(model_path: Path, batch: int = 1, shapes: dict[str, list[int]] | None = None
@@ -273,10 +291,12 @@ def estimate_latency(
     a float graph as its int8 version will run (for sizing students before they are quantized);
     `shapes` fixes input shapes by name (needed where sizes other than the batch are symbolic)."""
     model = concrete_model(model_path, batch, shapes)
-    costs, int8, input_shape = costs_of(model)
+    # Arithmetic is costed on the graph ONNX Runtime runs, at the level that keeps standard ops.
+    basic, costed_on = ort_optimized(model, "basic")
+    costs, int8, input_shape = costs_of(basic or model)
     # This CPU's own optimizations (layout conversions) only where it has the device's architecture.
     level = "all" if device.is_host_arch else "extended"
-    kernels, kernels_from = runtime_kernels(model, level)
+    compute_kernels, light_kernels, kernels_from = runtime_kernels(model, level)
     if assume_int8 and not int8:
         int8 = True
         for cost in costs:
@@ -292,12 +312,13 @@ def estimate_latency(
         memory_ms = cost.bytes_moved / (bandwidth * 1e9) * 1e3
         cost.estimate_ms = max(compute_ms, memory_ms)
         cost.bound = "compute" if compute_ms >= memory_ms else "memory"
-    # ONNX Runtime's optimized graph holds a control-flow node's subgraphs, not the runs of their kernels.
+    # ONNX Runtime's optimized graph holds a control-flow node's subgraphs, not the runs of their
+    # kernels: those are counted as costed, as compute kernels (an upper bound).
     in_subgraphs = sum(c.kernels for c in costs if c.op_type in CONTROL_FLOW_OPS)
-    kernels += in_subgraphs
+    compute_kernels += in_subgraphs
     if in_subgraphs:
         kernels_from += f", plus {in_subgraphs} kernel runs inside control-flow subgraphs (as costed)"
-    dispatch_ms = kernels * device.dispatch_us_per_node * 1e-3
+    dispatch_ms = (compute_kernels + light_kernels * device.light_dispatch_share) * device.dispatch_us_per_node * 1e-3
     return {
         "device": device.name,
         "precision": "int8" if int8 else "fp32",
@@ -309,12 +330,15 @@ def estimate_latency(
         "bytes_moved": sum(c.bytes_moved for c in costs),
         "estimate_ms": sum(c.estimate_ms for c in costs) + dispatch_ms + device.run_overhead_us * 1e-3,
         "run_overhead_ms": device.run_overhead_us * 1e-3,
-        "dispatch": {"kernels": kernels, "counted_in": kernels_from, "ms": dispatch_ms},
+        "dispatch": {"kernels": compute_kernels + light_kernels, "compute_kernels": compute_kernels,
+                     "light_kernels": light_kernels, "counted_in": kernels_from, "ms": dispatch_ms},
+        "costed_on": costed_on,
         "coverage": coverage(costs),
         "nodes": [asdict(c) for c in costs],
         "weight_bytes": weights,
         "peaks": {"gops": peak_gops, "bandwidth_gbs": bandwidth, "weights_in_cache": bool(in_cache),
-                  "dispatch_us_per_node": device.dispatch_us_per_node, "sources": device.peak_sources},
+                  "dispatch_us_per_node": device.dispatch_us_per_node,
+                  "light_dispatch_share": device.light_dispatch_share, "sources": device.peak_sources},
     }
 
 
@@ -343,7 +367,8 @@ def estimate_table(estimate: dict) -> str:
                      f"{node['estimate_ms']:>10.4f}  {node['bound']}")
     dispatch = estimate["dispatch"]
     lines.append(f"{'dispatch: ' + str(dispatch['kernels']) + ' kernels':<28}{'':<14}{'':>12}{'':>12}"
-                 f"{dispatch['ms']:>10.4f}  counted in {dispatch['counted_in']}")
+                 f"{dispatch['ms']:>10.4f}  {dispatch['compute_kernels']} compute, {dispatch['light_kernels']} light, "
+                 f"counted in {dispatch['counted_in']}")
     lines.append(f"{'run overhead':<28}{'':<14}{'':>12}{'':>12}{estimate['run_overhead_ms']:>10.4f}")
     lines.append(f"{'total (' + estimate['precision'] + ', ' + str(estimate['threads']) + ' thread(s))':<42}"
                  f"{estimate['macs']:>12,}{estimate['bytes_moved']:>12,}{estimate['estimate_ms']:>10.4f}")

@@ -139,9 +139,11 @@ PP_OCR = [("ch_ppocr_mobile_v2.0_cls_infer", (48, 192)), ("ch_PP-OCRv4_rec_infer
 def test_real_pretrained_ocr_models_optimize_to_verified_bundles(tmp_path, name, size):
     """Paddle-exported models with symbolic sizes (-1, '?', named), opset 11/12 and weights in
     Constant nodes: each becomes a bundle verify passes, with int8 judged and timed against float."""
-    np.savez(tmp_path / "lines.npz", x=handmade.text_images(20, *size))
+    # Every second line is upside down: the direction classifier's class 1 ("180"), judged with --labels.
+    np.savez(tmp_path / "lines.npz", x=handmade.text_images(20, *size), direction=np.arange(20) % 2)
+    labels = ["--labels", "direction"] if "cls" in name else []
     result = invoke("optimize", str(handmade.rapidocr_models() / f"{name}.onnx"), "-p", "x86-avx512", "--calibration",
-                    str(tmp_path / "lines.npz"), "--shape", f"x:1x3x{size[0]}x{size[1]}",
+                    str(tmp_path / "lines.npz"), "--shape", f"x:1x3x{size[0]}x{size[1]}", *labels,
                     "--set", "quantize.search_min_seconds=0.05",
                     "--set", "quantize.fallback_max_nodes=1", "--out", str(tmp_path / "bundle"), "--json")
     assert result.exit_code == 0, result.output
@@ -153,8 +155,10 @@ def test_real_pretrained_ocr_models_optimize_to_verified_bundles(tmp_path, name,
     assert fidelity["snr_db"] is not None and -1 <= fidelity["cosine"] <= 1
     assert int8["size_bytes"] < 0.6 * next(r for r in manifest["metrics"] if r["variant"] == "fp32")["size_bytes"]
     assert any("opset 13" in note for note in manifest["model"]["notes"])  # converted for per-channel QDQ
+    if labels:  # the real classifier reads every held-out line's direction right, in float
+        assert manifest["judgement"]["rule"] == "accuracy" and manifest["judgement"]["accuracy"]["fp32"] == 1.0
     if manifest["model"]["precision"] == "fp32":  # shipped float: the manifest says which rule decided
-        assert "SNR" in manifest["model"]["why"] or "slower" in manifest["model"]["why"]
+        assert any(rule in manifest["model"]["why"] for rule in ("SNR", "slower", "accuracy"))
 
 
 def test_samples_from_a_folder_of_npz_files_read_one_file_at_a_time(tmp_path, monkeypatch):
