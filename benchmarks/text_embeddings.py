@@ -34,34 +34,14 @@ from edge_distill.text.export import check_text_parity, export_text_encoder  # n
 from edge_distill.text.quantize import quantize_dynamic_int8, quantize_static_int8  # noqa: E402
 from edge_distill.text.retrieval import mean_cosine, retrieval_scores  # noqa: E402
 from edge_distill.text.student import StudentShape, student_from_teacher  # noqa: E402
-from edge_distill.text.teacher import batch_ids, embed_texts, load_teacher  # noqa: E402
+from edge_distill.text.build import length_feed, onnx_embeddings  # noqa: E402
+from edge_distill.text.teacher import embed_texts, load_teacher  # noqa: E402
 
 LENGTHS = (16, 64, 128)
 
 
 def log(message: str) -> None:
     print(time.strftime("%H:%M:%S"), message, flush=True)
-
-
-def onnx_embed(path: Path, tokenizer, texts: list[str], threads: int) -> np.ndarray:
-    """Embeddings by ONNX Runtime, one text at a time (no padding: as an app runs it)."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    rows = []
-    for text in texts:
-        ids, mask = batch_ids(tokenizer, [text])
-        rows.append(session.run(["sentence_embedding"], {"input_ids": ids, "attention_mask": mask})[0][0])
-    return np.stack(rows)
-
-
-def length_feed(tokenizer, text: str, length: int) -> dict[str, np.ndarray]:
-    """One text's ids cut or repeated to exactly `length` tokens, batch 1."""
-    ids, _ = batch_ids(tokenizer, [text])
-    ids = np.resize(ids[0], length)[None].astype(np.int64)
-    return {"input_ids": ids, "attention_mask": np.ones_like(ids)}
 
 
 def main() -> None:
@@ -105,7 +85,7 @@ def main() -> None:
         quantize_dynamic_int8(work / "teacher_fp32.onnx", work / "teacher_int8.onnx")
         judge("teacher fp32", work / "teacher_fp32.onnx", teacher.tokenizer, reference, teacher.parameters)
         judge("teacher int8", work / "teacher_int8.onnx", teacher.tokenizer,
-              onnx_embed(work / "teacher_int8.onnx", teacher.tokenizer, task, args.threads), teacher.parameters)
+              onnx_embeddings(work / "teacher_int8.onnx", teacher.tokenizer, task, args.threads), teacher.parameters)
         for layers in args.layers:
             student, tokenizer_json, report = student_from_teacher(teacher, texts, StudentShape(layers=layers))
             tokenizer = Tokenizer.from_str(json.dumps(tokenizer_json))
@@ -122,12 +102,12 @@ def main() -> None:
             quantize_static_int8(fp32, work / f"student{layers}_qdq.onnx", calibration, work)
             extra = {"layers_from_teacher": report["layers_from_teacher"], "vocabulary": report["vocabulary"],
                      "train_seconds": training["seconds"], "loss_per_epoch": training["loss_per_epoch"]}
-            judge(f"{name} fp32", fp32, tokenizer, onnx_embed(fp32, tokenizer, task, args.threads),
+            judge(f"{name} fp32", fp32, tokenizer, onnx_embeddings(fp32, tokenizer, task, args.threads),
                   report["parameters"], parity_max_abs_diff=parity, **extra)
             for kind in ("int8", "qdq"):
                 path = work / f"student{layers}_{kind}.onnx"
                 judge(f"{name} {'int8 dynamic' if kind == 'int8' else 'int8 static QDQ'}", path, tokenizer,
-                      onnx_embed(path, tokenizer, task, args.threads), report["parameters"], **extra)
+                      onnx_embeddings(path, tokenizer, task, args.threads), report["parameters"], **extra)
         from model2vec.distill import distill
 
         started = time.perf_counter()

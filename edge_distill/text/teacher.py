@@ -75,6 +75,7 @@ def load_teacher(folder: Path, max_length: int = 128) -> TextTeacher:
     except ImportError:
         raise ConfigError("text models need transformers and tokenizers", 'pip install -e ".[text]"') from None
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()  # progress is ours to show, on stderr, in our words
     try:
         tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
     except Exception as e:

@@ -1,0 +1,68 @@
+"""`edge-distill text` end to end on the tiny teacher and a small text file: a bundle verify passes
+(model, golden vectors, tokenization), a no-op rebuild from the cache, and one-line errors."""
+
+import json
+
+import numpy as np
+
+from edge_distill.bundle.verify import verify_bundle
+from tests.test_cli import invoke
+from tests.text.conftest import SENTENCES
+
+
+def passages(tmp_path):
+    """Forty two-sentence passages, one per line: the summary retrieves the rest."""
+    rng = np.random.default_rng(0)
+    lines = [f"{SENTENCES[i % 12]} {' '.join(rng.choice(SENTENCES, 2))}" for i in range(40)]
+    (tmp_path / "text.txt").write_text("\n".join(lines), encoding="utf-8")
+    return tmp_path / "text.txt"
+
+
+def test_a_text_bundle_verifies_and_a_rebuild_reads_the_cache(tiny_bert, tmp_path):
+    args = ["text", "--teacher-folder", str(tiny_bert), "--text", str(passages(tmp_path)), "--layers", "2",
+            "--epochs", "1", "--max-length", "32", "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "b")]
+    result = invoke(*args, "--json")
+    assert result.exit_code == 0, result.output
+    manifest = json.loads(result.stdout)
+    assert manifest["text"]["pooling"] == "mean" and manifest["text"]["normalized"]
+    assert [i["name"] for i in manifest["inputs"]] == ["input_ids", "attention_mask"]
+    assert manifest["model"]["layers_from_teacher"] == [0, 3]
+    assert {"teacher_fp32", "student_fp32", "student_int8"} == set(manifest["metrics"]["quality"])
+    # Timed at 16 tokens and at --max-length 32 (64 and 128 would exceed it).
+    assert list(manifest["metrics"]["p50_ms"]) == ["16", "32"]
+    assert all(manifest["metrics"]["p50_ms"][n][m] > 0 for n in ("16", "32") for m in ("teacher_fp32", "student_int8"))
+    checks = {c.name: c for c in verify_bundle(tmp_path / "b")}
+    assert all(c.passed for c in checks.values()) and "golden tokenization" in checks
+    again = invoke(*args)
+    assert again.exit_code == 0 and again.stderr.count(": cached") == 2  # teacher embeddings and student
+
+
+def test_verify_fails_a_tokenizer_that_no_longer_gives_the_golden_ids(tiny_bert, tmp_path):
+    from edge_distill.hashing import sha256
+
+    result = invoke("text", "--teacher-folder", str(tiny_bert), "--text", str(passages(tmp_path)), "--epochs", "1",
+                    "--max-length", "32", "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "b"))
+    assert result.exit_code == 0, result.output
+    golden = json.loads((tmp_path / "b" / "golden_text.json").read_text())
+    golden["texts"][0] = "a different text altogether"
+    (tmp_path / "b" / "golden_text.json").write_text(json.dumps(golden))
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    manifest["files"]["golden_text.json"]["sha256"] = sha256(tmp_path / "b" / "golden_text.json")
+    (tmp_path / "b" / "manifest.json").write_text(json.dumps(manifest))
+    checks = {c.name: c for c in verify_bundle(tmp_path / "b")}
+    detail = checks["golden tokenization"].detail
+    assert not checks["golden tokenization"].passed and detail.startswith(f"{len(golden['texts']) - 1}/{len(golden['texts'])} ")
+
+
+def test_bad_text_input_is_one_line_and_writes_nothing(tiny_bert, tmp_path):
+    (tmp_path / "empty.txt").write_text("")
+    result = invoke("text", "--teacher-folder", str(tiny_bert), "--text", str(tmp_path / "empty.txt"),
+                    "--out", str(tmp_path / "b"), "--cache-dir", str(tmp_path / "cache"))
+    assert result.exit_code != 0 and "0 non-empty passage(s)" in result.output and "Traceback" not in result.output
+    result = invoke("text", "--teacher-folder", str(tmp_path / "nope"), "--out", str(tmp_path / "b"),
+                    "--cache-dir", str(tmp_path / "cache"))
+    assert result.exit_code != 0 and "not found" in result.output
+    result = invoke("text", "--teacher-folder", str(tiny_bert), "--text", str(passages(tmp_path)), "--max-length", "65",
+                    "--out", str(tmp_path / "b"), "--cache-dir", str(tmp_path / "cache"))
+    assert result.exit_code != 0 and "max_length 65: the teacher has 64 position embeddings" in result.output
+    assert not (tmp_path / "b").exists()
