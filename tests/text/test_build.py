@@ -4,26 +4,34 @@
 import json
 
 import numpy as np
+import pytest
 
 from edge_distill.bundle.verify import verify_bundle
 from tests.test_cli import invoke
 from tests.text.conftest import SENTENCES
 
 
-def passages(tmp_path):
+def passages(folder):
     """Forty two-sentence passages, one per line: the summary retrieves the rest."""
     rng = np.random.default_rng(0)
     lines = [f"{SENTENCES[i % 12]} {' '.join(rng.choice(SENTENCES, 2))}" for i in range(40)]
-    (tmp_path / "text.txt").write_text("\n".join(lines), encoding="utf-8")
-    return tmp_path / "text.txt"
+    (folder / "text.txt").write_text("\n".join(lines), encoding="utf-8")
+    return folder / "text.txt"
 
 
-def test_a_text_bundle_verifies_and_a_rebuild_reads_the_cache(tiny_bert, tmp_path):
-    args = ["text", "--teacher-folder", str(tiny_bert), "--text", str(passages(tmp_path)), "--layers", "2",
-            "--epochs", "1", "--max-length", "32", "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "b")]
+@pytest.fixture(scope="module")
+def built(tiny_bert, tmp_path_factory):
+    """(the command's arguments, its JSON manifest, the bundle): one build for the module."""
+    folder = tmp_path_factory.mktemp("text-build")
+    args = ["text", "--teacher-folder", str(tiny_bert), "--text", str(passages(folder)), "--layers", "2",
+            "--epochs", "1", "--max-length", "32", "--cache-dir", str(folder / "cache"), "--out", str(folder / "b")]
     result = invoke(*args, "--json")
     assert result.exit_code == 0, result.output
-    manifest = json.loads(result.stdout)
+    return args, json.loads(result.stdout), folder / "b"
+
+
+def test_a_text_bundle_verifies_and_a_rebuild_reads_the_cache(built):
+    args, manifest, bundle = built
     assert manifest["text"]["pooling"] == "mean" and manifest["text"]["normalized"]
     assert [i["name"] for i in manifest["inputs"]] == ["input_ids", "attention_mask"]
     assert manifest["model"]["layers_from_teacher"] == [0, 3]
@@ -31,25 +39,26 @@ def test_a_text_bundle_verifies_and_a_rebuild_reads_the_cache(tiny_bert, tmp_pat
     # Timed at 16 tokens and at --max-length 32 (64 and 128 would exceed it).
     assert list(manifest["metrics"]["p50_ms"]) == ["16", "32"]
     assert all(manifest["metrics"]["p50_ms"][n][m] > 0 for n in ("16", "32") for m in ("teacher_fp32", "student_int8"))
-    checks = {c.name: c for c in verify_bundle(tmp_path / "b")}
+    checks = {c.name: c for c in verify_bundle(bundle)}
     assert all(c.passed for c in checks.values()) and "golden tokenization" in checks
     again = invoke(*args)
     assert again.exit_code == 0 and again.stderr.count(": cached") == 2  # teacher embeddings and student
 
 
-def test_verify_fails_a_tokenizer_that_no_longer_gives_the_golden_ids(tiny_bert, tmp_path):
+def test_verify_fails_a_tokenizer_that_no_longer_gives_the_golden_ids(built, tmp_path):
+    import shutil
+
     from edge_distill.hashing import sha256
 
-    result = invoke("text", "--teacher-folder", str(tiny_bert), "--text", str(passages(tmp_path)), "--epochs", "1",
-                    "--max-length", "32", "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "b"))
-    assert result.exit_code == 0, result.output
-    golden = json.loads((tmp_path / "b" / "golden_text.json").read_text())
+    bundle = tmp_path / "b"
+    shutil.copytree(built[2], bundle)
+    golden = json.loads((bundle / "golden_text.json").read_text())
     golden["texts"][0] = "a different text altogether"
-    (tmp_path / "b" / "golden_text.json").write_text(json.dumps(golden))
-    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
-    manifest["files"]["golden_text.json"]["sha256"] = sha256(tmp_path / "b" / "golden_text.json")
-    (tmp_path / "b" / "manifest.json").write_text(json.dumps(manifest))
-    checks = {c.name: c for c in verify_bundle(tmp_path / "b")}
+    (bundle / "golden_text.json").write_text(json.dumps(golden))
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["files"]["golden_text.json"]["sha256"] = sha256(bundle / "golden_text.json")
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    checks = {c.name: c for c in verify_bundle(bundle)}
     detail = checks["golden tokenization"].detail
     assert not checks["golden tokenization"].passed and detail.startswith(f"{len(golden['texts']) - 1}/{len(golden['texts'])} ")
 
