@@ -75,7 +75,9 @@ def main() -> None:
 
         def judge(name: str, path: Path | None, tokenizer, embeddings: np.ndarray, parameters: int, **extra) -> None:
             scores = retrieval_scores(embeddings[: len(queries)], embeddings[len(queries):])
-            rows[name] = {**scores, "cosine_to_teacher": mean_cosine(embeddings, reference), "parameters": parameters,
+            # A space of another size (Model2Vec's PCA) has no cosine to the teacher's.
+            cosine = mean_cosine(embeddings, reference) if embeddings.shape == reference.shape else None
+            rows[name] = {**scores, "cosine_to_teacher": cosine, "parameters": parameters,
                           "size_bytes": path.stat().st_size if path else None, **extra}
             if path:
                 models[name] = (path, tokenizer)
@@ -86,6 +88,12 @@ def main() -> None:
         judge("teacher fp32", work / "teacher_fp32.onnx", teacher.tokenizer, reference, teacher.parameters)
         judge("teacher int8", work / "teacher_int8.onnx", teacher.tokenizer,
               onnx_embeddings(work / "teacher_int8.onnx", teacher.tokenizer, task, args.threads), teacher.parameters)
+        from model2vec.distill import distill
+
+        started = time.perf_counter()
+        static = distill(model_name=str(folder), pca_dims=256)
+        judge("Model2Vec (pca 256)", None, None, static.encode(task), int(np.prod(static.embedding.shape)),
+              distill_seconds=time.perf_counter() - started)
         for layers in args.layers:
             student, tokenizer_json, report = student_from_teacher(teacher, texts, StudentShape(layers=layers))
             tokenizer = Tokenizer.from_str(json.dumps(tokenizer_json))
@@ -108,12 +116,6 @@ def main() -> None:
                 path = work / f"student{layers}_{kind}.onnx"
                 judge(f"{name} {'int8 dynamic' if kind == 'int8' else 'int8 static QDQ'}", path, tokenizer,
                       onnx_embeddings(path, tokenizer, task, args.threads), report["parameters"], **extra)
-        from model2vec.distill import distill
-
-        started = time.perf_counter()
-        static = distill(model_name=str(folder), pca_dims=256)
-        judge("Model2Vec (pca 256)", None, None, static.encode(task), int(np.prod(static.embedding.shape)),
-              distill_seconds=time.perf_counter() - started)
         log("timing every ONNX model side by side at lengths " + ", ".join(map(str, LENGTHS)))
         # One feed for all, in interleaved rounds: a real text's ids in the smallest vocabulary,
         # which are valid ids for every model (the teacher's vocabulary holds the students').
@@ -131,7 +133,8 @@ def main() -> None:
         size = f"{r['size_bytes'] / 2**20:8.2f}" if r["size_bytes"] else f"{'-':>8s}"
         timing = " ".join(f"{r[f'p50_ms_at_{n}']:8.3f}" if f"p50_ms_at_{n}" in r else f"{'-':>8s}" for n in LENGTHS)
         print(f"{name:26s} {r['parameters']:10,d} {size} {r['recall@1']:6.3f} {r['recall@10']:6.3f} {r['ndcg@10']:8.3f} "
-              f"{r['recall@10'] / teacher_recall:10.3f} {r['cosine_to_teacher']:7.4f} {timing}")
+              f"{r['recall@10'] / teacher_recall:10.3f} "
+              f"{'-' if r['cosine_to_teacher'] is None else format(r['cosine_to_teacher'], '.4f'):>7s} {timing}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"machine": describe_host(), "threads": args.threads, "epochs": args.epochs,

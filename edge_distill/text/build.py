@@ -233,6 +233,7 @@ def _package(student: Path, corpus, settings: TextBuildSettings, folder: Path, o
     from tokenizers import Tokenizer
 
     from edge_distill.bundle.reader import SCHEMA_VERSION
+    from edge_distill.config import BenchmarkConfig
     from edge_distill.device.runner import describe_host
     from edge_distill.export.model_io import model_tensors
     from edge_distill.export.onnx_io import load_onnx
@@ -263,6 +264,10 @@ def _package(student: Path, corpus, settings: TextBuildSettings, folder: Path, o
             "schema_version": SCHEMA_VERSION,
             "generator": {"name": "edge-distill", "version": __version__, "command": "text"},
             "task": "sentence-embedding",
+            # The settings `edge-distill bench` times the bundle with, here or on a device.
+            "profile": {"name": None, "device": "any CPU",
+                        "benchmark": dataclasses.asdict(BenchmarkConfig(threads=settings.threads))},
+            "runtime": {"intra_op_threads": settings.threads, "why": "the threads it was timed with here"},
             "model": {"file": "model.onnx", "sha256": sha256(model), "precision": "int8",
                       "quantization": "dynamic int8 (MatMul, Gather)", "parameters": report["student"]["parameters"],
                       "layers_from_teacher": report["student"]["layers_from_teacher"],

@@ -43,6 +43,10 @@ def test_a_text_bundle_verifies_and_a_rebuild_reads_the_cache(built):
     assert all(c.passed for c in checks.values()) and "golden tokenization" in checks
     again = invoke(*args)
     assert again.exit_code == 0 and again.stderr.count(": cached") == 2  # teacher embeddings and student
+    from edge_distill.device.remote import bench_bundle
+
+    report = bench_bundle(bundle, None, overrides={"min_seconds": 0.05, "timed_runs": 5})
+    assert report["golden_within_tolerance"] and report["threads"] == 2 and report["latency_ms"]["p50"] > 0
 
 
 def test_verify_fails_a_tokenizer_that_no_longer_gives_the_golden_ids(built, tmp_path):
