@@ -24,6 +24,7 @@ from edge_distill import __version__
 from edge_distill.errors import ConfigError
 
 GOLDEN_COUNT = 8
+STUDENT_VERSION = 2  # bump when the student step's outputs change meaning (2: tokenizer.json never pads)
 STUDENT_FILES = ("student_fp32.onnx", "model.onnx", "tokenizer.json", "student.json")
 
 
@@ -73,7 +74,7 @@ def build_text_bundle(settings: TextBuildSettings, out: Path, cache_dir: Path, f
                    "version": __version__}
     targets = _cached(cache, "text-teacher", teacher_key, ("teacher_embeddings.npy",), force, progress,
                       lambda staged: _teacher_embeddings(folder, settings, texts, staged, progress))
-    student_key = {**teacher_key, "held_out": _digest(corpus.test),
+    student_key = {**teacher_key, "held_out": _digest(corpus.test), "step_version": STUDENT_VERSION,
                    "settings": {k: v for k, v in dataclasses.asdict(settings).items()
                                 if k not in ("teacher_folder", "text", "benchmark_seconds")}}
     student = _cached(cache, "text-student", student_key, STUDENT_FILES, force, progress,

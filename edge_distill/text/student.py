@@ -79,12 +79,17 @@ def student_from_teacher(teacher, texts: list[str], shape: StudentShape):
     source_json = json.loads((teacher.folder / "tokenizer.json").read_text(encoding="utf-8"))
     kept = (kept_tokens(teacher.tokenizer, texts, shape.min_token_count) if shape.min_token_count
             else list(range(config.vocab_size)))
-    tokenizer_json = pruned_tokenizer_json(source_json, kept) if shape.min_token_count else source_json
+    tokenizer_json = pruned_tokenizer_json(source_json, kept) if shape.min_token_count else copy.deepcopy(source_json)
+    # As the bundle's app reads it: cut at the length the student was trained to, never padded
+    # (an app pads a batch itself, with a mask; MiniLM's file pads every text to 128).
+    tokenizer_json["truncation"] = {"direction": "Right", "max_length": teacher.max_length,
+                                    "strategy": "LongestFirst", "stride": 0}
+    tokenizer_json["padding"] = None
     student_config = copy.deepcopy(config)
     student_config.num_hidden_layers = len(layers)
     student_config.vocab_size = len(kept)
-    student_config.pad_token_id = tokenizer_json.get("padding", {}).get("pad_id", 0) if tokenizer_json.get(
-        "padding") else 0
+    pad = getattr(config, "pad_token_id", None) or 0
+    student_config.pad_token_id = kept.index(pad) if pad in kept else 0  # the same token, renumbered
     student = type(teacher.model)(student_config)
     state = teacher.model.state_dict()
     renamed = {}

@@ -96,14 +96,16 @@ def load_teacher(folder: Path, max_length: int = 128) -> TextTeacher:
 
 
 def batch_ids(tokenizer, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """(input_ids, attention_mask), int64 (B, longest), padded with the tokenizer's pad id (0)."""
+    """(input_ids, attention_mask), int64 (B, longest real), padded with id 0. The mask is the
+    tokenizer's own, so a tokenizer.json that pads (MiniLM's pads to 128) adds no fake tokens."""
     encodings = tokenizer.encode_batch(texts)
-    longest = max(len(e.ids) for e in encodings)
+    real = [[i for i, m in zip(e.ids, e.attention_mask) if m] for e in encodings]
+    longest = max(len(r) for r in real)
     ids = np.zeros((len(texts), longest), np.int64)
     mask = np.zeros((len(texts), longest), np.int64)
-    for row, encoding in enumerate(encodings):
-        ids[row, : len(encoding.ids)] = encoding.ids
-        mask[row, : len(encoding.ids)] = 1
+    for row, tokens in enumerate(real):
+        ids[row, : len(tokens)] = tokens
+        mask[row, : len(tokens)] = 1
     return ids, mask
 
 

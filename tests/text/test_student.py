@@ -44,5 +44,7 @@ def test_the_cut_vocabulary_tokenizes_the_training_text_to_the_same_tokens(tiny_
     rows = student.embeddings.word_embeddings.weight.detach().numpy()[ids]
     np.testing.assert_array_equal(rows, teacher.model.embeddings.word_embeddings.weight.detach().numpy()[teacher_ids])
     assert cut.token_to_id("[PAD]") == 0 and cut.encode("zebra quantum").tokens[1:-1] != []  # unseen words still split
+    # As an app reads it: cut at the teacher's max_length, never padded.
+    assert tokenizer_json["padding"] is None and tokenizer_json["truncation"]["max_length"] == 32
     layer = student.encoder.layer[1].attention.self.query.weight.detach().numpy()
     np.testing.assert_array_equal(layer, teacher.model.encoder.layer[3].attention.self.query.weight.detach().numpy())

@@ -54,3 +54,14 @@ def test_the_real_minilm_embeds_exactly_as_sentence_transformers_does():
     reference.max_seq_length = 128
     np.testing.assert_allclose(embed_texts(teacher.model, teacher.tokenizer, teacher.pooling, texts),
                                reference.encode(texts), atol=1e-5)
+
+
+def test_a_tokenizer_file_that_pads_adds_no_fake_tokens(tiny_bert):
+    """MiniLM's tokenizer.json pads every text to 128: the ids and mask fed are the real tokens'."""
+    from edge_distill.text.teacher import batch_ids
+
+    teacher = load_teacher(tiny_bert, max_length=32)
+    plain = batch_ids(teacher.tokenizer, SENTENCES[:3])
+    teacher.tokenizer.enable_padding(length=32, pad_id=0, pad_token="[PAD]")
+    padded = batch_ids(teacher.tokenizer, SENTENCES[:3])
+    assert all(np.array_equal(a, b) for a, b in zip(plain, padded)) and plain[0].shape[1] < 32
