@@ -310,7 +310,7 @@ def sequence(out, text, steps, teacher_hidden, student_hidden, seed, as_json):
               help="A UTF-8 .txt file (a passage per line) or a folder of .txt files (a passage per file); default: "
                    "the standard library's docstrings and pydoc topics.")
 @click.option("--out", "-o", type=click.Path(path_type=Path), default=Path("dist/text"), show_default=True)
-@click.option("--layers", type=click.IntRange(min=1), default=2, show_default=True, help="Teacher layers the student keeps.")
+@click.option("--layers", type=click.IntRange(min=1), default=1, show_default=True, help="Teacher layers the student keeps.")
 @click.option("--epochs", type=click.IntRange(min=1), default=3, show_default=True)
 @click.option("--max-length", type=click.IntRange(min=2), default=128, show_default=True, help="Tokens per text, at most.")
 @click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True, help="torch and ONNX Runtime threads.")
