@@ -321,9 +321,10 @@ def sequence(out, text, steps, teacher_hidden, student_hidden, seed, as_json):
 def text(teacher_folder, text, out, layers, epochs, max_length, threads, cache_dir, force, quiet, as_json):
     """Distil a sentence-embedding transformer into a small int8 ONNX model with its tokenizer, as a bundle."""
     from edge_distill.text.build import TextBuildSettings, build_text_bundle, render_text_summary
+    from edge_distill.text.distill import TextDistillSettings
 
     settings = TextBuildSettings(teacher_folder=teacher_folder, text=text, max_length=max_length, layers=layers,
-                                 epochs=epochs, threads=threads)
+                                 distill=TextDistillSettings(epochs=epochs, threads=threads))
     manifest = build_text_bundle(settings, out, cache_dir, force, progress=_progress(as_json, quiet))
     _emit(manifest, as_json, render_text_summary(manifest, out))
 

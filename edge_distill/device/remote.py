@@ -222,6 +222,12 @@ def time_side_by_side(models: dict[str, Path], feed: dict[str, np.ndarray], thre
     return {"where": target.destination if target else "this host", "host": host, "rows": rows}
 
 
+def fastest(rows: list[dict], variant: str) -> dict | None:
+    """The quickest row (lowest p50) of `variant` among time_side_by_side's rows; None if none ran."""
+    return min((row for row in rows if row["variant"] == variant and "p50" in row), key=lambda row: row["p50"],
+               default=None)
+
+
 def device_target(device) -> RemoteTarget | None:
     """The RemoteTarget of a profile's [device] (config.DeviceConfig), where it names a host."""
     if not device.host:

@@ -42,7 +42,7 @@ def measured_choice(fp32_model: Path, int8_model: Path, recipe: str, x_val: np.n
     int8 regardless with quantize.require_int8."""
     import onnx
 
-    from edge_distill.device.remote import device_target, time_side_by_side
+    from edge_distill.device.remote import device_target, fastest as fastest_row, time_side_by_side
     from edge_distill.device.runner import predict_classes, thread_candidates, usable_threads
     from edge_distill.measure.harness import provider_specs
 
@@ -57,12 +57,11 @@ def measured_choice(fp32_model: Path, int8_model: Path, recipe: str, x_val: np.n
              f"({cfg.search_min_seconds:g} s each)")
     feed = {onnx.load(str(fp32_model), load_external_data=False).graph.input[0].name: x_val[: bench.batch_size]}
     timing = time_side_by_side(models, feed, counts, providers, cfg.search_min_seconds, target, strict, progress)
-    rows = [row for row in timing["rows"] if "p50" in row]
     failed = next((row["error"] for row in timing["rows"] if row["variant"] == "student_int8" and "error" in row), None)
     if failed:
         raise QuantizeError(f"the int8 model does not run on {where}: {failed}")
     drop = 100.0 * (accuracy["student_fp32"] - accuracy["student_int8"])
-    fastest = {name: min((r for r in rows if r["variant"] == name), key=lambda r: r["p50"]) for name in models}
+    fastest = {name: fastest_row(timing["rows"], name) for name in models}
     figures = (f"int8 p50 {fastest['student_int8']['p50']:.4f} ms at {fastest['student_int8']['threads']} thread(s) "
                f"vs fp32 {fastest['student_fp32']['p50']:.4f} ms at {fastest['student_fp32']['threads']} on {where}, "
                f"val accuracy {accuracy['student_int8']:.4f} vs {accuracy['student_fp32']:.4f}")

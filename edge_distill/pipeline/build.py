@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,15 +114,8 @@ def run_pipeline(
             if found and found.damage:
                 progress(f"{prefix}: the cached result is damaged ({found.damage}): running again")
             progress(f"{prefix}: running")
-            staged = cache.staging(stage.name)
-            try:
-                stage.run(inputs, staged, progress)
-                missing = [name for name in stage.outputs if not (staged / name).is_file()]
-                if missing:
-                    raise RuntimeError(f"stage {stage.name} did not write {', '.join(missing)}")
-                entry = cache.commit(stage.name, key, staged, description, stage.outputs)
-            finally:
-                shutil.rmtree(staged, ignore_errors=True)
+            entry = cache.build(stage.name, key, description, stage.outputs,
+                                lambda staged: stage.run(inputs, staged, progress))
         outputs = {name: entry / name for name in stage.outputs}
         run.artifacts.update(outputs)
         run.steps.append(StepRecord(stage.name, key, cached, time.perf_counter() - started,

@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -93,6 +94,20 @@ class StageCache:
                 raise
             # A concurrent build committed the same key first; its entry stands and ours is dropped.
         return entry
+
+    def build(self, stage: str, key: str, description: dict[str, Any], outputs: tuple[str, ...],
+              make: Callable[[Path], None]) -> Path:
+        """A miss: `make(staging folder)` writes `outputs`, which are committed as the entry (stage,
+        key); the staging folder never outlives the call, whether `make` succeeds or not."""
+        staged = self.staging(stage)
+        try:
+            make(staged)
+            missing = [name for name in outputs if not (staged / name).is_file()]
+            if missing:
+                raise RuntimeError(f"stage {stage} did not write {', '.join(missing)}")
+            return self.commit(stage, key, staged, description, outputs)
+        finally:
+            shutil.rmtree(staged, ignore_errors=True)
 
     def remove_orphans(self) -> list[Path]:
         """Remove staging folders whose build is gone (killed, or crashed without cleaning up)."""

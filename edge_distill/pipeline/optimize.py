@@ -370,12 +370,11 @@ def run_feeds(model: Path, feeds) -> dict[str, np.ndarray]:
 def choose(judgement: Judgement, timing: dict, device_arch: str) -> tuple[str, int, str]:
     """(precision "int8" | "fp32", intra-op threads, why): the fastest candidate the budget allows
     where the timing stands for the device; else the profile's int8 recipe when within budget."""
+    from edge_distill.device.remote import fastest
+
     rows = [row for row in timing["rows"] if "p50" in row]
     int8_error = next((row["error"] for row in timing["rows"] if row["variant"] == "int8" and "error" in row), None)
     allowed = [row for row in rows if row["variant"] == "fp32" or (judgement.ok and int8_error is None)]
-
-    def fastest(variant: str) -> dict | None:
-        return min((row for row in rows if row["variant"] == variant), key=lambda row: row["p50"], default=None)
 
     def shown(row: dict) -> str:
         return f"p50 {row['p50']:.4f} ms at {row['threads']} thread(s)"
@@ -388,15 +387,15 @@ def choose(judgement: Judgement, timing: dict, device_arch: str) -> tuple[str, i
             return "int8", threads, (f"the profile's int8 recipe ({judgement.summary}); it does not run on this host "
                                      f"({int8_error}) and was not measured on the device ({device_arch})")
         return "int8", threads, (f"the profile's int8 recipe ({judgement.summary}); its speed was not measured on the "
-                                 f"device ({device_arch}): on this host int8 {shown(fastest('int8'))} vs float "
-                                 f"{shown(fastest('fp32'))}")
+                                 f"device ({device_arch}): on this host int8 {shown(fastest(rows, 'int8'))} vs float "
+                                 f"{shown(fastest(rows, 'fp32'))}")
     if not allowed:
         raise QuantizeError(f"neither float nor int8 ran on {timing['where']}: "
                             + "; ".join(f"{row['variant']}: {row['error']}" for row in timing["rows"] if "error" in row))
     best = min(allowed, key=lambda row: row["p50"])
     where = timing["where"]
     if best["variant"] == "int8":
-        float_best = fastest("fp32")
+        float_best = fastest(rows, "fp32")
         versus = f"{float_best['p50'] / best['p50']:.2f}x faster than float's best ({shown(float_best)})" \
             if float_best else "float did not run"
         return "int8", best["threads"], f"int8 {shown(best)} on {where}, {versus}; {judgement.summary}"
@@ -404,7 +403,7 @@ def choose(judgement: Judgement, timing: dict, device_arch: str) -> tuple[str, i
         return "fp32", best["threads"], f"int8 over budget: {judgement.summary}; float {shown(best)} on {where}"
     if int8_error:
         return "fp32", best["threads"], f"int8 does not run on {where}: {int8_error}"
-    return "fp32", best["threads"], (f"int8 measured slower than float on {where}: its best {shown(fastest('int8'))} "
+    return "fp32", best["threads"], (f"int8 measured slower than float on {where}: its best {shown(fastest(rows, 'int8'))} "
                                      f"vs float {shown(best)}")
 
 

@@ -22,6 +22,7 @@ import numpy as np
 
 from edge_distill import __version__
 from edge_distill.errors import ConfigError
+from edge_distill.text.distill import TextDistillSettings
 
 GOLDEN_COUNT = 8
 STUDENT_VERSION = 2  # bump when the student step's outputs change meaning (2: tokenizer.json never pads)
@@ -35,11 +36,7 @@ class TextBuildSettings:
     max_length: int = 128
     layers: int = 1  # of the teacher's 6: 1 keeps 97.6% of its recall@10 at 1/20 of its size (benchmarks/text_embeddings.py)
     min_token_count: int = 1
-    epochs: int = 3
-    batch_size: int = 32
-    learning_rate: float = 1e-4
-    seed: int = 0
-    threads: int = 2
+    distill: TextDistillSettings = field(default_factory=TextDistillSettings)  # its threads serve ONNX Runtime too
     benchmark_seconds: float = 1.0  # timed running per sequence length
     lengths: tuple[int, ...] = field(default=(16, 64, 128))
 
@@ -89,21 +86,15 @@ def _digest(texts: list[str]) -> str:
 
 def _cached(cache, stage: str, description: dict, outputs: tuple[str, ...], force: bool, progress,
             make: Callable[[Path], None]) -> Path:
-    """The cache entry of `stage` for `description`, made by `make(staged folder)` on a miss."""
-    import shutil
-
+    """The cache entry of `stage` for `description`, made by `make(staging folder)` on a miss."""
     key = cache.key(description)
-    found = cache.lookup(stage, key, outputs)
-    if found.entry is not None and not force:
+    found = None if force else cache.lookup(stage, key, outputs)
+    if found and found.entry is not None:
         progress(f"{stage}: cached")
         return found.entry
-    staged = cache.staging(stage)
-    try:
-        make(staged)
-        return cache.commit(stage, key, staged, description, outputs)
-    except BaseException:
-        shutil.rmtree(staged, ignore_errors=True)
-        raise
+    if found and found.damage:
+        progress(f"{stage}: the cached result is damaged ({found.damage}): running again")
+    return cache.build(stage, key, description, outputs, make)
 
 
 def _teacher_embeddings(folder: Path, settings: TextBuildSettings, texts: list[str], staged: Path, progress) -> None:
@@ -111,7 +102,7 @@ def _teacher_embeddings(folder: Path, settings: TextBuildSettings, texts: list[s
 
     from edge_distill.text.teacher import embed_texts, load_teacher
 
-    torch.set_num_threads(settings.threads)
+    torch.set_num_threads(settings.distill.threads)
     teacher = load_teacher(folder, settings.max_length)
     progress(f"embedding {len(texts)} texts with the teacher ({teacher.parameters:,} parameters)")
     np.save(staged / "teacher_embeddings.npy", embed_texts(teacher.model, teacher.tokenizer, teacher.pooling, texts,
@@ -126,14 +117,14 @@ def _student(folder: Path, settings: TextBuildSettings, corpus, texts: list[str]
 
     from edge_distill.device.runner import compare_latency
     from edge_distill.text.corpus import retrieval_pairs
-    from edge_distill.text.distill import TextDistillSettings, distill_embeddings
+    from edge_distill.text.distill import distill_embeddings
     from edge_distill.text.export import check_text_parity, export_text_encoder
     from edge_distill.text.quantize import quantize_dynamic_int8
     from edge_distill.text.retrieval import mean_cosine, retrieval_scores
     from edge_distill.text.student import StudentShape, student_from_teacher
     from edge_distill.text.teacher import embed_texts, load_teacher
 
-    torch.set_num_threads(settings.threads)
+    torch.set_num_threads(settings.distill.threads)
     teacher = load_teacher(folder, settings.max_length)
     student, tokenizer_json, report = student_from_teacher(
         teacher, texts, StudentShape(settings.layers, settings.min_token_count))
@@ -143,9 +134,8 @@ def _student(folder: Path, settings: TextBuildSettings, corpus, texts: list[str]
     tokenizer = Tokenizer.from_file(str(staged / "tokenizer.json"))
     tokenizer.enable_truncation(settings.max_length)
     tokenizer.no_padding()
-    training = distill_embeddings(student, tokenizer, teacher.pooling, texts, np.load(targets), TextDistillSettings(
-        settings.epochs, settings.batch_size, settings.learning_rate, seed=settings.seed, threads=settings.threads),
-        progress)
+    training = distill_embeddings(student, tokenizer, teacher.pooling, texts, np.load(targets), settings.distill,
+                                  progress)
     with tempfile.TemporaryDirectory() as tmp:
         teacher_onnx = Path(tmp) / "teacher_fp32.onnx"
         export_text_encoder(teacher.model, teacher.pooling, teacher.tokenizer, teacher_onnx)
@@ -157,8 +147,8 @@ def _student(folder: Path, settings: TextBuildSettings, corpus, texts: list[str]
         progress(f"judging on {len(queries)} held-out retrieval queries and {len(held_out)} held-out texts")
         reference = embed_texts(teacher.model, teacher.tokenizer, teacher.pooling, held_out)
         judged = {"teacher_fp32": reference,
-                  "student_fp32": onnx_embeddings(staged / "student_fp32.onnx", tokenizer, held_out, settings.threads),
-                  "student_int8": onnx_embeddings(staged / "model.onnx", tokenizer, held_out, settings.threads)}
+                  "student_fp32": onnx_embeddings(staged / "student_fp32.onnx", tokenizer, held_out, settings.distill.threads),
+                  "student_int8": onnx_embeddings(staged / "model.onnx", tokenizer, held_out, settings.distill.threads)}
         # Retrieval needs passages with a summary and a rest; the cosine to the teacher needs only text.
         quality = {name: {**(retrieval_scores(e[: len(queries)], e[len(queries):]) if queries else {"queries": 0}),
                           "cosine_to_teacher": mean_cosine(e, reference)} for name, e in judged.items()}
@@ -170,12 +160,12 @@ def _student(folder: Path, settings: TextBuildSettings, corpus, texts: list[str]
             progress(f"timing teacher and student side by side at length {length}")
             # The student's ids are valid for the teacher too: its vocabulary holds them.
             feed = length_feed(tokenizer, " ".join(held_out[:8]), length)
-            timed = compare_latency(models, feed, ["CPUExecutionProvider"], settings.threads,
+            timed = compare_latency(models, feed, ["CPUExecutionProvider"], settings.distill.threads,
                                     settings.benchmark_seconds)
             latency[str(length)] = {name: timed[name].get("p50", timed[name].get("error")) for name in models}
     (staged / "student.json").write_text(json.dumps({
         "student": report, "training": training, "parity_max_abs_diff": parity, "quality": quality,
-        "size_bytes": sizes, "p50_ms": latency, "threads": settings.threads,
+        "size_bytes": sizes, "p50_ms": latency, "threads": settings.distill.threads,
         "pooling": dataclasses.asdict(teacher.pooling), "max_length": settings.max_length,
         "teacher": {"folder": str(folder), "parameters": teacher.parameters,
                     "model_type": teacher.model.config.model_type}}, indent=2))
@@ -267,8 +257,8 @@ def _package(student: Path, corpus, settings: TextBuildSettings, folder: Path, o
             "task": "sentence-embedding",
             # The settings `edge-distill bench` times the bundle with, here or on a device.
             "profile": {"name": None, "device": "any CPU",
-                        "benchmark": dataclasses.asdict(BenchmarkConfig(threads=settings.threads))},
-            "runtime": {"intra_op_threads": settings.threads, "why": "the threads it was timed with here"},
+                        "benchmark": dataclasses.asdict(BenchmarkConfig(threads=settings.distill.threads))},
+            "runtime": {"intra_op_threads": settings.distill.threads, "why": "the threads it was timed with here"},
             "model": {"file": "model.onnx", "sha256": sha256(model), "precision": "int8",
                       "quantization": "dynamic int8 (MatMul, Gather)", "parameters": report["student"]["parameters"],
                       "layers_from_teacher": report["student"]["layers_from_teacher"],

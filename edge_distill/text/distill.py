@@ -5,6 +5,7 @@ during training). Batches hold texts of similar length (less padding), in a seed
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -66,4 +67,4 @@ def distill_embeddings(student, tokenizer, pooling: Pooling, texts: list[str], t
         progress(f"epoch {epoch + 1}/{settings.epochs}: mean loss {losses[-1]:.4f}")
     student.eval()
     return {"loss_per_epoch": losses, "seconds": time.perf_counter() - started, "steps": steps,
-            "texts": len(texts), **{k: v for k, v in vars(settings).items()}}
+            "texts": len(texts), **dataclasses.asdict(settings)}

@@ -12,8 +12,6 @@ import json
 from collections import Counter
 from dataclasses import dataclass
 
-import numpy as np
-
 from edge_distill.errors import ConfigError
 
 
@@ -111,8 +109,3 @@ def student_from_teacher(teacher, texts: list[str], shape: StudentShape):
               "teacher_parameters": sum(p.numel() for p in teacher.model.parameters())}
     return student.eval(), tokenizer_json, report
 
-
-def token_share_unknown(tokenizer, texts: list[str], unk_id: int) -> float:
-    """The share of tokens that are [UNK] in `texts`: what the cut vocabulary costs on them."""
-    ids = np.concatenate([np.asarray(e.ids) for e in tokenizer.encode_batch(texts)])
-    return float((ids == unk_id).mean()) if ids.size else 0.0
