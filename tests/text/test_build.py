@@ -2,6 +2,9 @@
 (model, golden vectors, tokenization), a no-op rebuild from the cache, and one-line errors."""
 
 import json
+import shutil
+import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -49,9 +52,21 @@ def test_a_text_bundle_verifies_and_a_rebuild_reads_the_cache(built):
     assert report["golden_within_tolerance"] and report["threads"] == 2 and report["latency_ms"]["p50"] > 0
 
 
-def test_verify_fails_a_tokenizer_that_no_longer_gives_the_golden_ids(built, tmp_path):
-    import shutil
+NODE_DIR = Path(__file__).parents[1] / "node"
 
+
+@pytest.mark.node
+@pytest.mark.skipif(not (NODE_DIR / "node_modules" / "@huggingface" / "tokenizers").is_dir() or shutil.which("node") is None,
+                    reason="cd tests/node && ONNXRUNTIME_NODE_INSTALL=skip npm ci (.ci/run does)")
+def test_a_javascript_app_tokenizes_the_golden_strings_and_gets_the_golden_embeddings(built):
+    """@huggingface/tokenizers reads the bundle's tokenizer.json, onnxruntime-node runs the ids."""
+    done = subprocess.run(["node", str(NODE_DIR / "check_text_golden.mjs"), str(built[2])], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(done.stdout)
+    assert report["passed"] and report["idsMatch"] == report["strings"] > 0 and report["maxAbsDiff"] <= report["tolerance"]
+
+
+def test_verify_fails_a_tokenizer_that_no_longer_gives_the_golden_ids(built, tmp_path):
     from edge_distill.hashing import sha256
 
     bundle = tmp_path / "b"
