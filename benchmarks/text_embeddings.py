@@ -29,13 +29,13 @@ sys.path.insert(0, str(Path(__file__).parents[1]))
 
 from edge_distill.device.runner import compare_latency, describe_host  # noqa: E402
 from edge_distill.text.corpus import default_corpus, retrieval_pairs, training_texts  # noqa: E402
-from edge_distill.text.distill import TextDistillSettings, distill_embeddings  # noqa: E402
+from edge_distill.text.distill import TextTrainingSettings, distill_embeddings  # noqa: E402
 from edge_distill.text.export import check_text_parity, export_text_encoder  # noqa: E402
 from edge_distill.text.quantize import quantize_dynamic_int8, quantize_static_int8  # noqa: E402
 from edge_distill.text.retrieval import mean_cosine, retrieval_scores  # noqa: E402
 from edge_distill.text.student import StudentShape, student_from_teacher  # noqa: E402
-from edge_distill.text.build import length_feed, onnx_embeddings  # noqa: E402
-from edge_distill.text.teacher import embed_texts, load_teacher  # noqa: E402
+from edge_distill.text.build import length_feed, onnx_outputs  # noqa: E402
+from edge_distill.text.teacher import text_outputs, load_teacher  # noqa: E402
 
 LENGTHS = (16, 64, 128)
 
@@ -65,10 +65,10 @@ def main() -> None:
     texts = training_texts(corpus)
     log(f"{len(texts)} training texts, {len(queries)} retrieval queries; embedding the training texts with the teacher")
     started = time.perf_counter()
-    targets = embed_texts(teacher.model, teacher.tokenizer, teacher.pooling, texts, progress=log)
+    targets = text_outputs(teacher.model, teacher.tokenizer, teacher.pooling, texts, progress=log)
     teacher_seconds = time.perf_counter() - started
     task = queries + documents
-    reference = embed_texts(teacher.model, teacher.tokenizer, teacher.pooling, task)
+    reference = text_outputs(teacher.model, teacher.tokenizer, teacher.pooling, task)
     rows, models = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -87,7 +87,7 @@ def main() -> None:
         quantize_dynamic_int8(work / "teacher_fp32.onnx", work / "teacher_int8.onnx")
         judge("teacher fp32", work / "teacher_fp32.onnx", teacher.tokenizer, reference, teacher.parameters)
         judge("teacher int8", work / "teacher_int8.onnx", teacher.tokenizer,
-              onnx_embeddings(work / "teacher_int8.onnx", teacher.tokenizer, task, args.threads), teacher.parameters)
+              onnx_outputs(work / "teacher_int8.onnx", teacher.tokenizer, task, args.threads), teacher.parameters)
         from model2vec.distill import distill
 
         started = time.perf_counter()
@@ -100,7 +100,7 @@ def main() -> None:
             tokenizer.enable_truncation(teacher.max_length)
             log(f"student {layers} layer(s): {report['parameters']:,} parameters, vocabulary {report['vocabulary']:,}")
             training = distill_embeddings(student, tokenizer, teacher.pooling, texts, targets,
-                                          TextDistillSettings(epochs=args.epochs, threads=args.threads), progress=log)
+                                          TextTrainingSettings(epochs=args.epochs, threads=args.threads), progress=log)
             name = f"student {layers}L"
             fp32 = work / f"student{layers}_fp32.onnx"
             export_text_encoder(student, teacher.pooling, tokenizer, fp32)
@@ -110,12 +110,12 @@ def main() -> None:
             quantize_static_int8(fp32, work / f"student{layers}_qdq.onnx", calibration, work)
             extra = {"layers_from_teacher": report["layers_from_teacher"], "vocabulary": report["vocabulary"],
                      "train_seconds": training["seconds"], "loss_per_epoch": training["loss_per_epoch"]}
-            judge(f"{name} fp32", fp32, tokenizer, onnx_embeddings(fp32, tokenizer, task, args.threads),
+            judge(f"{name} fp32", fp32, tokenizer, onnx_outputs(fp32, tokenizer, task, args.threads),
                   report["parameters"], parity_max_abs_diff=parity, **extra)
             for kind in ("int8", "qdq"):
                 path = work / f"student{layers}_{kind}.onnx"
                 judge(f"{name} {'int8 dynamic' if kind == 'int8' else 'int8 static QDQ'}", path, tokenizer,
-                      onnx_embeddings(path, tokenizer, task, args.threads), report["parameters"], **extra)
+                      onnx_outputs(path, tokenizer, task, args.threads), report["parameters"], **extra)
         log("timing every ONNX model side by side at lengths " + ", ".join(map(str, LENGTHS)))
         # One feed for all, in interleaved rounds: a real text's ids in the smallest vocabulary,
         # which are valid ids for every model (the teacher's vocabulary holds the students').

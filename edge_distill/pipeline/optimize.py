@@ -408,8 +408,8 @@ def choose(judgement: Judgement, timing: dict, device_arch: str) -> tuple[str, i
 
 
 def label_model(src: Path, dst: Path, **facts: str) -> None:
-    """The shipped model with edge-distill's metadata (no labels, the generator's version and
-    `facts`) added to the model's own (kept)."""
+    """The shipped model with edge-distill's metadata (no labels unless `facts` names them as
+    JSON, the generator's version and `facts`) added to the model's own (kept)."""
     import onnx
 
     from edge_distill.bundle.reader import METADATA_PREFIX

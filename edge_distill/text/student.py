@@ -1,14 +1,18 @@
 """A small transformer student made from the teacher, as DistilBERT made its own: some of the
 teacher's layers, evenly spaced (DistilBERT took every other one), and a vocabulary cut to the
 tokens the training text uses, which shrinks the embedding matrix (half of MiniLM-L6's
-parameters). The student keeps the teacher's hidden size, so every weight it has starts as the
-teacher's; the tokenizer is the teacher's with the same vocabulary cut, its ids renumbered.
+parameters); optionally that matrix factorized as ALBERT's is (vocabulary x rank, then rank x
+hidden), and the position embeddings cut to the longest input it reads. The student keeps the
+teacher's hidden size, so every weight it has starts as the teacher's (the factors from its
+SVD); the tokenizer is the teacher's with the same vocabulary cut, its ids renumbered. A
+classification teacher's head (pooler, classifier) is kept as it is.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import re
 from collections import Counter
 from dataclasses import dataclass
 
@@ -19,6 +23,7 @@ from edge_distill.errors import ConfigError
 class StudentShape:
     layers: int = 2  # of the teacher's, evenly spaced
     min_token_count: int = 1  # a token is kept when the training text uses it this often (special tokens always)
+    embedding_rank: int | None = None  # factorize the word embeddings to this rank; None keeps them whole
 
 
 def chosen_layers(teacher_layers: int, layers: int) -> list[int]:
@@ -62,16 +67,21 @@ def pruned_tokenizer_json(tokenizer_json: dict, kept: list[int]) -> dict:
     return pruned
 
 
+LAYER = re.compile(r"(^|\.)encoder\.layer\.(\d+)\.")
+
+
 def student_from_teacher(teacher, texts: list[str], shape: StudentShape):
     """(student model, its tokenizer.json as a dict, report): a copy of the teacher's architecture
-    with `shape.layers` of its layers and the vocabulary `texts` use, every weight the teacher's."""
+    (its head included) with `shape.layers` of its layers, the vocabulary `texts` use and the
+    positions up to the teacher's max_length, every weight the teacher's."""
     import torch
 
     config = teacher.model.config
-    if getattr(config, "model_type", "") not in ("bert", "roberta", "xlm-roberta", "distilbert", "electra"):
+    if getattr(config, "model_type", "") not in ("bert", "roberta", "xlm-roberta", "electra"):
         raise ConfigError(f"student initialization needs a BERT-family teacher; this one is '{config.model_type}'",
-                          "use a bert, roberta or distilbert model folder")
-    if not hasattr(teacher.model, "encoder") or not hasattr(teacher.model.encoder, "layer"):
+                          "use a bert, roberta or electra model folder")
+    encoder = teacher.model.base_model
+    if not hasattr(encoder, "encoder") or not hasattr(encoder.encoder, "layer"):
         raise ConfigError(f"teacher {type(teacher.model).__name__}: no encoder.layer list to take layers from")
     layers = chosen_layers(config.num_hidden_layers, shape.layers)
     source_json = json.loads((teacher.folder / "tokenizer.json").read_text(encoding="utf-8"))
@@ -83,29 +93,54 @@ def student_from_teacher(teacher, texts: list[str], shape: StudentShape):
     tokenizer_json["truncation"] = {"direction": "Right", "max_length": teacher.max_length,
                                     "strategy": "LongestFirst", "stride": 0}
     tokenizer_json["padding"] = None
+    # RoBERTa numbers positions from padding_idx + 1.
+    offset = config.pad_token_id + 1 if config.model_type in ("roberta", "xlm-roberta") else 0
+    positions = min(config.max_position_embeddings, teacher.max_length + offset)
     student_config = copy.deepcopy(config)
     student_config.num_hidden_layers = len(layers)
     student_config.vocab_size = len(kept)
+    student_config.max_position_embeddings = positions
     pad = getattr(config, "pad_token_id", None) or 0
     student_config.pad_token_id = kept.index(pad) if pad in kept else 0  # the same token, renumbered
     student = type(teacher.model)(student_config)
-    state = teacher.model.state_dict()
     renamed = {}
-    for name, value in state.items():
-        if name.startswith("encoder.layer."):
-            index, rest = name[len("encoder.layer."):].split(".", 1)
-            if int(index) in layers:
-                renamed[f"encoder.layer.{layers.index(int(index))}.{rest}"] = value
+    for name, value in teacher.model.state_dict().items():
+        layer = LAYER.search(name)
+        if layer:
+            if int(layer.group(2)) in layers:
+                renamed[name[: layer.start(2)] + str(layers.index(int(layer.group(2)))) + name[layer.end(2):]] = value
         elif name.endswith("word_embeddings.weight"):
             renamed[name] = value[torch.as_tensor(kept)]
+        elif name.endswith("position_embeddings.weight"):
+            renamed[name] = value[:positions]
         else:
             renamed[name] = value
     missing, unexpected = student.load_state_dict(renamed, strict=False)
     if missing:
         raise ConfigError(f"student initialization left weights unset: {', '.join(missing[:5])}",
                           "the teacher's architecture is not one this initialization knows")
+    if shape.embedding_rank:
+        embeddings = student.base_model.embeddings
+        embeddings.word_embeddings = factorized_embedding(embeddings.word_embeddings.weight.detach(), shape.embedding_rank)
     report = {"layers_from_teacher": layers, "vocabulary": len(kept), "teacher_vocabulary": config.vocab_size,
-              "hidden_size": config.hidden_size, "parameters": sum(p.numel() for p in student.parameters()),
+              "hidden_size": config.hidden_size, "embedding_rank": shape.embedding_rank, "positions": positions,
+              "parameters": sum(p.numel() for p in student.parameters()),
               "teacher_parameters": sum(p.numel() for p in teacher.model.parameters())}
     return student.eval(), tokenizer_json, report
 
+
+def factorized_embedding(weight, rank: int):
+    """Word embeddings (V, H) as Embedding(V, rank) then Linear(rank, H), from the rank-`rank`
+    truncated SVD of `weight`: the closest such pair in the least-squares sense."""
+    import torch
+
+    vocabulary, hidden = weight.shape
+    if not 1 <= rank < hidden:
+        raise ConfigError(f"student embedding_rank {rank}: must be 1 to {hidden - 1} (the hidden size is {hidden})",
+                          "choose a smaller rank (--embedding-rank 0 keeps the embeddings whole)")
+    u, singular, vh = torch.linalg.svd(weight, full_matrices=False)
+    lookup = torch.nn.Embedding(vocabulary, rank)
+    lookup.weight.data = (u[:, :rank] * singular[:rank]).contiguous()
+    project = torch.nn.Linear(rank, hidden, bias=False)
+    project.weight.data = vh[:rank].T.contiguous()
+    return torch.nn.Sequential(lookup, project)

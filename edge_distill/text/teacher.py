@@ -42,7 +42,7 @@ class Pooling:
 @dataclass
 class TextTeacher:
     folder: Path
-    model: object  # a transformers PreTrainedModel (AutoModel: the encoder, no task head)
+    model: object  # a transformers PreTrainedModel: the encoder (AutoModel), or with its classification head
     tokenizer: object  # a tokenizers.Tokenizer read from the folder's tokenizer.json
     pooling: Pooling
     max_length: int  # the longest input it embeds: the positions it has, at most 512
@@ -58,9 +58,17 @@ def offline() -> None:
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
 
-def load_teacher(folder: Path, max_length: int = 128) -> TextTeacher:
+def has_classification_head(folder: Path) -> bool:
+    """Whether config.json names a sequence-classification architecture (BertForSequenceClassification, ...)."""
+    config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").is_file() else {}
+    return any(name.endswith("ForSequenceClassification") for name in config.get("architectures") or [])
+
+
+def load_teacher(folder: Path, max_length: int = 128, classifier: bool = False,
+                 new_labels: list[str] | None = None) -> TextTeacher:
     """The encoder of a local model folder, checked: config.json, tokenizer.json, weights
-    transformers can load, and `max_length` within its position embeddings."""
+    transformers can load, and `max_length` within its position embeddings. With `classifier`, its
+    classification head too; with `new_labels`, a new (untrained) head for those classes."""
     offline()
     if not folder.is_dir():
         raise ConfigError(f"teacher folder {folder}: not found", "give a local model folder (config.json, "
@@ -71,7 +79,7 @@ def load_teacher(folder: Path, max_length: int = 128) -> TextTeacher:
                               "save the model with save_pretrained() and its tokenizer with tokenizer.save_pretrained()")
     try:
         from tokenizers import Tokenizer
-        from transformers import AutoModel, logging as hf_logging
+        from transformers import AutoModel, AutoModelForSequenceClassification, logging as hf_logging
     except ImportError:
         raise ConfigError("text models need transformers and tokenizers", 'pip install -e ".[text]"') from None
     hf_logging.set_verbosity_error()
@@ -82,7 +90,10 @@ def load_teacher(folder: Path, max_length: int = 128) -> TextTeacher:
         raise ModelError(f"{folder / 'tokenizer.json'}: not a tokenizer the tokenizers library reads ({describe(e)})",
                          "save it with a fast tokenizer (tokenizer.save_pretrained)") from None
     try:
-        model = AutoModel.from_pretrained(str(folder), local_files_only=True).eval()
+        head = ({"num_labels": len(new_labels), "id2label": dict(enumerate(new_labels)),
+                 "label2id": {name: i for i, name in enumerate(new_labels)}} if new_labels else {})
+        auto = AutoModelForSequenceClassification if classifier or new_labels else AutoModel
+        model = auto.from_pretrained(str(folder), local_files_only=True, **head).eval()
     except Exception as e:
         raise ModelError(f"teacher folder {folder}: transformers cannot load it ({describe(e, 300)})",
                          "check config.json's model_type and that the weights file belongs to it") from None
@@ -123,10 +134,11 @@ def pool(hidden, mask, pooling: Pooling):
     return torch.nn.functional.normalize(pooled, dim=-1) if pooling.normalize else pooled
 
 
-def embed_texts(model, tokenizer, pooling: Pooling, texts: list[str], batch_size: int = 64,
-                progress: Callable[[str], None] = lambda _: None) -> np.ndarray:
-    """(N, H) float32 sentence embeddings of `texts` by a torch encoder, longest texts batched
-    together (less padding), returned in the order given."""
+def text_outputs(model, tokenizer, pooling: Pooling | None, texts: list[str], batch_size: int = 64,
+                 progress: Callable[[str], None] = lambda _: None) -> np.ndarray:
+    """(N, H) float32 sentence embeddings of `texts` by a torch encoder, or with `pooling` None
+    (N, K) logits by a classifier; texts of similar length batched together (less padding),
+    returned in the order given."""
     import torch
 
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
@@ -135,10 +147,11 @@ def embed_texts(model, tokenizer, pooling: Pooling, texts: list[str], batch_size
         for start in range(0, len(texts), batch_size):
             rows = order[start : start + batch_size]
             ids, mask = (torch.from_numpy(a) for a in batch_ids(tokenizer, [texts[i] for i in rows]))
-            pooled = pool(model(input_ids=ids, attention_mask=mask).last_hidden_state, mask, pooling).numpy()
+            outputs = model(input_ids=ids, attention_mask=mask)
+            values = (outputs.logits if pooling is None else pool(outputs.last_hidden_state, mask, pooling)).numpy()
             if out is None:
-                out = np.zeros((len(texts), pooled.shape[1]), np.float32)
-            out[rows] = pooled
+                out = np.zeros((len(texts), values.shape[1]), np.float32)
+            out[rows] = values
             if (start // batch_size) % 20 == 0:
-                progress(f"embedded {min(start + batch_size, len(texts))}/{len(texts)} texts")
+                progress(f"ran the teacher on {min(start + batch_size, len(texts))}/{len(texts)} texts")
     return out

@@ -41,3 +41,20 @@ def tiny_bert(tmp_path_factory):
     (folder / "modules.json").write_text(json.dumps([{"type": "sentence_transformers.models.Transformer"},
                                                      {"type": "sentence_transformers.models.Normalize"}]))
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_classifier(tiny_bert, tmp_path_factory):
+    """The tiny BERT with a (random) classification head of three classes, saved as such a folder is."""
+    import shutil
+
+    import torch
+    from transformers import BertForSequenceClassification
+
+    folder = tmp_path_factory.mktemp("tiny-classifier")
+    shutil.copy(tiny_bert / "tokenizer.json", folder)
+    torch.manual_seed(1)
+    names = ["io", "text", "threads"]
+    BertForSequenceClassification.from_pretrained(str(tiny_bert), num_labels=3, id2label=dict(enumerate(names)),
+                                                  label2id={n: i for i, n in enumerate(names)}).save_pretrained(str(folder))
+    return folder

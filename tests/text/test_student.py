@@ -8,7 +8,7 @@ import pytest
 
 from edge_distill.errors import ConfigError
 from edge_distill.text.student import StudentShape, chosen_layers, student_from_teacher
-from edge_distill.text.teacher import embed_texts, load_teacher
+from edge_distill.text.teacher import text_outputs, load_teacher
 from tests.text.conftest import SENTENCES
 
 
@@ -22,9 +22,11 @@ def test_layers_are_spread_evenly_first_and_last_included():
 def test_a_student_with_every_layer_and_token_embeds_exactly_as_the_teacher(tiny_bert):
     teacher = load_teacher(tiny_bert, max_length=32)
     student, tokenizer_json, report = student_from_teacher(teacher, SENTENCES, StudentShape(layers=4, min_token_count=0))
-    assert report["vocabulary"] == report["teacher_vocabulary"] and report["parameters"] == report["teacher_parameters"]
-    np.testing.assert_allclose(embed_texts(student, teacher.tokenizer, teacher.pooling, SENTENCES),
-                               embed_texts(teacher.model, teacher.tokenizer, teacher.pooling, SENTENCES), atol=1e-6)
+    assert report["vocabulary"] == report["teacher_vocabulary"] and report["positions"] == 32
+    # Only the position embeddings past max_length (32 of the teacher's 64, hidden 32) are cut.
+    assert report["parameters"] == report["teacher_parameters"] - 32 * 32
+    np.testing.assert_allclose(text_outputs(student, teacher.tokenizer, teacher.pooling, SENTENCES),
+                               text_outputs(teacher.model, teacher.tokenizer, teacher.pooling, SENTENCES), atol=1e-6)
 
 
 def test_the_cut_vocabulary_tokenizes_the_training_text_to_the_same_tokens(tiny_bert):
@@ -48,3 +50,34 @@ def test_the_cut_vocabulary_tokenizes_the_training_text_to_the_same_tokens(tiny_
     assert tokenizer_json["padding"] is None and tokenizer_json["truncation"]["max_length"] == 32
     layer = student.encoder.layer[1].attention.self.query.weight.detach().numpy()
     np.testing.assert_array_equal(layer, teacher.model.encoder.layer[3].attention.self.query.weight.detach().numpy())
+
+
+def test_a_factorized_embedding_is_exact_for_a_matrix_of_that_rank_and_refuses_a_rank_past_the_hidden_size():
+    import torch
+
+    from edge_distill.text.student import factorized_embedding
+
+    torch.manual_seed(0)
+    weight = torch.randn(50, 4) @ torch.randn(4, 32)  # rank 4
+    factorized = factorized_embedding(weight, 4)
+    ids = torch.tensor([[0, 7, 49]])
+    np.testing.assert_allclose(factorized(ids).detach().numpy(), weight[ids].numpy(), atol=1e-4)
+    assert sum(p.numel() for p in factorized.parameters()) == 50 * 4 + 4 * 32
+    with pytest.raises(ConfigError, match="embedding_rank 32: must be 1 to 31"):
+        factorized_embedding(weight, 32)
+
+
+def test_a_classifier_student_keeps_the_teachers_head_and_its_logits_with_every_layer(tiny_classifier):
+    import torch
+
+    from edge_distill.text.teacher import batch_ids
+
+    teacher = load_teacher(tiny_classifier, max_length=32, classifier=True)
+    student, _, report = student_from_teacher(teacher, SENTENCES, StudentShape(layers=4, min_token_count=0))
+    ids, mask = (torch.from_numpy(a) for a in batch_ids(teacher.tokenizer, SENTENCES))
+    with torch.no_grad():
+        np.testing.assert_allclose(student(input_ids=ids, attention_mask=mask).logits.numpy(),
+                                   teacher.model(input_ids=ids, attention_mask=mask).logits.numpy(), atol=1e-5)
+    small, _, report = student_from_teacher(teacher, SENTENCES, StudentShape(layers=1, embedding_rank=8))
+    assert type(small).__name__ == "BertForSequenceClassification" and small.config.num_labels == 3
+    assert report["embedding_rank"] == 8 and report["parameters"] < report["teacher_parameters"] / 2

@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 
 from edge_distill.errors import ConfigError, ModelError
-from edge_distill.text.teacher import Pooling, embed_texts, load_teacher
+from edge_distill.text.teacher import Pooling, text_outputs, load_teacher
 from tests.text.conftest import SENTENCES
 
 
 def test_embeddings_are_mean_pooled_normalized_and_independent_of_batching(tiny_bert):
     teacher = load_teacher(tiny_bert, max_length=32)
     assert teacher.pooling == Pooling("mean", True)
-    together = embed_texts(teacher.model, teacher.tokenizer, teacher.pooling, SENTENCES, batch_size=5)
-    alone = np.vstack([embed_texts(teacher.model, teacher.tokenizer, teacher.pooling, [s]) for s in SENTENCES])
+    together = text_outputs(teacher.model, teacher.tokenizer, teacher.pooling, SENTENCES, batch_size=5)
+    alone = np.vstack([text_outputs(teacher.model, teacher.tokenizer, teacher.pooling, [s]) for s in SENTENCES])
     np.testing.assert_allclose(together, alone, atol=1e-5)  # padding does not leak into the mean
     np.testing.assert_allclose(np.linalg.norm(together, axis=1), 1.0, atol=1e-5)
 
@@ -52,7 +52,7 @@ def test_the_real_minilm_embeds_exactly_as_sentence_transformers_does():
     texts = [*SENTENCES[:3], "a long text " * 80]
     reference = st.SentenceTransformer(str(folder), device="cpu")
     reference.max_seq_length = 128
-    np.testing.assert_allclose(embed_texts(teacher.model, teacher.tokenizer, teacher.pooling, texts),
+    np.testing.assert_allclose(text_outputs(teacher.model, teacher.tokenizer, teacher.pooling, texts),
                                reference.encode(texts), atol=1e-5)
 
 
