@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from edge_distill import __version__
-from edge_distill.errors import EdgeDistillError, FileSystemError
+from edge_distill.errors import ConfigError, EdgeDistillError, FileSystemError
 from edge_distill.pipeline.registry import STAGES
 
 DEFAULT_CACHE = Path(".edge-distill/cache")
@@ -324,11 +324,18 @@ def sequence(out, text, steps, teacher_hidden, student_hidden, seed, as_json):
 @click.option("--max-length", type=click.IntRange(min=2), default=128, show_default=True, help="Tokens per text, at most.")
 @click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True, help="torch and ONNX Runtime threads.")
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=DEFAULT_CACHE, show_default=True)
-@click.option("--force", is_flag=True, help="Recompute the teacher's embeddings and the student.")
+@click.option("--force", is_flag=True, help="Recompute the teacher's outputs and the student.")
+@click.option("--max-latency-ms", type=click.FloatRange(min=0, min_open=True),
+              help="Latency budget (int8 student's p50 at the longest length): sweep --sweep-layers, ship the smallest that fits.")
+@click.option("--min-quality", type=click.FloatRange(0, 1),
+              help="Quality budget for the sweep: test accuracy (classification) or held-out recall@10 (embeddings).")
+@click.option("--sweep-layers", default="1,2,3", show_default=True, metavar="N[,N...]",
+              help="Student layer counts the budget sweep builds.")
+@click.option("--ship-best-effort", is_flag=True, help="When no size meets the budgets, ship the closest.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 @json_option
 def text(task, teacher_folder, text, labeled, out, layers, embedding_rank, epochs, max_length, threads, cache_dir, force,
-         quiet, as_json):
+         max_latency_ms, min_quality, sweep_layers, ship_best_effort, quiet, as_json):
     """Distil a transformer (sentence embeddings or a classifier) into a small int8 ONNX model with its
     tokenizer, as a bundle."""
     from edge_distill.text.build import TextBuildSettings, build_text_bundle, render_text_summary
@@ -337,8 +344,21 @@ def text(task, teacher_folder, text, labeled, out, layers, embedding_rank, epoch
     settings = TextBuildSettings(task=task, teacher_folder=teacher_folder, text=text, labeled=labeled,
                                  max_length=max_length, layers=layers, embedding_rank=embedding_rank,
                                  distill=TextTrainingSettings(epochs=epochs, threads=threads))
-    manifest = build_text_bundle(settings, out, cache_dir, force, progress=_progress(as_json, quiet))
-    _emit(manifest, as_json, render_text_summary(manifest, out))
+    if max_latency_ms is None and min_quality is None:
+        manifest = build_text_bundle(settings, out, cache_dir, force, progress=_progress(as_json, quiet))
+        _emit(manifest, as_json, render_text_summary(manifest, out))
+        return
+    from edge_distill.config import BudgetConfig
+    from edge_distill.text.sweep import build_text_for_budget, text_sweep_table
+
+    try:
+        counts = [int(n) for n in sweep_layers.split(",")]
+    except ValueError:
+        raise ConfigError(f"--sweep-layers {sweep_layers!r}: not a list of layer counts", "e.g. --sweep-layers 1,2,3") from None
+    budget = BudgetConfig(max_latency_ms=max_latency_ms or 0.0, min_accuracy=min_quality or 0.0,
+                          ship_best_effort=ship_best_effort)
+    manifest, report = build_text_for_budget(settings, counts, budget, out, cache_dir, force, _progress(as_json, quiet))
+    _emit(manifest | {"sweep": report}, as_json, text_sweep_table(report) + "\n\n" + render_text_summary(manifest, out))
 
 
 @main.command()

@@ -94,8 +94,9 @@ def mark_pareto(rows: list[dict]) -> None:
             and (o["p50_ms"] < row["p50_ms"] or o["accuracy"] > row["accuracy"]) for o in measured)
 
 
-def pick_smallest(rows: list[dict], budget: BudgetConfig) -> tuple[dict, str]:
-    """The fewest-parameter measured row meeting both budgets; else best effort or a clear error."""
+def pick_smallest(rows: list[dict], budget: BudgetConfig, quality: str = "test accuracy") -> tuple[dict, str]:
+    """The fewest-parameter measured row meeting both budgets; else best effort or a clear error.
+    A row's "accuracy" is `quality`, named so in the messages."""
     measured = [r for r in rows if r["status"] == "measured"]
 
     def fast_enough(r):
@@ -108,7 +109,7 @@ def pick_smallest(rows: list[dict], budget: BudgetConfig) -> tuple[dict, str]:
     if meeting:
         chosen = min(meeting, key=lambda r: (r["params"], r["p50_ms"]))
         return chosen, (f"{chosen['size']} is the smallest student meeting both budgets: {chosen['params']:,} params, "
-                        f"p50 {chosen['p50_ms']:.4f} ms, test accuracy {chosen['accuracy']:.4f}")
+                        f"p50 {chosen['p50_ms']:.4f} ms, {quality} {chosen['accuracy']:.4f}")
     if not measured:
         fastest = min(rows, key=lambda r: r["estimate_ms"])
         message = (f"every student size is estimated over the latency budget: the fastest, {fastest['size']}, at "
@@ -123,10 +124,10 @@ def pick_smallest(rows: list[dict], budget: BudgetConfig) -> tuple[dict, str]:
         failures.append(f"latency: the fastest, {fastest['size']}, has p50 {fastest['p50_ms']:.4f} ms, "
                         f"{100 * (fastest['p50_ms'] / budget.max_latency_ms - 1):.0f}% over {budget.max_latency_ms:g} ms")
     if not any(accurate_enough(r) for r in measured):
-        failures.append(f"accuracy: the most accurate, {best['size']}, reaches {best['accuracy']:.4f}, "
+        failures.append(f"{quality}: the best, {best['size']}, reaches {best['accuracy']:.4f}, "
                         f"{100 * (budget.min_accuracy - best['accuracy']):.2f} points under {budget.min_accuracy:g}")
     if not failures:
-        failures.append("no single size meets both: the fast ones miss the accuracy budget and the accurate ones "
+        failures.append(f"no single size meets both: the fast ones miss the {quality} budget and the others "
                         "the latency budget")
     message = "no student size meets the budgets; " + "; ".join(failures)
     if not budget.ship_best_effort:
@@ -154,11 +155,12 @@ def manifest_note(run: PipelineRun) -> str:
     return json.loads(run.artifacts["manifest.json"].read_text())["measurement"]["measured_on"]
 
 
-def render_svg(rows: list[dict], budget: BudgetConfig) -> str:
-    """Accuracy vs p50 latency of every measured size; Pareto front joined, the chosen one ringed."""
+def render_svg(rows: list[dict], budget: BudgetConfig, quality: str = "test accuracy") -> str:
+    """`quality` (a row's "accuracy") vs p50 latency of every measured size; Pareto front joined,
+    the chosen one ringed."""
     from edge_distill.bundle.plots import Point, scatter_svg
 
     measured = {r["size"]: Point(r["size"], r["p50_ms"], r["accuracy"], ringed=bool(r.get("chosen")))
                 for r in rows if r["status"] == "measured"}
     front = [measured[r["size"]] for r in rows if r["status"] == "measured" and r.get("pareto")]
-    return scatter_svg(list(measured.values()), "test accuracy", budget.max_latency_ms, budget.min_accuracy, front)
+    return scatter_svg(list(measured.values()), quality, budget.max_latency_ms, budget.min_accuracy, front)

@@ -43,7 +43,7 @@ def test_pareto_front():
     "budget, message",
     [
         (BudgetConfig(max_latency_ms=0.05), r"latency: the fastest, w4-d1, has p50 0.1000 ms, 100% over 0.05 ms"),
-        (BudgetConfig(min_accuracy=0.995), r"accuracy: the most accurate, w8-d2, reaches 0.9900, 0.50 points under 0.995"),
+        (BudgetConfig(min_accuracy=0.995), r"test accuracy: the best, w8-d2, reaches 0.9900, 0.50 points under 0.995"),
         (BudgetConfig(max_latency_ms=0.11, min_accuracy=0.98), r"no single size meets both"),
     ],
 )

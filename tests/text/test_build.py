@@ -94,3 +94,20 @@ def test_bad_text_input_is_one_line_and_writes_nothing(tiny_bert, tmp_path):
                     "--out", str(tmp_path / "b"), "--cache-dir", str(tmp_path / "cache"))
     assert result.exit_code != 0 and "max_length 65: the teacher has 64 position embeddings" in result.output
     assert not (tmp_path / "b").exists()
+
+
+def test_a_budget_sweeps_student_layers_and_ships_the_smallest_that_fits(tiny_bert, tmp_path):
+    base = ["text", "--teacher-folder", str(tiny_bert), "--text", str(passages(tmp_path)), "--epochs", "1",
+            "--max-length", "32", "--sweep-layers", "2,1", "--cache-dir", str(tmp_path / "cache")]
+    result = invoke(*base, "--max-latency-ms", "1000", "--out", str(tmp_path / "b"), "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)["sweep"]
+    assert [r["layers"] for r in report["rows"]] == [1, 2] and report["chosen"] == "1-layer"
+    assert report["quality"] == "held-out recall@10" and report["rows"][0]["params"] < report["rows"][1]["params"]
+    assert json.loads((tmp_path / "b" / "sweep.json").read_text())["chosen"] == "1-layer"
+    assert all(c.passed for c in verify_bundle(tmp_path / "b"))
+    assert json.loads((tmp_path / "b" / "manifest.json").read_text())["model"]["layers_from_teacher"] == [3]
+    # Nothing fits: one line saying by how much, nothing written; both students come from the cache.
+    result = invoke(*base, "--max-latency-ms", "0.000001", "--out", str(tmp_path / "none"))
+    assert result.exit_code != 0 and "latency: the fastest, 1-layer, has p50" in result.output
+    assert result.stderr.count("text-student: cached") == 2 and not (tmp_path / "none").exists()
