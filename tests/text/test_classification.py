@@ -2,6 +2,8 @@
 encoder (cached), or one with its own head; a bundle verify passes; labeled-data errors."""
 
 import json
+import shutil
+import subprocess
 
 import numpy as np
 import pytest
@@ -11,6 +13,7 @@ from edge_distill.errors import DataError
 from edge_distill.text.labeled import LabeledTexts, in_teacher_order, read_labeled
 from tests.test_cli import invoke
 from tests.text.conftest import SENTENCES
+from tests.text.test_build import NODE_DIR
 
 CLASSES = {"io": [1, 6, 7], "text": [0, 2, 3, 5], "threads": [9, 10]}  # indices into SENTENCES
 
@@ -32,9 +35,17 @@ def args(teacher, folder, *more):
             "--epochs", "1", "--max-length", "32", "--cache-dir", str(folder / "cache"), "--out", str(folder / "b"), *more]
 
 
-def test_an_encoder_is_fine_tuned_then_distilled_into_a_verified_classifier_bundle(tiny_bert, tmp_path):
-    result = invoke(*args(tiny_bert, tmp_path, "--layers", "1", "--embedding-rank", "8"), "--json")
+@pytest.fixture(scope="module")
+def fine_tuned(tiny_bert, tmp_path_factory):
+    """(the build's folder, its result): the tiny encoder fine-tuned, then distilled; one build for the module."""
+    folder = tmp_path_factory.mktemp("classification")
+    result = invoke(*args(tiny_bert, folder, "--layers", "1", "--embedding-rank", "8"), "--json")
     assert result.exit_code == 0, result.output
+    return folder, result
+
+
+def test_an_encoder_is_fine_tuned_then_distilled_into_a_verified_classifier_bundle(tiny_bert, fine_tuned):
+    tmp_path, result = fine_tuned
     manifest = json.loads(result.stdout)
     assert manifest["task"] == "text-classification" and manifest["labels"] == ["io", "text", "threads"]
     assert [o["name"] for o in manifest["outputs"]] == ["logits"] and "pooling" not in manifest["text"]
@@ -50,6 +61,16 @@ def test_an_encoder_is_fine_tuned_then_distilled_into_a_verified_classifier_bund
     # The fine-tuned teacher, its logits and the student, all read back.
     assert again.exit_code == 0 and again.stderr.count(": cached") == 3 and "fine-tuning" not in again.stderr
     assert "x fewer than the teacher's" in again.stdout
+
+
+@pytest.mark.node
+@pytest.mark.skipif(not (NODE_DIR / "node_modules" / "@huggingface" / "tokenizers").is_dir() or shutil.which("node") is None,
+                    reason="cd tests/node && ONNXRUNTIME_NODE_INSTALL=skip npm ci (.ci/run does)")
+def test_a_javascript_app_gets_the_golden_logits(fine_tuned):
+    done = subprocess.run(["node", str(NODE_DIR / "check_text_golden.mjs"), str(fine_tuned[0] / "b")],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert json.loads(done.stdout)["idsMatch"] == 8
 
 
 def test_a_teacher_with_its_own_head_is_distilled_without_fine_tuning(tiny_classifier, tmp_path):
