@@ -320,7 +320,8 @@ def sequence(out, text, steps, teacher_hidden, student_hidden, seed, as_json):
 @click.option("--embedding-rank", type=click.IntRange(min=0),
               help="Factorize the student's word embeddings to this rank; 0 keeps them whole (default: whole for "
                    "embeddings, 128 for classification).")
-@click.option("--epochs", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), help="The student's training epochs (default: 3 for embeddings, 5 for "
+              "classification).")
 @click.option("--max-length", type=click.IntRange(min=2), default=128, show_default=True, help="Tokens per text, at most.")
 @click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True, help="torch and ONNX Runtime threads.")
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=DEFAULT_CACHE, show_default=True)
@@ -338,12 +339,12 @@ def text(task, teacher_folder, text, labeled, out, layers, embedding_rank, epoch
          max_latency_ms, min_quality, sweep_layers, ship_best_effort, quiet, as_json):
     """Distil a transformer (sentence embeddings or a classifier) into a small int8 ONNX model with its
     tokenizer, as a bundle."""
-    from edge_distill.text.build import TextBuildSettings, build_text_bundle, render_text_summary
-    from edge_distill.text.distill import TextTrainingSettings
+    from edge_distill.text.build import DEFAULT_TRAINING, TextBuildSettings, build_text_bundle, render_text_summary
 
     settings = TextBuildSettings(task=task, teacher_folder=teacher_folder, text=text, labeled=labeled,
                                  max_length=max_length, layers=layers, embedding_rank=embedding_rank,
-                                 distill=TextTrainingSettings(epochs=epochs, threads=threads))
+                                 distill=dataclasses.replace(DEFAULT_TRAINING[task], threads=threads,
+                                                             epochs=epochs or DEFAULT_TRAINING[task].epochs))
     if max_latency_ms is None and min_quality is None:
         manifest = build_text_bundle(settings, out, cache_dir, force, progress=_progress(as_json, quiet))
         _emit(manifest, as_json, render_text_summary(manifest, out))

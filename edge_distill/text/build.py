@@ -35,6 +35,9 @@ TASKS = ("embedding", "classification")
 # The student's word-embedding rank per task (None: whole): a classifier needs less of the
 # vocabulary's detail, and factorizing gets it past 8x fewer parameters than the teacher.
 DEFAULT_RANK = {"embedding": None, "classification": 128}
+# The student's training per task. A one-layer classifier keeps more of its teacher's accuracy with
+# more epochs than the embedding student needs (README, "Text classification").
+DEFAULT_TRAINING = {"embedding": TextTrainingSettings(), "classification": TextTrainingSettings(epochs=5)}
 GOLDEN_COUNT = 8
 # Bump when the student step's outputs change meaning (2: tokenizer.json never pads; 3: positions
 # cut to max_length, classification).
@@ -53,7 +56,7 @@ class TextBuildSettings:
     layers: int = 1  # of the teacher's 6: 1 keeps 97.6% of its recall@10 at 1/20 of its size (benchmarks/text_embeddings.py)
     min_token_count: int = 1
     embedding_rank: int | None = None  # factorize the student's word embeddings (text/student.py); 0: whole; None: DEFAULT_RANK
-    distill: TextTrainingSettings = field(default_factory=TextTrainingSettings)  # its threads serve ONNX Runtime too
+    distill: TextTrainingSettings | None = None  # None: DEFAULT_TRAINING[task]; its threads serve ONNX Runtime too
     fine_tune: TextTrainingSettings = field(  # a classification teacher made here from an encoder
         default_factory=lambda: TextTrainingSettings(epochs=4, batch_size=16, learning_rate=1e-4))
     benchmark_seconds: float = 1.0  # timed running per sequence length
@@ -62,6 +65,8 @@ class TextBuildSettings:
     def __post_init__(self):
         if self.task not in TASKS:
             raise ConfigError(f"text task {self.task!r}: unknown", f"choose one of {', '.join(TASKS)}")
+        if self.distill is None:
+            object.__setattr__(self, "distill", DEFAULT_TRAINING[self.task])
         if self.labeled is not None and self.task != "classification":
             raise ConfigError("--labeled: labeled text is for the classification task", "add --task classification")
 
