@@ -206,9 +206,10 @@ def _fine_tune_teacher(folder: Path, settings: TextBuildSettings, task, staged: 
     from edge_distill.text.teacher import load_teacher, text_outputs
 
     torch.set_num_threads(settings.distill.threads)
+    torch.manual_seed(settings.fine_tune.seed)  # the new head's initial weights
     teacher = load_teacher(folder, settings.max_length, new_labels=task.names)
-    progress(f"fine-tuning {folder.name} ({teacher.parameters:,} parameters) on {len(task.train)} labeled texts, "
-             f"{len(task.names)} classes")
+    progress(f"fine-tuning {folder} ({teacher.parameters:,} parameters) with a new head on {len(task.train)} "
+             f"labeled texts, {len(task.names)} classes")
     training = fine_tune(teacher.model, teacher.tokenizer, [text for text, _ in task.train],
                          np.array([label for _, label in task.train], np.int64),
                          dataclasses.replace(settings.fine_tune, threads=settings.distill.threads), progress)
