@@ -157,8 +157,7 @@ def _classification_data(cache, folder: Path, settings: TextBuildSettings, force
 
     unlabeled = None if settings.text is None else read_passages(settings.text)
     task = default_labeled_task(unlabeled) if settings.labeled is None else labeled_from_file(settings.labeled, unlabeled or [])
-    held_out = task.test or task.val
-    if not held_out:
+    if not (task.test or task.val):
         raise DataError(f"{task.source}: no example was held out (a tenth goes to test by a hash of its text)",
                         "give more labeled examples: a few dozen at least")
     if not has_classification_head(folder):
@@ -171,6 +170,7 @@ def _classification_data(cache, folder: Path, settings: TextBuildSettings, force
         folder = fine_tuned / "teacher"
     config = json.loads((folder / "config.json").read_text())
     task = in_teacher_order(task, {int(i): name for i, name in (config.get("id2label") or {}).items()}, folder)
+    held_out = task.test or task.val
     texts = [text for text, _ in task.train] + task.unlabeled
     labels = [label for _, label in task.train] + [UNLABELED] * len(task.unlabeled)
     source = task.source + (f" (+ {len(task.unlabeled)} unlabeled texts)" if task.unlabeled else "")

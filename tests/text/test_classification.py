@@ -81,6 +81,29 @@ def test_a_teacher_with_its_own_head_is_distilled_without_fine_tuning(tiny_class
     assert manifest["model"]["embedding_rank"] is None  # the default 128 is past the tiny teacher's hidden size (32)
 
 
+def test_training_and_held_out_labels_are_in_the_teachers_order(tiny_classifier, tmp_path):
+    """The tiny classifier's classes are io, text, threads; a teacher listing them in another order
+    gets every label, held out ones included, renumbered to its own."""
+    import shutil
+
+    from edge_distill.pipeline.cache import StageCache
+    from edge_distill.text.build import TextBuildSettings, _classification_data
+
+    teacher = tmp_path / "teacher"
+    shutil.copytree(tiny_classifier, teacher)
+    config = json.loads((teacher / "config.json").read_text())
+    config["id2label"] = {"0": "threads", "1": "io", "2": "text"}
+    (teacher / "config.json").write_text(json.dumps(config))
+    path = labeled_file(tmp_path)
+    name_of = {json.loads(line)["text"]: json.loads(line)["label"] for line in path.read_text().splitlines()}
+    settings = TextBuildSettings(task="classification", teacher_folder=teacher, labeled=path, max_length=32)
+    folder, data = _classification_data(StageCache(tmp_path / "cache"), teacher, settings, False, lambda _: None)
+    assert folder == teacher and data.names == ["threads", "io", "text"]
+    assert [data.names[label] for label in data.held_out_labels] == [name_of[text] for text in data.held_out]
+    labeled = [(text, label) for text, label in zip(data.texts, data.labels) if label >= 0]
+    assert labeled and all(data.names[label] == name_of[text] for text, label in labeled)
+
+
 def test_labels_follow_the_teachers_order_and_a_mismatch_is_one_line(tiny_classifier, tmp_path):
     task = LabeledTexts("data", ["io", "text", "threads"], [("a", 0), ("b", 2)], [], [("c", 1)], [])
     reordered = in_teacher_order(task, {0: "threads", 1: "io", 2: "text"}, tmp_path)
