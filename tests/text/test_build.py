@@ -96,6 +96,7 @@ def test_bad_text_input_is_one_line_and_writes_nothing(tiny_bert, tmp_path):
     assert not (tmp_path / "b").exists()
 
 
+@pytest.mark.slow  # two student builds
 def test_a_budget_sweeps_student_layers_and_ships_the_smallest_that_fits(tiny_bert, tmp_path):
     base = ["text", "--teacher-folder", str(tiny_bert), "--text", str(passages(tmp_path)), "--epochs", "1",
             "--max-length", "32", "--sweep-layers", "2,1", "--cache-dir", str(tmp_path / "cache")]

@@ -73,6 +73,7 @@ def test_a_javascript_app_gets_the_golden_logits(fine_tuned):
     assert json.loads(done.stdout)["idsMatch"] == 8
 
 
+@pytest.mark.slow  # a second classification build
 def test_a_teacher_with_its_own_head_is_distilled_without_fine_tuning(tiny_classifier, tmp_path):
     result = invoke(*args(tiny_classifier, tmp_path, "--layers", "2"), "--json")
     assert result.exit_code == 0, result.output
