@@ -135,6 +135,17 @@ def test_bad_labeled_text_is_one_line_naming_the_file_and_line(tmp_path, content
         read_labeled(path)
 
 
+def test_labeled_text_that_is_not_utf8_or_not_a_file_is_one_line(tmp_path):
+    path = tmp_path / "latin1.jsonl"
+    path.write_bytes('{"text": "caf\u00e9", "label": "x"}\n'.encode("latin-1"))
+    with pytest.raises(DataError, match=r"latin1.jsonl: not UTF-8 \(byte 13"):
+        read_labeled(path)
+    with pytest.raises(DataError, match="a folder"):
+        read_labeled(tmp_path)
+    with pytest.raises(DataError, match="file not found"):
+        read_labeled(tmp_path / "nope.jsonl")
+
+
 def test_labeled_text_is_for_the_classification_task(tiny_bert, tmp_path):
     result = invoke("text", "--teacher-folder", str(tiny_bert), "--labeled", str(labeled_file(tmp_path)),
                     "--out", str(tmp_path / "b"), "--cache-dir", str(tmp_path / "cache"))
