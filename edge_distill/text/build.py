@@ -123,7 +123,7 @@ def build_text_bundle(settings: TextBuildSettings, out: Path, cache_dir: Path, f
     targets = _cached(cache, "text-teacher", teacher_key, ("teacher_outputs.npy",), force, progress,
                       lambda staged: _teacher_outputs(folder, settings, data.texts, staged, progress))
     student_key = {**teacher_key, "held_out": _digest(data.held_out), "step_version": STUDENT_VERSION,
-                   "labels": [data.labels, data.held_out_labels, data.names],
+                   "labels": _digest([json.dumps([data.labels, data.held_out_labels, data.names])]),
                    "settings": {k: v for k, v in dataclasses.asdict(settings).items()
                                 if k not in ("teacher_folder", "text", "labeled", "benchmark_seconds")}}
     student = _cached(cache, "text-student", student_key, STUDENT_FILES, force, progress,
@@ -161,12 +161,13 @@ def _classification_data(cache, folder: Path, settings: TextBuildSettings, force
         raise DataError(f"{task.source}: no example was held out (a tenth goes to test by a hash of its text)",
                         "give more labeled examples: a few dozen at least")
     if not has_classification_head(folder):
+        training = dataclasses.replace(settings.fine_tune, threads=settings.distill.threads)
         key = {"encoder": hash_path(folder), "train": _digest([f"{label}\t{text}" for text, label in task.train]),
-               "names": task.names, "max_length": settings.max_length,
-               "settings": dataclasses.asdict(settings.fine_tune) | {"threads": settings.distill.threads},
+               "names": task.names, "max_length": settings.max_length, "settings": dataclasses.asdict(training),
                "version": __version__}
         fine_tuned = _cached(cache, "text-classifier", key, TEACHER_FILES, force, progress,
-                             lambda staged: _fine_tune_teacher(folder, settings, task, staged, progress))
+                             lambda staged: _fine_tune_teacher(folder, settings.max_length, training, task, staged,
+                                                               progress))
         folder = fine_tuned / "teacher"
     config = json.loads((folder / "config.json").read_text())
     task = in_teacher_order(task, {int(i): name for i, name in (config.get("id2label") or {}).items()}, folder)
@@ -195,7 +196,8 @@ def _cached(cache, stage: str, description: dict, outputs: tuple[str, ...], forc
     return cache.build(stage, key, description, outputs, make)
 
 
-def _fine_tune_teacher(folder: Path, settings: TextBuildSettings, task, staged: Path, progress) -> None:
+def _fine_tune_teacher(folder: Path, max_length: int, training: TextTrainingSettings, task, staged: Path,
+                       progress) -> None:
     """An encoder with a new classification head, fine-tuned on the labeled training text and saved
     as a model folder (teacher/), with its held-out accuracy (fine_tune.json)."""
     import shutil
@@ -205,14 +207,13 @@ def _fine_tune_teacher(folder: Path, settings: TextBuildSettings, task, staged: 
     from edge_distill.text.distill import fine_tune
     from edge_distill.text.teacher import load_teacher, text_outputs
 
-    torch.set_num_threads(settings.distill.threads)
-    torch.manual_seed(settings.fine_tune.seed)  # the new head's initial weights
-    teacher = load_teacher(folder, settings.max_length, new_labels=task.names)
+    torch.set_num_threads(training.threads)
+    torch.manual_seed(training.seed)  # the new head's initial weights
+    teacher = load_teacher(folder, max_length, new_labels=task.names)
     progress(f"fine-tuning {folder} ({teacher.parameters:,} parameters) with a new head on {len(task.train)} "
              f"labeled texts, {len(task.names)} classes")
-    training = fine_tune(teacher.model, teacher.tokenizer, [text for text, _ in task.train],
-                         np.array([label for _, label in task.train], np.int64),
-                         dataclasses.replace(settings.fine_tune, threads=settings.distill.threads), progress)
+    report = fine_tune(teacher.model, teacher.tokenizer, [text for text, _ in task.train],
+                       np.array([label for _, label in task.train], np.int64), training, progress)
     accuracy = {}
     for name, part in (("val", task.val), ("test", task.test)):
         if part:
@@ -221,7 +222,7 @@ def _fine_tune_teacher(folder: Path, settings: TextBuildSettings, task, staged: 
     progress(f"fine-tuned teacher: held-out accuracy {accuracy}")
     teacher.model.save_pretrained(str(staged / "teacher"))
     shutil.copy(folder / "tokenizer.json", staged / "teacher" / "tokenizer.json")
-    (staged / "fine_tune.json").write_text(json.dumps({"from": str(folder), "training": training,
+    (staged / "fine_tune.json").write_text(json.dumps({"from": str(folder), "training": report,
                                                        "accuracy": accuracy}, indent=2))
 
 

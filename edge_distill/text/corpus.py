@@ -14,11 +14,14 @@ document among all the others.
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import re
 import sysconfig
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 
 from edge_distill.errors import DataError
 
@@ -43,9 +46,10 @@ def stdlib_docstrings() -> list[str]:
     return list(stdlib_docstring_modules())
 
 
-def stdlib_docstring_modules() -> dict[str, str]:
+@functools.cache  # the classification task reads it, then the corpus it takes its transfer text from
+def stdlib_docstring_modules() -> Mapping[str, str]:
     """{docstring: the top-level standard-library module or package it is in}, as
-    stdlib_docstrings() lists them (a docstring found in two modules keeps the first)."""
+    stdlib_docstrings() lists them (a docstring found in two modules keeps the first); read-only."""
     root = Path(sysconfig.get_paths()["stdlib"])
     found: dict[str, str] = {}
     for path in sorted([*root.glob("*.py"), *root.glob("*/*.py")]):
@@ -61,7 +65,7 @@ def stdlib_docstring_modules() -> dict[str, str]:
                 doc = ast.get_docstring(node)
                 if doc and len(doc) >= MIN_PASSAGE_CHARS:
                     found.setdefault(doc.strip(), parts[0].removesuffix(".py"))
-    return found
+    return MappingProxyType(found)
 
 
 def pydoc_paragraphs() -> list[str]:

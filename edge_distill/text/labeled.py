@@ -112,11 +112,6 @@ def default_labeled_task(unlabeled: list[str] | None = None) -> LabeledTexts:
     return split_labeled(examples, "which standard-library module a docstring comes from", names, transfer)
 
 
-def label_counts(task: LabeledTexts) -> dict[str, int]:
-    return {name: sum(1 for part in (task.train, task.val, task.test) for _, label in part if label == i)
-            for i, name in enumerate(task.names)}
-
-
 def in_teacher_order(task: LabeledTexts, id2label: dict[int, str], folder: Path) -> LabeledTexts:
     """`task` with its labels renumbered to a classification teacher's classes: by name, or in
     order where the teacher's names are transformers' placeholders (LABEL_0, ...). A teacher

@@ -4,12 +4,12 @@
 import json
 import shutil
 import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from edge_distill.bundle.verify import verify_bundle
+from tests.bundle.test_verify import NODE_DIR
 from tests.test_cli import invoke
 from tests.text.conftest import SENTENCES
 
@@ -52,12 +52,14 @@ def test_a_text_bundle_verifies_and_a_rebuild_reads_the_cache(built):
     assert report["golden_within_tolerance"] and report["threads"] == 2 and report["latency_ms"]["p50"] > 0
 
 
-NODE_DIR = Path(__file__).parents[1] / "node"
+# The JavaScript tokenizer and runtime, as a web or Node app has them.
+needs_node_tokenizers = pytest.mark.skipif(
+    not (NODE_DIR / "node_modules" / "@huggingface" / "tokenizers").is_dir() or shutil.which("node") is None,
+    reason="cd tests/node && ONNXRUNTIME_NODE_INSTALL=skip npm ci (.ci/run does)")
 
 
 @pytest.mark.node
-@pytest.mark.skipif(not (NODE_DIR / "node_modules" / "@huggingface" / "tokenizers").is_dir() or shutil.which("node") is None,
-                    reason="cd tests/node && ONNXRUNTIME_NODE_INSTALL=skip npm ci (.ci/run does)")
+@needs_node_tokenizers
 def test_a_javascript_app_tokenizes_the_golden_strings_and_gets_the_golden_embeddings(built):
     """@huggingface/tokenizers reads the bundle's tokenizer.json, onnxruntime-node runs the ids."""
     done = subprocess.run(["node", str(NODE_DIR / "check_text_golden.mjs"), str(built[2])], capture_output=True, text=True)
