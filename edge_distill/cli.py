@@ -122,6 +122,7 @@ BENCHMARK_FLAGS = (
     ("runs", "timed_runs", click.IntRange(min=1), "At least this many timed runs."),
     ("min-seconds", "min_seconds", click.FloatRange(min=0), "And at least this long (s)."),
     ("cold-starts", "cold_start_runs", click.IntRange(min=1), "Session creations + first runs (median reported)."),
+    ("time-limit", "time_limit_s", click.FloatRange(min=1), "Seconds a measurement may take before it is stopped."),
 )
 
 

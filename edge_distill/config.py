@@ -240,6 +240,9 @@ class BenchmarkConfig:
     timed_runs: int = _at_least(300, 1)  # at least this many timed runs...
     min_seconds: float = _at_least(2.0, 0.0)  # ...and at least this long
     cold_start_runs: int = _at_least(3, 1)
+    # A measurement (one model at one setting) is stopped past this many seconds: a model whose
+    # loops never end, or a device that crawls, fails with this limit named instead of hanging.
+    time_limit_s: float = _at_least(600.0, 1.0)
 
 
 @dataclass(frozen=True)

@@ -12,22 +12,28 @@ import numpy as np
 from edge_distill.bundle.reader import Bundle, normalize
 from edge_distill.data.readers import IMAGE_SUFFIXES, decode_image
 from edge_distill.errors import DataError, InputFileError
+from edge_distill.sessions import open_session, run_session
 
 def predict_files(bundle_path: Path, files: list[Path], top: int = 3) -> list[dict[str, Any]]:
     """For each file: the top classes with probabilities and the raw logits."""
-    import onnxruntime as ort
-
-    bundle = Bundle.open(bundle_path)
+    bundle = Bundle.open_checked(bundle_path)
     bundle.require_classifier("predict")
     manifest = bundle.manifest
     pre, raw_input = bundle.section("preprocessing"), manifest.get("raw_input", {})
     sample_shape = [int(d) for d in manifest["inputs"][0]["shape"][1:]]
-    session = ort.InferenceSession(str(bundle.model_path), providers=["CPUExecutionProvider"])
+    session = open_session(bundle.model_path, what=f"{bundle_path}: the model")
     results = []
     for file in files:
         raw = read_raw(file, raw_input, pre, sample_shape)  # (C, ...) on the raw scale
-        x = normalize(raw[None], pre)  # (1, C, ...)
-        logits = session.run(None, {manifest["inputs"][0]["name"]: x})[0][0]  # (K,)
+        with np.errstate(over="ignore", invalid="ignore"):
+            x = normalize(raw[None], pre)  # (1, C, ...)
+        if not np.isfinite(x).all():
+            raise InputFileError(f"{file}: holds NaN or inf, or values that overflow float32 once preprocessed",
+                                 "give finite values on the raw scale the bundle documents")
+        logits = run_session(session, {manifest["inputs"][0]["name"]: x}, f"{bundle_path}: the model on {file}")[0][0]
+        if not np.isfinite(logits).all():  # (K,)
+            raise InputFileError(f"{file}: the model's outputs are not finite (NaN or inf) for this input",
+                                 "check that the input is on the raw scale the bundle documents")
         probabilities = np.exp(logits - logits.max())
         probabilities /= probabilities.sum()
         best = np.argsort(-probabilities)[:top]

@@ -7,7 +7,6 @@ no onnx), like device/runner.py.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,8 @@ from typing import Any
 import numpy as np
 
 from edge_distill.errors import BundleError
+from edge_distill.files import read_json
+from edge_distill.schema import Either, Int, ListOf, MapOf, Null, Num, Obj, Str, check
 
 SCHEMA_VERSION = 1  # the newest manifest schema this verifier understands
 REQUIRED_KEYS = ("schema_version", "files", "model", "inputs", "outputs", "labels", "golden")
@@ -46,7 +47,23 @@ class Bundle:
 
     @classmethod
     def open(cls, path: Path) -> "Bundle":
+        """The bundle with its manifest read and shape-checked; its files not yet vouched for."""
         return cls(path, read_manifest(path))
+
+    @classmethod
+    def open_checked(cls, path: Path) -> "Bundle":
+        """The bundle, refused unless every integrity check passes (bundle/integrity.py: hashes,
+        paths inside, no unlisted file, no symlink, external data): what every command that runs,
+        copies or reports a bundle's files opens it with."""
+        from edge_distill.bundle.integrity import integrity_checks
+
+        bundle = cls.open(path)
+        failed = [c for c in integrity_checks(path, bundle.manifest, bundle.model_path) if not c.passed]
+        if failed:
+            raise BundleError(f"{path}: refused, the bundle is not as its manifest vouches: {failed[0].name}: "
+                              f"{failed[0].detail}" + (f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""),
+                              f"edge-distill verify {path} lists every check; rebuild or copy the bundle again")
+        return bundle
 
     @property
     def model_path(self) -> Path:
@@ -79,12 +96,9 @@ def read_manifest(bundle: Path) -> dict[str, Any]:
     path = bundle / "manifest.json"
     if not bundle.is_dir():
         raise BundleError(f"{bundle}: not a folder", "give the folder that holds manifest.json")
-    try:
-        manifest = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise BundleError(f"{path}: missing", "is this an edge-distill bundle?") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise BundleError(f"{path}: not valid JSON ({e})") from None
+    if not path.exists() and not path.is_symlink():
+        raise BundleError(f"{path}: missing", "is this an edge-distill bundle?")
+    manifest = read_json(path, error=BundleError)
     if not isinstance(manifest, dict):
         raise BundleError(f"{path}: expected a JSON object")
     missing = [key for key in REQUIRED_KEYS if key not in manifest]
@@ -103,52 +117,68 @@ def read_manifest(bundle: Path) -> dict[str, Any]:
     return manifest
 
 
+BENCHMARK = Obj({"providers": Either(ListOf(Str(nonempty=True), min_length=1), Str(nonempty=True)),
+                 "threads": Int(1, 1024), "batch_size": Int(1, 4096), "warmup_runs": Int(0, 100_000),
+                 "timed_runs": Int(1, 10_000_000), "min_seconds": Num(min=0), "cold_start_runs": Int(1, 10_000)},
+                required={"providers", "threads", "batch_size", "warmup_runs", "timed_runs", "min_seconds",
+                          "cold_start_runs"})
+TENSOR = Obj({"name": Str(nonempty=True), "shape": ListOf(Either(Int(0), Str()), max_length=64)},
+             required={"name", "shape"}, expected='an object with a "name" string and a "shape" list')
+ARRAY = Obj({"shape": ListOf(Int(0), max_length=64), "dtype": Str(nonempty=True)}, required={"shape", "dtype"},
+            expected='an object with a "shape" list and a "dtype" string')
+# The manifest as every reader (verify, predict, bench, emulation) relies on it; optional sections
+# are checked when present. docs/manifest.md describes each key.
+MANIFEST = Obj({
+    "files": MapOf(Obj({"sha256": Str(nonempty=True), "size_bytes": Int(0)}, required={"sha256"},
+                       expected='an object with a "sha256" string'), nonempty=True,
+                   expected="a non-empty object of file name -> {sha256, size_bytes}"),
+    "model": Obj({"file": Str(nonempty=True), "sha256": Str(), "precision": Str()}, required={"file"},
+                 expected='an object with a "file" string'),
+    "inputs": ListOf(TENSOR, min_length=1, max_length=1024, expected="a non-empty list of {name, shape}"),
+    "outputs": ListOf(TENSOR, min_length=1, max_length=1024, expected="a non-empty list of {name, shape}"),
+    "labels": ListOf(Str(), max_length=1_000_000, expected="a list of strings"),
+    "golden": Obj({"npz": Str(nonempty=True, expected="a file name"), "json": Str(nonempty=True, expected="a file name"),
+                   "kind": Str(), "count": Int(1), "arrays": MapOf(ARRAY)}, required={"npz", "json", "arrays"}),
+    "profile": Obj({"name": Either(Str(), Null()), "device": Either(Str(), Obj({"arch": Str(), "cpu": Str()})),
+                    "benchmark": BENCHMARK}),
+    "runtime": Obj({"intra_op_threads": Int(1, 1024)}, required={"intra_op_threads"}),
+    "preprocessing": Obj({"mean": ListOf(Num(), min_length=1, max_length=64),
+                          "std": ListOf(Num(positive=True), min_length=1, max_length=64),
+                          "pixel_scale": Num(positive=True), "color_mode": Str()}),
+    "raw_input": Obj({"kind": Str(), "resize": Str(), "dtype": Str()}),
+    "text": Obj({"tokenizer": Str(nonempty=True), "golden_text": Str(nonempty=True), "max_length": Int(1, 1_000_000)},
+                required={"tokenizer", "golden_text", "max_length"}),
+}, required=set(REQUIRED_KEYS))
+REBUILD = "rebuild the bundle with edge-distill build"
+
+
 def check_manifest_shape(manifest: dict[str, Any], path: Path) -> None:
-    """Every value the checks read has the type they expect: a malformed manifest is one BundleError
-    naming the key, never a traceback halfway through verification."""
+    """Every value a reader uses has the type it expects (MANIFEST): a malformed manifest is one
+    BundleError naming the key, never a traceback halfway through verification."""
 
     def need(ok: bool, key: str, expected: str) -> None:
         if not ok:
-            raise BundleError(f"{path}: '{key}' must be {expected}", "rebuild the bundle with edge-distill build")
+            raise BundleError(f"{path}: '{key}' must be {expected}", REBUILD)
 
-    files, model, golden = manifest["files"], manifest["model"], manifest["golden"]
-    need(isinstance(files, dict) and files, "files", "a non-empty object of file name -> {sha256, size_bytes}")
-    for name, record in files.items():
-        need(isinstance(record, dict) and isinstance(record.get("sha256"), str), f"files.{name}",
-             'an object with a "sha256" string')
-    need(isinstance(model, dict) and isinstance(model.get("file"), str), "model", 'an object with a "file" string')
-    for kind in ("inputs", "outputs"):
-        specs = manifest[kind]
-        need(isinstance(specs, list) and specs, kind, "a non-empty list of {name, shape}")
-        for i, spec in enumerate(specs):
-            need(isinstance(spec, dict) and isinstance(spec.get("name"), str) and isinstance(spec.get("shape"), list),
-                 f"{kind}[{i}]", 'an object with a "name" string and a "shape" list')
-    need(isinstance(manifest["labels"], list) and all(isinstance(x, str) for x in manifest["labels"]), "labels",
-         "a list of strings")
-    need(isinstance(golden, dict), "golden", "an object")
-    for key in ("npz", "json"):
-        need(isinstance(golden.get(key), str), f"golden.{key}", "a file name")
-    arrays, tolerance = golden.get("arrays"), golden.get("tolerance")
+    check(manifest, MANIFEST, str(path), BundleError, REBUILD)
+    golden = manifest["golden"]
+    arrays, tolerance = golden["arrays"], golden.get("tolerance")
 
     def tolerance_ok(atol) -> bool:
         return isinstance(atol, (int, float)) and not isinstance(atol, bool) and np.isfinite(atol) and atol >= 0
 
     if golden.get("kind") == "io":  # any inputs and outputs (edge-distill optimize)
         wanted = {f"input:{t['name']}" for t in manifest["inputs"]} | {f"output:{t['name']}" for t in manifest["outputs"]}
-        need(isinstance(arrays, dict) and set(arrays) == wanted, "golden.arrays",
-             f"an object with exactly {', '.join(sorted(wanted))}")
-        need(isinstance(golden.get("count"), int) and golden["count"] > 0, "golden.count", "a positive integer")
+        need(set(arrays) == wanted, "golden.arrays", f"an object with exactly {', '.join(sorted(wanted))}")
+        need(isinstance(golden.get("count"), int), "golden.count", "a positive integer")
         atol = tolerance.get("atol") if isinstance(tolerance, dict) else None
         need(isinstance(atol, dict) and all(tolerance_ok(atol.get(t["name"])) for t in manifest["outputs"]),
              "golden.tolerance.atol", "an object of output name -> a finite number >= 0")
     else:
-        need(isinstance(arrays, dict) and set(GOLDEN_ARRAYS) <= set(arrays) <= {*GOLDEN_ARRAYS, RAW_GOLDEN},
+        need(set(GOLDEN_ARRAYS) <= set(arrays) <= {*GOLDEN_ARRAYS, RAW_GOLDEN},
              "golden.arrays", f"an object with {', '.join(GOLDEN_ARRAYS)} (and optionally {RAW_GOLDEN})")
         atol = tolerance.get("logits_atol") if isinstance(tolerance, dict) else None
         need(tolerance_ok(atol), "golden.tolerance.logits_atol", "a finite number >= 0")
-    for name, spec in arrays.items():
-        need(isinstance(spec, dict) and isinstance(spec.get("shape"), list) and isinstance(spec.get("dtype"), str),
-             f"golden.arrays.{name}", 'an object with a "shape" list and a "dtype" string')
 
 
 def inside(bundle: Path, relative: str) -> Path | None:
@@ -176,10 +206,7 @@ def load_golden(bundle: Path, golden: dict[str, Any]) -> dict[str, np.ndarray]:
                 f"manifest says {spec['dtype']}{spec['shape']}"
             )
     json_path = inside(bundle, golden["json"])
-    try:
-        copy = json.loads(json_path.read_text()) if json_path and json_path.is_file() else {}
-    except (OSError, ValueError) as e:
-        raise BundleError(f"{bundle / golden['json']}: unreadable golden vectors ({e})") from None
+    copy = read_json(json_path, "golden vectors", error=BundleError) if json_path and json_path.is_file() else {}
     if not isinstance(copy, dict):
         raise BundleError(f"{bundle / golden['json']}: expected a JSON object of {', '.join(GOLDEN_ARRAYS)}")
     for name in arrays:

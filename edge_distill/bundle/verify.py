@@ -10,37 +10,26 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edge_distill.bundle.reader import METADATA_PREFIX, RAW_GOLDEN, UNHASHED_FILES, Bundle, inside, normalize
+from edge_distill.bundle.integrity import Check, integrity_checks
+from edge_distill.bundle.reader import METADATA_PREFIX, RAW_GOLDEN, Bundle, inside, normalize
+from edge_distill.errors import BundleError
 
 # mean and std are stated to 6 decimals: an app repeating the formula lands this close to the inputs.
 PREPROCESSING_ATOL = 1e-3
-from edge_distill.errors import BundleError
-from edge_distill.hashing import sha256
-
-
-@dataclass
-class Check:
-    name: str
-    passed: bool
-    detail: str
 
 
 def verify_bundle(path: Path, providers: list[str] | None = None) -> list[Check]:
     """Run every check; a bundle that cannot be read at all raises BundleError instead."""
     bundle = Bundle.open(path)
-    checks = check_files(path, bundle.manifest)
+    checks = integrity_checks(path, bundle.manifest, bundle.model_path)
     if not all(c.passed for c in checks):
-        return [*checks, check_unlisted(path, bundle.manifest)]  # never run a model whose bytes are not vouched for
-    checks.append(check_unlisted(path, bundle.manifest))
-    checks.append(check_external_data(path, bundle.model_path, bundle.manifest))
-    if not checks[-1].passed:
-        return checks
+        return checks  # never run a model whose bytes are not vouched for
     import onnxruntime as ort
 
     try:
@@ -81,54 +70,6 @@ def check_text_tokenizer(bundle: Path, manifest: dict[str, Any], arrays: dict[st
     return Check("golden tokenization", not wrong,
                  f"{len(produced) - len(wrong)}/{len(produced)} golden strings tokenize to their stored ids"
                  + (f"; first mismatch: string {wrong[0]} {golden['texts'][wrong[0]][:60]!r}" if wrong else ""))
-
-
-def check_files(bundle: Path, manifest: dict[str, Any]) -> list[Check]:
-    checks = []
-    for name, record in sorted(manifest["files"].items()):
-        target = inside(bundle, name)
-        if target is None:
-            checks.append(Check(f"file {name}", False, "points outside the bundle"))
-        elif not target.is_file():
-            checks.append(Check(f"file {name}", False, "missing"))
-        elif sha256(target) != record.get("sha256"):
-            checks.append(Check(f"file {name}", False, "sha256 differs from manifest.json: the file was altered"))
-        else:
-            checks.append(Check(f"file {name}", True, f"sha256 {record['sha256'][:12]}…"))
-    if manifest["model"].get("file") not in manifest["files"]:
-        checks.append(Check("model file listed", False, f"{manifest['model'].get('file')!r} is not in manifest files"))
-    return checks
-
-
-def check_unlisted(bundle: Path, manifest: dict[str, Any]) -> Check:
-    """Files in the bundle folder that the manifest neither hashes nor names as unhashed (a stray .so,
-    an edited copy) fail it: a bundle carries only what it vouches for."""
-    listed = set(manifest["files"]) | set(UNHASHED_FILES)
-    unlisted = sorted(p.relative_to(bundle).as_posix() for p in bundle.rglob("*")
-                      if not p.is_dir() and p.relative_to(bundle).as_posix() not in listed)
-    detail = f"not in the manifest: {', '.join(unlisted[:5])}" if unlisted else "every file is listed"
-    return Check("no unlisted files", not unlisted, detail)
-
-
-def check_external_data(bundle: Path, model: Path, manifest: dict[str, Any]) -> Check:
-    """ONNX external-data locations must stay inside the bundle and be hashed in the manifest."""
-    root = bundle.resolve()
-    try:
-        locations = external_data_locations(model.read_bytes())
-    except BundleError as e:
-        return Check("model loads", False, f"{model.name} is not an ONNX protobuf ({e.message})")
-    outside, unlisted = [], []
-    for location in locations:
-        target = inside(model.parent, location)  # ONNX resolves locations against the model's folder
-        if target is None or not target.is_relative_to(root):
-            outside.append(location)
-        elif target.relative_to(root).as_posix() not in manifest["files"]:
-            unlisted.append(location)
-    if outside:
-        return Check("external data", False, f"{model.name} points outside the bundle: {', '.join(outside)}")
-    if unlisted:
-        return Check("external data", False, f"{model.name} uses files the manifest does not hash: {', '.join(unlisted)}")
-    return Check("external data", True, f"{len(locations)} external file(s)" if locations else "none")
 
 
 def check_spec(session, manifest: dict[str, Any]) -> list[Check]:
@@ -197,76 +138,6 @@ def check_documented_preprocessing(arrays: dict[str, np.ndarray], manifest: dict
     return Check("documented preprocessing", diff <= PREPROCESSING_ATOL,
                  f"raw golden samples through manifest.preprocessing: max abs diff {diff:.2g} "
                  f"(tolerance {PREPROCESSING_ATOL:g})")
-
-
-def external_data_locations(model_bytes: bytes) -> list[str]:
-    """`location` of every tensor stored as ONNX external data, read from the protobuf wire format
-    directly so that verification needs no onnx package. Walks ModelProto.graph, its initializers,
-    sparse initializers, and node attributes (tensors and subgraphs)."""
-    locations: list[str] = []
-    for field, value in _fields(model_bytes):
-        if field == 7:  # ModelProto.graph
-            _walk_graph(value, locations)
-    return sorted(set(locations))
-
-
-def _walk_graph(graph: bytes, locations: list[str]) -> None:
-    for field, value in _fields(graph):
-        if field == 5:  # GraphProto.initializer
-            _read_tensor(value, locations)
-        elif field == 15:  # GraphProto.sparse_initializer: values (1) and indices (2) are tensors
-            for sub_field, sub in _fields(value):
-                if sub_field in (1, 2):
-                    _read_tensor(sub, locations)
-        elif field == 1:  # GraphProto.node -> NodeProto.attribute (5)
-            for node_field, attribute in _fields(value):
-                if node_field == 5:
-                    for attr_field, item in _fields(attribute):
-                        if attr_field in (5, 10):  # AttributeProto.t, .tensors
-                            _read_tensor(item, locations)
-                        elif attr_field in (6, 11):  # AttributeProto.g, .graphs
-                            _walk_graph(item, locations)
-
-
-def _read_tensor(tensor: bytes, locations: list[str]) -> None:
-    for field, entry in _fields(tensor):
-        if field == 13:  # TensorProto.external_data: StringStringEntryProto(key=1, value=2)
-            pair = {k: v for k, v in _fields(entry)}
-            if pair.get(1) == b"location":
-                locations.append(pair.get(2, b"").decode("utf-8", "replace"))
-
-
-def _fields(buffer: bytes):
-    """Yield (field number, bytes) for each length-delimited field; skip the other wire types."""
-    position, end = 0, len(buffer)
-    while position < end:
-        key, position = _varint(buffer, position)
-        field, wire_type = key >> 3, key & 7
-        if wire_type == 0:
-            _, position = _varint(buffer, position)
-        elif wire_type == 1:
-            position += 8
-        elif wire_type == 5:
-            position += 4
-        elif wire_type == 2:
-            length, position = _varint(buffer, position)
-            yield field, buffer[position : position + length]
-            position += length
-        else:
-            raise BundleError(f"model file: unsupported protobuf wire type {wire_type}")
-
-
-def _varint(buffer: bytes, position: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        if position >= len(buffer):
-            raise BundleError("model file: truncated protobuf")
-        byte = buffer[position]
-        position += 1
-        result |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return result, position
-        shift += 7
 
 
 def render(checks: list[Check]) -> str:

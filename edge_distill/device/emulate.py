@@ -131,7 +131,7 @@ def verify_emulated(bundle: Path, root: Path | None = None) -> dict:
 
     from edge_distill.bundle.reader import Bundle
 
-    opened = Bundle.open(bundle)
+    opened = Bundle.open_checked(bundle)
     opened.require_classifier("verify --emulate")
     manifest, golden, model = opened.manifest, opened.golden(), opened.model_path
     device = opened.section("profile", "device")
@@ -150,7 +150,7 @@ def verify_emulated(bundle: Path, root: Path | None = None) -> dict:
 
 def emulated_check(bundle: Path):
     """`verify_emulated` as one of `verify`'s checks."""
-    from edge_distill.bundle.verify import Check
+    from edge_distill.bundle.integrity import Check
 
     emulated = verify_emulated(bundle)
     return Check(f"aarch64 ({emulated['emulated_cpu']}, emulated)", emulated["passed"],

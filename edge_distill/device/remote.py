@@ -154,6 +154,7 @@ def explain_ssh_failure(destination: str, stderr: str, doing: str) -> RemoteErro
 BENCH_FLAGS = {  # benchmark setting -> the runner's flag
     "providers": "--provider", "threads": "--threads", "batch_size": "--batch", "warmup_runs": "--warmup",
     "timed_runs": "--runs", "min_seconds": "--min-seconds", "cold_start_runs": "--cold-starts",
+    "time_limit_s": "--time-limit",
 }
 
 
@@ -163,13 +164,15 @@ def bench_bundle(bundle: Path, target: RemoteTarget | None, progress=lambda _: N
     settings (`overrides`: BenchmarkConfig field -> value, from the command line), and top-1
     agreement with the bundle's golden vectors there."""
     from edge_distill.bundle.reader import Bundle
+    from edge_distill.config import BenchmarkConfig
 
-    opened = Bundle.open(bundle)
+    opened = Bundle.open_checked(bundle)
     golden = opened.golden()
     any_io = opened.manifest["golden"].get("kind") == "io"  # from edge-distill optimize: any inputs and outputs
     # The thread count optimize measured fastest, where it chose one; the profile's otherwise.
     chosen = {"threads": opened.manifest["runtime"]["intra_op_threads"]} if "runtime" in opened.manifest else {}
-    settings = {**opened.section("profile", "benchmark"), **chosen, **(overrides or {})}
+    settings = {"time_limit_s": BenchmarkConfig.time_limit_s, **opened.section("profile", "benchmark"), **chosen,
+                **(overrides or {})}
     settings["providers"] = settings["providers"][:1] if isinstance(settings["providers"], list) else [settings["providers"]]
     if target is None:  # this host is not the device: more threads than cores would only measure contention
         settings["threads"] = usable_threads(settings["threads"])

@@ -16,6 +16,46 @@ import numpy as np
 import onnxruntime as ort
 
 
+class TimeLimitExceeded(RuntimeError):
+    """A measurement ran past its time limit; the run in progress was stopped."""
+
+
+class TimeLimit:
+    """Bounds the session runs of one measurement: `seconds` after it starts, the run in progress
+    is stopped (onnxruntime's RunOptions.terminate, checked between kernels, inside Loop bodies
+    too) and TimeLimitExceeded raised, so a model with a Loop of 10^12 trips ends. None: no limit."""
+
+    def __init__(self, seconds: float | None):
+        self.seconds = seconds
+        self.options = ort.RunOptions()
+        self.options.log_severity_level = 4  # the stop is reported as TimeLimitExceeded, not as a logged error
+        self._deadline = None if seconds is None else time.monotonic() + seconds
+        self._timer = None
+        if seconds is not None:
+            import threading
+
+            self._timer = threading.Timer(seconds, self._stop)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _stop(self) -> None:
+        self.options.terminate = True
+
+    def run(self, session: ort.InferenceSession, feed: dict, names=None) -> list:
+        if self.options.terminate or (self._deadline is not None and time.monotonic() > self._deadline):
+            raise TimeLimitExceeded(f"stopped after the time limit of {self.seconds:g} s")
+        try:
+            return session.run(names, feed, self.options)
+        except Exception:
+            if self.options.terminate:
+                raise TimeLimitExceeded(f"stopped after the time limit of {self.seconds:g} s") from None
+            raise
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+
+
 def create_session(model: Path, providers: list, threads: int, require_first: bool = True) -> ort.InferenceSession:
     """A session pinned to `threads` intra-op threads. `providers` as onnxruntime takes them: names
     or (name, options) pairs. Unless `require_first` is off, a session that fell back from the first
@@ -53,21 +93,26 @@ def measure_latency(
     cold_start_runs: int,
     min_seconds: float = 0.0,
     require_first: bool = True,
+    time_limit_s: float | None = None,
 ) -> dict:
     """Cold start (session creation + first run; median of `cold_start_runs`), then warm-up and at
     least `timed_runs` timed runs of one batch, continuing until `min_seconds` have passed (a
     sub-millisecond model needs thousands of runs for a stable p99). Times in milliseconds, from
-    time.perf_counter around each run."""
-    cold = []
-    for _ in range(cold_start_runs):
-        start = time.perf_counter()
-        session = create_session(model, providers, threads, require_first)
-        feed = feed_for(session, sample)
-        session.run(None, feed)
-        cold.append((time.perf_counter() - start) * 1e3)
-    for _ in range(warmup_runs):
-        session.run(None, feed)
-    times = np.asarray(time_runs(session, feed, timed_runs, min_seconds))
+    time.perf_counter around each run. Past `time_limit_s` in all, TimeLimitExceeded."""
+    limit = TimeLimit(time_limit_s)
+    try:
+        cold = []
+        for _ in range(cold_start_runs):
+            start = time.perf_counter()
+            session = create_session(model, providers, threads, require_first)
+            feed = feed_for(session, sample)
+            limit.run(session, feed)
+            cold.append((time.perf_counter() - start) * 1e3)
+        for _ in range(warmup_runs):
+            limit.run(session, feed)
+        times = np.asarray(time_runs(session, feed, timed_runs, min_seconds, limit))
+    finally:
+        limit.close()
     up_to_p99 = times[times <= np.percentile(times, 99)]
     return {
         "cold_start": float(np.median(cold)),
@@ -100,13 +145,15 @@ def latency_histogram(times: np.ndarray, bins: int = 30) -> dict:
             "slower_in_last_bin": int((times > edges[-1]).sum())}
 
 
-def time_runs(session: ort.InferenceSession, feed: dict, min_runs: int, min_seconds: float) -> list[float]:
+def time_runs(session: ort.InferenceSession, feed: dict, min_runs: int, min_seconds: float,
+              limit: TimeLimit | None = None) -> list[float]:
     """Milliseconds of each `session.run`, at least `min_runs` runs and at least `min_seconds`."""
+    limit = limit or TimeLimit(None)
     samples: list[float] = []
     deadline = time.perf_counter() + min_seconds
     while len(samples) < min_runs or time.perf_counter() < deadline:
         start = time.perf_counter()
-        session.run(None, feed)
+        limit.run(session, feed)
         samples.append((time.perf_counter() - start) * 1e3)
     return samples
 
@@ -303,8 +350,21 @@ def main(argv: list[str] | None = None) -> int:
                              "(default: %(default)s)")
     parser.add_argument("--cold-starts", type=int, default=3,
                         help="session creations + first runs, median reported (default: %(default)s)")
+    parser.add_argument("--time-limit", type=float, default=600.0, metavar="SECONDS",
+                        help="stop a measurement that runs longer (default: %(default)s)")
     parser.add_argument("--json", action="store_true", help="print one JSON line instead of text")
     args = parser.parse_args(argv)
+    try:
+        return _run(args, parser)
+    except Exception as e:  # onnxruntime's own errors, a time limit: one line, not a traceback (over SSH it is all the user sees)
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        print(f"runner: {args.models[0].name}: {lines[0][:300] if lines else type(e).__name__}", file=sys.stderr)
+        return 3
+
+
+def _run(args, parser) -> int:
+    import json
+
     try:
         threads = parse_threads(args.threads)
         shapes = dict(parse_shape(text) for text in args.shape)
@@ -348,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         model = args.models[0]
         result["latency_ms"] = measure_latency(model, sample, providers, threads[0], args.warmup, args.runs,
-                                               args.cold_starts, args.min_seconds)
+                                               args.cold_starts, args.min_seconds, time_limit_s=args.time_limit)
         if golden:
             result["golden_max_abs_diff"] = golden_differences(create_session(model, providers, threads[0]), *golden)
         elif inputs is not None:

@@ -396,6 +396,7 @@ def estimate_model(model: Path, config: BuildConfig, batch: int = 1, shapes: dic
         return result
     from edge_distill.device.runner import describe_host, measure_latency
     from edge_distill.measure.harness import check_providers, measurement_note, provider_specs
+    from edge_distill.sessions import onnxruntime_errors
 
     inputs, _ = model_tensors(load_onnx(model), str(model))
     fixed = fix_shapes(inputs, shapes or {}, str(model), batch)
@@ -403,9 +404,10 @@ def estimate_model(model: Path, config: BuildConfig, batch: int = 1, shapes: dic
     feed = {t.name: np.zeros(fixed[t.name], np.dtype(t.dtype)) for t in inputs}
     bench = config.benchmark
     check_providers(bench.providers, bench.allow_cpu_fallback)
-    latency = measure_latency(model, feed, provider_specs(bench), result["threads"], bench.warmup_runs,
-                              bench.timed_runs, bench.cold_start_runs, bench.min_seconds,
-                              require_first=not bench.allow_cpu_fallback)
+    with onnxruntime_errors(f"estimate --measure {model.name}"):
+        latency = measure_latency(model, feed, provider_specs(bench), result["threads"], bench.warmup_runs,
+                                  bench.timed_runs, bench.cold_start_runs, bench.min_seconds,
+                                  require_first=not bench.allow_cpu_fallback, time_limit_s=bench.time_limit_s)
     host = describe_host()
     return result | {"measured_p50_ms": latency["p50"], "measured_on": measurement_note(host, config.device),
                      # a ratio to another machine's figure means nothing

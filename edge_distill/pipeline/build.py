@@ -83,12 +83,7 @@ def run_pipeline(
     for stage in stages:
         stage.check()
     cache = StageCache(cache_dir)
-    try:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        removed = cache.remove_orphans()
-    except OSError as e:
-        raise InputFileError(f"cache folder {cache_dir}: cannot write there ({e.strerror})",
-                             "pass --cache-dir on a writable disk with free space") from None
+    removed = cache.prepare()
     if removed:
         progress(f"removed {len(removed)} staging folder(s) left in the cache by an interrupted build")
     keys = _CacheKeys(cache, library_versions())

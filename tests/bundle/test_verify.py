@@ -11,7 +11,8 @@ import numpy as np
 import onnx
 import pytest
 
-from edge_distill.bundle.verify import external_data_locations, verify_bundle
+from edge_distill.bundle.integrity import external_data_locations
+from edge_distill.bundle.verify import verify_bundle
 from edge_distill.errors import BundleError
 
 NODE_DIR = Path(__file__).parents[1] / "node"

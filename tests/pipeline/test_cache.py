@@ -1,6 +1,7 @@
 """The stage cache: a hit provably skips the stage; a changed param reruns only what follows it."""
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from edge_distill.pipeline.build import plan, run_pipeline
 from edge_distill.hashing import hash_path
 from edge_distill.pipeline.cache import StageCache
 from tests.conftest import tiny_config
+from tests.test_cli import assert_user_error, invoke
 
 
 @pytest.fixture
@@ -147,10 +149,57 @@ def test_cache_info_and_clean(tmp_path):
     assert cache.info()["entries"] == 0
 
 
-def test_clean_removes_an_entry_that_lost_its_record(tmp_path):
+def test_an_entry_that_lost_its_record_is_not_provably_ours_and_is_rebuilt_not_cleaned(tmp_path):
     cache = StageCache(tmp_path / "cache")
     run_pipeline(tiny_config(), cache.root, target="data")
     (entry,) = cache.entries()
-    (entry.path / "stage.json").unlink()  # half deleted by hand
-    assert cache.info()["entries"] == 1
-    assert cache.clean()["removed_entries"] == [f"data/{entry.key}"] and not entry.path.exists()
+    (entry.path / "stage.json").unlink()  # half deleted by hand: its own marker is gone
+    assert cache.info()["entries"] == 0
+    assert cache.clean()["removed_entries"] == [] and (entry.path / "dataset.npz").is_file()
+    run = run_pipeline(tiny_config(), cache.root, target="data")
+    assert not run.steps[0].cached and (entry.path / "stage.json").is_file()  # the same key, written whole again
+
+
+def _tree(folder: Path) -> dict[str, bytes | str]:
+    return {p.relative_to(folder).as_posix(): (os.readlink(p) if p.is_symlink() else p.read_bytes() if p.is_file()
+                                               else "dir") for p in sorted(folder.rglob("*"))}
+
+
+def test_clean_and_info_refuse_a_folder_that_is_not_a_cache_and_leave_it_byte_for_byte(tmp_path):
+    home = tmp_path / "somefolder"
+    (home / "photos" / "2024").mkdir(parents=True)
+    (home / "photos" / "2024" / "a.jpg").write_bytes(b"\xff\xd8 jpeg")
+    (home / "code" / "src").mkdir(parents=True)
+    (home / "code" / "src" / "stage.json").write_text("{}")  # a user's file that happens to share a name
+    before = _tree(home)
+    for args in (["cache", "clean"], ["cache", "clean", "--all"], ["cache", "clean", "--older-than", "0"],
+                 ["cache", "info"]):
+        result = invoke(*args, "--cache-dir", str(home))
+        assert_user_error(result, 3, "not an edge-distill cache", "CACHEDIR.TAG")
+    assert _tree(home) == before
+    # A build refuses to write its stages there too.
+    result = invoke("data", "-p", "rpi4", "--cache-dir", str(home))
+    assert_user_error(result, 3, "not an edge-distill cache", "nothing was changed")
+    assert _tree(home) == before
+
+
+def test_clean_never_follows_a_symlink_out_of_the_cache(tmp_path):
+    cache = StageCache(tmp_path / "cache")
+    run_pipeline(tiny_config(), cache.root, target="data")
+    outside = tmp_path / "outside"
+    (outside / "keep" / ".tmp-1-x").mkdir(parents=True)  # looks like an orphaned staging folder
+    (outside / "keep" / "stage.json").write_text("{}")
+    (outside / "entry").mkdir()
+    (outside / "entry" / "stage.json").write_text('{"output_sha256": {}}')
+    before = _tree(outside)
+    (cache.root / "linked-stage").symlink_to(outside, target_is_directory=True)
+    (cache.root / "data" / "linked-entry").symlink_to(outside / "entry", target_is_directory=True)
+    report = cache.clean(remove_all=True)
+    assert len(report["removed_entries"]) == 1 and _tree(outside) == before
+    assert (cache.root / "linked-stage").is_symlink() and (cache.root / "data" / "linked-entry").is_symlink()
+
+
+def test_cache_info_on_a_file_is_an_error_not_an_empty_cache(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    result = invoke("cache", "info", "--cache-dir", str(tmp_path / "notes.txt"))
+    assert_user_error(result, 3, "notes.txt: not a folder")

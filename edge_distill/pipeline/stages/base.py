@@ -80,7 +80,7 @@ def onnx_external_data(path: Path) -> list[str]:
 @functools.lru_cache(maxsize=32)
 def _external_data(path: Path, size: int, mtime_ns: int) -> tuple[str, ...]:
     """Read once per file version: several stages' cache keys ask, and a teacher file can be large."""
-    from edge_distill.bundle.verify import external_data_locations
+    from edge_distill.bundle.integrity import external_data_locations
     from edge_distill.errors import BundleError
     from edge_distill.models.formats import sniff_format
 

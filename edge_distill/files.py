@@ -1,0 +1,79 @@
+"""Reading a user's files: every path the project reads goes through `regular_file` first, so a
+folder, a FIFO, a socket or a device file is a one-line error instead of a misleading message or a
+read that never ends; JSON and text come through `read_json` and `read_text`, bounded in size and
+nesting, naming the file in every error.
+
+A low module: it imports nothing of ours but errors.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+from edge_distill.errors import InputFileError
+
+MAX_JSON_BYTES = 256 * 1024**2  # manifests, golden copies, tokenizer.json (a 250k vocabulary is ~20 MB)
+
+_KINDS = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"))
+
+
+def regular_file(path: Path, what: str = "", error: type[InputFileError] = InputFileError) -> Path:
+    """`path` if it is a regular file (symlinks followed); else `error` naming `what` and the path.
+    Checked without opening it: opening a FIFO would wait for a writer forever."""
+    named = f"{what} {path}" if what else str(path)
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise error(f"{named}: file not found", "check the path") from None
+    except OSError as e:
+        raise error(f"{named}: cannot read it ({e.strerror})", "check the path and its permissions") from None
+    if stat.S_ISDIR(mode):
+        raise error(f"{named}: is a folder, expected a file", "give the file itself")
+    if not stat.S_ISREG(mode):
+        kind = next((name for test, name in _KINDS if test(mode)), "not a regular file")
+        raise error(f"{named}: is {kind}, not a regular file", "give a regular file")
+    return path
+
+
+def is_regular_file(path: Path) -> bool:
+    """Whether `path` is a regular file (symlinks followed), without opening it."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+def read_text(path: Path, what: str = "", max_bytes: int = MAX_JSON_BYTES,
+              error: type[InputFileError] = InputFileError) -> str:
+    """A regular UTF-8 text file of at most `max_bytes`."""
+    named = f"{what} {path}" if what else str(path)
+    size = regular_file(path, what, error).stat().st_size
+    if size > max_bytes:
+        raise error(f"{named}: {size:,} bytes, more than the {max_bytes:,} this file may hold", "check the file")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise error(f"{named}: not UTF-8 text (byte {e.start})", "save it as UTF-8") from None
+
+
+def read_json(path: Path, what: str = "", max_bytes: int = MAX_JSON_BYTES,
+              error: type[InputFileError] = InputFileError) -> Any:
+    """A regular JSON file, bounded in size and nesting depth."""
+    named = f"{what} {path}" if what else str(path)
+    text = read_text(path, what, max_bytes, error)
+    return parse_json(text, named, error)
+
+
+def parse_json(text: str, named: str, error: type[InputFileError] = InputFileError) -> Any:
+    """JSON text; a nesting deep enough to exhaust the parser's recursion is an error like any other."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise error(f"{named}: nested too deeply to read", "check the file") from None
+    except ValueError as e:
+        raise error(f"{named}: not valid JSON ({e})", "check the file") from None
