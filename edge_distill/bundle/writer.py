@@ -26,6 +26,30 @@ GOLDEN_COUNT = 16
 GOLDEN_ATOL_SHARE = 0.025
 
 
+def write_manifest(manifest: dict[str, Any], path: Path) -> dict[str, Any]:
+    """The one way a manifest is written, by every command: local paths reduced to their last part
+    (a bundle sent to another team does not carry /home/<user>/...; files are known by name and
+    hash), and the result checked against the schema every reader holds it to. Returns it."""
+    from edge_distill.bundle.reader import check_manifest_shape
+
+    public = without_local_paths(manifest)
+    check_manifest_shape(public, path)
+    path.write_text(json.dumps(public, indent=2) + "\n")
+    return public
+
+
+def without_local_paths(value: Any) -> Any:
+    """`value` with every string that is an absolute path, or one starting at the home folder,
+    replaced by its last part."""
+    if isinstance(value, dict):
+        return {key: without_local_paths(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [without_local_paths(item) for item in value]
+    if isinstance(value, str) and (value.startswith(("/", "~")) or value[1:3] in (":\\", ":/")) and "\n" not in value:
+        return Path(value).name or value
+    return value
+
+
 def write_bundle(config: BuildConfig, inputs: Mapping[str, Path], out: Path) -> None:
     from edge_distill.data.dataset import Dataset
 
@@ -39,7 +63,7 @@ def write_bundle(config: BuildConfig, inputs: Mapping[str, Path], out: Path) -> 
     write_reports(manifest, out, metrics_table(manifest["metrics"], markdown=True))
     manifest["files"] = {name: {"sha256": sha256(out / name), "size_bytes": (out / name).stat().st_size}
                          for name in BUNDLE_FILES}
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    write_manifest(manifest, out / "manifest.json")
 
 
 def embed_metadata(src: Path, dst: Path, config: BuildConfig, dataset: dict[str, Any], variant: str) -> None:

@@ -14,18 +14,23 @@ import numpy as np
 
 from edge_distill.errors import DataError
 from edge_distill.export.model_io import TensorSpec
+from edge_distill.files import regular_file
+
+MAX_FILE_ARRAY_BYTES = 4 * 1024**3  # what one .npz may unpack to; a folder of files streams past it
+# Beyond this, a float calibration value leaves int8 no usable scale (ORT's own error is "scale issue").
+MAX_CALIBRATION_MAGNITUDE = 1e30
 
 
 def load_feeds(path: Path, inputs: list[TensorSpec], shapes: dict[str, tuple[int, ...]]) -> Sequence[dict]:
     """The samples of an .npz, or of every .npz in a folder, as feeds; each file is checked once
     against every input's name, dtype and shape."""
     if path.is_dir():
-        files = sorted(path.glob("*.npz"))
+        files = [regular_file(file, "--calibration", DataError) for file in sorted(path.glob("*.npz"))]
         if not files:
             raise DataError(f"--calibration {path}: no .npz files in the folder", "put .npz files of samples there")
-        feeds: Sequence[dict] = FolderFeeds(files, inputs, shapes)
     else:
-        feeds = _feeds(_read(path, inputs, shapes), inputs)
+        files = [path]
+    feeds: Sequence[dict] = FolderFeeds(files, inputs, shapes)  # a sample is made when asked for, never all at once
     if len(feeds) < 2:
         raise DataError(f"{path}: {len(feeds)} sample(s); at least 2 are needed (calibration, and one held out)",
                         "add samples: a few hundred calibrate well")
@@ -58,12 +63,16 @@ class FolderFeeds(Sequence):
 
 
 def _read(path: Path, inputs: list[TensorSpec], shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
-    """One file's samples per input, (N, *shape) each, checked."""
+    """One file's samples per input, (N, *shape) each, checked; its declared size before any is read."""
+    regular_file(path, "--calibration", DataError)
+    declared = npz_declared_bytes(path)
+    if declared > MAX_FILE_ARRAY_BYTES:
+        raise DataError(f"--calibration {path}: its arrays unpack to {declared / 1024**3:.1f} GiB, more than "
+                        f"{MAX_FILE_ARRAY_BYTES / 1024**3:.0f} GiB in one file",
+                        "split the samples over several .npz files in a folder (read one at a time)")
     try:
         with np.load(path, allow_pickle=False) as f:
             arrays = {name: f[name] for name in f.files}
-    except FileNotFoundError:
-        raise DataError(f"--calibration {path}: file not found", "give an .npz with one array per model input") from None
     except Exception as e:
         raise DataError(f"--calibration {path}: not a readable .npz ({e})", "save it with numpy.savez") from None
     example = ", ".join(f"{t.name}=<{t.dtype} (N, {', '.join(map(str, shapes[t.name]))})>" for t in inputs)
@@ -91,10 +100,16 @@ def _feeds(per_input: dict[str, np.ndarray], inputs: list[TensorSpec], rows=None
 def _samples(array: np.ndarray, tensor: TensorSpec, shape: tuple[int, ...], path: Path) -> np.ndarray:
     """(N, *shape) from one input's array."""
     wanted = np.dtype(tensor.dtype)
-    numeric = np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_
-    if not numeric or (np.issubdtype(wanted, np.integer) and not np.issubdtype(array.dtype, np.integer)):
+    real = np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating) or array.dtype == np.bool_
+    if not real or (np.issubdtype(wanted, np.integer) and not np.issubdtype(array.dtype, np.integer)) \
+            or (wanted == np.bool_) != (array.dtype == np.bool_):
         raise DataError(f"{path}: '{tensor.name}' is {array.dtype}, the model's input is {wanted}",
-                        f"save '{tensor.name}' as {wanted}")
+                        f"save '{tensor.name}' as {wanted}")  # complex values would lose their imaginary part
+    if np.issubdtype(wanted, np.integer) and array.size:
+        low, high, limits = array.min(), array.max(), np.iinfo(wanted)
+        if int(low) < limits.min or int(high) > limits.max:  # uint64 16000 is fine; 2**63 would wrap negative
+            raise DataError(f"{path}: '{tensor.name}' holds {int(low)}..{int(high)}, outside the model's "
+                            f"{wanted} range", f"save '{tensor.name}' as {wanted} values")
     if array.shape[1:] == shape:
         samples = array
     elif shape and array.shape[1:] == shape[1:] and len(array) % shape[0] == 0:  # stacked along the batch axis
@@ -103,9 +118,35 @@ def _samples(array: np.ndarray, tensor: TensorSpec, shape: tuple[int, ...], path
         raise DataError(f"{path}: '{tensor.name}' has shape {array.shape}, expected (N, {', '.join(map(str, shape))})"
                         + (f" or (N x {shape[0]}, {', '.join(map(str, shape[1:]))})" if shape else ""),
                         "fix the array, or the shape with --shape NAME:DIMS")
-    if np.issubdtype(wanted, np.floating) and not np.isfinite(samples).all():
-        raise DataError(f"{path}: '{tensor.name}' holds NaN or inf", "clean those samples")
+    if np.issubdtype(wanted, np.floating) and samples.size:
+        if not np.isfinite(samples).all():
+            raise DataError(f"{path}: '{tensor.name}' holds NaN or inf", "clean those samples")
+        largest = float(np.abs(samples).max())
+        if largest > MAX_CALIBRATION_MAGNITUDE:
+            raise DataError(f"{path}: '{tensor.name}' holds values up to {largest:.3g}: beyond "
+                            f"{MAX_CALIBRATION_MAGNITUDE:g} no int8 scale can cover the range",
+                            "give samples on the scale the model takes (normalized as in training)")
     return samples.astype(wanted, copy=False)
+
+
+def npz_declared_bytes(path: Path) -> int:
+    """What the arrays of an .npz unpack to, from each member's .npy header (nothing decompressed):
+    a 100 KB file of zeros may declare gigabytes."""
+    import zipfile
+
+    total = 0
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for member in archive.infolist():
+                with archive.open(member) as f:
+                    major, _ = np.lib.format.read_magic(f)
+                    read_header = (np.lib.format.read_array_header_1_0 if major == 1 else
+                                   np.lib.format.read_array_header_2_0)
+                    shape, _, dtype = read_header(f)
+                    total += int(np.prod(shape, dtype=object)) * dtype.itemsize
+    except Exception:
+        return 0  # not an .npz numpy reads: np.load below says so
+    return total
 
 
 def load_labels(path: Path, key: str, samples: int) -> np.ndarray:
@@ -113,7 +154,7 @@ def load_labels(path: Path, key: str, samples: int) -> np.ndarray:
     class of each sample, or of each row of its class scores, as (samples, rows per sample)."""
     files = sorted(path.glob("*.npz")) if path.is_dir() else [path]
     parts = []
-    for file in files:
+    for file in map(lambda f: regular_file(f, "--calibration", DataError), files):
         with np.load(file, allow_pickle=False) as f:
             if key not in f.files:
                 raise DataError(f"--labels {key}: {file} has no array '{key}' (found {', '.join(f.files)})",
@@ -127,8 +168,14 @@ def load_labels(path: Path, key: str, samples: int) -> np.ndarray:
     return labels.reshape(samples, -1)
 
 
-def split_feeds(feeds: Sequence[dict], held_out_share: float = 0.2) -> tuple[Sequence[dict], Sequence[dict]]:
+def split_feeds(feeds: Sequence[dict], held_out_share: float = 0.2, most_calibration: int | None = None,
+                most_held_out: int | None = None) -> tuple[Sequence[dict], Sequence[dict]]:
     """(calibration, held out): the last share (at least one sample) is kept for fidelity and
-    golden vectors, never seen by calibration."""
+    golden vectors, never seen by calibration; each thinned to at most `most_*` samples spread
+    evenly over it (a million samples calibrate no better than a few hundred, and would not fit)."""
     held = max(1, int(round(len(feeds) * held_out_share)))
-    return feeds[:-held], feeds[-held:]
+    return _at_most(feeds[:-held], most_calibration), _at_most(feeds[-held:], most_held_out)
+
+
+def _at_most(feeds: Sequence[dict], count: int | None) -> Sequence[dict]:
+    return feeds if count is None or len(feeds) <= count else feeds[:: -(-len(feeds) // count)]

@@ -30,6 +30,7 @@ from edge_distill.config import BuildConfig
 from edge_distill.errors import DataError, QuantizeError, SimplifyError, describe
 
 GOLDEN_COUNT = 8
+MAX_HELD_OUT = 1000  # held-out samples int8 is judged on
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,7 @@ def optimize_model(config: BuildConfig, model_path: Path, calibration: Path, sha
     from edge_distill.export.model_io import fix_shapes, model_tensors
     from edge_distill.export.onnx_io import load_onnx
     from edge_distill.hashing import sha256
+    from edge_distill.bundle.writer import write_manifest
     from edge_distill.pipeline.publish import check_out, publish
 
     check_out(out)
@@ -103,7 +105,8 @@ def optimize_model(config: BuildConfig, model_path: Path, calibration: Path, sha
     inputs, outputs = model_tensors(source, str(model_path))
     fixed = fix_shapes(inputs, shapes, str(model_path))
     feeds = load_feeds(calibration, inputs, fixed)
-    calibrate_on, held_out = split_feeds(feeds)
+    limits = {"most_calibration": config.quantize.calibration_samples, "most_held_out": MAX_HELD_OUT}
+    calibrate_on, held_out = split_feeds(feeds, **limits)
     budget = Budget(min_snr_db, None, config.quantize.max_accuracy_drop)
     if labels is not None:
         classes = class_scores_output(outputs).dims[-1]
@@ -111,7 +114,8 @@ def optimize_model(config: BuildConfig, model_path: Path, calibration: Path, sha
         if per_sample.min() < 0 or per_sample.max() >= classes:
             raise DataError(f"--labels {labels}: class indices {per_sample.min()}..{per_sample.max()}, the model "
                             f"scores {classes} classes (0..{classes - 1})", "give class indices as the model numbers them")
-        budget = dataclasses.replace(budget, labels=per_sample[len(calibrate_on):].reshape(-1))
+        _, held_rows = split_feeds(np.arange(len(feeds)), **limits)  # the same rows as the held-out feeds
+        budget = dataclasses.replace(budget, labels=per_sample[held_rows].reshape(-1))
     progress(f"{model_path.name}: {len(inputs)} input(s) "
              + ", ".join(f"{t.name} {t.dtype} {'x'.join(map(str, fixed[t.name])) or 'scalar'}" for t in inputs)
              + f"; {len(calibrate_on)} calibration and {len(held_out)} held-out samples")
@@ -133,7 +137,7 @@ def optimize_model(config: BuildConfig, model_path: Path, calibration: Path, sha
         files = {"model.onnx": model, "golden.npz": work / "golden.npz", "golden.json": work / "golden.json"}
         manifest["files"] = {name: {"sha256": sha256(path), "size_bytes": path.stat().st_size}
                              for name, path in files.items()}
-        (work / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        manifest = write_manifest(manifest, work / "manifest.json")
         publish(files | {"manifest.json": work / "manifest.json"}, out)
     progress(f"int8: {judgement.summary}; bundle written to {out}")
     return manifest
@@ -184,7 +188,7 @@ def io_manifest(config: BuildConfig, source: Path, model: Path, fixed: dict[str,
         "profile": {"name": config.profile, "device": config.device.name, "arch": config.device.arch,
                     "benchmark": dataclasses.asdict(config.benchmark)},
         "model": {"file": "model.onnx", "sha256": sha256(model), "size_bytes": model.stat().st_size, **decision,
-                  "source": {"file": str(source), "sha256": sha256(source), "opset": default_opset(source)}},
+                  "source": {"file": source.name, "sha256": sha256(source), "opset": default_opset(source)}},
         "inputs": [t.as_manifest(fixed[t.name]) for t in inputs],
         "outputs": [t.as_manifest() for t in outputs],
         "labels": [],

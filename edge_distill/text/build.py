@@ -153,7 +153,7 @@ def _classification_data(cache, folder: Path, settings: TextBuildSettings, force
     from edge_distill.hashing import hash_path
     from edge_distill.text.corpus import read_passages
     from edge_distill.text.labeled import default_labeled_task, in_teacher_order, labeled_from_file
-    from edge_distill.text.teacher import has_classification_head
+    from edge_distill.text.teacher import has_classification_head, teacher_labels
 
     unlabeled = None if settings.text is None else read_passages(settings.text)
     task = default_labeled_task(unlabeled) if settings.labeled is None else labeled_from_file(settings.labeled, unlabeled or [])
@@ -169,8 +169,7 @@ def _classification_data(cache, folder: Path, settings: TextBuildSettings, force
                              lambda staged: _fine_tune_teacher(folder, settings.max_length, training, task, staged,
                                                                progress))
         folder = fine_tuned / "teacher"
-    config = json.loads((folder / "config.json").read_text())
-    task = in_teacher_order(task, {int(i): name for i, name in (config.get("id2label") or {}).items()}, folder)
+    task = in_teacher_order(task, teacher_labels(folder), folder)
     held_out = task.test or task.val
     texts = [text for text, _ in task.train] + task.unlabeled
     labels = [label for _, label in task.train] + [UNLABELED] * len(task.unlabeled)
@@ -368,6 +367,7 @@ def _package(student: Path, data: TextData, settings: TextBuildSettings, out: Pa
     from tokenizers import Tokenizer
 
     from edge_distill.bundle.reader import SCHEMA_VERSION
+    from edge_distill.bundle.writer import write_manifest
     from edge_distill.config import BenchmarkConfig
     from edge_distill.device.runner import describe_host
     from edge_distill.export.model_io import model_tensors
@@ -436,7 +436,7 @@ def _package(student: Path, data: TextData, settings: TextBuildSettings, out: Pa
                         | {"python": platform.python_version()},
             "files": {name: {"sha256": sha256(path), "size_bytes": path.stat().st_size} for name, path in files.items()},
         }
-        (work / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        manifest = write_manifest(manifest, work / "manifest.json")
         publish(files | {"manifest.json": work / "manifest.json"}, out)
     progress(f"bundle written to {out}")
     return manifest

@@ -24,7 +24,9 @@ from pathlib import Path
 from types import MappingProxyType
 
 from edge_distill.errors import DataError
+from edge_distill.files import read_text
 
+MAX_TEXT_BYTES = 2 * 1024**3  # a --text file is read whole
 MIN_PASSAGE_CHARS = 80  # shorter docstrings are mostly "Return x." and say little
 MIN_DOCUMENT_CHARS = 40  # the rest of a docstring, for it to be worth retrieving
 SKIPPED_PARTS = {"test", "tests", "idlelib", "site-packages", "lib2to3", "turtledemo", "__pycache__"}
@@ -83,13 +85,7 @@ def read_passages(path: Path) -> list[str]:
         raise DataError(f"{path}: no .txt files in the folder", "put UTF-8 .txt files there, one passage per file")
     passages = []
     for file in files:
-        try:
-            text = file.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise DataError(f"{file}: file not found", "give a UTF-8 .txt file or a folder of them") from None
-        except UnicodeDecodeError as e:
-            raise DataError(f"{file}: not UTF-8 (byte {e.start}: {e.reason})",
-                            "convert it, e.g. iconv -f latin1 -t utf-8") from None
+        text = read_text(file, "--text", MAX_TEXT_BYTES, DataError)
         passages += [text.strip()] if path.is_dir() else [line.strip() for line in text.splitlines()]
     passages = [p for p in dict.fromkeys(passages) if p]
     if len(passages) < 10:

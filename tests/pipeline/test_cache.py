@@ -131,7 +131,6 @@ def test_staging_folders_of_a_killed_build_are_removed_by_the_next(tmp_path):
 
 
 def test_cache_info_and_clean(tmp_path):
-    import os
     import time
 
     cache = StageCache(tmp_path / "cache")
