@@ -51,6 +51,19 @@ def _as_user_error(error: Exception) -> EdgeDistillError:
     return EdgeDistillError("out of memory", "use smaller batches or fewer samples, or free memory")
 
 
+class FiniteFloat(click.FloatRange):
+    """A float flag that refuses nan and inf (FloatRange lets nan through every bound)."""
+
+    name = "finite float"
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if number != number or number in (float("inf"), float("-inf")):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number
+
+
+FINITE_AT_LEAST_0 = FiniteFloat(min=0)
 JSON_KEY = "edge_distill.as_json"  # in click's context meta, which every subcommand shares with the group
 
 
@@ -120,9 +133,9 @@ BENCHMARK_FLAGS = (
     ("batch", "batch_size", click.IntRange(min=1, max=4096), "Samples per run."),
     ("warmup", "warmup_runs", click.IntRange(min=0), "Untimed runs before timing."),
     ("runs", "timed_runs", click.IntRange(min=1), "At least this many timed runs."),
-    ("min-seconds", "min_seconds", click.FloatRange(min=0), "And at least this long (s)."),
+    ("min-seconds", "min_seconds", FiniteFloat(min=0), "And at least this long (s)."),
     ("cold-starts", "cold_start_runs", click.IntRange(min=1), "Session creations + first runs (median reported)."),
-    ("time-limit", "time_limit_s", click.FloatRange(min=1), "Seconds a measurement may take before it is stopped."),
+    ("time-limit", "time_limit_s", FiniteFloat(min=1), "Seconds a measurement may take before it is stopped."),
 )
 
 
@@ -327,9 +340,9 @@ def sequence(out, text, steps, teacher_hidden, student_hidden, seed, as_json):
 @click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True, help="torch and ONNX Runtime threads.")
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=DEFAULT_CACHE, show_default=True)
 @click.option("--force", is_flag=True, help="Recompute the teacher's outputs and the student.")
-@click.option("--max-latency-ms", type=click.FloatRange(min=0, min_open=True),
+@click.option("--max-latency-ms", type=FiniteFloat(min=0, min_open=True),
               help="Latency budget (int8 student's p50 at the longest length): sweep --sweep-layers, ship the smallest that fits.")
-@click.option("--min-quality", type=click.FloatRange(0, 1),
+@click.option("--min-quality", type=FiniteFloat(0, 1),
               help="Quality budget for the sweep: test accuracy (classification) or held-out recall@10 (embeddings).")
 @click.option("--sweep-layers", default="1,2,3", show_default=True, metavar="N[,N...]",
               help="Student layer counts the budget sweep builds.")
@@ -479,22 +492,24 @@ def estimate(model: Path, profile: str, batch: int, shapes: tuple[str, ...], mea
                    "the input: N samples of its shape. The last fifth is held out.")
 @click.option("--shape", "shapes", multiple=True, metavar="NAME:DIMS",
               help="Concrete shape of an input with symbolic sizes, e.g. x:1x3x48x192 (repeat per input).")
-@click.option("--min-snr", type=click.FloatRange(min=0), default=20.0, show_default=True, metavar="DB",
+@click.option("--min-snr", type=FINITE_AT_LEAST_0, default=20.0, show_default=True, metavar="DB",
               help="Without --labels, int8 ships only if every output's SNR against float is at least this.")
 @click.option("--labels", metavar="NAME",
               help="The array of class indices in the calibration file(s), one per sample: int8 is then judged by "
                    "held-out accuracy against float's instead of SNR.")
-@click.option("--max-accuracy-drop", type=click.FloatRange(min=0), metavar="POINTS",
+@click.option("--max-accuracy-drop", type=FINITE_AT_LEAST_0, metavar="POINTS",
               help="With --labels: the most accuracy int8 may lose, in points (default: the profile's).")
 @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE", help="Override a profile value, e.g. quantize.per_channel=false.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Bundle folder to write.")
+@click.option("--cache-dir", type=click.Path(path_type=Path), default=DEFAULT_CACHE, show_default=True,
+              help="Where the work is staged while it runs.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 @remote_options()
 @benchmark_options("batch", "cold-starts", "warmup", "runs")
 @json_option
 def optimize(model: Path, profile: str, calibration: Path, shapes: tuple[str, ...], min_snr: float, labels: str | None,
-             max_accuracy_drop: float | None, overrides: tuple[str, ...], out: Path, quiet: bool, as_json: bool,
-             remote, ssh_config, remote_python, connect_timeout, command_timeout, **settings) -> None:
+             max_accuracy_drop: float | None, overrides: tuple[str, ...], out: Path, cache_dir: Path, quiet: bool,
+             as_json: bool, remote, ssh_config, remote_python, connect_timeout, command_timeout, **settings) -> None:
     """Quantize an ONNX model trained elsewhere to int8, judge and time it against float, and ship a verified bundle.
 
     Float and int8 are timed side by side at 1, 2, 4, ... up to the profile's threads: on the
@@ -514,7 +529,7 @@ def optimize(model: Path, profile: str, calibration: Path, shapes: tuple[str, ..
                                                                 command_timeout)]
     config = load_config(profile, None, list(overrides), given)
     manifest = optimize_model(config, model, calibration, dict(parse_shape(text) for text in shapes), out, min_snr,
-                              progress=_progress(as_json, quiet), labels=labels)
+                              progress=_progress(as_json, quiet), labels=labels, cache_dir=cache_dir)
     _emit(manifest, as_json, render_summary(manifest, out))
 
 
@@ -544,7 +559,7 @@ def cache_info(cache_dir: Path, as_json: bool) -> None:
 @cache.command("clean")
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=DEFAULT_CACHE, show_default=True)
 @click.option("--all", "remove_all", is_flag=True, help="Remove every entry.")
-@click.option("--older-than", "unused_days", type=click.FloatRange(min=0), metavar="DAYS",
+@click.option("--older-than", "unused_days", type=FiniteFloat(min=0), metavar="DAYS",
               help="Remove entries no build has used for DAYS days.")
 @json_option
 def cache_clean(cache_dir: Path, remove_all: bool, unused_days: float | None, as_json: bool) -> None:

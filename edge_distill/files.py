@@ -58,7 +58,7 @@ def read_text(path: Path, what: str = "", max_bytes: int = MAX_JSON_BYTES,
     try:
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
-        raise error(f"{named}: not UTF-8 text (byte {e.start})", "save it as UTF-8") from None
+        raise error(f"{named}: not UTF-8 (byte {e.start}: {e.reason})", "convert it to UTF-8, e.g. iconv -f latin1 -t utf-8") from None
 
 
 def read_json(path: Path, what: str = "", max_bytes: int = MAX_JSON_BYTES,

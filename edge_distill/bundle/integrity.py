@@ -30,9 +30,11 @@ def integrity_checks(bundle: Path, manifest: dict[str, Any], model: Path) -> lis
     """Files, then (once their bytes are vouched for) the model's external data."""
     from edge_distill.bundle.reader import inside
 
-    checks = [*check_files(bundle, manifest), check_unlisted(bundle, manifest)]
+    checks = check_files(bundle, manifest)
     model_path = inside(bundle, manifest["model"]["file"])
-    if all(c.passed for c in checks) and model_path is not None:
+    vouched = all(c.passed for c in checks) and model_path is not None
+    checks.append(check_unlisted(bundle, manifest))
+    if vouched:
         checks.append(check_external_data(bundle, model_path, manifest))
     return checks
 
@@ -48,7 +50,7 @@ def check_files(bundle: Path, manifest: dict[str, Any]) -> list[Check]:
         elif (bundle / name).is_symlink():
             checks.append(Check(f"file {name}", False, "a symlink: a bundle holds its files themselves"))
         elif not is_regular_file(target):
-            checks.append(Check(f"file {name}", False, "missing, or not a regular file"))
+            checks.append(Check(f"file {name}", False, "not a regular file" if target.exists() else "missing"))
         elif sha256(target) != record.get("sha256"):
             checks.append(Check(f"file {name}", False, "sha256 differs from manifest.json: the file was altered"))
         else:

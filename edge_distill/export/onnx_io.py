@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import shutil
+import tempfile
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,30 +16,37 @@ import onnx
 import onnxruntime as ort
 
 from edge_distill.errors import ExportParityError, InputFileError, describe
+from edge_distill.files import regular_file
 
 
 @contextlib.contextmanager
-def quiet_libraries() -> Iterator[io.StringIO]:
+def quiet_libraries(scratch_in: Path | None = None) -> Iterator[io.StringIO]:
     """Keep the exporters' and quantizer's chatter (prints, warnings, INFO/WARNING logs) out of the
-    user's terminal; the captured text is yielded for error messages."""
+    user's terminal; the captured text is yielded for error messages. With `scratch_in`, the block
+    runs in a private folder made there and removed after: ONNX Runtime's quantization tools write
+    into the current folder (sym_shape_infer_temp.onnx and UUID-named .data files when its shape
+    inference is incomplete), which is the user's."""
     chatter = io.StringIO()
     loggers = [logging.getLogger(), logging.getLogger("torch.onnx"), logging.getLogger("onnxscript")]
     levels = [logger.level for logger in loggers]
     for logger in loggers:
         logger.setLevel(logging.ERROR)
+    scratch = Path(tempfile.mkdtemp(prefix=".scratch-", dir=scratch_in)) if scratch_in is not None else None
     try:
-        with contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter), warnings.catch_warnings():
+        with contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter), warnings.catch_warnings(), \
+                (contextlib.chdir(scratch) if scratch else contextlib.nullcontext()):
             warnings.simplefilter("ignore")
             yield chatter
     finally:
         for logger, level in zip(loggers, levels):
             logger.setLevel(level)
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
 def load_onnx(path: Path) -> onnx.ModelProto:
     """Load and check an ONNX model; any failure names the file."""
-    if not path.is_file():
-        raise InputFileError(f"{path}: file not found", "check the path")
+    regular_file(path)
     try:
         model = onnx.load(str(path))
         onnx.checker.check_model(model)

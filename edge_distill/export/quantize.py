@@ -112,8 +112,8 @@ def prepare_for_quantization(src: Path, dst: Path) -> None:
     """ORT's recommended pre-processing: symbolic shape inference and graph optimization."""
     load_onnx(src)
     try:
-        with quiet_libraries():
-            quant_pre_process(str(src), str(dst))
+        with quiet_libraries(scratch_in=dst.parent):
+            quant_pre_process(str(src.absolute()), str(dst.absolute()))
     except Exception as e:
         raise QuantizeError(f"pre-processing {src.name} for quantization failed: {describe(e)}") from e
 
@@ -141,7 +141,7 @@ class StreamedCalibration:
         if method not in self.caches:
             path = self.workdir / f"ranges-{method}.json"
             try:
-                with quiet_libraries():
+                with quiet_libraries(scratch_in=self.workdir):
                     calibrator = create_calibrator(
                         self.prepared, augmented_model_path=str(self.workdir / f"augmented-{method}.onnx"),
                         calibrate_method=CalibrationMethod[method],
@@ -162,7 +162,7 @@ def apply_recipe(recipe: QuantRecipe, prepared: Path, dst: Path, calibration: St
     """Write `prepared` transformed by `recipe` to `dst`; returns op counts."""
     check_node_names(prepared, recipe.exclude_nodes)
     try:
-        with quiet_libraries():
+        with quiet_libraries(scratch_in=dst.parent):
             if recipe.kind == "fp32":
                 shutil.copyfile(prepared, dst)
             elif recipe.kind == "static":

@@ -18,6 +18,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -25,7 +26,7 @@ from typing import Any
 
 from edge_distill.errors import InputFileError
 from edge_distill.hashing import sha256
-from edge_distill.pipeline.staging import make_staging, remove_leftovers
+from edge_distill.pipeline.staging import make_staging, remove_leftovers, staging_folder
 
 # Versions that can change what a stage produces.
 KEY_LIBRARIES = ("edge-distill", "torch", "onnx", "onnxscript", "onnxruntime", "onnxsim", "numpy", "scikit-learn")
@@ -137,6 +138,12 @@ class StageCache:
         self.prepare()
         return make_staging(self.root / stage, STAGING_PREFIX)
 
+    def staging_folder(self, stage: str) -> AbstractContextManager[Path]:
+        """A staging folder for the length of a block (a miss being built, or work that is not kept
+        such as optimize's candidates): removed on the way out, and by the next run if this one is killed."""
+        self.prepare()
+        return staging_folder(self.root / stage, STAGING_PREFIX)
+
     def commit(self, stage: str, key: str, staged: Path, description: dict[str, Any],
                outputs: tuple[str, ...]) -> Path:
         hashes = {name: sha256(staged / name) for name in outputs}
@@ -157,15 +164,12 @@ class StageCache:
               make: Callable[[Path], None]) -> Path:
         """A miss: `make(staging folder)` writes `outputs`, which are committed as the entry (stage,
         key); the staging folder never outlives the call, whether `make` succeeds or not."""
-        staged = self.staging(stage)
-        try:
+        with self.staging_folder(stage) as staged:
             make(staged)
             missing = [name for name in outputs if not (staged / name).is_file()]
             if missing:
                 raise RuntimeError(f"stage {stage} did not write {', '.join(missing)}")
             return self.commit(stage, key, staged, description, outputs)
-        finally:
-            shutil.rmtree(staged, ignore_errors=True)
 
     def remove_orphans(self) -> list[Path]:
         """Remove staging folders whose build is gone (killed, or crashed without cleaning up)."""

@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import platform
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
@@ -89,7 +88,7 @@ def class_scores_output(outputs):
 
 def optimize_model(config: BuildConfig, model_path: Path, calibration: Path, shapes: dict[str, tuple[int, ...]],
                    out: Path, min_snr_db: float, progress: Callable[[str], None] = lambda _: None,
-                   labels: str | None = None) -> dict[str, Any]:
+                   labels: str | None = None, cache_dir: Path = Path(".edge-distill/cache")) -> dict[str, Any]:
     """Simplify, quantize, judge, measure and package `model_path` into `out`; returns the manifest.
     `labels`: the array of class indices in the calibration file(s). Float and int8 are timed on
     config.device.host where it names one."""
@@ -98,6 +97,7 @@ def optimize_model(config: BuildConfig, model_path: Path, calibration: Path, sha
     from edge_distill.export.onnx_io import load_onnx
     from edge_distill.hashing import sha256
     from edge_distill.bundle.writer import write_manifest
+    from edge_distill.pipeline.cache import StageCache
     from edge_distill.pipeline.publish import check_out, publish
 
     check_out(out)
@@ -120,8 +120,7 @@ def optimize_model(config: BuildConfig, model_path: Path, calibration: Path, sha
              + ", ".join(f"{t.name} {t.dtype} {'x'.join(map(str, fixed[t.name])) or 'scalar'}" for t in inputs)
              + f"; {len(calibrate_on)} calibration and {len(held_out)} held-out samples")
     notes: list[str] = []
-    with tempfile.TemporaryDirectory(prefix="edge-distill-optimize-") as tmp:
-        work = Path(tmp)
+    with StageCache(cache_dir).staging_folder("optimize") as work:
         fp32 = simplified_or_source(model_path, held_out[0], work / "fp32.onnx", notes, progress)
         int8, recipe, judgement = quantize_within_budget(fp32, calibrate_on, held_out, outputs, config, budget, work,
                                                          notes, progress)
@@ -249,13 +248,13 @@ def prepare(fp32: Path, config: BuildConfig, work: Path, notes: list[str], progr
         source, per_channel = _opset_13_or_per_tensor(fp32, opset, work, notes, progress)
     prepared = work / "prepared.onnx"
     try:
-        with quiet_libraries():
+        with quiet_libraries(scratch_in=work):
             quant_pre_process(str(source), str(prepared))
     except Exception as e:
         notes.append(f"ONNX Runtime's symbolic shape inference failed ({describe(e, 200)}): pre-processed without it")
         progress("symbolic shape inference failed on this graph: pre-processing without it")
         try:
-            with quiet_libraries():
+            with quiet_libraries(scratch_in=work):
                 quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
         except Exception as again:
             raise QuantizeError(f"pre-processing {fp32.name} for quantization failed: {describe(again)}") from None
@@ -274,7 +273,7 @@ def quantize_feeds(prepared: Path, feeds: list[dict], config: BuildConfig, per_c
 
     q = config.quantize
     try:
-        with quiet_libraries():
+        with quiet_libraries(scratch_in=dst.parent):
             quantize_static(str(prepared), str(dst), FeedReader(feeds), quant_format=QuantFormat[q.format],
                             per_channel=per_channel, reduce_range=q.reduce_range,
                             activation_type=QuantType[q.activation_type], weight_type=QuantType[q.weight_type],

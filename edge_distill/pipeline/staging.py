@@ -9,15 +9,29 @@ import re
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 UNKNOWN_OWNER_AGE_S = 3600  # a staging folder without a pid (older versions) is a leftover after this
 
 
 def make_staging(parent: Path, prefix: str) -> Path:
-    """A new, private folder `<prefix><pid>-<random>` in `parent`."""
+    """A new, private folder `<prefix><pid>-<random>` in `parent`, as an absolute path (work in it may
+    run in another current folder: export/onnx_io.quiet_libraries)."""
     parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=parent))
+    return Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=parent)).absolute()
+
+
+@contextmanager
+def staging_folder(parent: Path, prefix: str) -> Iterator[Path]:
+    """make_staging's folder for the length of a block, removed on the way out (and, if the process
+    is killed, by the next remove_leftovers of the same prefix)."""
+    staged = make_staging(parent, prefix)
+    try:
+        yield staged
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
 
 
 def remove_leftovers(parent: Path, prefix: str) -> list[Path]:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -245,6 +244,7 @@ def _student(folder: Path, settings: TextBuildSettings, data: TextData, targets:
     from tokenizers import Tokenizer
 
     from edge_distill.device.runner import compare_latency
+    from edge_distill.pipeline.staging import staging_folder
     from edge_distill.text.distill import distill_embeddings, distill_logits
     from edge_distill.text.export import check_text_parity, export_text_encoder
     from edge_distill.text.quantize import quantize_dynamic_int8
@@ -270,8 +270,8 @@ def _student(folder: Path, settings: TextBuildSettings, data: TextData, targets:
     else:
         training = distill_embeddings(student, tokenizer, pooling, data.texts, np.load(targets), settings.distill,
                                       progress)
-    with tempfile.TemporaryDirectory() as tmp:
-        teacher_onnx = Path(tmp) / "teacher_fp32.onnx"
+    with staging_folder(staged, ".scratch-") as tmp:  # the teacher's ONNX file is not part of the entry
+        teacher_onnx = tmp / "teacher_fp32.onnx"
         export_text_encoder(teacher.model, pooling, teacher.tokenizer, teacher_onnx)
         export_text_encoder(student, pooling, tokenizer, staged / "student_fp32.onnx")
         parity = check_text_parity(student, pooling, tokenizer, staged / "student_fp32.onnx", data.held_out[:8])
@@ -375,6 +375,7 @@ def _package(student: Path, data: TextData, settings: TextBuildSettings, out: Pa
     from edge_distill.hashing import sha256
     from edge_distill.pipeline.optimize import label_model, write_io_golden
     from edge_distill.pipeline.publish import publish
+    from edge_distill.pipeline.staging import staging_folder
 
     report = json.loads((student / "student.json").read_text())
     tokenizer = Tokenizer.from_file(str(student / "tokenizer.json"))
@@ -385,8 +386,7 @@ def _package(student: Path, data: TextData, settings: TextBuildSettings, out: Pa
     strings = data.golden
     feeds, ids = golden_feeds(tokenizer, strings)
     inputs, outputs = model_tensors(load_onnx(student / "model.onnx"), "the student")
-    with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
+    with staging_folder(out.absolute().parent, f".{out.name}.tmp-") as work:  # publish removes what a kill leaves
         model = work / "model.onnx"
         label_model(student / "model.onnx", model, precision="int8", task=task, labels=json.dumps(data.names or []))
         golden = write_io_golden(model, feeds, outputs, work)

@@ -15,7 +15,7 @@ def quantize_dynamic_int8(fp32: Path, out: Path) -> None:
     from edge_distill.export.onnx_io import quiet_libraries
 
     try:
-        with quiet_libraries():
+        with quiet_libraries(scratch_in=out.parent):
             quantize_dynamic(str(fp32), str(out), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gather"])
     except Exception as e:
         raise QuantizeError(f"dynamic int8 of {fp32.name} failed: {describe(e, 2000)}") from None
@@ -31,7 +31,7 @@ def quantize_static_int8(fp32: Path, out: Path, feeds: list[dict], work: Path) -
 
     prepared = work / f"{fp32.stem}-prepared.onnx"
     try:
-        with quiet_libraries():
+        with quiet_libraries(scratch_in=out.parent):
             quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
             quantize_static(str(prepared), str(out), FeedReader(feeds), quant_format=QuantFormat.QDQ, per_channel=True,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from edge_distill.config import BudgetConfig
 from edge_distill.errors import ConfigError
+from edge_distill.pipeline.staging import staging_folder
 from edge_distill.text.build import TextBuildSettings, build_text_bundle
 
 
@@ -44,7 +44,7 @@ def build_text_for_budget(settings: TextBuildSettings, layer_counts: list[int], 
     rows, manifests = [], {}
     progress(f"budget sweep over {len(layer_counts)} student sizes: p50 <= {budget.max_latency_ms or 'any'} ms, "
              f"quality >= {budget.min_accuracy or 'any'}")
-    with tempfile.TemporaryDirectory() as tmp:
+    with staging_folder(out.absolute().parent, f".{out.name}.tmp-") as tmp:  # publish removes what a kill leaves
         for layers in sorted(set(layer_counts)):
             size = f"{layers}-layer"
             progress(f"{size}: building")
