@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_distill.errors import ConfigError, did_you_mean
+from edge_distill.files import regular_file
 from edge_distill.profiles.catalog import profile_path
 
 
@@ -290,6 +291,7 @@ PROFILE_SECTIONS = ("device", "export", "quantize", "benchmark", "budget")
 
 def read_toml(path: Path) -> dict[str, Any]:
     """Parse a TOML file, turning every failure into a ConfigError naming the file."""
+    regular_file(path, error=ConfigError)
     try:
         with open(path, "rb") as f:
             return tomllib.load(f)

@@ -14,7 +14,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from edge_distill.errors import InputFileError
+from edge_distill.errors import EdgeDistillError, InputFileError
 
 MAX_JSON_BYTES = 256 * 1024**2  # manifests, golden copies, tokenizer.json (a 250k vocabulary is ~20 MB)
 
@@ -22,7 +22,7 @@ _KINDS = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"), (
           (stat.S_ISBLK, "a block device"))
 
 
-def regular_file(path: Path, what: str = "", error: type[InputFileError] = InputFileError) -> Path:
+def regular_file(path: Path, what: str = "", error: type[EdgeDistillError] = InputFileError) -> Path:
     """`path` if it is a regular file (symlinks followed); else `error` naming `what` and the path.
     Checked without opening it: opening a FIFO would wait for a writer forever."""
     named = f"{what} {path}" if what else str(path)
@@ -49,7 +49,7 @@ def is_regular_file(path: Path) -> bool:
 
 
 def read_text(path: Path, what: str = "", max_bytes: int = MAX_JSON_BYTES,
-              error: type[InputFileError] = InputFileError) -> str:
+              error: type[EdgeDistillError] = InputFileError) -> str:
     """A regular UTF-8 text file of at most `max_bytes`."""
     named = f"{what} {path}" if what else str(path)
     size = regular_file(path, what, error).stat().st_size
@@ -62,14 +62,14 @@ def read_text(path: Path, what: str = "", max_bytes: int = MAX_JSON_BYTES,
 
 
 def read_json(path: Path, what: str = "", max_bytes: int = MAX_JSON_BYTES,
-              error: type[InputFileError] = InputFileError) -> Any:
+              error: type[EdgeDistillError] = InputFileError) -> Any:
     """A regular JSON file, bounded in size and nesting depth."""
     named = f"{what} {path}" if what else str(path)
     text = read_text(path, what, max_bytes, error)
     return parse_json(text, named, error)
 
 
-def parse_json(text: str, named: str, error: type[InputFileError] = InputFileError) -> Any:
+def parse_json(text: str, named: str, error: type[EdgeDistillError] = InputFileError) -> Any:
     """JSON text; a nesting deep enough to exhaust the parser's recursion is an error like any other."""
     try:
         return json.loads(text)

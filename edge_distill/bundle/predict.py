@@ -12,6 +12,7 @@ import numpy as np
 from edge_distill.bundle.reader import Bundle, normalize
 from edge_distill.data.readers import IMAGE_SUFFIXES, decode_image
 from edge_distill.errors import DataError, InputFileError
+from edge_distill.files import regular_file
 from edge_distill.sessions import open_session, run_session
 
 def predict_files(bundle_path: Path, files: list[Path], top: int = 3) -> list[dict[str, Any]]:
@@ -45,8 +46,7 @@ def predict_files(bundle_path: Path, files: list[Path], top: int = 3) -> list[di
 
 def read_raw(file: Path, raw_input: dict[str, Any], pre: dict[str, Any], sample_shape: list[int]) -> np.ndarray:
     """A raw sample (C, ...) from an image file decoded as the bundle's raw_input says, or from a .npy."""
-    if not file.is_file():
-        raise InputFileError(f"{file}: not found", "check the path")
+    regular_file(file)
     if file.suffix.lower() == ".npy":
         try:
             raw = np.load(file, allow_pickle=False).astype(np.float32)

@@ -13,6 +13,7 @@ import numpy as np
 from edge_distill.config import DataConfig
 from edge_distill.data.samples import ImageFiles
 from edge_distill.errors import DataError, InputFileError
+from edge_distill.files import regular_file
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
@@ -64,6 +65,7 @@ def read_digits() -> RawData:
 
 
 def _read_npz_arrays(path: Path, required: tuple[str, ...] = (), hint: str = "") -> dict[str, np.ndarray]:
+    regular_file(path, error=DataError)
     try:
         with np.load(path, allow_pickle=False) as f:
             arrays = {name: f[name] for name in f.files}
@@ -155,7 +157,8 @@ def read_image_folder(path: Path, cfg: DataConfig, progress=lambda _: None) -> R
 
 
 def _image_files(folder: Path) -> list[Path]:
-    return [f for f in sorted(folder.iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
+    """The image files of a folder, each a regular file (a FIFO named x.png would block its read forever)."""
+    return [regular_file(f, error=DataError) for f in sorted(folder.iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
 
 
 def decode_image(file: Path, color_mode: str, size: tuple[int, ...] = ()) -> np.ndarray:
@@ -165,7 +168,7 @@ def decode_image(file: Path, color_mode: str, size: tuple[int, ...] = ()) -> np.
 
     try:
         with Image.open(file) as img:
-            img = img.convert("L" if color_mode == "grayscale" else "RGB")
+            img = _eight_bit(img).convert("L" if color_mode == "grayscale" else "RGB")
             if size:
                 img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR)
             return np.asarray(img, dtype=np.float32)
@@ -173,6 +176,18 @@ def decode_image(file: Path, color_mode: str, size: tuple[int, ...] = ()) -> np.
         raise DataError(f"{file}: refused: {e}", "remove the file, or downscale it if it is a real image") from None
     except (UnidentifiedImageError, OSError) as e:
         raise DataError(f"{file}: cannot read image ({e})", "remove or replace the file") from None
+
+
+def _eight_bit(img):
+    """A 16- or 32-bit integer image scaled to 8 bits as PIL's 8-bit modes hold it: PIL's own
+    convert("L") clips such pixels at 255, which turns a 16-bit PNG white."""
+    from PIL import Image
+
+    if img.mode not in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
+        return img
+    pixels = np.asarray(img, dtype=np.float64)
+    top = 65535.0 if img.mode.startswith("I;16") or pixels.max() <= 65535 else float(np.iinfo(np.int32).max)
+    return Image.fromarray(np.round(np.clip(pixels, 0, top) * (255.0 / top)).astype(np.uint8), mode="L")
 
 
 def _lazy_images(files: list[Path], cfg: DataConfig) -> ImageFiles:

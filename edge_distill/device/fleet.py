@@ -79,6 +79,10 @@ def bench_fleet(bundle: Path, devices: list[Device], progress=lambda _: None, ov
     settings, then `overrides`): {"bundle", "devices": [report, or {"where", "error", "hint"}]} in
     the order given."""
 
+    from edge_distill.bundle.reader import Bundle
+
+    Bundle.open_checked(bundle)  # once, before any device is reached: a refused bundle is one error, not a row each
+
     def one(device: Device) -> dict:
         tell = lambda message: progress(f"{device.name}: {message}")  # noqa: E731
         try:

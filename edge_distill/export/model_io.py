@@ -8,6 +8,7 @@ unfixed is an error naming it.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -68,6 +69,9 @@ def parse_shape(text: str) -> tuple[str, tuple[int, ...]]:
     return name, parsed
 
 
+MAX_INPUT_ELEMENTS = 2**34  # 64 GiB of float32 in one input
+
+
 def fix_shapes(inputs: list[TensorSpec], shapes: dict[str, tuple[int, ...]], where: str,
                batch: int | None = None) -> dict[str, tuple[int, ...]]:
     """Every input's concrete shape: as declared, `shapes` (--shape) filling its symbolic sizes; with
@@ -95,5 +99,10 @@ def fix_shapes(inputs: list[TensorSpec], shapes: dict[str, tuple[int, ...]], whe
             example = "x".join(str(d) if isinstance(d, int) else "1" for d in dims)
             raise ModelError(f"{where}: input '{tensor.name}' has symbolic size(s) {', '.join(free)}: concrete "
                              "shapes are needed", f"give them, e.g. --shape {tensor.name}:{example}")
+        elements = math.prod(dims)
+        if elements > MAX_INPUT_ELEMENTS:
+            raise ConfigError(f"{where}: input '{tensor.name}' of shape {'x'.join(map(str, dims))} holds {elements:.3g} "
+                              f"values, more than the {MAX_INPUT_ELEMENTS:.3g} any device here could hold",
+                              "give the shape the model runs at (--shape NAME:DIMS)")
         fixed[tensor.name] = tuple(dims)
     return fixed

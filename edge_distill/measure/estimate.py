@@ -17,6 +17,7 @@ choosing sizes before training, not a measurement.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -191,11 +192,11 @@ def graph_costs(graph: onnx.GraphProto, outer_shapes: dict[str, list[int]], oute
             costs.append(control_flow_cost(node, shapes, initializers, activation_bytes))
             continue
         out_shape = shapes.get(node.output[0])
-        out_elems = int(np.prod(out_shape)) if known(out_shape) else 0
+        out_elems = math.prod(int(d) for d in out_shape) if known(out_shape) else 0
         weight = _weight(node, initializers, dequantized)
         macs = _macs(node, shapes, weight, out_elems)
         other = _other_flops(node, shapes, out_elems)
-        activation_in = sum(int(np.prod(shapes[i])) for i in node.input
+        activation_in = sum(math.prod(int(d) for d in shapes[i]) for i in node.input
                             if i in shapes and known(shapes[i]) and i not in initializers
                             and i not in dequantized)
         weight_bytes = weight.nbytes if weight is not None else 0
@@ -257,7 +258,7 @@ def _weight(node, initializers: dict, dequantized: dict) -> np.ndarray | None:
 def _macs(node, shapes: dict, weight: np.ndarray | None, out_elems: int) -> int:
     if node.op_type in CONV_OPS and weight is not None:
         # Each output element: C_in/groups x kH x kW multiply-adds; weight is (C_out, C_in/groups, kH, kW).
-        return out_elems * int(np.prod(weight.shape[1:]))
+        return out_elems * math.prod(int(d) for d in weight.shape[1:])
     if node.op_type in MATMUL_OPS:
         a = shapes.get(node.input[0])
         if not known(a) or not a:
@@ -271,10 +272,10 @@ def _macs(node, shapes: dict, weight: np.ndarray | None, out_elems: int) -> int:
 def _other_flops(node, shapes: dict, out_elems: int) -> int:
     if node.op_type in POOL_OPS:
         kernel = next((list(a.ints) for a in node.attribute if a.name == "kernel_shape"), [1])
-        return out_elems * int(np.prod(kernel))  # one comparison or add per window element
+        return out_elems * math.prod(int(d) for d in kernel)  # one comparison or add per window element
     if node.op_type in ("GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "ReduceMax", "ReduceSum"):
         first = shapes.get(node.input[0])
-        return int(np.prod(first)) if known(first) else 0
+        return math.prod(int(d) for d in first) if known(first) else 0
     if node.op_type in FREE_OPS or node.op_type in CONV_OPS or node.op_type in MATMUL_OPS:
         bias = 0
         if node.op_type in CONV_OPS + ("Gemm",) and len(node.input) > 2:

@@ -74,11 +74,17 @@ def check_out(out: Path, kind: OutputKind = BUNDLE) -> None:
         raise InputFileError(f"--out {out}: exists and is not an edge-distill {kind.what} "
                              f"(no edge-distill {kind.marker}); nothing was changed",
                              "choose another --out, or empty that folder yourself")
-    entries = sorted(p.relative_to(out).as_posix() for p in out.rglob("*"))  # only once the folder is ours
+    # Walked without following symlinks, and only once the folder is ours. A symlink is always the
+    # user's (we never write one), even under a name the earlier output lists.
+    entries, links = [], []
+    for folder, subfolders, names in os.walk(out):
+        for name in [*subfolders, *names]:
+            relative = (Path(folder) / name).relative_to(out).as_posix()
+            (links if (Path(folder) / name).is_symlink() else entries).append(relative)
     folders = {parent.as_posix() for name in owned for parent in Path(name).parents}
     # Foreign files, and foreign folders only when empty (a folder with files is named by its files).
-    foreign = [name for name in entries if name not in owned and name not in folders
-               and not ((out / name).is_dir() and any((out / name).iterdir()))]
+    foreign = sorted(links + [name for name in entries if name not in owned and name not in folders
+                              and not ((out / name).is_dir() and any((out / name).iterdir()))])
     if foreign:
         shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
         raise InputFileError(f"--out {out}: holds files the earlier {kind.what} does not list: {shown}; "
