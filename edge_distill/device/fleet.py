@@ -23,8 +23,10 @@ from pathlib import Path
 from edge_distill.config import read_toml
 from edge_distill.device.remote import RemoteTarget, bench_bundle
 from edge_distill.errors import ConfigError, EdgeDistillError
+from edge_distill.schema import Obj, Str, check, shown
 
-INVENTORY_KEYS = {"name", "host", "profile", "python", "ssh_config"}
+DEVICE = Obj({key: Str(nonempty=True, max_length=1024) for key in ("name", "host", "profile", "python", "ssh_config")})
+INVENTORY_KEYS = set(DEVICE.fields)
 
 
 @dataclass(frozen=True)
@@ -50,12 +52,16 @@ def read_inventory(path: Path, connect_timeout_s: int = 10, command_timeout_s: i
     devices = []
     for number, entry in enumerate(entries, 1):
         where = f"{path}: device {number}"
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{where}: expected a [[device]] table, got {shown(entry)}",
+                              'one [[device]] table per device, with host = "[user@]host"')
         extra = set(entry) - INVENTORY_KEYS
         if extra:
             raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(extra))}",
                               f"a device takes {', '.join(sorted(INVENTORY_KEYS))}")
-        if not isinstance(entry.get("host"), str) or not entry["host"]:
+        if "host" not in entry:
             raise ConfigError(f"{where}: no host", 'give host = "[user@]host" (or a Host of your ssh config)')
+        check(entry, DEVICE, where, ConfigError, 'e.g. host = "pi@10.0.0.5", profile = "rpi4"')
         ssh_config = Path(entry["ssh_config"]).expanduser() if entry.get("ssh_config") else None
         try:
             target = RemoteTarget(entry["host"], ssh_config, entry.get("python", "python3"), connect_timeout_s,

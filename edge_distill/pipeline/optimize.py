@@ -362,12 +362,14 @@ def _opset_13_or_per_tensor(fp32: Path, opset: int, work: Path, notes: list[str]
 
 
 def run_feeds(model: Path, feeds) -> dict[str, np.ndarray]:
-    """Every output of `model` on every feed, stacked (device.runner.run_feeds), on the CPU provider."""
-    import onnxruntime as ort
+    """Every output of `model` on every feed, stacked (device.runner.run_feeds), on the CPU provider;
+    an onnxruntime failure is one ModelError naming the model."""
+    from edge_distill.device.runner import run_feeds as run_all
+    from edge_distill.sessions import onnxruntime_errors, open_session
 
-    from edge_distill.device.runner import run_feeds as run_session
-
-    return run_session(ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]), feeds)
+    session = open_session(model, f"{model.name}")
+    with onnxruntime_errors(f"{model.name}: ONNX Runtime cannot run it on the samples"):
+        return run_all(session, feeds)
 
 
 def choose(judgement: Judgement, timing: dict, device_arch: str) -> tuple[str, int, str]:

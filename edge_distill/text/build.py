@@ -105,12 +105,14 @@ def build_text_bundle(settings: TextBuildSettings, out: Path, cache_dir: Path, f
     from edge_distill.hashing import hash_path
     from edge_distill.pipeline.cache import StageCache
     from edge_distill.pipeline.publish import check_out
+    from edge_distill.text.teacher import check_teacher_folder
 
     check_out(out)
     folder = settings.teacher_folder or default_teacher_folder()
     if not folder.is_dir():
-        raise ConfigError(f"--teacher-folder {folder}: not found", "give a local model folder with config.json, "
-                          "the weights and tokenizer.json")
+        raise ConfigError(f"--teacher-folder {folder}: not found, or not a folder",
+                          "give a local model folder with config.json, the weights and tokenizer.json")
+    check_teacher_folder(folder)  # every file it reads checked (and code refused) before any work
     cache = StageCache(cache_dir)
     if settings.task == "classification":
         folder, data = _classification_data(cache, folder, settings, force, progress)

