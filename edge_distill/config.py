@@ -299,6 +299,8 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: file not found", "check the path") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML ({e})", "fix the syntax") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to read", "fix the file") from None
     except OSError as e:
         raise ConfigError(f"{path}: cannot read ({e.strerror})") from None
 

@@ -44,13 +44,26 @@ class FileSystemError(InputFileError):
     def from_os_error(cls, error: OSError) -> "FileSystemError":
         import errno
 
-        path = error.filename or "a file"
+        path = _user_folder(error.filename) if error.filename else "a file"
         reason = error.strerror or type(error).__name__
         hints = {errno.ENOSPC: "free space on that disk, or choose a folder on another one",
                  errno.EROFS: "choose a folder on a writable disk",
                  errno.EACCES: "choose a folder you can write to, or fix its permissions",
                  errno.ENOTDIR: "a part of that path is a file: choose another path"}
         return cls(f"{path}: {reason}", hints.get(error.errno, "check the path and the disk"))
+
+
+def _user_folder(filename) -> str:
+    """The path a user knows: a file in our staging or scratch folders (.tmp-123-abc, .scratch-...,
+    .bundle.tmp-...) is named by the folder above them, the one the user chose."""
+    import re
+    from pathlib import PurePath
+
+    path = PurePath(str(filename))
+    for depth, part in enumerate(path.parts):
+        if re.match(r"\.(tmp-|scratch-|.+\.tmp-|.+\.old-)", part):
+            return f"{PurePath(*path.parts[:depth])} (while writing {path.name})"
+    return str(path)
 
 
 class BundleError(InputFileError):

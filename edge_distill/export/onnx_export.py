@@ -40,6 +40,8 @@ def export_onnx(model: nn.Module, sample: np.ndarray, path: Path, opset: int, in
                 program = torch.onnx.export(model, (example,), dynamo=True, **names,
                                             dynamic_shapes=({i: torch.export.Dim(n) for i, n in axes.items()},))
                 program.save(str(path))
+    except OSError:  # a full or read-only disk: its own error, not the model's
+        raise
     except Exception as e:
         raise ModelError(
             f"torch.onnx.export failed for {type(model).__name__}: {describe(e)}",
@@ -86,6 +88,8 @@ def prepend_onnx(prepare: nn.Module, sample: np.ndarray, model: Path, out: Path,
         for node in merged.graph.node:
             node.input[:] = [INPUT_NAME if name == prefixed else name for name in node.input]
         onnx.checker.check_model(merged)
+    except OSError:  # a full or read-only disk: its own error, not the model's
+        raise
     except Exception as e:
         raise ModelError(f"{model.name}: cannot put teacher.input's conversion in front of it ({describe(e)})",
                          "export the teacher with an input that takes this build's preprocessing") from None

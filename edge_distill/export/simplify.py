@@ -21,6 +21,8 @@ def simplify_onnx(src: Path, dst: Path, x: np.ndarray | dict[str, np.ndarray], a
         with quiet_libraries():
             # onnxsim compares original and simplified on these real inputs.
             simplified, ok = onnxsim.simplify(model, check_n=1, input_data=feed, certify=False)
+    except OSError:  # a full or read-only disk: its own error, not the model's
+        raise
     except Exception as e:
         raise SimplifyError(
             f"onnxsim failed on {src.name}: {describe(e)}",

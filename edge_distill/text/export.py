@@ -57,6 +57,8 @@ def export_text_encoder(model, pooling: Pooling | None, tokenizer, path: Path, o
                                         output_names=[output_name(pooling)], opset_version=opset, verbose=False,
                                         dynamic_shapes=({0: batch, 1: sequence}, {0: batch, 1: sequence}))
             program.save(str(path))
+    except OSError:  # a full or read-only disk: its own error, not the model's
+        raise
     except Exception as e:
         raise ModelError(f"torch.onnx.export failed for {type(model).__name__}: {describe(e)}",
                          "the encoder must be traceable by torch.export") from e
