@@ -50,6 +50,7 @@ def open_session(model: Path, what: str = "", providers: list | None = None, thr
     given), or a ModelError naming it."""
     import onnxruntime as ort
 
+    ort.set_default_logger_severity(4)  # its own error lines would repeat, unformatted, what the ModelError says
     options = ort.SessionOptions()
     if threads is not None:
         options.intra_op_num_threads = threads
@@ -62,5 +63,9 @@ def open_session(model: Path, what: str = "", providers: list | None = None, thr
 
 def run_session(session, feed: dict, what: str, names: list[str] | None = None) -> list:
     """`session.run(names, feed)`, or a ModelError saying what was being run."""
+    import onnxruntime as ort
+
+    quiet = ort.RunOptions()
+    quiet.log_severity_level = 4  # a failure is reported once, as the ModelError
     with onnxruntime_errors(f"{what}: ONNX Runtime cannot run it"):
-        return session.run(names, feed)
+        return session.run(names, feed, quiet)

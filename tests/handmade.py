@@ -172,3 +172,37 @@ def pt2_variant(source: Path, target: Path, pickled_weight: bytes = b"", sample_
             dst.writestr(info, data)
         for name, data in (extra or {}).items():
             dst.writestr(f"{root}/{name}", data)
+
+
+def hostile_model(path: Path, kind: str) -> Path:
+    """A model as an attacker or a broken exporter writes it, on the linear classifier's input:
+    "custom-op" (a node of a domain no runtime here has), "no-outputs" (a graph that returns
+    nothing), "bfloat16" (an input type the CPU kernels lack), "expand-160gb" (a run that asks
+    for 160 GB)."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 8, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 8, 8])
+    opsets = [helper.make_opsetid("", 18)]
+    if kind == "custom-op":
+        nodes, inputs, outputs = [helper.make_node("Secret", ["x"], ["y"], domain="com.example.evil")], [x], [y]
+        opsets.append(helper.make_opsetid("com.example.evil", 1))
+    elif kind == "no-outputs":
+        nodes, inputs, outputs = [helper.make_node("Relu", ["x"], ["y"])], [x], []
+    elif kind == "bfloat16":
+        x = helper.make_tensor_value_info("x", TensorProto.BFLOAT16, [1, 1, 8, 8])
+        nodes, inputs, outputs = [helper.make_node("Cast", ["x"], ["y"], to=TensorProto.FLOAT)], [x], [y]
+    elif kind == "expand-160gb":
+        shape = numpy_helper.from_array(np.array([1, 1, 8, 8, 10_000, 10_000, 8], np.int64), "shape")
+        nodes = [helper.make_node("Unsqueeze", ["x", "axes"], ["x7"]), helper.make_node("Expand", ["x7", "shape"], ["y"])]
+        inputs, outputs = [x], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 8, 8, 10_000, 10_000, 8])]
+        graph = helper.make_graph(nodes, kind, inputs, outputs,
+                                  [shape, numpy_helper.from_array(np.array([4, 5, 6], np.int64), "axes")])
+        model = helper.make_model(graph, opset_imports=opsets)
+        model.ir_version = 9
+        onnx.save(model, str(path))
+        return path
+    else:
+        raise ValueError(kind)
+    model = helper.make_model(helper.make_graph(nodes, kind, inputs, outputs), opset_imports=opsets)
+    model.ir_version = 9
+    onnx.save(model, str(path))
+    return path

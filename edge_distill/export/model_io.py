@@ -52,8 +52,19 @@ def model_tensors(model: onnx.ModelProto, where: str) -> tuple[list[TensorSpec],
                 raise InputFileError(f"{where}: input or output '{value.name}' is not a tensor (a sequence or map)",
                                      "only tensor inputs and outputs can be quantized and measured")
             elem = value.type.tensor_type.elem_type
-            tensors.append(TensorSpec(value.name, onnx.helper.tensor_dtype_to_np_dtype(elem).name, _dims(value)))
+            try:
+                dtype = onnx.helper.tensor_dtype_to_np_dtype(elem)
+            except (KeyError, ValueError):
+                dtype = None
+            if dtype is None or dtype.kind not in "biuf":  # ml_dtypes' bfloat16 and float8 have kind "V"
+                shown = onnx.TensorProto.DataType.Name(elem) if elem in onnx.TensorProto.DataType.values() else elem
+                raise InputFileError(f"{where}: input or output '{value.name}' is {shown}, which numpy and ONNX "
+                                     "Runtime's Python API cannot feed or read", "export it with float32 (or "
+                                     "float16, integer or bool) inputs and outputs")
+            tensors.append(TensorSpec(value.name, dtype.name, _dims(value)))
         specs.append(tensors)
+    if not specs[1]:
+        raise InputFileError(f"{where}: the graph has no outputs", "export the model with its outputs")
     return specs[0], specs[1]
 
 

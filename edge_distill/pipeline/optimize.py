@@ -99,12 +99,16 @@ def optimize_model(config: BuildConfig, model_path: Path, calibration: Path, sha
     from edge_distill.bundle.writer import write_manifest
     from edge_distill.pipeline.cache import StageCache
     from edge_distill.pipeline.publish import check_out, publish
+    from edge_distill.sessions import open_session, run_session
 
     check_out(out)
     source = load_onnx(model_path)
     inputs, outputs = model_tensors(source, str(model_path))
+    session = open_session(model_path, str(model_path))
     fixed = fix_shapes(inputs, shapes, str(model_path))
     feeds = load_feeds(calibration, inputs, fixed)
+    # One sample through the model as given, so its failures name it, not a work copy later.
+    run_session(session, feeds[0], f"{model_path} on the first sample of {calibration}")
     limits = {"most_calibration": config.quantize.calibration_samples, "most_held_out": MAX_HELD_OUT}
     calibrate_on, held_out = split_feeds(feeds, **limits)
     budget = Budget(min_snr_db, None, config.quantize.max_accuracy_drop)
