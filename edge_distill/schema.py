@@ -54,11 +54,16 @@ class Int(Schema):
     max: int | None = None
     expected: str = ""
 
+    def __post_init__(self):
+        if not self.expected:
+            bounds = (f" from {self.min} to {self.max}" if self.min is not None and self.max is not None else
+                      f" >= {self.min}" if self.min is not None else f" <= {self.max}" if self.max is not None else "")
+            object.__setattr__(self, "expected", f"an integer{bounds}")
+
     def problem(self, value, key):
         fits = (isinstance(value, int) and not isinstance(value, bool) and (self.min is None or value >= self.min)
                 and (self.max is None or value <= self.max))
-        bounds = ("" if self.min is None else f" >= {self.min}") + ("" if self.max is None else f" <= {self.max}")
-        return None if fits else (key, self.expected or f"an integer{bounds}", value)
+        return None if fits else (key, self.expected, value)
 
 
 @dataclass(frozen=True)
@@ -68,11 +73,15 @@ class Num(Schema):
     positive: bool = False
     expected: str = ""
 
+    def __post_init__(self):
+        if not self.expected:
+            bound = " > 0" if self.positive else "" if self.min is None else f" >= {self.min:g}"
+            object.__setattr__(self, "expected", f"a finite number{bound}")
+
     def problem(self, value, key):
         fits = (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
                 and (self.min is None or value >= self.min) and (not self.positive or value > 0))
-        bound = " > 0" if self.positive else "" if self.min is None else f" >= {self.min:g}"
-        return None if fits else (key, self.expected or f"a finite number{bound}", value)
+        return None if fits else (key, self.expected, value)
 
 
 @dataclass(frozen=True)

@@ -200,13 +200,20 @@ def workspace(tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
 def test_bad_input_gives_one_line_and_its_exit_code(case, workspace):
+    check_case(case, workspace)
+
+
+def check_case(case, workspace: Path) -> None:
+    """Run one row through the CLI, plain and with --json: its exit code, its one line (or verify's
+    table) holding the row's words, no traceback, no code run, no stage run."""
     _, command, code, words = case
     args = shlex.split(command.format(w=workspace))
-    shared_cache = [] if "--cache-dir" in args or args[0] in ("verify", "bench", "estimate", "sequence", "cache", "optimize") \
+    shared_cache = [] if "--cache-dir" in args or args[0] in ("verify", "bench", "estimate", "sequence", "cache",
+                                                                "optimize", "predict") \
         else ["--cache-dir", str(workspace / "cache")]
     result = invoke(*args, *shared_cache)
     if code == 1:  # verify's own verdict: a table of checks, not an error line
-        assert result.exit_code == 1 and "Traceback" not in result.output
+        assert result.exit_code == 1 and "Traceback" not in result.output, result.output
         assert all(word in result.stdout for word in words), result.stdout
     else:
         assert_user_error(result, code, *words)

@@ -45,10 +45,10 @@ def check_files(bundle: Path, manifest: dict[str, Any]) -> list[Check]:
     checks = []
     for name, record in sorted(manifest["files"].items()):
         target = inside(bundle, name)
-        if target is None:
-            checks.append(Check(f"file {name}", False, "points outside the bundle"))
-        elif (bundle / name).is_symlink():
+        if (bundle / name).is_symlink():
             checks.append(Check(f"file {name}", False, "a symlink: a bundle holds its files themselves"))
+        elif target is None:
+            checks.append(Check(f"file {name}", False, "points outside the bundle"))
         elif not is_regular_file(target):
             checks.append(Check(f"file {name}", False, "not a regular file" if target.exists() else "missing"))
         elif sha256(target) != record.get("sha256"):

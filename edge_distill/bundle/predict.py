@@ -49,7 +49,8 @@ def read_raw(file: Path, raw_input: dict[str, Any], pre: dict[str, Any], sample_
     regular_file(file)
     if file.suffix.lower() == ".npy":
         try:
-            raw = np.load(file, allow_pickle=False).astype(np.float32)
+            with np.errstate(over="ignore", invalid="ignore"):  # values float32 cannot hold: refused below as inf
+                raw = np.load(file, allow_pickle=False).astype(np.float32)
         except (OSError, ValueError) as e:
             raise InputFileError(f"{file}: not a readable .npy ({e})") from None
         if list(raw.shape) != sample_shape:

@@ -245,8 +245,9 @@ def _run_local(model: Path, inputs: Path, args: list[str]) -> dict:
 
     done = subprocess.run([sys.executable, str(RUNNER), str(model), "--inputs", str(inputs), "--json", *args],
                           capture_output=True, text=True)
-    if done.returncode != 0:
-        raise RemoteError(f"the local runner failed: {done.stderr.strip()[-300:]}")
+    if done.returncode != 0:  # the runner's own one-line error is its last line
+        lines = [line for line in done.stderr.strip().splitlines() if line.strip()] or ["no message"]
+        raise RemoteError(f"the local runner failed: {lines[-1][-300:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from edge_distill.errors import DataError
 from edge_distill.files import read_text
+from edge_distill.schema import shown
 from edge_distill.text.corpus import split_passages
 
 MIN_CLASS_DOCSTRINGS = 80
@@ -58,7 +59,8 @@ def read_labeled(path: Path) -> list[tuple[str, str]]:
             raise DataError(f"{path}:{number}: no non-empty string 'text'", 'one {"text": ..., "label": ...} object per line')
         label = row.get("label")
         if isinstance(label, bool) or not isinstance(label, (str, int)) or not 0 < len(str(label)) <= MAX_LABEL_LENGTH:
-            raise DataError(f"{path}:{number}: 'label' {label!r} is not a class name or an integer",
+            raise DataError(f"{path}:{number}: 'label' {shown(label)} is not a class name or an integer "
+                            f"(at most {MAX_LABEL_LENGTH} characters)",
                             'e.g. "label": "positive" or "label": 1')
         examples.setdefault(row["text"].strip(), str(label))
     if len(examples) < MIN_EXAMPLES:
