@@ -187,6 +187,15 @@ CASES = [
     ("text-labeled-5000-digit-label", LABELED % "long-integer.jsonl", 3, ["long-integer.jsonl:1: not JSON"]),
     ("text-labeled-deep-line", LABELED % "deep.jsonl", 3, ["deep.jsonl:1: nested too deeply"]),
     ("text-labeled-label-too-long", LABELED % "long-label.jsonl", 3, ["'label'", "is not a class name or an integer"]),
+    ("text-tokenizer-backtracking-regex", "text --teacher-folder {w}/teachers/regex-bert --text {w}/backtracking.txt "
+     "--max-length 32 --out {w}/t-out --cache-dir {w}/cache", 4, ["the tokenizers library failed", "retry-limit-in-match"]),
+    ("text-tokenizer-ids-beyond-vocabulary", TEACHER % "ids-beyond", 4, ["token id 2 is beyond the model's vocabulary",
+                                                                        "vocab_size 2"]),
+    # any file read is a regular file; any measurement is bounded
+    ("data-image-fifo", "data -p rpi4 --data {w}/fifo-images", 3, ["x.png: is a FIFO"]),
+    ("estimate-measure-endless-loop", "estimate {w}/loop.onnx -p rpi4 --measure --time-limit 1", 4,
+     ["stopped after the time limit of 1 s", "benchmark.time_limit_s (--time-limit)"]),
+    ("estimate-model-is-folder", "estimate {w}/userfolder -p rpi4", 3, ["userfolder: is a folder"]),
     ("text-min-quality-nan", TEACHER % "base" + " --min-quality nan", 2, ["--min-quality", "finite"]),
     ("text-max-latency-inf", TEACHER % "base" + " --max-latency-ms inf", 2, ["--max-latency-ms", "finite"]),
     ("text-out-holds-user-symlink", "text --teacher-folder {w}/teachers/base --text {w}/passages.txt "
@@ -268,6 +277,8 @@ def _unblock_fifos(w: Path, stop: threading.Event) -> None:
 
 
 def _samples(w: Path) -> None:
+    from PIL import Image
+
     rng = np.random.default_rng(0)
     np.save(w / "x.npy", rng.standard_normal((1, 8, 8)).astype(np.float32))
     np.save(w / "nan.npy", np.full((1, 8, 8), np.nan, np.float32))
@@ -294,6 +305,13 @@ def _samples(w: Path) -> None:
         header = "{'descr': '<f4', 'fortran_order': False, 'shape': (134217728, 1, 16), }"
         header += " " * (63 - (10 + len(header)) % 64) + "\n"
         archive.writestr("audio.npy", b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header.encode())
+    handmade.loop_model(w / "loop.onnx")
+    for label in ("a", "b"):
+        (w / "fifo-images" / label).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(np.full((8, 8), 40 * i, np.uint8)).save(w / "fifo-images" / label / f"{i}.png")
+    os.mkfifo(w / "fifo-images" / "a" / "x.png")
+    (w / "backtracking.txt").write_text("\n".join("a" * 60 + f"b {i}" for i in range(12)))
     (w / "passages.txt").write_text("\n".join(f"passage number {i} about a topic" for i in range(12)))
     (w / "latin1.txt").write_bytes("caf\u00e9\n".encode("latin-1") * 12)
     (w / "long-integer.jsonl").write_text('{"text": "a", "label": ' + "7" * 5000 + "}\n")
@@ -376,7 +394,8 @@ def _inventories(w: Path) -> None:
 
 
 def _teachers(w: Path) -> None:
-    from tokenizers import Tokenizer, models, pre_tokenizers
+    from tokenizers import Regex, Tokenizer, models, pre_tokenizers
+    from transformers import BertConfig, BertModel
 
     base = w / "teachers" / "base"
     base.mkdir(parents=True)
@@ -423,5 +442,12 @@ def _teachers(w: Path) -> None:
     teacher("tokenizer-not-json", {"tokenizer.json": "{vocab"})
     teacher("tokenizer-wrong", {"tokenizer.json": json.dumps({"model": {"type": "NoSuchModel"}})})
     teacher("tokenizer-deep", {"tokenizer.json": deep})
+    teacher("ids-beyond", {"config.json": configured(vocab_size=2)})
+    regex_bert = w / "teachers" / "regex-bert"  # a loadable model whose pre-tokenizer backtracks without end
+    shutil.copytree(base, regex_bert)
+    tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex("(a+)+$"), behavior="isolated")
+    tokenizer.save(str(regex_bert / "tokenizer.json"))
+    BertModel(BertConfig(vocab_size=3, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=8, max_position_embeddings=64)).save_pretrained(str(regex_bert))
     teacher("tokenizer-fifo", {"tokenizer.json": None})
     os.mkfifo(w / "teachers" / "tokenizer-fifo" / "tokenizer.json")

@@ -20,7 +20,6 @@ from pathlib import Path
 
 from edge_distill.errors import DataError
 from edge_distill.files import read_text
-from edge_distill.schema import shown
 from edge_distill.text.corpus import split_passages
 
 MIN_CLASS_DOCSTRINGS = 80
@@ -59,7 +58,7 @@ def read_labeled(path: Path) -> list[tuple[str, str]]:
             raise DataError(f"{path}:{number}: no non-empty string 'text'", 'one {"text": ..., "label": ...} object per line')
         label = row.get("label")
         if isinstance(label, bool) or not isinstance(label, (str, int)) or not 0 < len(str(label)) <= MAX_LABEL_LENGTH:
-            raise DataError(f"{path}:{number}: 'label' {shown(label)} is not a class name or an integer "
+            raise DataError(f"{path}:{number}: 'label' {repr(label)[:60]} is not a class name or an integer "
                             f"(at most {MAX_LABEL_LENGTH} characters)",
                             'e.g. "label": "positive" or "label": 1')
         examples.setdefault(row["text"].strip(), str(label))

@@ -69,6 +69,7 @@ TEACHER_CONFIG = Obj({"architectures": ListOf(Str(nonempty=True), max_length=16)
                       "id2label": MapOf(Str(max_length=200), key_schema=Str(nonempty=True, max_length=18),
                                         expected="an object of class index -> label name"),
                       "max_position_embeddings": Int(1, 1_000_000), "hidden_size": Int(1, 1_000_000),
+                      "vocab_size": Int(1, 100_000_000),
                       "num_hidden_layers": Int(1, 10_000)}, required={"model_type"})
 POOLING_CONFIG = Obj({key: Bool() for key in POOLING_MODES} | {"word_embedding_dimension": Int(1)})
 MODULES = ListOf(Obj({"type": Str()}, expected='an object with a "type" string'), max_length=64)
@@ -127,6 +128,11 @@ def check_teacher_folder(folder: Path) -> tuple[dict, object, Pooling]:
     read_json(path, "teacher folder", error=ModelError)  # bounded in size and depth before the library parses it
     with tokenizer_errors(f"{path}: not a tokenizer the tokenizers library reads"):
         tokenizer = Tokenizer.from_file(str(path))
+        probe = tokenizer.encode("a probe").ids  # with the special tokens its post-processor adds
+        largest = max([*tokenizer.get_vocab(with_added_tokens=True).values(), *probe], default=0)
+    if largest >= config.get("vocab_size", largest + 1):
+        raise ModelError(f"{path}: token id {largest} is beyond the model's vocabulary "
+                         f"(config.json vocab_size {config['vocab_size']})", "use the tokenizer saved with this model")
     return config, tokenizer, Pooling.of_folder(folder)
 
 
@@ -167,12 +173,33 @@ def tokenizer_errors(what: str) -> Iterator[None]:
     """The tokenizers library's failures as one ModelError naming `what`: its Rust panics derive
     from BaseException (pyo3's PanicException), which `except Exception` misses."""
     try:
-        yield
+        with _native_stderr_discarded():
+            yield
     except (KeyboardInterrupt, SystemExit, GeneratorExit, EdgeDistillError):
         raise
     except BaseException as e:  # noqa: B036 - PanicException is a BaseException
         raise ModelError(f"{what}: the tokenizers library failed ({describe(e)})",
                          "check tokenizer.json (its pre-tokenizer pattern, its vocabulary) and the text") from None
+
+
+@contextmanager
+def _native_stderr_discarded() -> Iterator[None]:
+    """File descriptor 2 pointed away for the block: a Rust panic prints its message and (with
+    RUST_BACKTRACE) a backtrace straight to it, past Python; the exception carries the message."""
+    import sys
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with tempfile.TemporaryFile() as sink:
+            os.dup2(sink.fileno(), 2)
+            try:
+                yield
+            finally:
+                os.dup2(saved, 2)
+    finally:
+        os.close(saved)
 
 
 def encode_texts(tokenizer, texts: list[str], what: str = "tokenizing the text") -> list:
