@@ -88,9 +88,10 @@ def class_scores_output(outputs):
 
 def optimize_model(config: BuildConfig, model_path: Path, calibration: Path, shapes: dict[str, tuple[int, ...]],
                    out: Path, min_snr_db: float, progress: Callable[[str], None] = lambda _: None,
-                   labels: str | None = None, cache_dir: Path = Path(".edge-distill/cache")) -> dict[str, Any]:
+                   labels: str | None = None, *, cache_dir: Path) -> dict[str, Any]:
     """Simplify, quantize, judge, measure and package `model_path` into `out`; returns the manifest.
-    `labels`: the array of class indices in the calibration file(s). Float and int8 are timed on
+    `labels`: the array of class indices in the calibration file(s). The work is staged in
+    `cache_dir`'s staging area (a killed run's leftovers go with the next run). Float and int8 are timed on
     config.device.host where it names one."""
     from edge_distill.data.feeds import load_feeds, load_labels, split_feeds
     from edge_distill.export.model_io import fix_shapes, model_tensors

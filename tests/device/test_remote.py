@@ -125,7 +125,7 @@ def test_a_bundle_of_any_inputs_is_benched_on_the_device_with_every_golden_outpu
 
     optimize_model(load_config("x86-avx512", None, ["quantize.search_min_seconds=0.05"]),
                    handmade.three_input_model(tmp_path / "vad.onnx"), handmade.three_input_samples(tmp_path / "s.npz"),
-                   {}, tmp_path / "bundle", 20.0)
+                   {}, tmp_path / "bundle", 20.0, cache_dir=tmp_path / "cache")
     report = bench_bundle(tmp_path / "bundle", server.target())
     assert report["where"] == "device" and report["golden_within_tolerance"] and report["batch"] == 1
     assert set(report["golden_max_abs_diff"]) == {"scores", "state_out"} and report["latency_ms"]["p50"] > 0

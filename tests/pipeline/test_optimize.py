@@ -2,6 +2,7 @@
 scalar), made int8, judged against float, timed and shipped as a bundle `verify` passes."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,7 +20,8 @@ QUICK = ["quantize.search_min_seconds=0.05"]
 def test_three_inputs_with_an_int64_scalar_become_a_verified_bundle(tmp_path, opset):
     model = handmade.three_input_model(tmp_path / "vad.onnx", opset=opset)
     samples = handmade.three_input_samples(tmp_path / "samples.npz")
-    manifest = optimize_model(load_config("x86-avx512", None, QUICK), model, samples, {}, tmp_path / "bundle", 20.0)
+    manifest = optimize_model(load_config("x86-avx512", None, QUICK), model, samples, {}, tmp_path / "bundle", 20.0,
+                              cache_dir=tmp_path / "cache")
     assert all(check.passed for check in verify_bundle(tmp_path / "bundle"))
     inputs = {spec["name"]: spec for spec in manifest["inputs"]}
     assert inputs["sr"]["dtype"] == "int64" and inputs["sr"]["fixed_shape"] == []
@@ -42,7 +44,8 @@ def test_bench_times_the_bundle_here_and_checks_every_golden_output(tmp_path):
     from edge_distill.device.remote import bench_bundle, render_bench
 
     optimize_model(load_config("x86-avx512", None, QUICK), handmade.three_input_model(tmp_path / "vad.onnx"),
-                   handmade.three_input_samples(tmp_path / "samples.npz"), {}, tmp_path / "bundle", 20.0)
+                   handmade.three_input_samples(tmp_path / "samples.npz"), {}, tmp_path / "bundle", 20.0,
+                   cache_dir=tmp_path / "cache")
     report = bench_bundle(tmp_path / "bundle", None, overrides={"min_seconds": 0.05, "timed_runs": 20})
     assert report["golden_within_tolerance"] and report["golden_samples"] == 6 and report["latency_ms"]["p50"] > 0
     assert "state_out max abs diff" in render_bench(report)
@@ -111,7 +114,8 @@ def test_labels_judge_int8_by_held_out_accuracy(tmp_path):
     truth[-2] = (truth[-2] + 1) % 3  # one held-out label float gets wrong too: accuracy 7/8
     np.savez(tmp_path / "samples.npz", x=x, y=truth)
     manifest = optimize_model(load_config("x86-avx512", None, QUICK), model, tmp_path / "samples.npz",
-                              {"x": (1, 1, 8, 8)}, tmp_path / "bundle", 20.0, labels="y")
+                              {"x": (1, 1, 8, 8)}, tmp_path / "bundle", 20.0, labels="y",
+                              cache_dir=tmp_path / "cache")
     judgement = manifest["judgement"]
     assert judgement["rule"] == "accuracy" and judgement["accuracy"]["fp32"] == 7 / 8
     assert judgement["accuracy"]["samples"] == 8 and "held-out accuracy" in judgement["summary"]
@@ -185,3 +189,47 @@ def test_samples_from_a_folder_of_npz_files_read_one_file_at_a_time(tmp_path, mo
     for i in (0, 6, 7, 29):
         assert all(np.array_equal(parts[i][k], whole[i][k]) and parts[i][k].dtype == whole[i][k].dtype for k in whole[i])
     assert len(parts[:-6]) == 24 and np.array_equal(parts[-6:][0]["audio"], whole[24]["audio"])
+
+
+def dead_pid() -> int:
+    """The pid of a process that has ended: what a killed run's staging folder is named after."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    return int(done.stdout)
+
+
+def test_optimize_leaves_the_current_folder_as_it_was_and_removes_a_killed_runs_staging(tmp_path, monkeypatch):
+    model = handmade.three_input_model(tmp_path / "vad.onnx")
+    samples = handmade.three_input_samples(tmp_path / "samples.npz")
+    killed = tmp_path / "cache" / "optimize" / f".tmp-{dead_pid()}-abc"
+    killed.mkdir(parents=True)
+    (killed / "int8.onnx").write_bytes(b"half written")
+    (tmp_path / "cache" / "CACHEDIR.TAG").write_text("Signature: 8a477f597d28d172789f06886806bc55\n"
+                                                     "# This folder is an edge-distill stage cache; "
+                                                     "`edge-distill cache clean` manages it.\n")
+    here = tmp_path / "empty"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    result = invoke("optimize", str(model), "-p", "x86-avx512", "--calibration", str(samples), "--out",
+                    str(tmp_path / "bundle"), "--cache-dir", str(tmp_path / "cache"), "--set",
+                    "quantize.search_min_seconds=0.05", "-q")
+    assert result.exit_code == 0, result.output
+    assert list(here.iterdir()) == []  # no sym_shape_infer_temp.onnx, no .data files, nothing
+    assert not killed.exists() and list((tmp_path / "cache" / "optimize").iterdir()) == []
+    assert not any(p.name.startswith(".bundle.") for p in tmp_path.iterdir())
+    manifest = json.loads((tmp_path / "bundle" / "manifest.json").read_text())
+    assert manifest["model"]["source"]["file"] == "vad.onnx" and str(tmp_path) not in json.dumps(manifest)
+
+
+def test_onnx_runtimes_tools_write_into_a_scratch_folder_not_the_current_one(tmp_path, monkeypatch):
+    from edge_distill.export.onnx_io import quiet_libraries
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "work").mkdir()
+    with quiet_libraries(scratch_in=tmp_path / "work"):
+        Path("sym_shape_infer_temp.onnx").write_bytes(b"what ORT leaves behind")
+        assert Path.cwd().parent == tmp_path / "work"
+    assert Path.cwd() == tmp_path and sorted(p.name for p in tmp_path.iterdir()) == ["work"]
+    assert list((tmp_path / "work").iterdir()) == []

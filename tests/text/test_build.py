@@ -4,6 +4,7 @@
 import json
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -114,3 +115,17 @@ def test_a_budget_sweeps_student_layers_and_ships_the_smallest_that_fits(tiny_be
     result = invoke(*base, "--max-latency-ms", "0.000001", "--out", str(tmp_path / "none"))
     assert result.exit_code != 0 and "latency: the fastest, 1-layer, has p50" in result.output
     assert result.stderr.count("text-student: cached") == 2 and not (tmp_path / "none").exists()
+
+
+def test_a_killed_text_runs_staging_goes_with_the_next_run(built):
+    from tests.pipeline.test_optimize import dead_pid
+
+    args, _, bundle = built
+    cache = Path(args[args.index("--cache-dir") + 1])
+    killed = cache / "text-student" / f".tmp-{dead_pid()}-abc"
+    killed.mkdir(parents=True)
+    scratch = bundle.parent / f".{bundle.name}.tmp-{dead_pid()}-abc"  # a killed packaging's folder beside --out
+    scratch.mkdir()
+    again = invoke(*args)
+    assert again.exit_code == 0, again.output
+    assert not killed.exists() and not scratch.exists()
