@@ -30,7 +30,8 @@ def load_feeds(path: Path, inputs: list[TensorSpec], shapes: dict[str, tuple[int
             raise DataError(f"--calibration {path}: no .npz files in the folder", "put .npz files of samples there")
     else:
         files = [path]
-    feeds: Sequence[dict] = FolderFeeds(files, inputs, shapes)  # a sample is made when asked for, never all at once
+    # Absolute: samples are read while ONNX Runtime's calibration runs in a scratch folder.
+    feeds: Sequence[dict] = FolderFeeds([file.absolute() for file in files], inputs, shapes)  # a sample is made when asked for, never all at once
     if len(feeds) < 2:
         raise DataError(f"{path}: {len(feeds)} sample(s); at least 2 are needed (calibration, and one held out)",
                         "add samples: a few hundred calibrate well")

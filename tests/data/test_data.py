@@ -157,3 +157,16 @@ def test_a_predefined_npz_split_is_used_as_given(tmp_path):
     np.savez(tmp_path / "no-test.npz", x_train=arrays["x_train"], y_train=arrays["y_train"], x=arrays["x_val"],
              y=arrays["y_val"])  # without x_test the arrays are not a split: x and y are read as usual
     assert load_dataset(DataConfig(source=str(tmp_path / "no-test.npz")), seed=0).split.startswith("random")
+
+
+def test_16_bit_pngs_are_scaled_to_8_bits_not_clipped_white(tmp_path):
+    from PIL import Image
+
+    from edge_distill.data.readers import decode_image
+
+    ramp = (np.arange(64, dtype=np.uint32).reshape(8, 8) * 1040).astype(np.uint16)  # 0 .. 65520
+    Image.fromarray(ramp).save(tmp_path / "ramp.png")
+    assert Image.open(tmp_path / "ramp.png").mode == "I;16"
+    pixels = decode_image(tmp_path / "ramp.png", "grayscale")
+    np.testing.assert_allclose(pixels, np.round(ramp / 257.0), atol=1)  # 65535 -> 255, not 255 from 255 up
+    assert len(np.unique(pixels)) == 64 and decode_image(tmp_path / "ramp.png", "rgb").shape == (8, 8, 3)

@@ -201,22 +201,22 @@ def dead_pid() -> int:
 
 
 def test_optimize_leaves_the_current_folder_as_it_was_and_removes_a_killed_runs_staging(tmp_path, monkeypatch):
-    model = handmade.three_input_model(tmp_path / "vad.onnx")
-    samples = handmade.three_input_samples(tmp_path / "samples.npz")
+    here = tmp_path / "inputs"
+    here.mkdir()
+    handmade.three_input_model(here / "vad.onnx")
+    handmade.three_input_samples(here / "samples.npz")
     killed = tmp_path / "cache" / "optimize" / f".tmp-{dead_pid()}-abc"
     killed.mkdir(parents=True)
     (killed / "int8.onnx").write_bytes(b"half written")
     (tmp_path / "cache" / "CACHEDIR.TAG").write_text("Signature: 8a477f597d28d172789f06886806bc55\n"
                                                      "# This folder is an edge-distill stage cache; "
                                                      "`edge-distill cache clean` manages it.\n")
-    here = tmp_path / "empty"
-    here.mkdir()
-    monkeypatch.chdir(here)
-    result = invoke("optimize", str(model), "-p", "x86-avx512", "--calibration", str(samples), "--out",
+    monkeypatch.chdir(here)  # the user's folder, named relatively as users do
+    result = invoke("optimize", "vad.onnx", "-p", "x86-avx512", "--calibration", "samples.npz", "--out",
                     str(tmp_path / "bundle"), "--cache-dir", str(tmp_path / "cache"), "--set",
                     "quantize.search_min_seconds=0.05", "-q")
     assert result.exit_code == 0, result.output
-    assert list(here.iterdir()) == []  # no sym_shape_infer_temp.onnx, no .data files, nothing
+    assert sorted(p.name for p in here.iterdir()) == ["samples.npz", "vad.onnx"]  # no sym_shape_infer_temp.onnx, nothing
     assert not killed.exists() and list((tmp_path / "cache" / "optimize").iterdir()) == []
     assert not any(p.name.startswith(".bundle.") for p in tmp_path.iterdir())
     manifest = json.loads((tmp_path / "bundle" / "manifest.json").read_text())

@@ -45,6 +45,8 @@ def test_a_text_bundle_verifies_and_a_rebuild_reads_the_cache(built):
     assert all(manifest["metrics"]["p50_ms"][n][m] > 0 for n in ("16", "32") for m in ("teacher_fp32", "student_int8"))
     checks = {c.name: c for c in verify_bundle(bundle)}
     assert all(c.passed for c in checks.values()) and "golden tokenization" in checks
+    written = (bundle / "manifest.json").read_text()  # names and hashes travel, this machine's paths do not
+    assert str(bundle.parent) not in written and manifest["teacher"]["folder"] == Path(args[2]).name
     again = invoke(*args)
     assert again.exit_code == 0 and again.stderr.count(": cached") == 2  # teacher embeddings and student
     from edge_distill.device.remote import bench_bundle

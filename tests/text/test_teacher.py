@@ -65,3 +65,27 @@ def test_a_tokenizer_file_that_pads_adds_no_fake_tokens(tiny_bert):
     teacher.tokenizer.enable_padding(length=32, pad_id=0, pad_token="[PAD]")
     padded = batch_ids(teacher.tokenizer, SENTENCES[:3])
     assert all(np.array_equal(a, b) for a, b in zip(plain, padded)) and plain[0].shape[1] < 32
+
+
+def test_a_50_mb_line_is_tokenized_as_its_start_without_feeding_it_whole(tiny_bert):
+    from tokenizers import Tokenizer
+
+    from edge_distill.text.teacher import MAX_TOKENIZED_CHARS, encode_texts
+
+    tokenizer = Tokenizer.from_file(str(tiny_bert / "tokenizer.json"))
+    tokenizer.enable_truncation(32)
+    line = "the quick brown fox " * 2_500_000  # 50 MB on one line
+    (whole,) = encode_texts(tokenizer, [line])
+    assert whole.ids == tokenizer.encode(line[:MAX_TOKENIZED_CHARS]).ids and len(whole.ids) == 32
+
+
+def test_a_tokenizer_panic_is_one_model_error_and_the_terminal_stays_clean(tmp_path, capfd):
+    from tokenizers import Regex, Tokenizer, models, pre_tokenizers
+
+    from edge_distill.text.teacher import encode_texts
+
+    tokenizer = Tokenizer(models.WordLevel({"[UNK]": 0, "a": 1}, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex("(a+)+$"), behavior="isolated")  # backtracks without end
+    with pytest.raises(ModelError, match="the tokenizers library failed .*retry-limit-in-match"):
+        encode_texts(tokenizer, ["a" * 60 + "b"])
+    assert "panicked" not in capfd.readouterr().err  # Rust's own message and backtrace went nowhere
