@@ -44,6 +44,7 @@ def fine_tuned(tiny_bert, tmp_path_factory):
     return folder, result
 
 
+@pytest.mark.slow  # fine-tunes a teacher, then distils and exports a student
 def test_an_encoder_is_fine_tuned_then_distilled_into_a_verified_classifier_bundle(tiny_bert, fine_tuned):
     tmp_path, result = fine_tuned
     manifest = json.loads(result.stdout)

@@ -3,6 +3,7 @@ out, equal to PyTorch at two lengths; both int8 forms load and stay close to flo
 
 import numpy as np
 import onnx
+import pytest
 
 from edge_distill.text.export import check_text_parity, export_text_encoder
 from edge_distill.text.quantize import quantize_dynamic_int8, quantize_static_int8
@@ -22,6 +23,7 @@ def test_export_has_dynamic_batch_and_length_and_matches_pytorch(tiny_bert, tmp_
     assert set(parity) == {"16", "full"} and max(parity.values()) < 1e-4
 
 
+@pytest.mark.slow  # a second export; the fast suite's text bundle is dynamic int8 and verified
 def test_dynamic_and_static_int8_run_and_stay_close_to_float(tiny_bert, tmp_path):
     import onnxruntime as ort
 
