@@ -193,6 +193,14 @@ CASES = [
                                                                         "vocab_size 2"]),
     # any file read is a regular file; any measurement is bounded
     ("data-image-fifo", "data -p rpi4 --data {w}/fifo-images", 3, ["x.png: is a FIFO"]),
+    ("data-npz-fifo", "data -p rpi4 --data {w}/fifo.npz", 3, ["data.source", "fifo.npz: is a FIFO"]),
+    ("teacher-checkpoint-fifo", "teacher -p rpi4 --teacher-checkpoint {w}/fifo.pt", 3, ["teacher.checkpoint",
+                                                                                        "fifo.pt: is a FIFO"]),
+    ("teacher-file-fifo", "teacher -p rpi4 --teacher-file {w}/fifo.onnx", 3, ["teacher.file", "fifo.onnx: is a FIFO"]),
+    ("input-artifact-fifo", "quantize -p rpi4 --input student_fp32.onnx={w}/fifo.onnx", 3,
+     ["--input student_fp32.onnx", "is a FIFO"]),
+    ("config-fifo", "data -p rpi4 --config {w}/fifo.toml", 2, ["fifo.toml: is a FIFO"]),
+    ("profile-fifo", "data -p {w}/fifo.toml", 2, ["fifo.toml: is a FIFO"]),
     ("estimate-measure-endless-loop", "estimate {w}/loop.onnx -p rpi4 --measure --time-limit 1", 4,
      ["stopped after the time limit of 1 s", "benchmark.time_limit_s (--time-limit)"]),
     ("estimate-model-is-folder", "estimate {w}/userfolder -p rpi4", 3, ["userfolder: is a folder"]),
@@ -285,7 +293,7 @@ def _samples(w: Path) -> None:
     np.save(w / "huge.npy", np.full((1, 8, 8), 1e300))
     np.save(w / "short.npy", np.zeros((1, 4, 4), np.float32))
     np.save(w / "pickled.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
-    for name in ("fifo.npy", "fifo.onnx", "fifo.npz", "fifo.txt", "fifo.jsonl"):
+    for name in ("fifo.npy", "fifo.onnx", "fifo.npz", "fifo.txt", "fifo.jsonl", "fifo.pt", "fifo.toml"):
         os.mkfifo(w / name)
     handmade.three_input_model(w / "three.onnx")
     handmade.linear_classifier(w / "symbolic.onnx", ("batch", 1, "h", "w"))

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from edge_distill.config import BuildConfig
 from edge_distill.errors import ConfigError, InputFileError, did_you_mean
+from edge_distill.files import regular_file
 from edge_distill.hashing import hash_path
 from edge_distill.pipeline.cache import StageCache, library_versions
 from edge_distill.pipeline.publish import check_out, publish
@@ -72,8 +73,9 @@ def run_pipeline(
     for name, path in provided.items():
         if name not in ARTIFACTS:
             raise ConfigError(f"--input {name}: no stage consumes an artifact of that name", did_you_mean(name, ARTIFACTS))
-        if not path.is_file():
+        if not path.exists():
             raise InputFileError(f"--input {name}: {path} not found", "check the path")
+        regular_file(path, f"--input {name}")
     stages = [stage_cls(config) for stage_cls in plan(target, set(provided))]
     read = {name for stage in stages for name in stage.inputs}
     for name in provided:
@@ -97,6 +99,8 @@ def run_pipeline(
         for key, path in external.items():
             if not path.exists():
                 raise InputFileError(f"{key}: {path} not found", "check the path in your config")
+            if not path.is_dir():
+                regular_file(path, key)  # a FIFO would block the stage's read forever
         description = keys.describe(stage, inputs, external)
         key = cache.key(description)
         found = None if force else verified.get((stage.name, key)) or cache.lookup(stage.name, key, stage.outputs)
