@@ -111,9 +111,10 @@ class QuantRecipe:
 def prepare_for_quantization(src: Path, dst: Path) -> None:
     """ORT's recommended pre-processing: symbolic shape inference and graph optimization."""
     load_onnx(src)
+    source, target = src.absolute(), dst.absolute()  # before quiet_libraries changes the current folder
     try:
         with quiet_libraries(scratch_in=dst.parent):
-            quant_pre_process(str(src.absolute()), str(dst.absolute()))
+            quant_pre_process(str(source), str(target))
     except Exception as e:
         raise QuantizeError(f"pre-processing {src.name} for quantization failed: {describe(e)}") from e
 
@@ -130,9 +131,9 @@ class StreamedCalibration:
     def __init__(self, prepared: Path, x: np.ndarray, workdir: Path, chunk: int = 32,
                  progress: Callable[[str], None] = lambda _: None):
         self.progress = progress
-        self.prepared = prepared
+        self.prepared = prepared.absolute()  # read while quiet_libraries runs in a scratch folder
         self.x = x
-        self.workdir = workdir
+        self.workdir = workdir.absolute()
         self.chunk = chunk
         self.input_name = load_onnx(prepared).graph.input[0].name
         self.caches: dict[str, Path] = {}
@@ -161,6 +162,7 @@ class StreamedCalibration:
 def apply_recipe(recipe: QuantRecipe, prepared: Path, dst: Path, calibration: StreamedCalibration | None) -> dict:
     """Write `prepared` transformed by `recipe` to `dst`; returns op counts."""
     check_node_names(prepared, recipe.exclude_nodes)
+    prepared, dst = prepared.absolute(), dst.absolute()  # quiet_libraries runs the block in a scratch folder
     try:
         with quiet_libraries(scratch_in=dst.parent):
             if recipe.kind == "fp32":

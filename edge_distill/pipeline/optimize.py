@@ -251,7 +251,7 @@ def prepare(fp32: Path, config: BuildConfig, work: Path, notes: list[str], progr
     if per_channel and q.format == "QDQ" and opset < 13:
         # Per-channel DequantizeLinear (its `axis`) exists from opset 13; ORT's quantizer writes it anyway.
         source, per_channel = _opset_13_or_per_tensor(fp32, opset, work, notes, progress)
-    prepared = work / "prepared.onnx"
+    source, prepared = source.absolute(), work.absolute() / "prepared.onnx"  # the block runs in a scratch folder
     try:
         with quiet_libraries(scratch_in=work):
             quant_pre_process(str(source), str(prepared))
@@ -277,6 +277,7 @@ def quantize_feeds(prepared: Path, feeds: list[dict], config: BuildConfig, per_c
     from edge_distill.export.quantize import FeedReader, count_ops
 
     q = config.quantize
+    prepared, dst = prepared.absolute(), dst.absolute()  # quiet_libraries runs the block in a scratch folder
     try:
         with quiet_libraries(scratch_in=dst.parent):
             quantize_static(str(prepared), str(dst), FeedReader(feeds), quant_format=QuantFormat[q.format],

@@ -14,6 +14,7 @@ def quantize_dynamic_int8(fp32: Path, out: Path) -> None:
 
     from edge_distill.export.onnx_io import quiet_libraries
 
+    fp32, out = fp32.absolute(), out.absolute()  # quiet_libraries runs the block in a scratch folder
     try:
         with quiet_libraries(scratch_in=out.parent):
             quantize_dynamic(str(fp32), str(out), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gather"])
@@ -29,7 +30,8 @@ def quantize_static_int8(fp32: Path, out: Path, feeds: list[dict], work: Path) -
     from edge_distill.export.onnx_io import quiet_libraries
     from edge_distill.export.quantize import FeedReader
 
-    prepared = work / f"{fp32.stem}-prepared.onnx"
+    fp32, out = fp32.absolute(), out.absolute()  # quiet_libraries runs the block in a scratch folder
+    prepared = work.absolute() / f"{fp32.stem}-prepared.onnx"
     try:
         with quiet_libraries(scratch_in=out.parent):
             quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)

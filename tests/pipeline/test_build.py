@@ -2,12 +2,13 @@
 
 import hashlib
 import json
+from pathlib import Path
 
 import onnx
 import pytest
 
 from edge_distill.pipeline.stages.benchmark import BenchmarkStage
-from edge_distill.pipeline.build import build
+from edge_distill.pipeline.build import build, run_pipeline
 from tests.conftest import tiny_config
 
 
@@ -187,3 +188,12 @@ def test_on_a_host_of_the_devices_architecture_the_faster_of_int8_and_fp32_ships
     run = run_pipeline(tiny_config(), tiny_cache, "quantize")
     selected = json.loads(run.artifacts["quantize.json"].read_text())["selected"]
     assert selected["variant"] == "student_int8" and "not the device's architecture (aarch64)" in selected["why"]
+
+
+def test_a_build_with_a_relative_cache_folder_quantizes_from_it(tmp_path, monkeypatch):
+    """The README's quick start names its cache relatively; ONNX Runtime's tools run in a scratch
+    folder of their own, and must still find every input."""
+    monkeypatch.chdir(tmp_path)
+    run = run_pipeline(tiny_config(), Path(".edge-distill/cache"), target="quantize")
+    assert run.artifacts["student_int8.onnx"].is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".edge-distill"]
