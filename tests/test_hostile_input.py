@@ -215,8 +215,8 @@ CASES = [
 def workspace(tmp_path_factory):
     w = tmp_path_factory.mktemp("hostile")
     (w / "notes.txt").write_text("not data")
-    (w / "userfolder" / "photos").mkdir(parents=True)
-    (w / "userfolder" / "photos" / "a.jpg").write_bytes(b"\xff\xd8 a photo")
+    (w / "userfolder" / "photos" / "2024").mkdir(parents=True)  # a second-level folder, as cache entries are
+    (w / "userfolder" / "photos" / "2024" / "a.jpg").write_bytes(b"\xff\xd8 a photo")
     (w / "userfolder" / "stage.json").write_text("{}")
     cache = w / "real-cache"
     cache.mkdir()
@@ -250,8 +250,8 @@ def test_the_corpus_covers_every_command_that_reads_others_files():
 def test_the_user_folder_is_byte_for_byte_as_it_was(workspace):
     for case in CASES[:9]:
         check_case(case, workspace)
-    assert sorted(p.name for p in (workspace / "userfolder").rglob("*")) == ["a.jpg", "photos", "stage.json"]
-    assert (workspace / "userfolder" / "photos" / "a.jpg").read_bytes() == b"\xff\xd8 a photo"
+    assert sorted(p.name for p in (workspace / "userfolder").rglob("*")) == ["2024", "a.jpg", "photos", "stage.json"]
+    assert (workspace / "userfolder" / "photos" / "2024" / "a.jpg").read_bytes() == b"\xff\xd8 a photo"
     assert not (workspace / "userfolder" / "CACHEDIR.TAG").exists()
 
 

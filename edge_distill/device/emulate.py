@@ -126,7 +126,8 @@ def run_emulated(model: Path, x: np.ndarray, cpu: str, root: Path | None = None)
 
 
 def verify_emulated(bundle: Path, root: Path | None = None) -> dict:
-    """The bundle's golden inputs on aarch64 vs on this host: top-1 must agree; max abs diff reported."""
+    """The bundle's golden inputs on aarch64 vs the model's reference arithmetic on this host (QDQ in
+    float): top-1 must agree and outputs stay within the golden tolerance."""
     import onnxruntime as ort
 
     from edge_distill.bundle.reader import Bundle
@@ -137,7 +138,12 @@ def verify_emulated(bundle: Path, root: Path | None = None) -> dict:
     device = opened.section("profile", "device")
     cpu = device["cpu"] if device["arch"] == "aarch64" else "Cortex-A72"
     emulated, guest = run_emulated(model, golden["inputs"], cpu, root)
-    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()
+    # The model's own arithmetic, QDQ computed in float, is what aarch64's exact int8 kernels reproduce.
+    # This host's int8 kernels are no reference: x86-64 without VNNI sums u8 x s8 pairs in saturating
+    # int16 (MLAS's AVX2 path), off by up to 0.08 on the tiny bundle where aarch64 is off by 0.
+    options.add_session_config_entry("session.disable_quant_qdq", "1")
+    session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
     host = session.run(None, {session.get_inputs()[0].name: golden["inputs"]})[0]
     diff = float(np.abs(emulated - host).max())
     agree = int((emulated.argmax(1) == host.argmax(1)).sum())
@@ -154,7 +160,7 @@ def emulated_check(bundle: Path):
 
     emulated = verify_emulated(bundle)
     return Check(f"aarch64 ({emulated['emulated_cpu']}, emulated)", emulated["passed"],
-                 f"top-1 {emulated['top1_agree']}/{emulated['samples']} agree with this host, "
+                 f"top-1 {emulated['top1_agree']}/{emulated['samples']} agree with the model's reference arithmetic here, "
                  f"max abs diff {emulated['max_abs_diff']:.3g} (tolerance {emulated['tolerance']:.3g}); "
                  f"onnxruntime {emulated['guest']['onnxruntime']}; outputs only, no timing")
 
