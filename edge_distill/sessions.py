@@ -61,11 +61,14 @@ def open_session(model: Path, what: str = "", providers: list | None = None, thr
                                     providers=providers or ["CPUExecutionProvider"])
 
 
-def run_session(session, feed: dict, what: str, names: list[str] | None = None) -> list:
-    """`session.run(names, feed)`, or a ModelError saying what was being run."""
-    import onnxruntime as ort
+def run_session(session, feed: dict, what: str, time_limit_s: float | None = None,
+                names: list[str] | None = None) -> list:
+    """`session.run(names, feed)`, stopped past `time_limit_s`, or a ModelError saying what was being run."""
+    from edge_distill.device.runner import TimeLimit
 
-    quiet = ort.RunOptions()
-    quiet.log_severity_level = 4  # a failure is reported once, as the ModelError
-    with onnxruntime_errors(f"{what}: ONNX Runtime cannot run it"):
-        return session.run(names, feed, quiet)
+    limit = TimeLimit(time_limit_s)
+    try:
+        with onnxruntime_errors(f"{what}: ONNX Runtime cannot run it"):
+            return limit.run(session, feed, names)
+    finally:
+        limit.close()

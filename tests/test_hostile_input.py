@@ -203,6 +203,8 @@ CASES = [
     ("profile-fifo", "data -p {w}/fifo.toml", 2, ["fifo.toml: is a FIFO"]),
     ("estimate-measure-endless-loop", "estimate {w}/loop.onnx -p rpi4 --measure --time-limit 1", 4,
      ["stopped after the time limit of 1 s", "benchmark.time_limit_s (--time-limit)"]),
+    ("optimize-endless-loop", OPTIMIZE % ("loop.onnx", "loop.npz") + " --time-limit 1", 4,
+     ["loop.onnx on the first sample", "stopped after the time limit of 1 s"]),
     ("estimate-model-is-folder", "estimate {w}/userfolder -p rpi4", 3, ["userfolder: is a folder"]),
     ("text-min-quality-nan", TEACHER % "base" + " --min-quality nan", 2, ["--min-quality", "finite"]),
     ("text-max-latency-inf", TEACHER % "base" + " --max-latency-ms inf", 2, ["--max-latency-ms", "finite"]),
@@ -314,6 +316,7 @@ def _samples(w: Path) -> None:
         header += " " * (63 - (10 + len(header)) % 64) + "\n"
         archive.writestr("audio.npy", b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header.encode())
     handmade.loop_model(w / "loop.onnx")
+    np.savez(w / "loop.npz", x=np.zeros((10, 1), np.float32))
     for label in ("a", "b"):
         (w / "fifo-images" / label).mkdir(parents=True)
         for i in range(3):

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from edge_distill.bundle.reader import Bundle, normalize
+from edge_distill.config import BenchmarkConfig
 from edge_distill.data.readers import IMAGE_SUFFIXES, decode_image
 from edge_distill.errors import DataError, InputFileError
 from edge_distill.files import regular_file
@@ -31,7 +32,8 @@ def predict_files(bundle_path: Path, files: list[Path], top: int = 3) -> list[di
         if not np.isfinite(x).all():
             raise InputFileError(f"{file}: holds NaN or inf, or values that overflow float32 once preprocessed",
                                  "give finite values on the raw scale the bundle documents")
-        logits = run_session(session, {manifest["inputs"][0]["name"]: x}, f"{bundle_path}: the model on {file}")[0][0]
+        logits = run_session(session, {manifest["inputs"][0]["name"]: x}, f"{bundle_path}: the model on {file}",
+                             BenchmarkConfig.time_limit_s)[0][0]
         if not np.isfinite(logits).all():  # (K,)
             raise InputFileError(f"{file}: the model's outputs are not finite (NaN or inf) for this input",
                                  "check that the input is on the raw scale the bundle documents")

@@ -203,21 +203,23 @@ def bench_bundle(bundle: Path, target: RemoteTarget | None, progress=lambda _: N
 
 def time_side_by_side(models: dict[str, Path], feed: dict[str, np.ndarray], threads: list[int], providers: list,
                       seconds_each: float, target: RemoteTarget | None, require_first: bool = True,
-                      progress=lambda _: None) -> dict:
+                      progress=lambda _: None, time_limit_s: float | None = None) -> dict:
     """Each model at each thread count, timed by the runner's compare_candidates in interleaved
     rounds on one sample: on the device over SSH (with the first provider's name), or here in this
     process (`providers` with their options, as onnxruntime takes them): {"where", "host", "rows":
-    [{"variant", "threads", "p50", "p90", "runs"} or {"variant", "threads", "error"}]}."""
+    [{"variant", "threads", "p50", "p90", "runs"} or {"variant", "threads", "error"}]}. The whole
+    comparison stops past `time_limit_s` (runner.TimeLimitExceeded here, the runner's error there)."""
     from edge_distill.device.runner import compare_candidates, describe_host
 
     if target is None:
         rows = compare_candidates(list(models.values()), threads, feed, providers, seconds_each,
-                                  require_first=require_first)
+                                  require_first=require_first, time_limit_s=time_limit_s)
         variant_of, host = {str(path): name for name, path in models.items()}, describe_host()
     else:
         inputs = {f"input:{name}": np.asarray(value)[None] for name, value in feed.items()}
         provider = providers[0] if isinstance(providers[0], str) else providers[0][0]
-        args = ["--provider", provider, "--threads", ",".join(map(str, threads)), "--min-seconds", str(seconds_each)]
+        args = ["--provider", provider, "--threads", ",".join(map(str, threads)), "--min-seconds", str(seconds_each),
+                *(["--time-limit", str(time_limit_s)] if time_limit_s else [])]
         result = run_remote_benchmark(target, models, inputs, args, progress)
         rows, host = result["candidates"], result["host"]
         variant_of = {f"{name}.onnx": name for name in models}

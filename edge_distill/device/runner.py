@@ -160,27 +160,34 @@ def time_runs(session: ort.InferenceSession, feed: dict, min_runs: int, min_seco
 
 def compare_latency(
     models: dict[str, Path], sample, providers: list, threads: int | dict[str, int], seconds_each: float,
-    rounds: int = 5, require_first: bool = True,
+    rounds: int = 5, require_first: bool = True, time_limit_s: float | None = None,
 ) -> dict[str, dict]:
     """p50/p90 of several models measured in interleaved rounds (each round visits every model in
     a rotated order), so a drift of the machine's speed hits all of them alike. `threads`: one
     count for all, or each model name's own (the same file may appear under several names, one per
-    thread count). Models that fail to load or run get {"error": ...}."""
-    sessions, results = {}, {}
-    for name, model in models.items():
-        try:
-            count = threads[name] if isinstance(threads, dict) else threads
-            sessions[name] = create_session(model, providers, count, require_first)
-            time_runs(sessions[name], feed_for(sessions[name], sample), 10, 0.0)  # warm-up
-        except Exception as e:  # an op without a kernel for this provider: report it, measure the rest
-            sessions.pop(name, None)
-            results[name] = {"error": f"{type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}"}
-    times: dict[str, list[float]] = {name: [] for name in sessions}
-    order = list(sessions)
-    for round_index in range(rounds):
-        shift = round_index % max(len(order), 1)
-        for name in order[shift:] + order[:shift]:
-            times[name] += time_runs(sessions[name], feed_for(sessions[name], sample), 5, seconds_each / rounds)
+    thread count). Models that fail to load or run get {"error": ...}. Past `time_limit_s` in all,
+    TimeLimitExceeded."""
+    sessions, results, limit = {}, {}, TimeLimit(time_limit_s)
+    try:
+        for name, model in models.items():
+            try:
+                count = threads[name] if isinstance(threads, dict) else threads
+                sessions[name] = create_session(model, providers, count, require_first)
+                time_runs(sessions[name], feed_for(sessions[name], sample), 10, 0.0, limit)  # warm-up
+            except TimeLimitExceeded:
+                raise
+            except Exception as e:  # an op without a kernel for this provider: report it, measure the rest
+                sessions.pop(name, None)
+                results[name] = {"error": f"{type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}"}
+        times: dict[str, list[float]] = {name: [] for name in sessions}
+        order = list(sessions)
+        for round_index in range(rounds):
+            shift = round_index % max(len(order), 1)
+            for name in order[shift:] + order[:shift]:
+                times[name] += time_runs(sessions[name], feed_for(sessions[name], sample), 5, seconds_each / rounds,
+                                         limit)
+    finally:
+        limit.close()
     for name, samples in times.items():
         results[name] = {"p50": float(np.percentile(samples, 50)), "p90": float(np.percentile(samples, 90)),
                          "runs": len(samples)}
@@ -404,7 +411,8 @@ def _run(args, parser) -> int:
                      "cold_start_runs": args.cold_starts},
     }
     if len(args.models) > 1 or len(threads) > 1:
-        result["candidates"] = compare_candidates(args.models, threads, sample, providers, args.min_seconds, golden)
+        result["candidates"] = compare_candidates(args.models, threads, sample, providers, args.min_seconds, golden,
+                                                  time_limit_s=args.time_limit)
     else:
         model = args.models[0]
         result["latency_ms"] = measure_latency(model, sample, providers, threads[0], args.warmup, args.runs,
@@ -429,13 +437,14 @@ def _run(args, parser) -> int:
 
 
 def compare_candidates(models: list[Path], threads: list[int], sample, providers: list, seconds_each: float,
-                       golden: tuple | None = None, require_first: bool = True) -> list[dict]:
+                       golden: tuple | None = None, require_first: bool = True,
+                       time_limit_s: float | None = None) -> list[dict]:
     """Each model at each thread count, timed side by side (compare_latency); with golden vectors,
     each model's largest output difference from them, here."""
     names = {f"{model}@{count}": (model, count) for model in models for count in threads}
     latency = compare_latency({name: model for name, (model, _) in names.items()}, sample, providers,
                               {name: count for name, (_, count) in names.items()}, seconds_each,
-                              require_first=require_first)
+                              require_first=require_first, time_limit_s=time_limit_s)
     rows = [{"model": str(model), "threads": count, **latency[name]} for name, (model, count) in names.items()]
     if golden:
         for model in models:

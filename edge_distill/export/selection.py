@@ -56,7 +56,8 @@ def measured_choice(fp32_model: Path, int8_model: Path, recipe: str, x_val: np.n
     progress(f"timing fp32 and int8 side by side on {where} at {', '.join(map(str, counts))} thread(s) "
              f"({cfg.search_min_seconds:g} s each)")
     feed = {onnx.load(str(fp32_model), load_external_data=False).graph.input[0].name: x_val[: bench.batch_size]}
-    timing = time_side_by_side(models, feed, counts, providers, cfg.search_min_seconds, target, strict, progress)
+    timing = time_side_by_side(models, feed, counts, providers, cfg.search_min_seconds, target, strict, progress,
+                               bench.time_limit_s)
     failed = next((row["error"] for row in timing["rows"] if row["variant"] == "student_int8" and "error" in row), None)
     if failed:
         raise QuantizeError(f"the int8 model does not run on {where}: {failed}")

@@ -37,7 +37,7 @@ def benchmark_variants(
             reference = predicted if reference is None else reference
             latency = measure_latency(
                 model, sample, providers, threads, cfg.warmup_runs, cfg.timed_runs, cfg.cold_start_runs,
-                cfg.min_seconds, require_first=not cfg.allow_cpu_fallback,
+                cfg.min_seconds, require_first=not cfg.allow_cpu_fallback, time_limit_s=cfg.time_limit_s,
             )
             metrics.append({
                 "variant": name,

@@ -109,7 +109,7 @@ def optimize_model(config: BuildConfig, model_path: Path, calibration: Path, sha
     fixed = fix_shapes(inputs, shapes, str(model_path))
     feeds = load_feeds(calibration, inputs, fixed)
     # One sample through the model as given, so its failures name it, not a work copy later.
-    run_session(session, feeds[0], f"{model_path} on the first sample of {calibration}")
+    run_session(session, feeds[0], f"{model_path} on the first sample of {calibration}", config.benchmark.time_limit_s)
     limits = {"most_calibration": config.quantize.calibration_samples, "most_held_out": MAX_HELD_OUT}
     calibrate_on, held_out = split_feeds(feeds, **limits)
     budget = Budget(min_snr_db, None, config.quantize.max_accuracy_drop)
@@ -157,6 +157,7 @@ def time_candidates(models: dict[str, Path], feed: dict[str, np.ndarray], config
     from edge_distill.device.remote import device_target, time_side_by_side
     from edge_distill.device.runner import thread_candidates, usable_threads
     from edge_distill.measure.harness import provider_specs
+    from edge_distill.sessions import onnxruntime_errors
 
     bench, remote = config.benchmark, device_target(config.device)
     for_device = remote is not None or config.device.is_host_arch
@@ -165,8 +166,9 @@ def time_candidates(models: dict[str, Path], feed: dict[str, np.ndarray], config
     where = remote.destination if remote is not None else "this host"
     progress(f"timing float and int8 side by side on {where} at {', '.join(map(str, counts))} thread(s) "
              f"({bench.providers[0]}, {config.quantize.search_min_seconds:g} s each)")
-    timing = time_side_by_side(models, feed, counts, provider_specs(bench), config.quantize.search_min_seconds,
-                               remote, not bench.allow_cpu_fallback, progress)
+    with onnxruntime_errors("timing float and int8"):
+        timing = time_side_by_side(models, feed, counts, provider_specs(bench), config.quantize.search_min_seconds,
+                                   remote, not bench.allow_cpu_fallback, progress, bench.time_limit_s)
     return timing | {"for_device": for_device, "threads": counts}
 
 
