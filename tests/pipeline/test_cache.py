@@ -202,3 +202,14 @@ def test_cache_info_on_a_file_is_an_error_not_an_empty_cache(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
     result = invoke("cache", "info", "--cache-dir", str(tmp_path / "notes.txt"))
     assert_user_error(result, 3, "notes.txt: not a folder")
+
+
+def test_a_cache_an_older_edge_distill_made_is_adopted_by_the_next_build(tmp_path):
+    cache = StageCache(tmp_path / "cache")
+    run_pipeline(tiny_config(), cache.root, target="data")
+    (cache.root / "CACHEDIR.TAG").unlink()  # as a cache made before the marker looks
+    with pytest.raises(Exception, match="not an edge-distill cache"):
+        cache.clean()
+    run = run_pipeline(tiny_config(), cache.root, target="data")
+    assert run.steps[0].cached and StageCache(cache.root).is_ours()
+    assert StageCache(cache.root).clean(remove_all=True)["removed_entries"]
