@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 from pathlib import Path
 from typing import Any
 
 from edge_distill.errors import EdgeDistillError, InputFileError
 
+MAX_JSON_DEPTH = 100  # our files nest about 6 levels; tokenizer.json about 5
+_STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"')
+_BRACKETS = re.compile(r"[\[\]{}]")
 MAX_JSON_BYTES = 256 * 1024**2  # manifests, golden copies, tokenizer.json (a 250k vocabulary is ~20 MB)
 
 _KINDS = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
@@ -38,6 +42,18 @@ def regular_file(path: Path, what: str = "", error: type[EdgeDistillError] = Inp
         kind = next((name for test, name in _KINDS if test(mode)), "not a regular file")
         raise error(f"{named}: is {kind}, not a regular file", "give a regular file")
     return path
+
+
+def nesting_depth(text: str) -> int:
+    """How deep JSON text nests its arrays and objects (brackets inside strings do not count)."""
+    depth = deepest = 0
+    for bracket in _BRACKETS.finditer(_STRINGS.sub('""', text)):
+        depth += 1 if bracket.group() in "[{" else -1
+        if depth > deepest:
+            deepest = depth
+            if deepest > MAX_JSON_DEPTH:
+                break
+    return deepest
 
 
 def is_regular_file(path: Path) -> bool:
@@ -70,7 +86,11 @@ def read_json(path: Path, what: str = "", max_bytes: int = MAX_JSON_BYTES,
 
 
 def parse_json(text: str, named: str, error: type[EdgeDistillError] = InputFileError) -> Any:
-    """JSON text; a nesting deep enough to exhaust the parser's recursion is an error like any other."""
+    """JSON text, refused past MAX_JSON_DEPTH levels before the parser sees it: json.loads on
+    200,000 levels exhausts the recursion limit, and freeing what it built can fail again inside
+    Python's own error reporting, which then writes to stderr past any handler."""
+    if nesting_depth(text) > MAX_JSON_DEPTH:
+        raise error(f"{named}: nested too deeply to read (over {MAX_JSON_DEPTH} levels)", "check the file")
     try:
         return json.loads(text)
     except RecursionError:

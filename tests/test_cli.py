@@ -25,7 +25,7 @@ def assert_user_error(result, code, *fragments):
     # Progress lines may come first; the error is one line, then at most a hint.
     lines = result.stderr.strip().splitlines()
     errors = [i for i, line in enumerate(lines) if line.startswith("Error: ")]
-    assert len(errors) == 1 and len(lines) - errors[0] <= 2 and "Traceback" not in result.stderr
+    assert len(errors) == 1 and len(lines) - errors[0] <= 2 and "Traceback" not in result.stderr, result.stderr
     for fragment in fragments:
         assert fragment in result.stderr
 

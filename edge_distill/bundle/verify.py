@@ -18,7 +18,9 @@ import numpy as np
 
 from edge_distill.bundle.integrity import Check, integrity_checks
 from edge_distill.bundle.reader import METADATA_PREFIX, RAW_GOLDEN, Bundle, inside, normalize
-from edge_distill.errors import BundleError
+from edge_distill.errors import BundleError, describe
+from edge_distill.files import read_json
+from edge_distill.schema import Int, ListOf, Obj, Str, check
 
 # mean and std are stated to 6 decimals: an app repeating the formula lands this close to the inputs.
 PREPROCESSING_ATOL = 1e-3
@@ -45,30 +47,45 @@ def verify_bundle(path: Path, providers: list[str] | None = None) -> list[Check]
     return checks
 
 
+# golden_text.json: the golden strings and the ids tokenizer.json gives them.
+GOLDEN_TEXT = Obj({"texts": ListOf(Str(max_length=1_000_000), min_length=1),
+                   "input_ids": ListOf(ListOf(Int(0), max_length=1_000_000))}, required={"texts", "input_ids"})
+
+
 def check_text_tokenizer(bundle: Path, manifest: dict[str, Any], arrays: dict[str, np.ndarray]) -> Check:
     """A text bundle's tokenizer.json turns each golden string into the ids stored beside it, and
     those are the golden vectors' ids (where their mask is 1): what an app's tokenizer must match."""
-    import json
-
     try:
         from tokenizers import Tokenizer
     except ImportError:  # a device with numpy and onnxruntime only: the model checks above still ran
         return Check("golden tokenization", True, "not checked here: the tokenizers package is not installed")
     text = manifest["text"]
-    paths = [inside(bundle, text.get(key, "")) for key in ("tokenizer", "golden_text")]
-    if None in paths or any(text.get(key) not in manifest["files"] for key in ("tokenizer", "golden_text")):
+    paths = [inside(bundle, text[key]) for key in ("tokenizer", "golden_text")]
+    if None in paths or any(text[key] not in manifest["files"] for key in ("tokenizer", "golden_text")):
         return Check("golden tokenization", False, "text.tokenizer or text.golden_text is not a file the bundle lists")
-    tokenizer = Tokenizer.from_file(str(paths[0]))
-    tokenizer.enable_truncation(int(text["max_length"]))
-    tokenizer.no_padding()
-    golden = json.loads(paths[1].read_text(encoding="utf-8"))
-    produced = [encoding.ids for encoding in tokenizer.encode_batch(golden["texts"])]
+    if not {"input:input_ids", "input:attention_mask"} <= set(arrays):
+        return Check("golden tokenization", False, "the golden vectors hold no input:input_ids and input:attention_mask")
+    try:
+        golden = check(read_json(paths[1], error=BundleError), GOLDEN_TEXT, str(paths[1]), BundleError)
+        tokenizer = Tokenizer.from_file(str(paths[0]))
+        tokenizer.enable_truncation(text["max_length"])
+        tokenizer.no_padding()
+        produced = [encoding.ids for encoding in tokenizer.encode_batch(golden["texts"])]
+    except BundleError as e:
+        return Check("golden tokenization", False, e.message)
+    except BaseException as e:  # noqa: B036 - the tokenizers library's Rust panics are BaseExceptions
+        if isinstance(e, (KeyboardInterrupt, SystemExit)):
+            raise
+        return Check("golden tokenization", False, f"{paths[0].name}: the tokenizers library failed ({describe(e)})")
+    rows = len(produced)
+    if arrays["input:input_ids"].size % rows or len(golden["input_ids"]) != rows:
+        return Check("golden tokenization", False, f"{rows} golden strings, but the stored ids do not hold {rows} rows")
     stored = [row[mask == 1].tolist() for row, mask in
-              zip(arrays["input:input_ids"].reshape(len(produced), -1), arrays["input:attention_mask"].reshape(len(produced), -1))]
+              zip(arrays["input:input_ids"].reshape(rows, -1), arrays["input:attention_mask"].reshape(rows, -1))]
     wrong = [i for i, (ids, expected, vector) in enumerate(zip(produced, golden["input_ids"], stored))
              if ids != expected or ids != vector]
     return Check("golden tokenization", not wrong,
-                 f"{len(produced) - len(wrong)}/{len(produced)} golden strings tokenize to their stored ids"
+                 f"{rows - len(wrong)}/{rows} golden strings tokenize to their stored ids"
                  + (f"; first mismatch: string {wrong[0]} {golden['texts'][wrong[0]][:60]!r}" if wrong else ""))
 
 

@@ -12,14 +12,13 @@ a docstring is held out here exactly when it is held out from the embedding corp
 
 from __future__ import annotations
 
-import json
 import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 from edge_distill.errors import DataError
-from edge_distill.files import read_text
+from edge_distill.files import parse_json, read_text
 from edge_distill.text.corpus import split_passages
 
 MIN_CLASS_DOCSTRINGS = 80
@@ -47,13 +46,7 @@ def read_labeled(path: Path) -> list[tuple[str, str]]:
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
-        try:
-            row = json.loads(line)
-        except RecursionError:
-            raise DataError(f"{path}:{number}: nested too deeply", 'one {"text": ..., "label": ...} object per line') from None
-        except ValueError as e:  # JSONDecodeError, and an integer of more digits than Python converts
-            raise DataError(f"{path}:{number}: not JSON ({getattr(e, 'msg', e)})",
-                            'one {"text": ..., "label": ...} object per line') from None
+        row = parse_json(line, f"{path}:{number}", DataError)
         if not isinstance(row, dict) or not isinstance(row.get("text"), str) or not row["text"].strip():
             raise DataError(f"{path}:{number}: no non-empty string 'text'", 'one {"text": ..., "label": ...} object per line')
         label = row.get("label")

@@ -120,7 +120,7 @@ def test_labels_follow_the_teachers_order_and_a_mismatch_is_one_line(tiny_classi
 
 
 @pytest.mark.parametrize("content, message", [
-    ('{"text": "a", "label": "x"}\nnot json\n', r":2: not JSON"),
+    ('{"text": "a", "label": "x"}\nnot json\n', r":2: not valid JSON"),
     ('{"label": "x"}\n', r":1: no non-empty string 'text'"),
     ('{"text": "a", "label": [1]}\n', r":1: 'label' \[1\] is not a class name or an integer"),
     ('{"text": "a", "label": "x"}\n', r"1 example\(s\); at least 10"),
