@@ -11,6 +11,7 @@ from edge_distill.text.teacher import batch_ids, load_teacher
 from tests.text.conftest import SENTENCES
 
 
+@pytest.mark.slow  # the fast suite's text build exports its student and checks parity at two lengths
 def test_export_has_dynamic_batch_and_length_and_matches_pytorch(tiny_bert, tmp_path):
     teacher = load_teacher(tiny_bert, max_length=32)
     path = tmp_path / "encoder.onnx"
