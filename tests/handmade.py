@@ -86,6 +86,47 @@ def three_input_samples(path: Path, count: int = 30, **override) -> Path:
     return path
 
 
+def branch_model(path: Path) -> Path:
+    """silero-vad v5's layout: all compute inside the two branches of an `If` on the sample rate
+    (an int64 scalar input `sr`), which ONNX Runtime's quantizer does not enter. audio (1, 16) ->
+    scores (1, 4)."""
+    rng = np.random.default_rng(3)
+
+    def branch(name: str) -> onnx.GraphProto:
+        weight = numpy_helper.from_array(rng.standard_normal((16, 4)).astype(np.float32), f"w_{name}")
+        return helper.make_graph([helper.make_node("MatMul", ["audio", weight.name], [f"scores_{name}"])], name, [],
+                                 [helper.make_tensor_value_info(f"scores_{name}", TensorProto.FLOAT, [1, 4])], [weight])
+
+    nodes = [helper.make_node("Constant", [], ["rate_16k"], value=numpy_helper.from_array(np.array(16000, np.int64))),
+             helper.make_node("Equal", ["sr", "rate_16k"], ["is_16k"]),
+             helper.make_node("If", ["is_16k"], ["scores"], then_branch=branch("at_16k"), else_branch=branch("at_8k"))]
+    graph = helper.make_graph(nodes, "branches",
+                              [helper.make_tensor_value_info("audio", TensorProto.FLOAT, [1, 16]),
+                               helper.make_tensor_value_info("sr", TensorProto.INT64, [])],
+                              [helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, 4])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def gemm_2d_bias_model(path: Path) -> Path:
+    """The layout of the file-type model `magika` ships that broke ONNX Runtime's per-channel
+    quantizer (onnxruntime issue 24815): a Gemm whose bias is (1, N), not (N,). x (1, 16) ->
+    y (1, 8)."""
+    rng = np.random.default_rng(4)
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["x", "w", "b"], ["hidden"]), helper.make_node("Relu", ["hidden"], ["y"])],
+        "gemm_2d_bias", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])],
+        [numpy_helper.from_array(rng.standard_normal((16, 8)).astype(np.float32), "w"),
+         numpy_helper.from_array(rng.standard_normal((1, 8)).astype(np.float32), "b")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
 def rapidocr_models() -> Path | None:
     """The folder of PP-OCR ONNX models inside the PyPI package rapidocr-onnxruntime (.ci/run
     installs it without its dependencies: only the model files are read, the package is not

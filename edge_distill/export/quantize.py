@@ -244,8 +244,17 @@ def check_node_names(model: Path, names: tuple[str, ...]) -> None:
 
 
 def count_ops(model: onnx.ModelProto) -> dict[str, int]:
-    """Node count per op type, sorted by name."""
-    return dict(sorted(collections.Counter(node.op_type for node in model.graph.node).items()))
+    """Node count per op type, sorted by name, subgraphs (If, Loop, Scan bodies) included."""
+    return dict(sorted(collections.Counter(node.op_type for node in all_nodes(model.graph)).items()))
+
+
+def all_nodes(graph: onnx.GraphProto):
+    """Every node of `graph` and of the subgraphs its nodes hold, depth first."""
+    for node in graph.node:
+        yield node
+        for attribute in node.attribute:
+            for subgraph in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):
+                yield from all_nodes(subgraph)
 
 
 def quantized_node_count(op_counts: dict[str, int]) -> int:

@@ -50,10 +50,11 @@ class Budget:
     labels: np.ndarray | None = None
     max_accuracy_drop: float = 1.0
 
-    def judge(self, reference: dict[str, np.ndarray], produced: dict[str, np.ndarray], outputs) -> Judgement:
+    def judge(self, reference: dict[str, np.ndarray], produced: dict[str, np.ndarray], outputs, inputs=()
+              ) -> Judgement:
         from edge_distill.measure.fidelity import output_fidelity, worst_snr
 
-        fidelity = output_fidelity(reference, produced, outputs)
+        fidelity = output_fidelity(reference, produced, outputs, inputs)
         snr = worst_snr(fidelity)
         if self.labels is None:
             shown = "identical outputs" if snr == float("inf") else f"worst output SNR {snr:.1f} dB"
@@ -127,16 +128,16 @@ def optimize_model(config: BuildConfig, model_path: Path, calibration: Path, sha
     notes: list[str] = []
     with StageCache(cache_dir).staging_folder("optimize") as work:
         fp32 = simplified_or_source(model_path, held_out[0], work / "fp32.onnx", notes, progress)
-        int8, recipe, judgement = quantize_within_budget(fp32, calibrate_on, held_out, outputs, config, budget, work,
-                                                         notes, progress)
-        timing = time_candidates({"fp32": fp32, "int8": int8}, held_out[0], config, progress)
+        int8, recipe, judgement = quantize_within_budget(fp32, calibrate_on, held_out, (inputs, outputs), config,
+                                                         budget, work, notes, progress)
+        variants = {"fp32": fp32} | ({"int8": int8} if int8 is not None else {})
+        timing = time_candidates(variants, held_out[0], config, progress)
         shipped, threads, why = choose(judgement, timing, config.device.arch)
         progress(f"shipping {shipped} at {threads} thread(s): {why}")
         model = work / "model.onnx"
-        label_model(fp32 if shipped == "fp32" else int8, model, precision=shipped, profile=config.profile)
+        label_model(variants[shipped], model, precision=shipped, profile=config.profile)
         golden = write_io_golden(model, held_out[:GOLDEN_COUNT], outputs, work)
-        manifest = io_manifest(config, model_path, model, fixed, golden, {"fp32": fp32, "int8": int8}, timing,
-                               budget, judgement, threads,
+        manifest = io_manifest(config, model_path, model, fixed, golden, variants, timing, budget, judgement, threads,
                                {"precision": shipped, "why": why, "quantization": recipe, "notes": notes})
         files = {"model.onnx": model, "golden.npz": work / "golden.npz", "golden.json": work / "golden.json"}
         manifest["files"] = {name: {"sha256": sha256(path), "size_bytes": path.stat().st_size}
@@ -164,7 +165,7 @@ def time_candidates(models: dict[str, Path], feed: dict[str, np.ndarray], config
     most = bench.threads if remote is not None else usable_threads(bench.threads)
     counts = thread_candidates(most) if for_device else [most]
     where = remote.destination if remote is not None else "this host"
-    progress(f"timing float and int8 side by side on {where} at {', '.join(map(str, counts))} thread(s) "
+    progress(f"timing {' and '.join(models)} side by side on {where} at {', '.join(map(str, counts))} thread(s) "
              f"({bench.providers[0]}, {config.quantize.search_min_seconds:g} s each)")
     with onnxruntime_errors("timing float and int8"):
         timing = time_side_by_side(models, feed, counts, provider_specs(bench), config.quantize.search_min_seconds,
@@ -269,8 +270,10 @@ def prepare(fp32: Path, config: BuildConfig, work: Path, notes: list[str], progr
 
 
 def quantize_feeds(prepared: Path, feeds: list[dict], config: BuildConfig, per_channel: bool, keep_in_float: list[str],
-                   dst: Path) -> dict:
-    """The profile's static int8 recipe, calibrated on `feeds`, with `keep_in_float` nodes left in float."""
+                   dst: Path, notes: list[str]) -> dict:
+    """The profile's static int8 recipe, calibrated on `feeds`, with `keep_in_float` nodes left in
+    float. Where ONNX Runtime's widening of weight scales for int32 biases fails on the graph
+    (onnxruntime issue 24815: a 2-D Gemm bias), it is quantized again without it, noted."""
     import onnx
     import onnxruntime as ort
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -280,13 +283,26 @@ def quantize_feeds(prepared: Path, feeds: list[dict], config: BuildConfig, per_c
 
     q = config.quantize
     prepared, dst = prepared.absolute(), dst.absolute()  # quiet_libraries runs the block in a scratch folder
-    try:
+
+    def run(extra_options: dict) -> None:
         with quiet_libraries(scratch_in=dst.parent):
             quantize_static(str(prepared), str(dst), FeedReader(feeds), quant_format=QuantFormat[q.format],
                             per_channel=per_channel, reduce_range=q.reduce_range,
                             activation_type=QuantType[q.activation_type], weight_type=QuantType[q.weight_type],
                             calibrate_method=CalibrationMethod[q.calibrate_method],
-                            nodes_to_exclude=[*q.exclude_nodes, *keep_in_float])
+                            nodes_to_exclude=[*q.exclude_nodes, *keep_in_float], extra_options=extra_options)
+
+    extra: dict = {}
+    try:
+        try:
+            run(extra)
+        except Exception as first:
+            extra = {"QDQDisableWeightAdjustForInt32Bias": True}
+            run(extra)
+            note = (f"ONNX Runtime's weight-scale adjustment for int32 biases failed ({describe(first, 200)}): "
+                    "quantized with QDQDisableWeightAdjustForInt32Bias")
+            if note not in notes:
+                notes.append(note)
     except Exception as e:
         raise QuantizeError(f"quantizing {prepared.name} failed: {describe(e, 2000)}",
                             "try another profile's format (--set quantize.format=QOperator) or "
@@ -298,15 +314,20 @@ def quantize_feeds(prepared: Path, feeds: list[dict], config: BuildConfig, per_c
                             "try --set quantize.per_channel=false, or --set quantize.format=QOperator") from None
     return {"format": q.format, "activation_type": q.activation_type, "weight_type": q.weight_type,
             "per_channel": per_channel, "calibrate_method": q.calibrate_method, "calibration_samples": len(feeds),
-            "kept_in_float": [*q.exclude_nodes, *keep_in_float], "op_counts": count_ops(onnx.load(str(dst)))}
+            "kept_in_float": [*q.exclude_nodes, *keep_in_float], "op_counts": count_ops(onnx.load(str(dst))),
+            **({"extra_options": extra} if extra else {})}
 
 
-def quantize_within_budget(fp32: Path, calibrate_on: list[dict], held_out: list[dict], outputs, config: BuildConfig,
-                           budget: Budget, work: Path, notes: list[str], progress: Callable[[str], None]
-                           ) -> tuple[Path, dict, Judgement]:
-    """(int8 model, recipe, judgement). Over the budget, the nodes whose int8 error is largest
-    (ONNX Runtime's QDQ debugging: per-node SNR) are kept in float, 1, 2, 4, ... up to
-    quantize.fallback_max_nodes, until the model is within it; the best-judged try is kept."""
+def quantize_within_budget(fp32: Path, calibrate_on: list[dict], held_out: list[dict], tensors: tuple[list, list],
+                           config: BuildConfig, budget: Budget, work: Path, notes: list[str],
+                           progress: Callable[[str], None]) -> tuple[Path | None, dict, Judgement]:
+    """(int8 model, recipe, judgement); the model is None, and the judgement says why, where no
+    int8 model could be made or none of its nodes was quantized (a model whose compute sits in
+    subgraphs ONNX Runtime's quantizer skips): float then ships. Over the budget, the nodes whose
+    int8 error is largest (ONNX Runtime's QDQ debugging: per-node SNR) are kept in float, 1, 2, 4,
+    ... up to quantize.fallback_max_nodes, until the model is within it; the best-judged try is
+    kept. `tensors`: the model's (inputs, outputs)."""
+    from edge_distill.export.quantize import quantized_node_count
     from edge_distill.export.sensitivity import layer_sensitivity
 
     q = config.quantize
@@ -314,12 +335,23 @@ def quantize_within_budget(fp32: Path, calibrate_on: list[dict], held_out: list[
     progress(f"calibrating ({q.calibrate_method}) on {len(calibrate_on)} samples and quantizing ({q.format}, "
              f"{q.activation_type}/{q.weight_type}, {'per channel' if per_channel else 'per tensor'})")
     reference = run_feeds(fp32, held_out)
+    inputs, outputs = tensors
 
     def attempt(keep: list[str], dst: Path) -> tuple[Path, dict, Judgement]:
-        recipe = quantize_feeds(prepared, calibrate_on, config, per_channel, keep, dst)
-        return dst, recipe, budget.judge(reference, run_feeds(dst, held_out), outputs)
+        recipe = quantize_feeds(prepared, calibrate_on, config, per_channel, keep, dst, notes)
+        return dst, recipe, budget.judge(reference, run_feeds(dst, held_out), outputs, inputs)
 
-    best = attempt([], work / "int8.onnx")
+    def not_made(why: str) -> tuple[None, dict, Judgement]:
+        progress(f"no int8 model: {why}")
+        return None, {}, Judgement(False, float("-inf"), f"no int8 model: {why}", {}, None)
+
+    try:
+        best = attempt([], work / "int8.onnx")
+    except QuantizeError as e:  # ONNX Runtime's quantizer failed on this graph: float ships, saying why
+        return not_made(e.message)
+    if not quantized_node_count(best[1]["op_counts"]):
+        return not_made("ONNX Runtime's quantizer quantized none of its nodes (subgraphs included), "
+                        "so it is not an int8 model")
     if best[2].ok or not q.fallback_max_nodes:
         return best
     progress(f"int8 over budget ({best[2].summary}): ranking nodes by their int8 error")
@@ -392,10 +424,13 @@ def choose(judgement: Judgement, timing: dict, device_arch: str) -> tuple[str, i
     def shown(row: dict) -> str:
         return f"p50 {row['p50']:.4f} ms at {row['threads']} thread(s)"
 
+    if not judgement.ok:
+        over = judgement.summary if judgement.summary.startswith("no int8 model") else \
+            f"int8 over budget: {judgement.summary}"
     if not timing["for_device"]:
         threads = timing["threads"][-1]
         if not judgement.ok:
-            return "fp32", threads, f"int8 over budget: {judgement.summary}"
+            return "fp32", threads, over
         if int8_error:
             return "int8", threads, (f"the profile's int8 recipe ({judgement.summary}); it does not run on this host "
                                      f"({int8_error}) and was not measured on the device ({device_arch})")
@@ -413,7 +448,7 @@ def choose(judgement: Judgement, timing: dict, device_arch: str) -> tuple[str, i
             if float_best else "float did not run"
         return "int8", best["threads"], f"int8 {shown(best)} on {where}, {versus}; {judgement.summary}"
     if not judgement.ok:
-        return "fp32", best["threads"], f"int8 over budget: {judgement.summary}; float {shown(best)} on {where}"
+        return "fp32", best["threads"], f"{over}; float {shown(best)} on {where}"
     if int8_error:
         return "fp32", best["threads"], f"int8 does not run on {where}: {int8_error}"
     return "fp32", best["threads"], (f"int8 measured slower than float on {where}: its best {shown(fastest(rows, 'int8'))} "
@@ -469,12 +504,12 @@ def render_summary(manifest: dict[str, Any], out: Path) -> str:
     for row in measurement["candidates"]:
         timing = f"{row['p50']:9.4f} {row['p90']:9.4f}" if "p50" in row else f"  {row.get('error', '')}"
         lines.append(f"{row['variant']:8s} {row['threads']:7d} {sizes[row['variant']] / 1024:8.1f} KB {timing}")
-    fidelity = next(r["fidelity"] for r in manifest["metrics"] if r["variant"] == "int8")
+    fidelity = next((r["fidelity"] for r in manifest["metrics"] if r["variant"] == "int8"), {})
     for name, f in fidelity.items():
-        agreement = f"  top-1 agreement {f['top1_agreement']:.4f}" if "top1_agreement" in f else ""
+        cosine = f", cosine {f['cosine']:.5f}" if "cosine" in f else ""
+        agreement = f", top-1 agreement {f['top1_agreement']:.4f}" if "top1_agreement" in f else ""
         snr = "identical" if f["snr_db"] is None else f"{f['snr_db']:.1f} dB"
-        lines.append(f"int8 vs float, {name}: SNR {snr}, max abs error {f['max_abs_error']:.3g}, "
-                     f"cosine {f['cosine']:.5f}{agreement}")
+        lines.append(f"int8 vs float, {name}: SNR {snr}, max abs error {f['max_abs_error']:.3g}{cosine}{agreement}")
     lines += [f"Shipped: {manifest['model']['precision']} at {manifest['runtime']['intra_op_threads']} thread(s) "
               f"({manifest['model']['why']})", measurement["measured_on"], f"Bundle: {out}"]
     return "\n".join(lines)

@@ -132,6 +132,38 @@ def test_labels_judge_int8_by_held_out_accuracy(tmp_path):
     assert not (tmp_path / "b2").exists() and not (tmp_path / "b3").exists()
 
 
+def test_a_model_whose_compute_sits_in_subgraphs_is_never_labelled_int8(tmp_path):
+    """ONNX Runtime's quantizer skips If branches: its 'int8' model has no quantized node, so float
+    ships, saying so, and nothing in the bundle is called int8."""
+    model = handmade.branch_model(tmp_path / "branches.onnx")
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "samples.npz", audio=rng.standard_normal((20, 1, 16)).astype(np.float32),
+             sr=np.full(20, 16000, np.int64))
+    manifest = optimize_model(load_config("x86-avx512", None, QUICK), model, tmp_path / "samples.npz", {},
+                              tmp_path / "bundle", 20.0, cache_dir=tmp_path / "cache")
+    assert manifest["model"]["precision"] == "fp32"
+    assert "quantized none of its nodes" in manifest["model"]["why"]
+    assert [row["variant"] for row in manifest["metrics"]] == ["fp32"]
+    assert {row["variant"] for row in manifest["measurement"]["candidates"]} == {"fp32"}
+    assert all(check.passed for check in verify_bundle(tmp_path / "bundle"))
+
+
+def test_a_gemm_with_a_2d_bias_is_quantized_past_onnx_runtimes_bias_adjustment_failure(tmp_path):
+    """magika's layout: ORT's weight-scale adjustment for int32 biases raises on a (1, N) bias; the
+    model is quantized again without that adjustment, and the note says so."""
+    model = handmade.gemm_2d_bias_model(tmp_path / "gemm.onnx")
+    np.savez(tmp_path / "samples.npz", x=np.random.default_rng(0).standard_normal((20, 1, 16)).astype(np.float32))
+    result = invoke("optimize", str(model), "-p", "x86-avx512", "--calibration", str(tmp_path / "samples.npz"),
+                    "--set", "quantize.search_min_seconds=0.05", "--out", str(tmp_path / "bundle"),
+                    "--cache-dir", str(tmp_path / "cache"), "--json")
+    assert result.exit_code == 0, result.output
+    manifest = json.loads(result.stdout)
+    assert any("QDQDisableWeightAdjustForInt32Bias" in note for note in manifest["model"]["notes"])
+    assert manifest["model"]["quantization"]["op_counts"]["QuantizeLinear"] > 0
+    int8 = next(row for row in manifest["metrics"] if row["variant"] == "int8")
+    assert int8["fidelity"]["y"]["snr_db"] > 20
+
+
 # (model, shape): the three PP-OCR models of rapidocr-onnxruntime, each fed printed text lines.
 PP_OCR = [("ch_ppocr_mobile_v2.0_cls_infer", (48, 192)), ("ch_PP-OCRv4_rec_infer", (48, 320)),
           ("ch_PP-OCRv4_det_infer", (320, 320))]
