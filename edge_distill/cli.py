@@ -499,6 +499,9 @@ def estimate(model: Path, profile: str, batch: int, shapes: tuple[str, ...], mea
                    "held-out accuracy against float's instead of SNR.")
 @click.option("--max-accuracy-drop", type=FINITE_AT_LEAST_0, metavar="POINTS",
               help="With --labels: the most accuracy int8 may lose, in points (default: the profile's).")
+@click.option("--distill", is_flag=True, default=None,
+              help="Where post-training int8 misses the budget, train its weights and scales to match the float "
+                   "model on the calibration samples (quantize.distill).")
 @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE", help="Override a profile value, e.g. quantize.per_channel=false.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Bundle folder to write.")
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=DEFAULT_CACHE, show_default=True,
@@ -508,8 +511,8 @@ def estimate(model: Path, profile: str, batch: int, shapes: tuple[str, ...], mea
 @benchmark_options("batch", "cold-starts", "warmup", "runs")
 @json_option
 def optimize(model: Path, profile: str, calibration: Path, shapes: tuple[str, ...], min_snr: float, labels: str | None,
-             max_accuracy_drop: float | None, overrides: tuple[str, ...], out: Path, cache_dir: Path, quiet: bool,
-             as_json: bool, remote, ssh_config, remote_python, connect_timeout, command_timeout, **settings) -> None:
+             max_accuracy_drop: float | None, distill: bool | None, overrides: tuple[str, ...], out: Path,
+             cache_dir: Path, quiet: bool, as_json: bool, remote, ssh_config, remote_python, connect_timeout, command_timeout, **settings) -> None:
     """Quantize an ONNX model trained elsewhere to int8, judge and time it against float, and ship a verified bundle.
 
     Float and int8 are timed side by side at 1, 2, 4, ... up to the profile's threads: on the
@@ -525,6 +528,8 @@ def optimize(model: Path, profile: str, calibration: Path, shapes: tuple[str, ..
              for field, value in _benchmark_overrides(settings).items()]
     if max_accuracy_drop is not None:
         given.append(Setting("quantize.max_accuracy_drop", max_accuracy_drop, "--max-accuracy-drop"))
+    if distill:
+        given.append(Setting("quantize.distill", True, "--distill"))
     given += [Setting(*setting) for setting in _device_settings(remote, ssh_config, remote_python, connect_timeout,
                                                                 command_timeout)]
     config = load_config(profile, None, list(overrides), given)

@@ -227,6 +227,11 @@ class QuantizeConfig:
     require_int8: bool = False  # if no int8 recipe fits the budget: error (true) or ship fp32 (false)
     fallback_max_nodes: int = _at_least(4, 0)  # most sensitive nodes kept in float to repair a recipe
     search_min_seconds: float = _at_least(1.0, 0.0)  # timed running per candidate, over 5 interleaved rounds
+    # Quantization-aware distillation of int8 against the float model (distill/qdq_distill.py):
+    # optimize --distill, or when post-training int8 misses the budget and distill is on.
+    distill: bool = False
+    distill_epochs: int = _at_least(8, 1)
+    distill_max_seconds: float = _at_least(900.0, 1.0)  # training stops past this, keeping what it learned
 
 
 @dataclass(frozen=True)

@@ -127,6 +127,35 @@ def gemm_2d_bias_model(path: Path) -> Path:
     return path
 
 
+def correlated_samples(path: Path, count: int, width: int = 32, seed: int = 0) -> Path:
+    """x (count, 1, width) spanning 4 bounded directions plus a little noise, as real activations are
+    correlated: trained rounding can cancel its error along them, round-to-nearest cannot."""
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-1, 1, (count, 1, 4)) @ rng.standard_normal((4, width))
+    np.savez(path, x=(x + 0.05 * rng.standard_normal((count, 1, width))).astype(np.float32))
+    return path
+
+
+def outlier_weight_model(path: Path) -> Path:
+    """Two MatMul layers whose first weight has one large value per output channel beside many
+    small ones: per-channel int8 spends its steps on the outlier and rounds the rest coarsely, an
+    error no activation range repairs but trained rounding can. x (1, 32) -> y (1, 8)."""
+    rng = np.random.default_rng(5)
+    first = 0.02 * rng.standard_normal((32, 32))
+    first[rng.integers(0, 32, 32), np.arange(32)] = 2.0
+    weights = {"w1": first, "b1": 0.05 * rng.standard_normal(32), "w2": 0.3 * rng.standard_normal((32, 8))}
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w1"], ["h1"]), helper.make_node("Add", ["h1", "b1"], ["h2"]),
+         helper.make_node("Relu", ["h2"], ["h3"]), helper.make_node("MatMul", ["h3", "w2"], ["y"])],
+        "outlier_weights", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 32])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])],
+        [numpy_helper.from_array(w.astype(np.float32), name) for name, w in weights.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
 def rapidocr_models() -> Path | None:
     """The folder of PP-OCR ONNX models inside the PyPI package rapidocr-onnxruntime (.ci/run
     installs it without its dependencies: only the model files are read, the package is not

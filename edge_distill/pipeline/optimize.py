@@ -352,7 +352,25 @@ def quantize_within_budget(fp32: Path, calibrate_on: list[dict], held_out: list[
     if not quantized_node_count(best[1]["op_counts"]):
         return not_made("ONNX Runtime's quantizer quantized none of its nodes (subgraphs included), "
                         "so it is not an int8 model")
-    if best[2].ok or not q.fallback_max_nodes:
+    if best[2].ok:
+        return best
+    if q.distill:
+        try:
+            distilled = distill_attempt(best, fp32, calibrate_on, reference, held_out, tensors, config, budget, work,
+                                        progress)
+        except QuantizeError as e:  # an op it cannot train: post-training int8 (or float) goes on
+            notes.append(f"int8 not distilled: {e.message}")
+            progress(f"int8 not distilled: {e.message}")
+        else:
+            if distilled[2].ok:
+                notes.append(f"int8 distilled from float: {distilled[2].summary}, was {best[2].summary}")
+                return distilled
+            notes.append(f"int8 distilled from float: {distilled[2].summary}, still over budget")
+            best = max(best, distilled, key=lambda tried: tried[2].score)
+    else:
+        progress(f"int8 over budget ({best[2].summary}): --distill trains it against float on the calibration "
+                 "samples")
+    if not q.fallback_max_nodes:
         return best
     progress(f"int8 over budget ({best[2].summary}): ranking nodes by their int8 error")
     ranked = [row["node"] for row in layer_sensitivity(prepared, best[0], calibrate_on[:16], work)]
@@ -369,6 +387,34 @@ def quantize_within_budget(fp32: Path, calibrate_on: list[dict], held_out: list[
     notes.append(f"int8 repaired by keeping {len(kept)} node(s) in float: {', '.join(kept)}" if kept else
                  f"keeping up to {q.fallback_max_nodes} sensitive node(s) in float did not bring int8 within budget")
     return best
+
+
+def distill_attempt(ptq: tuple[Path, dict, Judgement], fp32: Path, calibrate_on: list[dict], reference: dict,
+                    held_out: list[dict], tensors: tuple[list, list], config: BuildConfig, budget: Budget, work: Path,
+                    progress: Callable[[str], None]) -> tuple[Path, dict, Judgement]:
+    """Post-training int8 `ptq` trained to match float on the calibration samples
+    (distill.qdq_distill), judged on the held-out ones as post-training int8 is."""
+    import torch
+
+    from edge_distill.device.runner import usable_threads
+    from edge_distill.distill.qdq_distill import DistillSettings, distill_int8
+
+    q = config.quantize
+    if q.format != "QDQ":
+        raise QuantizeError(f"--distill trains QDQ int8; the profile quantizes to {q.format}",
+                            "add --set quantize.format=QDQ")
+    torch.set_num_threads(usable_threads(config.benchmark.threads))
+    float_outputs = run_feeds(fp32, calibrate_on)
+    targets = [{name: values[i] for name, values in float_outputs.items()} for i in range(len(calibrate_on))]
+    progress(f"int8 over budget ({ptq[2].summary}): distilling it from float on {len(calibrate_on)} calibration "
+             f"samples ({q.distill_epochs} epochs, at most {q.distill_max_seconds:g} s)")
+    dst = work / "int8-distilled.onnx"
+    report = distill_int8(ptq[0], calibrate_on, targets, dst,
+                          DistillSettings(q.distill_epochs, q.distill_max_seconds, reduce_range=q.reduce_range),
+                          progress)
+    judgement = budget.judge(reference, run_feeds(dst, held_out), tensors[1], tensors[0])
+    progress(f"  distilled int8: {judgement.summary}")
+    return dst, ptq[1] | {"distilled": report}, judgement
 
 
 def default_opset(model: Path) -> int:
