@@ -163,7 +163,8 @@ def compare_latency(
     rounds: int = 5, require_first: bool = True, time_limit_s: float | None = None,
 ) -> dict[str, dict]:
     """p50/p90 of several models measured in interleaved rounds (each round visits every model in
-    a rotated order), so a drift of the machine's speed hits all of them alike. `threads`: one
+    a rotated order), so a drift of the machine's speed hits all of them alike; spread_pct: the
+    range of the rounds' medians over the p50, the noise a comparison must beat. `threads`: one
     count for all, or each model name's own (the same file may appear under several names, one per
     thread count). Models that fail to load or run get {"error": ...}. Past `time_limit_s` in all,
     TimeLimitExceeded."""
@@ -179,18 +180,22 @@ def compare_latency(
             except Exception as e:  # an op without a kernel for this provider: report it, measure the rest
                 sessions.pop(name, None)
                 results[name] = {"error": f"{type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}"}
-        times: dict[str, list[float]] = {name: [] for name in sessions}
+        times: dict[str, list[list[float]]] = {name: [] for name in sessions}
         order = list(sessions)
         for round_index in range(rounds):
             shift = round_index % max(len(order), 1)
             for name in order[shift:] + order[:shift]:
-                times[name] += time_runs(sessions[name], feed_for(sessions[name], sample), 5, seconds_each / rounds,
-                                         limit)
+                times[name].append(time_runs(sessions[name], feed_for(sessions[name], sample), 5,
+                                             seconds_each / rounds, limit))
     finally:
         limit.close()
-    for name, samples in times.items():
-        results[name] = {"p50": float(np.percentile(samples, 50)), "p90": float(np.percentile(samples, 90)),
-                         "runs": len(samples)}
+    for name, per_round in times.items():
+        samples = [t for round_times in per_round for t in round_times]
+        medians = [float(np.median(round_times)) for round_times in per_round]
+        p50 = float(np.percentile(samples, 50))
+        results[name] = {"p50": p50, "p90": float(np.percentile(samples, 90)), "runs": len(samples),
+                         # How far the rounds' own medians stray: a smaller difference is noise.
+                         "spread_pct": 100 * (max(medians) - min(medians)) / p50 if p50 > 0 else 0.0}
     return results
 
 

@@ -486,19 +486,40 @@ def choose(judgement: Judgement, timing: dict, device_arch: str) -> tuple[str, i
     if not allowed:
         raise QuantizeError(f"neither float nor int8 ran on {timing['where']}: "
                             + "; ".join(f"{row['variant']}: {row['error']}" for row in timing["rows"] if "error" in row))
-    best = min(allowed, key=lambda row: row["p50"])
+    best, quickest = quickest_beyond_noise(allowed)
     where = timing["where"]
+    tie = "" if best is quickest else (
+        f" (tied within the rounds' spread of {max(best.get('spread_pct', 0), quickest.get('spread_pct', 0)):.0f}% "
+        f"with {quickest['variant']} {shown(quickest)}: the simpler variant and fewer threads win a tie)")
     if best["variant"] == "int8":
         float_best = fastest(rows, "fp32")
         versus = f"{float_best['p50'] / best['p50']:.2f}x faster than float's best ({shown(float_best)})" \
             if float_best else "float did not run"
-        return "int8", best["threads"], f"int8 {shown(best)} on {where}, {versus}; {judgement.summary}"
+        return "int8", best["threads"], f"int8 {shown(best)} on {where}, {versus}{tie}; {judgement.summary}"
     if not judgement.ok:
-        return "fp32", best["threads"], f"{over}; float {shown(best)} on {where}"
+        return "fp32", best["threads"], f"{over}; float {shown(best)} on {where}{tie}"
     if int8_error:
         return "fp32", best["threads"], f"int8 does not run on {where}: {int8_error}"
-    return "fp32", best["threads"], (f"int8 measured slower than float on {where}: its best {shown(fastest(rows, 'int8'))} "
-                                     f"vs float {shown(best)}")
+    int8_best = fastest(rows, "int8")
+    if quickest["variant"] == "int8":
+        return "fp32", best["threads"], (f"int8 not measurably faster than float on {where}: its best "
+                                         f"{shown(int8_best)} vs float {shown(best)}{tie}")
+    return "fp32", best["threads"], (f"int8 measured slower than float on {where}: its best {shown(int8_best)} "
+                                     f"vs float {shown(best)}{tie}")
+
+
+def quickest_beyond_noise(rows: list[dict]) -> tuple[dict, dict]:
+    """(the row to ship, the quickest row). Rows whose p50 is within the quickest's by less than
+    the larger of their rounds' spreads (spread_pct) are tied with it; a tie goes to float, the
+    simpler variant, then to fewer threads."""
+    quickest = min(rows, key=lambda row: row["p50"])
+
+    def tied(row: dict) -> bool:
+        noise = max(row.get("spread_pct", 0.0), quickest.get("spread_pct", 0.0)) / 100
+        return row["p50"] - quickest["p50"] <= noise * quickest["p50"]
+
+    chosen = min((row for row in rows if tied(row)), key=lambda row: (row["variant"] != "fp32", row["threads"]))
+    return chosen, quickest
 
 
 def label_model(src: Path, dst: Path, **facts: str) -> None:
