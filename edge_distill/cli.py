@@ -466,10 +466,12 @@ def _exit_if_any_device_failed(report: dict) -> None:
 @click.option("--shape", "shapes", multiple=True, metavar="NAME:DIMS",
               help="Concrete shape of an input with symbolic sizes, e.g. x:1x3x48x192 (repeat per input).")
 @click.option("--measure", is_flag=True, help="Also measure p50 here and show measured / estimate.")
+@click.option("--calibration", type=click.Path(path_type=Path), metavar="SAMPLES",
+              help="With --measure: time the first sample of this .npz (or folder of them), not zeros.")
 @benchmark_options("batch")
 @json_option
-def estimate(model: Path, profile: str, batch: int, shapes: tuple[str, ...], measure: bool, as_json: bool,
-             **settings) -> None:
+def estimate(model: Path, profile: str, batch: int, shapes: tuple[str, ...], measure: bool,
+             calibration: Path | None, as_json: bool, **settings) -> None:
     """Roofline latency estimate of MODEL.onnx for a device, per node and in total."""
     from edge_distill.config import Setting, load_config
     from edge_distill.export.model_io import parse_shape
@@ -479,7 +481,9 @@ def estimate(model: Path, profile: str, batch: int, shapes: tuple[str, ...], mea
     given = [Setting(f"benchmark.{field}", value, f"--{flags[field]}")
              for field, value in _benchmark_overrides(settings).items()]
     config = load_config(profile, settings=given)
-    result = estimate_model(model, config, batch, dict(parse_shape(text) for text in shapes), measure)
+    if calibration is not None and not measure:
+        raise ConfigError("--calibration: only --measure runs the model", "add --measure, or leave --calibration out")
+    result = estimate_model(model, config, batch, dict(parse_shape(text) for text in shapes), measure, calibration)
     text = estimate_table(result) + (f"\n{result['measured_on']}" if measure else "")
     _emit(result, as_json, text)
 

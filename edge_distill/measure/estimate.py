@@ -30,13 +30,29 @@ from edge_distill.errors import ConfigError
 from edge_distill.export.model_io import fix_shapes, model_tensors
 
 # Weight input index of the ops that carry weights, per op type.
-WEIGHT_INPUT = {"Conv": 1, "ConvInteger": 1, "QLinearConv": 3, "Gemm": 1, "MatMul": 1, "MatMulInteger": 1,
+WEIGHT_INPUT = {"Conv": 1, "ConvTranspose": 1, "ConvInteger": 1, "QLinearConv": 3, "Gemm": 1, "MatMul": 1, "MatMulInteger": 1,
                 "QGemm": 3, "QLinearMatMul": 3}
 CONV_OPS = ("Conv", "ConvInteger", "QLinearConv")
 MATMUL_OPS = ("Gemm", "MatMul", "MatMulInteger", "QGemm", "QLinearMatMul")
 POOL_OPS = ("MaxPool", "AveragePool")
+REDUCE_OPS = ("GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "ReduceMax", "ReduceSum")
 # Bookkeeping nodes: no arithmetic worth counting, but each still costs a dispatch.
 FREE_OPS = ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Shape", "Constant", "Transpose")
+# Recurrent layers: per step and direction, gates x hidden x (input + hidden) MACs (W and R).
+RECURRENT_OPS = ("LSTM", "GRU", "RNN")
+# A few operations per output element: the cost model counts one FLOP each. An op in none of these
+# lists has no cost model, and never counts as covered.
+ELEMENTWISE_OPS = (
+    "Relu", "LeakyRelu", "PRelu", "Elu", "Selu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Softplus", "Gelu",
+    "Erf", "Exp", "Log", "Sqrt", "Reciprocal", "Neg", "Abs", "Pow", "Clip", "Floor", "Ceil", "Round", "Sign",
+    "Add", "Sub", "Mul", "Div", "Mod", "Max", "Min", "Mean", "Sum", "Where", "Equal", "Less", "LessOrEqual",
+    "Greater", "GreaterOrEqual", "Not", "And", "Or", "Xor", "Cast", "CastLike", "Softmax", "LogSoftmax",
+    "Concat", "Split", "Slice", "Gather", "GatherElements", "GatherND", "ScatterND", "Pad", "Expand", "Tile",
+    "Resize", "Upsample", "DepthToSpace", "SpaceToDepth", "ConstantOfShape", "Range", "NonZero", "ArgMax",
+    "ArgMin", "TopK", "CumSum", "LayerNormalization", "BatchNormalization", "InstanceNormalization",
+    "ReduceL2", "ReduceProd", "ReduceMin", "ReduceLogSumExp", "ReduceSumSquare", "QuantizeLinear",
+    "DequantizeLinear", "DynamicQuantizeLinear",
+)
 
 
 @dataclass
@@ -193,9 +209,14 @@ def graph_costs(graph: onnx.GraphProto, outer_shapes: dict[str, list[int]], oute
             continue
         out_shape = shapes.get(node.output[0])
         out_elems = math.prod(int(d) for d in out_shape) if known(out_shape) else 0
+        if node.op_type in RECURRENT_OPS:
+            costs.append(recurrent_cost(node, shapes, initializers, dequantized, activation_bytes))
+            continue
         weight = _weight(node, initializers, dequantized)
         macs = _macs(node, shapes, weight, out_elems)
         other = _other_flops(node, shapes, out_elems)
+        modelled = node.op_type in (*CONV_OPS, *MATMUL_OPS, *POOL_OPS, *FREE_OPS, *ELEMENTWISE_OPS, *REDUCE_OPS,
+                                    "ConvTranspose") or is_compute_kernel(node.op_type) and macs > 0
         activation_in = sum(math.prod(int(d) for d in shapes[i]) for i in node.input
                             if i in shapes and known(shapes[i]) and i not in initializers
                             and i not in dequantized)
@@ -204,8 +225,30 @@ def graph_costs(graph: onnx.GraphProto, outer_shapes: dict[str, list[int]], oute
         macs, other = max(macs, 0), max(other, 0)
         moved = max(weight_bytes + (activation_in + out_elems) * activation_bytes, 0)
         costs.append(NodeCost(node.name or node.op_type, node.op_type, macs, 2 * macs + other, moved, weight_bytes,
-                              costed=known(out_shape)))
+                              costed=known(out_shape) and modelled,
+                              detail="" if modelled else f"no cost model for {node.op_type}"))
     return costs
+
+
+def recurrent_cost(node: onnx.NodeProto, shapes: dict[str, list[int]], weights: dict[str, np.ndarray],
+                   dequantized: dict[str, str], activation_bytes: int) -> NodeCost:
+    """An LSTM, GRU or RNN: per step, batch row and direction, W (gates x hidden, input) and R
+    (gates x hidden, hidden) multiply-adds plus about ten operations per gate value; times the
+    sequence length (X is (seq, batch, input), or (batch, seq, input) with layout 1)."""
+    x = shapes.get(node.input[0])
+    w, r = (weights.get(dequantized.get(name, name)) for name in node.input[1:3])
+    layout = next((a.i for a in node.attribute if a.name == "layout"), 0)
+    if not known(x) or len(x) != 3 or w is None or r is None:
+        return NodeCost(node.name or node.op_type, node.op_type, 0, 0, 0, 0, costed=False,
+                        detail="sequence length or weights unknown")
+    steps, batch = (x[1], x[0]) if layout else (x[0], x[1])
+    directions, gate_values, inputs = w.shape
+    hidden = r.shape[2]
+    macs = steps * batch * directions * gate_values * (inputs + hidden)
+    elementwise = 10 * steps * batch * directions * gate_values
+    moved = w.nbytes + r.nbytes + steps * batch * directions * (inputs + hidden) * activation_bytes
+    return NodeCost(node.name or node.op_type, node.op_type, macs, 2 * macs + elementwise, moved,
+                    w.nbytes + r.nbytes, detail=f"{steps} step(s) x {directions} direction(s)", kernels=1)
 
 
 def control_flow_cost(node: onnx.NodeProto, shapes: dict[str, list[int]], weights: dict[str, np.ndarray],
@@ -256,6 +299,10 @@ def _weight(node, initializers: dict, dequantized: dict) -> np.ndarray | None:
 
 
 def _macs(node, shapes: dict, weight: np.ndarray | None, out_elems: int) -> int:
+    if node.op_type == "ConvTranspose":
+        # Each input element: C_out/groups x kH x kW multiply-adds; weight is (C_in, C_out/groups, kH, kW).
+        x = shapes.get(node.input[0])
+        return math.prod(int(d) for d in x) * math.prod(weight.shape[1:]) if known(x) and weight is not None else 0
     if node.op_type in CONV_OPS and weight is not None:
         # Each output element: C_in/groups x kH x kW multiply-adds; weight is (C_out, C_in/groups, kH, kW).
         return out_elems * math.prod(int(d) for d in weight.shape[1:])
@@ -273,7 +320,7 @@ def _other_flops(node, shapes: dict, out_elems: int) -> int:
     if node.op_type in POOL_OPS:
         kernel = next((list(a.ints) for a in node.attribute if a.name == "kernel_shape"), [1])
         return out_elems * math.prod(int(d) for d in kernel)  # one comparison or add per window element
-    if node.op_type in ("GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "ReduceMax", "ReduceSum"):
+    if node.op_type in REDUCE_OPS:
         first = shapes.get(node.input[0])
         return math.prod(int(d) for d in first) if known(first) else 0
     if node.op_type in FREE_OPS or node.op_type in CONV_OPS or node.op_type in MATMUL_OPS:
@@ -386,9 +433,11 @@ def estimate_table(estimate: dict) -> str:
 
 
 def estimate_model(model: Path, config: BuildConfig, batch: int = 1, shapes: dict[str, list[int]] | None = None,
-                   measure: bool = False) -> dict:
+                   measure: bool = False, calibration: Path | None = None) -> dict:
     """`edge-distill estimate`: the estimate for the profile's device and threads; with `measure`,
-    also p50 measured here with the profile's benchmark settings, and measured / estimate."""
+    also p50 measured here with the profile's benchmark settings, and measured / estimate. The
+    measurement runs on the first sample of `calibration` (data/feeds.py) where given, else on
+    zeros: a model that branches on an input's value (a sample rate) needs a real one."""
     from edge_distill.export.onnx_io import load_onnx
 
     load_onnx(model)  # a clear error for a file that is not a model
@@ -401,11 +450,18 @@ def estimate_model(model: Path, config: BuildConfig, batch: int = 1, shapes: dic
 
     inputs, _ = model_tensors(load_onnx(model), str(model))
     fixed = fix_shapes(inputs, shapes or {}, str(model), batch)
-    # Zeros of each input's dtype and fixed shape: the estimate's own shapes, any number of inputs.
-    feed = {t.name: np.zeros(fixed[t.name], np.dtype(t.dtype)) for t in inputs}
+    if calibration is not None:
+        from edge_distill.data.feeds import load_feeds
+
+        feed = load_feeds(calibration, inputs, fixed)[0]
+    else:  # zeros of each input's dtype and fixed shape: the estimate's own shapes, any number of inputs
+        feed = {t.name: np.zeros(fixed[t.name], np.dtype(t.dtype)) for t in inputs}
     bench = config.benchmark
     check_providers(bench.providers, bench.allow_cpu_fallback)
-    with onnxruntime_errors(f"estimate --measure {model.name}"):
+    with onnxruntime_errors(f"estimate --measure {model.name} on {'zeros' if calibration is None else calibration}",
+                            "time a real sample with --calibration SAMPLES.npz (zeros can send a model down a branch "
+                            "it never takes)" if calibration is None else
+                            "check the model with onnxruntime directly, or re-export it"):
         latency = measure_latency(model, feed, provider_specs(bench), result["threads"], bench.warmup_runs,
                                   bench.timed_runs, bench.cold_start_runs, bench.min_seconds,
                                   require_first=not bench.allow_cpu_fallback, time_limit_s=bench.time_limit_s)

@@ -1,5 +1,7 @@
 """The MAC/FLOP counter on small graphs with hand-computed counts, and the roofline."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -244,3 +246,37 @@ def test_a_loop_costs_its_body_times_a_constant_trip_count_and_says_when_it_cann
     assert loop["macs"] == 16 and not loop["costed"] and estimate["coverage"]["share"] == 0.0
     assert ("Warning: not costed: Loop x1 (one iteration of body: the trip count is known only at run time)"
             in estimate_table(estimate))
+
+def test_an_lstm_costs_its_gates_at_every_step_and_an_unknown_op_is_never_covered(tmp_path):
+    """silero-vad's LSTM was counted as one elementwise node with the coverage line at 100%."""
+    steps, batch, inputs, hidden = 20, 1, 16, 32
+    rng = np.random.default_rng(0)
+    lstm = save_graph(tmp_path, [helper.make_node("LSTM", ["x", "w", "r"], ["", "y_h"], hidden_size=hidden)],
+                      [("x", [steps, batch, inputs])], "y_h",
+                      {"w": rng.standard_normal((1, 4 * hidden, inputs)), "r": rng.standard_normal((1, 4 * hidden, hidden))})
+    (cost,) = count_costs(lstm)[0]
+    assert cost.macs == steps * batch * 4 * hidden * (inputs + hidden) and cost.costed
+    estimate = estimate_latency(lstm, DeviceConfig(), 1)
+    assert estimate["coverage"]["share"] == 1.0
+    (tmp_path / "g.onnx").unlink()
+    einsum = save_graph(tmp_path, [helper.make_node("Einsum", ["x", "w"], ["y"], equation="ij,jk->ik")],
+                        [("x", [4, 8])], "y", {"w": rng.standard_normal((8, 8))})
+    estimate = estimate_latency(einsum, DeviceConfig(), 1)
+    assert estimate["coverage"]["share"] == 0.0 and "no cost model for Einsum" in estimate["coverage"]["note"]
+
+
+def test_measure_on_a_calibration_sample_takes_the_branch_the_real_input_takes(tmp_path):
+    """A model that branches on its sample rate: zeros (sr=0) would time the other branch."""
+    from tests.test_cli import invoke
+
+    model = handmade.three_input_model(tmp_path / "vad.onnx")
+    samples = handmade.three_input_samples(tmp_path / "samples.npz")
+    result = invoke("estimate", str(model), "-p", "x86-avx512", "--measure", "--calibration", str(samples),
+                    "--min-seconds", "0.05", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["measured_p50_ms"] > 0
+    result = invoke("estimate", str(model), "-p", "x86-avx512", "--calibration", str(samples))
+    assert result.exit_code == 2 and "--calibration: only --measure runs the model" in result.output
+    np.savez(tmp_path / "short.npz", audio=np.zeros((3, 16), np.float32))
+    result = invoke("estimate", str(model), "-p", "x86-avx512", "--measure", "--calibration", str(tmp_path / "short.npz"))
+    assert result.exit_code != 0 and "short.npz" in result.output and "Traceback" not in result.output
