@@ -110,6 +110,28 @@ def branch_model(path: Path) -> Path:
     return path
 
 
+def looped_matmul_model(path: Path) -> Path:
+    """All compute inside a Loop body (a MatMul applied twice), which no quantizer enters.
+    x (1, 16) -> y (1, 16)."""
+    weight = numpy_helper.from_array((np.random.default_rng(6).standard_normal((16, 16)) / 4).astype(np.float32), "w")
+    body = helper.make_graph(
+        [helper.make_node("MatMul", ["x_in", "w"], ["x_out"]), helper.make_node("Identity", ["cond_in"], ["cond_out"])],
+        "body", [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+                 helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+                 helper.make_tensor_value_info("x_in", TensorProto.FLOAT, [1, 16])],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("x_out", TensorProto.FLOAT, [1, 16])], [weight])
+    graph = helper.make_graph(
+        [helper.make_node("Loop", ["trips", "cond", "x"], ["y"], body=body)], "looped",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16])],
+        [numpy_helper.from_array(np.array(2, np.int64), "trips"), numpy_helper.from_array(np.array(True), "cond")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
 def gemm_2d_bias_model(path: Path) -> Path:
     """The layout of the file-type model `magika` ships that broke ONNX Runtime's per-channel
     quantizer (onnxruntime issue 24815): a Gemm whose bias is (1, N), not (N,). x (1, 16) ->

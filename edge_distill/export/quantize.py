@@ -29,6 +29,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from edge_distill.config import QuantizeConfig
 from edge_distill.errors import ConfigError, QuantizeError, describe
+from edge_distill.export.graphs import all_nodes, ordered_nodes
 from edge_distill.export.onnx_io import load_onnx, quiet_libraries
 from edge_distill.progress import progress_bar
 
@@ -212,20 +213,9 @@ def quantize_model(src: Path, dst: Path, calibration_x: np.ndarray, recipe: Quan
 def sort_topologically(model: onnx.ModelProto) -> onnx.ModelProto:
     """Order nodes so each comes after its inputs' producers. ORT's fp16 converter appends the
     input Casts at the end of the graph, which the ONNX checker rejects."""
-    graph = model.graph
-    available = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
-    pending, ordered = list(graph.node), []
-    while pending:
-        ready = [n for n in pending if all(i in available for i in n.input)]
-        if not ready:
-            raise QuantizeError("the converted graph has a cycle or a dangling input")
-        for node in ready:
-            ordered.append(node)
-            available.update(node.output)
-        placed = {id(n) for n in ready}
-        pending = [n for n in pending if id(n) not in placed]
-    del graph.node[:]
-    graph.node.extend(ordered)
+    ordered = ordered_nodes(model.graph)
+    del model.graph.node[:]
+    model.graph.node.extend(ordered)
     return model
 
 
@@ -246,15 +236,6 @@ def check_node_names(model: Path, names: tuple[str, ...]) -> None:
 def count_ops(model: onnx.ModelProto) -> dict[str, int]:
     """Node count per op type, sorted by name, subgraphs (If, Loop, Scan bodies) included."""
     return dict(sorted(collections.Counter(node.op_type for node in all_nodes(model.graph)).items()))
-
-
-def all_nodes(graph: onnx.GraphProto):
-    """Every node of `graph` and of the subgraphs its nodes hold, depth first."""
-    for node in graph.node:
-        yield node
-        for attribute in node.attribute:
-            for subgraph in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):
-                yield from all_nodes(subgraph)
 
 
 def quantized_node_count(op_counts: dict[str, int]) -> int:

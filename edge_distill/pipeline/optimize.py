@@ -278,35 +278,42 @@ def quantize_feeds(prepared: Path, feeds: list[dict], config: BuildConfig, per_c
     import onnxruntime as ort
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
+    from edge_distill.export.branches import quantize_branches
     from edge_distill.export.onnx_io import quiet_libraries
     from edge_distill.export.quantize import FeedReader, count_ops
 
     q = config.quantize
     prepared, dst = prepared.absolute(), dst.absolute()  # quiet_libraries runs the block in a scratch folder
 
-    def run(extra_options: dict) -> None:
+    def run(source: Path, samples: list[dict], out: Path, extra_options: dict, exclude: list[str]) -> None:
         with quiet_libraries(scratch_in=dst.parent):
-            quantize_static(str(prepared), str(dst), FeedReader(feeds), quant_format=QuantFormat[q.format],
+            quantize_static(str(source), str(out), FeedReader(samples), quant_format=QuantFormat[q.format],
                             per_channel=per_channel, reduce_range=q.reduce_range,
                             activation_type=QuantType[q.activation_type], weight_type=QuantType[q.weight_type],
                             calibrate_method=CalibrationMethod[q.calibrate_method],
-                            nodes_to_exclude=[*q.exclude_nodes, *keep_in_float], extra_options=extra_options)
+                            nodes_to_exclude=exclude, extra_options=extra_options)
 
-    extra: dict = {}
-    try:
+    def recipe(source: Path, samples: list[dict], out: Path, exclude: list[str] = ()) -> dict:
+        """The recipe on `source`; the extra options it needed."""
         try:
-            run(extra)
-        except Exception as first:
-            extra = {"QDQDisableWeightAdjustForInt32Bias": True}
-            run(extra)
-            note = (f"ONNX Runtime's weight-scale adjustment for int32 biases failed ({describe(first, 200)}): "
-                    "quantized with QDQDisableWeightAdjustForInt32Bias")
-            if note not in notes:
-                notes.append(note)
-    except Exception as e:
-        raise QuantizeError(f"quantizing {prepared.name} failed: {describe(e, 2000)}",
-                            "try another profile's format (--set quantize.format=QOperator) or "
-                            "keep nodes in float with --set quantize.exclude_nodes=[...]") from None
+            try:
+                run(source, samples, out, {}, list(exclude))
+                return {}
+            except Exception as first:
+                extra = {"QDQDisableWeightAdjustForInt32Bias": True}
+                run(source, samples, out, extra, list(exclude))
+                note = (f"ONNX Runtime's weight-scale adjustment for int32 biases failed ({describe(first, 200)}): "
+                        "quantized with QDQDisableWeightAdjustForInt32Bias")
+                if note not in notes:
+                    notes.append(note)
+                return extra
+        except Exception as e:
+            raise QuantizeError(f"quantizing {source.name} failed: {describe(e, 2000)}",
+                                "try another profile's format (--set quantize.format=QOperator) or "
+                                "keep nodes in float with --set quantize.exclude_nodes=[...]") from None
+
+    extra = recipe(prepared, feeds, dst, [*q.exclude_nodes, *keep_in_float])
+    quantize_branches(dst, feeds, recipe, dst.parent, notes, lambda _: None)
     try:
         ort.InferenceSession(str(dst), providers=["CPUExecutionProvider"])
     except Exception as e:

@@ -156,13 +156,11 @@ def test_labels_judge_int8_by_held_out_accuracy(tmp_path):
     assert not (tmp_path / "b2").exists() and not (tmp_path / "b3").exists()
 
 
-def test_a_model_whose_compute_sits_in_subgraphs_is_never_labelled_int8(tmp_path):
-    """ONNX Runtime's quantizer skips If branches: its 'int8' model has no quantized node, so float
-    ships, saying so, and nothing in the bundle is called int8."""
-    model = handmade.branch_model(tmp_path / "branches.onnx")
-    rng = np.random.default_rng(0)
-    np.savez(tmp_path / "samples.npz", audio=rng.standard_normal((20, 1, 16)).astype(np.float32),
-             sr=np.full(20, 16000, np.int64))
+def test_a_model_whose_compute_sits_in_a_loop_body_is_never_labelled_int8(tmp_path):
+    """ONNX Runtime's quantizer skips subgraphs: its 'int8' model of a Loop has no quantized node,
+    so float ships, saying so, and nothing in the bundle is called int8."""
+    model = handmade.looped_matmul_model(tmp_path / "looped.onnx")
+    np.savez(tmp_path / "samples.npz", x=np.random.default_rng(0).standard_normal((20, 1, 16)).astype(np.float32))
     manifest = optimize_model(load_config("x86-avx512", None, QUICK), model, tmp_path / "samples.npz", {},
                               tmp_path / "bundle", 20.0, cache_dir=tmp_path / "cache")
     assert manifest["model"]["precision"] == "fp32"
@@ -170,6 +168,35 @@ def test_a_model_whose_compute_sits_in_subgraphs_is_never_labelled_int8(tmp_path
     assert [row["variant"] for row in manifest["metrics"]] == ["fp32"]
     assert {row["variant"] for row in manifest["measurement"]["candidates"]} == {"fp32"}
     assert all(check.passed for check in verify_bundle(tmp_path / "bundle"))
+
+
+def test_the_if_branch_the_samples_take_is_quantized_and_the_other_answers_as_float(tmp_path):
+    """silero-vad v5's layout: all compute in the branches of an If on the sample rate. The 16 kHz
+    branch every sample takes is quantized in place; the 8 kHz one stays float."""
+    import onnx
+    import onnxruntime as ort
+
+    from edge_distill.export.graphs import all_nodes
+
+    model = handmade.branch_model(tmp_path / "branches.onnx")
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "samples.npz", audio=rng.standard_normal((20, 1, 16)).astype(np.float32),
+             sr=np.full(20, 16000, np.int64))
+    manifest = optimize_model(load_config("x86-avx512", None, [*QUICK, "quantize.reduce_range=true"]), model,
+                              tmp_path / "samples.npz", {}, tmp_path / "bundle", 0.0, cache_dir=tmp_path / "cache")
+    notes = " ".join(manifest["model"]["notes"])
+    assert "quantized inside If branches" in notes and "then_branch (16 of 16 samples)" in notes
+    assert manifest["model"]["quantization"]["op_counts"]["QuantizeLinear"] > 0  # subgraphs counted
+    if manifest["model"]["precision"] != "int8":  # the 8 kHz check needs the int8 file in the bundle
+        assert "int8 measured slower" in manifest["model"]["why"] or "not measurably faster" in manifest["model"]["why"]
+        return
+    shipped = onnx.load(str(tmp_path / "bundle" / "model.onnx"))
+    branches = {a.name: a.g for a in shipped.graph.node[-1].attribute}
+    assert any(n.op_type == "QuantizeLinear" for n in all_nodes(branches["then_branch"]))
+    assert not any(n.op_type == "QuantizeLinear" for n in all_nodes(branches["else_branch"]))
+    feed = {"audio": rng.standard_normal((1, 16)).astype(np.float32), "sr": np.array(8000, np.int64)}
+    at_8k = [ort.InferenceSession(str(path)).run(None, feed)[0] for path in (model, tmp_path / "bundle" / "model.onnx")]
+    np.testing.assert_allclose(at_8k[0], at_8k[1], rtol=1e-6)
 
 
 def test_a_gemm_with_a_2d_bias_is_quantized_past_onnx_runtimes_bias_adjustment_failure(tmp_path):
