@@ -163,8 +163,8 @@ def compare_latency(
     rounds: int = 5, require_first: bool = True, time_limit_s: float | None = None,
 ) -> dict[str, dict]:
     """p50/p90 of several models measured in interleaved rounds (each round visits every model in
-    a rotated order), so a drift of the machine's speed hits all of them alike; spread_pct: the
-    range of the rounds' medians over the p50, the noise a comparison must beat. `threads`: one
+    a rotated order), so a drift of the machine's speed hits all of them alike; round_p50s: each
+    round's median, for comparisons that must hold round by round. `threads`: one
     count for all, or each model name's own (the same file may appear under several names, one per
     thread count). Models that fail to load or run get {"error": ...}. Past `time_limit_s` in all,
     TimeLimitExceeded."""
@@ -193,9 +193,9 @@ def compare_latency(
         samples = [t for round_times in per_round for t in round_times]
         medians = [float(np.median(round_times)) for round_times in per_round]
         p50 = float(np.percentile(samples, 50))
-        results[name] = {"p50": p50, "p90": float(np.percentile(samples, 90)), "runs": len(samples),
-                         # How far the rounds' own medians stray: a smaller difference is noise.
-                         "spread_pct": 100 * (max(medians) - min(medians)) / p50 if p50 > 0 else 0.0}
+        # Each round's own median: one candidate beats another only if it is quicker in every round.
+        results[name] = {"p50": float(np.percentile(samples, 50)), "p90": float(np.percentile(samples, 90)), "runs": len(samples),
+                         "round_p50s": medians}
     return results
 
 

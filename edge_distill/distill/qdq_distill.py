@@ -304,7 +304,7 @@ class QdqModule(torch.nn.Module):
         steps = self.values[self.keys[name]]
         scale = self.scale(w.scale, w.axis, steps.dim()).reshape(self.step0[name].shape)
         zero = self._shaped(self.constants[w.zero_point].float(), w.axis, steps.dim())
-        q = torch.clamp(round_through(steps * self.step0[name] / scale) + zero, w.low, w.high)
+        q = round_through(torch.clamp(steps * self.step0[name] / scale + zero, w.low, w.high))
         return (q - zero) * scale
 
     def forward(self, feeds: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -325,7 +325,8 @@ class QdqModule(torch.nn.Module):
                 zero_f = zero.float() if axis is None else self._shaped(zero.float(), axis, x.dim())
                 if node.op_type == "QuantizeLinear":
                     low, high = INT_RANGES[np.dtype(zero.numpy().dtype)]
-                    out = torch.clamp(round_through(x / scale) + zero_f, low, high)
+                    # Clipped before rounding (the same for integer bounds): an infinite x saturates, as in ONNX Runtime.
+                    out = round_through(torch.clamp(x / scale + zero_f, low, high))
                 else:
                     out = (x - zero_f) * scale
             else:
@@ -425,6 +426,9 @@ def distill_int8(int8: Path, feeds: list[dict], targets: list[dict], dst: Path, 
             return float(np.mean([squared_error(module(feed), target, energy).item() for feed, target in check]))
 
     best_error, best_epoch, best_state = check_error(), 0, copy.deepcopy(module.state_dict())
+    if not math.isfinite(best_error):
+        raise QuantizeError(f"{int8.name} computes non-finite outputs in its trainable form on the calibration "
+                            "samples", "leave out --distill")
     before, start, steps, epoch = best_error, time.monotonic(), 0, 0
     progress(f"  int8 distillation: {len(train)} samples, {len(check)} kept back at {_as_db(before)} dB")
     for epoch in range(1, settings.epochs + 1):
