@@ -253,7 +253,7 @@ class QdqModule(torch.nn.Module):
         self.weights: dict[str, WeightQuant] = {}
         self.step0: dict[str, torch.Tensor] = {}
         self.bias: dict[str, str] = {}  # the int32 bias's DequantizeLinear output -> its initializer
-        params, log_scales = {}, {}
+        params, log_scales = {}, {}  # log_scales: the log of a factor on each scale
         for node in self.nodes:
             if node.op_type != "DequantizeLinear" or node.input[0] not in init:
                 continue
@@ -275,10 +275,10 @@ class QdqModule(torch.nn.Module):
             zero = self._shaped(torch.from_numpy(init[node.input[2]].astype(np.float32)), axis, values.ndim)
             self.step0[node.output[0]] = scale
             params[node.output[0]] = torch.from_numpy(values.astype(np.float32)) - zero  # in steps
-            log_scales[node.input[1]] = scale.log()
+            log_scales[node.input[1]] = torch.zeros(init[node.input[1]].shape)
         for node in self.nodes:  # activations: QuantizeLinear's scale, shared by name with its DequantizeLinear
             if node.op_type == "QuantizeLinear" and node.input[1] in init and node.input[1] not in log_scales:
-                log_scales[node.input[1]] = torch.tensor(np.log(np.asarray(init[node.input[1]], np.float32)))
+                log_scales[node.input[1]] = torch.zeros(np.shape(init[node.input[1]]))
         self.keys = {name: f"p{i}" for i, name in enumerate([*params, *log_scales])}
         self.values = torch.nn.ParameterDict({self.keys[n]: torch.nn.Parameter(v.clone()) for n, v in params.items()})
         self.scales = torch.nn.ParameterDict({self.keys[n]: torch.nn.Parameter(v.clone())
@@ -293,8 +293,10 @@ class QdqModule(torch.nn.Module):
         return v.reshape(shape)
 
     def scale(self, name: str, axis: int | None = None, ndim: int = 0) -> torch.Tensor:
-        found = self.scales[self.keys[name]].exp() if name in self.keys and self.keys[name] in self.scales else \
-            self.constants[name].float()
+        # Trained as the log of a factor on the quantizer's scale: untrained, exactly its value.
+        found = self.constants[name].float()
+        if name in self.keys and self.keys[name] in self.scales:
+            found = found * self.scales[self.keys[name]].exp()
         return self._shaped(found, axis, ndim) if axis is not None else found
 
     def weight(self, name: str) -> torch.Tensor:
@@ -343,8 +345,7 @@ class QdqModule(torch.nn.Module):
         with torch.no_grad():
             for name, key in self.keys.items():
                 if key in self.scales:
-                    arrays[name] = self.scales[key].exp().numpy().astype(np.float32).reshape(
-                        numpy_helper.to_array(next(t for t in model.graph.initializer if t.name == name)).shape)
+                    arrays[name] = self.scale(name).numpy().astype(np.float32)
             for name, w in self.weights.items():
                 steps = self.values[self.keys[name]]
                 scale = self.scale(w.scale, w.axis, steps.dim()).reshape(self.step0[name].shape)
