@@ -222,7 +222,6 @@ OPS: dict[str, Callable] = {
 @dataclass
 class WeightQuant:
     """A weight's DequantizeLinear: trainable values in units of the initial step, trainable scale."""
-    node: str  # the DequantizeLinear's output
     values: str  # the int8 initializer
     scale: str
     zero_point: str
@@ -248,11 +247,13 @@ class QdqModule(torch.nn.Module):
         init = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
         self.nodes = list(graph.node)
         self.constants = {name: torch.from_numpy(np.array(a)) for name, a in init.items()}
-        self.input_names = [i.name for i in graph.input if i.name not in init]
         self.output_names = [o.name for o in graph.output]
         self.weights: dict[str, WeightQuant] = {}
         self.step0: dict[str, torch.Tensor] = {}
         self.bias: dict[str, str] = {}  # the int32 bias's DequantizeLinear output -> its initializer
+        # Biases stay as float: int32 rounding is far below int8's, and they are requantized at the
+        # trained scales when written back.
+        self.bias_values: dict[str, torch.Tensor] = {}
         params, log_scales = {}, {}  # log_scales: the log of a factor on each scale
         for node in self.nodes:
             if node.op_type != "DequantizeLinear" or node.input[0] not in init:
@@ -260,7 +261,7 @@ class QdqModule(torch.nn.Module):
             values = init[node.input[0]]
             if values.dtype == np.int32:
                 self.bias[node.output[0]] = node.input[0]
-                params[node.output[0]] = torch.tensor(
+                self.bias_values[node.output[0]] = torch.tensor(
                     (values.astype(np.float64) * init[node.input[1]].astype(np.float64)).astype(np.float32))
                 continue
             if values.dtype.type not in (np.int8, np.uint8):
@@ -269,8 +270,7 @@ class QdqModule(torch.nn.Module):
             # The range ONNX Runtime's quantizer rounds weights into (symmetric when signed).
             low, high = (int(v) for v in get_qmin_qmax_for_qType(
                 onnx.helper.np_dtype_to_tensor_dtype(values.dtype), reduce_range, values.dtype == np.int8))
-            self.weights[node.output[0]] = WeightQuant(node.output[0], node.input[0], node.input[1], node.input[2],
-                                                       axis, low, high)
+            self.weights[node.output[0]] = WeightQuant(node.input[0], node.input[1], node.input[2], axis, low, high)
             scale = self._shaped(torch.from_numpy(init[node.input[1]].astype(np.float32)), axis, values.ndim)
             zero = self._shaped(torch.from_numpy(init[node.input[2]].astype(np.float32)), axis, values.ndim)
             self.step0[node.output[0]] = scale
@@ -316,7 +316,7 @@ class QdqModule(torch.nn.Module):
                 values[node.output[0]] = self.weight(node.output[0])
                 continue
             if node.op_type == "DequantizeLinear" and node.output[0] in self.bias:
-                values[node.output[0]] = self.values[self.keys[node.output[0]]]
+                values[node.output[0]] = self.bias_values[node.output[0]]
                 continue
             args = [None if not name else values[name] if name in values else self.constants[name]
                     for name in node.input]
@@ -364,7 +364,7 @@ class QdqModule(torch.nn.Module):
                 b_dq = producer[bias]
                 scale = (arrays.get(x_dq.input[1], self.constants[x_dq.input[1]].numpy()).astype(np.float64)
                          * arrays.get(w_dq.input[1], self.constants[w_dq.input[1]].numpy()).astype(np.float64))
-                float_bias = self.values[self.keys[bias]].numpy().astype(np.float64)
+                float_bias = self.bias_values[bias].numpy().astype(np.float64)
                 scale = np.broadcast_to(scale, float_bias.shape) if scale.size == 1 else scale.reshape(float_bias.shape)
                 limits = np.iinfo(np.int32)
                 arrays[self.bias[bias]] = np.clip(np.round(float_bias / scale), limits.min, limits.max).astype(np.int32)
@@ -390,7 +390,6 @@ class DistillSettings:
     batch: int = 8
     weight_lr: float = 0.01  # in weight steps per Adam step
     scale_lr: float = 0.002  # of log scale: 0.2% per step
-    bias_lr: float = 0.0  # in the bias's own units
     reduce_range: bool = False  # 7-bit weights (QdqModule)
     seed: int = 0
 
@@ -414,10 +413,7 @@ def distill_int8(int8: Path, feeds: list[dict], targets: list[dict], dst: Path, 
     train = [pairs[i] for i in order[kept_back:]] or pairs
     energy = {name: max(float(np.mean([(t[name].double() ** 2).sum().item() for _, t in train])), 1e-12)
               for name, value in pairs[0][1].items() if value.is_floating_point()}
-    weights = [module.values[module.keys[name]] for name in module.weights]
-    biases = [module.values[module.keys[name]] for name in module.bias]
-    optimizer = torch.optim.Adam([{"params": weights, "lr": settings.weight_lr},
-                                  {"params": biases, "lr": settings.bias_lr},
+    optimizer = torch.optim.Adam([{"params": list(module.values.values()), "lr": settings.weight_lr},
                                   {"params": list(module.scales.values()), "lr": settings.scale_lr}])
     planned = settings.epochs * math.ceil(len(train) / settings.batch)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / planned)))
@@ -461,7 +457,7 @@ def distill_int8(int8: Path, feeds: list[dict], targets: list[dict], dst: Path, 
     return {"epochs": epoch, "best_epoch": best_epoch, "steps": steps, "seconds": round(time.monotonic() - start, 1),
             "samples": len(train), "kept_back": len(check),
             "error_db": {"before": _as_db(before), "after": _as_db(best_error),
-                         "on": "the kept-back calibration samples: the worst output's SNR as int8 is judged, summed over outputs"},
+                         "on": "the kept-back calibration samples: 10 log10(energy / error), errors summed over outputs"},
             "weights": len(module.weights), "scales": len(module.scales)}
 
 

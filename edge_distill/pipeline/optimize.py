@@ -29,6 +29,7 @@ from edge_distill.config import BuildConfig
 from edge_distill.errors import DataError, QuantizeError, SimplifyError, describe
 
 GOLDEN_COUNT = 8
+COMPUTE_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")  # what int8 kernels speed up
 MAX_HELD_OUT = 1000  # held-out samples int8 is judged on
 
 
@@ -270,9 +271,9 @@ def prepare(fp32: Path, config: BuildConfig, work: Path, notes: list[str], progr
 
 
 def quantize_feeds(prepared: Path, feeds: list[dict], config: BuildConfig, per_channel: bool, keep_in_float: list[str],
-                   dst: Path, notes: list[str]) -> dict:
+                   dst: Path, notes: list[str], op_types: tuple[str, ...] | None = None) -> dict:
     """The profile's static int8 recipe, calibrated on `feeds`, with `keep_in_float` nodes left in
-    float. Where ONNX Runtime's widening of weight scales for int32 biases fails on the graph
+    float, and only `op_types` quantized where given (else every op ONNX Runtime can). Where ONNX Runtime's widening of weight scales for int32 biases fails on the graph
     (onnxruntime issue 24815: a 2-D Gemm bias), it is quantized again without it, noted."""
     import onnx
     import onnxruntime as ort
@@ -291,7 +292,8 @@ def quantize_feeds(prepared: Path, feeds: list[dict], config: BuildConfig, per_c
                             per_channel=per_channel, reduce_range=q.reduce_range,
                             activation_type=QuantType[q.activation_type], weight_type=QuantType[q.weight_type],
                             calibrate_method=CalibrationMethod[q.calibrate_method],
-                            nodes_to_exclude=exclude, extra_options=extra_options)
+                            nodes_to_exclude=exclude, extra_options=extra_options,
+                            op_types_to_quantize=list(op_types) if op_types else None)
 
     def recipe(source: Path, samples: list[dict], out: Path, exclude: list[str] = ()) -> dict:
         """The recipe on `source`; the extra options it needed."""
@@ -322,7 +324,7 @@ def quantize_feeds(prepared: Path, feeds: list[dict], config: BuildConfig, per_c
     return {"format": q.format, "activation_type": q.activation_type, "weight_type": q.weight_type,
             "per_channel": per_channel, "calibrate_method": q.calibrate_method, "calibration_samples": len(feeds),
             "kept_in_float": [*q.exclude_nodes, *keep_in_float], "op_counts": count_ops(onnx.load(str(dst))),
-            **({"extra_options": extra} if extra else {})}
+            **({"extra_options": extra} if extra else {}), **({"op_types": list(op_types)} if op_types else {})}
 
 
 def quantize_within_budget(fp32: Path, calibrate_on: list[dict], held_out: list[dict], tensors: tuple[list, list],
@@ -344,8 +346,8 @@ def quantize_within_budget(fp32: Path, calibrate_on: list[dict], held_out: list[
     reference = run_feeds(fp32, held_out)
     inputs, outputs = tensors
 
-    def attempt(keep: list[str], dst: Path) -> tuple[Path, dict, Judgement]:
-        recipe = quantize_feeds(prepared, calibrate_on, config, per_channel, keep, dst, notes)
+    def attempt(keep: list[str], dst: Path, op_types: tuple[str, ...] | None = None) -> tuple[Path, dict, Judgement]:
+        recipe = quantize_feeds(prepared, calibrate_on, config, per_channel, keep, dst, notes, op_types)
         return dst, recipe, budget.judge(reference, run_feeds(dst, held_out), outputs, inputs)
 
     def not_made(why: str) -> tuple[None, dict, Judgement]:
@@ -361,6 +363,20 @@ def quantize_within_budget(fp32: Path, calibrate_on: list[dict], held_out: list[
                         "so it is not an int8 model")
     if best[2].ok:
         return best
+    # Elementwise arithmetic (a layer norm's, a gate's) often loses more in int8 than it gains:
+    # quantizing only the convolutions and matrix products is the first repair.
+    try:
+        compute_only = attempt([], work / "int8-compute.onnx", COMPUTE_OPS)
+    except QuantizeError as e:
+        notes.append(f"int8 of {', '.join(COMPUTE_OPS)} only could not be made: {e.message}")
+    else:
+        progress(f"  only {', '.join(COMPUTE_OPS)} in int8: {compute_only[2].summary}")
+        if quantized_node_count(compute_only[1]["op_counts"]) and compute_only[2].score > best[2].score:
+            notes.append(f"int8 repaired by quantizing only {', '.join(COMPUTE_OPS)}: {compute_only[2].summary}, "
+                         f"was {best[2].summary}")
+            best = compute_only
+        if best[2].ok:
+            return best
     if q.distill:
         try:
             distilled = distill_attempt(best, fp32, calibrate_on, reference, held_out, tensors, config, budget, work,
@@ -388,7 +404,7 @@ def quantize_within_budget(fp32: Path, calibrate_on: list[dict], held_out: list[
         return best
     count = 1
     while count <= min(q.fallback_max_nodes, len(ranked)):
-        tried = attempt(ranked[:count], work / f"int8-float{count}.onnx")
+        tried = attempt(ranked[:count], work / f"int8-float{count}.onnx", best[1].get("op_types"))
         progress(f"  {count} most sensitive node(s) in float: {tried[2].summary}")
         if tried[2].score > best[2].score:
             best = tried
