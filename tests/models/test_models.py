@@ -103,6 +103,7 @@ def test_mobilenetv3_blocks_expand_squeeze_and_keep_residuals():
     assert count_params(MobileNetV3((3, 96, 96), 10, 8, 3)) < count_params(MobileNetV3((3, 96, 96), 10, 16, 3))
 
 
+@pytest.mark.slow  # 6 s: trains and quantizes both families (the fast build tests cover the default family)
 @pytest.mark.parametrize("family", ["mobilenetv3", "resnet"])
 def test_new_families_build_for_signals_and_export_to_int8(family, tmp_path):
     import numpy as np

@@ -91,6 +91,7 @@ def test_same_config_and_seed_give_the_same_model_bytes(tiny_bundle, tmp_path):
     assert [m["accuracy"] for m in again["metrics"]] == [m["accuracy"] for m in first["metrics"]]
 
 
+@pytest.mark.slow  # 4 s: a build with QAT fine-tuning (distill/test_qat.py covers the QAT module fast)
 def test_quantization_aware_distillation_flows_into_the_bundle(tiny_cache, tmp_path):
     qat_run = build(tiny_config("distill.qat_epochs=1"), tmp_path / "dist", tiny_cache)
     manifest = json.loads((tmp_path / "dist" / "manifest.json").read_text())
@@ -145,6 +146,7 @@ def test_cuda_profile_runs_on_the_gpu(tiny_cache, tmp_path):
     assert all(m["provider"] == "CUDAExecutionProvider" and not m["fell_back_to_cpu"] for m in manifest["metrics"])
 
 
+@pytest.mark.slow  # 3 s: a build with a transfer set
 def test_calibration_draws_on_the_unlabeled_transfer_set_too(tiny_cache):
     from edge_distill.pipeline.build import run_pipeline
 

@@ -41,11 +41,13 @@ def test_changed_quantize_setting_reruns_only_downstream(tiny_cache, spy):
     assert spy == ["quantize", "describe", "benchmark", "package"]
 
 
+@pytest.mark.slow  # 5 s: a rebuild from the distill stage on (the keys and hits are covered fast beside it)
 def test_changed_distill_setting_keeps_data_and_teacher(tiny_cache, spy):
     run_pipeline(tiny_config("distill.alpha=0.5"), tiny_cache)
     assert spy == ["distill", "export", "simplify", "quantize", "describe", "benchmark", "package"]
 
 
+@pytest.mark.slow  # 5 s: a whole tiny build again (cache hits and misses are covered fast beside it)
 def test_force_reruns_every_stage(tiny_cache, spy):
     run_pipeline(tiny_config(), tiny_cache, force=True)
     assert spy == list(registry.STAGE_NAMES)

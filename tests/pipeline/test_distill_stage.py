@@ -116,7 +116,7 @@ def test_one_dimensional_signals_build_end_to_end(tmp_path):
     assert abs(accuracy["student_int8"] - accuracy["student_fp32"]) <= 0.1
 
 
-@pytest.mark.parametrize("kind", ["torchscript", "torch.export"])
+@pytest.mark.parametrize("kind", ["torchscript", pytest.param("torch.export", marks=pytest.mark.slow)])  # 4 s
 def test_torch_teacher_files_are_exported_for_the_benchmark(tmp_path, tiny_cache, kind):
     torch.manual_seed(0)
     teacher = ConvNet((1, 8, 8), 10, 8, 1).eval()
