@@ -184,13 +184,14 @@ def test_the_if_branch_the_samples_take_is_quantized_and_the_other_answers_as_fl
     rng = np.random.default_rng(0)
     np.savez(tmp_path / "samples.npz", audio=rng.standard_normal((20, 1, 16)).astype(np.float32),
              sr=np.full(20, 16000, np.int64))
-    manifest = optimize_model(load_config("x86-avx512", None, [*QUICK, "quantize.reduce_range=true"]), model,
+    # rpi4 from x86: int8 ships by the judgement alone (nothing here times for the device).
+    manifest = optimize_model(load_config("rpi4", None, [*QUICK, "quantize.reduce_range=true"]), model,
                               tmp_path / "samples.npz", {}, tmp_path / "bundle", 0.0, cache_dir=tmp_path / "cache")
     notes = " ".join(manifest["model"]["notes"])
     assert "quantized inside If branches" in notes and "then_branch (16 of 16 samples)" in notes
     assert manifest["model"]["quantization"]["op_counts"]["QuantizeLinear"] > 0  # subgraphs counted
-    if manifest["model"]["precision"] != "int8":  # the 8 kHz check needs the int8 file in the bundle
-        assert "int8 measured slower" in manifest["model"]["why"] or "not measurably faster" in manifest["model"]["why"]
+    if manifest["model"]["precision"] != "int8":  # on an aarch64 host rpi4 is timed here, and float may win
+        assert __import__("platform").machine() == "aarch64"
         return
     shipped = onnx.load(str(tmp_path / "bundle" / "model.onnx"))
     branches = {a.name: a.g for a in shipped.graph.node[-1].attribute}
