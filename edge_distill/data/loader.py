@@ -7,7 +7,6 @@ run reads the same batches with any number of workers.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -15,13 +14,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from edge_distill.data.samples import is_lazy
+from edge_distill.device.runner import usable_cores
 from edge_distill.errors import EdgeDistillError
 
 _workers = 0  # this process's data-loader workers (set_loader_workers)
-
-
-def usable_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def set_loader_workers(requested: int, processes: int = 1) -> int:

@@ -225,9 +225,15 @@ def predict_classes(model: Path, x: np.ndarray, providers: list, threads: int, b
     return next(iter(run_batched(session, x, batch_size).values())).argmax(axis=1)
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity: a container or taskset may allow
+    fewer than the machine has), the one count every thread and worker choice uses."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def usable_threads(requested: int) -> int:
-    """No more threads than this machine has cores: more would only measure oversubscription."""
-    return min(requested, os.cpu_count() or 1)
+    """No more threads than this process has cores: more would only measure oversubscription."""
+    return min(requested, usable_cores())
 
 
 def peak_rss_mb() -> float | None:
@@ -254,7 +260,7 @@ def describe_host() -> dict:
     return {
         "arch": platform.machine(),
         "cpu": cpu,
-        "cores": os.cpu_count(),
+        "cores": usable_cores(),
         "os": f"{platform.system()} {platform.release()}",
         "onnxruntime": ort.__version__,
     }
@@ -348,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     # Short flags as onnxruntime_perf_test names them: -e provider, -x threads, -r runs, -t seconds.
     parser.add_argument("-e", "--provider", default="CPUExecutionProvider",
                         help="onnxruntime execution provider (default: %(default)s)")
-    parser.add_argument("-x", "--threads", type=str, default=str(os.cpu_count() or 1), metavar="N[,N...]",
+    parser.add_argument("-x", "--threads", type=str, default=str(usable_cores()), metavar="N[,N...]",
                         help="intra-op threads (default: this machine's cores, %(default)s); a comma list "
                              "(1,2,4) times each model at each count")
     parser.add_argument("--batch", type=int, default=1, help="samples per run (default: %(default)s)")

@@ -17,7 +17,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from edge_distill.data.loader import read_batches, usable_cores
+from edge_distill.data.loader import read_batches
+from edge_distill.device.runner import usable_cores
 from edge_distill.distill.augment import Augment
 from edge_distill.distill.losses import attention_loss, hard_loss, hint_loss, kd_loss
 from edge_distill.distill.teachers import TeacherEnsemble, predict_batched
