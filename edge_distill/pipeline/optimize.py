@@ -127,10 +127,11 @@ def optimize_model(config: BuildConfig, model_path: Path, calibration: Path, sha
              + ", ".join(f"{t.name} {t.dtype} {'x'.join(map(str, fixed[t.name])) or 'scalar'}" for t in inputs)
              + f"; {len(calibrate_on)} calibration and {len(held_out)} held-out samples")
     notes: list[str] = []
-    with StageCache(cache_dir).staging_folder("optimize") as work:
+    cache = StageCache(cache_dir)
+    with cache.staging_folder("optimize") as work:
         fp32 = simplified_or_source(model_path, held_out[0], work / "fp32.onnx", notes, progress)
         int8, recipe, judgement = quantize_within_budget(fp32, calibrate_on, held_out, (inputs, outputs), config,
-                                                         budget, work, notes, progress)
+                                                         budget, work, notes, progress, cache)
         variants = {"fp32": fp32} | ({"int8": int8} if int8 is not None else {})
         timing = time_candidates(variants, held_out[0], config, progress)
         shipped, threads, why = choose(judgement, timing, config.device.arch)
@@ -329,7 +330,7 @@ def quantize_feeds(prepared: Path, feeds: list[dict], config: BuildConfig, per_c
 
 def quantize_within_budget(fp32: Path, calibrate_on: list[dict], held_out: list[dict], tensors: tuple[list, list],
                            config: BuildConfig, budget: Budget, work: Path, notes: list[str],
-                           progress: Callable[[str], None]) -> tuple[Path | None, dict, Judgement]:
+                           progress: Callable[[str], None], cache) -> tuple[Path | None, dict, Judgement]:
     """(int8 model, recipe, judgement); the model is None, and the judgement says why, where no
     int8 model could be made or none of its nodes was quantized (a model whose compute sits in
     subgraphs ONNX Runtime's quantizer skips): float then ships. Over the budget, the nodes whose
@@ -380,7 +381,7 @@ def quantize_within_budget(fp32: Path, calibrate_on: list[dict], held_out: list[
     if q.distill:
         try:
             distilled = distill_attempt(best, fp32, calibrate_on, reference, held_out, tensors, config, budget, work,
-                                        progress)
+                                        progress, cache)
         except QuantizeError as e:  # an op it cannot train: post-training int8 (or float) goes on
             notes.append(f"int8 not distilled: {e.message}")
             progress(f"int8 not distilled: {e.message}")
@@ -419,30 +420,63 @@ def quantize_within_budget(fp32: Path, calibrate_on: list[dict], held_out: list[
 
 def distill_attempt(ptq: tuple[Path, dict, Judgement], fp32: Path, calibrate_on: list[dict], reference: dict,
                     held_out: list[dict], tensors: tuple[list, list], config: BuildConfig, budget: Budget, work: Path,
-                    progress: Callable[[str], None]) -> tuple[Path, dict, Judgement]:
+                    progress: Callable[[str], None], cache) -> tuple[Path, dict, Judgement]:
     """Post-training int8 `ptq` trained to match float on the calibration samples
-    (distill.qdq_distill), judged on the held-out ones as post-training int8 is."""
+    (distill.qdq_distill), judged on the held-out ones as post-training int8 is. The trained
+    model is a cache entry (`cache`, a pipeline.cache.StageCache) keyed by both models' hashes, the
+    samples, the settings and the library versions: a rerun reuses it."""
+    import shutil
+
     import torch
 
     from edge_distill.device.runner import usable_threads
     from edge_distill.distill.qdq_distill import DistillSettings, distill_int8
+    from edge_distill.hashing import sha256
+    from edge_distill.pipeline.cache import library_versions
 
     q = config.quantize
     if q.format != "QDQ":
         raise QuantizeError(f"--distill trains QDQ int8; the profile quantizes to {q.format}",
                             "add --set quantize.format=QDQ")
-    torch.set_num_threads(usable_threads(config.benchmark.threads))
-    float_outputs = run_feeds(fp32, calibrate_on)
-    targets = [{name: values[i] for name, values in float_outputs.items()} for i in range(len(calibrate_on))]
+    settings = DistillSettings(q.distill_epochs, q.distill_max_seconds, reduce_range=q.reduce_range)
+    description = {"int8_sha256": sha256(ptq[0]), "float_sha256": sha256(fp32), "samples": feeds_digest(calibrate_on),
+                   "settings": dataclasses.asdict(settings), "versions": library_versions()}
+    key, outputs = cache.key(description), ("model.onnx", "report.json")
+    found = cache.lookup("int8-distill", key, outputs)
     progress(f"int8 over budget ({ptq[2].summary}): distilling it from float on {len(calibrate_on)} calibration "
              f"samples ({q.distill_epochs} epochs, at most {q.distill_max_seconds:g} s)")
+
+    def make(staged: Path) -> None:
+        torch.set_num_threads(usable_threads(config.benchmark.threads))
+        float_outputs = run_feeds(fp32, calibrate_on)
+        targets = [{name: values[i] for name, values in float_outputs.items()} for i in range(len(calibrate_on))]
+        report = distill_int8(ptq[0], calibrate_on, targets, staged / "model.onnx", settings, progress)
+        (staged / "report.json").write_text(json.dumps(report))
+
+    if found.entry is None:
+        entry = cache.build("int8-distill", key, description, outputs, make)
+    else:
+        entry = found.entry
+        progress(f"  reused from the cache ({cache.root / 'int8-distill' / key})")
     dst = work / "int8-distilled.onnx"
-    report = distill_int8(ptq[0], calibrate_on, targets, dst,
-                          DistillSettings(q.distill_epochs, q.distill_max_seconds, reduce_range=q.reduce_range),
-                          progress)
+    shutil.copyfile(entry / "model.onnx", dst)
+    report = json.loads((entry / "report.json").read_text()) | {"cache_key": key, "reused": found.entry is not None}
     judgement = budget.judge(reference, run_feeds(dst, held_out), tensors[1], tensors[0])
     progress(f"  distilled int8: {judgement.summary}")
     return dst, ptq[1] | {"distilled": report}, judgement
+
+
+def feeds_digest(feeds: list[dict]) -> str:
+    """A digest of samples: every array's name, dtype, shape and bytes, in order."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for feed in feeds:
+        for name in sorted(feed):
+            array = np.ascontiguousarray(feed[name])
+            digest.update(f"{name}:{array.dtype.str}:{array.shape};".encode())
+            digest.update(array.tobytes())
+    return digest.hexdigest()
 
 
 def default_opset(model: Path) -> int:

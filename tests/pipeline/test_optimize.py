@@ -266,6 +266,11 @@ def test_int8_that_misses_the_budget_ships_within_it_after_distill_on_int8_kerne
     assert distilled["best_epoch"] > 0 and distilled["error_db"]["after"] > distilled["error_db"]["before"]
     assert any(note.startswith("int8 distilled from float") for note in manifest["model"]["notes"])
     assert all(check.passed for check in verify_bundle(tmp_path / "bundle"))
+    assert not distilled["reused"]
+    result = invoke("optimize", str(model), "-p", "rpi4", "--distill", *common, "--out", str(tmp_path / "again"))
+    again = json.loads(result.stdout)["model"]["quantization"]["distilled"]
+    assert again["reused"] and "reused from the cache" in result.stderr and again["cache_key"] == distilled["cache_key"]
+    assert again["error_db"] == distilled["error_db"]
     if platform.machine() == "aarch64":  # rpi4's own architecture: measured here, and float may be quicker
         assert manifest["model"]["precision"] == "int8" or "int8" in manifest["model"]["why"]
         return
