@@ -4,12 +4,13 @@ its first repair), the more faithful of the two after quantization-aware distill
 (`optimize --distill`),
 ONNX Runtime's `quantize_static` with its defaults, and NNCF's `nncf.quantize` with its defaults.
 
-Models (from pip packages, read where they are installed): the PP-OCR direction classifier and
-recognizer of rapidocr-onnxruntime, fed printed text lines rendered here; magika's file-type
+Models (from pip packages, read where they are installed): the PP-OCR direction classifier,
+recognizer and detector of rapidocr-onnxruntime, fed printed text lines rendered here (the
+detector at 320x320); magika's file-type
 model, fed byte windows of this Python installation's own files; silero-vad v5 (all its compute
 in an If branch), fed speech-band noise bursts at 16 kHz. Per variant, on held-out samples: the
 worst output's SNR against float, the task's own measure (class agreement, per-timestep agreement,
-speech decision agreement), p50 over float's p50 from interleaved rounds on this host at the same
+text mask IoU, speech decision agreement), p50 over float's p50 from interleaved rounds on this host at the same
 threads, file size, and the distillation's wall time. On x86 without VNNI ours uses 7-bit weights
 (quantize.reduce_range), as `optimize`'s search does there.
 
@@ -45,6 +46,13 @@ def host_has_vnni() -> bool:
 
 def class_agreement(reference: np.ndarray, produced: np.ndarray) -> float:
     return float((reference.argmax(-1) == produced.argmax(-1)).mean())
+
+
+def mask_iou(reference: np.ndarray, produced: np.ndarray) -> float:
+    """Intersection over union of the text masks at 0.3, PaddleOCR's threshold."""
+    ref, got = reference > 0.3, produced > 0.3
+    union = np.logical_or(ref, got).sum()
+    return float(np.logical_and(ref, got).sum() / union) if union else 1.0
 
 
 def speech_agreement(reference: np.ndarray, produced: np.ndarray) -> float:
@@ -94,6 +102,8 @@ def models() -> dict[str, dict]:
                               "measure": ("top-1 agreement", class_agreement), "distill_s": 180}
         found["ppocr-rec"] = {"path": ocr / "ch_PP-OCRv4_rec_infer.onnx", "feeds": lambda: ocr_lines(80, 48, 320),
                               "measure": ("per-timestep agreement", class_agreement), "distill_s": 600}
+        found["ppocr-det"] = {"path": ocr / "ch_PP-OCRv4_det_infer.onnx", "feeds": lambda: ocr_lines(40, 320, 320),
+                              "measure": ("text mask IoU at 0.3", mask_iou), "distill_s": 600}
     magika = installed("magika", "models/standard_v3_3/model.onnx")
     if magika:
         found["magika"] = {"path": magika, "feeds": lambda: byte_windows(100),

@@ -80,6 +80,37 @@ def _conv(node, x, w, b=None):
                 dilation=_ints(node, "dilations", [1] * spatial), groups=_attr(node, "group", 1))
 
 
+def _conv_transpose(node, x, w, b=None):
+    spatial = w.dim() - 2
+    begin, end = _pads(node, spatial)
+    if begin != end or _ints(node, "output_shape"):
+        raise QuantizeError(f"ConvTranspose {node.name}: asymmetric pads or output_shape are not supported by "
+                            "quantization-aware distillation", "leave out --distill")
+    conv = (F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d)[spatial - 1]
+    return conv(x, w, b, stride=_ints(node, "strides", [1] * spatial), padding=begin,
+                output_padding=_ints(node, "output_padding", [0] * spatial), groups=_attr(node, "group", 1),
+                dilation=_ints(node, "dilations", [1] * spatial))
+
+
+def _resize(node, x, roi=None, scales=None, sizes=None):
+    """Nearest (asymmetric, floor) and linear (half_pixel) resizing of the spatial axes: torch's
+    interpolate computes exactly these."""
+    mode = _attr(node, "mode", b"nearest").decode()
+    transform = _attr(node, "coordinate_transformation_mode", b"half_pixel").decode()
+    nearest = _attr(node, "nearest_mode", b"round_prefer_floor").decode()
+    if (mode, transform, nearest if mode == "nearest" else "") not in (("nearest", "asymmetric", "floor"),
+                                                                     ("linear", "half_pixel", "")):
+        raise QuantizeError(f"Resize {node.name}: mode {mode} with {transform} coordinates is not supported by "
+                            "quantization-aware distillation", "leave out --distill")
+    if sizes is not None and sizes.numel():
+        size = [int(v) for v in sizes.tolist()[2:]]
+    else:
+        size = [int(math.floor(n * f)) for n, f in zip(x.shape[2:], scales.tolist()[2:])]
+    if mode == "nearest":
+        return F.interpolate(x, size=size, mode="nearest")
+    return F.interpolate(x, size=size, mode=("linear", "bilinear", "trilinear")[x.dim() - 3], align_corners=False)
+
+
 def _pool(node, x, kind: str):
     kernel = _ints(node, "kernel_shape")
     begin, end = _pads(node, len(kernel))
@@ -194,7 +225,7 @@ def _shape(node, x):
 
 # Float ops: node, its inputs (None for an empty name) -> output or list of outputs.
 OPS: dict[str, Callable] = {
-    "Conv": _conv, "Gemm": _gemm, "MatMul": lambda n, a, b: a @ b,
+    "Conv": _conv, "ConvTranspose": _conv_transpose, "Resize": _resize, "Gemm": _gemm, "MatMul": lambda n, a, b: a @ b,
     "Add": lambda n, a, b: a + b, "Sub": lambda n, a, b: a - b, "Mul": lambda n, a, b: a * b,
     "Div": lambda n, a, b: a / b if a.is_floating_point() else torch.div(a, b, rounding_mode="trunc"),
     "Pow": lambda n, a, b: torch.pow(a, b), "Sqrt": lambda n, x: torch.sqrt(x), "Exp": lambda n, x: torch.exp(x),

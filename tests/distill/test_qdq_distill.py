@@ -18,19 +18,24 @@ from tests import handmade
 
 
 def conv_model(path):
-    """Conv (asymmetric pads, groups), HardSigmoid gate, pools, Gemm head and Softmax: the layers of
-    a mobile vision model. x (1, 3, 12, 12) -> probabilities (1, 5)."""
+    """Conv (asymmetric pads, groups), HardSigmoid gate, ConvTranspose and nearest Resize (a
+    detector's neck), pools, Gemm head and Softmax: the layers of mobile vision models.
+    x (1, 3, 12, 12) -> probabilities (1, 5)."""
     rng = np.random.default_rng(7)
     weights = {"c1": rng.standard_normal((8, 3, 3, 3)) * 0.3, "b1": rng.standard_normal(8) * 0.1,
                "c2": rng.standard_normal((8, 2, 3, 3)) * 0.3, "fc": rng.standard_normal((5, 8)) * 0.5,
-               "fcb": rng.standard_normal(5) * 0.1, "shape": np.array([0, -1])}
+               "fcb": rng.standard_normal(5) * 0.1, "shape": np.array([0, -1]),
+               "up": rng.standard_normal((8, 8, 2, 2)) * 0.3, "half": np.array([1, 1, 0.5, 0.5])}
     nodes = [
         helper.make_node("Conv", ["x", "c1", "b1"], ["a"], pads=[0, 0, 1, 1], strides=[2, 2]),
         helper.make_node("Relu", ["a"], ["a_relu"]),
         helper.make_node("Conv", ["a_relu", "c2"], ["b"], pads=[1, 1, 1, 1], group=4),
         helper.make_node("HardSigmoid", ["b"], ["gate"], alpha=0.2, beta=0.5),
         helper.make_node("Mul", ["b", "gate"], ["gated"]),
-        helper.make_node("MaxPool", ["gated"], ["pooled"], kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("ConvTranspose", ["gated", "up"], ["upsampled"], strides=[2, 2]),
+        helper.make_node("Resize", ["upsampled", "", "half"], ["resized"], mode="nearest",
+                         coordinate_transformation_mode="asymmetric", nearest_mode="floor"),
+        helper.make_node("MaxPool", ["resized"], ["pooled"], kernel_shape=[2, 2], strides=[2, 2]),
         helper.make_node("AveragePool", ["pooled"], ["smooth"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
         helper.make_node("GlobalAveragePool", ["smooth"], ["global"]),
         helper.make_node("Reshape", ["global", "shape"], ["flat"]),
@@ -67,7 +72,7 @@ def test_the_torch_twin_computes_what_the_qdq_graph_computes(tmp_path):
     feeds = [{"x": rng.standard_normal((1, 3, 12, 12)).astype(np.float32)} for _ in range(8)]
     int8 = post_training_int8(conv_model(tmp_path / "conv.onnx"), feeds, tmp_path)
     module = QdqModule(onnx.load(str(int8)), reduce_range=True)
-    assert len(module.weights) == 3 and len(module.bias) == 2  # two convs and the head; two int32 biases
+    assert len(module.weights) == 4 and len(module.bias) == 2  # three convs and the head; two int32 biases
     with torch.no_grad():
         ours = [module({"x": torch.from_numpy(feed["x"])})["probabilities"].numpy() for feed in feeds]
     step = float(numpy_helper.to_array(next(t for t in onnx.load(str(int8)).graph.initializer
@@ -110,11 +115,11 @@ def test_distillation_lowers_the_error_and_writes_a_model_for_int8_kernels(tmp_p
 
 
 def test_a_graph_with_an_op_it_cannot_train_is_refused_naming_the_op(tmp_path):
-    graph = helper.make_graph([helper.make_node("Resize", ["x", "", "scales"], ["y"], mode="nearest")], "resize",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 2, 2])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 4, 4])],
-                              [numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales")])
-    with pytest.raises(QuantizeError, match="does not support op.s. Resize"):
+    graph = helper.make_graph([helper.make_node("Einsum", ["x", "w"], ["y"], equation="ij,jk->ik")], "einsum",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 2])],
+                              [numpy_helper.from_array(np.eye(2, dtype=np.float32), "w")])
+    with pytest.raises(QuantizeError, match="does not support op.s. Einsum"):
         QdqModule(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
 
 
