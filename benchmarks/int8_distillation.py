@@ -222,8 +222,11 @@ def main() -> None:
           + ", ".join(f"{n}: {r['task_measure']}" for n, r in rows.items()))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
+        # With --only, the other models' rows of an earlier run are kept (each model's ratios come
+        # from its own interleaved rounds).
+        earlier = json.loads(args.json.read_text())["models"] if args.only and args.json.exists() else {}
         args.json.write_text(json.dumps({"host": host, "threads": args.threads, "reduce_range": reduce_range,
-                                         "models": rows}, indent=2) + "\n")
+                                         "models": earlier | rows}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -225,6 +225,8 @@ def _shape(node, x):
 
 # Float ops: node, its inputs (None for an empty name) -> output or list of outputs.
 OPS: dict[str, Callable] = {
+    "BatchNormalization": lambda n, x, scale, bias, mean, var: F.batch_norm(
+        x, mean, var, scale, bias, training=False, eps=_attr(n, "epsilon", 1e-5)),
     "Conv": _conv, "ConvTranspose": _conv_transpose, "Resize": _resize, "Gemm": _gemm, "MatMul": lambda n, a, b: a @ b,
     "Add": lambda n, a, b: a + b, "Sub": lambda n, a, b: a - b, "Mul": lambda n, a, b: a * b,
     "Div": lambda n, a, b: a / b if a.is_floating_point() else torch.div(a, b, rounding_mode="trunc"),
@@ -387,8 +389,8 @@ class QdqModule(torch.nn.Module):
             producer = {out: node for node in self.nodes for out in node.output}
             for node in self.nodes:
                 bias = next((b for b in node.input[2:3] if b in self.bias), None)
-                if bias is None:
-                    continue
+                if bias is None or node.op_type not in ("Conv", "ConvTranspose", "Gemm"):
+                    continue  # another op's int32 input (a BatchNormalization's) keeps its own scale
                 x_dq, w_dq = producer.get(node.input[0]), producer.get(node.input[1])
                 if x_dq is None or w_dq is None or w_dq.output[0] not in self.weights:
                     continue

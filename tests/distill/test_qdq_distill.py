@@ -18,14 +18,16 @@ from tests import handmade
 
 
 def conv_model(path):
-    """Conv (asymmetric pads, groups), HardSigmoid gate, ConvTranspose and nearest Resize (a
-    detector's neck), pools, Gemm head and Softmax: the layers of mobile vision models.
+    """Conv (asymmetric pads, groups), HardSigmoid gate, ConvTranspose, BatchNormalization and
+    nearest Resize (a detector's neck), pools, Gemm head and Softmax: the layers of mobile vision models.
     x (1, 3, 12, 12) -> probabilities (1, 5)."""
     rng = np.random.default_rng(7)
     weights = {"c1": rng.standard_normal((8, 3, 3, 3)) * 0.3, "b1": rng.standard_normal(8) * 0.1,
                "c2": rng.standard_normal((8, 2, 3, 3)) * 0.3, "fc": rng.standard_normal((5, 8)) * 0.5,
                "fcb": rng.standard_normal(5) * 0.1, "shape": np.array([0, -1]),
-               "up": rng.standard_normal((8, 8, 2, 2)) * 0.3, "half": np.array([1, 1, 0.5, 0.5])}
+               "up": rng.standard_normal((8, 8, 2, 2)) * 0.3, "half": np.array([1, 1, 0.5, 0.5]),
+               "bn_scale": 1 + 0.1 * rng.standard_normal(8), "bn_bias": 0.1 * rng.standard_normal(8),
+               "bn_mean": 0.1 * rng.standard_normal(8), "bn_var": 1 + 0.1 * rng.random(8)}
     nodes = [
         helper.make_node("Conv", ["x", "c1", "b1"], ["a"], pads=[0, 0, 1, 1], strides=[2, 2]),
         helper.make_node("Relu", ["a"], ["a_relu"]),
@@ -35,7 +37,9 @@ def conv_model(path):
         helper.make_node("ConvTranspose", ["gated", "up"], ["upsampled"], strides=[2, 2]),
         helper.make_node("Resize", ["upsampled", "", "half"], ["resized"], mode="nearest",
                          coordinate_transformation_mode="asymmetric", nearest_mode="floor"),
-        helper.make_node("MaxPool", ["resized"], ["pooled"], kernel_shape=[2, 2], strides=[2, 2]),
+        # After a Resize, nothing to fold a BatchNormalization into: it stays, as in PP-OCR's detector.
+        helper.make_node("BatchNormalization", ["resized", "bn_scale", "bn_bias", "bn_mean", "bn_var"], ["normed"]),
+        helper.make_node("MaxPool", ["normed"], ["pooled"], kernel_shape=[2, 2], strides=[2, 2]),
         helper.make_node("AveragePool", ["pooled"], ["smooth"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
         helper.make_node("GlobalAveragePool", ["smooth"], ["global"]),
         helper.make_node("Reshape", ["global", "shape"], ["flat"]),
@@ -72,7 +76,8 @@ def test_the_torch_twin_computes_what_the_qdq_graph_computes(tmp_path):
     feeds = [{"x": rng.standard_normal((1, 3, 12, 12)).astype(np.float32)} for _ in range(8)]
     int8 = post_training_int8(conv_model(tmp_path / "conv.onnx"), feeds, tmp_path)
     module = QdqModule(onnx.load(str(int8)), reduce_range=True)
-    assert len(module.weights) == 4 and len(module.bias) == 2  # three convs and the head; two int32 biases
+    # Three convs, the head and the BatchNormalization scale; int32 biases of a Conv, the head and the BN.
+    assert len(module.weights) == 5 and len(module.bias) == 3
     with torch.no_grad():
         ours = [module({"x": torch.from_numpy(feed["x"])})["probabilities"].numpy() for feed in feeds]
     step = float(numpy_helper.to_array(next(t for t in onnx.load(str(int8)).graph.initializer
