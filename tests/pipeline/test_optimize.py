@@ -97,6 +97,21 @@ def test_the_fastest_variant_and_thread_count_within_budget_ships():
     assert choose(judged(True), broken, "aarch64")[0] == "fp32"
 
 
+def test_a_quantizer_failure_ships_float_with_the_reason(tmp_path):
+    """magika's failure mode where no retry helps: ONNX Runtime's QOperator quantizer raises on a
+    (1, N) Gemm bias. The command goes on and float ships, saying why."""
+    model = handmade.gemm_2d_bias_model(tmp_path / "gemm.onnx")
+    np.savez(tmp_path / "samples.npz", x=np.random.default_rng(0).standard_normal((20, 1, 16)).astype(np.float32))
+    result = invoke("optimize", str(model), "-p", "x86-avx512", "--calibration", str(tmp_path / "samples.npz"),
+                    "--set", "quantize.format=QOperator", "--set", "quantize.search_min_seconds=0.05",
+                    "--out", str(tmp_path / "bundle"), "--cache-dir", str(tmp_path / "cache"), "--json")
+    assert result.exit_code == 0, result.output
+    manifest = json.loads(result.stdout)
+    assert manifest["model"]["precision"] == "fp32" and [row["variant"] for row in manifest["metrics"]] == ["fp32"]
+    assert manifest["model"]["why"].startswith("no int8 model: quantizing") and "truth value" in manifest["model"]["why"]
+    assert all(check.passed for check in verify_bundle(tmp_path / "bundle"))
+
+
 def test_a_quicker_p50_that_does_not_hold_in_every_round_is_a_tie_that_goes_to_float_and_fewer_threads():
     """silero's 2 threads were once picked on a 3% difference that a re-run reversed."""
     timing = timed(True, fp32_1=1.0, fp32_2=0.97, int8_1=0.99, int8_2=0.96)
