@@ -332,14 +332,18 @@ class QdqModule(torch.nn.Module):
             found = found * self.scales[self.keys[name]].exp()
         return self._shaped(found, axis, ndim) if axis is not None else found
 
-    def weight(self, name: str) -> torch.Tensor:
-        """A weight as its DequantizeLinear gives it: trainable values, rounded and clipped at the
-        trainable scale."""
+    def quantized_weight(self, name: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(integer values, scale, zero point) of a weight: its trainable values rounded (straight
+        through) and clipped at its trainable scale, as its DequantizeLinear reads them."""
         w = self.weights[name]
         steps = self.values[self.keys[name]]
         scale = self.scale(w.scale, w.axis, steps.dim()).reshape(self.step0[name].shape)
         zero = self._shaped(self.constants[w.zero_point].float(), w.axis, steps.dim())
-        q = round_through(torch.clamp(steps * self.step0[name] / scale + zero, w.low, w.high))
+        return round_through(torch.clamp(steps * self.step0[name] / scale + zero, w.low, w.high)), scale, zero
+
+    def weight(self, name: str) -> torch.Tensor:
+        """A weight as its DequantizeLinear gives it."""
+        q, scale, zero = self.quantized_weight(name)
         return (q - zero) * scale
 
     def forward(self, feeds: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -380,12 +384,7 @@ class QdqModule(torch.nn.Module):
                 if key in self.scales:
                     arrays[name] = self.scale(name).numpy().astype(np.float32)
             for name, w in self.weights.items():
-                steps = self.values[self.keys[name]]
-                scale = self.scale(w.scale, w.axis, steps.dim()).reshape(self.step0[name].shape)
-                zero = self._shaped(self.constants[w.zero_point].float(), w.axis, steps.dim())
-                q = torch.clamp(torch.round(steps * self.step0[name] / scale) + zero, w.low, w.high)
-                arrays[w.values] = q.numpy().astype(numpy_helper.to_array(
-                    next(t for t in model.graph.initializer if t.name == w.values)).dtype)
+                arrays[w.values] = self.quantized_weight(name)[0].numpy().astype(self.constants[w.values].numpy().dtype)
             producer = {out: node for node in self.nodes for out in node.output}
             for node in self.nodes:
                 bias = next((b for b in node.input[2:3] if b in self.bias), None)

@@ -38,8 +38,8 @@ def branch_model(branch: onnx.GraphProto, outer: dict[str, onnx.ValueInfoProto],
     return model
 
 
-def quantize_branches(int8: Path, feeds: list[dict], quantize: Callable[[Path, list[dict], Path], None],
-                      work: Path, notes: list[str], progress: Callable[[str], None]) -> None:
+def quantize_branches(int8: Path, feeds: list[dict], quantize: Callable[[Path, list[dict], Path], dict],
+                      work: Path, notes: list[str]) -> None:
     """Quantize, in place in `int8`, the branches of its top-level Ifs that hold compute and that
     `feeds` take; `quantize(model, branch_feeds, dst)` applies the recipe. Failures are noted and
     leave the branch in float."""
@@ -104,4 +104,3 @@ def quantize_branches(int8: Path, feeds: list[dict], quantize: Callable[[Path, l
     if done:
         onnx.save(model, str(int8))
         notes.append(f"quantized inside If branches, which ONNX Runtime's quantizer skips: {', '.join(done)}")
-        progress(f"quantized {len(done)} If branch(es) the calibration samples take")

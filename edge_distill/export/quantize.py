@@ -160,17 +160,34 @@ class StreamedCalibration:
         return self.caches[method]
 
 
+def quantize_static_retrying(source: Path, dst: Path, reader: CalibrationDataReader | None, **options) -> dict:
+    """onnxruntime's quantize_static; where its widening of weight scales for int32 biases fails on
+    the graph (onnxruntime issue 24815: a (1, N) Gemm bias, as magika's), once more without it.
+    Returns the extra_options it needed: {} or {"QDQDisableWeightAdjustForInt32Bias": True}."""
+    try:
+        quantize_static(str(source), str(dst), reader, **options)
+        return {}
+    except Exception:
+        if reader is not None:
+            reader.rewind()
+        extra = {"QDQDisableWeightAdjustForInt32Bias": True}
+        quantize_static(str(source), str(dst), reader, **options, extra_options=extra)
+        return extra
+
+
 def apply_recipe(recipe: QuantRecipe, prepared: Path, dst: Path, calibration: StreamedCalibration | None) -> dict:
-    """Write `prepared` transformed by `recipe` to `dst`; returns op counts."""
+    """Write `prepared` transformed by `recipe` to `dst`; returns op counts (and the extra options
+    ONNX Runtime needed, where it did)."""
     check_node_names(prepared, recipe.exclude_nodes)
     prepared, dst = prepared.absolute(), dst.absolute()  # quiet_libraries runs the block in a scratch folder
+    extra: dict = {}
     try:
         with quiet_libraries(scratch_in=dst.parent):
             if recipe.kind == "fp32":
                 shutil.copyfile(prepared, dst)
             elif recipe.kind == "static":
-                quantize_static(
-                    str(prepared), str(dst), None,
+                extra = quantize_static_retrying(
+                    prepared, dst, None,
                     quant_format=QuantFormat[recipe.format],
                     per_channel=recipe.per_channel,
                     reduce_range=recipe.reduce_range,
@@ -197,7 +214,7 @@ def apply_recipe(recipe: QuantRecipe, prepared: Path, dst: Path, calibration: St
     except Exception as e:
         raise QuantizeError(f"quantizing with {recipe.name} failed: {describe(e)}",
                             'try quantize.format = "QDQ" or quantize.calibrate_method = "MinMax"') from e
-    return {"recipe": recipe.name, "op_counts": count_ops(onnx.load(str(dst)))}
+    return {"recipe": recipe.name, "op_counts": count_ops(onnx.load(str(dst)))} | ({"extra_options": extra} if extra else {})
 
 
 def quantize_model(src: Path, dst: Path, calibration_x: np.ndarray, recipe: QuantRecipe, workdir: Path,

@@ -169,7 +169,7 @@ def time_candidates(models: dict[str, Path], feed: dict[str, np.ndarray], config
     where = remote.destination if remote is not None else "this host"
     progress(f"timing {' and '.join(models)} side by side on {where} at {', '.join(map(str, counts))} thread(s) "
              f"({bench.providers[0]}, {config.quantize.search_min_seconds:g} s each)")
-    with onnxruntime_errors("timing float and int8"):
+    with onnxruntime_errors(f"timing {' and '.join(models)}"):
         timing = time_side_by_side(models, feed, counts, provider_specs(bench), config.quantize.search_min_seconds,
                                    remote, not bench.allow_cpu_fallback, progress, bench.time_limit_s)
     return timing | {"for_device": for_device, "threads": counts}
@@ -274,49 +274,40 @@ def prepare(fp32: Path, config: BuildConfig, work: Path, notes: list[str], progr
 def quantize_feeds(prepared: Path, feeds: list[dict], config: BuildConfig, per_channel: bool, keep_in_float: list[str],
                    dst: Path, notes: list[str], op_types: tuple[str, ...] | None = None) -> dict:
     """The profile's static int8 recipe, calibrated on `feeds`, with `keep_in_float` nodes left in
-    float, and only `op_types` quantized where given (else every op ONNX Runtime can). Where ONNX Runtime's widening of weight scales for int32 biases fails on the graph
-    (onnxruntime issue 24815: a 2-D Gemm bias), it is quantized again without it, noted."""
+    float, and only `op_types` quantized where given (else every op ONNX Runtime can); the If
+    branches the samples take included (export/branches.py). Extra options ONNX Runtime needed
+    (export/quantize.quantize_static_retrying) are noted."""
     import onnx
     import onnxruntime as ort
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType
 
     from edge_distill.export.branches import quantize_branches
     from edge_distill.export.onnx_io import quiet_libraries
-    from edge_distill.export.quantize import FeedReader, count_ops
+    from edge_distill.export.quantize import FeedReader, count_ops, quantize_static_retrying
 
     q = config.quantize
     prepared, dst = prepared.absolute(), dst.absolute()  # quiet_libraries runs the block in a scratch folder
 
-    def run(source: Path, samples: list[dict], out: Path, extra_options: dict, exclude: list[str]) -> None:
-        with quiet_libraries(scratch_in=dst.parent):
-            quantize_static(str(source), str(out), FeedReader(samples), quant_format=QuantFormat[q.format],
-                            per_channel=per_channel, reduce_range=q.reduce_range,
-                            activation_type=QuantType[q.activation_type], weight_type=QuantType[q.weight_type],
-                            calibrate_method=CalibrationMethod[q.calibrate_method],
-                            nodes_to_exclude=exclude, extra_options=extra_options,
-                            op_types_to_quantize=list(op_types) if op_types else None)
-
     def recipe(source: Path, samples: list[dict], out: Path, exclude: list[str] = ()) -> dict:
-        """The recipe on `source`; the extra options it needed."""
+        """The recipe on `source`; the extra options ONNX Runtime needed."""
         try:
-            try:
-                run(source, samples, out, {}, list(exclude))
-                return {}
-            except Exception as first:
-                extra = {"QDQDisableWeightAdjustForInt32Bias": True}
-                run(source, samples, out, extra, list(exclude))
-                note = (f"ONNX Runtime's weight-scale adjustment for int32 biases failed ({describe(first, 200)}): "
-                        "quantized with QDQDisableWeightAdjustForInt32Bias")
-                if note not in notes:
-                    notes.append(note)
-                return extra
+            with quiet_libraries(scratch_in=dst.parent):
+                extra = quantize_static_retrying(
+                    source, out, FeedReader(samples), quant_format=QuantFormat[q.format], per_channel=per_channel,
+                    reduce_range=q.reduce_range, activation_type=QuantType[q.activation_type],
+                    weight_type=QuantType[q.weight_type], calibrate_method=CalibrationMethod[q.calibrate_method],
+                    nodes_to_exclude=list(exclude), op_types_to_quantize=list(op_types) if op_types else None)
         except Exception as e:
             raise QuantizeError(f"quantizing {source.name} failed: {describe(e, 2000)}",
                                 "try another profile's format (--set quantize.format=QOperator) or "
                                 "keep nodes in float with --set quantize.exclude_nodes=[...]") from None
+        note = "ONNX Runtime's weight-scale adjustment for int32 biases failed: quantized with " + ", ".join(extra)
+        if extra and note not in notes:
+            notes.append(note)
+        return extra
 
     extra = recipe(prepared, feeds, dst, [*q.exclude_nodes, *keep_in_float])
-    quantize_branches(dst, feeds, recipe, dst.parent, notes, lambda _: None)
+    quantize_branches(dst, feeds, recipe, dst.parent, notes)
     try:
         ort.InferenceSession(str(dst), providers=["CPUExecutionProvider"])
     except Exception as e:

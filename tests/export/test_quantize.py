@@ -188,3 +188,16 @@ def test_search_repairs_an_over_budget_recipe_and_records_every_candidate(tiny_a
         kept = row["recipe"]["exclude_nodes"]
         assert list(kept) == first_nodes[: len(kept)]  # the most sensitive nodes, in rank order
     assert report["winner"]["accuracy_drop"] <= 0.0
+
+
+def test_the_builds_recipe_quantizes_past_onnx_runtimes_int32_bias_failure(tmp_path):
+    """The build's static recipe goes through the same retry as optimize: a (1, N) Gemm bias
+    (magika's layout) breaks ONNX Runtime's weight-scale adjustment, and the model is quantized
+    without it, saying so."""
+    from tests import handmade
+
+    model = handmade.gemm_2d_bias_model(tmp_path / "gemm.onnx")
+    x = np.random.default_rng(0).standard_normal((1, 16)).astype(np.float32)  # the model's batch is 1
+    report = quantize_model(model, tmp_path / "int8.onnx", x, QuantRecipe("static", per_channel=True), tmp_path)
+    assert report["extra_options"] == {"QDQDisableWeightAdjustForInt32Bias": True}
+    assert quantized_node_count(report["op_counts"]) > 0
