@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge_distill.config import BuildConfig
-from edge_distill.pipeline.build import PipelineRun, build
+from edge_distill.pipeline.build import build
+from edge_distill.pipeline.runner import PipelineRun
 from edge_distill.pipeline.publish import SEQUENCE_OUTPUT, check_out, publish
 from edge_distill.progress import Progress, log_progress
 from edge_distill.pipeline.sweep import build_for_budget

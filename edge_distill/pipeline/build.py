@@ -1,35 +1,18 @@
-"""The runner: plans the stages a target needs, restores cache hits, runs misses, publishes the bundle."""
+"""The image build: the stages a target needs (skipping what the user provides), run by
+pipeline/runner, and the bundle published."""
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from edge_distill.config import BuildConfig
 from edge_distill.errors import ConfigError, InputFileError, did_you_mean
 from edge_distill.files import regular_file
-from edge_distill.hashing import hash_path
-from edge_distill.pipeline.cache import StageCache, library_versions
 from edge_distill.pipeline.publish import check_out, publish
-from edge_distill.pipeline.stage import Progress
 from edge_distill.pipeline.registry import ARTIFACTS, PRODUCER, STAGE_NAMES, STAGES
+from edge_distill.pipeline.runner import PipelineRun, run_stages
 from edge_distill.pipeline.stages.package import PackageStage
-
-
-@dataclass
-class StepRecord:
-    stage: str
-    key: str
-    cached: bool
-    seconds: float
-    outputs: dict[str, str]
-
-
-@dataclass
-class PipelineRun:
-    artifacts: dict[str, Path] = field(default_factory=dict)
-    steps: list[StepRecord] = field(default_factory=list)
+from edge_distill.progress import Progress
 
 
 def plan(target: str, provided: set[str]) -> list[type]:
@@ -82,93 +65,7 @@ def run_pipeline(
         if name not in read:  # ignoring it would silently build something else than the user asked for
             raise ConfigError(f"--input {name}: the {target} stage does not read it",
                               f"it reads {', '.join(sorted(read))}" if read else f"the {target} stage reads no artifact")
-    for stage in stages:
-        stage.check()
-    cache = StageCache(cache_dir)
-    removed = cache.prepare()
-    if removed:
-        progress(f"removed {len(removed)} staging folder(s) left in the cache by an interrupted build")
-    keys = _CacheKeys(cache, library_versions())
-    line, verified = _plan(stages, provided, keys, force)
-    progress(line)
-    run = PipelineRun(artifacts=provided)
-    for index, stage in enumerate(stages, 1):
-        started = time.perf_counter()
-        inputs = {name: run.artifacts[name] for name in stage.inputs}
-        external = dict(stage.external_files())
-        for key, path in external.items():
-            if not path.exists():
-                raise InputFileError(f"{key}: {path} not found", "check the path in your config")
-            if not path.is_dir():
-                regular_file(path, key)  # a FIFO would block the stage's read forever
-        description = keys.describe(stage, inputs, external)
-        key = cache.key(description)
-        found = None if force else verified.get((stage.name, key)) or cache.lookup(stage.name, key, stage.outputs)
-        entry = found.entry if found else None
-        prefix = f"[{index}/{len(stages)}] {stage.name}"
-        cached = entry is not None
-        if cached:
-            progress(f"{prefix}: cached")
-        else:
-            if found and found.damage:
-                progress(f"{prefix}: the cached result is damaged ({found.damage}): running again")
-            progress(f"{prefix}: running")
-            entry = cache.build(stage.name, key, description, stage.outputs,
-                                lambda staged: stage.run(inputs, staged, progress))
-        outputs = {name: entry / name for name in stage.outputs}
-        run.artifacts.update(outputs)
-        run.steps.append(StepRecord(stage.name, key, cached, time.perf_counter() - started,
-                                    {k: str(v) for k, v in outputs.items()}))
-    return run
-
-
-class _CacheKeys:
-    """A stage's cache-key description: (name, version, params, hashes of its input and external
-    files, library versions); file hashes are computed once per build."""
-
-    def __init__(self, cache: StageCache, libraries: dict[str, str]):
-        self.cache, self.libraries = cache, libraries
-        self.hashes: dict[Path, str] = {}
-
-    def digest(self, path: Path) -> str:
-        if path not in self.hashes:
-            self.hashes[path] = hash_path(path)
-        return self.hashes[path]
-
-    def describe(self, stage, inputs: dict[str, Path], external: dict[str, Path]) -> dict:
-        return {
-            "stage": stage.name,
-            "version": stage.version,
-            "params": stage.params(),
-            "inputs": {name: self.digest(path) for name, path in inputs.items()},
-            "external": {name: self.digest(path) for name, path in external.items()},
-            "libraries": self.libraries,
-        }
-
-
-def _plan(stages: list, provided: dict[str, Path], keys: _CacheKeys, force: bool) -> tuple[str, dict]:
-    """A line saying up front which stages come from the cache and which will run (training
-    included), as far as can be known before running: after the first stage that runs, every later
-    one runs too. Also the cache hits it verified, {(stage, key): Lookup}, so they are not verified twice."""
-    known, cached, verified = dict(provided), [], {}
-    for stage in stages:
-        external = dict(stage.external_files())
-        if force or not all(path.exists() for path in external.values()):
-            break
-        key = keys.cache.key(keys.describe(stage, {name: known[name] for name in stage.inputs}, external))
-        found = keys.cache.lookup(stage.name, key, stage.outputs)
-        if found.entry is None:
-            break
-        verified[(stage.name, key)] = found
-        cached.append(stage.name)
-        known.update({name: found.entry / name for name in stage.outputs})
-    running = [stage.name for stage in stages[len(cached):]]
-    if not running:
-        return f"plan: all {len(stages)} stage(s) cached", verified
-    training = [name for name in running if name in ("teacher", "distill")]
-    return (f"plan: {len(running)} of {len(stages)} stage(s) will run: {', '.join(running)}"
-            + (f" (training: {' and '.join(training)})" if training else "")
-            + (f"; cached: {', '.join(cached)}" if cached else "")), verified
+    return run_stages(stages, cache_dir, force, provided, progress)
 
 
 def build(

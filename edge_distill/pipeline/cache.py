@@ -161,15 +161,17 @@ class StageCache:
         return entry
 
     def build(self, stage: str, key: str, description: dict[str, Any], outputs: tuple[str, ...],
-              make: Callable[[Path], None]) -> Path:
-        """A miss: `make(staging folder)` writes `outputs`, which are committed as the entry (stage,
-        key); the staging folder never outlives the call, whether `make` succeeds or not."""
+              make: Callable[[Path], None], optional: tuple[str, ...] = ()) -> Path:
+        """A miss: `make(staging folder)` writes `outputs` (and those of `optional` it has), which
+        are committed as the entry (stage, key); the staging folder never outlives the call,
+        whether `make` succeeds or not."""
         with self.staging_folder(stage) as staged:
             make(staged)
             missing = [name for name in outputs if not (staged / name).is_file()]
             if missing:
                 raise RuntimeError(f"stage {stage} did not write {', '.join(missing)}")
-            return self.commit(stage, key, staged, description, outputs)
+            written = outputs + tuple(name for name in optional if (staged / name).is_file())
+            return self.commit(stage, key, staged, description, written)
 
     def remove_orphans(self) -> list[Path]:
         """Remove staging folders whose build is gone (killed, or crashed without cleaning up)."""
@@ -222,14 +224,15 @@ class StageCache:
 
 
 def verify_entry(entry: Path, outputs: tuple[str, ...] | None) -> str:
-    """"" if the entry holds `outputs` (default: those it recorded) with their recorded hashes, else why not."""
+    """"" if the entry holds `outputs` and every other output it recorded, with their recorded
+    hashes, else why not."""
     try:
         recorded = json.loads((entry / RECORD).read_text()).get("output_sha256")
     except (OSError, ValueError, AttributeError):
         return f"{entry / RECORD} is missing or unreadable"
     if not isinstance(recorded, dict):
         return f"{entry / RECORD} records no output hashes (an older edge-distill wrote it)"
-    for name in outputs if outputs is not None else recorded:
+    for name in dict.fromkeys([*(outputs or ()), *recorded]):
         path = entry / name
         if not path.is_file():
             return f"{path} is missing"

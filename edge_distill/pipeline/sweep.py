@@ -16,9 +16,10 @@ from typing import Any
 
 from edge_distill.config import BudgetConfig, BuildConfig
 from edge_distill.errors import BudgetExceededError
-from edge_distill.pipeline.build import PipelineRun, run_pipeline
+from edge_distill.pipeline.build import run_pipeline
+from edge_distill.pipeline.runner import PipelineRun
 from edge_distill.pipeline.publish import check_out, publish
-from edge_distill.pipeline.stage import Progress
+from edge_distill.progress import Progress
 from edge_distill.pipeline.stages.package import PackageStage
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 from edge_distill.config import BuildConfig, StudentConfig, TeacherConfig
+from edge_distill.pipeline.stage import Stage
 
 
 def write_json(path: Path, payload: Any) -> None:
@@ -25,23 +25,11 @@ def architecture(cfg: TeacherConfig | StudentConfig) -> dict[str, Any]:
     return {"factory": cfg.factory, "family": cfg.family, "width": cfg.width, "depth": cfg.depth}
 
 
-class ConfiguredStage:
-    """Base for stages built from the whole BuildConfig; each picks its slice in `params`."""
-
-    name: ClassVar[str]
-    description: ClassVar[str]  # one line: the stage's command help and docs
-    version: ClassVar[int]
-    inputs: ClassVar[tuple[str, ...]] = ()
-    outputs: ClassVar[tuple[str, ...]]
+class ConfiguredStage(Stage):
+    """Base for the build's stages, built from the whole BuildConfig; each picks its slice in `params`."""
 
     def __init__(self, config: BuildConfig):
         self.config = config
-
-    def check(self) -> None:
-        pass
-
-    def external_files(self) -> Mapping[str, Path]:
-        return {}
 
 
 def factory_files(*factories: tuple[str, str]) -> dict[str, Path]:

@@ -11,6 +11,7 @@ from edge_distill.pipeline.stages.base import ConfiguredStage, architecture, fac
 
 class DistillStage(ConfiguredStage):
     name = "distill"
+    trains = True
     description = ("Train the student on the teacher's soft targets, the labels and any transfer data "
                    "(--nproc N: DDP).")
     version = 2

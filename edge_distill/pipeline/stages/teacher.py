@@ -16,6 +16,7 @@ class TeacherStage(ConfiguredStage):
     ONNX file as it is."""
 
     name = "teacher"
+    trains = True
     description = "Load the user's teacher or train the built-in one."
     version = 2
     inputs = ("dataset.npz",)
