@@ -35,7 +35,8 @@ from edge_distill.config import load_config  # noqa: E402
 from edge_distill.device.runner import compare_latency, describe_host  # noqa: E402
 from edge_distill.distill.qdq_distill import DistillSettings, distill_int8  # noqa: E402
 from edge_distill.errors import QuantizeError  # noqa: E402
-from edge_distill.pipeline.optimize import COMPUTE_OPS, prepare, quantize_feeds, run_feeds  # noqa: E402
+from edge_distill.export.budget import COMPUTE_OPS, prepare, quantize_feeds  # noqa: E402
+from edge_distill.sessions import run_model  # noqa: E402
 from tests.handmade import rapidocr_models, text_images  # noqa: E402
 
 
@@ -161,7 +162,7 @@ def main() -> None:
             feeds = spec["feeds"]()
             calibration, held_out = feeds[: len(feeds) * 4 // 5], feeds[len(feeds) * 4 // 5:]
             fp32 = spec["path"]
-            reference = run_feeds(fp32, held_out)
+            reference = run_model(fp32, held_out)
             notes: list[str] = []
             prepared, per_channel = prepare(fp32, config, work, notes, lambda _: None)
             variants, results = {}, {}
@@ -175,9 +176,9 @@ def main() -> None:
                     results[label] = {"error": e.message}
             print(f"{name}: post-training int8 in {time.monotonic() - started:.0f} s", flush=True)
             if variants:  # distilled from the more faithful post-training int8, as optimize --distill does
-                start_from = max(variants, key=lambda label: judge(reference, run_feeds(variants[label], held_out),
+                start_from = max(variants, key=lambda label: judge(reference, run_model(variants[label], held_out),
                                                                    spec["measure"][1])["snr_db"])
-                float_outputs = run_feeds(fp32, calibration)
+                float_outputs = run_model(fp32, calibration)
                 targets = [{k: v[i] for k, v in float_outputs.items()} for i in range(len(calibration))]
                 started = time.monotonic()
                 try:
@@ -198,7 +199,7 @@ def main() -> None:
                 except Exception as e:  # a peer's failure on this model is a result too
                     results[label] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"}
             for label, path in variants.items():
-                results[label] = results.get(label, {}) | judge(reference, run_feeds(path, held_out), spec["measure"][1])
+                results[label] = results.get(label, {}) | judge(reference, run_model(path, held_out), spec["measure"][1])
                 results[label]["size_bytes"] = path.stat().st_size
             timing = compare_latency({"fp32": fp32, **variants}, held_out[0], ["CPUExecutionProvider"], args.threads,
                                      args.seconds)

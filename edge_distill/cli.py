@@ -509,14 +509,15 @@ def estimate(model: Path, profile: str, batch: int, shapes: tuple[str, ...], mea
 @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE", help="Override a profile value, e.g. quantize.per_channel=false.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Bundle folder to write.")
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=DEFAULT_CACHE, show_default=True,
-              help="Where the work is staged while it runs.")
+              help="The stage cache: an unchanged rerun reads every step from it.")
+@click.option("--force", is_flag=True, help="Run every step again, ignoring the cache.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 @remote_options()
 @benchmark_options("batch", "cold-starts", "warmup", "runs")
 @json_option
 def optimize(model: Path, profile: str, calibration: Path, shapes: tuple[str, ...], min_snr: float, labels: str | None,
              max_accuracy_drop: float | None, distill: bool | None, overrides: tuple[str, ...], out: Path,
-             cache_dir: Path, quiet: bool, as_json: bool, remote, ssh_config, remote_python, connect_timeout, command_timeout, **settings) -> None:
+             cache_dir: Path, force: bool, quiet: bool, as_json: bool, remote, ssh_config, remote_python, connect_timeout, command_timeout, **settings) -> None:
     """Quantize an ONNX model trained elsewhere to int8, judge and time it against float, and ship a verified bundle.
 
     Float and int8 are timed side by side at 1, 2, 4, ... up to the profile's threads: on the
@@ -538,7 +539,7 @@ def optimize(model: Path, profile: str, calibration: Path, shapes: tuple[str, ..
                                                                 command_timeout)]
     config = load_config(profile, None, list(overrides), given)
     manifest = optimize_model(config, model, calibration, dict(parse_shape(text) for text in shapes), out, min_snr,
-                              progress=_progress(as_json, quiet), labels=labels, cache_dir=cache_dir)
+                              progress=_progress(as_json, quiet), labels=labels, cache_dir=cache_dir, force=force)
     _emit(manifest, as_json, render_summary(manifest, out))
 
 

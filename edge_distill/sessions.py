@@ -72,3 +72,13 @@ def run_session(session, feed: dict, what: str, time_limit_s: float | None = Non
             return limit.run(session, feed, names)
     finally:
         limit.close()
+
+
+def run_model(model: Path, feeds) -> dict:
+    """Every output of `model` on every feed, stacked (device.runner.run_feeds), on the CPU provider;
+    an onnxruntime failure is one ModelError naming the model."""
+    from edge_distill.device.runner import run_feeds
+
+    session = open_session(model, model.name)
+    with onnxruntime_errors(f"{model.name}: ONNX Runtime cannot run it on the samples"):
+        return run_feeds(session, feeds)

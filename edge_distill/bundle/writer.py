@@ -3,19 +3,23 @@ vectors and README.md. `edge_distill.bundle.reader` reads it and `edge_distill.b
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import platform
 from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edge_distill import __version__
 from edge_distill.bundle.reader import METADATA_PREFIX, SCHEMA_VERSION
 from edge_distill.bundle.report import write_reports
 from edge_distill.config import PROFILE_SECTIONS, BuildConfig
 from edge_distill.hashing import sha256
+
+if TYPE_CHECKING:
+    from edge_distill.export.budget import Budget, Judgement
 
 VERSIONED_LIBRARIES = ("torch", "onnx", "onnxscript", "onnxruntime", "onnxsim", "numpy")
 BUNDLE_FILES = ("model.onnx", "golden.npz", "golden.json", "README.md",  # all hashed in manifest["files"]
@@ -394,3 +398,98 @@ def _human_size(size: int) -> str:
     if size < 1024**2:
         return f"{size / 1024:.1f} KB"
     return f"{size / 1024**2:.1f} MB"
+
+
+def label_model(src: Path, dst: Path, **facts: str) -> None:
+    """The shipped model with edge-distill's metadata (no labels unless `facts` names them as
+    JSON, the generator's version and `facts`) added to the model's own (kept)."""
+    import onnx
+
+    from edge_distill.bundle.reader import METADATA_PREFIX
+
+    model = onnx.load(str(src))
+    ours = {"labels": "[]", **facts, "generator_version": __version__}
+    kept = [p for p in model.metadata_props if not p.key.startswith(METADATA_PREFIX)]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    for key, value in ours.items():
+        model.metadata_props.add(key=METADATA_PREFIX + key, value=value)
+    onnx.save(model, str(dst))
+
+
+def write_io_golden(model: Path, feeds: list[dict], outputs, out: Path) -> dict[str, Any]:
+    """Held-out feeds and the shipped model's outputs on them, for `verify` anywhere: arrays named
+    input:NAME and output:NAME, one row per sample."""
+    import numpy as np
+
+    from edge_distill.sessions import run_model
+
+    produced = run_model(model, feeds)
+    arrays = {f"input:{name}": np.stack([f[name] for f in feeds]) for name in feeds[0]}
+    arrays |= {f"output:{name}": values for name, values in produced.items()}
+    atol = {spec.name: (GOLDEN_ATOL_SHARE * float(np.abs(produced[spec.name]).max()) if spec.is_float else 0.0)
+            for spec in outputs}
+    np.savez(out / "golden.npz", **arrays)
+    (out / "golden.json").write_text(json.dumps({name: a.tolist() for name, a in arrays.items()}) + "\n")
+    return {
+        "kind": "io",
+        "npz": "golden.npz",
+        "json": "golden.json",
+        "count": len(feeds),
+        "arrays": {name: {"shape": list(a.shape), "dtype": a.dtype.name} for name, a in arrays.items()},
+        "tolerance": {"atol": atol, "why": f"{GOLDEN_ATOL_SHARE:.1%} of each float output's largest |value|; "
+                                            "integer outputs exact"},
+        "source": "held-out calibration samples; outputs from ONNX Runtime's CPU provider on this machine",
+    }
+
+
+def io_manifest(config: BuildConfig, source: Path, model: Path, fixed: dict[str, tuple[int, ...]], golden: dict,
+                variants: dict[str, Path], timing: dict, budget: Budget, judgement: Judgement, threads: int,
+                decision: dict) -> dict[str, Any]:
+    """The manifest of an optimize bundle (docs/manifest.md), but for its file hashes: the shipped
+    `model`'s inputs and outputs with the `fixed` shapes used, both variants' figures (latency at
+    the shipped thread count), the thread count to run it with, and the `decision` (precision, why,
+    quantization, notes)."""
+    from edge_distill.export.budget import default_opset
+    from edge_distill.export.model_io import model_tensors
+    from edge_distill.export.onnx_io import load_onnx
+    from edge_distill.hashing import sha256
+    from edge_distill.measure.harness import measurement_note
+
+    inputs, outputs = model_tensors(load_onnx(model), "the shipped model")
+    at_threads = {row["variant"]: row for row in timing["rows"] if row["threads"] == threads}
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "generator": {"name": "edge-distill", "version": __version__, "command": "optimize"},
+        # The benchmark settings `edge-distill bench` times the bundle with, here or on the device.
+        "profile": {"name": config.profile, "device": config.device.name, "arch": config.device.arch,
+                    "benchmark": dataclasses.asdict(config.benchmark)},
+        "model": {"file": "model.onnx", "sha256": sha256(model), "size_bytes": model.stat().st_size, **decision,
+                  "source": {"file": source.name, "sha256": sha256(source), "opset": default_opset(source)}},
+        "inputs": [t.as_manifest(fixed[t.name]) for t in inputs],
+        "outputs": [t.as_manifest() for t in outputs],
+        "labels": [],
+        "golden": golden,
+        # What the app sets (SessionOptions.intra_op_num_threads), and `bench` times with.
+        "runtime": {"intra_op_threads": threads,
+                    "why": (f"fastest of {', '.join(map(str, timing['threads']))} thread(s) measured on "
+                            f"{timing['where']}" if timing["for_device"] else
+                            "the profile's benchmark.threads: not measured on the device")},
+        "metrics": [{"variant": name, "size_bytes": path.stat().st_size,
+                     "latency_ms": {k: v for k, v in at_threads.get(name, {}).items() if k not in ("variant", "threads")},
+                     "fidelity": judgement.fidelity if name == "int8" else None,
+                     "accuracy": judgement.accuracy[name] if judgement.accuracy else None}
+                    for name, path in variants.items()],
+        "judgement": {"int8_within_budget": judgement.ok, "summary": judgement.summary,
+                      "rule": "accuracy" if judgement.accuracy else "snr"}
+                     | ({"accuracy": judgement.accuracy, "max_accuracy_drop": budget.max_accuracy_drop}
+                        if judgement.accuracy else {"min_snr_db": budget.min_snr_db}),
+        "measurement": {"host": timing["host"], "where": timing["where"], "threads": threads,
+                        "provider": config.benchmark.providers[0],
+                        "interleaved": "fp32 and int8 at each thread count timed in alternating rounds on one sample",
+                        "candidates": timing["rows"],
+                        "measured_on": (f"measured on the device ({timing['where']})" if timing["where"] != "this host"
+                                        else measurement_note(timing["host"], config.device))},
+        "versions": {name: metadata.version(name) for name in ("onnx", "onnxruntime", "onnxsim", "numpy")}
+                    | {"python": platform.python_version()},
+    }

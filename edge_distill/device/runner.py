@@ -192,7 +192,6 @@ def compare_latency(
     for name, per_round in times.items():
         samples = [t for round_times in per_round for t in round_times]
         medians = [float(np.median(round_times)) for round_times in per_round]
-        p50 = float(np.percentile(samples, 50))
         # Each round's own median: one candidate beats another only if it is quicker in every round.
         results[name] = {"p50": float(np.percentile(samples, 50)), "p90": float(np.percentile(samples, 90)), "runs": len(samples),
                          "round_p50s": medians}

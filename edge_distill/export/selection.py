@@ -10,12 +10,15 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edge_distill.config import BenchmarkConfig, DeviceConfig, QuantizeConfig
+from edge_distill.config import BenchmarkConfig, BuildConfig, DeviceConfig, QuantizeConfig
 from edge_distill.errors import QuantizeError
+
+if TYPE_CHECKING:
+    from edge_distill.export.budget import Judgement
 
 VARIANT_OF_KIND = {"fp32": "student_fp32", "fp16": "student_fp16"}  # every other kind is an int8 recipe
 
@@ -116,3 +119,97 @@ def quantize_and_select(fp32_model: Path, calibration: np.ndarray, x_val: np.nda
                              "latency_measured_on": found["measured_on"],
                              "threads": found["threads"],
                          })
+
+
+def time_candidates(models: dict[str, Path], feed: dict[str, np.ndarray], config: BuildConfig,
+                    progress: Callable[[str], None]) -> dict[str, Any]:
+    """Float and int8 timed side by side (device.remote.time_side_by_side): on the device over SSH,
+    each at 1, 2, 4, ... up to the profile's threads; else here, at those counts that fit this
+    host's cores where it has the device's architecture, or at the profile's count only, for the
+    record, where it has not. {"where", "for_device": whether the figures stand for the device,
+    "host", "threads", "rows"}."""
+    from edge_distill.device.remote import device_target, time_side_by_side
+    from edge_distill.device.runner import thread_candidates, usable_threads
+    from edge_distill.measure.harness import provider_specs
+    from edge_distill.sessions import onnxruntime_errors
+
+    bench, remote = config.benchmark, device_target(config.device)
+    for_device = remote is not None or config.device.is_host_arch
+    most = bench.threads if remote is not None else usable_threads(bench.threads)
+    counts = thread_candidates(most) if for_device else [most]
+    where = remote.destination if remote is not None else "this host"
+    progress(f"timing {' and '.join(models)} side by side on {where} at {', '.join(map(str, counts))} thread(s) "
+             f"({bench.providers[0]}, {config.quantize.search_min_seconds:g} s each)")
+    with onnxruntime_errors(f"timing {' and '.join(models)}"):
+        timing = time_side_by_side(models, feed, counts, provider_specs(bench), config.quantize.search_min_seconds,
+                                   remote, not bench.allow_cpu_fallback, progress, bench.time_limit_s)
+    return timing | {"for_device": for_device, "threads": counts}
+
+
+def choose(judgement: Judgement, timing: dict, device_arch: str) -> tuple[str, int, str]:
+    """(precision "int8" | "fp32", intra-op threads, why): the fastest candidate the budget allows
+    where the timing stands for the device; else the profile's int8 recipe when within budget."""
+    from edge_distill.device.remote import fastest
+
+    rows = [row for row in timing["rows"] if "p50" in row]
+    int8_error = next((row["error"] for row in timing["rows"] if row["variant"] == "int8" and "error" in row), None)
+    allowed = [row for row in rows if row["variant"] == "fp32" or (judgement.ok and int8_error is None)]
+
+    def shown(row: dict) -> str:
+        return f"p50 {row['p50']:.4f} ms at {row['threads']} thread(s)"
+
+    if not judgement.ok:
+        over = judgement.summary if judgement.summary.startswith("no int8 model") else \
+            f"int8 over budget: {judgement.summary}"
+    if not timing["for_device"]:
+        threads = timing["threads"][-1]
+        if not judgement.ok:
+            return "fp32", threads, over
+        if int8_error:
+            return "int8", threads, (f"the profile's int8 recipe ({judgement.summary}); it does not run on this host "
+                                     f"({int8_error}) and was not measured on the device ({device_arch})")
+        return "int8", threads, (f"the profile's int8 recipe ({judgement.summary}); its speed was not measured on the "
+                                 f"device ({device_arch}): on this host int8 {shown(fastest(rows, 'int8'))} vs float "
+                                 f"{shown(fastest(rows, 'fp32'))}")
+    if not allowed:
+        raise QuantizeError(f"neither float nor int8 ran on {timing['where']}: "
+                            + "; ".join(f"{row['variant']}: {row['error']}" for row in timing["rows"] if "error" in row))
+    best, quickest = quickest_beyond_noise(allowed)
+    where = timing["where"]
+    tie = "" if best is quickest else (
+        f" (tied with {quickest['variant']} {shown(quickest)}, which was not quicker in every interleaved round: "
+        "the simpler variant and fewer threads win a tie)")
+    if best["variant"] == "int8":
+        float_best = fastest(rows, "fp32")
+        versus = f"{float_best['p50'] / best['p50']:.2f}x faster than float's best ({shown(float_best)})" \
+            if float_best else "float did not run"
+        return "int8", best["threads"], f"int8 {shown(best)} on {where}, {versus}{tie}; {judgement.summary}"
+    if not judgement.ok:
+        return "fp32", best["threads"], f"{over}; float {shown(best)} on {where}{tie}"
+    if int8_error:
+        return "fp32", best["threads"], f"int8 does not run on {where}: {int8_error}"
+    int8_best = fastest(rows, "int8")
+    if quickest["variant"] == "int8":
+        return "fp32", best["threads"], (f"int8 not measurably faster than float on {where}: its best "
+                                         f"{shown(int8_best)} vs float {shown(best)}{tie}")
+    return "fp32", best["threads"], (f"int8 measured slower than float on {where}: its best {shown(int8_best)} "
+                                     f"vs float {shown(best)}{tie}")
+
+
+def quickest_beyond_noise(rows: list[dict]) -> tuple[dict, dict]:
+    """(the row to ship, the quickest row). The quickest beats another row only where it was
+    quicker in every interleaved round (round_p50s; with 5 rounds, a 1 in 32 chance if the two
+    were equal); otherwise they are tied, and a tie goes to float, the simpler variant, then to
+    fewer threads. Rows without rounds compare by p50 alone."""
+    quickest = min(rows, key=lambda row: row["p50"])
+
+    def tied(row: dict) -> bool:
+        ours, theirs = quickest.get("round_p50s"), row.get("round_p50s")
+        if row is quickest:
+            return True
+        if not ours or not theirs or len(ours) != len(theirs):
+            return row["p50"] == quickest["p50"]
+        return not all(a < b for a, b in zip(ours, theirs))
+
+    chosen = min((row for row in rows if tied(row)), key=lambda row: (row["variant"] != "fp32", row["threads"]))
+    return chosen, quickest

@@ -375,7 +375,7 @@ def _package(student: Path, data: TextData, settings: TextBuildSettings, out: Pa
     from edge_distill.export.model_io import model_tensors
     from edge_distill.export.onnx_io import load_onnx
     from edge_distill.hashing import sha256
-    from edge_distill.pipeline.optimize import label_model, write_io_golden
+    from edge_distill.bundle.writer import label_model, write_io_golden
     from edge_distill.pipeline.publish import publish
     from edge_distill.pipeline.staging import staging_folder
 

@@ -13,7 +13,8 @@ from onnx import TensorProto, helper, numpy_helper
 from edge_distill.config import load_config
 from edge_distill.distill.qdq_distill import DistillSettings, QdqModule, distill_int8
 from edge_distill.errors import QuantizeError
-from edge_distill.pipeline.optimize import prepare, quantize_feeds, run_feeds
+from edge_distill.export.budget import prepare, quantize_feeds
+from edge_distill.sessions import run_model
 from tests import handmade
 
 
@@ -95,7 +96,7 @@ def test_distillation_lowers_the_error_and_writes_a_model_for_int8_kernels(tmp_p
     x = np.load(handmade.correlated_samples(tmp_path / "samples.npz", 300))["x"]
     feeds = [{"x": row} for row in x]
     int8 = post_training_int8(model, feeds[:200], tmp_path)
-    outputs = run_feeds(model, feeds)
+    outputs = run_model(model, feeds)
     targets = [{"y": outputs["y"][i]} for i in range(len(feeds))]
     progress = []
     report = distill_int8(int8, feeds[:200], targets[:200], tmp_path / "distilled.onnx",
@@ -104,7 +105,7 @@ def test_distillation_lowers_the_error_and_writes_a_model_for_int8_kernels(tmp_p
     assert report["samples"] + report["kept_back"] == 200 and len(progress) == 7
 
     def snr(path):
-        got = run_feeds(path, feeds[200:])["y"]
+        got = run_model(path, feeds[200:])["y"]
         return 10 * np.log10((outputs["y"][200:] ** 2).sum() / ((got - outputs["y"][200:]) ** 2).sum())
 
     assert snr(tmp_path / "distilled.onnx") > snr(int8) + 1  # on samples it never saw
@@ -146,7 +147,7 @@ def test_real_pp_ocr_int8_as_a_trainable_twin_matches_onnx_runtime_and_distils(t
     with torch.no_grad():
         ours = [module({"x": torch.from_numpy(feed["x"])})[output].numpy() for feed in lines[24:]]
     expected = np.stack(reference_outputs(int8, lines[24:]))
-    floats = run_feeds(fp32, lines[24:])[output]
+    floats = run_model(fp32, lines[24:])[output]
 
     def snr(reference, other):
         return 10 * np.log10(np.sum(reference.astype(np.float64) ** 2) / np.sum((reference - other) ** 2))
@@ -162,7 +163,7 @@ def test_real_pp_ocr_int8_as_a_trainable_twin_matches_onnx_runtime_and_distils(t
     # hundreds of quantizers: closer to it than int8 is to float, by a margin.
     assert snr(expected, np.stack(ours)) > snr(floats, expected) + 3, (snr(expected, np.stack(ours)),
                                                                         snr(floats, expected))
-    outputs = run_feeds(fp32, lines[:24])
+    outputs = run_model(fp32, lines[:24])
     targets = [{k: v[i] for k, v in outputs.items()} for i in range(24)]
     report = distill_int8(int8, lines[:24], targets, tmp_path / "distilled.onnx",
                           DistillSettings(epochs=1, max_seconds=120, reduce_range=True))

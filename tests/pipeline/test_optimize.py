@@ -9,7 +9,9 @@ import pytest
 
 from edge_distill.bundle.verify import verify_bundle
 from edge_distill.config import load_config
-from edge_distill.pipeline.optimize import Judgement, choose, optimize_model
+from edge_distill.export.budget import Judgement
+from edge_distill.export.selection import choose
+from edge_distill.pipeline.optimize import optimize_model
 from tests import handmade
 from tests.test_cli import invoke
 
@@ -282,7 +284,11 @@ def test_int8_that_misses_the_budget_ships_within_it_after_distill_on_int8_kerne
     assert any(note.startswith("int8 distilled from float") for note in manifest["model"]["notes"])
     assert all(check.passed for check in verify_bundle(tmp_path / "bundle"))
     assert not distilled["reused"]
-    result = invoke("optimize", str(model), "-p", "rpi4", "--distill", *common, "--out", str(tmp_path / "again"))
+    result = invoke("optimize", str(model), "-p", "rpi4", "--distill", *common, "--out", str(tmp_path / "same"))
+    assert "plan: all 4 stage(s) cached" in result.stderr and json.loads(result.stdout)["model"] == manifest["model"]
+    # Another repair budget runs the quantize stage again; the distilled model it holds is reused.
+    result = invoke("optimize", str(model), "-p", "rpi4", "--distill", *common, "--set", "quantize.fallback_max_nodes=1",
+                    "--out", str(tmp_path / "again"))
     again = json.loads(result.stdout)["model"]["quantization"]["distilled"]
     assert again["reused"] and "reused from the cache" in result.stderr and again["cache_key"] == distilled["cache_key"]
     assert again["error_db"] == distilled["error_db"]

@@ -1,0 +1,142 @@
+"""The stages of `edge-distill optimize` (pipeline/optimize.py): thin, each settings -> library
+call -> files. Every stage reads the user's model and samples (their hashes are in its key) and
+loads only the samples it uses."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+from edge_distill.pipeline.optimize import OptimizeSettings, load_samples
+from edge_distill.pipeline.stage import Stage
+
+
+class _OptimizeStage(Stage):
+    def __init__(self, settings: OptimizeSettings, cache_dir: Path):
+        self.settings, self.cache_dir = settings, cache_dir
+
+    def external_files(self):
+        return {"model": self.settings.model, "--calibration": self.settings.calibration}
+
+
+class OptimizeSimplify(_OptimizeStage):
+    name = "optimize-simplify"
+    description = "Run the model on the first sample, then simplify it with onnxsim (kept as given where that fails)."
+    version = 1
+    outputs = ("fp32.onnx", "simplify.json")
+
+    def params(self):
+        return {"shapes": self.settings.sample_params()["shapes"], "time_limit_s": self.settings.config.benchmark.time_limit_s}
+
+    def run(self, inputs, out, progress):
+        from edge_distill.export.simplify import simplified_or_source
+        from edge_distill.sessions import open_session, run_session
+
+        s = self.settings
+        samples = load_samples(s)
+        # One sample through the model as given, so its failures name it, not a work copy later.
+        run_session(open_session(s.model, str(s.model)), samples.held_out[0],
+                    f"{s.model} on the first sample of {s.calibration}", s.config.benchmark.time_limit_s)
+        progress(f"{s.model.name}: {len(samples.inputs)} input(s) "
+                 + ", ".join(f"{t.name} {t.dtype} {'x'.join(map(str, samples.fixed[t.name])) or 'scalar'}"
+                             for t in samples.inputs)
+                 + f"; {len(samples.calibrate_on)} calibration and {len(samples.held_out)} held-out samples")
+        notes: list[str] = []
+        simplified_or_source(s.model, samples.held_out[0], out / "fp32.onnx", notes, progress)
+        (out / "simplify.json").write_text(json.dumps({"notes": notes}))
+
+
+class OptimizeQuantize(_OptimizeStage):
+    name = "optimize-quantize"
+    description = ("Quantize to int8 with the profile's recipe, judge it on the held-out samples, and repair it "
+                   "where it misses the budget (compute ops only, --distill, nodes kept in float).")
+    version = 1
+    inputs = ("fp32.onnx",)
+    outputs = ("quantize.json",)
+    optional_outputs = ("int8.onnx",)  # none where no int8 model could be made: float ships, saying why
+
+    def params(self):
+        return {**self.settings.sample_params(), "quantize": dataclasses.asdict(self.settings.config.quantize)}
+
+    def run(self, inputs, out, progress):
+        from edge_distill.export.budget import quantize_within_budget
+        from edge_distill.pipeline.cache import StageCache
+
+        samples = load_samples(self.settings)
+        notes: list[str] = []
+        with StageCache(self.cache_dir).staging_folder(self.name + "-work") as work:
+            int8, recipe, judgement = quantize_within_budget(
+                inputs["fp32.onnx"], samples.calibrate_on, samples.held_out, (samples.inputs, samples.outputs),
+                self.settings.config, samples.budget, work, notes, progress, StageCache(self.cache_dir))
+            if int8 is not None:
+                shutil.copyfile(int8, out / "int8.onnx")
+        (out / "quantize.json").write_text(json.dumps({"recipe": recipe, "judgement": dataclasses.asdict(judgement),
+                                                       "notes": notes}))
+
+
+class OptimizeSelect(_OptimizeStage):
+    name = "optimize-select"
+    description = ("Time float and int8 side by side at each candidate thread count, on the device or where this "
+                   "host stands for it, and choose what ships.")
+    version = 1
+    inputs = ("fp32.onnx", "int8.onnx", "quantize.json")
+
+    outputs = ("selection.json",)
+
+    def params(self):
+        config = self.settings.config
+        return {"shapes": self.settings.sample_params()["shapes"], "benchmark": dataclasses.asdict(config.benchmark),
+                "device": dataclasses.asdict(config.device), "search_min_seconds": config.quantize.search_min_seconds}
+
+    def run(self, inputs, out, progress):
+        from edge_distill.export.budget import Judgement
+        from edge_distill.export.selection import choose, time_candidates
+
+        samples = load_samples(self.settings)
+        judgement = Judgement(**json.loads(inputs["quantize.json"].read_text())["judgement"])
+        variants = {name: inputs[f"{name}.onnx"] for name in ("fp32", "int8") if f"{name}.onnx" in inputs}
+        timing = time_candidates(variants, samples.held_out[0], self.settings.config, progress)
+        shipped, threads, why = choose(judgement, timing, self.settings.config.device.arch)
+        progress(f"shipping {shipped} at {threads} thread(s): {why}")
+        (out / "selection.json").write_text(json.dumps({"timing": timing, "shipped": shipped, "threads": threads,
+                                                        "why": why}))
+
+
+class OptimizePackage(_OptimizeStage):
+    name = "optimize-package"
+    description = "Write the bundle: the shipped model labelled, golden vectors from held-out samples, the manifest."
+    version = 1
+    inputs = ("fp32.onnx", "int8.onnx", "simplify.json", "quantize.json", "selection.json")
+    outputs = ("model.onnx", "golden.npz", "golden.json", "manifest.json")
+
+    def params(self):
+        return {**self.settings.sample_params(), "config": self.settings.config.to_dict()}
+
+    def run(self, inputs, out, progress):
+        from edge_distill.bundle.writer import io_manifest, label_model, write_io_golden, write_manifest
+        from edge_distill.export.budget import Judgement
+        from edge_distill.hashing import sha256
+        from edge_distill.pipeline.optimize import GOLDEN_COUNT
+
+        s = self.settings
+        samples = load_samples(s)
+        quantized = json.loads(inputs["quantize.json"].read_text())
+        selection = json.loads(inputs["selection.json"].read_text())
+        judgement = Judgement(**quantized["judgement"])
+        variants = {name: inputs[f"{name}.onnx"] for name in ("fp32", "int8") if f"{name}.onnx" in inputs}
+        model = out / "model.onnx"
+        label_model(variants[selection["shipped"]], model, precision=selection["shipped"], profile=s.config.profile)
+        golden = write_io_golden(model, samples.held_out[:GOLDEN_COUNT], samples.outputs, out)
+        notes = json.loads(inputs["simplify.json"].read_text())["notes"] + quantized["notes"]
+        manifest = io_manifest(s.config, s.model, model, samples.fixed, golden, variants, selection["timing"],
+                               samples.budget, judgement, selection["threads"],
+                               {"precision": selection["shipped"], "why": selection["why"],
+                                "quantization": quantized["recipe"], "notes": notes})
+        manifest["files"] = {name: {"sha256": sha256(out / name), "size_bytes": (out / name).stat().st_size}
+                             for name in ("model.onnx", "golden.npz", "golden.json")}
+        write_manifest(manifest, out / "manifest.json")
+
+
+OPTIMIZE_STAGES = (OptimizeSimplify, OptimizeQuantize, OptimizeSelect, OptimizePackage)
