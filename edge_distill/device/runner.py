@@ -340,7 +340,6 @@ def parse_shape(text: str) -> tuple[str, list[int]]:
 def main(argv: list[str] | None = None) -> int:
     """`python3 runner.py model.onnx --json`: what `edge-distill bench --remote` runs on a device."""
     import argparse
-    import json
 
     parser = argparse.ArgumentParser(description="Time ONNX models with onnxruntime (numpy + onnxruntime only).")
     parser.add_argument("models", type=Path, nargs="+", metavar="model",
