@@ -337,7 +337,10 @@ def sequence(out, text, steps, teacher_hidden, student_hidden, seed, as_json):
 @click.option("--epochs", type=click.IntRange(min=1), help="The student's training epochs (default: 3 for embeddings, 5 for "
               "classification).")
 @click.option("--max-length", type=click.IntRange(min=2), default=128, show_default=True, help="Tokens per text, at most.")
-@click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True, help="torch and ONNX Runtime threads.")
+@click.option("--threads", type=click.IntRange(min=1),
+              help="torch and ONNX Runtime threads (default: the profile's benchmark.threads, at most this host's "
+                   "cores; 2 without --profile).")
+@click.option("--profile", "-p", help="Device profile: its sequence lengths and threads, recorded in the bundle.")
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=DEFAULT_CACHE, show_default=True)
 @click.option("--force", is_flag=True, help="Recompute the teacher's outputs and the student.")
 @click.option("--max-latency-ms", type=FiniteFloat(min=0, min_open=True),
@@ -349,19 +352,24 @@ def sequence(out, text, steps, teacher_hidden, student_hidden, seed, as_json):
 @click.option("--ship-best-effort", is_flag=True, help="When no size meets the budgets, ship the closest.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 @json_option
-def text(task, teacher_folder, text, labeled, out, layers, embedding_rank, epochs, max_length, threads, cache_dir, force,
-         max_latency_ms, min_quality, sweep_layers, ship_best_effort, quiet, as_json):
+def text(task, teacher_folder, text, labeled, out, layers, embedding_rank, epochs, max_length, threads, profile,
+         cache_dir, force, max_latency_ms, min_quality, sweep_layers, ship_best_effort, quiet, as_json):
     """Distil a transformer (sentence embeddings or a classifier) into a small int8 ONNX model with its
     tokenizer, as a bundle."""
+    from edge_distill.config import load_config
+    from edge_distill.device.runner import usable_threads
     from edge_distill.text.build import DEFAULT_TRAINING, TextBuildSettings, build_text_bundle, render_text_summary
 
+    config = load_config(profile) if profile else None
+    threads = threads or (usable_threads(config.benchmark.threads) if config else 2)
     settings = TextBuildSettings(task=task, teacher_folder=teacher_folder, text=text, labeled=labeled,
-                                 max_length=max_length, layers=layers, embedding_rank=embedding_rank,
+                                 max_length=max_length, layers=layers, embedding_rank=embedding_rank, profile=config,
                                  distill=dataclasses.replace(DEFAULT_TRAINING[task], threads=threads,
                                                              epochs=epochs or DEFAULT_TRAINING[task].epochs))
     if max_latency_ms is None and min_quality is None:
         manifest = build_text_bundle(settings, out, cache_dir, force, progress=_progress(as_json, quiet))
         _emit(manifest, as_json, render_text_summary(manifest, out))
+        _warn(manifest["warnings"])
         return
     from edge_distill.config import BudgetConfig
     from edge_distill.text.sweep import build_text_for_budget, text_sweep_table
@@ -374,6 +382,7 @@ def text(task, teacher_folder, text, labeled, out, layers, embedding_rank, epoch
                           ship_best_effort=ship_best_effort)
     manifest, report = build_text_for_budget(settings, counts, budget, out, cache_dir, force, _progress(as_json, quiet))
     _emit(manifest | {"sweep": report}, as_json, text_sweep_table(report) + "\n\n" + render_text_summary(manifest, out))
+    _warn(manifest["warnings"])
 
 
 @main.command()

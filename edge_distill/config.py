@@ -249,6 +249,8 @@ class BenchmarkConfig:
     # A measurement (one model at one setting) is stopped past this many seconds: a model whose
     # loops never end, or a device that crawls, fails with this limit named instead of hanging.
     time_limit_s: float = _at_least(600.0, 1.0)
+    # Text bundles: the sequence lengths (tokens) timed, none longer than the model reads.
+    sequence_lengths: list[int] = _positive_ints([16, 64, 128], example="[16, 64, 128]")
 
 
 @dataclass(frozen=True)

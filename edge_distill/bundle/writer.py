@@ -3,7 +3,6 @@ vectors and README.md. `edge_distill.bundle.reader` reads it and `edge_distill.b
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import platform
@@ -174,7 +173,7 @@ def build_manifest(config: BuildConfig, model: Path, reports: dict[str, Any], go
         "schema_version": SCHEMA_VERSION,
         "generator": {"name": "edge-distill", "version": __version__},
         "build_id": model_metadata(model)["build_id"],
-        "profile": {"name": config.profile, **{section: resolved[section] for section in PROFILE_SECTIONS}},
+        "profile": profile_section(config),
         "model": {
             "file": "model.onnx",
             "sha256": sha256(model),
@@ -216,6 +215,14 @@ def build_manifest(config: BuildConfig, model: Path, reports: dict[str, Any], go
         },
         "config": resolved,
     }
+
+
+def profile_section(config: BuildConfig) -> dict[str, Any]:
+    """The manifest's `profile`, one form for every bundle: the name and the device, export,
+    quantize, benchmark and budget sections as used (`bench` times with its benchmark settings;
+    `verify --emulate` runs on its device's core)."""
+    resolved = config.to_dict()
+    return {"name": config.profile, **{section: resolved[section] for section in PROFILE_SECTIONS}}
 
 
 def runtime_threads(selected: dict[str, Any], config: BuildConfig) -> dict[str, Any]:
@@ -462,8 +469,7 @@ def io_manifest(config: BuildConfig, source: Path, model: Path, fixed: dict[str,
         "schema_version": SCHEMA_VERSION,
         "generator": {"name": "edge-distill", "version": __version__, "command": "optimize"},
         # The benchmark settings `edge-distill bench` times the bundle with, here or on the device.
-        "profile": {"name": config.profile, "device": config.device.name, "arch": config.device.arch,
-                    "benchmark": dataclasses.asdict(config.benchmark)},
+        "profile": profile_section(config),
         "model": {"file": "model.onnx", "sha256": sha256(model), "size_bytes": model.stat().st_size, **decision,
                   "source": {"file": source.name, "sha256": sha256(source), "opset": default_opset(source)}},
         "inputs": [t.as_manifest(fixed[t.name]) for t in inputs],

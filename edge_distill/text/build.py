@@ -7,17 +7,19 @@ judged on held-out text, and shipped as a bundle `verify` checks. Two tasks:
   folder has none); the student learns its logits on labeled and unlabeled text; judged by
   accuracy and agreement with the teacher on held-out labeled text.
 
-Cached steps (pipeline/cache.py): the fine-tuned teacher (classification from an encoder); the
-teacher's outputs on the training text, keyed by the teacher folder's content, the text and the
-maximum length; and the student (made from the teacher, distilled, exported, int8, judged), keyed
-by those and its own settings. A rebuild with nothing changed reads them all from the cache and
-only writes the bundle.
+Its stages (pipeline/stages/text.py) run on the one runner, so a rebuild with nothing changed reads
+them all from the cache:
+
+  text-classifier  teacher/..., fine_tune.json      fine_tune_teacher (classification, a folder without a head)
+  text-teacher     teacher_outputs.npy              teacher_outputs
+  text-student     student_fp32.onnx, model.onnx,   make_student (made from the teacher, distilled, exported,
+                   tokenizer.json, student.json       int8, judged and timed)
+  text-package     the bundle's files               write_text_bundle
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from edge_distill import __version__
+from edge_distill.config import BenchmarkConfig, BuildConfig
 from edge_distill.errors import ConfigError
 from edge_distill.text.distill import TextTrainingSettings
 
@@ -38,10 +41,7 @@ DEFAULT_RANK = {"embedding": None, "classification": 128}
 # more epochs than the embedding student needs (README, "Text classification").
 DEFAULT_TRAINING = {"embedding": TextTrainingSettings(), "classification": TextTrainingSettings(epochs=5)}
 GOLDEN_COUNT = 8
-# Bump when the student step's outputs change meaning (2: tokenizer.json never pads; 3: positions
-# cut to max_length, classification).
-STUDENT_VERSION = 3
-STUDENT_FILES = ("student_fp32.onnx", "model.onnx", "tokenizer.json", "student.json")
+STUDENT_FILES = ("student_fp32.onnx", "student_int8.onnx", "tokenizer.json", "student.json")
 TEACHER_FILES = ("teacher/config.json", "teacher/model.safetensors", "teacher/tokenizer.json", "fine_tune.json")
 
 
@@ -59,7 +59,7 @@ class TextBuildSettings:
     fine_tune: TextTrainingSettings = field(  # a classification teacher made here from an encoder
         default_factory=lambda: TextTrainingSettings(epochs=4, batch_size=16, learning_rate=1e-4))
     benchmark_seconds: float = 1.0  # timed running per sequence length
-    lengths: tuple[int, ...] = field(default=(16, 64, 128))
+    profile: BuildConfig | None = None  # the device: its sequence lengths and threads; None: any CPU
 
     def __post_init__(self):
         if self.task not in TASKS:
@@ -68,6 +68,17 @@ class TextBuildSettings:
             object.__setattr__(self, "distill", DEFAULT_TRAINING[self.task])
         if self.labeled is not None and self.task != "classification":
             raise ConfigError("--labeled: labeled text is for the classification task", "add --task classification")
+
+    @property
+    def benchmark(self) -> BenchmarkConfig:
+        """How the bundle is timed: the profile's settings at the threads used here."""
+        profile = self.profile.benchmark if self.profile else BenchmarkConfig()
+        return dataclasses.replace(profile, threads=self.distill.threads)
+
+    @property
+    def lengths(self) -> tuple[int, ...]:
+        """The sequence lengths timed: the profile's, none longer than the student reads."""
+        return tuple(sorted({min(n, self.max_length) for n in self.benchmark.sequence_lengths}))
 
     def student_rank(self, hidden_size: int) -> int | None:
         """The student's word-embedding rank, None for whole; the default only below `hidden_size`."""
@@ -101,10 +112,11 @@ class TextData:
 
 def build_text_bundle(settings: TextBuildSettings, out: Path, cache_dir: Path, force: bool = False,
                       progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
-    """Distill, export, quantize, judge and publish; returns the manifest."""
-    from edge_distill.hashing import hash_path
-    from edge_distill.pipeline.cache import StageCache
-    from edge_distill.pipeline.publish import check_out
+    """Run the text stages (`out` checked first) and publish the bundle; returns the manifest, with
+    the stages' records under "steps"."""
+    from edge_distill.pipeline.publish import check_out, publish
+    from edge_distill.pipeline.runner import run_stages
+    from edge_distill.pipeline.stages.text import TextPackage, text_stages
     from edge_distill.text.teacher import check_teacher_folder
 
     check_out(out)
@@ -113,23 +125,41 @@ def build_text_bundle(settings: TextBuildSettings, out: Path, cache_dir: Path, f
         raise ConfigError(f"--teacher-folder {folder}: not found, or not a folder",
                           "give a local model folder with config.json, the weights and tokenizer.json")
     check_teacher_folder(folder)  # every file it reads checked (and code refused) before any work
-    cache = StageCache(cache_dir)
-    if settings.task == "classification":
-        folder, data = _classification_data(cache, folder, settings, force, progress)
-    else:
-        data = _embedding_data(settings)
+    data, fine_tune_on = text_data(settings, folder)
     progress(f"text: {data.source}: {len(data.texts)} training texts, {len(data.held_out)} held-out texts")
-    teacher_key = {"teacher": hash_path(folder), "task": settings.task, "texts": _digest(data.texts),
-                   "max_length": settings.max_length, "version": __version__}
-    targets = _cached(cache, "text-teacher", teacher_key, ("teacher_outputs.npy",), force, progress,
-                      lambda staged: _teacher_outputs(folder, settings, data.texts, staged, progress))
-    student_key = {**teacher_key, "held_out": _digest(data.held_out), "step_version": STUDENT_VERSION,
-                   "labels": _digest([json.dumps([data.labels, data.held_out_labels, data.names])]),
-                   "settings": {k: v for k, v in dataclasses.asdict(settings).items()
-                                if k not in ("teacher_folder", "text", "labeled", "benchmark_seconds")}}
-    student = _cached(cache, "text-student", student_key, STUDENT_FILES, force, progress,
-                      lambda staged: _student(folder, settings, data, targets / "teacher_outputs.npy", staged, progress))
-    return _package(student, data, settings, out, progress)
+    run = run_stages(text_stages(settings, folder, data, fine_tune_on), cache_dir, force, progress=progress)
+    files = run.outputs(TextPackage)
+    manifest = json.loads(files["manifest.json"].read_text())
+    publish(files, out)
+    progress(f"bundle written to {out}")
+    return manifest | {"steps": [dataclasses.asdict(step) for step in run.steps]}
+
+
+KEPT_QUALITY_WARNING = 0.95  # a student keeping less of its teacher's quality gets a warning with a next step
+
+
+def quality_warnings(manifest: dict[str, Any]) -> list[dict[str, str]]:
+    """A warning where the int8 student keeps less than KEPT_QUALITY_WARNING of the teacher's
+    quality, with what to try next."""
+    from edge_distill.text.sweep import quality_of
+
+    measure, student = quality_of(manifest)
+    teacher = quality_of(manifest, "teacher_fp32")[1]
+    if teacher <= 0 or student >= KEPT_QUALITY_WARNING * teacher:
+        return []
+    layers = len(manifest["model"]["layers_from_teacher"])
+    return [{"kind": "quality_kept", "message": (
+        f"the int8 student keeps {student / teacher:.0%} of the teacher's {measure} ({student:.3f} against "
+        f"{teacher:.3f}), below {KEPT_QUALITY_WARNING:.0%}: try --layers {layers + 1}, more --epochs or more "
+        "training text, or a budget sweep (--min-quality)")}]
+
+
+def text_data(settings: TextBuildSettings, folder: Path) -> tuple[TextData, Any]:
+    """(what the student trains on and is judged by, the labeled task a teacher without a
+    classification head is fine-tuned on first, or None)."""
+    if settings.task != "classification":
+        return _embedding_data(settings), None
+    return _classification_data(folder, settings)
 
 
 def _embedding_data(settings: TextBuildSettings) -> TextData:
@@ -144,14 +174,12 @@ def _embedding_data(settings: TextBuildSettings) -> TextData:
     return TextData(corpus.source, texts, held_out, (queries or held_out)[:GOLDEN_COUNT], queries=len(queries))
 
 
-def _classification_data(cache, folder: Path, settings: TextBuildSettings, force: bool, progress
-                         ) -> tuple[Path, TextData]:
-    """(the classification teacher's folder, the data): the labeled training text and the
-    unlabeled text (labels -1), judged on the held-out labeled text. A folder with no
-    classification head is fine-tuned on the labeled training text first (cached)."""
+def _classification_data(folder: Path, settings: TextBuildSettings) -> tuple[TextData, Any]:
+    """The labeled training text and the unlabeled text (labels -1), judged on the held-out labeled
+    text, classes in the teacher's order; and the task to fine-tune on where the folder has no
+    classification head (the fine-tuned teacher numbers the classes in the task's order)."""
     from edge_distill.data.dataset import UNLABELED
     from edge_distill.errors import DataError
-    from edge_distill.hashing import hash_path
     from edge_distill.text.corpus import read_passages
     from edge_distill.text.labeled import default_labeled_task, in_teacher_order, labeled_from_file
     from edge_distill.text.teacher import has_classification_head, teacher_labels
@@ -161,42 +189,18 @@ def _classification_data(cache, folder: Path, settings: TextBuildSettings, force
     if not (task.test or task.val):
         raise DataError(f"{task.source}: no example was held out (a tenth goes to test by a hash of its text)",
                         "give more labeled examples: a few dozen at least")
-    if not has_classification_head(folder):
-        training = dataclasses.replace(settings.fine_tune, threads=settings.distill.threads)
-        key = {"encoder": hash_path(folder), "train": _digest([f"{label}\t{text}" for text, label in task.train]),
-               "names": task.names, "max_length": settings.max_length, "settings": dataclasses.asdict(training),
-               "version": __version__}
-        fine_tuned = _cached(cache, "text-classifier", key, TEACHER_FILES, force, progress,
-                             lambda staged: _fine_tune_teacher(folder, settings.max_length, training, task, staged,
-                                                               progress))
-        folder = fine_tuned / "teacher"
-    task = in_teacher_order(task, teacher_labels(folder), folder)
+    fine_tune_on = None if has_classification_head(folder) else task
+    if fine_tune_on is None:
+        task = in_teacher_order(task, teacher_labels(folder), folder)
     held_out = task.test or task.val
     texts = [text for text, _ in task.train] + task.unlabeled
     labels = [label for _, label in task.train] + [UNLABELED] * len(task.unlabeled)
     source = task.source + (f" (+ {len(task.unlabeled)} unlabeled texts)" if task.unlabeled else "")
-    return folder, TextData(source, texts, [text for text, _ in held_out], [text for text, _ in held_out][:GOLDEN_COUNT],
-                            labels=labels, held_out_labels=[label for _, label in held_out], names=task.names)
+    return TextData(source, texts, [text for text, _ in held_out], [text for text, _ in held_out][:GOLDEN_COUNT],
+                    labels=labels, held_out_labels=[label for _, label in held_out], names=task.names), fine_tune_on
 
 
-def _digest(texts: list[str]) -> str:
-    return hashlib.sha256("\0".join(texts).encode()).hexdigest()
-
-
-def _cached(cache, stage: str, description: dict, outputs: tuple[str, ...], force: bool, progress,
-            make: Callable[[Path], None]) -> Path:
-    """The cache entry of `stage` for `description`, made by `make(staging folder)` on a miss."""
-    key = cache.key(description)
-    found = None if force else cache.lookup(stage, key, outputs)
-    if found and found.entry is not None:
-        progress(f"{stage}: cached")
-        return found.entry
-    if found and found.damage:
-        progress(f"{stage}: the cached result is damaged ({found.damage}): running again")
-    return cache.build(stage, key, description, outputs, make)
-
-
-def _fine_tune_teacher(folder: Path, max_length: int, training: TextTrainingSettings, task, staged: Path,
+def fine_tune_teacher(folder: Path, max_length: int, training: TextTrainingSettings, task, staged: Path,
                        progress) -> None:
     """An encoder with a new classification head, fine-tuned on the labeled training text and saved
     as a model folder (teacher/), with its held-out accuracy (fine_tune.json)."""
@@ -226,7 +230,7 @@ def _fine_tune_teacher(folder: Path, max_length: int, training: TextTrainingSett
                                                        "accuracy": accuracy}, indent=2))
 
 
-def _teacher_outputs(folder: Path, settings: TextBuildSettings, texts: list[str], staged: Path, progress) -> None:
+def teacher_outputs(folder: Path, settings: TextBuildSettings, texts: list[str], staged: Path, progress) -> None:
     import torch
 
     from edge_distill.text.teacher import load_teacher, text_outputs
@@ -239,7 +243,7 @@ def _teacher_outputs(folder: Path, settings: TextBuildSettings, texts: list[str]
                                                          None if classifier else teacher.pooling, texts, progress=progress))
 
 
-def _student(folder: Path, settings: TextBuildSettings, data: TextData, targets: Path, staged: Path,
+def make_student(folder: Path, settings: TextBuildSettings, data: TextData, targets: Path, staged: Path,
              progress) -> None:
     """Make, distill, export, quantize (dynamic int8) and judge the student; write STUDENT_FILES."""
     import torch
@@ -277,9 +281,9 @@ def _student(folder: Path, settings: TextBuildSettings, data: TextData, targets:
         export_text_encoder(teacher.model, pooling, teacher.tokenizer, teacher_onnx)
         export_text_encoder(student, pooling, tokenizer, staged / "student_fp32.onnx")
         parity = check_text_parity(student, pooling, tokenizer, staged / "student_fp32.onnx", data.held_out[:8])
-        quantize_dynamic_int8(staged / "student_fp32.onnx", staged / "model.onnx")
+        quantize_dynamic_int8(staged / "student_fp32.onnx", staged / "student_int8.onnx")
         models = {"teacher_fp32": teacher_onnx, "student_fp32": staged / "student_fp32.onnx",
-                  "student_int8": staged / "model.onnx"}
+                  "student_int8": staged / "student_int8.onnx"}
         progress(f"judging on {len(data.held_out)} held-out texts")
         # Each model as an app runs it: ONNX Runtime, one text at a time, its own tokenizer.
         outputs = {name: onnx_outputs(path, teacher.tokenizer if name == "teacher_fp32" else tokenizer, data.held_out,
@@ -287,7 +291,7 @@ def _student(folder: Path, settings: TextBuildSettings, data: TextData, targets:
         quality = {name: _quality(data, values, outputs["teacher_fp32"]) for name, values in outputs.items()}
         sizes = {name: path.stat().st_size for name, path in models.items()}
         latency = {}
-        for length in sorted({min(n, settings.max_length) for n in settings.lengths}):  # no longer than it reads
+        for length in settings.lengths:
             progress(f"timing teacher and student side by side at length {length}")
             # The student's ids are valid for the teacher too: its vocabulary holds them.
             feed = length_feed(tokenizer, " ".join(data.held_out[:8]), length)
@@ -359,89 +363,87 @@ def golden_feeds(tokenizer, strings: list[str]) -> tuple[list[dict[str, np.ndarr
     return feeds, ids
 
 
-def _package(student: Path, data: TextData, settings: TextBuildSettings, out: Path, progress) -> dict[str, Any]:
-    """The bundle: model.onnx (int8), tokenizer.json, golden vectors (the io kind `verify` and
-    `bench` run anywhere, plus golden_text.json: the strings and their ids, for checking a
-    tokenizer) and manifest.json."""
+def write_text_bundle(student: dict[str, Path], data: TextData, settings: TextBuildSettings, out: Path) -> None:
+    """The bundle's files in `out`: model.onnx (int8), tokenizer.json, golden vectors (the io kind
+    `verify` and `bench` run anywhere, plus golden_text.json: the strings and their ids, for
+    checking a tokenizer) and manifest.json. `student`: the text-student stage's files."""
     import platform
+    import shutil
     from importlib import metadata
 
     from tokenizers import Tokenizer
 
     from edge_distill.bundle.reader import SCHEMA_VERSION
-    from edge_distill.bundle.writer import write_manifest
-    from edge_distill.config import BenchmarkConfig
+    from edge_distill.bundle.writer import label_model, profile_section, write_io_golden, write_manifest
     from edge_distill.device.runner import describe_host
     from edge_distill.export.model_io import model_tensors
     from edge_distill.export.onnx_io import load_onnx
     from edge_distill.hashing import sha256
-    from edge_distill.bundle.writer import label_model, write_io_golden
-    from edge_distill.pipeline.publish import publish
-    from edge_distill.pipeline.staging import staging_folder
+    from edge_distill.measure.harness import measurement_note
 
-    report = json.loads((student / "student.json").read_text())
-    tokenizer = Tokenizer.from_file(str(student / "tokenizer.json"))
+    report = json.loads(student["student.json"].read_text())
+    tokenizer = Tokenizer.from_file(str(student["tokenizer.json"]))
     tokenizer.enable_truncation(settings.max_length)
     tokenizer.no_padding()
     classifier = settings.task == "classification"
     task = "text-classification" if classifier else "sentence-embedding"
     strings = data.golden
     feeds, ids = golden_feeds(tokenizer, strings)
-    inputs, outputs = model_tensors(load_onnx(student / "model.onnx"), "the student")
-    with staging_folder(out.absolute().parent, f".{out.name}.tmp-") as work:  # publish removes what a kill leaves
-        model = work / "model.onnx"
-        label_model(student / "model.onnx", model, precision="int8", task=task, labels=json.dumps(data.names or []))
-        golden = write_io_golden(model, feeds, outputs, work)
-        golden["source"] = (f"{'held-out labeled texts' if classifier else 'held-out retrieval queries'}, "
-                            "padded to the longest with a mask of zeros")
-        (work / "golden_text.json").write_text(json.dumps({"texts": strings, "input_ids": ids}, ensure_ascii=False)
-                                               + "\n", encoding="utf-8")
-        files = {"model.onnx": model, "tokenizer.json": student / "tokenizer.json",
-                 "golden.npz": work / "golden.npz", "golden.json": work / "golden.json",
-                 "golden_text.json": work / "golden_text.json"}
-        manifest = {
-            "schema_version": SCHEMA_VERSION,
-            "generator": {"name": "edge-distill", "version": __version__, "command": "text"},
-            "task": task,
-            # The settings `edge-distill bench` times the bundle with, here or on a device.
-            "profile": {"name": None, "device": "any CPU",
-                        "benchmark": dataclasses.asdict(BenchmarkConfig(threads=settings.distill.threads))},
-            "runtime": {"intra_op_threads": settings.distill.threads, "why": "the threads it was timed with here"},
-            "model": {"file": "model.onnx", "sha256": sha256(model), "precision": "int8",
-                      "quantization": "dynamic int8 (MatMul, Gather)", "parameters": report["student"]["parameters"],
-                      "teacher_parameters": report["student"]["teacher_parameters"],
-                      "layers_from_teacher": report["student"]["layers_from_teacher"],
-                      "vocabulary": report["student"]["vocabulary"],
-                      "embedding_rank": report["student"]["embedding_rank"]},
-            "inputs": [t.as_manifest() for t in inputs],
-            "outputs": [t.as_manifest() for t in outputs],
-            "labels": data.names or [],
-            "text": {"tokenizer": "tokenizer.json", "golden_text": "golden_text.json", "max_length": settings.max_length,
-                     **({"pooling": report["pooling"]["mode"], "normalized": report["pooling"]["normalize"]}
-                        if report["pooling"] else {}),
-                     "how": "tokenize with tokenizer.json (it adds [CLS] and [SEP]), cut at max_length, feed the ids "
-                            "and a mask of ones (zeros where padded); " + (
-                                "the output is the logits of the classes in `labels`' order: the argmax is the class"
-                                if classifier else "the output is the sentence embedding, pooled and normalized in "
-                                "the graph: compare two with a dot product")},
-            "golden": golden,
-            "teacher": report["teacher"],
-            "training": {"data": data.source, **report["training"]},
-            "metrics": {"quality": report["quality"], "size_bytes": report["size_bytes"], "p50_ms": report["p50_ms"],
-                        "threads": report["threads"], "parity_max_abs_diff": report["parity_max_abs_diff"],
-                        "task": (f"{len(data.held_out)} held-out labeled texts: accuracy, and agreement with the "
-                                 "teacher's class" if classifier else
-                                 "each held-out passage's summary retrieves the rest of it among all others")},
-            "measurement": {"host": describe_host(), "how": "p50 at batch 1 per sequence length, teacher and "
-                            "student timed side by side in interleaved rounds with ONNX Runtime"},
-            "versions": {name: metadata.version(name) for name in ("onnx", "onnxruntime", "tokenizers", "transformers")}
-                        | {"python": platform.python_version()},
-            "files": {name: {"sha256": sha256(path), "size_bytes": path.stat().st_size} for name, path in files.items()},
-        }
-        manifest = write_manifest(manifest, work / "manifest.json")
-        publish(files | {"manifest.json": work / "manifest.json"}, out)
-    progress(f"bundle written to {out}")
-    return manifest
+    inputs, outputs = model_tensors(load_onnx(student["student_int8.onnx"]), "the student")
+    model = out / "model.onnx"
+    label_model(student["student_int8.onnx"], model, precision="int8", task=task, labels=json.dumps(data.names or []))
+    golden = write_io_golden(model, feeds, outputs, out)
+    golden["source"] = (f"{'held-out labeled texts' if classifier else 'held-out retrieval queries'}, "
+                        "padded to the longest with a mask of zeros")
+    (out / "golden_text.json").write_text(json.dumps({"texts": strings, "input_ids": ids}, ensure_ascii=False)
+                                          + "\n", encoding="utf-8")
+    shutil.copyfile(student["tokenizer.json"], out / "tokenizer.json")
+    host = describe_host()
+    profile = (profile_section(settings.profile) if settings.profile else
+               {"name": None, "device": "any CPU", "benchmark": dataclasses.asdict(settings.benchmark)})
+    profile["benchmark"] = dataclasses.asdict(settings.benchmark)  # the threads it was timed with here
+    manifest = {
+        "schema_version": SCHEMA_VERSION,
+        "generator": {"name": "edge-distill", "version": __version__, "command": "text"},
+        "task": task,
+        # The settings `edge-distill bench` times the bundle with, here or on a device.
+        "profile": profile,
+        "runtime": {"intra_op_threads": settings.distill.threads, "why": "the threads it was timed with here"},
+        "model": {"file": "model.onnx", "sha256": sha256(model), "precision": "int8",
+                  "quantization": "dynamic int8 (MatMul, Gather)", "parameters": report["student"]["parameters"],
+                  "teacher_parameters": report["student"]["teacher_parameters"],
+                  "layers_from_teacher": report["student"]["layers_from_teacher"],
+                  "vocabulary": report["student"]["vocabulary"],
+                  "embedding_rank": report["student"]["embedding_rank"]},
+        "inputs": [t.as_manifest() for t in inputs],
+        "outputs": [t.as_manifest() for t in outputs],
+        "labels": data.names or [],
+        "text": {"tokenizer": "tokenizer.json", "golden_text": "golden_text.json", "max_length": settings.max_length,
+                 **({"pooling": report["pooling"]["mode"], "normalized": report["pooling"]["normalize"]}
+                    if report["pooling"] else {}),
+                 "how": "tokenize with tokenizer.json (it adds [CLS] and [SEP]), cut at max_length, feed the ids "
+                        "and a mask of ones (zeros where padded); " + (
+                            "the output is the logits of the classes in `labels`' order: the argmax is the class"
+                            if classifier else "the output is the sentence embedding, pooled and normalized in "
+                            "the graph: compare two with a dot product")},
+        "golden": golden,
+        "teacher": report["teacher"],
+        "training": {"data": data.source, **report["training"]},
+        "metrics": {"quality": report["quality"], "size_bytes": report["size_bytes"], "p50_ms": report["p50_ms"],
+                    "threads": report["threads"], "parity_max_abs_diff": report["parity_max_abs_diff"],
+                    "task": (f"{len(data.held_out)} held-out labeled texts: accuracy, and agreement with the "
+                             "teacher's class" if classifier else
+                             "each held-out passage's summary retrieves the rest of it among all others")},
+        "measurement": {"host": host, "how": "p50 at batch 1 per sequence length, teacher and "
+                        "student timed side by side in interleaved rounds with ONNX Runtime",
+                        **({"measured_on": measurement_note(host, settings.profile.device)} if settings.profile else {})},
+        "versions": {name: metadata.version(name) for name in ("onnx", "onnxruntime", "tokenizers", "transformers")}
+                    | {"python": platform.python_version()},
+        "files": {name: {"sha256": sha256(out / name), "size_bytes": (out / name).stat().st_size}
+                  for name in ("model.onnx", "tokenizer.json", "golden.npz", "golden.json", "golden_text.json")},
+    }
+    manifest["warnings"] = quality_warnings(manifest)
+    write_manifest(manifest, out / "manifest.json")
 
 
 def render_text_summary(manifest: dict[str, Any], out: Path) -> str:

@@ -21,9 +21,9 @@ from edge_distill.pipeline.staging import staging_folder
 from edge_distill.text.build import TextBuildSettings, build_text_bundle
 
 
-def quality_of(manifest: dict[str, Any]) -> tuple[str, float]:
-    """(what the quality budget measures, the int8 student's figure) for a text bundle."""
-    quality = manifest["metrics"]["quality"]["student_int8"]
+def quality_of(manifest: dict[str, Any], model: str = "student_int8") -> tuple[str, float]:
+    """(what the quality budget measures, the figure of `model`: the int8 student unless named) for a text bundle."""
+    quality = manifest["metrics"]["quality"][model]
     if manifest["task"] == "text-classification":
         return "test accuracy", quality["accuracy"]
     if quality.get("queries"):

@@ -60,7 +60,7 @@ def test_an_encoder_is_fine_tuned_then_distilled_into_a_verified_classifier_bund
     assert "fine-tuning" in result.stderr
     again = invoke(*args(tiny_bert, tmp_path, "--layers", "1", "--embedding-rank", "8"))
     # The fine-tuned teacher, its logits and the student, all read back.
-    assert again.exit_code == 0 and again.stderr.count(": cached") == 3 and "fine-tuning" not in again.stderr
+    assert again.exit_code == 0 and "plan: all 4 stage(s) cached" in again.stderr and "fine-tuning" not in again.stderr
     assert "x fewer than the teacher's" in again.stdout
 
 
@@ -85,8 +85,7 @@ def test_a_teacher_with_its_own_head_is_distilled_without_fine_tuning(tiny_class
 def test_training_and_held_out_labels_are_in_the_teachers_order(tiny_classifier, tmp_path):
     """The tiny classifier's classes are io, text, threads; a teacher listing them in another order
     gets every label, held out ones included, renumbered to its own."""
-    from edge_distill.pipeline.cache import StageCache
-    from edge_distill.text.build import TextBuildSettings, _classification_data
+    from edge_distill.text.build import TextBuildSettings, text_data
 
     teacher = tmp_path / "teacher"
     shutil.copytree(tiny_classifier, teacher)
@@ -96,8 +95,8 @@ def test_training_and_held_out_labels_are_in_the_teachers_order(tiny_classifier,
     path = labeled_file(tmp_path)
     name_of = {json.loads(line)["text"]: json.loads(line)["label"] for line in path.read_text().splitlines()}
     settings = TextBuildSettings(task="classification", teacher_folder=teacher, labeled=path, max_length=32)
-    folder, data = _classification_data(StageCache(tmp_path / "cache"), teacher, settings, False, lambda _: None)
-    assert folder == teacher and data.names == ["threads", "io", "text"]
+    data, fine_tune_on = text_data(settings, teacher)
+    assert fine_tune_on is None and data.names == ["threads", "io", "text"]
     assert [data.names[label] for label in data.held_out_labels] == [name_of[text] for text in data.held_out]
     labeled = [(text, label) for text, label in zip(data.texts, data.labels) if label >= 0]
     assert labeled and all(data.names[label] == name_of[text] for text, label in labeled)

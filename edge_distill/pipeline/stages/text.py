@@ -1,0 +1,126 @@
+"""The stages of `edge-distill text` (text/build.py): thin, each settings -> library call -> files.
+The text itself is read before the stages run (cheap, no torch); its digests are in the keys."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from pathlib import Path
+
+from edge_distill import __version__
+from edge_distill.pipeline.stage import Stage
+from edge_distill.text.build import STUDENT_FILES, TEACHER_FILES, TextBuildSettings, TextData
+
+
+def digest(texts: list[str]) -> str:
+    return hashlib.sha256("\0".join(texts).encode()).hexdigest()
+
+
+class _TextStage(Stage):
+    def __init__(self, settings: TextBuildSettings, folder: Path, data: TextData, fine_tune_on):
+        self.settings, self.folder, self.data, self.fine_tune_on = settings, folder, data, fine_tune_on
+        if fine_tune_on is not None and self.name != TextClassifier.name:  # the teacher is the one fine-tuned here
+            self.inputs = (*TEACHER_FILES, *type(self).inputs)
+
+    def external_files(self):
+        return {} if self.fine_tune_on is not None else {"--teacher-folder": self.folder}
+
+    def teacher_folder(self, inputs) -> Path:
+        return inputs["teacher/config.json"].parent if self.fine_tune_on is not None else self.folder
+
+    def text_params(self) -> dict:
+        return {"task": self.settings.task, "texts": digest(self.data.texts), "max_length": self.settings.max_length,
+                "version": __version__}
+
+
+class TextClassifier(_TextStage):
+    name = "text-classifier"
+    description = "Fine-tune the teacher folder's encoder with a new classification head on the labeled text."
+    version = 1
+    outputs = TEACHER_FILES
+    trains = True
+
+    def external_files(self):
+        return {"--teacher-folder": self.folder}
+
+    def training(self):
+        return dataclasses.replace(self.settings.fine_tune, threads=self.settings.distill.threads)
+
+    def params(self):
+        task = self.fine_tune_on
+        return {"train": digest([f"{label}\t{text}" for text, label in task.train]), "names": task.names,
+                "max_length": self.settings.max_length, "settings": dataclasses.asdict(self.training())}
+
+    def run(self, inputs, out, progress):
+        from edge_distill.text.build import fine_tune_teacher
+
+        fine_tune_teacher(self.folder, self.settings.max_length, self.training(), self.fine_tune_on, out, progress)
+
+
+class TextTeacher(_TextStage):
+    name = "text-teacher"
+    description = "Run the teacher on the training text: its embeddings or logits, the student's targets."
+    version = 1
+    outputs = ("teacher_outputs.npy",)
+
+    def params(self):
+        return self.text_params()
+
+    def run(self, inputs, out, progress):
+        from edge_distill.text.build import teacher_outputs
+
+        teacher_outputs(self.teacher_folder(inputs), self.settings, self.data.texts, out, progress)
+
+
+class TextStudent(_TextStage):
+    name = "text-student"
+    description = ("Make the student from the teacher's layers and the text's vocabulary, distil it, export it, "
+                   "make it int8, and judge and time it against the teacher.")
+    # 2: tokenizer.json never pads; 3: positions cut to max_length, classification; 4: student_int8.onnx
+    version = 4
+    inputs = ("teacher_outputs.npy",)
+    outputs = STUDENT_FILES
+    trains = True
+
+    def params(self):
+        settings = {k: v for k, v in dataclasses.asdict(self.settings).items()
+                    if k not in ("teacher_folder", "text", "labeled", "benchmark_seconds", "profile")}
+        data = self.data
+        return {**self.text_params(), "held_out": digest(data.held_out), "settings": settings,
+                "lengths": list(self.settings.lengths),
+                "labels": digest([repr([data.labels, data.held_out_labels, data.names])])}
+
+    def run(self, inputs, out, progress):
+        from edge_distill.text.build import make_student
+
+        make_student(self.teacher_folder(inputs), self.settings, self.data, inputs["teacher_outputs.npy"], out, progress)
+
+
+class TextPackage(_TextStage):
+    name = "text-package"
+    description = "Write the bundle: the int8 student labelled, tokenizer.json, golden vectors and strings, the manifest."
+    version = 1
+    inputs = STUDENT_FILES
+    outputs = ("model.onnx", "tokenizer.json", "golden.npz", "golden.json", "golden_text.json", "manifest.json")
+
+    def external_files(self):
+        return {}
+
+    def params(self):
+        return {"source": self.data.source, "golden": self.data.golden, "held_out": len(self.data.held_out),
+                "profile": self.settings.profile.to_dict() if self.settings.profile else None,
+                "benchmark": dataclasses.asdict(self.settings.benchmark), "max_length": self.settings.max_length,
+                "task": self.settings.task, "names": self.data.names}
+
+    def run(self, inputs, out, progress):
+        from edge_distill.text.build import write_text_bundle
+
+        write_text_bundle(inputs, self.data, self.settings, out)
+
+
+def text_stages(settings: TextBuildSettings, folder: Path, data: TextData, fine_tune_on) -> list[Stage]:
+    """The stages of a text build; the classifier stage only where the teacher has no classification head."""
+    stages = [TextTeacher, TextStudent, TextPackage]
+    if fine_tune_on is not None:
+        stages.insert(0, TextClassifier)
+    return [stage(settings, folder, data, fine_tune_on) for stage in stages]
