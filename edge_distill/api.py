@@ -4,7 +4,6 @@ settings to a published output folder."""
 from __future__ import annotations
 
 import json
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,14 +57,16 @@ def build_bundle(
     return BuildResult(run, json.loads((out / "manifest.json").read_text()), sweep, device)
 
 
-def sequence_distillation(out: Path, settings, text: Path | None = None,
-                          progress: Progress = log_progress) -> dict:
-    """`distill.sequence.distill_sequence` (settings: its SequenceSettings), published at `out`;
-    an `out` that is not an earlier sequence output is refused before any training."""
-    from edge_distill.distill.sequence import OUTPUTS, distill_sequence
+def sequence_distillation(out: Path, settings, text: Path | None = None, progress: Progress = log_progress, *,
+                          cache_dir: Path, force: bool = False) -> dict:
+    """The sequence stage (settings: distill.sequence.SequenceSettings) on the runner, published at
+    `out`; an `out` that is not an earlier sequence output is refused before any training."""
+    from edge_distill.pipeline.runner import run_stages
+    from edge_distill.pipeline.stages.sequence import SequenceStage
 
     check_out(out, SEQUENCE_OUTPUT)
-    with tempfile.TemporaryDirectory() as tmp:
-        report = distill_sequence(Path(tmp), settings, text, progress=progress)
-        publish({name: Path(tmp) / name for name in OUTPUTS}, out, SEQUENCE_OUTPUT)
+    run = run_stages([SequenceStage(settings, text)], cache_dir, force, progress=progress)
+    files = run.outputs(SequenceStage)
+    report = json.loads(files["sequence.json"].read_text())
+    publish(files, out, SEQUENCE_OUTPUT)
     return report

@@ -303,14 +303,16 @@ for _stage in STAGES:
 @click.option("--teacher-hidden", type=click.IntRange(min=1), default=256, show_default=True)
 @click.option("--student-hidden", type=click.IntRange(min=1), default=48, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--cache-dir", type=click.Path(path_type=Path), default=DEFAULT_CACHE, show_default=True)
+@click.option("--force", is_flag=True, help="Train again, ignoring the cache.")
 @json_option
-def sequence(out, text, steps, teacher_hidden, student_hidden, seed, as_json):
+def sequence(out, text, steps, teacher_hidden, student_hidden, seed, cache_dir, force, as_json):
     """Sequence distillation: a small character-level GRU from a larger one (token-level KD), as ONNX."""
     from edge_distill.api import sequence_distillation
     from edge_distill.distill.sequence import SequenceSettings
 
     settings = SequenceSettings(teacher_hidden=teacher_hidden, student_hidden=student_hidden, steps=steps, seed=seed)
-    report = sequence_distillation(out, settings, text, progress=_progress(as_json))
+    report = sequence_distillation(out, settings, text, progress=_progress(as_json), cache_dir=cache_dir, force=force)
     rows = [f"{name:16s} {m['params']:>9,} params  {m['held_out_bits_per_char']:.3f} bits/char (held out)"
             for name, m in report["models"].items()]
     _emit(report, as_json, "\n".join([*rows, f"ONNX student: {out / 'student.onnx'}"]))

@@ -208,8 +208,8 @@ def check_case(case, workspace: Path) -> None:
     table) holding the row's words, no traceback, no code run, no stage run."""
     _, command, code, words = case
     args = shlex.split(command.format(w=workspace))
-    shared_cache = [] if "--cache-dir" in args or args[0] in ("verify", "bench", "estimate", "sequence", "cache",
-                                                                "optimize", "predict") \
+    shared_cache = [] if "--cache-dir" in args or args[0] in ("verify", "bench", "estimate", "cache",
+                                                                "predict") \
         else ["--cache-dir", str(workspace / "cache")]
     result = invoke(*args, *shared_cache)
     if code == 1:  # verify's own verdict: a table of checks, not an error line
