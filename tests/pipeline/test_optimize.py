@@ -2,6 +2,7 @@
 scalar), made int8, judged against float, timed and shipped as a bundle `verify` passes."""
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -376,7 +377,7 @@ def test_optimize_leaves_the_current_folder_as_it_was_and_removes_a_killed_runs_
     here.mkdir()
     handmade.three_input_model(here / "vad.onnx")
     handmade.three_input_samples(here / "samples.npz")
-    killed = tmp_path / "cache" / "optimize" / f".tmp-{dead_pid()}-abc"
+    killed = tmp_path / "cache" / "optimize-quantize" / f".tmp-{dead_pid()}-abc"
     killed.mkdir(parents=True)
     (killed / "int8.onnx").write_bytes(b"half written")
     (tmp_path / "cache" / "CACHEDIR.TAG").write_text("Signature: 8a477f597d28d172789f06886806bc55\n"
@@ -388,7 +389,7 @@ def test_optimize_leaves_the_current_folder_as_it_was_and_removes_a_killed_runs_
                     "quantize.search_min_seconds=0.05", "-q")
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in here.iterdir()) == ["samples.npz", "vad.onnx"]  # no sym_shape_infer_temp.onnx, nothing
-    assert not killed.exists() and list((tmp_path / "cache" / "optimize").iterdir()) == []
+    assert not killed.exists() and not any(p.name.startswith(".tmp-") for p in (tmp_path / "cache").glob("*/*"))
     assert not any(p.name.startswith(".bundle.") for p in tmp_path.iterdir())
     manifest = json.loads((tmp_path / "bundle" / "manifest.json").read_text())
     assert manifest["model"]["source"]["file"] == "vad.onnx" and str(tmp_path) not in json.dumps(manifest)
@@ -404,3 +405,17 @@ def test_onnx_runtimes_tools_write_into_a_scratch_folder_not_the_current_one(tmp
         assert Path.cwd().parent == tmp_path / "work"
     assert Path.cwd() == tmp_path and sorted(p.name for p in tmp_path.iterdir()) == ["work"]
     assert list((tmp_path / "work").iterdir()) == []
+
+
+@pytest.mark.arm
+@pytest.mark.skipif(not shutil.which("qemu-aarch64-static"), reason="needs qemu-aarch64-static (.ci/run installs it)")
+def test_an_int8_bundle_for_rpi4_gives_its_golden_outputs_on_aarch64(tmp_path):
+    model = handmade.three_input_model(tmp_path / "vad.onnx")
+    samples = handmade.three_input_samples(tmp_path / "samples.npz")
+    manifest = optimize_model(load_config("rpi4", None, QUICK), model, samples, {}, tmp_path / "bundle", 20.0,
+                              cache_dir=tmp_path / "cache")
+    assert manifest["model"]["precision"] == "int8"  # rpi4's recipe, unmeasured on this x86 host
+    result = invoke("verify", str(tmp_path / "bundle"), "--emulate", "aarch64", "--json")
+    assert result.exit_code == 0, result.output
+    (emulated,) = [c for c in json.loads(result.stdout)["checks"] if c["name"].startswith("aarch64")]
+    assert emulated["passed"] and "scores" in emulated["detail"] and "state_out" in emulated["detail"], emulated

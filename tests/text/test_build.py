@@ -28,7 +28,8 @@ def built(tiny_bert, tmp_path_factory):
     """(the command's arguments, its JSON manifest, the bundle): one build for the module."""
     folder = tmp_path_factory.mktemp("text-build")
     args = ["text", "--teacher-folder", str(tiny_bert), "--text", str(passages(folder)), "--layers", "2",
-            "--epochs", "1", "--max-length", "32", "--cache-dir", str(folder / "cache"), "--out", str(folder / "b")]
+            "--epochs", "1", "--max-length", "32", "--profile", "rpi4", "--cache-dir", str(folder / "cache"),
+            "--out", str(folder / "b")]
     result = invoke(*args, "--json")
     assert result.exit_code == 0, result.output
     return args, json.loads(result.stdout), folder / "b"
@@ -40,8 +41,11 @@ def test_a_text_bundle_verifies_and_a_rebuild_reads_the_cache(built):
     assert [i["name"] for i in manifest["inputs"]] == ["input_ids", "attention_mask"]
     assert manifest["model"]["layers_from_teacher"] == [0, 3]
     assert {"teacher_fp32", "student_fp32", "student_int8"} == set(manifest["metrics"]["quality"])
-    # Timed at 16 tokens and at --max-length 32 (64 and 128 would exceed it).
+    # The rpi4 profile's sequence lengths, 16, 64 and 128, timed at 16 and at --max-length 32; its
+    # 4 threads at most this host's cores.
     assert list(manifest["metrics"]["p50_ms"]) == ["16", "32"]
+    assert manifest["profile"]["name"] == "rpi4" and manifest["profile"]["device"]["arch"] == "aarch64"
+    assert "NOT on the target device" in manifest["measurement"]["measured_on"]
     assert all(manifest["metrics"]["p50_ms"][n][m] > 0 for n in ("16", "32") for m in ("teacher_fp32", "student_int8"))
     checks = {c.name: c for c in verify_bundle(bundle)}
     assert all(c.passed for c in checks.values()) and "golden tokenization" in checks
@@ -131,3 +135,12 @@ def test_a_killed_text_runs_staging_goes_with_the_next_run(built):
     again = invoke(*args)
     assert again.exit_code == 0, again.output
     assert not killed.exists() and not scratch.exists()
+
+
+@pytest.mark.arm
+@pytest.mark.skipif(not shutil.which("qemu-aarch64-static"), reason="needs qemu-aarch64-static (.ci/run installs it)")
+def test_a_text_bundle_for_rpi4_gives_its_golden_outputs_on_aarch64(built):
+    result = invoke("verify", str(built[2]), "--emulate", "aarch64", "--json")
+    assert result.exit_code == 0, result.output
+    (emulated,) = [c for c in json.loads(result.stdout)["checks"] if c["name"].startswith("aarch64")]
+    assert emulated["passed"] and "Cortex-A72" in emulated["name"], emulated
