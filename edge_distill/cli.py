@@ -414,16 +414,27 @@ def verify(bundle: Path, emulate: str | None, as_json: bool) -> None:
 
 @main.command()
 @click.argument("bundle", type=click.Path(path_type=Path))
-@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--top", type=click.IntRange(min=1), default=3, show_default=True, help="Classes to show per file.")
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("--top", type=click.IntRange(min=1), default=3, show_default=True, help="Classes to show per input.")
 @json_option
-def predict(bundle: Path, files: tuple[Path, ...], top: int, as_json: bool) -> None:
-    """Reference outputs for raw FILES (images, or .npy on the raw scale) through the bundle's
-    documented preprocessing: what an app must reproduce for the same files."""
-    from edge_distill.bundle.predict import predict_files, render_predictions
+def predict(bundle: Path, inputs: tuple[str, ...], top: int, as_json: bool) -> None:
+    """Reference outputs for raw INPUTS through the bundle's documented preprocessing: what an app
+    must reproduce for the same inputs. Image files or .npy samples for a `build` bundle, strings
+    for a `text` bundle, .npz files of every input for an `optimize` bundle. Each input gets its
+    result or its error; the exit status is non-zero when any failed."""
+    from edge_distill.bundle.predict import predict_inputs, render_predictions
+    from edge_distill.errors import InputFileError
 
-    results = predict_files(bundle, list(files), top)
-    _emit({"bundle": str(bundle), "predictions": results}, as_json, render_predictions(results))
+    results = predict_inputs(bundle, list(inputs), top)
+    failed = [r for r in results if "error" in r]
+    error = (f"{len(failed)} of {len(results)} input(s) could not be predicted; the first: {failed[0]['error']}"
+             if failed else None)
+    _emit({"bundle": str(bundle), "predictions": results,
+           **({"error": error, "exit_code": InputFileError.exit_code} if failed else {})},
+          as_json, render_predictions(results))
+    if failed:
+        click.secho(f"Error: {error}", fg="red", err=True)
+        sys.exit(InputFileError.exit_code)
 
 
 @main.command()

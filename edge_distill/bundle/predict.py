@@ -1,6 +1,9 @@
-"""Reference outputs for raw files, through the bundle's documented preprocessing: what
-`edge-distill predict` prints, and what an app's own pipeline must reproduce for the same files.
-Needs numpy, onnxruntime and (for image files) Pillow; no torch."""
+"""Reference outputs for a bundle's raw inputs, through its documented preprocessing: what
+`edge-distill predict` prints, and what an app's own pipeline must reproduce for the same inputs.
+One entry per kind of bundle: image files or raw .npy samples for a classifier (`build`), strings for
+a text bundle (`text`: class scores or the embedding), .npz feeds for a bundle of any inputs
+(`optimize`). Each input gets its result or its error, and the rest go on. Needs numpy,
+onnxruntime, Pillow for image files and tokenizers for text; no torch."""
 
 from __future__ import annotations
 
@@ -12,38 +15,123 @@ import numpy as np
 from edge_distill.bundle.reader import Bundle, normalize
 from edge_distill.config import BenchmarkConfig
 from edge_distill.data.readers import IMAGE_SUFFIXES, decode_image
-from edge_distill.errors import DataError, InputFileError
+from edge_distill.errors import DataError, EdgeDistillError, InputFileError
 from edge_distill.files import regular_file
 from edge_distill.sessions import open_session, run_session
 
-def predict_files(bundle_path: Path, files: list[Path], top: int = 3) -> list[dict[str, Any]]:
-    """For each file: the top classes with probabilities and the raw logits."""
+
+def predict_inputs(bundle_path: Path, inputs: list[str], top: int = 3) -> list[dict[str, Any]]:
+    """For each input, {"input": it, ...its prediction} or {"input": it, "error": one line}: a
+    bad input never stops the others. The bundle itself is vouched for first (an error for all)."""
     bundle = Bundle.open_checked(bundle_path)
-    bundle.require_classifier("predict")
+    session = open_session(bundle.model_path, what=f"{bundle_path}: the model")
+    if "text" in bundle.manifest:
+        predict_one = _text_predictor(bundle, session, top)
+    elif bundle.manifest["golden"].get("kind") == "io":
+        predict_one = _feeds_predictor(bundle, session)
+    else:
+        predict_one = _classifier_predictor(bundle, session, top)
+    results = []
+    for item in inputs:
+        try:
+            results.append({"input": item, **predict_one(item)})
+        except EdgeDistillError as e:
+            results.append({"input": item, "error": e.message})
+    return results
+
+
+def _run(bundle: Bundle, session, feed: dict[str, np.ndarray], what: str) -> list[np.ndarray]:
+    outputs = run_session(session, feed, f"{bundle.path}: the model on {what}", BenchmarkConfig.time_limit_s)
+    if not all(np.isfinite(o).all() for o in outputs if np.issubdtype(o.dtype, np.floating)):
+        raise InputFileError(f"{what}: the model's outputs are not finite (NaN or inf) for this input",
+                             "check that the input is what the bundle documents")
+    return outputs
+
+
+def _top_classes(logits: np.ndarray, labels: list[str], top: int) -> list[dict[str, Any]]:
+    probabilities = np.exp(logits - logits.max())
+    probabilities /= probabilities.sum()
+    return [{"label": labels[k], "probability": float(probabilities[k])} for k in np.argsort(-probabilities)[:top]]
+
+
+def _classifier_predictor(bundle: Bundle, session, top: int):
+    """An image file or raw .npy sample -> the top classes and the logits."""
     manifest = bundle.manifest
     pre, raw_input = bundle.section("preprocessing"), manifest.get("raw_input", {})
     sample_shape = [int(d) for d in manifest["inputs"][0]["shape"][1:]]
-    session = open_session(bundle.model_path, what=f"{bundle_path}: the model")
-    results = []
-    for file in files:
+
+    def predict(item: str) -> dict[str, Any]:
+        file = Path(item)
         raw = read_raw(file, raw_input, pre, sample_shape)  # (C, ...) on the raw scale
         with np.errstate(over="ignore", invalid="ignore"):
             x = normalize(raw[None], pre)  # (1, C, ...)
         if not np.isfinite(x).all():
             raise InputFileError(f"{file}: holds NaN or inf, or values that overflow float32 once preprocessed",
                                  "give finite values on the raw scale the bundle documents")
-        logits = run_session(session, {manifest["inputs"][0]["name"]: x}, f"{bundle_path}: the model on {file}",
-                             BenchmarkConfig.time_limit_s)[0][0]
-        if not np.isfinite(logits).all():  # (K,)
-            raise InputFileError(f"{file}: the model's outputs are not finite (NaN or inf) for this input",
-                                 "check that the input is on the raw scale the bundle documents")
-        probabilities = np.exp(logits - logits.max())
-        probabilities /= probabilities.sum()
-        best = np.argsort(-probabilities)[:top]
-        results.append({"file": str(file), "top": [{"label": manifest["labels"][k], "probability": float(probabilities[k])}
-                                                   for k in best],
-                        "logits": [float(v) for v in logits]})
-    return results
+        logits = _run(bundle, session, {manifest["inputs"][0]["name"]: x}, str(file))[0][0]  # (K,)
+        return {"top": _top_classes(logits, manifest["labels"], top), "logits": [float(v) for v in logits]}
+
+    return predict
+
+
+def _text_predictor(bundle: Bundle, session, top: int):
+    """A string -> its token ids and the class scores (a classifier) or the embedding, as an app
+    computes them: tokenizer.json, cut at max_length, ids and a mask of ones, batch 1."""
+    try:
+        from tokenizers import Tokenizer
+    except ImportError:
+        raise InputFileError("predict on a text bundle needs the tokenizers package",
+                             'pip install tokenizers (or pip install -e ".[text]")') from None
+    text = bundle.section("text")
+    path = bundle.path / text["tokenizer"]
+    tokenizer = Tokenizer.from_file(str(path))
+    tokenizer.enable_truncation(int(text["max_length"]))
+    tokenizer.no_padding()
+    names = [spec["name"] for spec in bundle.manifest["inputs"]]
+
+    def predict(item: str) -> dict[str, Any]:
+        if not item.strip():
+            raise InputFileError("an empty text", "give the text to classify or embed")
+        ids = np.array([tokenizer.encode(item).ids], np.int64)
+        (output, *_) = _run(bundle, session, {names[0]: ids, names[1]: np.ones_like(ids)}, repr(item[:40]))
+        result: dict[str, Any] = {"input_ids": ids[0].tolist()}
+        if bundle.manifest["labels"]:
+            return result | {"top": _top_classes(output[0], bundle.manifest["labels"], top),
+                             "logits": [float(v) for v in output[0]]}
+        return result | {"embedding": [float(v) for v in output[0]]}
+
+    return predict
+
+
+def _feeds_predictor(bundle: Bundle, session):
+    """An .npz holding one array per model input, named as the input, of its fixed shape -> every output."""
+    specs = {spec["name"]: spec for spec in bundle.manifest["inputs"]}
+    dtypes = {i.name: i.type for i in session.get_inputs()}
+
+    def predict(item: str) -> dict[str, Any]:
+        from edge_distill.device.runner import NUMPY_OF_ONNX
+
+        file = regular_file(Path(item))
+        try:
+            with np.load(file, allow_pickle=False) as arrays:
+                given = {name: arrays[name] for name in arrays.files}
+        except (OSError, ValueError) as e:
+            raise InputFileError(f"{file}: not a readable .npz ({e})", "save one array per model input with np.savez") from None
+        missing = [name for name in specs if name not in given]
+        if missing:
+            raise InputFileError(f"{file}: no array for input(s) {', '.join(missing)}",
+                                 f"name the arrays as the model's inputs: {', '.join(specs)}")
+        feed = {}
+        for name, spec in specs.items():
+            shape = spec.get("fixed_shape", spec["shape"])
+            if list(given[name].shape) != list(shape):
+                raise InputFileError(f"{file}: '{name}' has shape {list(given[name].shape)}, the model takes {shape}",
+                                     "save one sample of each input at the shape the manifest states")
+            feed[name] = given[name].astype(NUMPY_OF_ONNX.get(dtypes[name], given[name].dtype), copy=False)
+        outputs = _run(bundle, session, feed, str(file))
+        return {"outputs": {o.name: value.tolist() for o, value in zip(session.get_outputs(), outputs)}}
+
+    return predict
 
 
 def read_raw(file: Path, raw_input: dict[str, Any], pre: dict[str, Any], sample_shape: list[int]) -> np.ndarray:
@@ -77,5 +165,15 @@ def read_raw(file: Path, raw_input: dict[str, Any], pre: dict[str, Any], sample_
 
 
 def render_predictions(results: list[dict[str, Any]]) -> str:
-    return "\n".join(f"{r['file']}: " + ", ".join(f"{t['label']} {t['probability']:.3f}" for t in r["top"])
-                     for r in results)
+    """One line per input: its top classes, its embedding's size, its outputs' shapes, or its error."""
+    def line(r: dict[str, Any]) -> str:
+        if "error" in r:
+            return f"error: {r['error']}"
+        if "top" in r:
+            return ", ".join(f"{t['label']} {t['probability']:.3f}" for t in r["top"])
+        if "embedding" in r:
+            norm = float(np.linalg.norm(r["embedding"]))
+            return f"embedding of {len(r['embedding'])} values, norm {norm:.4f}, {len(r['input_ids'])} tokens"
+        return ", ".join(f"{name} {list(np.shape(value))}" for name, value in r["outputs"].items())
+
+    return "\n".join(f"{r['input']}: {line(r)}" for r in results)

@@ -123,7 +123,10 @@ class StageCache:
         return self.root / stage / key
 
     def lookup(self, stage: str, key: str, outputs: tuple[str, ...]) -> Lookup:
-        """The entry if every output is there with the hash recorded at commit; marks it used."""
+        """The entry if every output is there with the hash recorded at commit; marks it used. A
+        cache not yet made is a miss, and is not made here."""
+        if not self.root.exists():
+            return Lookup(None)
         self.prepare()
         entry = self.entry(stage, key)
         if not entry.is_dir():

@@ -44,11 +44,14 @@ def run_stages(stages: Sequence[Stage], cache_dir: Path, force: bool = False, pr
     for stage in stages:
         stage.check()
     cache = StageCache(cache_dir)
+    keys = _CacheKeys(cache, library_versions())
+    line, verified = _plan(stages, dict(provided or {}), keys, force)
+    if len(verified) < len(stages):  # something will run: its inputs are read first, before the cache is written
+        for stage in stages:
+            stage.check_inputs()
     removed = cache.prepare()
     if removed:
         progress(f"removed {len(removed)} staging folder(s) left in the cache by an interrupted run")
-    keys = _CacheKeys(cache, library_versions())
-    line, verified = _plan(stages, dict(provided or {}), keys, force)
     progress(line)
     run = PipelineRun(artifacts=dict(provided or {}))
     for index, stage in enumerate(stages, 1):

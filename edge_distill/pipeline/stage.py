@@ -28,6 +28,11 @@ class Stage:
         """Raise a typed error for settings this stage cannot run with; called for every planned
         stage before any stage runs, so a mistake costs no training. Cheap: no heavy imports."""
 
+    def check_inputs(self) -> None:
+        """Read the user's inputs far enough to refuse bad ones in one line (a model ONNX Runtime
+        cannot load, samples of the wrong shape); called only when some stage will run, before
+        anything is written, so a bad input leaves no cache behind and a no-op rerun reads nothing."""
+
     def external_files(self) -> Mapping[str, Path]:
         """User files outside the pipeline (data, models, teacher folders, factory sources) that
         affect the outputs: hashed into the cache key."""

@@ -8,9 +8,8 @@ import onnxruntime as ort
 import pytest
 from PIL import Image
 
-from edge_distill.bundle.predict import predict_files
+from edge_distill.bundle.predict import predict_inputs
 from edge_distill.bundle.reader import normalize
-from edge_distill.errors import InputFileError
 from tests import handmade
 from tests.test_cli import assert_user_error, invoke
 
@@ -34,7 +33,7 @@ def image_bundle(tmp_path):
 def test_an_image_file_is_decoded_resized_and_normalized_as_documented(image_bundle, tmp_path):
     pixels = np.random.default_rng(0).integers(0, 255, (16, 16, 3)).astype(np.uint8)
     Image.fromarray(pixels).save(tmp_path / "frame.png")
-    (result,) = predict_files(image_bundle, [tmp_path / "frame.png"], top=2)
+    (result,) = predict_inputs(image_bundle, [str(tmp_path / "frame.png")], top=2)
     # The same steps by hand: luma, bilinear 16x16 -> 8x8, the formula, the model.
     gray = Image.fromarray(pixels).convert("L").resize((8, 8), Image.Resampling.BILINEAR)
     x = ((np.asarray(gray, np.float32) / 255 - 0.5) / 0.25)[None, None]
@@ -62,8 +61,8 @@ def test_an_image_for_a_bundle_whose_raw_input_is_not_an_image_file(tmp_path):
     manifest = json.loads((bundle / "manifest.json").read_text())
     (bundle / "manifest.json").write_text(json.dumps({**manifest, "preprocessing": PRE}))  # and no raw_input
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "a.png")
-    with pytest.raises(InputFileError, match="this bundle's raw input is not stated"):
-        predict_files(bundle, [tmp_path / "a.png"])
+    (result,) = predict_inputs(bundle, [str(tmp_path / "a.png")])
+    assert "this bundle's raw input is not stated" in result["error"]
 
 
 @pytest.mark.slow
@@ -87,7 +86,7 @@ def test_test_images_through_predict_match_the_models_test_inputs(tmp_path):
                 files += [path] if split == "test" else []
     run = build(tiny_config(f"data.source='{tmp_path / 'data'}'", "data.image_size=[8, 8]"), tmp_path / "dist",
                 tmp_path / "cache")
-    results = predict_files(tmp_path / "dist", files)  # the test split's files, in the split's order
+    results = predict_inputs(tmp_path / "dist", [str(f) for f in files])  # the test split's files, in the split's order
     x_test = Dataset.load(run.artifacts["dataset.npz"]).x["test"]
     (expected,) = run_onnx(tmp_path / "dist" / "model.onnx", x_test).values()
     np.testing.assert_allclose([r["logits"] for r in results], expected, atol=1e-4)
@@ -125,7 +124,7 @@ def test_real_handwritten_digits_from_a_package_build_verify_and_predict(tmp_pat
     assert manifest["training"]["data"]["split_sizes"]["test"] == 100  # the package's files, as split
     assert manifest["raw_input"]["height_width"] == [28, 28] and manifest["raw_input"]["dtype"] == "uint8"
     assert all(check.passed for check in verify_bundle(tmp_path / "dist"))
-    results = predict_files(tmp_path / "dist", [path for path, _ in test_files])
+    results = predict_inputs(tmp_path / "dist", [str(path) for path, _ in test_files])
     right = sum(r["top"][0]["label"] == label for r, (_, label) in zip(results, test_files))
     shipped = next(m for m in manifest["metrics"] if m["variant"] == manifest["model"]["variant"])
     assert right / len(test_files) == pytest.approx(shipped["accuracy"])  # the files give the build's own figure

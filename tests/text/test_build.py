@@ -59,6 +59,22 @@ def test_a_text_bundle_verifies_and_a_rebuild_reads_the_cache(built):
     assert report["golden_within_tolerance"] and report["threads"] == 2 and report["latency_ms"]["p50"] > 0
 
 
+def test_predict_on_strings_gives_the_golden_ids_and_embeddings(built):
+    from edge_distill.bundle.reader import Bundle
+
+    bundle = built[2]
+    golden_text = json.loads((bundle / "golden_text.json").read_text())
+    result = invoke("predict", str(bundle), *golden_text["texts"], "", "--json")
+    count = len(golden_text["texts"]) + 1
+    assert result.exit_code == 3 and f"1 of {count} input(s) could not be predicted; the first: an empty text" in result.stderr
+    *predictions, empty = json.loads(result.stdout)["predictions"]
+    assert "error" in empty and [p["input_ids"] for p in predictions] == golden_text["input_ids"]
+    opened = Bundle.open_checked(bundle)
+    expected, atol = opened.golden()["output:sentence_embedding"][:, 0], opened.manifest["golden"]["tolerance"]["atol"]
+    # Unpadded here, padded with a mask of zeros in the golden vectors: the same embedding.
+    np.testing.assert_allclose([p["embedding"] for p in predictions], expected, atol=atol["sentence_embedding"])
+
+
 # The JavaScript tokenizer and runtime, as a web or Node app has them.
 needs_node_tokenizers = pytest.mark.skipif(
     not (NODE_DIR / "node_modules" / "@huggingface" / "tokenizers").is_dir() or shutil.which("node") is None,

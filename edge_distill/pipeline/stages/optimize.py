@@ -28,17 +28,27 @@ class OptimizeSimplify(_OptimizeStage):
     outputs = ("fp32.onnx", "simplify.json")
 
     def params(self):
-        return {"shapes": self.settings.sample_params()["shapes"], "time_limit_s": self.settings.config.benchmark.time_limit_s}
+        return {"shapes": self.settings.sample_params()["shapes"]}
 
-    def run(self, inputs, out, progress):
-        from edge_distill.export.simplify import simplified_or_source
+    def check_inputs(self):
+        """The model loads, every sample fits its inputs, and the first runs through the model as
+        given, so its failures name it, not a work copy later."""
+        from edge_distill.files import regular_file
         from edge_distill.sessions import open_session, run_session
 
         s = self.settings
+        for key, path in self.external_files().items():
+            if not path.is_dir():
+                regular_file(path, key)
         samples = load_samples(s)
-        # One sample through the model as given, so its failures name it, not a work copy later.
         run_session(open_session(s.model, str(s.model)), samples.held_out[0],
                     f"{s.model} on the first sample of {s.calibration}", s.config.benchmark.time_limit_s)
+
+    def run(self, inputs, out, progress):
+        from edge_distill.export.simplify import simplified_or_source
+
+        s = self.settings
+        samples = load_samples(s)
         progress(f"{s.model.name}: {len(samples.inputs)} input(s) "
                  + ", ".join(f"{t.name} {t.dtype} {'x'.join(map(str, samples.fixed[t.name])) or 'scalar'}"
                              for t in samples.inputs)
