@@ -2,6 +2,7 @@
 (model, golden vectors, tokenization), a no-op rebuild from the cache, and one-line errors."""
 
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 from edge_distill.bundle.verify import verify_bundle
 from tests.bundle.test_verify import NODE_DIR
 from tests.test_cli import invoke
+from tests.test_current_folder import run_in
 from tests.text.conftest import SENTENCES
 
 
@@ -30,8 +32,16 @@ def built(tiny_bert, tmp_path_factory):
     args = ["text", "--teacher-folder", str(tiny_bert), "--text", str(passages(folder)), "--layers", "2",
             "--epochs", "1", "--max-length", "32", "--profile", "rpi4", "--cache-dir", str(folder / "cache"),
             "--out", str(folder / "b")]
-    result = invoke(*args, "--json")
+    here = folder / "here"  # the user's current folder: left as it was
+    here.mkdir()
+    previous = Path.cwd()
+    os.chdir(here)
+    try:
+        result = invoke(*args, "--json")
+    finally:
+        os.chdir(previous)
     assert result.exit_code == 0, result.output
+    assert not list(here.iterdir())
     return args, json.loads(result.stdout), folder / "b"
 
 
@@ -51,8 +61,8 @@ def test_a_text_bundle_verifies_and_a_rebuild_reads_the_cache(built):
     assert all(c.passed for c in checks.values()) and "golden tokenization" in checks
     written = (bundle / "manifest.json").read_text()  # names and hashes travel, this machine's paths do not
     assert str(bundle.parent) not in written and manifest["teacher"]["folder"] == Path(args[2]).name
-    again = invoke(*args)
-    assert again.exit_code == 0 and "plan: all 3 stage(s) cached" in again.stderr  # teacher outputs, student, bundle
+    again = run_in(bundle.parent / "again", *args)  # a new process, as a user reruns it
+    assert "plan: all 3 stage(s) cached" in again.stderr and "torch not imported" in again.stderr
     from edge_distill.device.remote import bench_bundle
 
     report = bench_bundle(bundle, None, overrides={"min_seconds": 0.05, "timed_runs": 5})
