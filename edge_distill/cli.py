@@ -32,6 +32,7 @@ class ErrorRenderingGroup(click.Group):
             raise
         except (EdgeDistillError, OSError, MemoryError) as e:
             if ctx.params.get("debug"):
+                _show_causes(e)
                 raise
             error = _as_user_error(e)
             if ctx.meta.get(JSON_KEY):
@@ -41,6 +42,16 @@ class ErrorRenderingGroup(click.Group):
             if error.hint:
                 click.echo(f"Hint: {error.hint}", err=True)
             ctx.exit(error.exit_code)
+
+
+def _show_causes(error: BaseException) -> None:
+    """With --debug, the traceback shows what went wrong inside a library too: user errors are
+    raised `from None` for their one line, which hides that exception from the traceback."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        error.__suppress_context__ = False
+        error = error.__cause__ or error.__context__
 
 
 def _as_user_error(error: Exception) -> EdgeDistillError:
@@ -226,6 +237,10 @@ def _load_config(profile, config_file, overrides, data, teacher, teacher_checkpo
 @click.option("--debug", is_flag=True, help="Show the full traceback on errors.")
 def main(debug: bool) -> None:
     """Distill a teacher into a small int8 ONNX model for a device, and measure it."""
+    if debug:  # ONNX Runtime's own warnings shown (device.runner.create_session), in worker processes too
+        import os
+
+        os.environ["EDGE_DISTILL_DEBUG"] = "1"
 
 
 @main.command()

@@ -8,6 +8,7 @@ Low module: errors and, when called, onnxruntime and device/runner (numpy + onnx
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -45,20 +46,18 @@ def first_line(error: BaseException, limit: int = 300) -> str:
     return text[:limit]
 
 
-def open_session(model: Path, what: str = "", providers: list | None = None, threads: int | None = None):
-    """An onnxruntime session on `model` (CPU unless `providers`; its intra-op threads pinned when
-    given), or a ModelError naming it."""
+def open_session(model: Path | bytes, what: str = "", providers: list | None = None, threads: int | None = None,
+                 config: dict[str, str] | None = None):
+    """device.runner.create_session (CPU unless `providers`; threads pinned when given; its warnings
+    quiet unless --debug), or a ModelError naming the model (`what`)."""
     import onnxruntime as ort
 
-    ort.set_default_logger_severity(4)  # its own error lines would repeat, unformatted, what the ModelError says
-    options = ort.SessionOptions()
-    if threads is not None:
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-    options.log_severity_level = 3  # onnxruntime's own warnings are not the user's errors
+    from edge_distill.device.runner import create_session
+
+    # Its own error lines would repeat, unformatted, what the ModelError says.
+    ort.set_default_logger_severity(2 if os.environ.get("EDGE_DISTILL_DEBUG") else 4)
     with onnxruntime_errors(f"{what or model}: ONNX Runtime cannot load it"):
-        return ort.InferenceSession(str(model), sess_options=options,
-                                    providers=providers or ["CPUExecutionProvider"])
+        return create_session(model, providers, threads, require_first=False, config=config)
 
 
 def run_session(session, feed: dict, what: str, time_limit_s: float | None = None,

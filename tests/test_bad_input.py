@@ -143,7 +143,7 @@ CASES = [
     ("verify-string-schema", "verify {w}/bundles/string-schema", 3, ["schema_version must be a positive integer, got '1'"]),
     ("verify-newer-schema", "verify {w}/bundles/newer-schema", 3, ["schema_version 99 is newer", "upgrade"]),
     ("verify-golden-json-garbage", "verify {w}/bundles/golden-garbage", 3, ["golden.json: not valid JSON"]),
-    ("verify-unloadable-model", "verify {w}/bundles/unloadable", 1, ["FAIL  model loads", "onnxruntime cannot load model.onnx"]),
+    ("verify-unloadable-model", "verify {w}/bundles/unloadable", 1, ["FAIL  model loads", "model.onnx: ONNX Runtime cannot load it"]),
     ("verify-model-not-protobuf", "verify {w}/bundles/not-protobuf", 1, ["FAIL  model loads", "not an ONNX protobuf"]),
     ("verify-unlisted-file", "verify {w}/bundles/stray-library", 1, ["FAIL  no unlisted files", "libextra.so"]),
     # estimate: concrete, positive shapes

@@ -100,9 +100,33 @@ def test_cuda_profile_without_cuda_fails_before_any_work(tmp_path):
     assert not (tmp_path / "c").exists() and not (tmp_path / "out").exists()
 
 
-def test_debug_shows_the_traceback(tmp_path):
+def test_debug_shows_the_traceback(tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGE_DISTILL_DEBUG", "")  # main sets it for --debug; monkeypatch restores it after
     with pytest.raises(Exception, match="unknown profile"):
         invoke("--debug", "profiles", "show", "nope")
+
+
+def test_debug_shows_the_library_exception_behind_a_one_line_error(tmp_path, monkeypatch):
+    import onnx
+    from onnx import TensorProto, helper
+
+    from edge_distill.errors import ModelError
+
+    monkeypatch.setenv("EDGE_DISTILL_DEBUG", "")  # main sets it for --debug; monkeypatch restores it after
+    graph = helper.make_graph([helper.make_node("Mystery", ["x"], ["y"], domain="com.example")], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)]),
+              str(tmp_path / "custom.onnx"))
+    np.savez(tmp_path / "x.npz", x=np.zeros((4, 1, 4), np.float32))
+    args = ["optimize", str(tmp_path / "custom.onnx"), "-p", "x86-avx512", "--calibration", str(tmp_path / "x.npz"),
+            "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache")]
+    assert_user_error(invoke(*args), 4, "custom.onnx: ONNX Runtime cannot load it")
+    with pytest.raises(ModelError) as raised:
+        invoke("--debug", *args)
+    # onnxruntime's own exception, shown in the traceback under the one-line error
+    assert raised.value.__cause__ is not None or not raised.value.__suppress_context__
+    assert "Mystery" in str(raised.value.__cause__ or raised.value.__context__)
 
 
 @pytest.mark.slow

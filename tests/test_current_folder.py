@@ -49,7 +49,9 @@ def test_a_no_op_optimize_reads_every_stage_from_the_cache_without_torch(tmp_pat
     samples = handmade.three_input_samples(tmp_path / "samples.npz")
     args = ["optimize", str(model), "-p", "x86-avx512", "--calibration", str(samples), "--out", str(tmp_path / "b"),
             "--cache-dir", str(tmp_path / "cache"), "--set", "quantize.search_min_seconds=0.05", "--json"]
-    first = json.loads(invoke(*args).stdout)
+    result = invoke(*args)
+    assert result.exit_code == 0, result.output
+    first = json.loads(result.stdout)
     done = run_in(tmp_path / "here", *args)
     assert "plan: all 4 stage(s) cached" in done.stderr and "torch not imported" in done.stderr
     again = json.loads(done.stdout)

@@ -32,13 +32,13 @@ def verify_bundle(path: Path, providers: list[str] | None = None) -> list[Check]
     checks = integrity_checks(path, bundle.manifest, bundle.model_path)
     if not all(c.passed for c in checks):
         return checks  # never run a model whose bytes are not vouched for
-    import onnxruntime as ort
+    from edge_distill.errors import ModelError
+    from edge_distill.sessions import open_session
 
     try:
-        session = ort.InferenceSession(str(bundle.model_path), providers=providers or ["CPUExecutionProvider"])
-    except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph/...: all mean "cannot load"
-        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        return [*checks, Check("model loads", False, f"onnxruntime cannot load {bundle.model_path.name}: {first_line[:300]}")]
+        session = open_session(bundle.model_path, bundle.model_path.name, providers)
+    except ModelError as e:
+        return [*checks, Check("model loads", False, e.message[:400])]
     checks += check_spec(session, bundle.manifest)
     if all(c.passed for c in checks):  # golden inputs fit only the model the manifest describes
         checks += check_golden(bundle, session)

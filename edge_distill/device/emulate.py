@@ -137,21 +137,17 @@ def verify_emulated(bundle: Path, root: Path | None = None) -> dict:
     """The bundle's golden inputs on aarch64 vs the model's reference arithmetic on this host (QDQ in
     float), for every kind of bundle: each output within the golden tolerance, and for a
     classifier's logits the same top-1."""
-    import onnxruntime as ort
-
     from edge_distill.bundle.reader import Bundle
-    from edge_distill.device.runner import golden_feeds, run_feeds
+    from edge_distill.device.runner import create_session, golden_feeds, run_feeds
 
     opened = Bundle.open_checked(bundle)
     manifest, golden, model = opened.manifest, opened.golden(), opened.model_path
     device = opened.section("profile", "device")
     cpu = device["cpu"] if isinstance(device, dict) and device.get("arch") == "aarch64" else "Cortex-A72"
-    options = ort.SessionOptions()
     # The model's own arithmetic, QDQ computed in float, is what aarch64's exact int8 kernels reproduce.
     # This host's int8 kernels are no reference: x86-64 without VNNI sums u8 x s8 pairs in saturating
     # int16 (MLAS's AVX2 path), off by up to 0.08 on the tiny bundle where aarch64 is off by 0.
-    options.add_session_config_entry("session.disable_quant_qdq", "1")
-    session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+    session = create_session(model, config={"session.disable_quant_qdq": "1"})
     if manifest["golden"].get("kind") == "io":  # any inputs and outputs: optimize and text bundles
         feeds, _ = golden_feeds(golden)
         inputs = {key: value for key, value in golden.items() if key.startswith("input:")}

@@ -56,15 +56,29 @@ class TimeLimit:
             self._timer.cancel()
 
 
-def create_session(model: Path, providers: list, threads: int, require_first: bool = True) -> ort.InferenceSession:
-    """A session pinned to `threads` intra-op threads. `providers` as onnxruntime takes them: names
-    or (name, options) pairs. Unless `require_first` is off, a session that fell back from the first
-    provider is an error: its figures would not be that provider's."""
+def create_session(model: Path | bytes, providers: list | None = None, threads: int | None = None,
+                   require_first: bool = True, config: dict[str, str] | None = None,
+                   optimized_to: Path | None = None) -> ort.InferenceSession:
+    """Every onnxruntime session edge-distill opens, here or on a device: all graph optimizations;
+    intra-op threads pinned to `threads` where given (one inter-op thread); onnxruntime's own
+    warnings quiet unless EDGE_DISTILL_DEBUG is set (`--debug`); session `config` entries (e.g.
+    session.disable_quant_qdq); the optimized graph written to `optimized_to` where given.
+    `providers` as onnxruntime takes them: names or (name, options) pairs, the CPU by default.
+    Unless `require_first` is off, a session that fell back from the first provider is an error:
+    its figures would not be that provider's."""
+    providers = providers or ["CPUExecutionProvider"]
     options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
+    if threads is not None:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    session = ort.InferenceSession(str(model), sess_options=options, providers=providers)
+    options.log_severity_level = 2 if os.environ.get("EDGE_DISTILL_DEBUG") else 3
+    for key, value in (config or {}).items():
+        options.add_session_config_entry(key, value)
+    if optimized_to is not None:
+        options.optimized_model_filepath = str(optimized_to)
+    session = ort.InferenceSession(model if isinstance(model, bytes) else str(model), sess_options=options,
+                                   providers=providers)
     first = providers[0] if isinstance(providers[0], str) else providers[0][0]
     if require_first and session.get_providers()[0] != first:
         raise RuntimeError(f"{first} was asked for but the session runs on {session.get_providers()[0]}")
@@ -393,7 +407,7 @@ def _run(args, parser) -> int:
         return 2
     providers = [args.provider]
     golden = inputs = None
-    probe = ort.InferenceSession(str(args.models[0]), providers=["CPUExecutionProvider"])
+    probe = create_session(args.models[0])
     if args.inputs and args.inputs.suffix == ".npz":
         with np.load(args.inputs, allow_pickle=False) as f:
             golden = golden_feeds({name: f[name] for name in f.files})

@@ -201,10 +201,10 @@ def _only_weights_unpickled():
 
 
 def _onnx_teacher(path: Path, name: str, input_shape: tuple[int, ...], prepare: nn.Module | None = None) -> Teacher:
-    import onnxruntime as ort
+    from edge_distill.device.runner import create_session
 
     try:
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        session = create_session(path)
     except Exception as e:
         raise InputFileError(f"{name}: {path} is not a loadable ONNX model ({describe(e)})") from None
     inputs = session.get_inputs()

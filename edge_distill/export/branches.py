@@ -43,7 +43,7 @@ def quantize_branches(int8: Path, feeds: list[dict], quantize: Callable[[Path, l
     """Quantize, in place in `int8`, the branches of its top-level Ifs that hold compute and that
     `feeds` take; `quantize(model, branch_feeds, dst)` applies the recipe. Failures are noted and
     leave the branch in float."""
-    import onnxruntime as ort
+    from edge_distill.device.runner import create_session
 
     model = onnx.load(str(int8))
     ifs = [node for node in model.graph.node if node.op_type == "If"
@@ -66,7 +66,7 @@ def quantize_branches(int8: Path, feeds: list[dict], quantize: Callable[[Path, l
     probe.CopyFrom(model)
     declared = {o.name for o in probe.graph.output}
     probe.graph.output.extend(outer[name] for name in needed if name not in declared)
-    session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    session = create_session(probe.SerializeToString())
     seen = [dict(zip(needed, session.run(needed, feed))) for feed in feeds]
     done = []
     for node in ifs:
@@ -95,7 +95,7 @@ def quantize_branches(int8: Path, feeds: list[dict], quantize: Callable[[Path, l
                 ordered_nodes(quantized), attribute.g.name, [], list(attribute.g.output),
                 [t for t in quantized.initializer if t.name not in outer_weights]))
             try:  # the model with this branch put back still loads
-                ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+                create_session(model.SerializeToString())
             except Exception as e:
                 attribute.g.CopyFrom(before)
                 notes.append(f"{where} kept in float: ONNX Runtime cannot load it quantized ({describe(e, 200)})")

@@ -114,9 +114,9 @@ def quantize_feeds(prepared: Path, feeds: list[dict], config: BuildConfig, per_c
     branches the samples take included (export/branches.py). Extra options ONNX Runtime needed
     (export/quantize.quantize_static_retrying) are noted."""
     import onnx
-    import onnxruntime as ort
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType
 
+    from edge_distill.device.runner import create_session
     from edge_distill.export.branches import quantize_branches
     from edge_distill.export.onnx_io import quiet_libraries
     from edge_distill.export.quantize import FeedReader, count_ops, quantize_static_retrying
@@ -145,7 +145,7 @@ def quantize_feeds(prepared: Path, feeds: list[dict], config: BuildConfig, per_c
     extra = recipe(prepared, feeds, dst, [*q.exclude_nodes, *keep_in_float])
     quantize_branches(dst, feeds, recipe, dst.parent, notes)
     try:
-        ort.InferenceSession(str(dst), providers=["CPUExecutionProvider"])
+        create_session(dst)
     except Exception as e:
         raise QuantizeError(f"ONNX Runtime cannot load the int8 model it made from {prepared.name}: {describe(e, 2000)}",
                             "try --set quantize.per_channel=false, or --set quantize.format=QOperator") from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import logging
 import shutil
 import tempfile
@@ -13,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 
 from edge_distill.errors import ExportParityError, InputFileError, describe
 from edge_distill.files import regular_file
@@ -27,15 +27,21 @@ def quiet_libraries(scratch_in: Path | None = None) -> Iterator[io.StringIO]:
     into the current folder (sym_shape_infer_temp.onnx and UUID-named .data files when its shape
     inference is incomplete), which is the user's."""
     chatter = io.StringIO()
+    quiet = not os.environ.get("EDGE_DISTILL_DEBUG")  # --debug: the libraries speak for themselves
     loggers = [logging.getLogger(), logging.getLogger("torch.onnx"), logging.getLogger("onnxscript")]
     levels = [logger.level for logger in loggers]
     for logger in loggers:
-        logger.setLevel(logging.ERROR)
+        logger.setLevel(logging.ERROR if quiet else logger.level)
     scratch = Path(tempfile.mkdtemp(prefix=".scratch-", dir=scratch_in)) if scratch_in is not None else None
     try:
-        with contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter), warnings.catch_warnings(), \
-                (contextlib.chdir(scratch) if scratch else contextlib.nullcontext()):
-            warnings.simplefilter("ignore")
+        with contextlib.ExitStack() as stack:
+            if quiet:
+                stack.enter_context(contextlib.redirect_stdout(chatter))
+                stack.enter_context(contextlib.redirect_stderr(chatter))
+                stack.enter_context(warnings.catch_warnings())
+                warnings.simplefilter("ignore")
+            if scratch is not None:
+                stack.enter_context(contextlib.chdir(scratch))
             yield chatter
     finally:
         for logger, level in zip(loggers, levels):
@@ -58,9 +64,9 @@ def load_onnx(path: Path) -> onnx.ModelProto:
 def run_onnx(path: Path, x, batch_size: int = 256) -> dict[str, np.ndarray]:
     """All outputs on the CPU provider: of a single-input model on samples `x`, batched; or of any
     model on one feed `x` ({input name: array})."""
-    from edge_distill.device.runner import run_batched
+    from edge_distill.device.runner import create_session, run_batched
 
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = create_session(path)
     if isinstance(x, dict):
         return dict(zip([o.name for o in session.get_outputs()], session.run(None, x)))
     return run_batched(session, x, batch_size)

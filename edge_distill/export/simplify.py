@@ -46,8 +46,6 @@ def simplify_onnx(src: Path, dst: Path, x: np.ndarray | dict[str, np.ndarray], a
 def simplified_or_source(model_path: Path, feed: dict[str, np.ndarray], dst: Path, notes: list[str],
                          progress: Callable[[str], None]) -> Path:
     """onnxsim's model, checked on a real sample; the model as given where onnxsim fails on it."""
-    from edge_distill.export.simplify import simplify_onnx
-
     progress("simplifying with onnxsim")
     try:
         report = simplify_onnx(model_path, dst, feed, atol=1e-4, rtol=1e-3)

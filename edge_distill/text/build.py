@@ -323,13 +323,10 @@ def _quality(data: TextData, outputs: np.ndarray, teacher: np.ndarray) -> dict[s
 def onnx_outputs(path: Path, tokenizer, texts: list[str], threads: int) -> np.ndarray:
     """The model's output (embeddings or logits) by ONNX Runtime, one text at a time and unpadded,
     as an app runs it."""
-    import onnxruntime as ort
-
+    from edge_distill.sessions import open_session
     from edge_distill.text.teacher import batch_ids
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    session = open_session(path, threads=threads)
     rows = []
     for text in texts:
         ids, mask = batch_ids(tokenizer, [text])

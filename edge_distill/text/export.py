@@ -68,11 +68,12 @@ def check_text_parity(model, pooling: Pooling | None, tokenizer, path: Path, tex
                       ) -> dict[str, float]:
     """Max abs difference between ONNX Runtime and PyTorch on `texts` cut at two lengths (16
     tokens and the tokenizer's own cut), batched with padding: {"16": d, "full": d}."""
-    import onnxruntime as ort
     import torch
 
+    from edge_distill.sessions import open_session
+
     encoder = sentence_encoder(model, pooling)
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = open_session(path)
     report = {}
     for label, cut in (("16", 16), ("full", None)):
         ids, mask = batch_ids(tokenizer, texts)
