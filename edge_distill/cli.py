@@ -511,7 +511,7 @@ def estimate(model: Path, profile: str, batch: int, shapes: tuple[str, ...], mea
              calibration: Path | None, as_json: bool, **settings) -> None:
     """Roofline latency estimate of MODEL.onnx for a device, per node and in total."""
     from edge_distill.config import Setting, load_config
-    from edge_distill.export.model_io import parse_shape
+    from edge_distill.onnx_model import parse_shape
     from edge_distill.measure.estimate import estimate_model, estimate_table
 
     flags = {field: flag for flag, field, _, _ in BENCHMARK_FLAGS}
@@ -562,7 +562,7 @@ def optimize(model: Path, profile: str, calibration: Path, shapes: tuple[str, ..
     architecture. The fastest within budget ships, with its thread count.
     """
     from edge_distill.config import Setting, load_config
-    from edge_distill.export.model_io import parse_shape
+    from edge_distill.onnx_model import parse_shape
     from edge_distill.pipeline.optimize import optimize_model, render_summary
 
     flags = {field: flag for flag, field, _, _ in BENCHMARK_FLAGS}

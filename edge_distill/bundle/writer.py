@@ -458,8 +458,8 @@ def io_manifest(config: BuildConfig, source: Path, model: Path, fixed: dict[str,
     the shipped thread count), the thread count to run it with, and the `decision` (precision, why,
     quantization, notes)."""
     from edge_distill.export.budget import default_opset
-    from edge_distill.export.model_io import model_tensors
-    from edge_distill.export.onnx_io import load_onnx
+    from edge_distill.onnx_model import model_tensors
+    from edge_distill.onnx_model import load_onnx
     from edge_distill.hashing import sha256
     from edge_distill.measure.harness import measurement_note
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_distill.errors import DataError
-from edge_distill.export.model_io import TensorSpec
+from edge_distill.onnx_model import TensorSpec
 from edge_distill.files import regular_file
 
 MAX_FILE_ARRAY_BYTES = 4 * 1024**3  # what one .npz may unpack to; a folder of files streams past it

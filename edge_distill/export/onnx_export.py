@@ -13,7 +13,8 @@ import torch
 from torch import nn
 
 from edge_distill.errors import ModelError, describe
-from edge_distill.export.onnx_io import compare_outputs, load_onnx, quiet_libraries, run_onnx
+from edge_distill.export.onnx_io import compare_outputs, quiet_libraries, run_onnx
+from edge_distill.onnx_model import load_onnx
 from edge_distill.models.loading import eval_mode
 
 INPUT_NAME = "input"

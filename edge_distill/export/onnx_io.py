@@ -13,10 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import onnx
 
-from edge_distill.errors import ExportParityError, InputFileError, describe
-from edge_distill.files import regular_file
+from edge_distill.errors import ExportParityError
 
 
 @contextlib.contextmanager
@@ -48,17 +46,6 @@ def quiet_libraries(scratch_in: Path | None = None) -> Iterator[io.StringIO]:
             logger.setLevel(level)
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
-
-
-def load_onnx(path: Path) -> onnx.ModelProto:
-    """Load and check an ONNX model; any failure names the file."""
-    regular_file(path)
-    try:
-        model = onnx.load(str(path))
-        onnx.checker.check_model(model)
-    except Exception as e:
-        raise InputFileError(f"{path}: not a valid ONNX model ({describe(e, 200)})", "re-export it with torch.onnx.export") from None
-    return model
 
 
 def run_onnx(path: Path, x, batch_size: int = 256) -> dict[str, np.ndarray]:

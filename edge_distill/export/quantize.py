@@ -30,7 +30,8 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from edge_distill.config import QuantizeConfig
 from edge_distill.errors import ConfigError, QuantizeError, describe
 from edge_distill.export.graphs import all_nodes, ordered_nodes
-from edge_distill.export.onnx_io import load_onnx, quiet_libraries
+from edge_distill.export.onnx_io import quiet_libraries
+from edge_distill.onnx_model import load_onnx
 from edge_distill.progress import progress_bar
 
 QUANT_OPS = ("QuantizeLinear", "DequantizeLinear")

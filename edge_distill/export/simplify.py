@@ -10,7 +10,8 @@ import onnx
 import onnxsim
 
 from edge_distill.errors import SimplifyError, describe
-from edge_distill.export.onnx_io import compare_outputs, load_onnx, quiet_libraries, run_onnx
+from edge_distill.export.onnx_io import compare_outputs, quiet_libraries, run_onnx
+from edge_distill.onnx_model import load_onnx
 
 
 def simplify_onnx(src: Path, dst: Path, x: np.ndarray | dict[str, np.ndarray], atol: float, rtol: float) -> dict:

@@ -27,7 +27,7 @@ from onnx import numpy_helper, shape_inference
 
 from edge_distill.config import BuildConfig, DeviceConfig
 from edge_distill.errors import ConfigError
-from edge_distill.export.model_io import fix_shapes, model_tensors
+from edge_distill.onnx_model import fix_shapes, model_tensors
 
 # Weight input index of the ops that carry weights, per op type.
 WEIGHT_INPUT = {"Conv": 1, "ConvTranspose": 1, "ConvInteger": 1, "QLinearConv": 3, "Gemm": 1, "MatMul": 1, "MatMulInteger": 1,
@@ -71,7 +71,7 @@ class NodeCost:
 
 
 def fix_input_shapes(model: onnx.ModelProto, batch: int, shapes: dict[str, tuple[int, ...]]) -> None:
-    """Make every input shape of `model` concrete, in place (export.model_io.fix_shapes: a symbolic
+    """Make every input shape of `model` concrete, in place (onnx_model.fix_shapes: a symbolic
     first axis becomes `batch`, any other symbolic size needs --shape)."""
     if batch < 1:
         raise ConfigError(f"batch {batch}: must be at least 1")
@@ -438,7 +438,7 @@ def estimate_model(model: Path, config: BuildConfig, batch: int = 1, shapes: dic
     also p50 measured here with the profile's benchmark settings, and measured / estimate. The
     measurement runs on the first sample of `calibration` (data/feeds.py) where given, else on
     zeros: a model that branches on an input's value (a sample rate) needs a real one."""
-    from edge_distill.export.onnx_io import load_onnx
+    from edge_distill.onnx_model import load_onnx
 
     load_onnx(model)  # a clear error for a file that is not a model
     result = estimate_latency(model, config.device, config.benchmark.threads, batch, shapes=shapes)

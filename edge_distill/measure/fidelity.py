@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edge_distill.export.model_io import TensorSpec
+from edge_distill.onnx_model import TensorSpec
 
 
 def output_fidelity(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray],

@@ -54,7 +54,7 @@ class OptimizeSettings:
 @dataclass(frozen=True)
 class Samples:
     """The model's declared tensors and the user's samples, split: calibration and held out."""
-    inputs: list  # export.model_io.TensorSpec
+    inputs: list  # onnx_model.TensorSpec
     outputs: list
     fixed: dict[str, tuple[int, ...]]  # every input's concrete shape
     calibrate_on: Sequence[dict]
@@ -67,8 +67,8 @@ def load_samples(settings: OptimizeSettings) -> Samples:
     held out), and the budget int8 is judged by (held-out labels included where given)."""
     from edge_distill.data.feeds import load_feeds, load_labels, split_feeds
     from edge_distill.export.budget import MAX_HELD_OUT, Budget, class_scores_output
-    from edge_distill.export.model_io import fix_shapes, model_tensors
-    from edge_distill.export.onnx_io import load_onnx
+    from edge_distill.onnx_model import fix_shapes, model_tensors
+    from edge_distill.onnx_model import load_onnx
 
     inputs, outputs = model_tensors(load_onnx(settings.model), str(settings.model))
     fixed = fix_shapes(inputs, settings.shapes, str(settings.model))

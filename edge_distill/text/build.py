@@ -373,8 +373,8 @@ def write_text_bundle(student: dict[str, Path], data: TextData, settings: TextBu
     from edge_distill.bundle.reader import SCHEMA_VERSION
     from edge_distill.bundle.writer import label_model, profile_section, write_io_golden, write_manifest
     from edge_distill.device.runner import describe_host
-    from edge_distill.export.model_io import model_tensors
-    from edge_distill.export.onnx_io import load_onnx
+    from edge_distill.onnx_model import model_tensors
+    from edge_distill.onnx_model import load_onnx
     from edge_distill.hashing import sha256
     from edge_distill.measure.harness import measurement_note
 

@@ -5,7 +5,8 @@ import torch
 
 from edge_distill.errors import ExportParityError, InputFileError, ModelError
 from edge_distill.export.onnx_export import check_export_parity, export_onnx
-from edge_distill.export.onnx_io import compare_outputs, load_onnx, run_onnx
+from edge_distill.export.onnx_io import compare_outputs, run_onnx
+from edge_distill.onnx_model import load_onnx
 from edge_distill.export.simplify import simplify_onnx
 from edge_distill.models.families import ConvNet
 

@@ -1,6 +1,6 @@
 import numpy as np
 
-from edge_distill.export.model_io import TensorSpec
+from edge_distill.onnx_model import TensorSpec
 from edge_distill.measure.fidelity import output_fidelity
 
 SCORES = TensorSpec("scores", "float32", ("batch", 5))

@@ -361,8 +361,8 @@ def test_samples_from_a_folder_of_npz_files_read_one_file_at_a_time(tmp_path, mo
     """A folder of .npz files: the same samples, in file order, as one file holding them all."""
     from edge_distill.data import feeds as feeds_module
     from edge_distill.data.feeds import FolderFeeds, load_feeds
-    from edge_distill.export.model_io import model_tensors
-    from edge_distill.export.onnx_io import load_onnx
+    from edge_distill.onnx_model import model_tensors
+    from edge_distill.onnx_model import load_onnx
 
     inputs, _ = model_tensors(load_onnx(handmade.three_input_model(tmp_path / "vad.onnx")), "vad.onnx")
     shapes = {"audio": (1, 16), "state": (1, 8), "sr": ()}

@@ -33,7 +33,7 @@ class ExportStage(ConfiguredStage):
         from edge_distill.data.dataset import Dataset
         from edge_distill.distill.teachers import WithInput, load_main_teacher, teacher_input
         from edge_distill.export.onnx_export import check_export_parity, export_onnx, prepend_onnx
-        from edge_distill.export.onnx_io import load_onnx
+        from edge_distill.onnx_model import load_onnx
         from edge_distill.models.loading import build_from_config, count_params
 
         cfg, seed = self.config.export, self.config.seed

@@ -1,20 +1,19 @@
-"""The inputs and outputs a user's ONNX model declares, and the concrete shapes it is run at.
-
-A model trained elsewhere has any number of inputs, float or integer, with symbolic dimensions
-(a name, '?', or -1 as Paddle's exporter writes). Calibration, measurement and golden vectors need
-concrete shapes: each symbolic dimension is fixed by `--shape NAME:1x3x48x192`, and one left
-unfixed is an error naming it.
+"""An ONNX model's declared tensors, below every package that reads models: loading a checked
+model, its inputs and outputs (TensorSpec), and concrete shapes for symbolic sizes (--shape).
+Low module: onnx, numpy, errors and files only.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import onnx
 
-from edge_distill.errors import ConfigError, InputFileError, ModelError
+from edge_distill.errors import ConfigError, InputFileError, ModelError, describe
+from edge_distill.files import regular_file
 
 
 @dataclass(frozen=True)
@@ -117,3 +116,14 @@ def fix_shapes(inputs: list[TensorSpec], shapes: dict[str, tuple[int, ...]], whe
                               "give the shape the model runs at (--shape NAME:DIMS)")
         fixed[tensor.name] = tuple(dims)
     return fixed
+
+
+def load_onnx(path: Path) -> onnx.ModelProto:
+    """Load and check an ONNX model; any failure names the file."""
+    regular_file(path)
+    try:
+        model = onnx.load(str(path))
+        onnx.checker.check_model(model)
+    except Exception as e:
+        raise InputFileError(f"{path}: not a valid ONNX model ({describe(e, 200)})", "re-export it with torch.onnx.export") from None
+    return model
