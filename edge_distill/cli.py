@@ -353,6 +353,8 @@ def sequence(out, text, steps, teacher_hidden, student_hidden, seed, cache_dir, 
                    "embeddings, 128 for classification).")
 @click.option("--epochs", type=click.IntRange(min=1), help="The student's training epochs (default: 3 for embeddings, 5 for "
               "classification).")
+@click.option("--fine-tune-epochs", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Classification from an encoder without a head: the teacher's fine-tuning epochs.")
 @click.option("--max-length", type=click.IntRange(min=2), default=128, show_default=True, help="Tokens per text, at most.")
 @click.option("--threads", type=click.IntRange(min=1),
               help="torch and ONNX Runtime threads (default: the profile's benchmark.threads, at most this host's "
@@ -369,18 +371,21 @@ def sequence(out, text, steps, teacher_hidden, student_hidden, seed, cache_dir, 
 @click.option("--ship-best-effort", is_flag=True, help="When no size meets the budgets, ship the closest.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 @json_option
-def text(task, teacher_folder, text, labeled, out, layers, embedding_rank, epochs, max_length, threads, profile,
+def text(task, teacher_folder, text, labeled, out, layers, embedding_rank, epochs, fine_tune_epochs, max_length, threads,
+         profile,
          cache_dir, force, max_latency_ms, min_quality, sweep_layers, ship_best_effort, quiet, as_json):
     """Distil a transformer (sentence embeddings or a classifier) into a small int8 ONNX model with its
     tokenizer, as a bundle."""
     from edge_distill.config import load_config
     from edge_distill.device.runner import usable_threads
-    from edge_distill.text.build import DEFAULT_TRAINING, TextBuildSettings, build_text_bundle, render_text_summary
+    from edge_distill.text.build import (DEFAULT_TRAINING, FINE_TUNE, TextBuildSettings, build_text_bundle,
+                                         render_text_summary)
 
     config = load_config(profile) if profile else None
     threads = threads or (usable_threads(config.benchmark.threads) if config else 2)
     settings = TextBuildSettings(task=task, teacher_folder=teacher_folder, text=text, labeled=labeled,
                                  max_length=max_length, layers=layers, embedding_rank=embedding_rank, profile=config,
+                                 fine_tune=dataclasses.replace(FINE_TUNE, epochs=fine_tune_epochs),
                                  distill=dataclasses.replace(DEFAULT_TRAINING[task], threads=threads,
                                                              epochs=epochs or DEFAULT_TRAINING[task].epochs))
     if max_latency_ms is None and min_quality is None:

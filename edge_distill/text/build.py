@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ DEFAULT_RANK = {"embedding": None, "classification": 128}
 # The student's training per task. A one-layer classifier keeps more of its teacher's accuracy with
 # more epochs than the embedding student needs (README, "Text classification").
 DEFAULT_TRAINING = {"embedding": TextTrainingSettings(), "classification": TextTrainingSettings(epochs=5)}
+FINE_TUNE = TextTrainingSettings(epochs=4, batch_size=16, learning_rate=1e-4)  # --fine-tune-epochs
 GOLDEN_COUNT = 8
 STUDENT_FILES = ("student_fp32.onnx", "student_int8.onnx", "tokenizer.json", "student.json")
 TEACHER_FILES = ("teacher/config.json", "teacher/model.safetensors", "teacher/tokenizer.json", "fine_tune.json")
@@ -56,8 +57,7 @@ class TextBuildSettings:
     min_token_count: int = 1
     embedding_rank: int | None = None  # factorize the student's word embeddings (text/student.py); 0: whole; None: DEFAULT_RANK
     distill: TextTrainingSettings | None = None  # None: DEFAULT_TRAINING[task]; its threads serve ONNX Runtime too
-    fine_tune: TextTrainingSettings = field(  # a classification teacher made here from an encoder
-        default_factory=lambda: TextTrainingSettings(epochs=4, batch_size=16, learning_rate=1e-4))
+    fine_tune: TextTrainingSettings = FINE_TUNE  # a classification teacher made here from an encoder
     benchmark_seconds: float = 1.0  # timed running per sequence length
     profile: BuildConfig | None = None  # the device: its sequence lengths and threads; None: any CPU
 

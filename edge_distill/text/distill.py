@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edge_distill.progress import progress_bar
 from edge_distill.text.teacher import Pooling, batch_ids, pool
 
 
@@ -61,17 +62,21 @@ def train_text_model(model, tokenizer, texts: list[str], loss_of: Callable, sett
     losses, started = [], time.perf_counter()
     for epoch in range(settings.epochs):
         total = 0.0
-        for number, batch in enumerate(rng.permutation(len(batches))):
-            rows = batches[batch]
-            ids, mask = (torch.from_numpy(a) for a in batch_ids(tokenizer, [texts[i] for i in rows]))
-            loss = loss_of(model, ids, mask, torch.as_tensor(rows))
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            total += loss.item() * len(rows)
-            if number % 50 == 0:
-                progress(f"epoch {epoch + 1}/{settings.epochs}, batch {number + 1}/{len(batches)}: loss {loss.item():.4f}")
+        # A bar on a terminal; else a line every 50 batches, so a slow epoch is never silent.
+        with progress_bar(progress, len(batches), f"epoch {epoch + 1}/{settings.epochs}") as bar:
+            for number, batch in enumerate(rng.permutation(len(batches))):
+                rows = batches[batch]
+                ids, mask = (torch.from_numpy(a) for a in batch_ids(tokenizer, [texts[i] for i in rows]))
+                loss = loss_of(model, ids, mask, torch.as_tensor(rows))
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                schedule.step()
+                total += loss.item() * len(rows)
+                bar.update(1, loss=f"{loss.item():.4f}")
+                if number % 50 == 0 and not bar.active:
+                    progress(f"epoch {epoch + 1}/{settings.epochs}, batch {number + 1}/{len(batches)}: "
+                             f"loss {loss.item():.4f}")
         losses.append(total / len(texts))
         progress(f"epoch {epoch + 1}/{settings.epochs}: mean loss {losses[-1]:.4f}")
     model.eval()

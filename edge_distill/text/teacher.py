@@ -161,8 +161,8 @@ def load_teacher(folder: Path, max_length: int = 128, classifier: bool = False,
                          "check config.json's model_type and that the weights file belongs to it") from None
     positions = getattr(model.config, "max_position_embeddings", max_length)
     if max_length > positions:
-        raise ConfigError(f"max_length {max_length}: the teacher has {positions} position embeddings",
-                          f"use a max_length of at most {positions}")
+        raise ConfigError(f"--max-length {max_length}: the teacher has {positions} position embeddings",
+                          f"use --max-length {positions} or less")
     tokenizer.enable_truncation(max_length)
     tokenizer.no_padding()
     return TextTeacher(folder, model, tokenizer, pooling, max_length)

@@ -127,7 +127,7 @@ def test_bad_text_input_is_one_line_and_writes_nothing(tiny_bert, tmp_path):
     assert result.exit_code != 0 and "not found" in result.output
     result = invoke("text", "--teacher-folder", str(tiny_bert), "--text", str(passages(tmp_path)), "--max-length", "65",
                     "--out", str(tmp_path / "b"), "--cache-dir", str(tmp_path / "cache"))
-    assert result.exit_code != 0 and "max_length 65: the teacher has 64 position embeddings" in result.output
+    assert result.exit_code != 0 and "--max-length 65: the teacher has 64 position embeddings" in result.output
     assert not (tmp_path / "b").exists()
 
 

@@ -35,7 +35,7 @@ def test_a_broken_teacher_folder_is_one_clear_error(tiny_bert, tmp_path, damage,
 
 
 def test_a_max_length_beyond_the_position_embeddings_is_refused(tiny_bert):
-    with pytest.raises(ConfigError, match="max_length 65: the teacher has 64 position embeddings"):
+    with pytest.raises(ConfigError, match="--max-length 65: the teacher has 64 position embeddings"):
         load_teacher(tiny_bert, max_length=65)
 
 
