@@ -1,5 +1,7 @@
-"""The library entry points behind `edge-distill build` and `edge-distill sequence`: one call from
-settings to a published output folder."""
+"""The library entry points behind the commands, one typed call each: `build_bundle`,
+`optimize_bundle`, `text_bundle` and `sequence_distillation` from settings to a published output
+folder (each a list of stages on pipeline/runner); `verify`, `predict` and `bench` on a bundle. The
+CLI parses flags into these arguments and renders what they return, nothing more."""
 
 from __future__ import annotations
 
@@ -39,6 +41,14 @@ def build_bundle(
         run, sweep = build_for_budget(config, out, cache_dir, force=force, progress=progress)
     else:
         run = build(config, out, cache_dir, force=force, progress=progress)
+    device = bench_on_devices(out, remotes, progress)
+    return BuildResult(run, json.loads((out / "manifest.json").read_text()), sweep, device)
+
+
+def bench_on_devices(out: Path, remotes=(), progress: Progress = log_progress) -> dict | None:
+    """A published bundle benchmarked on the devices given (device.remote.RemoteTarget's): one
+    device's report (its failure an error), or with several, one row per device (device.fleet; a
+    failed device is a row); written beside the bundle as device_benchmark.json. None without devices."""
     device = None
     if len(remotes) == 1:
         from edge_distill.device.remote import bench_bundle
@@ -54,7 +64,65 @@ def build_bundle(
         staged = out / ".device_benchmark.json.tmp"
         staged.write_text(json.dumps(device, indent=2) + "\n")
         staged.replace(out / "device_benchmark.json")
-    return BuildResult(run, json.loads((out / "manifest.json").read_text()), sweep, device)
+    return device
+
+
+def optimize_bundle(config: BuildConfig, model: Path, calibration: Path, out: Path, *, cache_dir: Path,
+                    shapes: dict[str, tuple[int, ...]] | None = None, min_snr_db: float = 20.0,
+                    labels: str | None = None, force: bool = False, progress: Progress = log_progress) -> dict:
+    """`edge-distill optimize`: an ONNX model made int8 within the budget, measured and published
+    at `out`; returns the manifest (with the stages' records under "steps")."""
+    from edge_distill.pipeline.optimize import optimize_model
+
+    return optimize_model(config, model, calibration, shapes or {}, out, min_snr_db, progress, labels,
+                          cache_dir=cache_dir, force=force)
+
+
+def text_bundle(settings, out: Path, *, cache_dir: Path, force: bool = False, remotes=(),
+                progress: Progress = log_progress) -> dict:
+    """`edge-distill text` (settings: text.build.TextBuildSettings): the student distilled, made
+    int8, judged and published at `out`, then benchmarked on the devices given; returns the manifest
+    (with "steps", and "device_benchmark" where devices were given)."""
+    from edge_distill.text.build import build_text_bundle
+
+    manifest = build_text_bundle(settings, out, cache_dir, force, progress)
+    device = bench_on_devices(out, remotes, progress)
+    return manifest | ({"device_benchmark": device} if device is not None else {})
+
+
+def verify(bundle: Path, emulate: str | None = None, progress: Progress = log_progress) -> list:
+    """The checks of a bundle (bundle.integrity.Check): files, model, golden outputs; with
+    `emulate="aarch64"` also the golden outputs on aarch64 onnxruntime under qemu."""
+    from edge_distill.bundle.verify import verify_bundle
+
+    checks = verify_bundle(bundle)
+    if emulate and all(c.passed for c in checks):
+        from edge_distill.device.emulate import emulated_check
+
+        progress("running the golden inputs on aarch64 onnxruntime under qemu")
+        checks.append(emulated_check(bundle))
+    return checks
+
+
+def predict(bundle: Path, inputs: list[str], top: int = 3) -> list[dict]:
+    """Reference outputs for raw inputs of any kind of bundle (bundle.predict.predict_inputs)."""
+    from edge_distill.bundle.predict import predict_inputs
+
+    return predict_inputs(bundle, inputs, top)
+
+
+def bench(bundle: Path, remotes=(), inventory: Path | None = None, overrides: dict | None = None,
+          connect_timeout: float = 10.0, command_timeout: float = 600.0, progress: Progress = log_progress) -> dict:
+    """A bundle's model timed with its profile's settings (`overrides` on top): here, on one
+    device, or on several in parallel (repeated remotes and/or an inventory file: one row each)."""
+    from edge_distill.device.fleet import Device, bench_fleet, read_inventory
+    from edge_distill.device.remote import bench_bundle
+
+    if inventory is None and len(remotes) <= 1:
+        return bench_bundle(bundle, (list(remotes) or [None])[0], progress=progress, overrides=overrides)
+    devices = [Device(target.destination, target) for target in remotes]
+    devices += read_inventory(inventory, connect_timeout, command_timeout) if inventory else []
+    return bench_fleet(bundle, devices, progress, overrides)
 
 
 def sequence_distillation(out: Path, settings, text: Path | None = None, progress: Progress = log_progress, *,

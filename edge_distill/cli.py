@@ -254,8 +254,6 @@ def build(cache_dir, force, as_json, quiet, out, max_latency_ms, min_accuracy, s
           remote_python, connect_timeout, command_timeout, **config_args):
     """Run every stage and write the bundle: model.onnx, manifest.json, golden vectors, README.md."""
     from edge_distill.api import build_bundle
-    from edge_distill.device.fleet import render_fleet
-    from edge_distill.device.remote import render_bench
     from edge_distill.bundle.writer import metrics_table
     from edge_distill.pipeline.sweep import sweep_table
 
@@ -280,13 +278,22 @@ def build(cache_dir, force, as_json, quiet, out, max_latency_ms, min_accuracy, s
                "device_benchmark": result.device}
     text = "\n".join([*([sweep_table(result.sweep), ""] if result.sweep else []),
                       metrics_table(metrics), "", measured_on,
-                      *([] if not result.device else [f"On the devices:\n{render_fleet(result.device)}"]
-                        if "devices" in result.device else [f"On the device: {render_bench(result.device)}"]),
+                      *_on_devices(result.device),
                       f"Bundle: {out}  ({seconds:.1f} s, {sum(s.cached for s in steps)}/{len(steps)} stages cached)"])
     _emit(payload, as_json, text)
     _warn(warnings)
     if result.device and "devices" in result.device:
         _exit_if_any_device_failed(result.device)
+
+
+def _on_devices(report: dict | None) -> list[str]:
+    """The device figures after a build's table: one device's, or a row per device."""
+    from edge_distill.device.fleet import render_fleet
+    from edge_distill.device.remote import render_bench
+
+    if not report:
+        return []
+    return [f"On the devices:\n{render_fleet(report)}" if "devices" in report else f"On the device: {render_bench(report)}"]
 
 
 def _stage_command(stage) -> click.Command:
@@ -370,16 +377,17 @@ def sequence(out, text, steps, teacher_hidden, student_hidden, seed, cache_dir, 
               help="Student layer counts the budget sweep builds.")
 @click.option("--ship-best-effort", is_flag=True, help="When no size meets the budgets, ship the closest.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+@remote_options(many=True)
 @json_option
 def text(task, teacher_folder, text, labeled, out, layers, embedding_rank, epochs, fine_tune_epochs, max_length, threads,
-         profile,
-         cache_dir, force, max_latency_ms, min_quality, sweep_layers, ship_best_effort, quiet, as_json):
+         profile, cache_dir, force, max_latency_ms, min_quality, sweep_layers, ship_best_effort, quiet, remote, ssh_config,
+         remote_python, connect_timeout, command_timeout, as_json):
     """Distil a transformer (sentence embeddings or a classifier) into a small int8 ONNX model with its
     tokenizer, as a bundle."""
     from edge_distill.config import load_config
     from edge_distill.device.runner import usable_threads
-    from edge_distill.text.build import (DEFAULT_TRAINING, FINE_TUNE, TextBuildSettings, build_text_bundle,
-                                         render_text_summary)
+    from edge_distill.api import text_bundle
+    from edge_distill.text.build import DEFAULT_TRAINING, FINE_TUNE, TextBuildSettings, render_text_summary
 
     config = load_config(profile) if profile else None
     threads = threads or (usable_threads(config.benchmark.threads) if config else 2)
@@ -388,11 +396,18 @@ def text(task, teacher_folder, text, labeled, out, layers, embedding_rank, epoch
                                  fine_tune=dataclasses.replace(FINE_TUNE, epochs=fine_tune_epochs),
                                  distill=dataclasses.replace(DEFAULT_TRAINING[task], threads=threads,
                                                              epochs=epochs or DEFAULT_TRAINING[task].epochs))
+    targets = _remote_targets(remote, ssh_config, remote_python, connect_timeout, command_timeout)
     if max_latency_ms is None and min_quality is None:
-        manifest = build_text_bundle(settings, out, cache_dir, force, progress=_progress(as_json, quiet))
-        _emit(manifest, as_json, render_text_summary(manifest, out))
+        manifest = text_bundle(settings, out, cache_dir=cache_dir, force=force, remotes=targets,
+                               progress=_progress(as_json, quiet))
+        _emit(manifest, as_json, "\n".join([render_text_summary(manifest, out), *_on_devices(manifest.get("device_benchmark"))]))
         _warn(manifest["warnings"])
+        if manifest.get("device_benchmark") and "devices" in manifest["device_benchmark"]:
+            _exit_if_any_device_failed(manifest["device_benchmark"])
         return
+    if targets:
+        raise ConfigError("--remote: a text budget sweep times its students here", "run edge-distill bench BUNDLE "
+                          "--remote HOST on the bundle it ships")
     from edge_distill.config import BudgetConfig
     from edge_distill.text.sweep import build_text_for_budget, text_sweep_table
 
@@ -417,14 +432,10 @@ def verify(bundle: Path, emulate: str | None, as_json: bool) -> None:
 
     Needs only numpy and onnxruntime: on a device, `python -m edge_distill.bundle.verify BUNDLE`.
     """
-    from edge_distill.bundle.verify import render, verify_bundle
+    from edge_distill.api import verify as verify_checks
+    from edge_distill.bundle.verify import render
 
-    checks = verify_bundle(bundle)
-    if emulate and all(c.passed for c in checks):
-        from edge_distill.device.emulate import emulated_check
-
-        _progress(as_json)("running the golden inputs on aarch64 onnxruntime under qemu")
-        checks.append(emulated_check(bundle))
+    checks = verify_checks(bundle, emulate, _progress(as_json))
     passed = all(c.passed for c in checks)
     _emit({"bundle": str(bundle), "passed": passed, "checks": [dataclasses.asdict(c) for c in checks]}, as_json,
           render(checks))
@@ -442,7 +453,8 @@ def predict(bundle: Path, inputs: tuple[str, ...], top: int, as_json: bool) -> N
     must reproduce for the same inputs. Image files or .npy samples for a `build` bundle, strings
     for a `text` bundle, .npz files of every input for an `optimize` bundle. Each input gets its
     result or its error; the exit status is non-zero when any failed."""
-    from edge_distill.bundle.predict import predict_inputs, render_predictions
+    from edge_distill.api import predict as predict_inputs
+    from edge_distill.bundle.predict import render_predictions
     from edge_distill.errors import InputFileError
 
     results = predict_inputs(bundle, list(inputs), top)
@@ -471,18 +483,16 @@ def bench(bundle, remote, ssh_config, remote_python, connect_timeout, command_ti
     and removed afterwards. Host keys must already be in known_hosts. Several devices (repeated
     --remote, or --devices FILE) are measured in parallel and shown one row each.
     """
-    from edge_distill.device.fleet import Device, bench_fleet, read_inventory, render_fleet
-    from edge_distill.device.remote import bench_bundle, render_bench
+    from edge_distill.api import bench as bench_bundle
+    from edge_distill.device.fleet import render_fleet
+    from edge_distill.device.remote import render_bench
 
     targets = _remote_targets(remote, ssh_config, remote_python, connect_timeout, command_timeout)
-    overrides, progress = _benchmark_overrides(settings), _progress(as_json)
-    if inventory is None and len(targets) <= 1:
-        report = bench_bundle(bundle, (targets or [None])[0], progress=progress, overrides=overrides)
+    report = bench_bundle(bundle, targets, inventory, _benchmark_overrides(settings), connect_timeout, command_timeout,
+                          _progress(as_json))
+    if "devices" not in report:
         _emit(report, as_json, render_bench(report))
         return
-    devices = [Device(target.destination, target) for target in targets]
-    devices += read_inventory(inventory, connect_timeout, command_timeout) if inventory else []
-    report = bench_fleet(bundle, devices, progress, overrides)
     _emit(report, as_json, render_fleet(report))
     _exit_if_any_device_failed(report)
 
@@ -568,7 +578,8 @@ def optimize(model: Path, profile: str, calibration: Path, shapes: tuple[str, ..
     """
     from edge_distill.config import Setting, load_config
     from edge_distill.onnx_model import parse_shape
-    from edge_distill.pipeline.optimize import optimize_model, render_summary
+    from edge_distill.api import optimize_bundle
+    from edge_distill.pipeline.optimize import render_summary
 
     flags = {field: flag for flag, field, _, _ in BENCHMARK_FLAGS}
     given = [Setting(f"benchmark.{field}", value, f"--{flags[field]}")
@@ -580,8 +591,9 @@ def optimize(model: Path, profile: str, calibration: Path, shapes: tuple[str, ..
     given += [Setting(*setting) for setting in _device_settings(remote, ssh_config, remote_python, connect_timeout,
                                                                 command_timeout)]
     config = load_config(profile, None, list(overrides), given)
-    manifest = optimize_model(config, model, calibration, dict(parse_shape(text) for text in shapes), out, min_snr,
-                              progress=_progress(as_json, quiet), labels=labels, cache_dir=cache_dir, force=force)
+    manifest = optimize_bundle(config, model, calibration, out, cache_dir=cache_dir,
+                               shapes=dict(parse_shape(text) for text in shapes), min_snr_db=min_snr, labels=labels,
+                               force=force, progress=_progress(as_json, quiet))
     _emit(manifest, as_json, render_summary(manifest, out))
 
 

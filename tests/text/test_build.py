@@ -13,6 +13,7 @@ import pytest
 from edge_distill.bundle.verify import verify_bundle
 from tests.bundle.test_verify import NODE_DIR
 from tests.test_cli import invoke
+from tests.device.test_remote import server  # noqa: F401  (a real sshd on loopback)
 from tests.test_current_folder import run_in
 from tests.text.conftest import SENTENCES
 
@@ -170,3 +171,20 @@ def test_a_text_bundle_for_rpi4_gives_its_golden_outputs_on_aarch64(built):
     assert result.exit_code == 0, result.output
     (emulated,) = [c for c in json.loads(result.stdout)["checks"] if c["name"].startswith("aarch64")]
     assert emulated["passed"] and "Cortex-A72" in emulated["name"], emulated
+
+
+@pytest.mark.ssh
+def test_a_text_bundle_is_benchmarked_on_the_device_named(built, server, tmp_path):
+    """`text --profile rpi4 --remote HOST`: the stages come from the cache, and the bundle is timed
+    on the device (a real sshd on loopback) with every golden output checked there."""
+    import sys
+
+    args, manifest, _ = built
+    args = [*args[: args.index("--out")], "--out", str(tmp_path / "b"), "--remote", "device",
+            "--ssh-config", str(server.root / "ssh_config"), "--remote-python", sys.executable, "--json"]
+    result = invoke(*args)
+    assert result.exit_code == 0, result.output
+    device = json.loads(result.stdout)["device_benchmark"]
+    assert device["where"] == "device" and device["golden_within_tolerance"] and device["latency_ms"]["p50"] > 0
+    assert json.loads((tmp_path / "b" / "device_benchmark.json").read_text())["where"] == "device"
+    assert "plan: all 3 stage(s) cached" in result.stderr
