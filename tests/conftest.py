@@ -62,3 +62,15 @@ def bundle_copy(tiny_bundle, tmp_path) -> Path:
     import shutil
 
     return Path(shutil.copytree(tiny_bundle, tmp_path / "bundle"))
+
+
+@pytest.fixture
+def server(tmp_path):
+    """A real sshd on loopback (tests/sshd.py), the device of the remote tests."""
+    from tests.sshd import INSTALLED, SshServer
+
+    if not INSTALLED:
+        pytest.skip("OpenSSH server not installed (apt-get install openssh-server; .ci/run does)")
+    server = SshServer(tmp_path)
+    yield server
+    server.stop()

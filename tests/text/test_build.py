@@ -13,7 +13,6 @@ import pytest
 from edge_distill.bundle.verify import verify_bundle
 from tests.bundle.test_verify import NODE_DIR
 from tests.test_cli import invoke
-from tests.device.test_remote import server  # noqa: F401  (a real sshd on loopback)
 from tests.test_current_folder import run_in
 from tests.text.conftest import SENTENCES
 
