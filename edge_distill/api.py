@@ -12,7 +12,7 @@ from pathlib import Path
 from edge_distill.config import BuildConfig
 from edge_distill.pipeline.build import build
 from edge_distill.pipeline.runner import PipelineRun
-from edge_distill.pipeline.publish import SEQUENCE_OUTPUT, check_out, publish
+from edge_distill.pipeline.publish import SEQUENCE_OUTPUT
 from edge_distill.progress import Progress, log_progress
 from edge_distill.pipeline.sweep import build_for_budget
 
@@ -129,12 +129,8 @@ def sequence_distillation(out: Path, settings, text: Path | None = None, progres
                           cache_dir: Path, force: bool = False) -> dict:
     """The sequence stage (settings: distill.sequence.SequenceSettings) on the runner, published at
     `out`; an `out` that is not an earlier sequence output is refused before any training."""
-    from edge_distill.pipeline.runner import run_stages
+    from edge_distill.pipeline.runner import run_and_publish
     from edge_distill.pipeline.stages.sequence import SequenceStage
 
-    check_out(out, SEQUENCE_OUTPUT)
-    run = run_stages([SequenceStage(settings, text)], cache_dir, force, progress=progress)
-    files = run.outputs(SequenceStage)
-    report = json.loads(files["sequence.json"].read_text())
-    publish(files, out, SEQUENCE_OUTPUT)
-    return report
+    run_and_publish([SequenceStage(settings, text)], out, cache_dir, force, progress, SEQUENCE_OUTPUT)
+    return json.loads((out / "sequence.json").read_text())

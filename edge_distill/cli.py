@@ -387,7 +387,8 @@ def text(task, teacher_folder, text, labeled, out, layers, embedding_rank, epoch
     from edge_distill.config import load_config
     from edge_distill.device.runner import usable_threads
     from edge_distill.api import text_bundle
-    from edge_distill.text.build import DEFAULT_TRAINING, FINE_TUNE, TextBuildSettings, render_text_summary
+    from edge_distill.text.build import DEFAULT_TRAINING, FINE_TUNE, TextBuildSettings
+    from edge_distill.text.bundle import render_text_summary
 
     config = load_config(profile) if profile else None
     threads = threads or (usable_threads(config.benchmark.threads) if config else 2)

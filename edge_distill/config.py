@@ -20,6 +20,11 @@ from edge_distill.files import regular_file
 from edge_distill.profiles.catalog import profile_path
 
 
+# The built-in model families: models/families.FAMILIES builds them (a test keeps the two equal;
+# this module stays free of torch).
+FAMILY_NAMES = ("convnet", "mobilenet", "mobilenetv3", "resnet")
+
+
 def _choice(default: str, *choices: str) -> Any:
     return field(default=default, metadata={"choices": choices})
 
@@ -129,7 +134,7 @@ class TeacherConfig:
     file: str = ""
     ensemble: list[str] = field(default_factory=list)  # more teacher files; their soft targets are combined
     ensemble_weights: list[float] = field(default_factory=list)  # main teacher first; [] = plain mean
-    family: str = _choice("convnet", "convnet", "mobilenet", "mobilenetv3", "resnet")  # built-in architecture
+    family: str = _choice("convnet", *FAMILY_NAMES)  # built-in architecture
     width: int = _at_least(64, 1)
     depth: int = _between(3, 1, 4)
     epochs: int = _at_least(30, 1)
@@ -147,7 +152,7 @@ class StudentConfig:
     """The student: the built-in ConvNet sized by width/depth, or the user's factory."""
 
     factory: str = ""
-    family: str = _choice("convnet", "convnet", "mobilenet", "mobilenetv3", "resnet")
+    family: str = _choice("convnet", *FAMILY_NAMES)
     width: int = _at_least(16, 1)
     depth: int = _between(2, 1, 4)
 

@@ -8,10 +8,8 @@ from pathlib import Path
 from edge_distill.config import BuildConfig
 from edge_distill.errors import ConfigError, InputFileError, did_you_mean
 from edge_distill.files import regular_file
-from edge_distill.pipeline.publish import check_out, publish
 from edge_distill.pipeline.registry import ARTIFACTS, PRODUCER, STAGE_NAMES, STAGES
-from edge_distill.pipeline.runner import PipelineRun, run_stages
-from edge_distill.pipeline.stages.package import PackageStage
+from edge_distill.pipeline.runner import PipelineRun, run_and_publish, run_stages
 from edge_distill.progress import Progress
 
 
@@ -43,15 +41,9 @@ def parse_provided(items: list[str] | tuple[str, ...]) -> dict[str, Path]:
     return pairs
 
 
-def run_pipeline(
-    config: BuildConfig,
-    cache_dir: Path,
-    target: str = "package",
-    force: bool = False,
-    provided: dict[str, Path] | None = None,
-    progress: Progress = lambda _: None,
-) -> PipelineRun:
-    """Run the stages `target` needs. `provided` maps artifact names to the user's own files."""
+def planned_stages(config: BuildConfig, target: str = "package", provided: dict[str, Path] | None = None) -> list:
+    """The stages `target` needs, built from `config`; `provided` maps artifact names to the
+    user's own files, checked here: each must exist and be read by a planned stage."""
     provided = dict(provided or {})
     for name, path in provided.items():
         if name not in ARTIFACTS:
@@ -65,15 +57,25 @@ def run_pipeline(
         if name not in read:  # ignoring it would silently build something else than the user asked for
             raise ConfigError(f"--input {name}: the {target} stage does not read it",
                               f"it reads {', '.join(sorted(read))}" if read else f"the {target} stage reads no artifact")
-    return run_stages(stages, cache_dir, force, provided, progress)
+    return stages
+
+
+def run_pipeline(
+    config: BuildConfig,
+    cache_dir: Path,
+    target: str = "package",
+    force: bool = False,
+    provided: dict[str, Path] | None = None,
+    progress: Progress = lambda _: None,
+) -> PipelineRun:
+    """Run the stages `target` needs. `provided` maps artifact names to the user's own files."""
+    return run_stages(planned_stages(config, target, provided), cache_dir, force, provided, progress)
 
 
 def build(
     config: BuildConfig, out: Path, cache_dir: Path, force: bool = False, progress: Progress = lambda _: None
 ) -> PipelineRun:
     """The whole chain, then the bundle published at `out` (checked first, so a bad `out` costs no training)."""
-    check_out(out)
-    run = run_pipeline(config, cache_dir, PackageStage.name, force=force, progress=progress)
-    publish({name: run.artifacts[name] for name in PackageStage.outputs}, out)
+    run = run_and_publish(planned_stages(config), out, cache_dir, force, progress)
     progress(f"bundle written to {out}")
     return run

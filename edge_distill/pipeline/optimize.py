@@ -102,16 +102,11 @@ def optimize_model(config: BuildConfig, model_path: Path, calibration: Path, sha
     reuses them, and a killed run's staging goes with the next run."""
     import json
 
-    from edge_distill.pipeline.publish import check_out, publish
-    from edge_distill.pipeline.runner import run_stages
-    from edge_distill.pipeline.stages.optimize import OptimizePackage
+    from edge_distill.pipeline.runner import run_and_publish
 
-    check_out(out)
     settings = OptimizeSettings(config, model_path, calibration, dict(shapes), min_snr_db, labels)
-    run = run_stages(optimize_stages(settings, cache_dir), cache_dir, force, progress=progress)
-    files = run.outputs(OptimizePackage)
-    manifest = json.loads(files["manifest.json"].read_text())
-    publish(files, out)
+    run = run_and_publish(optimize_stages(settings, cache_dir), out, cache_dir, force, progress)
+    manifest = json.loads((out / "manifest.json").read_text())
     progress(f"int8: {manifest['judgement']['summary']}; bundle written to {out}")
     return manifest | {"steps": [dataclasses.asdict(step) for step in run.steps]}
 

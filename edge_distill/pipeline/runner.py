@@ -80,6 +80,19 @@ def run_stages(stages: Sequence[Stage], cache_dir: Path, force: bool = False, pr
     return run
 
 
+def run_and_publish(stages: Sequence[Stage], out: Path, cache_dir: Path, force: bool = False,
+                    progress: Progress = lambda _: None, kind=None) -> PipelineRun:
+    """What every command that makes an output folder does: check `out` before any stage runs, run
+    `stages`, publish the last stage's files at `out` (kind: pipeline.publish.OutputKind, a bundle
+    by default)."""
+    from edge_distill.pipeline.publish import BUNDLE, check_out, publish
+
+    check_out(out, kind or BUNDLE)
+    run = run_stages(stages, cache_dir, force, progress=progress)
+    publish(run.outputs(type(stages[-1])), out, kind or BUNDLE)
+    return run
+
+
 def _external_files(stage: Stage) -> dict[str, Path]:
     external = dict(stage.external_files())
     for key, path in external.items():

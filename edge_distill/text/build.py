@@ -28,7 +28,6 @@ from typing import Any
 
 import numpy as np
 
-from edge_distill import __version__
 from edge_distill.config import BenchmarkConfig, BuildConfig
 from edge_distill.errors import ConfigError
 from edge_distill.text.distill import TextTrainingSettings
@@ -114,9 +113,9 @@ def build_text_bundle(settings: TextBuildSettings, out: Path, cache_dir: Path, f
                       progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
     """Run the text stages (`out` checked first) and publish the bundle; returns the manifest, with
     the stages' records under "steps"."""
-    from edge_distill.pipeline.publish import check_out, publish
-    from edge_distill.pipeline.runner import run_stages
-    from edge_distill.pipeline.stages.text import TextPackage, text_stages
+    from edge_distill.pipeline.publish import check_out
+    from edge_distill.pipeline.runner import run_and_publish
+    from edge_distill.pipeline.stages.text import text_stages
     from edge_distill.text.teacher import check_teacher_folder
 
     check_out(out)
@@ -127,31 +126,10 @@ def build_text_bundle(settings: TextBuildSettings, out: Path, cache_dir: Path, f
     check_teacher_folder(folder)  # every file it reads checked (and code refused) before any work
     data, fine_tune_on = text_data(settings, folder)
     progress(f"text: {data.source}: {len(data.texts)} training texts, {len(data.held_out)} held-out texts")
-    run = run_stages(text_stages(settings, folder, data, fine_tune_on), cache_dir, force, progress=progress)
-    files = run.outputs(TextPackage)
-    manifest = json.loads(files["manifest.json"].read_text())
-    publish(files, out)
+    run = run_and_publish(text_stages(settings, folder, data, fine_tune_on), out, cache_dir, force, progress)
+    manifest = json.loads((out / "manifest.json").read_text())
     progress(f"bundle written to {out}")
     return manifest | {"steps": [dataclasses.asdict(step) for step in run.steps]}
-
-
-KEPT_QUALITY_WARNING = 0.95  # a student keeping less of its teacher's quality gets a warning with a next step
-
-
-def quality_warnings(manifest: dict[str, Any]) -> list[dict[str, str]]:
-    """A warning where the int8 student keeps less than KEPT_QUALITY_WARNING of the teacher's
-    quality, with what to try next."""
-    from edge_distill.text.sweep import quality_of
-
-    measure, student = quality_of(manifest)
-    teacher = quality_of(manifest, "teacher_fp32")[1]
-    if teacher <= 0 or student >= KEPT_QUALITY_WARNING * teacher:
-        return []
-    layers = len(manifest["model"]["layers_from_teacher"])
-    return [{"kind": "quality_kept", "message": (
-        f"the int8 student keeps {student / teacher:.0%} of the teacher's {measure} ({student:.3f} against "
-        f"{teacher:.3f}), below {KEPT_QUALITY_WARNING:.0%}: try --layers {layers + 1}, more --epochs or more "
-        "training text, or a budget sweep (--min-quality)")}]
 
 
 def text_data(settings: TextBuildSettings, folder: Path) -> tuple[TextData, Any]:
@@ -342,136 +320,3 @@ def length_feed(tokenizer, text: str, length: int) -> dict[str, np.ndarray]:
     ids = np.resize(ids[0], length)[None].astype(np.int64)
     return {"input_ids": ids, "attention_mask": np.ones_like(ids)}
 
-
-def golden_feeds(tokenizer, strings: list[str]) -> tuple[list[dict[str, np.ndarray]], list[list[int]]]:
-    """(feeds, ids): each string's ids padded to the longest with a mask of zeros, batch 1, as the
-    io golden vectors hold them (one stacked row per sample); and the unpadded ids."""
-    from edge_distill.text.teacher import batch_ids
-
-    ids = [batch_ids(tokenizer, [s])[0][0].tolist() for s in strings]
-    longest = max(len(row) for row in ids)
-    feeds = []
-    for row in ids:
-        padded = np.zeros((1, longest), np.int64)
-        padded[0, : len(row)] = row
-        mask = np.zeros((1, longest), np.int64)
-        mask[0, : len(row)] = 1
-        feeds.append({"input_ids": padded, "attention_mask": mask})
-    return feeds, ids
-
-
-def write_text_bundle(student: dict[str, Path], data: TextData, settings: TextBuildSettings, out: Path) -> None:
-    """The bundle's files in `out`: model.onnx (int8), tokenizer.json, golden vectors (the io kind
-    `verify` and `bench` run anywhere, plus golden_text.json: the strings and their ids, for
-    checking a tokenizer) and manifest.json. `student`: the text-student stage's files."""
-    import platform
-    import shutil
-    from importlib import metadata
-
-    from tokenizers import Tokenizer
-
-    from edge_distill.bundle.reader import SCHEMA_VERSION
-    from edge_distill.bundle.writer import label_model, profile_section, write_io_golden, write_manifest
-    from edge_distill.device.runner import describe_host
-    from edge_distill.onnx_model import model_tensors
-    from edge_distill.onnx_model import load_onnx
-    from edge_distill.hashing import sha256
-    from edge_distill.measure.harness import measurement_note
-
-    report = json.loads(student["student.json"].read_text())
-    tokenizer = Tokenizer.from_file(str(student["tokenizer.json"]))
-    tokenizer.enable_truncation(settings.max_length)
-    tokenizer.no_padding()
-    classifier = settings.task == "classification"
-    task = "text-classification" if classifier else "sentence-embedding"
-    strings = data.golden
-    feeds, ids = golden_feeds(tokenizer, strings)
-    inputs, outputs = model_tensors(load_onnx(student["student_int8.onnx"]), "the student")
-    model = out / "model.onnx"
-    label_model(student["student_int8.onnx"], model, precision="int8", task=task, labels=json.dumps(data.names or []))
-    golden = write_io_golden(model, feeds, outputs, out)
-    golden["source"] = (f"{'held-out labeled texts' if classifier else 'held-out retrieval queries'}, "
-                        "padded to the longest with a mask of zeros")
-    (out / "golden_text.json").write_text(json.dumps({"texts": strings, "input_ids": ids}, ensure_ascii=False)
-                                          + "\n", encoding="utf-8")
-    shutil.copyfile(student["tokenizer.json"], out / "tokenizer.json")
-    host = describe_host()
-    profile = (profile_section(settings.profile) if settings.profile else
-               {"name": None, "device": "any CPU", "benchmark": dataclasses.asdict(settings.benchmark)})
-    profile["benchmark"] = dataclasses.asdict(settings.benchmark)  # the threads it was timed with here
-    manifest = {
-        "schema_version": SCHEMA_VERSION,
-        "generator": {"name": "edge-distill", "version": __version__, "command": "text"},
-        "task": task,
-        # The settings `edge-distill bench` times the bundle with, here or on a device.
-        "profile": profile,
-        "runtime": {"intra_op_threads": settings.distill.threads, "why": "the threads it was timed with here"},
-        "model": {"file": "model.onnx", "sha256": sha256(model), "precision": "int8",
-                  "quantization": "dynamic int8 (MatMul, Gather)", "parameters": report["student"]["parameters"],
-                  "teacher_parameters": report["student"]["teacher_parameters"],
-                  "layers_from_teacher": report["student"]["layers_from_teacher"],
-                  "vocabulary": report["student"]["vocabulary"],
-                  "embedding_rank": report["student"]["embedding_rank"]},
-        "inputs": [t.as_manifest() for t in inputs],
-        "outputs": [t.as_manifest() for t in outputs],
-        "labels": data.names or [],
-        "text": {"tokenizer": "tokenizer.json", "golden_text": "golden_text.json", "max_length": settings.max_length,
-                 **({"pooling": report["pooling"]["mode"], "normalized": report["pooling"]["normalize"]}
-                    if report["pooling"] else {}),
-                 "how": "tokenize with tokenizer.json (it adds [CLS] and [SEP]), cut at max_length, feed the ids "
-                        "and a mask of ones (zeros where padded); " + (
-                            "the output is the logits of the classes in `labels`' order: the argmax is the class"
-                            if classifier else "the output is the sentence embedding, pooled and normalized in "
-                            "the graph: compare two with a dot product")},
-        "golden": golden,
-        "teacher": report["teacher"],
-        "training": {"data": data.source, **report["training"]},
-        "metrics": {"quality": report["quality"], "size_bytes": report["size_bytes"], "p50_ms": report["p50_ms"],
-                    "threads": report["threads"], "parity_max_abs_diff": report["parity_max_abs_diff"],
-                    "task": (f"{len(data.held_out)} held-out labeled texts: accuracy, and agreement with the "
-                             "teacher's class" if classifier else
-                             "each held-out passage's summary retrieves the rest of it among all others")},
-        "measurement": {"host": host, "how": "p50 at batch 1 per sequence length, teacher and "
-                        "student timed side by side in interleaved rounds with ONNX Runtime",
-                        **({"measured_on": measurement_note(host, settings.profile.device)} if settings.profile else {})},
-        "versions": {name: metadata.version(name) for name in ("onnx", "onnxruntime", "tokenizers", "transformers")}
-                    | {"python": platform.python_version()},
-        "files": {name: {"sha256": sha256(out / name), "size_bytes": (out / name).stat().st_size}
-                  for name in ("model.onnx", "tokenizer.json", "golden.npz", "golden.json", "golden_text.json")},
-    }
-    manifest["warnings"] = quality_warnings(manifest)
-    write_manifest(manifest, out / "manifest.json")
-
-
-def render_text_summary(manifest: dict[str, Any], out: Path) -> str:
-    """The table `edge-distill text` prints: each model's file, quality and p50 per length."""
-    metrics = manifest["metrics"]
-    lengths = list(metrics["p50_ms"])
-    classifier = manifest["task"] == "text-classification"
-    columns = ((("accuracy", 8), ("teacher_agreement", 9)) if classifier else
-               (("recall@1", 6), ("recall@10", 6), ("ndcg@10", 8), ("cosine_to_teacher", 7)))
-    headings = {"teacher_agreement": "agree", "recall@1": "R@1", "recall@10": "R@10", "ndcg@10": "nDCG@10",
-                "cosine_to_teacher": "cosine"}
-    lines = [f"{'model':14s} {'file MB':>8s} " + " ".join(f"{headings.get(k, k):>{w}s}" for k, w in columns) + " "
-             + " ".join(f"{'p50@' + n:>8s}" for n in lengths)]
-    for name, quality in metrics["quality"].items():
-        scores = " ".join(f"{quality[k]:{w}.{4 if k == 'cosine_to_teacher' else 3}f}" if k in quality else f"{'-':>{w}s}"
-                          for k, w in columns)
-        lines.append(f"{name:14s} {metrics['size_bytes'][name] / 2**20:8.2f} {scores} "
-                     + " ".join(_ms(metrics["p50_ms"][n][name]) for n in lengths))
-    if classifier:
-        what = f"Classification: {metrics['task']}; agree: the share where the model's class is the teacher's"
-    else:
-        queries = metrics["quality"]["teacher_fp32"]["queries"]
-        what = (f"Retrieval: {metrics['task']} ({queries} queries); cosine: to the teacher's embeddings of the "
-                "held-out text")
-    model = manifest["model"]
-    return "\n".join(lines + [f"{what}; p50 in ms at batch 1, {metrics['threads']} thread(s).",
-                              f"Student: {model['parameters']:,} parameters, "
-                              f"{model['teacher_parameters'] / model['parameters']:.1f}x fewer than the teacher's.",
-                              f"Bundle: {out}"])
-
-
-def _ms(value) -> str:
-    """A p50 in ms, or '-' where the model did not run at that length (its error is in the manifest)."""
-    return f"{value:8.3f}" if isinstance(value, float) else f"{'-':>8s}"

@@ -121,3 +121,10 @@ def test_new_families_build_for_signals_and_export_to_int8(family, tmp_path):
     check_export_parity(model, tmp_path / "fp32.onnx", x, 1e-4, 1e-3)
     quantize_model(tmp_path / "fp32.onnx", tmp_path / "int8.onnx", x, QuantRecipe("static", "QDQ"), tmp_path)
     assert quantized_node_count(count_ops(onnx.load(str(tmp_path / "int8.onnx")))) > 0
+
+
+def test_every_family_the_config_accepts_is_built_and_every_built_one_accepted():
+    from edge_distill.config import FAMILY_NAMES
+    from edge_distill.models.families import FAMILIES
+
+    assert tuple(FAMILIES) == FAMILY_NAMES

@@ -17,13 +17,15 @@ def digest(texts: list[str]) -> str:
 
 
 class _TextStage(Stage):
+    reads_teacher = False  # the teacher folder's files, or the fine-tuned teacher's, are part of its key
+
     def __init__(self, settings: TextBuildSettings, folder: Path, data: TextData, fine_tune_on):
         self.settings, self.folder, self.data, self.fine_tune_on = settings, folder, data, fine_tune_on
-        if fine_tune_on is not None and self.name != TextClassifier.name:  # the teacher is the one fine-tuned here
+        if self.reads_teacher and fine_tune_on is not None:  # the teacher is the one fine-tuned here
             self.inputs = (*TEACHER_FILES, *type(self).inputs)
 
     def external_files(self):
-        return {} if self.fine_tune_on is not None else {"--teacher-folder": self.folder}
+        return {"--teacher-folder": self.folder} if self.reads_teacher and self.fine_tune_on is None else {}
 
     def teacher_folder(self, inputs) -> Path:
         return inputs["teacher/config.json"].parent if self.fine_tune_on is not None else self.folder
@@ -41,7 +43,7 @@ class TextClassifier(_TextStage):
     trains = True
 
     def external_files(self):
-        return {"--teacher-folder": self.folder}
+        return {"--teacher-folder": self.folder}  # the encoder it fine-tunes
 
     def training(self):
         return dataclasses.replace(self.settings.fine_tune, threads=self.settings.distill.threads)
@@ -62,6 +64,7 @@ class TextTeacher(_TextStage):
     description = "Run the teacher on the training text: its embeddings or logits, the student's targets."
     version = 1
     outputs = ("teacher_outputs.npy",)
+    reads_teacher = True
 
     def params(self):
         return self.text_params()
@@ -81,6 +84,7 @@ class TextStudent(_TextStage):
     inputs = ("teacher_outputs.npy",)
     outputs = STUDENT_FILES
     trains = True
+    reads_teacher = True
 
     def params(self):
         settings = {k: v for k, v in dataclasses.asdict(self.settings).items()
@@ -103,9 +107,6 @@ class TextPackage(_TextStage):
     inputs = STUDENT_FILES
     outputs = ("model.onnx", "tokenizer.json", "golden.npz", "golden.json", "golden_text.json", "manifest.json")
 
-    def external_files(self):
-        return {}
-
     def params(self):
         return {"source": self.data.source, "golden": self.data.golden, "held_out": len(self.data.held_out),
                 "profile": self.settings.profile.to_dict() if self.settings.profile else None,
@@ -113,7 +114,7 @@ class TextPackage(_TextStage):
                 "task": self.settings.task, "names": self.data.names}
 
     def run(self, inputs, out, progress):
-        from edge_distill.text.build import write_text_bundle
+        from edge_distill.text.bundle import write_text_bundle
 
         write_text_bundle(inputs, self.data, self.settings, out)
 
