@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edge_distill.config import BenchmarkConfig, BuildConfig, DeviceConfig, QuantizeConfig
+from edge_distill.config import BenchmarkConfig, DeviceConfig, QuantizeConfig
 from edge_distill.errors import QuantizeError
 
 if TYPE_CHECKING:
@@ -38,51 +38,46 @@ class Selection:
 def measured_choice(fp32_model: Path, int8_model: Path, recipe: str, x_val: np.ndarray, y_val: np.ndarray,
                     cfg: QuantizeConfig, device: DeviceConfig, bench: BenchmarkConfig, selected_out: Path,
                     progress: Callable[[str], None]) -> Selection:
-    """The profile's int8 model or the fp32 one, and the intra-op thread count, whichever runs
-    fastest within the accuracy budget (quantize.max_accuracy_drop): each model at 1, 2, 4, ... up
-    to the profile's threads, timed side by side in interleaved rounds on the device over SSH
+    """The build's profile int8 model or the fp32 one, and the intra-op thread count, by the same
+    rule `optimize` ships by (time_candidates, then choose): the quickest beyond noise within the
+    accuracy budget (quantize.max_accuracy_drop on the validation split), each model at 1, 2, 4, ...
+    up to the profile's threads, timed side by side in interleaved rounds on the device over SSH
     (device.host) or else here (this host has the device's architecture; counts up to its cores).
     int8 regardless with quantize.require_int8."""
     import onnx
 
-    from edge_distill.device.remote import device_target, fastest as fastest_row, time_side_by_side
-    from edge_distill.device.runner import predict_classes, thread_candidates, usable_threads
+    from edge_distill.device.remote import fastest as fastest_row
+    from edge_distill.device.runner import predict_classes, usable_threads
+    from edge_distill.export.budget import Judgement
     from edge_distill.measure.harness import provider_specs
 
-    target, providers, strict = device_target(device), provider_specs(bench), not bench.allow_cpu_fallback
-    models = {"student_fp32": fp32_model, "student_int8": int8_model}
-    accuracy = {name: float((predict_classes(path, x_val, providers, usable_threads(bench.threads),
-                                             require_first=strict) == y_val).mean())
+    models = {"fp32": fp32_model, "int8": int8_model}
+    accuracy = {f"student_{name}": float((predict_classes(path, x_val, provider_specs(bench), usable_threads(bench.threads),
+                                                          require_first=not bench.allow_cpu_fallback) == y_val).mean())
                 for name, path in models.items()}
-    counts = thread_candidates(bench.threads if target else usable_threads(bench.threads))
-    where = target.destination if target else "this host"
-    progress(f"timing fp32 and int8 side by side on {where} at {', '.join(map(str, counts))} thread(s) "
-             f"({cfg.search_min_seconds:g} s each)")
-    feed = {onnx.load(str(fp32_model), load_external_data=False).graph.input[0].name: x_val[: bench.batch_size]}
-    timing = time_side_by_side(models, feed, counts, providers, cfg.search_min_seconds, target, strict, progress,
-                               bench.time_limit_s)
-    failed = next((row["error"] for row in timing["rows"] if row["variant"] == "student_int8" and "error" in row), None)
-    if failed:
-        raise QuantizeError(f"the int8 model does not run on {where}: {failed}")
     drop = 100.0 * (accuracy["student_fp32"] - accuracy["student_int8"])
-    fastest = {name: fastest_row(timing["rows"], name) for name in models}
-    figures = (f"int8 p50 {fastest['student_int8']['p50']:.4f} ms at {fastest['student_int8']['threads']} thread(s) "
-               f"vs fp32 {fastest['student_fp32']['p50']:.4f} ms at {fastest['student_fp32']['threads']} on {where}, "
-               f"val accuracy {accuracy['student_int8']:.4f} vs {accuracy['student_fp32']:.4f}")
+    judgement = Judgement(drop <= cfg.max_accuracy_drop, -drop,
+                          f"val accuracy {accuracy['student_int8']:.4f} vs float {accuracy['student_fp32']:.4f}, "
+                          f"{drop:+.2f} points lost ({'within' if drop <= cfg.max_accuracy_drop else 'over'} "
+                          f"quantize.max_accuracy_drop {cfg.max_accuracy_drop:g})", {}, None)
+    feed = {onnx.load(str(fp32_model), load_external_data=False).graph.input[0].name: x_val[: bench.batch_size]}
+    timing = time_candidates(models, feed, bench, device, cfg.search_min_seconds, progress)
+    failed = next((row["error"] for row in timing["rows"] if row["variant"] == "int8" and "error" in row), None)
+    if failed:
+        raise QuantizeError(f"the int8 model does not run on {timing['where']}: {failed}")
     if cfg.require_int8:
-        variant, why = "student_int8", f"int8 required (quantize.require_int8); {figures}"
-    elif drop > cfg.max_accuracy_drop:
-        variant, why = "student_fp32", f"int8 loses {drop:.2f} points (> quantize.max_accuracy_drop {cfg.max_accuracy_drop:g}); {figures}"
-    elif fastest["student_int8"]["p50"] >= fastest["student_fp32"]["p50"]:
-        variant, why = "student_fp32", f"int8 measured slower: {figures}"
+        best = fastest_row(timing["rows"], "int8")
+        precision, threads = "int8", best["threads"]
+        why = f"int8 required (quantize.require_int8): p50 {best['p50']:.4f} ms at {threads} thread(s); {judgement.summary}"
     else:
-        variant, why = "student_int8", f"int8 measured faster: {figures}"
-    progress(f"shipping {variant} at {fastest[variant]['threads']} thread(s): {why}")
-    shutil.copyfile(models[variant], selected_out)
-    return Selection(recipe, variant, recipe if variant == "student_int8" else "fp32", why,
-                     {"measured": {"accuracy": accuracy, "where": where, "host": timing["host"],
+        precision, threads, why = choose(judgement, timing, device.arch)
+    variant = f"student_{precision}"
+    progress(f"shipping {variant} at {threads} thread(s): {why}")
+    shutil.copyfile(models[precision], selected_out)
+    return Selection(recipe, variant, recipe if precision == "int8" else "fp32", why,
+                     {"measured": {"accuracy": accuracy, "where": timing["where"], "host": timing["host"],
                                    "candidates": timing["rows"], "seconds_each": cfg.search_min_seconds},
-                      "intra_op_threads": fastest[variant]["threads"]})
+                      "intra_op_threads": threads})
 
 
 def quantize_and_select(fp32_model: Path, calibration: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
@@ -121,28 +116,28 @@ def quantize_and_select(fp32_model: Path, calibration: np.ndarray, x_val: np.nda
                          })
 
 
-def time_candidates(models: dict[str, Path], feed: dict[str, np.ndarray], config: BuildConfig,
-                    progress: Callable[[str], None]) -> dict[str, Any]:
-    """Float and int8 timed side by side (device.remote.time_side_by_side): on the device over SSH,
-    each at 1, 2, 4, ... up to the profile's threads; else here, at those counts that fit this
-    host's cores where it has the device's architecture, or at the profile's count only, for the
-    record, where it has not. {"where", "for_device": whether the figures stand for the device,
-    "host", "threads", "rows"}."""
+def time_candidates(models: dict[str, Path], feed: dict[str, np.ndarray], bench: BenchmarkConfig, device: DeviceConfig,
+                    seconds: float, progress: Callable[[str], None]) -> dict[str, Any]:
+    """Float and int8 timed side by side (device.remote.time_side_by_side), `seconds` each: on the
+    device over SSH, each at 1, 2, 4, ... up to the profile's threads; else here, at those counts
+    that fit this host's cores where it has the device's architecture, or at the profile's count
+    only, for the record, where it has not. {"where", "for_device": whether the figures stand for
+    the device, "host", "threads", "rows"}."""
     from edge_distill.device.remote import device_target, time_side_by_side
     from edge_distill.device.runner import thread_candidates, usable_threads
     from edge_distill.measure.harness import provider_specs
     from edge_distill.sessions import onnxruntime_errors
 
-    bench, remote = config.benchmark, device_target(config.device)
-    for_device = remote is not None or config.device.is_host_arch
+    remote = device_target(device)
+    for_device = remote is not None or device.is_host_arch
     most = bench.threads if remote is not None else usable_threads(bench.threads)
     counts = thread_candidates(most) if for_device else [most]
     where = remote.destination if remote is not None else "this host"
     progress(f"timing {' and '.join(models)} side by side on {where} at {', '.join(map(str, counts))} thread(s) "
-             f"({bench.providers[0]}, {config.quantize.search_min_seconds:g} s each)")
+             f"({bench.providers[0]}, {seconds:g} s each)")
     with onnxruntime_errors(f"timing {' and '.join(models)}"):
-        timing = time_side_by_side(models, feed, counts, provider_specs(bench), config.quantize.search_min_seconds,
-                                   remote, not bench.allow_cpu_fallback, progress, bench.time_limit_s)
+        timing = time_side_by_side(models, feed, counts, provider_specs(bench), seconds, remote,
+                                   not bench.allow_cpu_fallback, progress, bench.time_limit_s)
     return timing | {"for_device": for_device, "threads": counts}
 
 
@@ -191,9 +186,9 @@ def choose(judgement: Judgement, timing: dict, device_arch: str) -> tuple[str, i
     int8_best = fastest(rows, "int8")
     if quickest["variant"] == "int8":
         return "fp32", best["threads"], (f"int8 not measurably faster than float on {where}: its best "
-                                         f"{shown(int8_best)} vs float {shown(best)}{tie}")
+                                         f"{shown(int8_best)} vs float {shown(best)}{tie}; {judgement.summary}")
     return "fp32", best["threads"], (f"int8 measured slower than float on {where}: its best {shown(int8_best)} "
-                                     f"vs float {shown(best)}{tie}")
+                                     f"vs float {shown(best)}{tie}; {judgement.summary}")
 
 
 def quickest_beyond_noise(rows: list[dict]) -> tuple[dict, dict]:

@@ -107,8 +107,10 @@ class OptimizeSelect(_OptimizeStage):
         samples = load_samples(self.settings)
         judgement = Judgement(**json.loads(inputs["quantize.json"].read_text())["judgement"])
         variants = {name: inputs[f"{name}.onnx"] for name in ("fp32", "int8") if f"{name}.onnx" in inputs}
-        timing = time_candidates(variants, samples.held_out[0], self.settings.config, progress)
-        shipped, threads, why = choose(judgement, timing, self.settings.config.device.arch)
+        config = self.settings.config
+        timing = time_candidates(variants, samples.held_out[0], config.benchmark, config.device,
+                                 config.quantize.search_min_seconds, progress)
+        shipped, threads, why = choose(judgement, timing, config.device.arch)
         progress(f"shipping {shipped} at {threads} thread(s): {why}")
         (out / "selection.json").write_text(json.dumps({"timing": timing, "shipped": shipped, "threads": threads,
                                                         "why": why}))

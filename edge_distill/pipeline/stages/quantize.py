@@ -13,9 +13,9 @@ class QuantizeStage(ConfiguredStage):
 
     name = "quantize"
     description = ("Quantize the student to int8 (the profile's recipe, shipped if measured faster than fp32 "
-                   "on the device (--remote) or where this host has the device's architecture, with the fastest "
-                   "thread count; or the fastest within budget with --search-quantization).")
-    version = 4
+                   "beyond noise on the device (--remote) or where this host has the device's architecture, with "
+                   "the fastest thread count; or the fastest within budget with --search-quantization).")
+    version = 5  # 5: the measured choice by optimize's rule (export/selection.choose), candidates fp32 and int8
     inputs = ("dataset.npz", "student_fp32.onnx")
     outputs = ("student_int8.onnx", "selected.onnx", "quantize.json")
 
