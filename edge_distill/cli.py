@@ -226,9 +226,8 @@ def _load_config(profile, config_file, overrides, data, teacher, teacher_checkpo
              ("quantize.max_accuracy_drop", max_accuracy_drop, "--max-accuracy-drop"), *extra]
     settings = [Setting(key, str(value) if isinstance(value, Path) else value, origin)
                 for key, value, origin in flags if value is not None]
-    if search_quantization or max_accuracy_drop is not None:
-        settings.append(Setting("quantize.search", True,
-                                "--search-quantization" if search_quantization else "--max-accuracy-drop"))
+    if search_quantization:
+        settings.append(Setting("quantize.search", True, "--search-quantization"))
     return load_config(profile, config_file, overrides, settings)
 
 
@@ -259,9 +258,7 @@ def build(cache_dir, force, as_json, quiet, out, max_latency_ms, min_accuracy, s
 
     budgets = [("budget.max_latency_ms", max_latency_ms, "--max-latency-ms"),
                ("budget.min_accuracy", min_accuracy, "--min-accuracy"),
-               ("budget.ship_best_effort", ship_best_effort, "--ship-best-effort")]
-    if max_latency_ms is not None or min_accuracy is not None:
-        budgets.append(("budget.sweep", True, "--max-latency-ms" if max_latency_ms is not None else "--min-accuracy"))
+               ("budget.ship_best_effort", ship_best_effort, "--ship-best-effort")]  # a budget implies a sweep (config)
     config = _load_config(**config_args, extra=(*budgets, *_device_settings(remote, ssh_config, remote_python,
                                                                                   connect_timeout, command_timeout)))
     targets = _remote_targets(remote or config.device.host, ssh_config or config.device.ssh_config or None,

@@ -338,6 +338,23 @@ class Setting:
     origin: str  # "--max-accuracy-drop"
 
 
+# What a setting given on the command line also turns on: a budget flag means a size sweep, an
+# accuracy budget the recipe search. Applied by load_config, so every caller of the library gets it.
+IMPLIED_BY = {
+    "budget.max_latency_ms": ("budget.sweep", True),
+    "budget.min_accuracy": ("budget.sweep", True),
+    "quantize.max_accuracy_drop": ("quantize.search", True),
+}
+
+
+def implied_settings(settings: list[Setting] | tuple) -> list[Setting]:
+    """`settings` with what each implies (IMPLIED_BY) added before it, named after the flag that implied it."""
+    given = {setting.key for setting in settings}
+    implied = {IMPLIED_BY[s.key][0]: Setting(*IMPLIED_BY[s.key], s.origin) for s in settings
+               if s.key in IMPLIED_BY and IMPLIED_BY[s.key][0] not in given}
+    return [*implied.values(), *settings]
+
+
 def load_config(
     profile: str | None = None, config_file: Path | None = None, overrides: list[str] | tuple = (),
     settings: list[Setting] | tuple = (),
@@ -364,7 +381,7 @@ def load_config(
         for part in reversed(path):
             nested = {part: nested}
         _merge(merged, nested, f"--set {text}", origins, [])
-    for setting in settings:
+    for setting in implied_settings(settings):
         nested = setting.value
         for part in reversed(setting.key.split(".")):
             nested = {part: nested}

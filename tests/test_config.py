@@ -80,3 +80,15 @@ def test_every_profile_names_only_features_of_its_own_architecture():
         device = load_config(name).device
         assert device.isa and set(device.isa) <= set(ISA_FEATURES[device.arch]), name
     assert "dotprod" not in load_config("rpi4").device.isa  # the Cortex-A72 has no int8 dot product
+
+
+def test_what_a_flag_implies_is_set_by_the_config_for_every_caller():
+    from edge_distill.config import Setting
+
+    config = load_config("rpi4", settings=[Setting("budget.max_latency_ms", 5.0, "--max-latency-ms"),
+                                           Setting("quantize.max_accuracy_drop", 0.5, "--max-accuracy-drop")])
+    assert config.budget.sweep and config.quantize.search
+    # A value given for the implied key itself wins.
+    config = load_config("rpi4", settings=[Setting("quantize.max_accuracy_drop", 0.5, "--max-accuracy-drop"),
+                                           Setting("quantize.search", False, "--no-search")])
+    assert not config.quantize.search and config.quantize.max_accuracy_drop == 0.5
