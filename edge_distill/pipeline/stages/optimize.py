@@ -91,8 +91,7 @@ class OptimizeSelect(_OptimizeStage):
     description = ("Time float and int8 side by side at each candidate thread count, on the device or where this "
                    "host stands for it, and choose what ships.")
     version = 1
-    inputs = ("fp32.onnx", "int8.onnx", "quantize.json")
-
+    inputs = ("fp32.onnx", "int8.onnx", "quantize.json")  # int8.onnx where one was made
     outputs = ("selection.json",)
 
     def params(self):
