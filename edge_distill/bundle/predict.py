@@ -76,23 +76,25 @@ def _classifier_predictor(bundle: Bundle, session, top: int):
 
 def _text_predictor(bundle: Bundle, session, top: int):
     """A string -> its token ids and the class scores (a classifier) or the embedding, as an app
-    computes them: tokenizer.json, cut at max_length, ids and a mask of ones, batch 1."""
-    try:
-        from tokenizers import Tokenizer
-    except ImportError:
+    computes them: tokenizer.json (bundle.reader.read_tokenizer), ids and a mask of ones, batch 1."""
+    from importlib.util import find_spec
+
+    from edge_distill.bundle.reader import read_tokenizer
+    from edge_distill.text.teacher import tokenizer_errors
+
+    if find_spec("tokenizers") is None:
         raise InputFileError("predict on a text bundle needs the tokenizers package",
-                             'pip install tokenizers (or pip install -e ".[text]")') from None
+                             'pip install tokenizers (or pip install -e ".[text]")')
     text = bundle.section("text")
-    path = bundle.path / text["tokenizer"]
-    tokenizer = Tokenizer.from_file(str(path))
-    tokenizer.enable_truncation(int(text["max_length"]))
-    tokenizer.no_padding()
+    with tokenizer_errors(f"{bundle.path / text['tokenizer']}"):
+        tokenizer = read_tokenizer(bundle.path / text["tokenizer"], int(text["max_length"]))
     names = [spec["name"] for spec in bundle.manifest["inputs"]]
 
     def predict(item: str) -> dict[str, Any]:
         if not item.strip():
             raise InputFileError("an empty text", "give the text to classify or embed")
-        ids = np.array([tokenizer.encode(item).ids], np.int64)
+        with tokenizer_errors(repr(item[:40])):
+            ids = np.array([tokenizer.encode(item).ids], np.int64)
         (output, *_) = _run(bundle, session, {names[0]: ids, names[1]: np.ones_like(ids)}, repr(item[:40]))
         result: dict[str, Any] = {"input_ids": ids[0].tolist()}
         if bundle.manifest["labels"]:
@@ -104,32 +106,20 @@ def _text_predictor(bundle: Bundle, session, top: int):
 
 
 def _feeds_predictor(bundle: Bundle, session):
-    """An .npz holding one array per model input, named as the input, of its fixed shape -> every output."""
-    specs = {spec["name"]: spec for spec in bundle.manifest["inputs"]}
-    dtypes = {i.name: i.type for i in session.get_inputs()}
+    """Samples in the form `optimize --calibration` takes (data/feeds.read_feeds: an .npz, or a
+    folder of them, one array per model input of N samples at the manifest's fixed shapes) ->
+    every output of every sample."""
+    from edge_distill.data.feeds import read_feeds
+    from edge_distill.onnx_model import load_onnx, model_tensors
+
+    inputs, _ = model_tensors(load_onnx(bundle.model_path), str(bundle.model_path))
+    fixed = {spec["name"]: tuple(spec.get("fixed_shape", spec["shape"])) for spec in bundle.manifest["inputs"]}
+    names = [o.name for o in session.get_outputs()]
 
     def predict(item: str) -> dict[str, Any]:
-        from edge_distill.device.runner import NUMPY_OF_ONNX
-
-        file = regular_file(Path(item))
-        try:
-            with np.load(file, allow_pickle=False) as arrays:
-                given = {name: arrays[name] for name in arrays.files}
-        except (OSError, ValueError) as e:
-            raise InputFileError(f"{file}: not a readable .npz ({e})", "save one array per model input with np.savez") from None
-        missing = [name for name in specs if name not in given]
-        if missing:
-            raise InputFileError(f"{file}: no array for input(s) {', '.join(missing)}",
-                                 f"name the arrays as the model's inputs: {', '.join(specs)}")
-        feed = {}
-        for name, spec in specs.items():
-            shape = spec.get("fixed_shape", spec["shape"])
-            if list(given[name].shape) != list(shape):
-                raise InputFileError(f"{file}: '{name}' has shape {list(given[name].shape)}, the model takes {shape}",
-                                     "save one sample of each input at the shape the manifest states")
-            feed[name] = given[name].astype(NUMPY_OF_ONNX.get(dtypes[name], given[name].dtype), copy=False)
-        outputs = _run(bundle, session, feed, str(file))
-        return {"outputs": {o.name: value.tolist() for o, value in zip(session.get_outputs(), outputs)}}
+        runs = [_run(bundle, session, feed, item) for feed in read_feeds(Path(item), inputs, fixed, what="")]
+        return {"samples": len(runs), "outputs": {name: np.stack([run[k] for run in runs]).tolist()
+                                                  for k, name in enumerate(names)}}
 
     return predict
 
@@ -174,6 +164,7 @@ def render_predictions(results: list[dict[str, Any]]) -> str:
         if "embedding" in r:
             norm = float(np.linalg.norm(r["embedding"]))
             return f"embedding of {len(r['embedding'])} values, norm {norm:.4f}, {len(r['input_ids'])} tokens"
-        return ", ".join(f"{name} {list(np.shape(value))}" for name, value in r["outputs"].items())
+        return f"{r['samples']} sample(s): " + ", ".join(f"{name} {list(np.shape(value))}"
+                                                          for name, value in r["outputs"].items())
 
     return "\n".join(f"{r['input']}: {line(r)}" for r in results)

@@ -181,6 +181,21 @@ def check_manifest_shape(manifest: dict[str, Any], path: Path) -> None:
         need(tolerance_ok(atol), "golden.tolerance.logits_atol", "a finite number >= 0")
 
 
+def read_tokenizer(path: Path, max_length: int):
+    """A text bundle's tokenizer.json as its app runs it: cut at `max_length`, never padded
+    (`verify`, `predict`, and the text build that writes it). Needs the tokenizers package."""
+    from tokenizers import Tokenizer
+
+    return cut_at(Tokenizer.from_file(str(path)), max_length)
+
+
+def cut_at(tokenizer, max_length: int):
+    """`tokenizer` (a tokenizers.Tokenizer) truncating at `max_length` and never padding."""
+    tokenizer.enable_truncation(max_length)
+    tokenizer.no_padding()
+    return tokenizer
+
+
 def inside(bundle: Path, relative: str) -> Path | None:
     """The file a manifest path names, or None if it would leave the bundle (absolute, .., symlink)."""
     if Path(relative).is_absolute():

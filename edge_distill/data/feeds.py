@@ -22,20 +22,30 @@ MAX_CALIBRATION_MAGNITUDE = 1e30
 
 
 def load_feeds(path: Path, inputs: list[TensorSpec], shapes: dict[str, tuple[int, ...]]) -> Sequence[dict]:
-    """The samples of an .npz, or of every .npz in a folder, as feeds; each file is checked once
-    against every input's name, dtype and shape."""
-    if path.is_dir():
-        files = [regular_file(file, "--calibration", DataError) for file in sorted(path.glob("*.npz"))]
-        if not files:
-            raise DataError(f"--calibration {path}: no .npz files in the folder", "put .npz files of samples there")
-    else:
-        files = [path]
-    # Absolute: samples are read while ONNX Runtime's calibration runs in a scratch folder.
-    feeds: Sequence[dict] = FolderFeeds([file.absolute() for file in files], inputs, shapes)  # a sample is made when asked for, never all at once
+    """`--calibration`'s samples (read_feeds): at least two, one to calibrate on and one held out."""
+    feeds = read_feeds(path, inputs, shapes)
     if len(feeds) < 2:
         raise DataError(f"{path}: {len(feeds)} sample(s); at least 2 are needed (calibration, and one held out)",
                         "add samples: a few hundred calibrate well")
     return feeds
+
+
+def read_feeds(path: Path, inputs: list[TensorSpec], shapes: dict[str, tuple[int, ...]],
+               what: str = "--calibration") -> Sequence[dict]:
+    """The samples of an .npz, or of every .npz in a folder, as feeds; each file is checked once
+    against every input's name, dtype and shape. `what` names the file in errors (the flag)."""
+    if path.is_dir():
+        files = [regular_file(file, what, DataError) for file in sorted(path.glob("*.npz"))]
+        if not files:
+            raise DataError(f"{_named(what, path)}: no .npz files in the folder", "put .npz files of samples there")
+    else:
+        files = [path]
+    # Absolute: samples are read while ONNX Runtime's calibration runs in a scratch folder.
+    return FolderFeeds([file.absolute() for file in files], inputs, shapes, what=what)  # a sample is made when asked for
+
+
+def _named(what: str, path: Path) -> str:
+    return f"{what} {path}" if what else str(path)
 
 
 class FolderFeeds(Sequence):
@@ -44,10 +54,10 @@ class FolderFeeds(Sequence):
     and memory holds one file's arrays at a time."""
 
     def __init__(self, files: list[Path], inputs: list[TensorSpec], shapes: dict[str, tuple[int, ...]],
-                 index: list[tuple[int, int]] | None = None):
-        self.files, self.inputs, self.shapes = files, inputs, shapes
+                 index: list[tuple[int, int]] | None = None, what: str = "--calibration"):
+        self.files, self.inputs, self.shapes, self.what = files, inputs, shapes, what
         if index is None:  # one checking pass: each file's sample count
-            index = [(f, row) for f, file in enumerate(files) for row in range(_count(_read(file, inputs, shapes)))]
+            index = [(f, row) for f, file in enumerate(files) for row in range(_count(_read(file, inputs, shapes, what)))]
         self.index = index
         self._open: tuple[int, dict[str, np.ndarray]] | None = None  # (file number, its samples)
 
@@ -56,26 +66,27 @@ class FolderFeeds(Sequence):
 
     def __getitem__(self, key):
         if isinstance(key, slice):
-            return FolderFeeds(self.files, self.inputs, self.shapes, self.index[key])
+            return FolderFeeds(self.files, self.inputs, self.shapes, self.index[key], self.what)
         f, row = self.index[key]
         if self._open is None or self._open[0] != f:
-            self._open = f, _read(self.files[f], self.inputs, self.shapes)
+            self._open = f, _read(self.files[f], self.inputs, self.shapes, self.what)
         return _feeds(self._open[1], self.inputs, [row])[0]
 
 
-def _read(path: Path, inputs: list[TensorSpec], shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
+def _read(path: Path, inputs: list[TensorSpec], shapes: dict[str, tuple[int, ...]], what: str
+          ) -> dict[str, np.ndarray]:
     """One file's samples per input, (N, *shape) each, checked; its declared size before any is read."""
-    regular_file(path, "--calibration", DataError)
+    regular_file(path, what, DataError)
     declared = npz_declared_bytes(path)
     if declared > MAX_FILE_ARRAY_BYTES:
-        raise DataError(f"--calibration {path}: its arrays unpack to {declared / 1024**3:.1f} GiB, more than "
+        raise DataError(f"{_named(what, path)}: its arrays unpack to {declared / 1024**3:.1f} GiB, more than "
                         f"{MAX_FILE_ARRAY_BYTES / 1024**3:.0f} GiB in one file",
                         "split the samples over several .npz files in a folder (read one at a time)")
     try:
         with np.load(path, allow_pickle=False) as f:
             arrays = {name: f[name] for name in f.files}
     except Exception as e:
-        raise DataError(f"--calibration {path}: not a readable .npz ({e})", "save it with numpy.savez") from None
+        raise DataError(f"{_named(what, path)}: not a readable .npz ({e})", "save it with numpy.savez") from None
     example = ", ".join(f"{t.name}=<{t.dtype} (N, {', '.join(map(str, shapes[t.name]))})>" for t in inputs)
     missing = [t.name for t in inputs if t.name not in arrays]
     if missing:

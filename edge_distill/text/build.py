@@ -225,8 +225,7 @@ def make_student(folder: Path, settings: TextBuildSettings, data: TextData, targ
              progress) -> None:
     """Make, distill, export, quantize (dynamic int8) and judge the student; write STUDENT_FILES."""
     import torch
-    from tokenizers import Tokenizer
-
+    from edge_distill.bundle.reader import read_tokenizer
     from edge_distill.device.runner import compare_latency
     from edge_distill.pipeline.staging import staging_folder
     from edge_distill.text.distill import distill_embeddings, distill_logits
@@ -245,9 +244,7 @@ def make_student(folder: Path, settings: TextBuildSettings, data: TextData, targ
              f"of {report['teacher_vocabulary']:,}, {report['parameters']:,} parameters "
              f"({report['teacher_parameters'] / report['parameters']:.1f}x fewer)")
     (staged / "tokenizer.json").write_text(json.dumps(tokenizer_json, ensure_ascii=False), encoding="utf-8")
-    tokenizer = Tokenizer.from_file(str(staged / "tokenizer.json"))
-    tokenizer.enable_truncation(settings.max_length)
-    tokenizer.no_padding()
+    tokenizer = read_tokenizer(staged / "tokenizer.json", settings.max_length)
     if classifier:
         training = distill_logits(student, tokenizer, data.texts, np.load(targets), np.array(data.labels, np.int64),
                                   settings.distill, progress)

@@ -59,9 +59,7 @@ def write_text_bundle(student: dict[str, Path], data: TextData, settings: TextBu
     import shutil
     from importlib import metadata
 
-    from tokenizers import Tokenizer
-
-    from edge_distill.bundle.reader import SCHEMA_VERSION
+    from edge_distill.bundle.reader import SCHEMA_VERSION, read_tokenizer
     from edge_distill.bundle.writer import label_model, profile_section, write_io_golden, write_manifest
     from edge_distill.device.runner import describe_host
     from edge_distill.onnx_model import model_tensors
@@ -70,9 +68,7 @@ def write_text_bundle(student: dict[str, Path], data: TextData, settings: TextBu
     from edge_distill.measure.harness import measurement_note
 
     report = json.loads(student["student.json"].read_text())
-    tokenizer = Tokenizer.from_file(str(student["tokenizer.json"]))
-    tokenizer.enable_truncation(settings.max_length)
-    tokenizer.no_padding()
+    tokenizer = read_tokenizer(student["tokenizer.json"], settings.max_length)
     classifier = settings.task == "classification"
     task = "text-classification" if classifier else "sentence-embedding"
     strings = data.golden

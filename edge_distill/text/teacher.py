@@ -141,6 +141,8 @@ def load_teacher(folder: Path, max_length: int = 128, classifier: bool = False,
     """The encoder of a local model folder, checked: config.json, tokenizer.json, weights
     transformers can load, and `max_length` within its position embeddings. With `classifier`, its
     classification head too; with `new_labels`, a new (untrained) head for those classes."""
+    from edge_distill.bundle.reader import cut_at
+
     offline()
     _, tokenizer, pooling = check_teacher_folder(folder)
     try:
@@ -163,9 +165,7 @@ def load_teacher(folder: Path, max_length: int = 128, classifier: bool = False,
     if max_length > positions:
         raise ConfigError(f"--max-length {max_length}: the teacher has {positions} position embeddings",
                           f"use --max-length {positions} or less")
-    tokenizer.enable_truncation(max_length)
-    tokenizer.no_padding()
-    return TextTeacher(folder, model, tokenizer, pooling, max_length)
+    return TextTeacher(folder, model, cut_at(tokenizer, max_length), pooling, max_length)
 
 
 @contextmanager

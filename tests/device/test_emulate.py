@@ -28,6 +28,10 @@ def test_guest_really_is_aarch64(tiny_artifacts):
     outputs, guest = emulate.run_emulated(tiny_artifacts["student_fp32.onnx"], {"input:input": x[None]}, "Cortex-A76")
     logits = outputs["output:logits"][0]
     assert logits.shape == (3, 10) and guest["onnxruntime"]
+    # qemu runs the core named, not its "max" model: onnxruntime sees the Cortex-A76's features only.
+    assert guest["dotprod"] and not guest["i8mm"] and not guest["sme"]
+    _, guest = emulate.run_emulated(tiny_artifacts["student_fp32.onnx"], {"input:input": x[None]}, "Cortex-A72")
+    assert not guest["dotprod"] and not guest["i8mm"]
     from edge_distill.export.onnx_io import run_onnx
 
     np.testing.assert_allclose(logits, run_onnx(tiny_artifacts["student_fp32.onnx"], x)["logits"], atol=1e-4)

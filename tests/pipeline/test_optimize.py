@@ -63,16 +63,18 @@ def test_predict_runs_each_npz_of_inputs_and_goes_on_past_a_bad_one(tmp_path):
     optimize_model(load_config("x86-avx512", None, QUICK), model, samples, {}, tmp_path / "bundle", 20.0,
                    cache_dir=tmp_path / "cache")
     golden = Bundle.open_checked(tmp_path / "bundle").golden()
-    inputs = {key.split(":", 1)[1]: value[0] for key, value in golden.items() if key.startswith("input:")}
+    # The samples as --calibration takes them: one array per input, N samples each (here the first 3).
+    inputs = {key.split(":", 1)[1]: value[:3] for key, value in golden.items() if key.startswith("input:")}
     np.savez(tmp_path / "first.npz", **inputs)
-    np.savez(tmp_path / "short.npz", **{**inputs, "audio": inputs["audio"][:, :4]})
+    np.savez(tmp_path / "short.npz", **{**inputs, "audio": inputs["audio"][..., :4]})
     result = invoke("predict", str(tmp_path / "bundle"), str(tmp_path / "short.npz"), str(tmp_path / "first.npz"),
                     "--json")
     assert result.exit_code == 3 and "1 of 2 input(s) could not be predicted" in result.stderr
     bad, good = json.loads(result.stdout)["predictions"]
-    assert "'audio' has shape [1, 4], the model takes [1, 16]" in bad["error"]
+    assert "short.npz: 'audio' has shape (3, 1, 4), expected (N, 1, 16)" in bad["error"]
+    assert good["samples"] == 3
     for name, value in good["outputs"].items():
-        np.testing.assert_allclose(value, golden[f"output:{name}"][0], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(value, golden[f"output:{name}"][:3], rtol=1e-5, atol=1e-6)
 
 
 def test_verify_fails_a_golden_output_that_no_longer_matches(tmp_path):
