@@ -66,7 +66,7 @@ def test_nan_and_empty_data(tmp_path):
 
 def test_missing_and_corrupt_checkpoint(tmp_path):
     args = ["teacher", "--profile", "rpi4", "--cache-dir", str(tmp_path / "c"), *tiny_args()]
-    assert_user_error(invoke(*args, "--teacher-checkpoint", str(tmp_path / "gone.pt")), 3, "teacher.checkpoint", "gone.pt not found")
+    assert_user_error(invoke(*args, "--teacher-checkpoint", str(tmp_path / "gone.pt")), 3, "teacher.checkpoint", "gone.pt: file not found")
     (tmp_path / "junk.pt").write_bytes(b"junk")
     assert_user_error(invoke(*args, "--teacher-checkpoint", str(tmp_path / "junk.pt")), 3, "junk.pt: not a loadable PyTorch checkpoint")
 

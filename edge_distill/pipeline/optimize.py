@@ -89,9 +89,13 @@ def load_samples(settings: OptimizeSettings) -> Samples:
 
 
 def optimize_stages(settings: OptimizeSettings, cache_dir: Path) -> list:
+    """The stages of one optimize run; the samples are read once, when the first stage asks."""
+    import functools
+
     from edge_distill.pipeline.stages.optimize import OPTIMIZE_STAGES
 
-    return [stage(settings, cache_dir) for stage in OPTIMIZE_STAGES]
+    samples = functools.cache(lambda: load_samples(settings))
+    return [stage(settings, cache_dir, samples) for stage in OPTIMIZE_STAGES]
 
 
 def optimize_model(config: BuildConfig, model_path: Path, calibration: Path, shapes: dict[str, tuple[int, ...]],

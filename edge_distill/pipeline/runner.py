@@ -10,7 +10,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edge_distill.errors import InputFileError
 from edge_distill.files import regular_file
 from edge_distill.hashing import hash_path
 from edge_distill.pipeline.cache import StageCache, library_versions
@@ -43,9 +42,10 @@ def run_stages(stages: Sequence[Stage], cache_dir: Path, force: bool = False, pr
     """Run `stages` in order; `provided` maps artifact names to files given instead of made."""
     for stage in stages:
         stage.check()
+    externals = [_external_files(stage) for stage in stages]  # all found and regular before any stage runs
     cache = StageCache(cache_dir)
     keys = _CacheKeys(cache, library_versions())
-    line, verified = _plan(stages, dict(provided or {}), keys, force)
+    line, verified = _plan(stages, externals, dict(provided or {}), keys, force)
     if len(verified) < len(stages):  # something will run: its inputs are read first, before the cache is written
         for stage in stages:
             stage.check_inputs()
@@ -54,10 +54,9 @@ def run_stages(stages: Sequence[Stage], cache_dir: Path, force: bool = False, pr
         progress(f"removed {len(removed)} staging folder(s) left in the cache by an interrupted run")
     progress(line)
     run = PipelineRun(artifacts=dict(provided or {}))
-    for index, stage in enumerate(stages, 1):
+    for index, (stage, external) in enumerate(zip(stages, externals), 1):
         started = time.perf_counter()
         inputs = {name: run.artifacts[name] for name in stage.inputs if name in run.artifacts}
-        external = _external_files(stage)
         description = keys.describe(stage, inputs, external)
         key = cache.key(description)
         found = None if force else verified.get((stage.name, key)) or cache.lookup(stage.name, key, stage.outputs)
@@ -94,12 +93,12 @@ def run_and_publish(stages: Sequence[Stage], out: Path, cache_dir: Path, force: 
 
 
 def _external_files(stage: Stage) -> dict[str, Path]:
+    """The user's files `stage` reads, each there and a folder or a regular file (a FIFO would
+    block the stage's read forever)."""
     external = dict(stage.external_files())
     for key, path in external.items():
-        if not path.exists():
-            raise InputFileError(f"{key}: {path} not found", "check the path")
         if not path.is_dir():
-            regular_file(path, key)  # a FIFO would block the stage's read forever
+            regular_file(path, key)
     return external
 
 
@@ -127,14 +126,14 @@ class _CacheKeys:
         }
 
 
-def _plan(stages: Sequence[Stage], provided: dict[str, Path], keys: _CacheKeys, force: bool) -> tuple[str, dict]:
+def _plan(stages: Sequence[Stage], externals: list[dict[str, Path]], provided: dict[str, Path], keys: _CacheKeys,
+          force: bool) -> tuple[str, dict]:
     """A line saying up front which stages come from the cache and which will run (training
     included), as far as can be known before running: after the first stage that runs, every later
     one runs too. Also the cache hits it verified, {(stage, key): Lookup}, so they are not verified twice."""
     known, cached, verified = dict(provided), [], {}
-    for stage in stages:
-        external = dict(stage.external_files())
-        if force or not all(path.exists() for path in external.values()):
+    for stage, external in zip(stages, externals):
+        if force:
             break
         inputs = {name: known[name] for name in stage.inputs if name in known}
         key = keys.cache.key(keys.describe(stage, inputs, external))

@@ -111,14 +111,12 @@ class TextData:
 
 def build_text_bundle(settings: TextBuildSettings, out: Path, cache_dir: Path, force: bool = False,
                       progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
-    """Run the text stages (`out` checked first) and publish the bundle; returns the manifest, with
-    the stages' records under "steps"."""
-    from edge_distill.pipeline.publish import check_out
+    """Read the text, run the text stages (`out` checked before any) and publish the bundle; returns
+    the manifest, with the stages' records under "steps"."""
     from edge_distill.pipeline.runner import run_and_publish
     from edge_distill.pipeline.stages.text import text_stages
     from edge_distill.text.teacher import check_teacher_folder
 
-    check_out(out)
     folder = settings.teacher_folder or default_teacher_folder()
     if not folder.is_dir():
         raise ConfigError(f"--teacher-folder {folder}: not found, or not a folder",

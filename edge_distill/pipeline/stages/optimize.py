@@ -1,21 +1,23 @@
 """The stages of `edge-distill optimize` (pipeline/optimize.py): thin, each settings -> library
-call -> files. Every stage reads the user's model and samples (their hashes are in its key) and
-loads only the samples it uses."""
+call -> files. Every stage reads the user's model and samples (their hashes are in its key),
+loaded once per run and shared."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
-from edge_distill.pipeline.optimize import OptimizeSettings, load_samples
+from edge_distill.pipeline.optimize import OptimizeSettings, Samples
 from edge_distill.pipeline.stage import Stage
 
 
 class _OptimizeStage(Stage):
-    def __init__(self, settings: OptimizeSettings, cache_dir: Path):
-        self.settings, self.cache_dir = settings, cache_dir
+    def __init__(self, settings: OptimizeSettings, cache_dir: Path, samples: Callable[[], Samples]):
+        # samples: pipeline.optimize.load_samples for this run, read once and shared by its stages
+        self.settings, self.cache_dir, self.samples = settings, cache_dir, samples
 
     def external_files(self):
         return {"model": self.settings.model, "--calibration": self.settings.calibration}
@@ -33,14 +35,10 @@ class OptimizeSimplify(_OptimizeStage):
     def check_inputs(self):
         """The model loads, every sample fits its inputs, and the first runs through the model as
         given, so its failures name it, not a work copy later."""
-        from edge_distill.files import regular_file
         from edge_distill.sessions import open_session, run_session
 
         s = self.settings
-        for key, path in self.external_files().items():
-            if not path.is_dir():
-                regular_file(path, key)
-        samples = load_samples(s)
+        samples = self.samples()
         run_session(open_session(s.model, str(s.model)), samples.held_out[0],
                     f"{s.model} on the first sample of {s.calibration}", s.config.benchmark.time_limit_s)
 
@@ -48,7 +46,7 @@ class OptimizeSimplify(_OptimizeStage):
         from edge_distill.export.simplify import simplified_or_source
 
         s = self.settings
-        samples = load_samples(s)
+        samples = self.samples()
         progress(f"{s.model.name}: {len(samples.inputs)} input(s) "
                  + ", ".join(f"{t.name} {t.dtype} {'x'.join(map(str, samples.fixed[t.name])) or 'scalar'}"
                              for t in samples.inputs)
@@ -74,12 +72,13 @@ class OptimizeQuantize(_OptimizeStage):
         from edge_distill.export.budget import quantize_within_budget
         from edge_distill.pipeline.cache import StageCache
 
-        samples = load_samples(self.settings)
+        samples = self.samples()
         notes: list[str] = []
-        with StageCache(self.cache_dir).staging_folder(self.name + "-work") as work:
+        cache = StageCache(self.cache_dir)  # its int8-distill entries, and a scratch folder for the attempts
+        with cache.staging_folder(self.name + "-work") as work:
             int8, recipe, judgement = quantize_within_budget(
                 inputs["fp32.onnx"], samples.calibrate_on, samples.held_out, (samples.inputs, samples.outputs),
-                self.settings.config, samples.budget, work, notes, progress, StageCache(self.cache_dir))
+                self.settings.config, samples.budget, work, notes, progress, cache)
             if int8 is not None:
                 shutil.copyfile(int8, out / "int8.onnx")
         (out / "quantize.json").write_text(json.dumps({"recipe": recipe, "judgement": dataclasses.asdict(judgement),
@@ -103,7 +102,7 @@ class OptimizeSelect(_OptimizeStage):
         from edge_distill.export.budget import Judgement
         from edge_distill.export.selection import choose, time_candidates
 
-        samples = load_samples(self.settings)
+        samples = self.samples()
         judgement = Judgement(**json.loads(inputs["quantize.json"].read_text())["judgement"])
         variants = {name: inputs[f"{name}.onnx"] for name in ("fp32", "int8") if f"{name}.onnx" in inputs}
         config = self.settings.config
@@ -132,7 +131,7 @@ class OptimizePackage(_OptimizeStage):
         from edge_distill.pipeline.optimize import GOLDEN_COUNT
 
         s = self.settings
-        samples = load_samples(s)
+        samples = self.samples()
         quantized = json.loads(inputs["quantize.json"].read_text())
         selection = json.loads(inputs["selection.json"].read_text())
         judgement = Judgement(**quantized["judgement"])
