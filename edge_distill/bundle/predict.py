@@ -27,7 +27,7 @@ def predict_inputs(bundle_path: Path, inputs: list[str], top: int = 3) -> list[d
     session = open_session(bundle.model_path, what=f"{bundle_path}: the model")
     if "text" in bundle.manifest:
         predict_one = _text_predictor(bundle, session, top)
-    elif bundle.manifest["golden"].get("kind") == "io":
+    elif bundle.any_io:
         predict_one = _feeds_predictor(bundle, session)
     else:
         predict_one = _classifier_predictor(bundle, session, top)

@@ -73,13 +73,11 @@ class Bundle:
         """The golden vectors, checked against the manifest and against their JSON copy."""
         return load_golden(self.path, self.manifest["golden"])
 
-    def require_classifier(self, command: str) -> None:
-        """`command` reads a classifier's single input and logits: refuse a bundle of any inputs
-        and outputs (edge-distill optimize) by name rather than fail on a missing key."""
-        if self.manifest["golden"].get("kind") == "io":
-            raise BundleError(f"{self.path}: {command} works on classifier bundles from edge-distill build; this one "
-                              "comes from edge-distill optimize (any inputs and outputs)",
-                              "edge-distill verify checks it; edge-distill bench times it, here or on a device")
+    @property
+    def any_io(self) -> bool:
+        """Whether its golden vectors are of the io kind (any inputs and outputs: optimize and text
+        bundles) rather than a classifier's single input and logits."""
+        return self.manifest["golden"].get("kind") == "io"
 
     def section(self, *keys: str) -> Any:
         """manifest[keys[0]][keys[1]]..., or a BundleError naming the missing key."""

@@ -107,7 +107,7 @@ def check_golden(bundle: Bundle, session) -> list[Check]:
     manifest = bundle.manifest
     golden = manifest["golden"]
     arrays = bundle.golden()
-    if golden.get("kind") == "io":
+    if bundle.any_io:
         return check_io_golden(arrays, manifest, session)
     input_name, output_name = manifest["inputs"][0]["name"], manifest["outputs"][0]["name"]
     try:

@@ -168,7 +168,7 @@ def bench_bundle(bundle: Path, target: RemoteTarget | None, progress=lambda _: N
 
     opened = Bundle.open_checked(bundle)
     golden = opened.golden()
-    any_io = opened.manifest["golden"].get("kind") == "io"  # from edge-distill optimize: any inputs and outputs
+    any_io = opened.any_io
     # The thread count optimize measured fastest, where it chose one; the profile's otherwise.
     chosen = {"threads": opened.manifest["runtime"]["intra_op_threads"]} if "runtime" in opened.manifest else {}
     settings = {"time_limit_s": BenchmarkConfig.time_limit_s, **opened.section("profile", "benchmark"), **chosen,
