@@ -449,7 +449,7 @@ def verify(bundle: Path, emulate: str | None, as_json: bool) -> None:
 def predict(bundle: Path, inputs: tuple[str, ...], top: int, as_json: bool) -> None:
     """Reference outputs for raw INPUTS through the bundle's documented preprocessing: what an app
     must reproduce for the same inputs. Image files or .npy samples for a `build` bundle, strings
-    for a `text` bundle, .npz files of every input for an `optimize` bundle. Each input gets its
+    for a `text` bundle, .npz samples (as --calibration takes them) for an `optimize` bundle. Each input gets its
     result or its error; the exit status is non-zero when any failed."""
     from edge_distill.api import predict as predict_inputs
     from edge_distill.bundle.predict import render_predictions
