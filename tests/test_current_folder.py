@@ -45,21 +45,32 @@ def test_a_no_op_build_reads_every_stage_from_the_cache_without_torch(tiny_cache
 
 
 def test_a_no_op_optimize_reads_every_stage_from_the_cache_without_torch(tmp_path):
-    """silero-vad's layout (its compute in If branches), where ONNX Runtime logs warnings of its own:
-    they stay off the terminal (it writes them to fd 2, so only a new process shows them)."""
+    model = handmade.three_input_model(tmp_path / "vad.onnx")
+    samples = handmade.three_input_samples(tmp_path / "samples.npz")
+    args = ["optimize", str(model), "-p", "x86-avx512", "--calibration", str(samples), "--out", str(tmp_path / "b"),
+            "--cache-dir", str(tmp_path / "cache"), "--set", "quantize.search_min_seconds=0.05", "--json"]
+    result = invoke(*args)
+    assert result.exit_code == 0, result.output
+    done = run_in(tmp_path / "here", *args)
+    assert "plan: all 4 stage(s) cached" in done.stderr and "torch not imported" in done.stderr
+    again = json.loads(done.stdout)
+    assert again["model"] == json.loads(result.stdout)["model"] and all(step["cached"] for step in again["steps"])
+
+
+@pytest.mark.slow
+def test_onnx_runtimes_own_warnings_stay_off_the_terminal(tmp_path):
+    """silero-vad's layout (its compute in If branches), where ONNX Runtime logs warnings of its own
+    on fd 2, so only a new process shows them: none without --debug."""
     model = handmade.branch_model(tmp_path / "branches.onnx")
     rng = np.random.default_rng(0)
     np.savez(tmp_path / "samples.npz", audio=rng.standard_normal((20, 1, 16)).astype(np.float32),
              sr=np.full(20, 16000, np.int64))
-    args = ["optimize", str(model), "-p", "x86-avx512", "--calibration", str(tmp_path / "samples.npz"),
-            "--out", str(tmp_path / "b"), "--cache-dir", str(tmp_path / "cache"), "--min-snr", "0",
-            "--set", "quantize.search_min_seconds=0.05", "--json"]
-    first = run_in(tmp_path / "first", *args)
-    assert "onnxruntime" not in first.stderr.replace("torch not imported", ""), first.stderr
-    done = run_in(tmp_path / "here", *args)
-    assert "plan: all 4 stage(s) cached" in done.stderr and "torch not imported" in done.stderr
-    again = json.loads(done.stdout)
-    assert again["model"] == json.loads(first.stdout)["model"] and all(step["cached"] for step in again["steps"])
+    args = ["optimize", str(model), "-p", "x86-avx512", "--calibration", str(tmp_path / "samples.npz"), "--min-snr",
+            "0", "--set", "quantize.search_min_seconds=0.05"]
+    done = run_in(tmp_path / "here", *args, "--out", str(tmp_path / "b"), "--cache-dir", str(tmp_path / "cache"))
+    assert "onnxruntime" not in done.stderr, done.stderr
+    debug = run_in(tmp_path / "debug", "--debug", *args, "--out", str(tmp_path / "d"), "--cache-dir", str(tmp_path / "c"))
+    assert "[W:onnxruntime" in debug.stderr  # the same run with --debug shows them
 
 
 def test_reading_a_bundle_writes_nothing_into_the_current_folder(tiny_bundle, tmp_path, monkeypatch):

@@ -7,6 +7,7 @@ from edge_distill.text.corpus import (default_corpus, read_passages, retrieval_p
                                       summary_and_rest, training_texts)
 
 
+@pytest.mark.slow  # 5 s: reads the standard library's sources (the default text build's own data)
 def test_the_default_corpus_is_the_standard_librarys_own_text_and_holds_its_task_out_of_training():
     first = default_corpus()
     assert len(first.train) > 3000 and len(first.test) > 200
