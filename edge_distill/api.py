@@ -90,6 +90,22 @@ def text_bundle(settings, out: Path, *, cache_dir: Path, force: bool = False, re
     return manifest | ({"device_benchmark": device} if device is not None else {})
 
 
+def generator_bundle(settings, out: Path, *, cache_dir: Path, force: bool = False,
+                     progress: Progress = log_progress) -> dict:
+    """`edge-distill llm` (settings: lm.build.LMBuildSettings): the student distilled, exported with
+    its KV cache, quantized by measured quality and published at `out`; returns the manifest."""
+    from edge_distill.lm.build import build_generator_bundle
+
+    return build_generator_bundle(settings, out, cache_dir, force, progress)
+
+
+def generate(bundle: Path, prompt: str, sampling=None):
+    """The text a generator bundle continues `prompt` with, piece by piece (bundle.generate)."""
+    from edge_distill.bundle.generate import Sampling, generate_text
+
+    return generate_text(bundle, prompt, sampling or Sampling())
+
+
 def verify(bundle: Path, emulate: str | None = None, progress: Progress = log_progress) -> list:
     """The checks of a bundle (bundle.integrity.Check): files, model, golden outputs; with
     `emulate="aarch64"` also the golden outputs on aarch64 onnxruntime under qemu."""

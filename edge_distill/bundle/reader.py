@@ -23,6 +23,8 @@ GOLDEN_ARRAYS = ("inputs", "logits", "top1")
 # Optional: the same samples before preprocessing (pixels as an app reads them), in bundles that state
 # their raw input.
 RAW_GOLDEN = "raw_inputs"
+# A generator's golden generations (edge-distill llm, lm/bundle.py).
+GENERATION_ARRAYS = ("prompt_ids", "prompt_lengths", "greedy_ids", "first_logits")
 # Files a bundle folder holds beside those manifest["files"] hashes: the manifest itself, and what
 # `build` writes after it (a size sweep's report, figures measured on the device over SSH).
 UNHASHED_FILES = ("manifest.json", "sweep.json", "sweep.svg", "device_benchmark.json")
@@ -72,6 +74,11 @@ class Bundle:
     def golden(self) -> dict[str, np.ndarray]:
         """The golden vectors, checked against the manifest and against their JSON copy."""
         return load_golden(self.path, self.manifest["golden"])
+
+    @property
+    def generates(self) -> bool:
+        """Whether it is a text generator (a KV-cache decoder with golden generations)."""
+        return self.manifest["golden"].get("kind") == "generation"
 
     @property
     def any_io(self) -> bool:
@@ -146,6 +153,9 @@ MANIFEST = Obj({
     "raw_input": Obj({"kind": Str(), "resize": Str(), "dtype": Str()}),
     "text": Obj({"tokenizer": Str(nonempty=True), "golden_text": Str(nonempty=True), "max_length": Int(1, 1_000_000)},
                 required={"tokenizer", "golden_text", "max_length"}),
+    "generation": Obj({"tokenizer": Str(nonempty=True), "settings": Str(nonempty=True), "max_length": Int(1, 10_000_000),
+                       "eos_token_ids": ListOf(Int(0), min_length=1, max_length=64)},
+                      required={"tokenizer", "settings", "max_length", "eos_token_ids"}),
 }, required=set(REQUIRED_KEYS))
 REBUILD = "rebuild the bundle with edge-distill build"
 
@@ -172,6 +182,11 @@ def check_manifest_shape(manifest: dict[str, Any], path: Path) -> None:
         atol = tolerance.get("atol") if isinstance(tolerance, dict) else None
         need(isinstance(atol, dict) and all(tolerance_ok(atol.get(t["name"])) for t in manifest["outputs"]),
              "golden.tolerance.atol", "an object of output name -> a finite number >= 0")
+    elif golden.get("kind") == "generation":  # a KV-cache decoder's golden generations (edge-distill llm)
+        need(set(arrays) == set(GENERATION_ARRAYS), "golden.arrays", f"an object with {', '.join(GENERATION_ARRAYS)}")
+        need("generation" in manifest, "generation", "present in a generator's manifest")
+        atol = tolerance.get("first_logits_atol") if isinstance(tolerance, dict) else None
+        need(tolerance_ok(atol), "golden.tolerance.first_logits_atol", "a finite number >= 0")
     else:
         need(set(GOLDEN_ARRAYS) <= set(arrays) <= {*GOLDEN_ARRAYS, RAW_GOLDEN},
              "golden.arrays", f"an object with {', '.join(GOLDEN_ARRAYS)} (and optionally {RAW_GOLDEN})")

@@ -30,6 +30,9 @@ def verify_bundle(path: Path, providers: list[str] | None = None) -> list[Check]
     """Run every check; a bundle that cannot be read at all raises BundleError instead."""
     bundle = Bundle.open(path)
     checks = integrity_checks(path, bundle.manifest, bundle.model_path)
+    if bundle.generates and all(c.passed for c in checks):
+        checks += check_generation(bundle, providers)
+        return checks
     if not all(c.passed for c in checks):
         return checks  # never run a model whose bytes are not vouched for
     from edge_distill.errors import ModelError
@@ -85,6 +88,62 @@ def check_text_tokenizer(bundle: Path, manifest: dict[str, Any], arrays: dict[st
     return Check("golden tokenization", not wrong,
                  f"{rows - len(wrong)}/{rows} golden strings tokenize to their stored ids"
                  + (f"; first mismatch: string {wrong[0]} {golden['texts'][wrong[0]][:60]!r}" if wrong else ""))
+
+
+def check_generation(bundle: Bundle, providers: list[str] | None = None) -> list[Check]:
+    """A generator bundle: the model loads as a KV-cache decoder of the stated inputs and outputs,
+    greedy decoding of each golden prompt gives the stored ids, its first step's logits are within
+    tolerance, and tokenizer.json gives the stored prompt ids."""
+    from edge_distill.device.decoder import Decoder, greedy
+    from edge_distill.errors import ModelError
+    from edge_distill.sessions import open_session
+
+    try:
+        session = open_session(bundle.model_path, bundle.model_path.name, providers)
+        decoder = Decoder(session)
+    except (ModelError, ValueError) as e:
+        return [Check("model loads", False, (e.message if isinstance(e, ModelError) else str(e))[:400])]
+    checks = check_spec(session, bundle.manifest)
+    if not all(c.passed for c in checks):
+        return checks
+    arrays, golden = bundle.golden(), bundle.manifest["golden"]
+    prompts = [row[:n].tolist() for row, n in zip(arrays["prompt_ids"], arrays["prompt_lengths"])]
+    try:
+        runs = [greedy(decoder, prompt, arrays["greedy_ids"].shape[1]) for prompt in prompts]
+    except Exception as e:  # onnxruntime's own error types
+        return [*checks, Check("golden generation", False, f"the model cannot run the golden prompts: {str(e)[:300]}")]
+    same = sum(tokens == expected.tolist() for (tokens, _), expected in zip(runs, arrays["greedy_ids"]))
+    diff = max(float(np.abs(logits - expected).max()) for (_, logits), expected in zip(runs, arrays["first_logits"]))
+    atol = float(golden["tolerance"]["first_logits_atol"])
+    checks += [Check("golden greedy ids", same == len(runs), f"{same}/{len(runs)} prompts generate their "
+                     f"{arrays['greedy_ids'].shape[1]} stored tokens"),
+               Check("golden first logits", diff <= atol, f"max abs diff {diff:.3g} (tolerance {atol:.3g})")]
+    checks.append(check_prompt_tokens(bundle, golden.get("prompts"), prompts))
+    return checks
+
+
+def check_prompt_tokens(bundle: Bundle, texts, stored: list[list[int]]) -> Check:
+    """The bundle's tokenizer.json turns the golden prompts into the stored ids: what an app's
+    tokenizer must match."""
+    from importlib.util import find_spec
+
+    if find_spec("tokenizers") is None:  # a device with numpy and onnxruntime only
+        return Check("golden tokenization", True, "not checked here: the tokenizers package is not installed")
+    path = inside(bundle.path, bundle.manifest["generation"]["tokenizer"])
+    if path is None or bundle.manifest["generation"]["tokenizer"] not in bundle.manifest["files"]:
+        return Check("golden tokenization", False, "generation.tokenizer is not a file the bundle lists")
+    if not isinstance(texts, list) or len(texts) != len(stored) or not all(isinstance(t, str) for t in texts):
+        return Check("golden tokenization", False, "golden.prompts is not one string per stored prompt")
+    try:
+        from tokenizers import Tokenizer
+
+        produced = [e.ids for e in Tokenizer.from_file(str(path)).encode_batch(texts)]
+    except BaseException as e:  # noqa: B036 - the tokenizers library's Rust panics are BaseExceptions
+        if isinstance(e, (KeyboardInterrupt, SystemExit)):
+            raise
+        return Check("golden tokenization", False, f"{path.name}: the tokenizers library failed ({describe(e)})")
+    same = sum(a == b for a, b in zip(produced, stored))
+    return Check("golden tokenization", same == len(stored), f"{same}/{len(stored)} golden prompts tokenize to their stored ids")
 
 
 def check_spec(session, manifest: dict[str, Any]) -> list[Check]:

@@ -1,0 +1,172 @@
+"""Text generation with a KV-cache ONNX decoder (lm/export.py's layout): greedy and sampled
+decoding, and its timing (time to first token, decode tokens per second).
+
+Like device/runner.py this runs on a device: standard library, numpy and onnxruntime only, nothing
+else from edge_distill but the runner. `python3 decoder.py model.onnx --prompt-ids 1,2,3 --json` generates and
+times there.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+try:
+    from edge_distill.device.runner import peak_rss_mb
+except ImportError:  # on a device, beside runner.py (device/remote.py copies both)
+    from runner import peak_rss_mb
+
+PAST = re.compile(r"past_key_values\.(\d+)\.(key|value)$")
+
+
+@dataclass
+class State:
+    """Where a generation stands: the last step's logits for the next token, the cache, the mask."""
+    logits: np.ndarray  # batch x vocabulary
+    past: list[np.ndarray]
+    mask: np.ndarray  # batch x total_sequence
+
+
+class Decoder:
+    """A session of a KV-cache decoder, read off its inputs: layers, kv heads, head size."""
+
+    def __init__(self, session):
+        self.session = session
+        inputs = {spec.name: spec for spec in session.get_inputs()}
+        past = sorted((int(m[1]), m[2] == "value", name) for name in inputs if (m := PAST.match(name)))
+        missing = {"input_ids", "attention_mask", "position_ids"} - set(inputs)
+        if missing or not past:
+            raise ValueError(f"not a KV-cache decoder: no {', '.join(sorted(missing)) or 'past_key_values.*'} input")
+        self.past_names = [name for *_, name in past]
+        self.layers = len(past) // 2
+        shape = inputs[self.past_names[0]].shape
+        self.kv_heads, self.head_dim = int(shape[1]), int(shape[3])
+        self.output_names = [o.name for o in session.get_outputs()]
+        self.vocab_size = int(session.get_outputs()[0].shape[-1])
+
+    def start(self, ids: np.ndarray, mask: np.ndarray | None = None) -> State:
+        """The prefill: `ids` (batch x sequence, int64), left-padded where `mask` has 0s."""
+        batch = ids.shape[0]
+        empty = [np.zeros((batch, self.kv_heads, 0, self.head_dim), np.float32)] * len(self.past_names)
+        mask = np.ones_like(ids) if mask is None else mask.astype(np.int64)
+        return self._run(ids, mask, empty)
+
+    def logits(self, ids: np.ndarray) -> np.ndarray:
+        """Every position's next-token logits (batch x sequence x vocabulary) of one prefill."""
+        empty = [np.zeros((ids.shape[0], self.kv_heads, 0, self.head_dim), np.float32)] * len(self.past_names)
+        feed = {"input_ids": ids, "attention_mask": np.ones_like(ids),
+                "position_ids": np.broadcast_to(np.arange(ids.shape[1]), ids.shape).astype(np.int64),
+                **dict(zip(self.past_names, empty))}
+        return self.session.run(["logits"], feed)[0]
+
+    def advance(self, state: State, ids: np.ndarray) -> State:
+        """One step: `ids` (batch x 1) the tokens just chosen."""
+        return self._run(ids, np.concatenate([state.mask, np.ones_like(ids)], axis=1), state.past)
+
+    def _run(self, ids: np.ndarray, mask: np.ndarray, past: list[np.ndarray]) -> State:
+        positions = np.maximum(np.cumsum(mask, axis=1) - 1, 0)[:, -ids.shape[1]:]
+        feed = {"input_ids": ids, "attention_mask": mask, "position_ids": positions.astype(np.int64),
+                **dict(zip(self.past_names, past))}
+        logits, *present = self.session.run(self.output_names, feed)
+        return State(logits[:, -1], present, mask)
+
+    def generate(self, prompt: list[int], max_new_tokens: int, eos_ids: tuple[int, ...] = (),
+                 temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, seed: int | None = None) -> Iterator[int]:
+        """The next tokens after `prompt`, one at a time, until an end-of-sequence token (not yielded)
+        or `max_new_tokens`: greedy at temperature 0, else sampled (top-k, then nucleus top-p)."""
+        rng = np.random.default_rng(seed)
+        state = self.start(np.asarray([prompt], dtype=np.int64))
+        for _ in range(max_new_tokens):
+            token = choose(state.logits[0], temperature, top_k, top_p, rng)
+            if token in eos_ids:
+                return
+            yield token
+            state = self.advance(state, np.asarray([[token]], dtype=np.int64))
+
+
+def choose(logits: np.ndarray, temperature: float, top_k: int, top_p: float, rng: np.random.Generator) -> int:
+    """The next token: the most likely at temperature 0; else drawn from softmax(logits / T) cut to
+    the `top_k` most likely (0: all) and then to the smallest set holding `top_p` of the mass."""
+    if temperature <= 0:
+        return int(np.argmax(logits))
+    scaled = logits.astype(np.float64) / temperature
+    order = np.argsort(-scaled, kind="stable")[: top_k or None]
+    p = np.exp(scaled[order] - scaled[order[0]])
+    p /= p.sum()
+    keep = int(np.searchsorted(np.cumsum(p), top_p) + 1) if top_p < 1.0 else len(p)
+    p = p[:keep] / p[:keep].sum()
+    return int(order[rng.choice(keep, p=p)])
+
+
+def greedy(decoder: Decoder, prompt: list[int], new_tokens: int) -> tuple[list[int], np.ndarray]:
+    """(the `new_tokens` greedy tokens after `prompt`, end-of-sequence tokens included, the
+    first step's logits): a bundle's golden generation."""
+    state = decoder.start(np.asarray([prompt], dtype=np.int64))
+    first, tokens = state.logits[0].copy(), []
+    for _ in range(new_tokens):
+        tokens.append(int(np.argmax(state.logits[0])))
+        state = decoder.advance(state, np.asarray([[tokens[-1]]], dtype=np.int64))
+    return tokens, first
+
+
+def time_generation(decoder: Decoder, prompt_length: int, new_tokens: int, rounds: int = 3) -> dict[str, float]:
+    """Time to first token (the prefill of a `prompt_length`-token prompt) and decode tokens/s over
+    `new_tokens` greedy steps after it, at batch 1: the median of `rounds` (after one warm-up)."""
+    prompt = np.asarray([(np.arange(prompt_length) * 7919 + 11) % decoder.vocab_size], dtype=np.int64)
+    first, rates = [], []
+    for round_ in range(rounds + 1):
+        started = time.perf_counter()
+        state = decoder.start(prompt)
+        prefilled = time.perf_counter()
+        for _ in range(new_tokens):
+            state = decoder.advance(state, np.asarray([[int(np.argmax(state.logits[0]))]], dtype=np.int64))
+        finished = time.perf_counter()
+        if round_:  # the first round warms the session up
+            first.append((prefilled - started) * 1e3)
+            rates.append(new_tokens / (finished - prefilled))
+    return {"prompt_tokens": prompt_length, "time_to_first_token_ms": float(np.median(first)),
+            "new_tokens": new_tokens, "decode_tokens_per_s": float(np.median(rates))}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python3 decoder.py model.onnx --prompt-ids 1,2,3`: greedy tokens and timings, on a device."""
+    import argparse
+    import json
+    import sys
+
+    import onnxruntime as ort
+
+    parser = argparse.ArgumentParser(description="Generate with a KV-cache ONNX decoder (numpy + onnxruntime only).")
+    parser.add_argument("model", type=Path)
+    parser.add_argument("--prompt-ids", required=True, help="comma list of token ids")
+    parser.add_argument("--new-tokens", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=0, help="intra-op threads (0: onnxruntime's choice)")
+    parser.add_argument("--time", type=str, default="", metavar="LEN[,LEN]",
+                        help="also time prefills of these prompt lengths and decoding after them")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    options = ort.SessionOptions()
+    if args.threads:
+        options.intra_op_num_threads, options.inter_op_num_threads = args.threads, 1
+    options.log_severity_level = 3
+    try:
+        decoder = Decoder(ort.InferenceSession(str(args.model), options, providers=["CPUExecutionProvider"]))
+        prompt = [int(t) for t in args.prompt_ids.split(",")]
+        tokens, _ = greedy(decoder, prompt, args.new_tokens)
+        timing = [time_generation(decoder, int(n), args.new_tokens) for n in args.time.split(",") if n]
+    except Exception as e:  # one line, not a traceback: over SSH it is all the user sees
+        print(f"decoder: {args.model.name}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__}",
+              file=sys.stderr)
+        return 3
+    result = {"tokens": tokens, "timing": timing, "onnxruntime": ort.__version__, "peak_rss_mb": peak_rss_mb()}
+    print(json.dumps(result) if args.json else "\n".join([" ".join(map(str, tokens))] + [str(t) for t in timing]))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

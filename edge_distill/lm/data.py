@@ -1,0 +1,91 @@
+"""The text a language-model student learns from, as token windows, and the teacher's targets on it.
+
+Passages (the user's --text or the embedded default corpus, split by a hash of each passage,
+text/corpus.py) are tokenized with the teacher's tokenizer and joined with its end-of-sequence
+token into one stream per split, cut into windows of `context + 1` tokens: the first `context`
+are read, each predicts the next.
+
+Token-level KD needs the teacher's next-token distribution at every training position; the whole
+49k-way distribution per token does not fit, so its top-k log-probabilities are written to disk
+(memory-mapped, a batch at a time) and the student reads them back the same way.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from edge_distill.errors import DataError
+from edge_distill.progress import Progress, progress_bar
+
+
+def token_stream(tokenizer, passages: list[str], eos_id: int) -> np.ndarray:
+    """The passages' tokens, each passage followed by the end-of-sequence token (int32)."""
+    from edge_distill.text.teacher import tokenizer_errors
+
+    with tokenizer_errors("tokenizing the text"):
+        encoded = tokenizer.encode_batch(passages, add_special_tokens=False)
+    parts = [np.asarray([*e.ids, eos_id], dtype=np.int32) for e in encoded]
+    return np.concatenate(parts) if parts else np.zeros(0, np.int32)
+
+
+def windows(stream: np.ndarray, context: int, limit: int | None = None) -> np.ndarray:
+    """(N, context + 1) non-overlapping windows of the stream, at most `limit` of them, spread evenly
+    over it when there are more (so a capped run still sees every part of the text)."""
+    count = (len(stream) - 1) // context
+    starts = np.arange(count) * context
+    if limit is not None and count > limit:
+        starts = starts[np.linspace(0, count - 1, limit).round().astype(int)]
+    return np.stack([stream[s:s + context + 1] for s in starts]) if len(starts) else np.zeros((0, context + 1), np.int32)
+
+
+def split_windows(tokenizer, train: list[str], held_out: list[str], eos_id: int, context: int, train_limit: int,
+                  held_out_limit: int, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """(training windows, held-out windows); a text too small for either is one DataError."""
+    train_w = windows(token_stream(tokenizer, train, eos_id), context, train_limit)
+    held_w = windows(token_stream(tokenizer, held_out, eos_id), context, held_out_limit)
+    for name, found, share in (("training", train_w, "80%"), ("held-out", held_w, "10%")):
+        if len(found) < 2:
+            raise DataError(f"{where}: too little text for {name} windows of {context} tokens "
+                            f"({len(found)}; the {name} split is about {share} of the passages, by a hash of each)",
+                            "give more text (--text), or a smaller --context")
+    return train_w, held_w
+
+
+def write_teacher_targets(model, train: np.ndarray, top_k: int, batch_size: int, ids_path: Path,
+                          logprobs_path: Path, progress: Progress) -> None:
+    """The teacher's top-k next-token log-probabilities at every position of the training windows:
+    ids (N, context, k) int32 and log-probabilities (N, context, k) float16, written a batch at a time
+    into memory-mapped .npy files."""
+    import torch
+
+    n, context = train.shape[0], train.shape[1] - 1
+    ids = np.lib.format.open_memmap(ids_path, mode="w+", dtype=np.int32, shape=(n, context, top_k))
+    logprobs = np.lib.format.open_memmap(logprobs_path, mode="w+", dtype=np.float16, shape=(n, context, top_k))
+    with progress_bar(progress, n * context, "teacher targets (tokens)") as bar, torch.no_grad():
+        for start in range(0, n, batch_size):
+            batch = torch.from_numpy(train[start:start + batch_size, :-1].astype(np.int64))
+            values, indices = model(batch).logits.float().log_softmax(-1).topk(top_k, dim=-1)
+            ids[start:start + len(batch)] = indices.numpy()
+            logprobs[start:start + len(batch)] = values.numpy()
+            bar.update(batch.numel())
+            if not bar.active:
+                progress(f"teacher targets: {min(start + batch_size, n)}/{n} windows")
+    ids.flush()
+    logprobs.flush()
+    del ids, logprobs
+
+
+def teacher_held_out(model, held_out: np.ndarray, batch_size: int) -> tuple[float, np.ndarray]:
+    """(the teacher's perplexity on the held-out windows, its top-1 next token at each position)."""
+    import torch
+
+    nll, top1 = [], []
+    with torch.no_grad():
+        for start in range(0, len(held_out), batch_size):
+            batch = torch.from_numpy(held_out[start:start + batch_size].astype(np.int64))
+            logprobs = model(batch[:, :-1]).logits.float().log_softmax(-1)
+            nll.append(-logprobs.gather(-1, batch[:, 1:, None])[..., 0].numpy())
+            top1.append(logprobs.argmax(-1).numpy().astype(np.int32))
+    return float(np.exp(np.concatenate(nll).mean())), np.concatenate(top1)

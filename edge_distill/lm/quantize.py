@@ -1,0 +1,109 @@
+"""Weight-only and dynamic quantization of a KV-cache decoder, each variant judged by measured
+quality and speed, and the one to ship chosen by a stated rule.
+
+Variants (ONNX Runtime's own tools):
+- fp32: the export;
+- int8_weights / int4_weights: MatMulNBits (onnxruntime.quantization.matmul_nbits_quantizer, RTN,
+  symmetric, blocks of 32), weights 8 or 4 bits, activations fp32 (accuracy level 4 lets the
+  kernel run int8 dot products on them, as onnxruntime-genai's CPU models do);
+- int8_dynamic: quantize_dynamic, MatMul and the embedding Gather int8, activations quantized per
+  run.
+
+Quality: held-out perplexity over the teacher's whole vocabulary, and next-token top-1 agreement
+with the teacher and with fp32. Speed: time to first token and decode tokens/s at batch 1, timed in
+a process of its own (device/decoder.py, as on a device), which also reports its peak memory.
+
+The rule: the fastest decode among variants whose perplexity is within `max_perplexity_increase`
+of fp32's; a variant within 5% of the fastest's tokens/s ties with it, and a tie goes to the
+smaller file.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_distill.errors import QuantizeError, describe
+
+VARIANTS = ("fp32", "int8_weights", "int4_weights", "int8_dynamic")
+NBITS = {"int8_weights": 8, "int4_weights": 4}
+BLOCK_SIZE = 32
+SPEED_TIE = 0.05
+PROMPT_LENGTHS = (64, 256)
+NEW_TOKENS = 32
+
+
+def make_variant(name: str, fp32: Path, out: Path) -> None:
+    """Write variant `name` of the fp32 decoder to `out`."""
+    from edge_distill.export.onnx_io import quiet_libraries
+
+    if name == "int8_dynamic":
+        from edge_distill.text.quantize import quantize_dynamic_int8
+
+        return quantize_dynamic_int8(fp32, out)
+    import onnx
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    try:
+        with quiet_libraries(scratch_in=out.parent):
+            quantizer = MatMulNBitsQuantizer(onnx.load(str(fp32)), bits=NBITS[name], block_size=BLOCK_SIZE,
+                                             is_symmetric=True, accuracy_level=4, op_types_to_quantize=("MatMul",))
+            quantizer.process()
+            quantizer.model.save_model_to_file(str(out), use_external_data_format=False)
+    except Exception as e:
+        raise QuantizeError(f"{name} of {fp32.name} failed: {describe(e, 2000)}") from None
+
+
+def held_out_quality(model: Path, held_out: np.ndarray, teacher_top1: np.ndarray, threads: int,
+                     batch_size: int = 8) -> tuple[dict[str, float], np.ndarray]:
+    """({perplexity, agreement with the teacher's top-1}, this model's top-1 per position) on the
+    held-out windows (N, context + 1), each read in one prefill."""
+    from edge_distill.device.decoder import Decoder
+    from edge_distill.sessions import open_session
+
+    decoder = Decoder(open_session(model, model.name, threads=threads))
+    nll, top1 = [], []
+    for start in range(0, len(held_out), batch_size):
+        batch = held_out[start:start + batch_size].astype(np.int64)
+        logits = decoder.logits(batch[:, :-1])
+        shifted = logits - logits.max(-1, keepdims=True)
+        logsum = np.log(np.exp(shifted).sum(-1))
+        nll.append(logsum - np.take_along_axis(shifted, batch[:, 1:, None], -1)[..., 0])
+        top1.append(logits.argmax(-1).astype(np.int32))
+    predicted = np.concatenate(top1)
+    return {"perplexity": float(np.exp(np.concatenate(nll).mean())),
+            "agreement_with_teacher": float((predicted == teacher_top1).mean())}, predicted
+
+
+def time_in_own_process(model: Path, threads: int, prompt_lengths=PROMPT_LENGTHS, new_tokens: int = NEW_TOKENS
+                        ) -> dict[str, Any]:
+    """device/decoder.py run as a script on `model` (as on a device): its timings and peak memory."""
+    from edge_distill.device import decoder
+
+    command = [sys.executable, decoder.__file__, str(model), "--prompt-ids", "1", "--new-tokens", str(new_tokens),
+               "--threads", str(threads), "--time", ",".join(map(str, prompt_lengths)), "--json"]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise QuantizeError(f"timing {model.name} failed: {done.stderr.strip()[-500:]}")
+    result = json.loads(done.stdout)
+    return {"timing": result["timing"], "peak_rss_mb": result["peak_rss_mb"]}
+
+
+def choose_variant(rows: dict[str, dict[str, Any]], max_perplexity_increase: float) -> tuple[str, str]:
+    """(the variant to ship, why), by the rule in this module's docstring."""
+    limit = rows["fp32"]["perplexity"] * (1 + max_perplexity_increase)
+    within = {name: row for name, row in rows.items() if row["perplexity"] <= limit}
+    fastest = max(row["decode_tokens_per_s"] for row in within.values())
+    tied = [name for name, row in within.items() if row["decode_tokens_per_s"] >= (1 - SPEED_TIE) * fastest]
+    chosen = min(tied, key=lambda name: rows[name]["size_bytes"])
+    outside = sorted(set(rows) - set(within))
+    why = (f"{rows[chosen]['decode_tokens_per_s']:.0f} tokens/s, perplexity {rows[chosen]['perplexity']:.2f} "
+           f"within {max_perplexity_increase:.0%} of fp32's {rows['fp32']['perplexity']:.2f}"
+           + (f"; the smallest of {', '.join(tied)} (within {SPEED_TIE:.0%} of the fastest)" if len(tied) > 1 else "")
+           + (f"; {', '.join(outside)} beyond the perplexity budget" if outside else ""))
+    return chosen, why

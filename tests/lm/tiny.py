@@ -1,0 +1,45 @@
+"""A tiny causal language model folder made here (no download): a byte-level BPE tokenizer trained
+on a few sentences and a random two-head Llama, saved as save_pretrained saves a real one."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+SENTENCES = [f"The {animal} {verb} over the {thing} number {n}." for n in range(40)
+             for animal, verb, thing in [("fox", "jumps", "fence"), ("cat", "walks", "wall"), ("dog", "runs", "road")]]
+
+
+def tiny_tokenizer():
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<unk>", "<s>", "</s>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tokenizer.train_from_iterator(SENTENCES, trainer)
+    return tokenizer
+
+
+def tiny_llama_folder(folder: Path, layers: int = 4, eos: bool = True, seed: int = 0) -> Path:
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    tokenizer = tiny_tokenizer()
+    config = LlamaConfig(vocab_size=tokenizer.get_vocab_size(), hidden_size=32, intermediate_size=64,
+                         num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=256, tie_word_embeddings=True, bos_token_id=1,
+                         eos_token_id=2 if eos else None)
+    model = LlamaForCausalLM(config)
+    with torch.no_grad():  # logits of a real model's scale, so greedy choices are clear
+        model.lm_head.weight.mul_(20)
+    model.save_pretrained(str(folder))
+    folder.joinpath("generation_config.json").unlink(missing_ok=True)
+    if not eos:
+        config_json = json.loads((folder / "config.json").read_text())
+        config_json.pop("eos_token_id", None)
+        (folder / "config.json").write_text(json.dumps(config_json))
+    tokenizer.save(str(folder / "tokenizer.json"))
+    return folder
