@@ -102,6 +102,16 @@ def build_generator_bundle(settings: LMBuildSettings, out: Path, cache_dir: Path
     return manifest | {"steps": [dataclasses.asdict(step) for step in run.steps]}
 
 
+def text_windows(source: TeacherSource, settings: LMBuildSettings, data: LMData):
+    """(training windows, held-out windows) of the text in the teacher's tokens (lm/data.py)."""
+    from edge_distill.lm.data import split_windows
+    from edge_distill.lm.teacher import load_tokenizer
+
+    return split_windows(load_tokenizer(source), data.train, data.held_out, teacher_facts(source).eos_ids[0],
+                         settings.context, settings.train_windows, settings.held_out_windows,
+                         f"--text {settings.text}" if settings.text else data.source)
+
+
 def score_with_teacher(source: TeacherSource, settings: LMBuildSettings, data: LMData, out: Path, progress) -> None:
     """llm-teacher: token windows of the text, the teacher's top-k targets on the training windows,
     and its held-out perplexity and top-1 tokens."""
@@ -109,14 +119,12 @@ def score_with_teacher(source: TeacherSource, settings: LMBuildSettings, data: L
     import torch
 
     from edge_distill.hashing import hash_path
-    from edge_distill.lm.data import split_windows, teacher_held_out, write_teacher_targets
+    from edge_distill.lm.data import teacher_held_out, write_teacher_targets
     from edge_distill.lm.teacher import load_teacher, tokenizer_json
 
     torch.set_num_threads(settings.threads)
     teacher = load_teacher(source)
-    train, held_out = split_windows(teacher.tokenizer, data.train, data.held_out, teacher.facts.eos_ids[0],
-                                    settings.context, settings.train_windows, settings.held_out_windows,
-                                    str(settings.text or data.source))
+    train, held_out = text_windows(source, settings, data)
     np.save(out / "train.npy", train)
     np.save(out / "held_out.npy", held_out)
     progress(f"teacher: scoring {train.size - len(train):,} training tokens (top {settings.top_k})")

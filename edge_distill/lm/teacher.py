@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,6 +63,7 @@ def default_teacher() -> TeacherSource:
     return TeacherSource(Path(spec.submodule_search_locations[0]) / DEFAULT_GGUF)
 
 
+@functools.cache  # a GGUF file's header takes seconds to read
 def teacher_facts(source: TeacherSource) -> TeacherFacts:
     """The teacher's architecture, vocabulary, end-of-sequence ids and chat template, each checked,
     without loading its weights: a folder or file that is not a causal LM edge-distill can export is
@@ -156,39 +159,59 @@ class LoadedTeacher:
         return sum(p.numel() for p in self.model.parameters())
 
 
-@functools.cache  # a cold build loads it once for the teacher pass, the student's layers and the benchmark
+@functools.cache  # the check of the text and the teacher pass read it once
+def load_tokenizer(source: TeacherSource):
+    """The teacher's tokenizer (a tokenizers.Tokenizer): tokenizer.json, or the GGUF file's."""
+    from edge_distill.text.teacher import offline, tokenizer_errors
+
+    offline()
+    if not source.gguf:
+        from tokenizers import Tokenizer
+
+        with tokenizer_errors(f"{source.path / 'tokenizer.json'}: not a tokenizer the tokenizers library reads"):
+            return Tokenizer.from_file(str(source.path / "tokenizer.json"))
+    with _loading(source):
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(str(source.path.parent), local_files_only=True,
+                                             gguf_file=source.path.name).backend_tokenizer
+
+
+@functools.cache  # a cold build loads it once for the teacher pass and the student's layers
 def load_teacher(source: TeacherSource) -> LoadedTeacher:
     """The teacher's model (fp32) and tokenizer, offline, never running the folder's code."""
     import torch
 
-    from edge_distill.text.teacher import offline, tokenizer_errors
-
     facts = teacher_facts(source)
+    tokenizer = load_tokenizer(source)
+    folder, where = (source.path.parent, {"gguf_file": source.path.name}) if source.gguf else (source.path, {})
+    with _loading(source):
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False,
+                                                     dtype=torch.float32, **where).eval()
+    return LoadedTeacher(model, tokenizer, facts)
+
+
+@contextmanager
+def _loading(source: TeacherSource) -> Iterator[None]:
+    """transformers offline and quiet; its failures as one error naming the teacher."""
+    from edge_distill.text.teacher import offline
+
     offline()
     try:
-        from transformers import AutoModelForCausalLM, AutoTokenizer, logging as hf_logging
+        from transformers import logging as hf_logging
     except ImportError:
         raise ConfigError("language models need transformers", 'pip install -e ".[llm]"') from None
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
-    folder, where = (source.path.parent, {"gguf_file": source.path.name}) if source.gguf else (source.path, {})
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False,
-                                                     dtype=torch.float32, **where).eval()
-        if source.gguf:
-            tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True, **where).backend_tokenizer
-        else:
-            from tokenizers import Tokenizer
-
-            with tokenizer_errors(f"{source.path / 'tokenizer.json'}: not a tokenizer the tokenizers library reads"):
-                tokenizer = Tokenizer.from_file(str(source.path / "tokenizer.json"))
+        yield
     except ImportError as e:  # gguf_file= needs gguf and accelerate
         raise ConfigError(f"--teacher {source.path.name}: {describe(e, 200)}", 'pip install -e ".[llm]"') from None
     except Exception as e:
         raise ModelError(f"--teacher {source.path}: transformers cannot load it ({describe(e, 300)})",
                          FOLDER_HINT) from None
-    model.generation_config.pad_token_id = facts.eos_ids[0]
-    return LoadedTeacher(model, tokenizer, facts)
 
 
 def tokenizer_json(tokenizer) -> str:

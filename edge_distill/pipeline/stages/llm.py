@@ -41,6 +41,11 @@ class LMTeacher(_LMStage):
                 "train_windows": s.train_windows, "held_out_windows": s.held_out_windows, "top_k": s.top_k,
                 "threads": s.threads}
 
+    def check_inputs(self):
+        from edge_distill.lm.build import text_windows
+
+        text_windows(self.source, self.settings, self.data)  # text too small to hold out a split: one error
+
     def run(self, inputs, out, progress):
         from edge_distill.lm.build import score_with_teacher
 

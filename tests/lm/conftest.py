@@ -4,7 +4,12 @@ on a few sentences and a random two-head Llama, saved as save_pretrained saves a
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
+
+import pytest
+
+transformers = pytest.importorskip("transformers", reason='pip install -e ".[llm]"')
 
 SENTENCES = [f"The {animal} {verb} over the {thing} number {n}." for n in range(40)
              for animal, verb, thing in [("fox", "jumps", "fence"), ("cat", "walks", "wall"), ("dog", "runs", "road")]]
@@ -43,3 +48,27 @@ def tiny_llama_folder(folder: Path, layers: int = 4, eos: bool = True, seed: int
         (folder / "config.json").write_text(json.dumps(config_json))
     tokenizer.save(str(folder / "tokenizer.json"))
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory) -> Path:
+    """A four-layer random Llama folder; copy it before changing anything in it."""
+    return tiny_llama_folder(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture(scope="session")
+def tiny_text(tmp_path_factory) -> Path:
+    """200 passages of three sentences each, one per line."""
+    rng = random.Random(0)
+    path = tmp_path_factory.mktemp("text") / "text.txt"
+    path.write_text("\n".join(" ".join(rng.sample(SENTENCES, 3)) for _ in range(200)))
+    return path
+
+
+def tiny_settings(teacher: Path, text: Path, **training):
+    """Build settings small enough for seconds: 16-token windows, a 2-layer student."""
+    from edge_distill.lm.build import LMBuildSettings
+    from edge_distill.lm.student import LMTrainingSettings
+
+    return LMBuildSettings(teacher=teacher, text=text, context=16, train_windows=64, held_out_windows=8, new_tokens=8,
+                           training=LMTrainingSettings(**{"layers": 2, "vocab": 0, "epochs": 1, **training}))
