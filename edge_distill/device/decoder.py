@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 
 try:
-    from edge_distill.device.runner import peak_rss_mb
+    from edge_distill.device.runner import describe_host, peak_rss_mb
 except ImportError:  # on a device, beside runner.py (device/remote.py copies both)
-    from runner import peak_rss_mb
+    from runner import describe_host, peak_rss_mb
 
 PAST = re.compile(r"past_key_values\.(\d+)\.(key|value)$")
 
@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description="Generate with a KV-cache ONNX decoder (numpy + onnxruntime only).")
     parser.add_argument("model", type=Path)
-    parser.add_argument("--prompt-ids", required=True, help="comma list of token ids")
+    parser.add_argument("--prompt-ids", required=True, help="comma list of token ids; prompts separated by ;")
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--threads", type=int, default=0, help="intra-op threads (0: onnxruntime's choice)")
     parser.add_argument("--time", type=str, default="", metavar="LEN[,LEN]",
@@ -156,15 +156,17 @@ def main(argv: list[str] | None = None) -> int:
     options.log_severity_level = 3
     try:
         decoder = Decoder(ort.InferenceSession(str(args.model), options, providers=["CPUExecutionProvider"]))
-        prompt = [int(t) for t in args.prompt_ids.split(",")]
-        tokens, _ = greedy(decoder, prompt, args.new_tokens)
+        prompts = [[int(t) for t in prompt.split(",")] for prompt in args.prompt_ids.split(";")]
+        tokens = [greedy(decoder, prompt, args.new_tokens)[0] for prompt in prompts]
         timing = [time_generation(decoder, int(n), args.new_tokens) for n in args.time.split(",") if n]
     except Exception as e:  # one line, not a traceback: over SSH it is all the user sees
         print(f"decoder: {args.model.name}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__}",
               file=sys.stderr)
         return 3
-    result = {"tokens": tokens, "timing": timing, "onnxruntime": ort.__version__, "peak_rss_mb": peak_rss_mb()}
-    print(json.dumps(result) if args.json else "\n".join([" ".join(map(str, tokens))] + [str(t) for t in timing]))
+    result = {"tokens": tokens, "timing": timing, "onnxruntime": ort.__version__, "peak_rss_mb": peak_rss_mb(),
+              "host": describe_host(), "threads": args.threads or None}
+    print(json.dumps(result) if args.json else "\n".join([" ".join(map(str, row)) for row in tokens]
+                                                          + [str(t) for t in timing]))
     return 0
 
 

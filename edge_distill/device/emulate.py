@@ -118,6 +118,36 @@ def run_emulated(model: Path, inputs: dict[str, np.ndarray], cpu: str, root: Pat
                  ) -> tuple[dict[str, np.ndarray], dict]:
     """({output:NAME: stacked outputs}, the guest's versions): `model` run by aarch64 onnxruntime
     under qemu once per row of the `inputs` arrays (input:NAME, one row per run)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        np.savez(tmp / "inputs.npz", **inputs)
+        shutil.copyfile(model, tmp / "model.onnx")
+        done = _run_guest(cpu, root, ["-c", GUEST_SCRIPT, str(tmp / "model.onnx"), str(tmp / "inputs.npz"),
+                                      str(tmp / "outputs.npz")])
+        with np.load(tmp / "outputs.npz") as produced:
+            return dict(produced), json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def generate_emulated(model: Path, prompts: list[list[int]], new_tokens: int, cpu: str, root: Path | None = None
+                      ) -> tuple[list[list[int]], dict]:
+    """(each prompt's `new_tokens` greedy tokens, the guest's versions): device/decoder.py, as it is
+    copied to a device, run by aarch64 onnxruntime under qemu."""
+    from edge_distill.device import decoder, runner
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        for module in (decoder, runner):
+            shutil.copyfile(module.__file__, tmp / Path(module.__file__).name)
+        shutil.copyfile(model, tmp / "model.onnx")
+        done = _run_guest(cpu, root, [str(tmp / "decoder.py"), str(tmp / "model.onnx"), "--prompt-ids",
+                                      ";".join(",".join(map(str, p)) for p in prompts), "--new-tokens",
+                                      str(new_tokens), "--json"])
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+        return result["tokens"], {"onnxruntime": result["onnxruntime"]}
+
+
+def _run_guest(cpu: str, root: Path | None, argv: list[str]) -> subprocess.CompletedProcess:
+    """The userland's python3.11 with `argv`, under qemu as `cpu` (a CPU_MODELS key)."""
     root = root or default_root()
     if shutil.which(QEMU) is None:
         raise EmulationError(f"{QEMU} not found", "install it: apt-get install qemu-user-static")
@@ -131,18 +161,11 @@ def run_emulated(model: Path, inputs: dict[str, np.ndarray], cpu: str, root: Pat
     (root / "proc" / "cpuinfo").write_text("".join(
         f"processor\t: {i}\nBogoMIPS\t: 108.00\nFeatures\t: fp asimd evtstrm crc32 cpuid\nCPU implementer\t: 0x41\n"
         f"CPU architecture: 8\nCPU variant\t: 0x0\nCPU part\t: {part}\nCPU revision\t: 3\n\n" for i in range(4)))
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        np.savez(tmp / "inputs.npz", **inputs)
-        shutil.copyfile(model, tmp / "model.onnx")
-        done = subprocess.run([QEMU, "-cpu", qemu_cpu, "-L", str(root), str(root / "usr" / "bin" / "python3.11"), "-c",
-                               GUEST_SCRIPT,
-                               str(tmp / "model.onnx"), str(tmp / "inputs.npz"), str(tmp / "outputs.npz")],
-                              capture_output=True, text=True, timeout=600)
-        if done.returncode != 0:
-            raise EmulationError(f"the emulated run failed: {(done.stderr or done.stdout).strip()[-300:]}")
-        with np.load(tmp / "outputs.npz") as produced:
-            return dict(produced), json.loads(done.stdout.strip().splitlines()[-1])
+    done = subprocess.run([QEMU, "-cpu", qemu_cpu, "-L", str(root), str(root / "usr" / "bin" / "python3.11"), *argv],
+                          capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:
+        raise EmulationError(f"the emulated run failed: {(done.stderr or done.stdout).strip()[-300:]}")
+    return done
 
 
 def verify_emulated(bundle: Path, root: Path | None = None) -> dict:
@@ -159,6 +182,8 @@ def verify_emulated(bundle: Path, root: Path | None = None) -> dict:
     # The model's own arithmetic, QDQ computed in float, is what aarch64's exact int8 kernels reproduce.
     # This host's int8 kernels are no reference: x86-64 without VNNI sums u8 x s8 pairs in saturating
     # int16 (MLAS's AVX2 path), off by up to 0.08 on the tiny bundle where aarch64 is off by 0.
+    if opened.generates:
+        return _verify_generation_emulated(bundle, golden, model, cpu, root)
     session = create_session(model, config={"session.disable_quant_qdq": "1"})
     if opened.any_io:
         feeds, _ = golden_feeds(golden)
@@ -184,11 +209,25 @@ def verify_emulated(bundle: Path, root: Path | None = None) -> dict:
     return report
 
 
+def _verify_generation_emulated(bundle: Path, golden: dict[str, np.ndarray], model: Path, cpu: str,
+                                root: Path | None) -> dict:
+    """A generator's golden prompts decoded greedily on aarch64: the same tokens as stored."""
+    prompts = [row[:n].tolist() for row, n in zip(golden["prompt_ids"], golden["prompt_lengths"])]
+    tokens, guest = generate_emulated(model, prompts, golden["greedy_ids"].shape[1], cpu, root)
+    same = sum(produced == expected.tolist() for produced, expected in zip(tokens, golden["greedy_ids"]))
+    return {"bundle": str(bundle), "emulated_cpu": cpu, "guest": guest, "samples": len(prompts), "greedy_same": same,
+            "passed": same == len(prompts), "note": "outputs only: emulated timing is not device timing"}
+
+
 def emulated_check(bundle: Path):
     """`verify_emulated` as one of `verify`'s checks."""
     from edge_distill.bundle.integrity import Check
 
     emulated = verify_emulated(bundle)
+    if "greedy_same" in emulated:
+        return Check(f"aarch64 ({emulated['emulated_cpu']}, emulated)", emulated["passed"],
+                     f"{emulated['greedy_same']}/{emulated['samples']} golden prompts generate their stored greedy "
+                     f"tokens; onnxruntime {emulated['guest']['onnxruntime']}; outputs only, no timing")
     agree = (f"top-1 {emulated['top1_agree']}/{emulated['samples']} agree with the model's reference arithmetic "
              "here, " if "top1_agree" in emulated else f"{emulated['samples']} golden samples, ")
     diffs = ", ".join(f"{name} {diff:.3g} (tolerance {emulated['tolerance'][name]:.3g})"

