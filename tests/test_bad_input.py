@@ -130,6 +130,10 @@ CASES = [
     ("cache-clean-negative-age", "cache clean --cache-dir {w}/never --older-than -1", 2, ["--older-than", "-1"]),
     # verify: malformed manifests are one line (exit 3); a damaged bundle fails its checks (exit 1)
     ("verify-not-a-folder", "verify {w}/notes.txt", 3, ["notes.txt: not a folder"]),
+    ("llm-teacher-missing", "llm --teacher {w}/absent --out {w}/out", 2, ["--teacher", "absent: not found"]),
+    ("llm-negative-perplexity-budget", "llm --max-perplexity-increase -1 --out {w}/out", 2,
+     ["--max-perplexity-increase", "-1"]),
+    ("generate-not-a-folder", "generate {w}/notes.txt hello", 3, ["notes.txt: not a folder"]),
     ("verify-no-manifest", "verify {w}/flat-images", 3, ["manifest.json: missing"]),
     ("verify-manifest-not-json", "verify {w}/bundles/not-json", 3, ["not valid JSON"]),
     ("verify-manifest-array", "verify {w}/bundles/array", 3, ["expected a JSON object"]),
@@ -208,7 +212,7 @@ def check_case(case, workspace: Path) -> None:
     table) holding the row's words, no traceback, no code run, no stage run."""
     _, command, code, words = case
     args = shlex.split(command.format(w=workspace))
-    shared_cache = [] if "--cache-dir" in args or args[0] in ("verify", "bench", "estimate", "cache",
+    shared_cache = [] if "--cache-dir" in args or args[0] in ("verify", "bench", "estimate", "cache", "generate",
                                                                 "predict") \
         else ["--cache-dir", str(workspace / "cache")]
     result = invoke(*args, *shared_cache)

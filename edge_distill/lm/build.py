@@ -25,7 +25,7 @@ from typing import Any
 from edge_distill.config import BuildConfig
 from edge_distill.errors import ConfigError
 from edge_distill.lm.student import LMTrainingSettings
-from edge_distill.lm.teacher import TeacherSource, default_teacher, teacher_facts
+from edge_distill.lm.teacher import FOLDER_HINT, TeacherSource, default_teacher, teacher_facts
 
 GOLDEN_PROMPTS = 4
 GOLDEN_PROMPT_CHARS = 60
@@ -90,16 +90,25 @@ def build_generator_bundle(settings: LMBuildSettings, out: Path, cache_dir: Path
     from edge_distill.pipeline.stages.llm import llm_stages
 
     source = TeacherSource(settings.teacher) if settings.teacher else default_teacher()
-    facts = teacher_facts(source)  # not a causal LM, no eos token: one error before any work
-    if settings.context > facts.context_length:
-        raise ConfigError(f"--context {settings.context}: the teacher reads at most {facts.context_length} tokens",
-                          f"use --context {facts.context_length} or less")
+    if not source.path.exists():
+        raise ConfigError(f"--teacher {source.path}: not found", FOLDER_HINT)
     data = lm_data(settings)
     progress(f"llm: {data.source}: {len(data.train)} training passages, {len(data.held_out)} held-out passages")
     run = run_and_publish(llm_stages(settings, source, data), out, cache_dir, force, progress)
     manifest = json.loads((out / "manifest.json").read_text())
     progress(f"bundle written to {out}")
     return manifest | {"steps": [dataclasses.asdict(step) for step in run.steps]}
+
+
+def check_teacher_and_text(source: TeacherSource, settings: LMBuildSettings, data: LMData) -> None:
+    """The teacher is a causal LM edge-distill exports, with an end-of-sequence token and room for
+    the context, and the text makes training and held-out windows: each a one-line error, raised
+    before anything is written (read only when some stage will run: a GGUF header takes seconds)."""
+    facts = teacher_facts(source)
+    if settings.context > facts.context_length:
+        raise ConfigError(f"--context {settings.context}: the teacher reads at most {facts.context_length} tokens",
+                          f"use --context {facts.context_length} or less")
+    text_windows(source, settings, data)
 
 
 def text_windows(source: TeacherSource, settings: LMBuildSettings, data: LMData):

@@ -59,7 +59,14 @@ def test_text_too_small_to_hold_out_a_split_is_one_line(tmp_path, tiny_llama):
     text.write_text("\n".join(f"The fox number {n} jumps over the fence." for n in range(12)))
     result = invoke(*tiny_args(tiny_llama, text, tmp_path))
     assert result.exit_code != 0 and "too little text for held-out windows of 16 tokens" in result.output
-    assert not (tmp_path / "dist").exists() and not list((tmp_path / "cache").glob("*/*"))
+    assert_nothing_written(tmp_path)
+
+
+def test_a_context_longer_than_the_teachers_is_one_line(tmp_path, tiny_llama, tiny_text):
+    result = invoke(*tiny_args(tiny_llama, tiny_text, tmp_path)[:-6], "--context", 300, "--out", tmp_path / "dist",
+                    "--cache-dir", tmp_path / "cache")
+    assert result.exit_code == 2 and "--context 300: the teacher reads at most 256 tokens" in result.output
+    assert_nothing_written(tmp_path)
 
 
 @pytest.fixture(scope="module")

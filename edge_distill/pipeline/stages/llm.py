@@ -42,9 +42,9 @@ class LMTeacher(_LMStage):
                 "threads": s.threads}
 
     def check_inputs(self):
-        from edge_distill.lm.build import text_windows
+        from edge_distill.lm.build import check_teacher_and_text
 
-        text_windows(self.source, self.settings, self.data)  # text too small to hold out a split: one error
+        check_teacher_and_text(self.source, self.settings, self.data)
 
     def run(self, inputs, out, progress):
         from edge_distill.lm.build import score_with_teacher
