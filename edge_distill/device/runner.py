@@ -250,7 +250,16 @@ def usable_threads(requested: int) -> int:
 
 
 def peak_rss_mb() -> float | None:
-    """Peak resident memory of this process so far (the runner's own process on a device)."""
+    """Peak resident memory of this process so far, in MiB (the runner's own process on a device).
+    Linux's VmHWM first: getrusage's ru_maxrss survives execve, so a process started from a big one
+    (a build that has a teacher loaded) would report its parent's peak."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     try:
         import resource
     except ImportError:  # not on Windows

@@ -125,3 +125,17 @@ def test_thread_candidates_are_powers_of_two_up_to_the_most():
     from edge_distill.device.runner import thread_candidates
 
     assert thread_candidates(1) == [1] and thread_candidates(4) == [1, 2, 4] and thread_candidates(6) == [1, 2, 4, 6]
+
+
+def test_peak_memory_of_a_process_started_from_a_big_one_is_its_own():
+    """ru_maxrss survives execve on Linux: a decoder timed from a build holding a teacher reported
+    the build's 2.4 GB. The runner's peak is the process's own."""
+    import subprocess
+    import sys
+
+    big = bytearray(400 * 2**20)
+    big[:: 4096] = b"\1" * len(big[:: 4096])  # resident, not just reserved
+    done = subprocess.run([sys.executable, "-c", "from edge_distill.device.runner import peak_rss_mb; "
+                           "print(peak_rss_mb())"], capture_output=True, text=True, check=True)
+    assert float(done.stdout) < 300
+    del big

@@ -1,0 +1,59 @@
+"""The variants of a decoder and the rule that picks one."""
+
+import numpy as np
+import pytest
+
+from edge_distill.lm.quantize import choose_variant
+
+
+def rows(**figures):
+    return {name: {"perplexity": ppl, "decode_tokens_per_s": rate, "size_bytes": size}
+            for name, (ppl, rate, size) in figures.items()}
+
+
+def test_the_fastest_within_the_perplexity_budget_ships():
+    chosen, why = choose_variant(rows(fp32=(10.0, 100, 400), int8_weights=(10.1, 150, 120),
+                                      int4_weights=(12.0, 220, 70)), 0.10)
+    assert chosen == "int8_weights"
+    assert "int4_weights beyond the perplexity budget" in why
+
+
+def test_a_speed_tie_goes_to_the_smaller_file():
+    chosen, why = choose_variant(rows(fp32=(10.0, 100, 400), int8_weights=(10.1, 200, 120),
+                                      int4_weights=(10.5, 196, 70)), 0.10)
+    assert chosen == "int4_weights" and "the smallest of" in why
+
+
+def test_nothing_within_budget_but_fp32_ships_fp32():
+    assert choose_variant(rows(fp32=(10.0, 100, 400), int4_weights=(20.0, 300, 70)), 0.10)[0] == "fp32"
+
+
+@pytest.fixture(scope="module")
+def decoder(tiny_llama, tmp_path_factory):
+    from edge_distill.lm.export import export_decoder
+    from edge_distill.lm.teacher import TeacherSource, load_teacher
+
+    path = tmp_path_factory.mktemp("decoder") / "fp32.onnx"
+    export_decoder(load_teacher(TeacherSource(tiny_llama)).model, path)
+    return path
+
+
+@pytest.mark.parametrize("variant, op", [("int8_weights", "MatMulNBits"), ("int4_weights", "MatMulNBits"),
+                                         ("int8_dynamic", "DynamicQuantizeLinear")])
+def test_each_variant_is_onnx_runtimes_own_kind_and_stays_close(decoder, variant, op, tmp_path):
+    import onnx
+
+    from edge_distill.device.decoder import Decoder
+    from edge_distill.lm.quantize import make_variant
+    from edge_distill.sessions import open_session
+
+    make_variant(variant, decoder, tmp_path / "q.onnx")
+    graph = onnx.load(str(tmp_path / "q.onnx")).graph
+    weights = {init.name for init in graph.initializer}
+    assert op in {node.op_type for node in graph.node}
+    # Every weight matrix quantized; what stays MatMul is attention's, between activations.
+    assert not [node for node in graph.node if node.op_type == "MatMul" and weights.intersection(node.input)]
+    prompt = np.asarray([[5, 6, 7, 8]])
+    full = Decoder(open_session(decoder)).start(prompt).logits[0]
+    quantized = Decoder(open_session(tmp_path / "q.onnx")).start(prompt).logits[0]
+    assert np.abs(quantized - full).max() < 0.25 * np.abs(full).max()
