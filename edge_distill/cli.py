@@ -428,7 +428,8 @@ def text(task, teacher_folder, text, labeled, out, layers, embedding_rank, epoch
               help="UTF-8 text: a .txt file (one passage per line) or a folder of .txt files (default: the Python "
                    "standard library's docstrings and pydoc topics).")
 @click.option("--out", "-o", type=click.Path(path_type=Path), default=Path("dist/llm"), show_default=True)
-@click.option("--layers", type=click.IntRange(min=1), default=4, show_default=True, help="Teacher layers the student keeps.")
+@click.option("--layers", type=click.IntRange(min=1), default=6, show_default=True,
+              help="Teacher layers the student keeps: its first ones and its last.")
 @click.option("--vocab", type=click.IntRange(min=0), default=8192, show_default=True,
               help="Tokens the student keeps, the text's most frequent (0: every token the text uses twice).")
 @click.option("--kd", type=click.Choice(["token", "none"]), default="token", show_default=True,

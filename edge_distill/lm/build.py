@@ -106,7 +106,7 @@ def opening(passage: str) -> str:
 
 def build_generator_bundle(settings: LMBuildSettings, out: Path, cache_dir: Path, force: bool = False,
                            progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
-    """Read the text, run the llm stages (`out` checked before any) and publish the bundle; returns
+    """Run the llm stages (`out` checked before any) and publish the bundle; returns
     the manifest, with the stages' records under "steps"."""
     from edge_distill.pipeline.runner import run_and_publish
     from edge_distill.pipeline.stages.llm import llm_stages

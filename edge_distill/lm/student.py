@@ -1,7 +1,8 @@
 """The language-model student: the teacher's architecture, smaller, and its distillation.
 
 Smaller three ways (each a setting):
-- fewer layers, taken from the teacher evenly from its first to its last;
+- fewer layers, taken from the teacher: its first ones and its last (measured on SmolLM2, 4 of 30
+  layers, the same training: held-out perplexity 181 against 190 for layers spread evenly);
 - a vocabulary cut to the tokens the training text uses: SmolLM2's embedding matrix alone is 28M
   of its 135M parameters. The tokens left out share one "other" row; the exported decoder gives
   each of them the other row's probability split evenly (lm/export.py), so the student still
@@ -34,7 +35,7 @@ INITS = ("teacher", "random")
 
 @dataclass(frozen=True)
 class LMTrainingSettings:
-    layers: int = 4  # of SmolLM2's 30: the student at about 1/7 of its parameters (README, "Language models")
+    layers: int = 6  # of SmolLM2's 30: the student at about 1/5.5 of its parameters (README, "Language models")
     vocab: int = 8192  # at most this many of the teacher's tokens, the most frequent in the text; 0: all
     min_token_count: int = 2  # a token kept must occur this often in the training windows
     init: str = "teacher"  # or "random": the same architecture, new weights
@@ -42,7 +43,7 @@ class LMTrainingSettings:
     alpha: float = 0.5  # weight of the teacher's distribution; 1 - alpha on the true next token
     epochs: int = 2
     batch_size: int = 8
-    learning_rate: float = 3e-4
+    learning_rate: float = 2e-3  # SmolLM2, 4 layers: held-out perplexity 181 at 3e-4, 119 at 1e-3, 101 at 2e-3 and 4e-3
     warmup_share: float = 0.05
     seed: int = 0
     threads: int = 2
@@ -77,10 +78,11 @@ def student_map(kept: np.ndarray, vocab_size: int) -> np.ndarray:
 
 
 def layer_choice(teacher_layers: int, layers: int) -> list[int]:
-    """Which teacher layers the student starts from: evenly spaced, the first and the last included."""
+    """Which teacher layers the student starts from: the first `layers - 1` and the last. Each kept
+    layer then reads what it read in the teacher, but at the one seam before the last."""
     if layers > teacher_layers:
         raise ConfigError(f"--layers {layers}: the teacher has {teacher_layers}", f"use --layers {teacher_layers} or less")
-    return sorted({round(i) for i in np.linspace(0, teacher_layers - 1, layers)})
+    return [*range(layers - 1), teacher_layers - 1] if layers > 1 else [0]
 
 
 def make_student(teacher, kept: np.ndarray, settings: LMTrainingSettings):

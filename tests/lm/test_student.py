@@ -18,9 +18,10 @@ def test_student_map_sends_left_out_tokens_to_the_other_row():
     assert student_map(kept, 11).tolist() == [3, 3, 0, 3, 3, 1, 3, 3, 3, 2, 3]
 
 
-def test_layers_are_spread_from_first_to_last():
-    assert layer_choice(30, 4) == [0, 10, 19, 29]
+def test_layers_are_the_first_ones_and_the_last():
+    assert layer_choice(30, 4) == [0, 1, 2, 29]
     assert layer_choice(30, 1) == [0]
+    assert layer_choice(4, 4) == [0, 1, 2, 3]
     with pytest.raises(ConfigError, match="--layers 31: the teacher has 30"):
         layer_choice(30, 31)
 
