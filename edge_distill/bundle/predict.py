@@ -15,7 +15,7 @@ import numpy as np
 from edge_distill.bundle.reader import Bundle, normalize
 from edge_distill.config import BenchmarkConfig
 from edge_distill.data.readers import IMAGE_SUFFIXES, decode_image
-from edge_distill.errors import DataError, EdgeDistillError, InputFileError
+from edge_distill.errors import BundleError, DataError, EdgeDistillError, InputFileError
 from edge_distill.files import regular_file
 from edge_distill.sessions import open_session, run_session
 
@@ -24,6 +24,9 @@ def predict_inputs(bundle_path: Path, inputs: list[str], top: int = 3) -> list[d
     """For each input, {"input": it, ...its prediction} or {"input": it, "error": one line}: a
     bad input never stops the others. The bundle itself is vouched for first (an error for all)."""
     bundle = Bundle.open_checked(bundle_path)
+    if bundle.generates:
+        raise BundleError(f"{bundle_path}: a text generator bundle: it continues a prompt rather than predicting",
+                          f'edge-distill generate {bundle_path} "your prompt"')
     session = open_session(bundle.model_path, what=f"{bundle_path}: the model")
     if "text" in bundle.manifest:
         predict_one = _text_predictor(bundle, session, top)

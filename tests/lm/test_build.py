@@ -100,6 +100,8 @@ def test_the_bundle_verifies_generates_and_reruns_from_the_cache(built, tiny_lla
     greedy = expected[: next((i for i, t in enumerate(expected) if t in eos), 8)][:8]
     assert json.loads(generated.stdout)["text"] == tokenizer.decode(greedy)
 
+    predicted = invoke("predict", bundle, "The fox")
+    assert predicted.exit_code == 3 and "a text generator bundle" in predicted.output
     too_long = invoke("generate", bundle, "fox " * 200)
     assert too_long.exit_code != 0 and "generates at most 32 in all" in too_long.output
 

@@ -1,10 +1,10 @@
 """The stages of `edge-distill llm` (lm/build.py): thin, each settings -> library call -> files.
-The text is read before the stages run (cheap, no torch); its digests are in the keys."""
+The text is keyed without reading it (lm/build.LMData.key, and --text hashed as an external file),
+so a no-op rebuild reads neither the text nor the teacher."""
 
 from __future__ import annotations
 
 import dataclasses
-
 
 from edge_distill.lm.build import LMBuildSettings, LMData
 from edge_distill.lm.quantize import VARIANTS
