@@ -468,6 +468,8 @@ def llm(teacher, text, out, layers, vocab, kd, init, epochs, context, train_wind
     manifest = generator_bundle(settings, out, cache_dir=cache_dir, force=force, progress=_progress(as_json, quiet))
     model = manifest["model"]
     _emit(manifest, as_json, "\n".join([render_variants(manifest),
+                                        *([manifest["measurement"]["measured_on"]] if "measured_on" in
+                                          manifest["measurement"] else []),
                                         f"Shipped: {model['precision']}: {model['why']}.",
                                         f"Student: {model['parameters']:,} parameters, "
                                         f"{model['teacher_parameters'] / model['parameters']:.1f}x fewer than the teacher's.",

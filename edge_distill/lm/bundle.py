@@ -69,6 +69,7 @@ def write_generator_bundle(inputs: dict[str, Path], settings: LMBuildSettings, d
     from edge_distill.bundle.writer import label_model, profile_section, write_manifest
     from edge_distill.device.runner import describe_host
     from edge_distill.hashing import sha256
+    from edge_distill.measure.harness import measurement_note
     from edge_distill.onnx_model import load_onnx, model_tensors
 
     teacher = json.loads(inputs["teacher.json"].read_text())
@@ -83,6 +84,7 @@ def write_generator_bundle(inputs: dict[str, Path], settings: LMBuildSettings, d
     golden = write_golden_generations(model, out / "tokenizer.json", data.prompts, settings.new_tokens, out,
                                       settings.threads)
     model_inputs, model_outputs = model_tensors(load_onnx(model), "the shipped model")
+    host = describe_host()
     profile = profile_section(settings.profile) if settings.profile else {"name": None, "device": "any CPU"}
     manifest = {
         "schema_version": SCHEMA_VERSION,
@@ -110,7 +112,8 @@ def write_generator_bundle(inputs: dict[str, Path], settings: LMBuildSettings, d
         "metrics": {"variants": variants["variants"], "teacher": {"perplexity": teacher["held_out"]["perplexity"]},
                     "held_out_tokens": teacher["held_out"]["tokens"], "threads": variants["threads"],
                     "max_perplexity_increase": variants["max_perplexity_increase"]},
-        "measurement": {"host": describe_host(),
+        "measurement": {"host": host,
+                        **({"measured_on": measurement_note(host, settings.profile.device)} if settings.profile else {}),
                         "how": "perplexity over the teacher's whole vocabulary on held-out windows; agreement: "
                                "the share of held-out positions where the top-1 next token is the teacher's; "
                                "time to first token (a prefill) and decode tokens/s at batch 1, medians of 3 "
