@@ -109,7 +109,15 @@ def render_fleet(report: dict) -> str:
         if "error" in row:
             lines.append(f"{row['where'][:16]:16s} failed: {row['error']}")
             continue
-        latency, device = row["latency_ms"], row["device"]
+        device = row["device"]
+        if "generation" in row:  # a text generator: its first prompt length's time to first token and decode rate
+            first = row["generation"][0]
+            lines.append(f"{row['where'][:16]:16s} {device['cpu'][:28]:28s} {device['arch']:8s} {row['threads']:7d} "
+                         f"{first['prompt_tokens']}-token prompt: first token {first['time_to_first_token_ms']:.1f} ms, "
+                         f"{first['decode_tokens_per_s']:.1f} tokens/s  greedy {row['golden_greedy_same']}/"
+                         f"{row['golden_samples']}")
+            continue
+        latency = row["latency_ms"]
         golden = (f"top-1 {row['golden_top1_agreement']:.4f}" if "golden_top1_agreement" in row else
                   "within tolerance" if row["golden_within_tolerance"] else "OUTSIDE tolerance")
         lines.append(f"{row['where'][:16]:16s} {device['cpu'][:28]:28s} {device['arch']:8s} {row['threads']:7d} "

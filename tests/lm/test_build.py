@@ -187,3 +187,8 @@ def test_a_generator_bundle_is_timed_on_the_device_over_ssh(built, server):
     assert report["where"] == "device" and report["golden_greedy_same"] == 4
     assert [row["prompt_tokens"] for row in report["generation"]] == [64, 256]
     assert all(row["decode_tokens_per_s"] > 0 for row in report["generation"])
+    # Two devices side by side: one table row each.
+    table = invoke("bench", built[0] / "dist", "--remote", "device", "--remote", "device", "--ssh-config",
+                   server.root / "ssh_config", "--remote-python", sys.executable)
+    assert table.exit_code == 0, table.output
+    assert table.output.count("64-token prompt: first token") == 2 and "greedy 4/4" in table.output
