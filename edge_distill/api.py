@@ -99,11 +99,12 @@ def generator_bundle(settings, out: Path, *, cache_dir: Path, force: bool = Fals
     return build_generator_bundle(settings, out, cache_dir, force, progress)
 
 
-def generate(bundle: Path, prompt: str, sampling=None):
-    """The text a generator bundle continues `prompt` with, piece by piece (bundle.generate)."""
+def generate(bundle: Path, prompt: str, sampling=None, chat: bool = False):
+    """The text a generator bundle continues `prompt` with (with `chat`, answers it with), piece by
+    piece (bundle.generate)."""
     from edge_distill.bundle.generate import Sampling, generate_text
 
-    return generate_text(bundle, prompt, sampling or Sampling())
+    return generate_text(bundle, prompt, sampling or Sampling(), chat=chat)
 
 
 def verify(bundle: Path, emulate: str | None = None, progress: Progress = log_progress) -> list:

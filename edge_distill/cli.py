@@ -484,17 +484,19 @@ def llm(teacher, text, out, layers, vocab, kd, init, epochs, context, train_wind
 @click.option("--top-k", type=click.IntRange(min=0), default=0, show_default=True, help="Sample from the k most likely (0: all).")
 @click.option("--top-p", type=FiniteFloat(0, 1, min_open=True), default=1.0, show_default=True, help="Nucleus sampling.")
 @click.option("--seed", type=int, help="For sampling: the same seed gives the same text.")
+@click.option("--chat", is_flag=True, help="Answer PROMPT as a user's message, through the bundle's chat template.")
 @json_option
-def generate(bundle, prompt, max_new_tokens, temperature, top_k, top_p, seed, as_json):
+def generate(bundle, prompt, max_new_tokens, temperature, top_k, top_p, seed, chat, as_json):
     """Continue PROMPT with a generator bundle (edge-distill llm), streaming the text as it is made."""
     from edge_distill.api import generate as generate_text
     from edge_distill.bundle.generate import Sampling
 
-    pieces = generate_text(bundle, prompt, Sampling(max_new_tokens, temperature, top_k, top_p, seed))
+    pieces = generate_text(bundle, prompt, Sampling(max_new_tokens, temperature, top_k, top_p, seed), chat)
     if as_json:
         _emit({"bundle": str(bundle), "prompt": prompt, "text": "".join(pieces)}, True, "")
         return
-    click.echo(prompt, nl=False)
+    if not chat:  # the continuation follows the prompt; an answer stands alone
+        click.echo(prompt, nl=False)
     for piece in pieces:
         click.echo(piece, nl=False)
     click.echo()

