@@ -51,18 +51,19 @@ class Decoder:
 
     def start(self, ids: np.ndarray, mask: np.ndarray | None = None) -> State:
         """The prefill: `ids` (batch x sequence, int64), left-padded where `mask` has 0s."""
-        batch = ids.shape[0]
-        empty = [np.zeros((batch, self.kv_heads, 0, self.head_dim), np.float32)] * len(self.past_names)
         mask = np.ones_like(ids) if mask is None else mask.astype(np.int64)
-        return self._run(ids, mask, empty)
+        return self._run(ids, mask, self._empty_past(ids.shape[0]))
 
     def logits(self, ids: np.ndarray) -> np.ndarray:
         """Every position's next-token logits (batch x sequence x vocabulary) of one prefill."""
-        empty = [np.zeros((ids.shape[0], self.kv_heads, 0, self.head_dim), np.float32)] * len(self.past_names)
         feed = {"input_ids": ids, "attention_mask": np.ones_like(ids),
                 "position_ids": np.broadcast_to(np.arange(ids.shape[1]), ids.shape).astype(np.int64),
-                **dict(zip(self.past_names, empty))}
+                **dict(zip(self.past_names, self._empty_past(ids.shape[0])))}
         return self.session.run(["logits"], feed)[0]
+
+    def _empty_past(self, batch: int) -> list[np.ndarray]:
+        """Past keys and values of length 0: what a prefill feeds."""
+        return [np.zeros((batch, self.kv_heads, 0, self.head_dim), np.float32)] * len(self.past_names)
 
     def advance(self, state: State, ids: np.ndarray) -> State:
         """One step: `ids` (batch x 1) the tokens just chosen."""

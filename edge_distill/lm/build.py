@@ -125,7 +125,7 @@ def check_teacher_and_text(source: TeacherSource, settings: LMBuildSettings, dat
     the context, and the text makes training and held-out windows: each a one-line error, raised
     before anything is written (read only when some stage will run: a GGUF header takes seconds)."""
     facts = teacher_facts(source)
-    if settings.context > facts.context_length:
+    if facts.context_length and settings.context > facts.context_length:  # 0: the teacher does not say
         raise ConfigError(f"--context {settings.context}: the teacher reads at most {facts.context_length} tokens",
                           f"use --context {facts.context_length} or less")
     text_windows(source, settings, data)
