@@ -432,8 +432,14 @@ def text(task, teacher_folder, text, labeled, out, layers, embedding_rank, epoch
               help="Teacher layers the student keeps: its first ones and its last.")
 @click.option("--vocab", type=click.IntRange(min=0), default=8192, show_default=True,
               help="Tokens the student keeps, the text's most frequent (0: every token the text uses twice).")
-@click.option("--kd", type=click.Choice(["token", "none"]), default="token", show_default=True,
-              help="token: learn the teacher's top-k next-token distributions; none: the true next token only.")
+@click.option("--kd", type=click.Choice(["token", "sequence", "on-policy", "none"]), default="token", show_default=True,
+              help="token: the teacher's top-k next-token distributions on the text; sequence: the same on the "
+                   "teacher's own continuations of the text; on-policy: GKD, the student's own samples scored by the "
+                   "teacher on --on-policy-share of the batches; none: the true next token only.")
+@click.option("--divergence", type=click.Choice(["forward", "reverse", "jsd"]), default="jsd", show_default=True,
+              help="--kd on-policy: forward KL, reverse KL, or the Jensen-Shannon divergence between them.")
+@click.option("--on-policy-share", type=FiniteFloat(0, 1), default=0.5, show_default=True,
+              help="--kd on-policy: the share of batches the student samples (GKD's lambda).")
 @click.option("--init", type=click.Choice(["teacher", "random"]), default="teacher", show_default=True,
               help="Start from the teacher's layers, or from random weights.")
 @click.option("--epochs", type=click.IntRange(min=1), default=2, show_default=True)
@@ -448,7 +454,7 @@ def text(task, teacher_folder, text, labeled, out, layers, embedding_rank, epoch
 @click.option("--force", is_flag=True, help="Run every stage again, ignoring the cache.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 @json_option
-def llm(teacher, text, out, layers, vocab, kd, init, epochs, context, train_windows, max_perplexity_increase, threads,
+def llm(teacher, text, out, layers, vocab, kd, divergence, on_policy_share, init, epochs, context, train_windows, max_perplexity_increase, threads,
         profile, cache_dir, force, quiet, as_json):
     """Distil a causal language model into a small on-device generator: a KV-cache ONNX decoder,
     weight-only int4/int8 or dynamic int8 chosen by measured quality, with its tokenizer, as a bundle."""
@@ -463,7 +469,8 @@ def llm(teacher, text, out, layers, vocab, kd, init, epochs, context, train_wind
     threads = threads or (usable_threads(config.benchmark.threads) if config else 2)
     settings = LMBuildSettings(teacher=teacher, text=text, context=context, train_windows=train_windows,
                                max_perplexity_increase=max_perplexity_increase, profile=config,
-                               training=LMTrainingSettings(layers=layers, vocab=vocab, kd=kd, init=init, epochs=epochs,
+                               training=LMTrainingSettings(layers=layers, vocab=vocab, kd=kd, divergence=divergence,
+                                                           on_policy_share=on_policy_share, init=init, epochs=epochs,
                                                            threads=threads))
     manifest = generator_bundle(settings, out, cache_dir=cache_dir, force=force, progress=_progress(as_json, quiet))
     model = manifest["model"]

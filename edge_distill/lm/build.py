@@ -6,6 +6,8 @@ Its stages (pipeline/stages/llm.py) run on the one runner:
 
   llm-teacher   train.npy, held_out.npy, teacher_topk_*.npy,   the text as token windows; the teacher's
                 teacher_top1.npy, tokenizer.json, teacher.json    top-k targets, held-out perplexity
+  llm-teacher-text  teacher_text*.npy                         kd "sequence" only: the teacher's own
+                                                                continuations of the windows' openings
   llm-student   student/{config.json, model.safetensors,       the student made from the teacher's
                 vocab.npy}, student.json                        layers and the text's tokens, distilled
   llm-export    decoder_fp32.onnx, export.json                 the KV-cache decoder, checked against PyTorch
@@ -29,6 +31,8 @@ from edge_distill.lm.student import LMTrainingSettings
 from edge_distill.lm.teacher import FOLDER_HINT, TeacherSource, default_teacher, teacher_facts
 
 GOLDEN_PROMPTS = 4
+CONTINUATION_FILES = ("teacher_text.npy", "teacher_text_topk_ids.npy", "teacher_text_topk_logprobs.npy")
+CONTINUATION_BATCH = 64  # windows the teacher continues at once: 10 ms a token on SmolLM2 here, 14 at 16
 GOLDEN_PROMPT_CHARS = 60
 
 
@@ -49,6 +53,9 @@ class LMBuildSettings:
         for key in ("context", "train_windows", "held_out_windows", "top_k", "new_tokens"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"--{key.replace('_', '-')} {getattr(self, key)}: must be at least 1")
+        if self.training.kd in ("sequence", "on-policy") and self.training.prompt_tokens >= self.context:
+            raise ConfigError(f"--prompt-tokens {self.training.prompt_tokens}: the continuation needs room in "
+                              f"--context {self.context}", f"use --prompt-tokens {self.context // 4}")
         if self.max_perplexity_increase < 0:
             raise ConfigError(f"--max-perplexity-increase {self.max_perplexity_increase}: must be 0 or more",
                               "e.g. 0.1 for 10%")
@@ -173,26 +180,46 @@ def score_with_teacher(source: TeacherSource, settings: LMBuildSettings, data: L
     (out / "teacher.json").write_text(json.dumps(report, indent=2))
 
 
+def write_continuations(source: TeacherSource, settings: LMBuildSettings, inputs, out: Path, progress) -> None:
+    """llm-teacher-text (kd "sequence"): the teacher's own continuations of the training windows."""
+    import numpy as np
+    import torch
+
+    from edge_distill.lm.data import write_teacher_continuations
+    from edge_distill.lm.teacher import load_teacher
+
+    torch.set_num_threads(settings.threads)
+    train = np.load(inputs["train.npy"], mmap_mode="r")
+    progress(f"teacher: continuing {len(train):,} windows from their first {settings.training.prompt_tokens} tokens")
+    write_teacher_continuations(load_teacher(source).model, train, settings.training.prompt_tokens, settings.top_k,
+                                CONTINUATION_BATCH, settings.training.seed,
+                                tuple(out / name for name in CONTINUATION_FILES), progress)
+
+
 def distil_student(source: TeacherSource, training: LMTrainingSettings, inputs, out: Path, progress) -> None:
-    """llm-student: the student made from the teacher and the text's tokens, distilled."""
+    """llm-student: the student made from the teacher and the text's tokens, distilled on the text
+    (or, kd "sequence", on the teacher's continuations of it)."""
     import numpy as np
 
-    from edge_distill.lm.student import kept_vocabulary, make_student, parameter_count, save_student, student_map, \
-        train_student
+    from edge_distill.lm.student import kept_vocabulary, make_student, parameter_count, save_student, train_student
     from edge_distill.lm.teacher import load_teacher
 
     teacher_report = json.loads(inputs["teacher.json"].read_text())
-    train = np.load(inputs["train.npy"], mmap_mode="r")
-    kept = kept_vocabulary(np.asarray(train), teacher_report["vocab_size"], training.vocab, training.min_token_count,
+    text = np.load(inputs["train.npy"], mmap_mode="r")
+    kept = kept_vocabulary(np.asarray(text), teacher_report["vocab_size"], training.vocab, training.min_token_count,
                            tuple(teacher_report["eos_ids"]))
-    student = make_student(load_teacher(source).model, kept, training)
+    teacher = load_teacher(source).model
+    student = make_student(teacher, kept, training)
     progress(f"student: {training.layers} layer(s), {len(kept):,} of {teacher_report['vocab_size']:,} tokens, "
              f"{parameter_count(student):,} parameters")
-    targets = (np.load(inputs["teacher_topk_ids.npy"], mmap_mode="r"),
-               np.load(inputs["teacher_topk_logprobs.npy"], mmap_mode="r"))
-    report = train_student(student, train, targets, student_map(kept, teacher_report["vocab_size"]), training, progress)
+    names = CONTINUATION_FILES if training.kd == "sequence" else \
+        ("train.npy", "teacher_topk_ids.npy", "teacher_topk_logprobs.npy")
+    train, *targets = (np.load(inputs[name], mmap_mode="r") for name in names)
+    report = train_student(student, train, tuple(targets), kept, teacher_report["vocab_size"], training, progress,
+                           teacher=teacher if training.kd == "on-policy" else None)
     save_student(student, kept, out / "student")
-    report |= {"parameters": parameter_count(student), "layers": training.layers, "vocabulary": len(kept),
+    report |= {"trained_on": "the teacher's continuations" if training.kd == "sequence" else "the text",
+               "parameters": parameter_count(student), "layers": training.layers, "vocabulary": len(kept),
                "teacher_parameters": teacher_report["parameters"], "settings": dataclasses.asdict(training)}
     (out / "student.json").write_text(json.dumps(report, indent=2))
 

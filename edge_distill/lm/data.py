@@ -77,6 +77,33 @@ def write_teacher_targets(model, train: np.ndarray, top_k: int, batch_size: int,
     del ids, logprobs
 
 
+def write_teacher_continuations(model, train: np.ndarray, prompt_tokens: int, top_k: int, batch_size: int,
+                                seed: int, paths: tuple[Path, Path, Path], progress: Progress) -> None:
+    """Sequence-level KD's text: each training window's first `prompt_tokens` continued by the
+    teacher's own samples to the window's length, and its top-k targets along it, written as
+    `paths` (windows int32, top-k ids int32, top-k log-probabilities float16) in the layout of the
+    text's (write_teacher_targets), a batch at a time."""
+    import torch
+
+    from edge_distill.lm.student import sample_continuation
+
+    n, width = train.shape
+    files = [np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape) for path, dtype, shape in zip(
+        paths, (np.int32, np.int32, np.float16), ((n, width), (n, width - 1, top_k), (n, width - 1, top_k)))]
+    generator = torch.Generator().manual_seed(seed)
+    with progress_bar(progress, n * (width - prompt_tokens), "teacher continuations (tokens)") as bar:
+        for start in range(0, n, batch_size):
+            prompt = torch.from_numpy(train[start:start + batch_size, :prompt_tokens].astype(np.int64))
+            tokens, (logprobs, ids) = sample_continuation(model, prompt, width - prompt_tokens, generator, top_k=top_k)
+            for file, values in zip(files, (tokens, ids, logprobs)):
+                file[start:start + len(prompt)] = values.numpy()
+            bar.update(len(prompt) * (width - prompt_tokens))
+            if not bar.active:
+                progress(f"teacher continuations: {min(start + batch_size, n)}/{n} windows")
+    for file in files:
+        file.flush()
+
+
 def teacher_held_out(model, held_out: np.ndarray, batch_size: int) -> tuple[float, np.ndarray]:
     """(the teacher's perplexity on the held-out windows, its top-1 next token at each position)."""
     import torch

@@ -13,6 +13,13 @@ Distillation (`kd`):
 - "token": the teacher's top-k next-token distribution at every position (lm/data.py), a
   cross-entropy against it (forward KL up to a constant) mixed with the true next token's
   cross-entropy by `alpha`;
+- "sequence": sequence-level KD (Kim & Rush 2016; TinyStories): the same loss, on the teacher's
+  own continuations of each window's opening instead of the text (lm/data.write_teacher_continuations);
+- "on-policy": GKD (Agarwal et al. 2024, trl's GKDTrainer): on a share `on_policy_share` of the
+  batches the student samples its own continuation of the window's opening and the teacher scores
+  it; the loss is the generalized JSD between the two distributions at each sampled position
+  (`divergence`: forward KL, reverse KL as in MiniLLM, or the JSD between them); the other
+  batches learn as "token" does;
 - "none": the true next token only (the same student trained without the teacher).
 """
 
@@ -29,8 +36,9 @@ import numpy as np
 from edge_distill.errors import ConfigError
 from edge_distill.progress import Progress, progress_bar
 
-KD_MODES = ("token", "none")
+KD_MODES = ("token", "sequence", "on-policy", "none")
 INITS = ("teacher", "random")
+DIVERGENCES = {"forward": 0.0, "jsd": 0.5, "reverse": 1.0}  # the generalized JSD's beta (trl's convention)
 
 
 @dataclass(frozen=True)
@@ -39,8 +47,11 @@ class LMTrainingSettings:
     vocab: int = 8192  # at most this many of the teacher's tokens, the most frequent in the text; 0: all
     min_token_count: int = 2  # a token kept must occur this often in the training windows
     init: str = "teacher"  # or "random": the same architecture, new weights
-    kd: str = "token"  # or "none"
+    kd: str = "token"  # or "sequence", "on-policy", "none"
     alpha: float = 0.5  # weight of the teacher's distribution; 1 - alpha on the true next token
+    prompt_tokens: int = 32  # kd "sequence"/"on-policy": the text's opening a continuation starts from
+    divergence: str = "jsd"  # kd "on-policy": "forward", "reverse" or "jsd" (beta 0.5)
+    on_policy_share: float = 0.5  # kd "on-policy": the share of batches the student samples (GKD's lambda)
     epochs: int = 2
     batch_size: int = 8
     learning_rate: float = 2e-3  # SmolLM2, 4 layers: held-out perplexity 181 at 3e-4, 119 at 1e-3, 101 at 2e-3 and 4e-3
@@ -49,13 +60,17 @@ class LMTrainingSettings:
     threads: int = 2
 
     def __post_init__(self):
-        for key, allowed in (("kd", KD_MODES), ("init", INITS)):
+        for key, allowed in (("kd", KD_MODES), ("init", INITS), ("divergence", tuple(DIVERGENCES))):
             if getattr(self, key) not in allowed:
                 raise ConfigError(f"--{key} {getattr(self, key)!r}: unknown", f"choose one of {', '.join(allowed)}")
         if self.layers < 1:
             raise ConfigError(f"--layers {self.layers}: at least 1", "give the student's layer count, e.g. --layers 4")
         if not 0.0 <= self.alpha <= 1.0:
             raise ConfigError(f"--alpha {self.alpha}: expected a weight from 0 to 1", "e.g. --alpha 0.5")
+        if not 0.0 <= self.on_policy_share <= 1.0:
+            raise ConfigError(f"--on-policy-share {self.on_policy_share}: expected a share from 0 to 1", "e.g. 0.5")
+        if self.prompt_tokens < 1:
+            raise ConfigError(f"--prompt-tokens {self.prompt_tokens}: at least 1", "e.g. --prompt-tokens 32")
         if self.epochs < 1 or self.batch_size < 1 or self.learning_rate <= 0:
             raise ConfigError("--epochs, --batch-size and --learning-rate must be positive")
 
@@ -114,16 +129,82 @@ def make_student(teacher, kept: np.ndarray, settings: LMTrainingSettings):
     return student.train()
 
 
-def train_student(student, train: np.ndarray, targets: tuple[np.ndarray, np.ndarray] | None, to_student: np.ndarray,
-                  settings: LMTrainingSettings, progress: Progress) -> dict[str, Any]:
+def sample_continuation(model, prompt, length: int, generator, banned: int | None = None, top_k: int = 0):
+    """`prompt` (B, P) continued by `length` tokens sampled from `model` (temperature 1, through its
+    KV cache), never the id `banned`. Returns ((B, P + length) ids, and with `top_k` the model's top-k
+    (log-probabilities, ids), each (B, P + length - 1, k): its next-token distribution at every
+    position but the last, the prompt's included)."""
+    import torch
+
+    top = []
+
+    def forward(ids, cache=None):
+        """(the next token's log-probabilities, the cache); the top-k at each position kept."""
+        # positional: transformers 5 renamed past_key_values (4th argument, and in the output) to cache
+        out = model(ids, None, None, cache, use_cache=True)
+        logprobs = out.logits.float().log_softmax(-1)
+        if top_k:
+            top.append(logprobs.topk(top_k, dim=-1))
+        return logprobs[:, -1], out["cache"] if "cache" in out else out["past_key_values"]
+
+    with torch.no_grad():
+        logprobs, cache = forward(prompt)
+        tokens = prompt
+        for step in range(length):
+            if banned is not None:
+                logprobs = logprobs.index_fill(-1, torch.tensor([banned]), float("-inf"))
+            chosen = torch.multinomial(logprobs.exp(), 1, generator=generator)
+            tokens = torch.cat([tokens, chosen], 1)
+            if step < length - 1:
+                logprobs, cache = forward(chosen, cache)
+    if not top_k:
+        return tokens, None
+    return tokens, (torch.cat([values for values, _ in top], 1), torch.cat([ids for _, ids in top], 1))
+
+
+def generalized_jsd(student_logq, teacher_logp, beta: float):
+    """Mean over positions of the generalized JSD (GKD, Agarwal et al. 2024, trl's convention):
+    beta 0 the forward KL(teacher || student), 1 the reverse KL(student || teacher), between them
+    beta KL(teacher || m) + (1 - beta) KL(student || m), m = beta teacher + (1 - beta) student."""
+    import torch
+
+    def kl(log_a, log_b):
+        return (log_a.exp() * (log_a - log_b)).sum(-1)
+
+    if beta == 0.0:
+        return kl(teacher_logp, student_logq).mean()
+    if beta == 1.0:
+        return kl(student_logq, teacher_logp).mean()
+    beta_ = torch.tensor(beta)
+    mixture = torch.logsumexp(torch.stack([teacher_logp + beta_.log(), student_logq + torch.log1p(-beta_)]), 0)
+    return (beta * kl(teacher_logp, mixture) + (1 - beta) * kl(student_logq, mixture)).mean()
+
+
+def teacher_in_student_space(teacher_logp, kept, unkept):
+    """The teacher's log-probabilities over its whole vocabulary as the student's: the kept tokens,
+    then the "other" row holding every token left out (floored at e^-30, so that a vocabulary with
+    none left out gives a finite divergence)."""
+    import torch
+
+    other = teacher_logp[..., unkept].logsumexp(-1, keepdim=True) if len(unkept) else \
+        teacher_logp.new_full((*teacher_logp.shape[:-1], 1), -30.0)
+    return torch.cat([teacher_logp[..., kept], other], -1).clamp_min(-30.0)
+
+
+def train_student(student, train: np.ndarray, targets: tuple[np.ndarray, np.ndarray] | None, kept: np.ndarray,
+                  vocab_size: int, settings: LMTrainingSettings, progress: Progress, teacher=None) -> dict[str, Any]:
     """Train in place on the windows (N, context + 1) of teacher ids; `targets` the teacher's top-k
-    (ids, log-probabilities) per position, memory-mapped, for kd "token". Returns the report."""
+    (ids, log-probabilities) per position, memory-mapped (every kd but "none"); `teacher` the model
+    itself (kd "on-policy"). Returns the report."""
     import torch
     import torch.nn.functional as F
 
     torch.manual_seed(settings.seed)
     torch.set_num_threads(settings.threads)
-    mapping = torch.from_numpy(to_student)
+    mapping = torch.from_numpy(student_map(kept, vocab_size))
+    kept_t, unkept = torch.from_numpy(kept), torch.from_numpy(np.setdiff1d(np.arange(vocab_size), kept))
+    beta = DIVERGENCES[settings.divergence]
+    sampler = torch.Generator().manual_seed(settings.seed)
     optimizer = torch.optim.AdamW(student.parameters(), lr=settings.learning_rate, weight_decay=0.0)
     per_epoch = math.ceil(len(train) / settings.batch_size)
     total = per_epoch * settings.epochs
@@ -131,21 +212,33 @@ def train_student(student, train: np.ndarray, targets: tuple[np.ndarray, np.ndar
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup) * 0.5 * (
         1 + math.cos(math.pi * min(1.0, step / total))))
     order = np.random.default_rng(settings.seed)
-    losses, started = [], time.perf_counter()
+    losses, on_policy_batches, started = [], 0, time.perf_counter()
     with progress_bar(progress, total, "student (batches)") as bar:
         for epoch in range(settings.epochs):
             shuffled = order.permutation(len(train))
             for step, start in enumerate(range(0, len(train), settings.batch_size)):
                 batch = np.sort(shuffled[start:start + settings.batch_size])  # ascending: memory-mapped reads
-                window = mapping[torch.from_numpy(train[batch].astype(np.int64))]
-                logits = student(input_ids=window[:, :-1]).logits
-                logq = logits.float().log_softmax(-1)
-                loss = F.nll_loss(logq.flatten(0, 1), window[:, 1:].flatten())
-                if settings.kd == "token" and settings.alpha > 0:
-                    ids = mapping[torch.from_numpy(targets[0][batch].astype(np.int64))]
-                    p = torch.from_numpy(targets[1][batch].astype(np.float32)).exp()
-                    kd = -(p * logq.gather(-1, ids)).sum(-1) / p.sum(-1)
-                    loss = settings.alpha * kd.mean() + (1 - settings.alpha) * loss
+                text = torch.from_numpy(train[batch].astype(np.int64))
+                window = mapping[text]
+                if settings.kd == "on-policy" and order.random() < settings.on_policy_share:
+                    prompt = settings.prompt_tokens
+                    sampled, _ = sample_continuation(student, window[:, :prompt], window.shape[1] - prompt, sampler,
+                                                     banned=len(kept))
+                    with torch.no_grad():  # the teacher reads the text's own opening: its ids left out too
+                        read = torch.cat([text[:, :prompt], kept_t[sampled[:, prompt:-1]]], 1)
+                        scored = teacher(input_ids=read).logits.float().log_softmax(-1)
+                    logq = student(input_ids=sampled[:, :-1]).logits.float().log_softmax(-1)
+                    loss = generalized_jsd(logq[:, prompt - 1:], teacher_in_student_space(
+                        scored[:, prompt - 1:], kept_t, unkept), beta)
+                    on_policy_batches += 1
+                else:
+                    logq = student(input_ids=window[:, :-1]).logits.float().log_softmax(-1)
+                    loss = F.nll_loss(logq.flatten(0, 1), window[:, 1:].flatten())
+                    if settings.kd != "none" and settings.alpha > 0:
+                        ids = mapping[torch.from_numpy(targets[0][batch].astype(np.int64))]
+                        p = torch.from_numpy(targets[1][batch].astype(np.float32)).exp()
+                        kd = -(p * logq.gather(-1, ids)).sum(-1) / p.sum(-1)
+                        loss = settings.alpha * kd.mean() + (1 - settings.alpha) * loss
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
@@ -157,8 +250,8 @@ def train_student(student, train: np.ndarray, targets: tuple[np.ndarray, np.ndar
                     progress(f"student: epoch {epoch + 1}/{settings.epochs}, batch {step}/{per_epoch}, "
                              f"loss {np.mean(losses[-20:]):.3f}")
     student.eval()
-    return {"steps": total, "final_loss": float(np.mean(losses[-20:])), "seconds": round(time.perf_counter() - started, 1),
-            "tokens_per_epoch": int(train[:, 1:].size)}
+    return {"steps": total, "on_policy_steps": on_policy_batches, "final_loss": float(np.mean(losses[-20:])),
+            "seconds": round(time.perf_counter() - started, 1), "tokens_per_epoch": int(train[:, 1:].size)}
 
 
 def save_student(student, kept: np.ndarray, folder: Path) -> None:

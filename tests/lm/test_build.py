@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from edge_distill.cli import main
-from tests.lm.conftest import tiny_llama_folder
+from tests.lm.conftest import tiny_llama_folder, tiny_settings
 from tests.test_current_folder import run_in
 
 
@@ -67,6 +67,29 @@ def test_a_context_longer_than_the_teachers_is_one_line(tmp_path, tiny_llama, ti
                     "--cache-dir", tmp_path / "cache")
     assert result.exit_code == 2 and "--context 300: the teacher reads at most 256 tokens" in result.output
     assert_nothing_written(tmp_path)
+
+
+def test_sequence_kd_trains_the_student_on_the_teachers_continuations(tmp_path, tiny_llama, tiny_text):
+    """kd "sequence" adds the llm-teacher-text stage: each training window's opening, continued by
+    the teacher's samples, with the teacher's top-k at every position of it; the student reads those."""
+    import torch
+
+    from edge_distill.lm.build import LMData
+    from edge_distill.lm.teacher import TeacherSource, load_teacher
+    from edge_distill.pipeline.runner import run_stages
+    from edge_distill.pipeline.stages.llm import llm_stages
+
+    settings = tiny_settings(tiny_llama, tiny_text, kd="sequence", prompt_tokens=4)
+    stages = llm_stages(settings, TeacherSource(tiny_llama), LMData(tiny_text))
+    assert [stage.name for stage in stages[:3]] == ["llm-teacher", "llm-teacher-text", "llm-student"]
+    files = run_stages(stages[:3], tmp_path / "cache").artifacts
+    text, continued, ids = (np.load(files[name]) for name in ("train.npy", "teacher_text.npy", "teacher_text_topk_ids.npy"))
+    assert continued.shape == text.shape and (continued[:, :4] == text[:, :4]).all()
+    assert (continued[:, 4:] != text[:, 4:]).mean() > 0.5
+    with torch.no_grad():
+        logits = load_teacher(TeacherSource(tiny_llama)).model(torch.from_numpy(continued[:8, :-1].astype(np.int64))).logits
+    assert (logits.topk(ids.shape[-1], -1).indices.numpy()[..., 0] == ids[:8, :, 0]).all()
+    assert json.loads(files["student.json"].read_text())["trained_on"] == "the teacher's continuations"
 
 
 @pytest.fixture(scope="module")

@@ -27,10 +27,14 @@ def test_layers_are_the_first_ones_and_the_last():
 
 
 def test_bad_training_settings_name_the_flag():
-    with pytest.raises(ConfigError, match="--kd 'sequence'"):
-        LMTrainingSettings(kd="sequence")
+    with pytest.raises(ConfigError, match="--kd 'sequences'"):
+        LMTrainingSettings(kd="sequences")
     with pytest.raises(ConfigError, match="--alpha"):
         LMTrainingSettings(alpha=1.5)
+    with pytest.raises(ConfigError, match="--divergence 'kl': unknown"):
+        LMTrainingSettings(divergence="kl")
+    with pytest.raises(ConfigError, match="--on-policy-share"):
+        LMTrainingSettings(on_policy_share=2.0)
 
 
 def test_student_starts_from_the_teachers_layers_and_rows(tiny_llama):
@@ -73,5 +77,87 @@ def test_token_kd_moves_the_student_towards_the_teachers_distribution(tiny_llama
         return float((-(p * logq.gather(-1, torch.from_numpy(targets[0].astype(np.int64)))).sum(-1) / p.sum(-1)).mean())
 
     before = kd_loss()
-    train_student(student, train, targets, student_map(kept, vocab), settings, lambda _: None)
+    train_student(student, train, targets, kept, vocab, settings, lambda _: None)
     assert kd_loss() < 0.7 * before
+
+
+def test_sampled_continuations_carry_the_models_own_top_k_at_every_position(tiny_llama):
+    """The top-k kept while sampling through the KV cache is what one full forward pass over the
+    sampled ids gives (sequence-level KD's targets line up with its tokens), the prompt is kept, and
+    a banned id is never sampled."""
+    import torch
+
+    from edge_distill.lm.student import sample_continuation
+    from edge_distill.lm.teacher import TeacherSource, load_teacher
+
+    teacher = load_teacher(TeacherSource(tiny_llama)).model
+    prompt = torch.from_numpy(np.random.default_rng(1).integers(3, 300, (3, 5)))
+    tokens, (values, ids) = sample_continuation(teacher, prompt, 7, torch.Generator().manual_seed(0), banned=7,
+                                                top_k=4)
+    assert tokens.shape == (3, 12) and torch.equal(tokens[:, :5], prompt) and values.shape == ids.shape == (3, 11, 4)
+    with torch.no_grad():
+        full_values, full_ids = teacher(input_ids=tokens[:, :-1]).logits.log_softmax(-1).topk(4, -1)
+    assert torch.equal(ids, full_ids) and torch.allclose(values, full_values, atol=1e-4)
+    many, _ = sample_continuation(teacher, prompt.repeat(20, 1), 20, torch.Generator().manual_seed(0), banned=7)
+    assert 7 not in many[:, 5:] and len(many[:, 5:].unique()) > 20  # sampled, not greedy
+
+
+def test_generalized_jsd_is_forward_kl_reverse_kl_and_between_them_symmetric_at_one_half():
+    import torch
+
+    from edge_distill.lm.student import generalized_jsd
+
+    p = torch.tensor([[0.7, 0.2, 0.1]]).log()
+    q = torch.tensor([[0.2, 0.5, 0.3]]).log()
+    forward = float((p.exp() * (p - q)).sum())  # KL(teacher || student)
+    assert float(generalized_jsd(q, p, 0.0)) == pytest.approx(forward)
+    assert float(generalized_jsd(q, p, 1.0)) == pytest.approx(float((q.exp() * (q - p)).sum()))
+    jsd = float(generalized_jsd(q, p, 0.5))
+    assert 0 < jsd < min(forward, float((q.exp() * (q - p)).sum())) and jsd == pytest.approx(float(generalized_jsd(p, q, 0.5)))
+    assert float(generalized_jsd(p, p, 0.5)) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_the_teachers_distribution_in_the_students_space_gives_the_tokens_left_out_to_the_other_row():
+    import torch
+
+    from edge_distill.lm.student import teacher_in_student_space
+
+    teacher = torch.tensor([[0.1, 0.4, 0.2, 0.3]]).log()
+    projected = teacher_in_student_space(teacher, torch.tensor([1, 3]), torch.tensor([0, 2])).exp()
+    assert projected.tolist()[0] == pytest.approx([0.4, 0.3, 0.3])
+    every = teacher_in_student_space(teacher, torch.arange(4), torch.tensor([], dtype=torch.long))
+    assert every.exp().sum() == pytest.approx(1.0) and torch.isfinite(every).all()
+
+
+def test_on_policy_kd_moves_the_student_towards_the_teacher_on_its_own_samples(tiny_llama):
+    """Every batch on-policy (share 1): the student samples, the teacher scores, and the forward KL
+    from the teacher on fresh samples falls; the report counts the on-policy batches."""
+    import torch
+
+    from edge_distill.lm.student import generalized_jsd, make_student, sample_continuation, teacher_in_student_space, \
+        train_student
+    from edge_distill.lm.teacher import TeacherSource, load_teacher
+
+    teacher = load_teacher(TeacherSource(tiny_llama)).model
+    vocab = teacher.config.vocab_size
+    kept = np.arange(3, vocab)  # the special tokens share the other row
+    train = np.random.default_rng(0).integers(3, vocab, (16, 13)).astype(np.int32)
+    train[:, 0] = 1  # an opening with a token left out: the teacher reads it as itself
+    settings = LMTrainingSettings(layers=1, kd="on-policy", on_policy_share=1.0, divergence="forward", prompt_tokens=4,
+                                  epochs=30, learning_rate=1e-2, init="random")
+    student = make_student(teacher, kept, settings)
+    mapping = torch.from_numpy(student_map(kept, vocab))
+    prompts = mapping[torch.from_numpy(train[:, :4].astype(np.int64))][:, 1:]
+
+    def divergence():
+        sampled, _ = sample_continuation(student, prompts, 8, torch.Generator().manual_seed(5), banned=len(kept))
+        with torch.no_grad():
+            teacher_logp = teacher(input_ids=torch.from_numpy(kept)[sampled[:, :-1]]).logits.log_softmax(-1)
+            logq = student(input_ids=sampled[:, :-1]).logits.log_softmax(-1)
+        return float(generalized_jsd(logq[:, 2:], teacher_in_student_space(
+            teacher_logp[:, 2:], torch.from_numpy(kept), torch.arange(3)), 0.0))
+
+    before = divergence()
+    report = train_student(student, train, None, kept, vocab, settings, lambda _: None, teacher=teacher)
+    assert report["on_policy_steps"] == report["steps"] == 60
+    assert divergence() < 0.25 * before  # measured 4.9 -> 0.36; the teacher fed unmapped ids: 2.4

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from edge_distill.lm.build import LMBuildSettings, LMData
+from edge_distill.lm.build import CONTINUATION_FILES, LMBuildSettings, LMData
 from edge_distill.lm.quantize import VARIANTS
 from edge_distill.lm.teacher import TeacherSource
 from edge_distill.pipeline.stage import Stage
@@ -57,14 +57,38 @@ class LMTeacher(_LMStage):
         score_with_teacher(self.source, self.settings, self.data, out, progress)
 
 
+class LMTeacherText(_LMStage):
+    name = "llm-teacher-text"
+    description = "Sequence-level KD's text: the teacher's own continuations of the training windows' openings."
+    version = 1
+    inputs = ("train.npy",)
+    outputs = CONTINUATION_FILES
+    reads_teacher = True
+
+    def params(self):
+        s = self.settings
+        return {"prompt_tokens": s.training.prompt_tokens, "top_k": s.top_k, "seed": s.training.seed,
+                "threads": s.threads}
+
+    def run(self, inputs, out, progress):
+        from edge_distill.lm.build import write_continuations
+
+        write_continuations(self.source, self.settings, inputs, out, progress)
+
+
 class LMStudent(_LMStage):
     name = "llm-student"
     description = "Make the student from the teacher's layers and the text's tokens, and distil it."
-    version = 1
+    version = 2
     inputs = ("train.npy", "teacher_topk_ids.npy", "teacher_topk_logprobs.npy", "teacher.json")
     outputs = STUDENT_FILES
     trains = True
     reads_teacher = True
+
+    def __init__(self, settings: LMBuildSettings, source: TeacherSource, data: LMData):
+        super().__init__(settings, source, data)
+        if settings.training.kd == "sequence":
+            self.inputs = (*type(self).inputs, *CONTINUATION_FILES)
 
     def params(self):
         return {"training": dataclasses.asdict(self.settings.training)}
@@ -130,4 +154,7 @@ class LMPackage(_LMStage):
 
 
 def llm_stages(settings: LMBuildSettings, source: TeacherSource, data: LMData) -> list[Stage]:
-    return [stage(settings, source, data) for stage in (LMTeacher, LMStudent, LMExport, LMQuantize, LMPackage)]
+    """The stages in order; the teacher's continuations only for sequence-level KD."""
+    sequence = (LMTeacherText,) if settings.training.kd == "sequence" else ()
+    return [stage(settings, source, data) for stage in (LMTeacher, *sequence, LMStudent, LMExport, LMQuantize,
+                                                        LMPackage)]
