@@ -169,6 +169,16 @@ def _benchmark_overrides(kwargs: dict) -> dict:
     return {field: value for field, value in values.items() if value is not None}
 
 
+def stacked(options: list):
+    """One decorator applying `options` in order, as if written one above the other."""
+    def decorate(fn):
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+
+    return decorate
+
+
 def remote_options(many: bool = False):
     """--remote (repeatable where `many`) and the ssh settings that go with it, as options named
     remote, ssh_config, remote_python, connect_timeout, command_timeout; see `_remote_targets`."""
@@ -183,13 +193,21 @@ def remote_options(many: bool = False):
         click.option("--command-timeout", type=click.IntRange(min=1), default=600, show_default=True,
                      help="Seconds per remote command."),
     ]
+    return stacked(options)
 
-    def decorate(fn):
-        for option in reversed(options):
-            fn = option(fn)
-        return fn
 
-    return decorate
+def layer_sweep_options(latency_flag: str, latency: str, quality_flag: str, quality: str, default_layers: str):
+    """A budget on latency and on quality (either one starts the sweep), the layer counts swept, and
+    --ship-best-effort: the budget sweep of pipeline/sweep.sweep_layers."""
+    options = [
+        click.option(latency_flag, type=FiniteFloat(min=0, min_open=True),
+                     help=f"{latency}: sweep --sweep-layers, ship the smallest student that fits."),
+        click.option(quality_flag, type=FiniteFloat(0, 1), help=f"Quality budget for the sweep: {quality}."),
+        click.option("--sweep-layers", default=default_layers, show_default=True, metavar="N[,N...]",
+                     help="Student layer counts the budget sweep builds."),
+        click.option("--ship-best-effort", is_flag=True, help="When no size meets the budgets, ship the closest."),
+    ]
+    return stacked(options)
 
 
 def _device_settings(hosts, ssh_config, remote_python, connect_timeout, command_timeout) -> list[tuple]:
@@ -366,13 +384,8 @@ def sequence(out, text, steps, teacher_hidden, student_hidden, seed, cache_dir, 
 @click.option("--profile", "-p", help="Device profile: its sequence lengths and threads, recorded in the bundle.")
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=DEFAULT_CACHE, show_default=True)
 @click.option("--force", is_flag=True, help="Recompute the teacher's outputs and the student.")
-@click.option("--max-latency-ms", type=FiniteFloat(min=0, min_open=True),
-              help="Latency budget (int8 student's p50 at the longest length): sweep --sweep-layers, ship the smallest that fits.")
-@click.option("--min-quality", type=FiniteFloat(0, 1),
-              help="Quality budget for the sweep: test accuracy (classification) or held-out recall@10 (embeddings).")
-@click.option("--sweep-layers", default="1,2,3", show_default=True, metavar="N[,N...]",
-              help="Student layer counts the budget sweep builds.")
-@click.option("--ship-best-effort", is_flag=True, help="When no size meets the budgets, ship the closest.")
+@layer_sweep_options("--max-latency-ms", "Latency budget (int8 student's p50 at the longest length)", "--min-quality",
+                     "test accuracy (classification) or held-out recall@10 (embeddings)", "1,2,3")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 @remote_options(many=True)
 @json_option
@@ -407,17 +420,25 @@ def text(task, teacher_folder, text, labeled, out, layers, embedding_rank, epoch
         raise ConfigError("--remote: a text budget sweep times its students here", "run edge-distill bench BUNDLE "
                           "--remote HOST on the bundle it ships")
     from edge_distill.config import BudgetConfig
-    from edge_distill.text.sweep import build_text_for_budget, text_sweep_table
+    from edge_distill.pipeline.sweep import layer_sweep_table
+    from edge_distill.text.sweep import build_text_for_budget
 
+    budget = BudgetConfig(max_latency_ms=max_latency_ms or 0.0, min_accuracy=min_quality or 0.0,
+                          ship_best_effort=ship_best_effort)
+    manifest, report = build_text_for_budget(settings, _layer_counts(sweep_layers), budget, out, cache_dir, force, _progress(as_json, quiet))
+    _emit(manifest | {"sweep": report}, as_json, layer_sweep_table(report) + "\n\n" + render_text_summary(manifest, out))
+    _warn(manifest["warnings"])
+
+
+def _layer_counts(sweep_layers: str) -> list[int]:
+    """--sweep-layers "1,2,3" as layer counts, each at least 1."""
     try:
         counts = [int(n) for n in sweep_layers.split(",")]
     except ValueError:
-        raise ConfigError(f"--sweep-layers {sweep_layers!r}: not a list of layer counts", "e.g. --sweep-layers 1,2,3") from None
-    budget = BudgetConfig(max_latency_ms=max_latency_ms or 0.0, min_accuracy=min_quality or 0.0,
-                          ship_best_effort=ship_best_effort)
-    manifest, report = build_text_for_budget(settings, counts, budget, out, cache_dir, force, _progress(as_json, quiet))
-    _emit(manifest | {"sweep": report}, as_json, text_sweep_table(report) + "\n\n" + render_text_summary(manifest, out))
-    _warn(manifest["warnings"])
+        counts = []
+    if not counts or min(counts) < 1:
+        raise ConfigError(f"--sweep-layers {sweep_layers!r}: not a list of layer counts", "e.g. --sweep-layers 1,2,3")
+    return counts
 
 
 @main.command()
@@ -450,12 +471,15 @@ def text(task, teacher_folder, text, labeled, out, layers, embedding_rank, epoch
               help="A quantized variant may ship within this share of fp32's held-out perplexity.")
 @click.option("--threads", type=click.IntRange(min=1), help="Threads to train and time with (default: the profile's, or 2).")
 @click.option("--profile", "-p", help="Device profile: its threads, recorded in the bundle.")
+@layer_sweep_options("--max-ms-per-token", "Decode budget (ms per token, batch 1)", "--min-agreement",
+                     "next-token top-1 agreement with the teacher on held-out text", "2,4,6")
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=DEFAULT_CACHE, show_default=True)
 @click.option("--force", is_flag=True, help="Run every stage again, ignoring the cache.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 @json_option
-def llm(teacher, text, out, layers, vocab, kd, divergence, on_policy_share, init, epochs, context, train_windows, max_perplexity_increase, threads,
-        profile, cache_dir, force, quiet, as_json):
+def llm(teacher, text, out, layers, vocab, kd, divergence, on_policy_share, init, epochs, context, train_windows,
+        max_perplexity_increase, threads, profile, max_ms_per_token, min_agreement, sweep_layers, ship_best_effort,
+        cache_dir, force, quiet, as_json):
     """Distil a causal language model into a small on-device generator: a KV-cache ONNX decoder,
     weight-only int4/int8 or dynamic int8 chosen by measured quality, with its tokenizer, as a bundle."""
     from edge_distill.api import generator_bundle
@@ -472,9 +496,21 @@ def llm(teacher, text, out, layers, vocab, kd, divergence, on_policy_share, init
                                training=LMTrainingSettings(layers=layers, vocab=vocab, kd=kd, divergence=divergence,
                                                            on_policy_share=on_policy_share, init=init, epochs=epochs,
                                                            threads=threads))
-    manifest = generator_bundle(settings, out, cache_dir=cache_dir, force=force, progress=_progress(as_json, quiet))
+    sweep = max_ms_per_token is not None or min_agreement is not None
+    if sweep:
+        from edge_distill.config import BudgetConfig
+        from edge_distill.lm.build import build_generator_for_budget
+        from edge_distill.pipeline.sweep import layer_sweep_table
+
+        budget = BudgetConfig(max_latency_ms=max_ms_per_token or 0.0, min_accuracy=min_agreement or 0.0,
+                              ship_best_effort=ship_best_effort)
+        manifest, report = build_generator_for_budget(settings, _layer_counts(sweep_layers), budget, out, cache_dir,
+                                                      force, _progress(as_json, quiet))
+        manifest |= {"sweep": report}
+    else:
+        manifest = generator_bundle(settings, out, cache_dir=cache_dir, force=force, progress=_progress(as_json, quiet))
     model = manifest["model"]
-    _emit(manifest, as_json, "\n".join([render_variants(manifest),
+    _emit(manifest, as_json, "\n".join([*([layer_sweep_table(report), ""] if sweep else []), render_variants(manifest),
                                         *([manifest["measurement"]["measured_on"]] if "measured_on" in
                                           manifest["measurement"] else []),
                                         f"Shipped: {model['precision']}: {model['why']}.",

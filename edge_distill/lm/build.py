@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edge_distill.config import BuildConfig
+from edge_distill.config import BudgetConfig, BuildConfig
 from edge_distill.errors import ConfigError
 from edge_distill.lm.student import LMTrainingSettings
 from edge_distill.lm.teacher import FOLDER_HINT, TeacherSource, default_teacher, teacher_facts
@@ -125,6 +125,37 @@ def build_generator_bundle(settings: LMBuildSettings, out: Path, cache_dir: Path
     manifest = json.loads((out / "manifest.json").read_text())
     progress(f"bundle written to {out}")
     return manifest | {"steps": [dataclasses.asdict(step) for step in run.steps]}
+
+
+def generator_row(manifest: dict[str, Any]) -> dict[str, Any]:
+    """A generator's sweep row: its shipped variant's file and time per decoded token."""
+    shipped = manifest["metrics"]["variants"][manifest["model"]["precision"]]
+    return {"params": manifest["model"]["parameters"], "size_bytes": manifest["model"]["size_bytes"],
+            "status": "measured", "p50_ms": 1e3 / shipped["decode_tokens_per_s"]}
+
+
+def generator_quality(manifest: dict[str, Any]) -> tuple[str, float]:
+    return "agreement with the teacher", manifest["metrics"]["variants"][manifest["model"]["precision"]][
+        "agreement_with_teacher"]
+
+
+def build_generator_for_budget(settings: LMBuildSettings, layer_counts: list[int], budget: BudgetConfig, out: Path,
+                               cache_dir: Path, force: bool = False, progress: Callable[[str], None] = lambda _: None
+                               ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A generator per student layer count (the teacher's targets shared through the cache), the
+    smallest meeting the budgets (time per decoded token, next-token agreement with the teacher)
+    published with sweep.json and sweep.svg (pipeline/sweep.sweep_layers). Returns the shipped
+    manifest and the sweep report."""
+    from edge_distill.pipeline.sweep import LayerSweep, sweep_layers
+
+    def build(layers: int, folder: Path) -> dict[str, Any]:
+        training = dataclasses.replace(settings.training, layers=layers)
+        return build_generator_bundle(dataclasses.replace(settings, training=training), folder, cache_dir, force,
+                                      progress)
+
+    sweep = LayerSweep(build, generator_row, generator_quality,
+                       "ms per decoded token of the shipped variant at batch 1 (1000 / its median tokens/s)")
+    return sweep_layers(sweep, layer_counts, budget, out, progress)
 
 
 def check_teacher_and_text(source: TeacherSource, settings: LMBuildSettings, data: LMData) -> None:

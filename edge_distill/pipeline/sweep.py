@@ -11,11 +11,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from edge_distill.config import BudgetConfig, BuildConfig
-from edge_distill.errors import BudgetExceededError
+from edge_distill.errors import BudgetExceededError, ConfigError
 from edge_distill.pipeline.build import run_pipeline
 from edge_distill.pipeline.runner import PipelineRun
 from edge_distill.pipeline.publish import check_out, publish
@@ -165,3 +166,56 @@ def render_svg(rows: list[dict], budget: BudgetConfig, quality: str = "test accu
                 for r in rows if r["status"] == "measured"}
     front = [measured[r["size"]] for r in rows if r["status"] == "measured" and r.get("pareto")]
     return scatter_svg(list(measured.values()), quality, budget.max_latency_ms, budget.min_accuracy, front)
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerSweep:
+    """A sweep over a pipeline's student layer counts (text, llm): how one is built and measured."""
+    build: Callable[[int, Path], dict[str, Any]]  # (layers, folder) -> the manifest of the bundle built there
+    row: Callable[[dict[str, Any]], dict[str, Any]]  # manifest -> params, size_bytes, and p50_ms or a status
+    quality: Callable[[dict[str, Any]], tuple[str, float]]  # manifest -> (what the quality budget measures, its figure)
+    latency: str  # what a row's p50_ms is
+
+
+def sweep_layers(sweep: LayerSweep, layer_counts: list[int], budget: BudgetConfig, out: Path,
+                 progress: Progress) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Build a student per layer count (each its own cached build), pick the smallest meeting the
+    budgets, publish it with sweep.json and sweep.svg. Returns the shipped manifest and the report."""
+    from edge_distill.pipeline.staging import staging_folder
+
+    check_out(out)
+    if not layer_counts:
+        raise ConfigError("--sweep-layers: no layer counts", "e.g. --sweep-layers 1,2,3")
+    rows, manifests = [], {}
+    progress(f"budget sweep over {len(set(layer_counts))} student sizes: p50 <= {budget.max_latency_ms or 'any'} ms "
+             f"({sweep.latency}), quality >= {budget.min_accuracy or 'any'}")
+    with staging_folder(out.absolute().parent, f".{out.name}.tmp-") as tmp:  # publish removes what a kill leaves
+        for layers in sorted(set(layer_counts)):
+            size = f"{layers}-layer"
+            progress(f"{size}: building")
+            manifests[size] = sweep.build(layers, Path(tmp) / size)
+            measure, quality = sweep.quality(manifests[size])
+            rows.append({"size": size, "layers": layers, **sweep.row(manifests[size]), "accuracy": quality})
+        mark_pareto(rows)
+        chosen, why = pick_smallest(rows, budget, measure)
+        chosen["chosen"] = True
+        progress(why)
+        report = {"budgets": {"max_latency_ms": budget.max_latency_ms or None, "min_quality": budget.min_accuracy or None},
+                  "quality": measure, "latency": sweep.latency, "rows": rows, "chosen": chosen["size"], "why": why}
+        (Path(tmp) / "sweep.json").write_text(json.dumps(report, indent=2) + "\n")
+        (Path(tmp) / "sweep.svg").write_text(render_svg(rows, budget, measure))
+        bundle = Path(tmp) / chosen["size"]
+        publish({p.name: p for p in bundle.iterdir()} | {name: Path(tmp) / name for name in ("sweep.json", "sweep.svg")},
+                out)
+    progress(f"bundle for the {chosen['size']} student written to {out}")
+    return manifests[chosen["size"]], report
+
+
+def layer_sweep_table(report: dict[str, Any]) -> str:
+    """One line per layer count: parameters, model file, latency, quality; the front marked '*', the shipped '<-'."""
+    lines = [f"{'size':<9}{'params':>12}{'file MB':>9}{'p50 ms':>9}  {report['quality']}"]
+    for r in report["rows"]:
+        timed = f"{r['p50_ms']:>9.3f}" if r["status"] == "measured" else f"{'-':>9}"
+        mark = ("*" if r.get("pareto") else " ") + (" <- shipped" if r.get("chosen") else "")
+        lines.append(f"{r['size']:<9}{r['params']:>12,}{r['size_bytes'] / 2**20:>9.2f}{timed}  {r['accuracy']:.4f} {mark}")
+    return "\n".join(lines + [f"* Pareto front; p50 ms: {report['latency']}", report["why"]])

@@ -151,6 +151,25 @@ def test_the_bundle_verifies_generates_and_reruns_from_the_cache(built, tiny_lla
     assert failed.exit_code == 1 and "FAIL  golden greedy ids        3/4 prompts" in failed.output
 
 
+@pytest.mark.slow  # two generator builds
+def test_a_budget_sweeps_student_layers_and_ships_the_smallest_that_fits(tmp_path, tiny_llama, tiny_text):
+    base = [*tiny_args(tiny_llama, tiny_text, tmp_path)[:-4], "--cache-dir", tmp_path / "cache", "--sweep-layers", "2,1"]
+    result = invoke(*base, "--max-ms-per-token", 1000, "--out", tmp_path / "b", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)["sweep"]
+    assert [r["layers"] for r in report["rows"]] == [1, 2] and report["chosen"] == "1-layer"
+    assert report["quality"] == "agreement with the teacher" and report["rows"][0]["params"] < report["rows"][1]["params"]
+    shipped = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert shipped["model"]["layers"] == 1 and (tmp_path / "b" / "sweep.svg").is_file()
+    variant = shipped["metrics"]["variants"][shipped["model"]["precision"]]
+    assert report["rows"][0]["p50_ms"] == pytest.approx(1e3 / variant["decode_tokens_per_s"])
+    assert invoke("verify", tmp_path / "b").exit_code == 0
+    # Nothing fits: one line saying by how much, nothing written; both students come from the cache.
+    result = invoke(*base, "--max-ms-per-token", 0.000001, "--out", tmp_path / "none")
+    assert result.exit_code != 0 and "latency: the fastest, 1-layer, has p50" in result.output
+    assert result.stderr.count("llm-student: cached") == 2 and not (tmp_path / "none").exists()
+
+
 @pytest.mark.node
 def test_node_app_tokenizes_and_decodes_to_the_same_ids(built):
     """@huggingface/tokenizers and onnxruntime-node, as a JavaScript app runs the bundle, give the
