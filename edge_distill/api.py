@@ -90,13 +90,16 @@ def text_bundle(settings, out: Path, *, cache_dir: Path, force: bool = False, re
     return manifest | ({"device_benchmark": device} if device is not None else {})
 
 
-def generator_bundle(settings, out: Path, *, cache_dir: Path, force: bool = False,
+def generator_bundle(settings, out: Path, *, cache_dir: Path, force: bool = False, remotes=(),
                      progress: Progress = log_progress) -> dict:
     """`edge-distill llm` (settings: lm.build.LMBuildSettings): the student distilled, exported with
-    its KV cache, quantized by measured quality and published at `out`; returns the manifest."""
+    its KV cache, quantized by measured quality and published at `out`, then its decoding timed on
+    the devices given; returns the manifest (with "steps", and "device_benchmark" where devices were given)."""
     from edge_distill.lm.build import build_generator_bundle
 
-    return build_generator_bundle(settings, out, cache_dir, force, progress)
+    manifest = build_generator_bundle(settings, out, cache_dir, force, progress)
+    device = bench_on_devices(out, remotes, progress)
+    return manifest | ({"device_benchmark": device} if device is not None else {})
 
 
 def generate(bundle: Path, prompt: str, sampling=None, chat: bool = False):

@@ -476,10 +476,11 @@ def _layer_counts(sweep_layers: str) -> list[int]:
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=DEFAULT_CACHE, show_default=True)
 @click.option("--force", is_flag=True, help="Run every stage again, ignoring the cache.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+@remote_options(many=True)
 @json_option
 def llm(teacher, text, out, layers, vocab, kd, divergence, on_policy_share, init, epochs, context, train_windows,
         max_perplexity_increase, threads, profile, max_ms_per_token, min_agreement, sweep_layers, ship_best_effort,
-        cache_dir, force, quiet, as_json):
+        cache_dir, force, quiet, remote, ssh_config, remote_python, connect_timeout, command_timeout, as_json):
     """Distil a causal language model into a small on-device generator: a KV-cache ONNX decoder,
     weight-only int4/int8 or dynamic int8 chosen by measured quality, with its tokenizer, as a bundle."""
     from edge_distill.api import generator_bundle
@@ -496,7 +497,11 @@ def llm(teacher, text, out, layers, vocab, kd, divergence, on_policy_share, init
                                training=LMTrainingSettings(layers=layers, vocab=vocab, kd=kd, divergence=divergence,
                                                            on_policy_share=on_policy_share, init=init, epochs=epochs,
                                                            threads=threads))
+    targets = _remote_targets(remote, ssh_config, remote_python, connect_timeout, command_timeout)
     sweep = max_ms_per_token is not None or min_agreement is not None
+    if sweep and targets:
+        raise ConfigError("--remote: a budget sweep times its students here", "run edge-distill bench BUNDLE "
+                          "--remote HOST on the bundle it ships")
     if sweep:
         from edge_distill.config import BudgetConfig
         from edge_distill.lm.build import build_generator_for_budget
@@ -508,7 +513,8 @@ def llm(teacher, text, out, layers, vocab, kd, divergence, on_policy_share, init
                                                       force, _progress(as_json, quiet))
         manifest |= {"sweep": report}
     else:
-        manifest = generator_bundle(settings, out, cache_dir=cache_dir, force=force, progress=_progress(as_json, quiet))
+        manifest = generator_bundle(settings, out, cache_dir=cache_dir, force=force, remotes=targets,
+                                    progress=_progress(as_json, quiet))
     model = manifest["model"]
     _emit(manifest, as_json, "\n".join([*([layer_sweep_table(report), ""] if sweep else []), render_variants(manifest),
                                         *([manifest["measurement"]["measured_on"]] if "measured_on" in
@@ -516,7 +522,9 @@ def llm(teacher, text, out, layers, vocab, kd, divergence, on_policy_share, init
                                         f"Shipped: {model['precision']}: {model['why']}.",
                                         f"Student: {model['parameters']:,} parameters, "
                                         f"{model['teacher_parameters'] / model['parameters']:.1f}x fewer than the teacher's.",
-                                        f"Bundle: {out}"]))
+                                        f"Bundle: {out}", *_on_devices(manifest.get("device_benchmark"))]))
+    if manifest.get("device_benchmark") and "devices" in manifest["device_benchmark"]:
+        _exit_if_any_device_failed(manifest["device_benchmark"])
 
 
 @main.command()

