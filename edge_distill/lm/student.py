@@ -25,6 +25,7 @@ Distillation (`kd`):
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -58,6 +59,13 @@ class LMTrainingSettings:
     warmup_share: float = 0.05
     seed: int = 0
     threads: int = 2
+
+    def key(self) -> dict[str, Any]:
+        """The settings that shape the student (its stage's cache key): the on-policy ones only for
+        kd "on-policy", the opening's length only where a continuation starts from it."""
+        unused = () if self.kd == "on-policy" else ("divergence", "on_policy_share") + (
+            () if self.kd == "sequence" else ("prompt_tokens",))
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in unused}
 
     def __post_init__(self):
         for key, allowed in (("kd", KD_MODES), ("init", INITS), ("divergence", tuple(DIVERGENCES))):

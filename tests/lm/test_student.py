@@ -161,3 +161,11 @@ def test_on_policy_kd_moves_the_student_towards_the_teacher_on_its_own_samples(t
     report = train_student(student, train, None, kept, vocab, settings, lambda _: None, teacher=teacher)
     assert report["on_policy_steps"] == report["steps"] == 60
     assert divergence() < 0.25 * before  # measured 4.9 -> 0.36; the teacher fed unmapped ids: 2.4
+
+
+def test_the_students_cache_key_holds_only_the_settings_its_kd_reads():
+    token = LMTrainingSettings(kd="token")
+    assert token.key() == LMTrainingSettings(kd="token", divergence="reverse", prompt_tokens=8).key()
+    assert token.key() != LMTrainingSettings(kd="token", alpha=0.9).key()
+    assert LMTrainingSettings(kd="sequence").key() != LMTrainingSettings(kd="sequence", prompt_tokens=8).key()
+    assert LMTrainingSettings(kd="on-policy").key() != LMTrainingSettings(kd="on-policy", divergence="reverse").key()

@@ -4,7 +4,6 @@ so a no-op rebuild reads neither the text nor the teacher."""
 
 from __future__ import annotations
 
-import dataclasses
 
 from edge_distill.lm.build import CONTINUATION_FILES, LMBuildSettings, LMData
 from edge_distill.lm.quantize import VARIANTS
@@ -91,7 +90,7 @@ class LMStudent(_LMStage):
             self.inputs = (*type(self).inputs, *CONTINUATION_FILES)
 
     def params(self):
-        return {"training": dataclasses.asdict(self.settings.training)}
+        return {"training": self.settings.training.key()}
 
     def run(self, inputs, out, progress):
         from edge_distill.lm.build import distil_student
