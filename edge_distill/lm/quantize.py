@@ -5,7 +5,9 @@ Variants (ONNX Runtime's own tools):
 - fp32: the export;
 - int8_weights / int4_weights: MatMulNBits (onnxruntime.quantization.matmul_nbits_quantizer, RTN,
   symmetric, blocks of 32), weights 8 or 4 bits, activations fp32 (accuracy level 4 lets the
-  kernel run int8 dot products on them, as onnxruntime-genai's CPU models do);
+  kernel run int8 dot products on them, as onnxruntime-genai's CPU models do). Its other 4-bit
+  algorithms lost more on the default SmolLM2 student (benchmarks/llm_weight_only.py: perplexity
+  +10.8% RTN symmetric, +16.2% k-quant, +17.8% RTN asymmetric, +119.5% HQQ);
 - int8_dynamic: quantize_dynamic, MatMul and the embedding Gather int8, activations quantized per
   run.
 
