@@ -59,7 +59,7 @@ CASES = [
     ("predict-text-file", f"predict {BUNDLE}/good {{w}}/notes.txt", 3, ["notes.txt: this bundle's raw input is"]),
     ("predict-top-zero", f"predict {BUNDLE}/good {{w}}/x.npy --top 0", 2, ["--top"]),
     ("predict-nul-label", f"predict {BUNDLE}/nul-label {{w}}/x.npy", 3, ["'labels[0]' must be a string", "no NUL"]),
-    ("predict-not-a-bundle", f"predict {{w}}/userfolder {{w}}/x.npy", 3, ["manifest.json: missing"]),
+    ("predict-not-a-bundle", "predict {w}/userfolder {w}/x.npy", 3, ["manifest.json: missing"]),
     # bench: refused before anything is read, timed or copied to a device
     ("bench-model-outside", f"bench {BUNDLE}/outside", 3, [REFUSED, "points outside the bundle"]),
     ("bench-remote-model-outside", f"bench {BUNDLE}/outside --remote 127.0.0.1", 3, [REFUSED]),
