@@ -465,7 +465,7 @@ def _layer_counts(sweep_layers: str) -> list[int]:
               help="Start from the teacher's layers, or from random weights.")
 @click.option("--epochs", type=click.IntRange(min=1), default=2, show_default=True)
 @click.option("--context", type=click.IntRange(min=2), default=128, show_default=True, help="Tokens per training window.")
-@click.option("--train-windows", type=click.IntRange(min=1), default=1024, show_default=True,
+@click.option("--train-windows", type=click.IntRange(min=1), default=2048, show_default=True,
               help="Training windows the teacher scores, at most.")
 @click.option("--max-perplexity-increase", type=FiniteFloat(min=0), default=0.10, show_default=True,
               help="A quantized variant may ship within this share of fp32's held-out perplexity.")

