@@ -44,7 +44,7 @@ DIVERGENCES = {"forward": 0.0, "jsd": 0.5, "reverse": 1.0}  # the generalized JS
 
 @dataclass(frozen=True)
 class LMTrainingSettings:
-    layers: int = 6  # of SmolLM2's 30: the student at about 1/5.5 of its parameters (README, "Language models")
+    layers: int = 6  # of SmolLM2's 30: the student at about 1/5.2 of its parameters (README, "Language models")
     vocab: int = 8192  # at most this many of the teacher's tokens, the most frequent in the text; 0: all
     min_token_count: int = 2  # a token kept must occur this often in the training windows
     init: str = "teacher"  # or "random": the same architecture, new weights
