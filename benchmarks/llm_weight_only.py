@@ -29,40 +29,32 @@ CALIBRATION_WINDOWS = 32
 
 
 class PrefillReader(CalibrationDataReader):
-    """GPTQ's calibration data: each window as the prefill a generation starts with (past length 0)."""
+    """GPTQ's calibration data: each window as the prefill a generation starts with."""
 
-    def __init__(self, windows: np.ndarray, past_names: list[str], kv_heads: int, head_dim: int):
-        self.windows, self.past = windows, {name: np.zeros((1, kv_heads, 0, head_dim), np.float32)
-                                            for name in past_names}
-        self.rewind()
-
-    def rewind(self) -> None:
-        self.remaining = iter(self.windows)
+    def __init__(self, decoder, windows: np.ndarray):
+        # a list's iterator, not a generator: ONNX Runtime deep-copies the reader before reading it
+        self.feeds = iter([decoder.prefill_feed(window[None, :-1].astype(np.int64)) for window in windows])
 
     def get_next(self) -> dict | None:
-        window = next(self.remaining, None)
-        if window is None:
-            return None
-        ids = window[None, :-1].astype(np.int64)
-        return {"input_ids": ids, "attention_mask": np.ones_like(ids),
-                "position_ids": np.arange(ids.shape[1], dtype=np.int64)[None], **self.past}
+        return next(self.feeds, None)
 
 
-def algorithms(calibration: PrefillReader) -> dict:
+def algorithms(decoder, calibration_windows: np.ndarray) -> dict:
+    """Each algorithm's MatMulNBitsQuantizer settings; a GPTQ run reads a reader of its own to the end."""
     from onnxruntime.quantization.matmul_nbits_quantizer import GPTQWeightOnlyQuantConfig, \
         HQQWeightOnlyQuantConfig, KQuantWeightOnlyQuantConfig
 
-    def gptq():
-        calibration.rewind()  # each GPTQ run reads the windows from the first
-        return GPTQWeightOnlyQuantConfig(calibration_data_reader=calibration, op_types_to_quantize=MATMUL)
+    def gptq(is_symmetric: bool) -> dict:
+        reader = PrefillReader(decoder, calibration_windows)
+        return {"is_symmetric": is_symmetric,
+                "algo_config": GPTQWeightOnlyQuantConfig(calibration_data_reader=reader, op_types_to_quantize=MATMUL)}
 
-    return {"RTN symmetric (int4_weights)": lambda: {"is_symmetric": True},
-            "RTN asymmetric": lambda: {"is_symmetric": False},
-            "HQQ": lambda: {"algo_config": HQQWeightOnlyQuantConfig(block_size=BLOCK_SIZE, bits=4,
-                                                                    op_types_to_quantize=MATMUL)},
-            "k-quant": lambda: {"algo_config": KQuantWeightOnlyQuantConfig(op_types_to_quantize=MATMUL)},
-            "GPTQ symmetric": lambda: {"is_symmetric": True, "algo_config": gptq()},
-            "GPTQ asymmetric": lambda: {"is_symmetric": False, "algo_config": gptq()}}
+    return {"RTN symmetric (int4_weights)": {"is_symmetric": True},
+            "RTN asymmetric": {"is_symmetric": False},
+            "HQQ": {"algo_config": HQQWeightOnlyQuantConfig(block_size=BLOCK_SIZE, bits=4, op_types_to_quantize=MATMUL)},
+            "k-quant": {"algo_config": KQuantWeightOnlyQuantConfig(op_types_to_quantize=MATMUL)},
+            "GPTQ symmetric": gptq(True),
+            "GPTQ asymmetric": gptq(False)}
 
 
 def main() -> None:
@@ -85,14 +77,13 @@ def main() -> None:
 
     decoder = Decoder(open_session(fp32, fp32.name, threads=args.threads))
     train = np.load(files["train.npy"])
-    calibration = PrefillReader(train[np.random.default_rng(0).choice(len(train), CALIBRATION_WINDOWS, replace=False)],
-                                decoder.past_names, decoder.kv_heads, decoder.head_dim)
+    calibration = train[np.random.default_rng(0).choice(len(train), CALIBRATION_WINDOWS, replace=False)]
     with tempfile.TemporaryDirectory() as tmp:
-        for name, settings in algorithms(calibration).items():
+        for name, settings in algorithms(decoder, calibration).items():
             out = Path(tmp) / "model.onnx"
             started = time.perf_counter()
             quantizer = MatMulNBitsQuantizer(onnx.load(str(fp32)), bits=4, block_size=BLOCK_SIZE, accuracy_level=4,
-                                             op_types_to_quantize=MATMUL, **settings())
+                                             op_types_to_quantize=MATMUL, **settings)
             quantizer.process()
             quantizer.model.save_model_to_file(str(out), use_external_data_format=False)
             rows.append({"algorithm": name, "size_bytes": out.stat().st_size,

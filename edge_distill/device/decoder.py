@@ -56,10 +56,13 @@ class Decoder:
 
     def logits(self, ids: np.ndarray) -> np.ndarray:
         """Every position's next-token logits (batch x sequence x vocabulary) of one prefill."""
-        feed = {"input_ids": ids, "attention_mask": np.ones_like(ids),
+        return self.session.run(["logits"], self.prefill_feed(ids))[0]
+
+    def prefill_feed(self, ids: np.ndarray) -> dict[str, np.ndarray]:
+        """The inputs of a prefill of unpadded `ids` (batch x sequence, int64)."""
+        return {"input_ids": ids, "attention_mask": np.ones_like(ids),
                 "position_ids": np.broadcast_to(np.arange(ids.shape[1]), ids.shape).astype(np.int64),
                 **dict(zip(self.past_names, self._empty_past(ids.shape[0])))}
-        return self.session.run(["logits"], feed)[0]
 
     def _empty_past(self, batch: int) -> list[np.ndarray]:
         """Past keys and values of length 0: what a prefill feeds."""
