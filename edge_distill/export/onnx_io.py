@@ -23,7 +23,8 @@ def quiet_libraries(scratch_in: Path | None = None) -> Iterator[io.StringIO]:
     user's terminal; the captured text is yielded for error messages. With `scratch_in`, the block
     runs in a private folder made there and removed after: ONNX Runtime's quantization tools write
     into the current folder (sym_shape_infer_temp.onnx and UUID-named .data files when its shape
-    inference is incomplete), which is the user's."""
+    inference is incomplete), which is the user's. Every path used inside the block must therefore be
+    absolute: a relative one would name a file in the scratch folder."""
     chatter = io.StringIO()
     quiet = not os.environ.get("EDGE_DISTILL_DEBUG")  # --debug: the libraries speak for themselves
     loggers = [logging.getLogger(), logging.getLogger("torch.onnx"), logging.getLogger("onnxscript")]

@@ -51,6 +51,7 @@ def make_variant(name: str, fp32: Path, out: Path) -> None:
     import onnx
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
+    fp32, out = fp32.absolute(), out.absolute()  # quiet_libraries runs the block in a scratch folder
     try:
         with quiet_libraries(scratch_in=out.parent):
             quantizer = MatMulNBitsQuantizer(onnx.load(str(fp32)), bits=NBITS[name], block_size=BLOCK_SIZE,

@@ -66,7 +66,10 @@ class StageCache:
     """One folder per (stage, key) under `root`; a miss is built in a temp folder then renamed in."""
 
     def __init__(self, root: Path):
-        self.root = root
+        # Absolute from here on: every path the stages get is under it, and ONNX Runtime's tools run
+        # in a scratch folder of their own (export/onnx_io.quiet_libraries), where a path relative to
+        # the user's folder (the default `.edge-distill/cache`) names nothing.
+        self.root = Path(os.path.abspath(root))
         self._prepared: list[Path] | None = None
 
     def prepare(self) -> list[Path]:
@@ -83,6 +86,12 @@ class StageCache:
         return self._prepared
 
     def _claim_root(self) -> None:
+        from edge_distill.pipeline.publish import enclosing_output
+
+        inside = enclosing_output(self.root / MARKER)
+        if inside is not None:
+            raise InputFileError(f"cache folder {self.root}: inside the edge-distill {inside[1].what} {inside[0]}, "
+                                 "which it would change; nothing was changed", "choose a --cache-dir outside it")
         if self.root.is_symlink() or (self.root.exists() and not self.root.is_dir()):
             raise InputFileError(f"cache folder {self.root}: exists and is not a folder", "choose another --cache-dir")
         if self.is_ours():

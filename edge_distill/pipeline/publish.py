@@ -41,20 +41,41 @@ def _sequence_files(folder: Path) -> set[str] | None:
 
 
 def _read_json_object(path: Path) -> dict | None:
+    from edge_distill.errors import EdgeDistillError
+    from edge_distill.files import read_json
+
+    if not path.is_file():
+        return None
     try:
-        value = json.loads(path.read_text())
-    except (OSError, ValueError):
+        value = read_json(path)
+    except EdgeDistillError:
         return None
     return value if isinstance(value, dict) else None
 
 
 BUNDLE = OutputKind("bundle", "manifest.json", _bundle_files)
 SEQUENCE_OUTPUT = OutputKind("sequence-distillation output", "sequence.json", _sequence_files)
+OUTPUT_KINDS = (BUNDLE, SEQUENCE_OUTPUT)
+
+
+def enclosing_output(path: Path) -> tuple[Path, OutputKind] | None:
+    """The output of ours (a bundle, a sequence output) that a folder above `path` is, if any:
+    writing below it would add files its manifest does not list, and `verify` would fail it."""
+    for parent in Path(os.path.abspath(path)).parents:
+        for kind in OUTPUT_KINDS:
+            if (parent / kind.marker).is_file() and kind.owned(parent) is not None:
+                return parent, kind
+    return None
 
 
 def check_out(out: Path, kind: OutputKind = BUNDLE) -> None:
     """Raise unless `out` can be written: absent (below a writable folder), empty, or an earlier
     output of `kind` holding only the files that output lists. Called before any work starts."""
+    inside = enclosing_output(out)
+    if inside is not None:
+        raise InputFileError(f"--out {out}: inside the edge-distill {inside[1].what} {inside[0]}, which it would "
+                             "change (its manifest lists every file); nothing was changed",
+                             "choose an --out outside it")
     for parent in out.absolute().parents:
         if parent.exists():
             if not parent.is_dir():

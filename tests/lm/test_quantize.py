@@ -1,5 +1,7 @@
 """The variants of a decoder and the rule that picks one."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -57,3 +59,18 @@ def test_each_variant_is_onnx_runtimes_own_kind_and_stays_close(decoder, variant
     full = Decoder(open_session(decoder)).start(prompt).logits[0]
     quantized = Decoder(open_session(tmp_path / "q.onnx")).start(prompt).logits[0]
     assert np.abs(quantized - full).max() < 0.25 * np.abs(full).max()
+
+
+@pytest.mark.parametrize("variant", ["int8_weights", "int8_dynamic"])
+def test_a_variant_made_from_relative_paths_reads_and_writes_them_where_the_user_is(decoder, variant, tmp_path,
+                                                                                   monkeypatch):
+    """ONNX Runtime's tools run in a scratch folder of their own; a relative path given to
+    make_variant (the README's default cache is `.edge-distill/cache`) must still name the user's file."""
+    import shutil
+
+    from edge_distill.lm.quantize import make_variant
+
+    monkeypatch.chdir(tmp_path)
+    shutil.copyfile(decoder, tmp_path / "fp32.onnx")
+    make_variant(variant, Path("fp32.onnx"), Path("q.onnx"))
+    assert (tmp_path / "q.onnx").is_file() and sorted(p.name for p in tmp_path.iterdir()) == ["fp32.onnx", "q.onnx"]
