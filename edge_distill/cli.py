@@ -623,9 +623,24 @@ def bench(bundle, remote, ssh_config, remote_python, connect_timeout, command_ti
                           _progress(as_json))
     if "devices" not in report:
         _emit(report, as_json, render_bench(report))
+        _exit_if_golden_failed([report])
         return
     _emit(report, as_json, render_fleet(report))
     _exit_if_any_device_failed(report)
+    _exit_if_golden_failed(report["devices"])
+
+
+def _exit_if_golden_failed(reports: list[dict]) -> None:
+    """After the figures: a device whose outputs differ from the bundle's golden ones fails `bench`
+    as a failed check fails `verify` (exit 1), naming the device and the first difference."""
+    failed = [r for r in reports if r.get("golden_passed") is False]
+    for report in failed:
+        click.secho(f"Error: {report['where']}: the golden check failed: {report['golden_failures'][0]}", fg="red",
+                    err=True)
+    if failed:
+        click.echo("Hint: the model on that device does not give the outputs the bundle vouches for; "
+                   "edge-distill verify --emulate aarch64 BUNDLE checks an Arm build here", err=True)
+        sys.exit(1)
 
 
 def _exit_if_any_device_failed(report: dict) -> None:

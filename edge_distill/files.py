@@ -21,6 +21,10 @@ MAX_JSON_DEPTH = 100  # our files nest about 6 levels; tokenizer.json about 5
 _STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"')
 _BRACKETS = re.compile(r"[\[\]{}]")
 MAX_JSON_BYTES = 256 * 1024**2  # manifests, golden copies, tokenizer.json (a 250k vocabulary is ~20 MB)
+# A model folder's config.json, tokenizer_config.json and generation_config.json: tens of KB in real
+# models (Gemma 3's tokenizer_config.json, with every added token, is 1.2 MB). Python's json holds a
+# file of small values at 50 to 100 times its size: a 200 MB config.json took 22 GB.
+MAX_CONFIG_BYTES = 16 * 1024**2
 
 _KINDS = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
           (stat.S_ISBLK, "a block device"))
@@ -97,3 +101,21 @@ def parse_json(text: str, named: str, error: type[EdgeDistillError] = InputFileE
         raise error(f"{named}: nested too deeply to read", "check the file") from None
     except ValueError as e:
         raise error(f"{named}: not valid JSON ({e})", "check the file") from None
+
+
+def allocated_memmap(path: Path, dtype, shape: tuple[int, ...]):
+    """numpy's open_memmap for writing (an .npy file), with every block of the file allocated on
+    disk first. The file numpy makes is sparse: on a disk that fills up while the array is written,
+    the first page the disk cannot back kills the process with SIGBUS and no message. Allocated
+    first, a full disk is an OSError (ENOSPC) naming the file, before anything is written."""
+    import numpy as np
+
+    array = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+    try:
+        with open(path, "r+b") as f:
+            os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
+    except OSError as e:
+        del array
+        path.unlink(missing_ok=True)
+        raise OSError(e.errno, e.strerror, str(path)) from None
+    return array

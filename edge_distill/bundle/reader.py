@@ -92,7 +92,7 @@ class Bundle:
         for depth, key in enumerate(keys):
             if not isinstance(value, dict) or key not in value:
                 raise BundleError(f"{self.path / 'manifest.json'}: missing '{'.'.join(keys[: depth + 1])}'",
-                                  "rebuild the bundle with edge-distill build")
+                                  rebuild_hint(self.manifest))
             value = value[key]
         return value
 
@@ -108,11 +108,11 @@ def read_manifest(bundle: Path) -> dict[str, Any]:
         raise BundleError(f"{path}: expected a JSON object")
     missing = [key for key in REQUIRED_KEYS if key not in manifest]
     if missing:
-        raise BundleError(f"{path}: missing key(s) {', '.join(missing)}", "rebuild the bundle with edge-distill build")
+        raise BundleError(f"{path}: missing key(s) {', '.join(missing)}", rebuild_hint(manifest))
     version = manifest["schema_version"]
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise BundleError(f"{path}: schema_version must be a positive integer, got {version!r}",
-                          "rebuild the bundle with edge-distill build")
+                          rebuild_hint(manifest))
     if version > SCHEMA_VERSION:
         raise BundleError(
             f"{path}: schema_version {version} is newer than this verifier understands ({SCHEMA_VERSION})",
@@ -157,7 +157,14 @@ MANIFEST = Obj({
                        "eos_token_ids": ListOf(Int(0), min_length=1, max_length=64)},
                       required={"tokenizer", "settings", "max_length", "eos_token_ids"}),
 }, required=set(REQUIRED_KEYS))
-REBUILD = "rebuild the bundle with edge-distill build"
+COMMANDS = ("build", "optimize", "text", "llm")  # the commands that write a bundle
+
+
+def rebuild_hint(manifest: Any) -> str:
+    """"rebuild the bundle with edge-distill COMMAND", the command its manifest says made it."""
+    generator = manifest.get("generator") if isinstance(manifest, dict) else None
+    command = generator.get("command") if isinstance(generator, dict) else None
+    return f"rebuild the bundle with edge-distill {command if command in COMMANDS else 'build'}"
 
 
 def check_manifest_shape(manifest: dict[str, Any], path: Path) -> None:
@@ -166,9 +173,9 @@ def check_manifest_shape(manifest: dict[str, Any], path: Path) -> None:
 
     def need(ok: bool, key: str, expected: str) -> None:
         if not ok:
-            raise BundleError(f"{path}: '{key}' must be {expected}", REBUILD)
+            raise BundleError(f"{path}: '{key}' must be {expected}", rebuild_hint(manifest))
 
-    check(manifest, MANIFEST, str(path), BundleError, REBUILD)
+    check(manifest, MANIFEST, str(path), BundleError, rebuild_hint(manifest))
     golden = manifest["golden"]
     arrays, tolerance = golden["arrays"], golden.get("tolerance")
 

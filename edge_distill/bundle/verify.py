@@ -91,59 +91,41 @@ def check_text_tokenizer(bundle: Path, manifest: dict[str, Any], arrays: dict[st
 
 
 def check_generation(bundle: Bundle, providers: list[str] | None = None) -> list[Check]:
-    """A generator bundle: the model loads as a KV-cache decoder of the stated inputs and outputs,
-    greedy decoding of each golden prompt gives the stored ids, its first step's logits are within
-    tolerance, and tokenizer.json gives the stored prompt ids."""
-    from edge_distill.device.decoder import Decoder, greedy
+    """A generator bundle: the kind's cheap checks (bundle/generation.py), the model loads as a
+    KV-cache decoder of the stated inputs and outputs, and decoding along each golden prompt's stored
+    greedy tokens, every step's choice is the stored one or within the logit tolerance of it (a near
+    tie: device/decoder.follow); its first-step logits within the tolerance."""
+    from edge_distill.bundle.generation import generation_checks
+    from edge_distill.device.decoder import Decoder, describe_divergence, follow
     from edge_distill.errors import ModelError
     from edge_distill.sessions import open_session
 
+    checks, generator = generation_checks(bundle, need_tokenizer=False)
+    if generator is None:
+        return checks
     try:
         session = open_session(bundle.model_path, bundle.model_path.name, providers)
         decoder = Decoder(session)
     except (ModelError, ValueError) as e:
-        return [Check("model loads", False, (e.message if isinstance(e, ModelError) else str(e))[:400])]
-    checks = check_spec(session, bundle.manifest)
+        return [*checks, Check("model loads", False, (e.message if isinstance(e, ModelError) else str(e))[:400])]
+    checks += check_spec(session, bundle.manifest)
     if not all(c.passed for c in checks):
         return checks
-    arrays, golden = bundle.golden(), bundle.manifest["golden"]
-    prompts = [row[:n].tolist() for row, n in zip(arrays["prompt_ids"], arrays["prompt_lengths"])]
+    arrays, atol = bundle.golden(), generator.atol
     try:
-        runs = [greedy(decoder, prompt, arrays["greedy_ids"].shape[1]) for prompt in prompts]
+        runs = [follow(decoder, prompt, expected.tolist(), atol)
+                for prompt, expected in zip(generator.golden_prompts(), arrays["greedy_ids"])]
     except Exception as e:  # onnxruntime's own error types
         return [*checks, Check("golden generation", False, f"the model cannot run the golden prompts: {str(e)[:300]}")]
-    same = sum(tokens == expected.tolist() for (tokens, _), expected in zip(runs, arrays["greedy_ids"]))
-    diff = max(float(np.abs(logits - expected).max()) for (_, logits), expected in zip(runs, arrays["first_logits"]))
-    atol = float(golden["tolerance"]["first_logits_atol"])
-    checks += [Check("golden greedy ids", same == len(runs), f"{same}/{len(runs)} prompts generate their "
-                     f"{arrays['greedy_ids'].shape[1]} stored tokens"),
+    same = sum(run["same"] for run in runs)
+    ties = sum(run["same"] and not run["exact"] for run in runs)
+    failed = [describe_divergence(i, run, atol) for i, run in enumerate(runs) if not run["same"]]
+    diff = max(float(np.abs(run["first_logits"] - expected).max()) for run, expected in zip(runs, arrays["first_logits"]))
+    checks += [Check("golden greedy ids", not failed, f"{same}/{len(runs)} prompts generate their "
+                     f"{arrays['greedy_ids'].shape[1]} stored tokens" + (f" ({ties} through a near tie)" if ties else "")
+                     + (f"; {failed[0]}" if failed else "")),
                Check("golden first logits", diff <= atol, f"max abs diff {diff:.3g} (tolerance {atol:.3g})")]
-    checks.append(check_prompt_tokens(bundle, golden.get("prompts"), prompts))
     return checks
-
-
-def check_prompt_tokens(bundle: Bundle, texts, stored: list[list[int]]) -> Check:
-    """The bundle's tokenizer.json turns the golden prompts into the stored ids: what an app's
-    tokenizer must match."""
-    from importlib.util import find_spec
-
-    if find_spec("tokenizers") is None:  # a device with numpy and onnxruntime only
-        return Check("golden tokenization", True, "not checked here: the tokenizers package is not installed")
-    path = inside(bundle.path, bundle.manifest["generation"]["tokenizer"])
-    if path is None or bundle.manifest["generation"]["tokenizer"] not in bundle.manifest["files"]:
-        return Check("golden tokenization", False, "generation.tokenizer is not a file the bundle lists")
-    if not isinstance(texts, list) or len(texts) != len(stored) or not all(isinstance(t, str) for t in texts):
-        return Check("golden tokenization", False, "golden.prompts is not one string per stored prompt")
-    try:
-        from tokenizers import Tokenizer
-
-        produced = [e.ids for e in Tokenizer.from_file(str(path)).encode_batch(texts)]
-    except BaseException as e:  # noqa: B036 - the tokenizers library's Rust panics are BaseExceptions
-        if isinstance(e, (KeyboardInterrupt, SystemExit)):
-            raise
-        return Check("golden tokenization", False, f"{path.name}: the tokenizers library failed ({describe(e)})")
-    same = sum(a == b for a, b in zip(produced, stored))
-    return Check("golden tokenization", same == len(stored), f"{same}/{len(stored)} golden prompts tokenize to their stored ids")
 
 
 def check_spec(session, manifest: dict[str, Any]) -> list[Check]:

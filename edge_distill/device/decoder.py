@@ -118,6 +118,32 @@ def greedy(decoder: Decoder, prompt: list[int], new_tokens: int) -> tuple[list[i
     return tokens, first
 
 
+def follow(decoder: Decoder, prompt: list[int], expected: list[int], atol: float) -> dict:
+    """`prompt` decoded along `expected` (a bundle's golden greedy tokens), each step fed the expected
+    token: at every step the most likely token must be the expected one, or beat it by at most `atol`
+    in logit (a near tie, which another CPU's kernels may break the other way). {"same", "exact",
+    "first_logits"}, and at the first step beyond tolerance {"step", "margin", "chosen", "expected"}."""
+    state = decoder.start(np.asarray([prompt], dtype=np.int64))
+    first, exact = state.logits[0].copy(), True
+    for step, token in enumerate(expected):
+        logits = state.logits[0]
+        top = int(np.argmax(logits))
+        if top != token:
+            margin = float(logits[top]) - float(logits[token]) if 0 <= token < len(logits) else float("inf")
+            if not margin <= atol:
+                return {"same": False, "exact": False, "first_logits": first, "step": step, "margin": margin,
+                        "chosen": top, "expected": int(token)}
+            exact = False
+        state = decoder.advance(state, np.asarray([[token]], dtype=np.int64))
+    return {"same": True, "exact": exact, "first_logits": first}
+
+
+def describe_divergence(index: int, row: dict, atol: float) -> str:
+    """One golden prompt's failure as `follow` reports it, for a person."""
+    return (f"prompt {index + 1} step {row['step'] + 1}: token {row['chosen']} instead of {row['expected']}, "
+            f"ahead by {row['margin']:.3g} in logit (tolerance {atol:.3g})")
+
+
 def time_generation(decoder: Decoder, prompt_length: int, new_tokens: int, rounds: int = 3) -> dict[str, float]:
     """Time to first token (the prefill of a `prompt_length`-token prompt) and decode tokens/s over
     `new_tokens` greedy steps after it, at batch 1: the median of `rounds` (after one warm-up)."""
@@ -152,6 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=0, help="intra-op threads (0: onnxruntime's choice)")
     parser.add_argument("--time", type=str, default="", metavar="LEN[,LEN]",
                         help="also time prefills of these prompt lengths and decoding after them")
+    parser.add_argument("--expect-ids", default="", help="each prompt's golden greedy tokens (as --prompt-ids): "
+                        "decode along them and report where the model's choice differs beyond --atol")
+    parser.add_argument("--atol", type=float, default=0.0, help="logit margin within which a different choice ties")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     options = ort.SessionOptions()
@@ -162,12 +191,15 @@ def main(argv: list[str] | None = None) -> int:
         decoder = Decoder(ort.InferenceSession(str(args.model), options, providers=["CPUExecutionProvider"]))
         prompts = [[int(t) for t in prompt.split(",")] for prompt in args.prompt_ids.split(";")]
         tokens = [greedy(decoder, prompt, args.new_tokens)[0] for prompt in prompts]
+        expected = [[int(t) for t in row.split(",")] for row in args.expect_ids.split(";")] if args.expect_ids else []
+        golden = [{k: v for k, v in follow(decoder, prompt, row, args.atol).items() if k != "first_logits"}
+                  for prompt, row in zip(prompts, expected)]
         timing = [time_generation(decoder, int(n), args.new_tokens) for n in args.time.split(",") if n]
     except Exception as e:  # one line, not a traceback: over SSH it is all the user sees
         print(f"decoder: {args.model.name}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__}",
               file=sys.stderr)
         return 3
-    result = {"tokens": tokens, "timing": timing, "onnxruntime": ort.__version__, "peak_rss_mb": peak_rss_mb(),
+    result = {"tokens": tokens, **({"golden": golden} if expected else {}), "timing": timing, "onnxruntime": ort.__version__, "peak_rss_mb": peak_rss_mb(),
               "host": describe_host(), "threads": args.threads or None}
     print(json.dumps(result) if args.json else "\n".join([" ".join(map(str, row)) for row in tokens]
                                                           + [str(t) for t in timing]))

@@ -87,7 +87,11 @@ def bench_fleet(bundle: Path, devices: list[Device], progress=lambda _: None, ov
 
     from edge_distill.bundle.reader import Bundle
 
-    Bundle.open_checked(bundle)  # once, before any device is reached: a refused bundle is one error, not a row each
+    # Once, before any device is reached: a refused bundle is one error, not a row each.
+    if Bundle.open_checked(bundle).generates:
+        from edge_distill.bundle.generation import open_generator
+
+        open_generator(bundle)
 
     def one(device: Device) -> dict:
         tell = lambda message: progress(f"{device.name}: {message}")  # noqa: E731

@@ -183,7 +183,7 @@ def bench_bundle(bundle: Path, target: RemoteTarget | None, progress=lambda _: N
 
     opened = Bundle.open_checked(bundle)
     if opened.generates:
-        return bench_generator(opened, target, progress, overrides)
+        return bench_generator(bundle, target, progress, overrides)
     golden = opened.golden()
     any_io = opened.any_io
     # The thread count optimize measured fastest, where it chose one; the profile's otherwise.
@@ -218,18 +218,25 @@ def bench_bundle(bundle: Path, target: RemoteTarget | None, progress=lambda _: N
     return report | {"golden_top1_agreement": agreement, "golden_samples": len(golden["top1"])}
 
 
-def bench_generator(opened, target: RemoteTarget | None, progress=lambda _: None, overrides: dict | None = None
+def bench_generator(path: Path, target: RemoteTarget | None, progress=lambda _: None, overrides: dict | None = None
                     ) -> dict:
-    """A generator bundle on the device (or here): device/decoder.py decodes its golden prompts
-    greedily there (the same tokens as stored?) and times prefills of 64 and 256 tokens and 32
-    decode steps after them; its peak memory."""
-    golden = opened.golden()
+    """A generator bundle on the device (or here), after the kind's cheap checks here
+    (bundle/generation.py): device/decoder.py decodes its golden prompts along their stored greedy
+    tokens there (each step's choice the stored one, or within the logit tolerance: a near tie),
+    and times prefills of 64 and 256 tokens and 32 decode steps after them; its peak memory.
+    `golden_passed` is False where any prompt diverged beyond the tolerance."""
+    from edge_distill.bundle.generation import open_generator
+    from edge_distill.device.decoder import describe_divergence
+
+    generator = open_generator(path)
+    opened, golden = generator.bundle, generator.bundle.golden()
     threads = (overrides or {}).get("threads") or opened.manifest["runtime"]["intra_op_threads"]
     if target is None:
         threads = usable_threads(threads)
-    prompts = [row[:n].tolist() for row, n in zip(golden["prompt_ids"], golden["prompt_lengths"])]
-    args = ["--prompt-ids", ";".join(",".join(map(str, p)) for p in prompts), "--new-tokens",
-            str(golden["greedy_ids"].shape[1]), "--threads", str(threads), "--time", "64,256"]
+    prompts = generator.golden_prompts()
+    args = ["--prompt-ids", ";".join(",".join(map(str, p)) for p in prompts), "--new-tokens", "1",
+            "--expect-ids", ";".join(",".join(map(str, row)) for row in golden["greedy_ids"].tolist()),
+            "--atol", repr(generator.atol), "--threads", str(threads), "--time", "64,256"]
     if target is None:
         import sys
 
@@ -241,11 +248,14 @@ def bench_generator(opened, target: RemoteTarget | None, progress=lambda _: None
         result = json.loads(done.stdout.strip().splitlines()[-1])
     else:
         result = run_remote_generation(target, opened.model_path, args, progress)
-    same = sum(tokens == expected.tolist() for tokens, expected in zip(result["tokens"], golden["greedy_ids"]))
+    rows = result["golden"]
+    failures = [describe_divergence(i, row, generator.atol) for i, row in enumerate(rows) if not row["same"]]
     return {"bundle": str(opened.path), "where": target.destination if target else "local",
             "device": result.get("host"), "threads": threads, "generation": result["timing"],
             "peak_rss_mb": result["peak_rss_mb"], "model_sha256": opened.section("model", "sha256"),
-            "golden_greedy_same": same, "golden_samples": len(prompts)}
+            "golden_greedy_same": sum(row["same"] for row in rows), "golden_samples": len(prompts),
+            "golden_near_ties": sum(row["same"] and not row["exact"] for row in rows),
+            "golden_failures": failures, "golden_passed": not failures}
 
 
 def time_side_by_side(models: dict[str, Path], feed: dict[str, np.ndarray], threads: list[int], providers: list,
@@ -310,7 +320,9 @@ def render_bench(report: dict) -> str:
                                    f"{row['decode_tokens_per_s']:.1f} tokens/s over {row['new_tokens']} tokens"
                                    for row in report["generation"]),
                           f"peak memory {report['peak_rss_mb'] or 0:.0f} MB; golden greedy tokens on the device: "
-                          f"{report['golden_greedy_same']}/{report['golden_samples']} prompts the same"])
+                          f"{report['golden_greedy_same']}/{report['golden_samples']} prompts the same"
+                          + (f" ({report['golden_near_ties']} through a near tie)" if report["golden_near_ties"] else "")
+                          + "".join(f"\nFAIL  {failure}" for failure in report["golden_failures"])])
     latency = report["latency_ms"]
     return "\n".join([
         where,

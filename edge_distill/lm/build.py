@@ -54,8 +54,9 @@ class LMBuildSettings:
             if getattr(self, key) < 1:
                 raise ConfigError(f"--{key.replace('_', '-')} {getattr(self, key)}: must be at least 1")
         if self.training.kd in ("sequence", "on-policy") and self.training.prompt_tokens >= self.context:
-            raise ConfigError(f"--prompt-tokens {self.training.prompt_tokens}: the continuation needs room in "
-                              f"--context {self.context}", f"use --prompt-tokens {self.context // 4}")
+            raise ConfigError(f"--context {self.context}: --kd {self.training.kd} continues each window's first "
+                              f"{self.training.prompt_tokens} tokens, which leaves no room for the continuation",
+                              f"use --context {2 * self.training.prompt_tokens} or more")
         if self.max_perplexity_increase < 0:
             raise ConfigError(f"--max-perplexity-increase {self.max_perplexity_increase}: must be 0 or more",
                               "e.g. 0.1 for 10%")
@@ -154,7 +155,8 @@ def build_generator_for_budget(settings: LMBuildSettings, layer_counts: list[int
                                       progress)
 
     sweep = LayerSweep(build, generator_row, generator_quality,
-                       "ms per decoded token of the shipped variant at batch 1 (1000 / its median tokens/s)")
+                       "ms per decoded token of the shipped variant at batch 1 (1000 / its median tokens/s)",
+                       "--max-ms-per-token")
     return sweep_layers(sweep, layer_counts, budget, out, progress)
 
 
@@ -162,7 +164,14 @@ def check_teacher_and_text(source: TeacherSource, settings: LMBuildSettings, dat
     """The teacher is a causal LM edge-distill exports, with an end-of-sequence token and room for
     the context, and the text makes training and held-out windows: each a one-line error, raised
     before anything is written (read only when some stage will run: a GGUF header takes seconds)."""
+    if settings.profile is not None:  # a cuda profile without CUDA in this onnxruntime: refused before any work
+        from edge_distill.measure.harness import check_providers
+
+        check_providers(settings.profile.benchmark.providers, settings.profile.benchmark.allow_cpu_fallback)
     facts = teacher_facts(source)
+    if facts.layers and settings.training.layers > facts.layers:  # before anything is made of that size
+        raise ConfigError(f"--layers {settings.training.layers}: the teacher has {facts.layers}",
+                          f"use --layers {facts.layers} or less")
     if facts.context_length and settings.context > facts.context_length:  # 0: the teacher does not say
         raise ConfigError(f"--context {settings.context}: the teacher reads at most {facts.context_length} tokens",
                           f"use --context {facts.context_length} or less")

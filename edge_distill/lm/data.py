@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_distill.errors import DataError
+from edge_distill.files import allocated_memmap
 from edge_distill.progress import Progress, progress_bar
 
 
@@ -61,8 +62,8 @@ def write_teacher_targets(model, train: np.ndarray, top_k: int, batch_size: int,
     import torch
 
     n, context = train.shape[0], train.shape[1] - 1
-    ids = np.lib.format.open_memmap(ids_path, mode="w+", dtype=np.int32, shape=(n, context, top_k))
-    logprobs = np.lib.format.open_memmap(logprobs_path, mode="w+", dtype=np.float16, shape=(n, context, top_k))
+    ids = allocated_memmap(ids_path, np.int32, (n, context, top_k))
+    logprobs = allocated_memmap(logprobs_path, np.float16, (n, context, top_k))
     with progress_bar(progress, n * context, "teacher targets (tokens)") as bar, torch.no_grad():
         for start in range(0, n, batch_size):
             batch = torch.from_numpy(train[start:start + batch_size, :-1].astype(np.int64))
@@ -88,7 +89,7 @@ def write_teacher_continuations(model, train: np.ndarray, prompt_tokens: int, to
     from edge_distill.lm.student import sample_continuation
 
     n, width = train.shape
-    files = [np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape) for path, dtype, shape in zip(
+    files = [allocated_memmap(path, dtype, shape) for path, dtype, shape in zip(
         paths, (np.int32, np.int32, np.float16), ((n, width), (n, width - 1, top_k), (n, width - 1, top_k)))]
     generator = torch.Generator().manual_seed(seed)
     with progress_bar(progress, n * (width - prompt_tokens), "teacher continuations (tokens)") as bar:

@@ -114,13 +114,13 @@ def make_student(teacher, kept: np.ndarray, settings: LMTrainingSettings):
     import torch
 
     torch.manual_seed(settings.seed)
+    layers = layer_choice(teacher.config.num_hidden_layers, settings.layers)  # before a model of that size is made
     config = teacher.config.to_dict()
     config.pop("quantization_config", None)  # a GGUF teacher's: the student is plain fp32
     config.update(num_hidden_layers=settings.layers, vocab_size=len(kept) + 1)
     student = type(teacher)(type(teacher.config).from_dict(config))
     if settings.init == "random":
         return student.train()
-    layers = layer_choice(teacher.config.num_hidden_layers, settings.layers)
     source, target = teacher.model, student.model
     with torch.no_grad():
         rows = torch.from_numpy(kept)

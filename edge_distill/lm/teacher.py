@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_distill.errors import ConfigError, ModelError, describe
-from edge_distill.files import read_json, read_text, regular_file
+from edge_distill.files import MAX_CONFIG_BYTES, read_json, read_text, regular_file
 
 # The architectures lm/export.py writes a KV-cache decoder for: Llama's block (RMSNorm, rotary
 # positions, grouped-query attention, SiLU-gated MLP), with biases on q/k/v (Qwen2) or not.
@@ -49,7 +49,7 @@ class TeacherFacts:
     vocab_size: int
     eos_ids: tuple[int, ...]
     context_length: int
-    chat_template: str | None
+    chat_template: str | list | None  # a string, or transformers' list of {"name", "template"}
 
 
 def default_teacher() -> TeacherSource:
@@ -79,7 +79,7 @@ def _folder_facts(folder: Path) -> TeacherFacts:
     for needed in ("config.json", "tokenizer.json"):
         if not (folder / needed).exists():
             raise ModelError(f"--teacher {folder}: no {needed}; not a causal language model folder", FOLDER_HINT)
-    config = read_config(folder)  # refuses auto_map (code of the folder's own)
+    config = read_config(folder, FOLDER_HINT)  # refuses auto_map (code of the folder's own)
     causal = [name for name in config.get("architectures") or [] if name.endswith("ForCausalLM")]
     if not causal:
         raise ModelError(f"--teacher {folder}: config.json's architectures {config.get('architectures')} name no "
@@ -89,20 +89,45 @@ def _folder_facts(folder: Path) -> TeacherFacts:
     generation = folder / "generation_config.json"
     eos = config.get("eos_token_id")
     if generation.exists():
-        eos = read_json(generation, "--teacher", error=ModelError).get("eos_token_id", eos)
+        found = read_json(generation, "--teacher", MAX_CONFIG_BYTES, ModelError)
+        eos = found.get("eos_token_id", eos) if isinstance(found, dict) else eos
     tokenizer_config = folder / "tokenizer_config.json"
-    template = read_json(tokenizer_config, "--teacher", error=ModelError).get("chat_template") \
-        if tokenizer_config.exists() else None
+    found = read_json(tokenizer_config, "--teacher", MAX_CONFIG_BYTES, ModelError) if tokenizer_config.exists() else {}
+    template = found.get("chat_template") if isinstance(found, dict) else None
     if (folder / "chat_template.jinja").exists():
-        template = read_text(folder / "chat_template.jinja", "--teacher", error=ModelError)
+        template = read_text(folder / "chat_template.jinja", "--teacher", MAX_CONFIG_BYTES, ModelError)
     path = regular_file(folder / "tokenizer.json", "--teacher", ModelError)
     with tokenizer_errors(f"{path}: not a tokenizer the tokenizers library reads"):
         from tokenizers import Tokenizer
 
-        Tokenizer.from_file(str(path))
-    return TeacherFacts(architecture, int(config.get("num_hidden_layers", 0)), int(config.get("vocab_size", 0)),
-                        _eos_ids(eos, folder / "config.json"), int(config.get("max_position_embeddings", 0)),
-                        template if isinstance(template, str) else None)
+        tokens = Tokenizer.from_file(str(path)).get_vocab_size(with_added_tokens=True)
+    facts = TeacherFacts(architecture, int(config.get("num_hidden_layers", 0)), int(config.get("vocab_size", 0)),
+                         _eos_ids(eos, folder / "config.json"), int(config.get("max_position_embeddings", 0)),
+                         _template(template, tokenizer_config))
+    _check_vocabulary(facts, tokens, folder)
+    return facts
+
+
+def _template(template: Any, where: Path) -> str | list | None:
+    """A chat template as transformers keeps it: a string, or a list of named ones."""
+    from edge_distill.bundle.generation import TEMPLATE
+    from edge_distill.schema import Either, ListOf, Null, Obj, Str, check
+
+    schema = Obj({"chat_template": Either(Null(), Str(max_length=10**6), ListOf(TEMPLATE, min_length=1, max_length=64))})
+    return check({"chat_template": template}, schema, f"--teacher {where}", ModelError,
+                 "fix or remove the chat template")["chat_template"]
+
+
+def _check_vocabulary(facts: TeacherFacts, tokenizer_tokens: int, where: Path) -> None:
+    """The tokenizer's ids and the eos ids are rows of the model's embedding: an id past vocab_size
+    would index past it while the teacher scores the text."""
+    if facts.vocab_size and tokenizer_tokens > facts.vocab_size:
+        raise ModelError(f"--teacher {where}: the tokenizer has {tokenizer_tokens:,} tokens, the model's vocab_size "
+                         f"is {facts.vocab_size:,}", "give the tokenizer.json saved with this model")
+    beyond = [i for i in facts.eos_ids if facts.vocab_size and i >= facts.vocab_size]
+    if beyond:
+        raise ModelError(f"--teacher {where}: eos_token_id {beyond[0]} is past the model's vocab_size "
+                         f"{facts.vocab_size:,}", "set eos_token_id to the id of the model's end-of-sequence token")
 
 
 def _gguf_facts(path: Path) -> TeacherFacts:
@@ -113,7 +138,8 @@ def _gguf_facts(path: Path) -> TeacherFacts:
         raise ConfigError(f"--teacher {path.name}: reading a GGUF file needs the gguf package",
                           'pip install -e ".[llm]"') from None
     try:
-        fields = gguf.GGUFReader(str(path)).fields
+        reader = gguf.GGUFReader(str(path))
+        fields = reader.fields
     except Exception as e:  # the reader's own errors: not GGUF, truncated
         raise ModelError(f"--teacher {path}: not a GGUF file gguf can read ({describe(e, 200)})", FOLDER_HINT) from None
 
@@ -124,10 +150,15 @@ def _gguf_facts(path: Path) -> TeacherFacts:
     _check_architecture(architecture, path, None)
     if "tokenizer.ggml.tokens" not in fields:
         raise ModelError(f"--teacher {path}: the GGUF file holds no tokenizer", "use a GGUF file with tokenizer.ggml.*")
-    return TeacherFacts(architecture, int(field(f"{architecture}.block_count", 0)),
-                        len(fields["tokenizer.ggml.tokens"].data),
-                        _eos_ids(field("tokenizer.ggml.eos_token_id"), path),
-                        int(field(f"{architecture}.context_length", 0)), field("tokenizer.chat_template"))
+    tokens = len(fields["tokenizer.ggml.tokens"].data)
+    # The embedding's rows: the token_embd tensor's second dimension (GGUF lists dimensions innermost first).
+    embedding = next((t for t in reader.tensors if t.name == "token_embd.weight"), None)
+    rows = int(embedding.shape[-1]) if embedding is not None and len(embedding.shape) == 2 else tokens
+    facts = TeacherFacts(architecture, int(field(f"{architecture}.block_count", 0)), rows,
+                         _eos_ids(field("tokenizer.ggml.eos_token_id"), path),
+                         int(field(f"{architecture}.context_length", 0)), field("tokenizer.chat_template"))
+    _check_vocabulary(facts, tokens, path)
+    return facts
 
 
 def _check_architecture(architecture: str, where: Path, rope: dict | None) -> None:
@@ -190,6 +221,10 @@ def load_teacher(source: TeacherSource) -> LoadedTeacher:
 
         model = AutoModelForCausalLM.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False,
                                                      dtype=torch.float32, **where).eval()
+    broken = next((name for name, weight in model.named_parameters() if not torch.isfinite(weight).all()), None)
+    if broken is not None:
+        raise ModelError(f"--teacher {source.path}: its weights hold NaN or inf ({broken})",
+                         "the file is damaged or was saved from a diverged run: use a working checkpoint")
     return LoadedTeacher(model, tokenizer, facts)
 
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge_distill.errors import InputFileError
+from edge_distill.errors import FileSystemError, InputFileError
 from edge_distill.pipeline.staging import make_staging, remove_leftovers
 
 
@@ -123,7 +123,10 @@ def publish(files: dict[str, Path], out: Path, kind: OutputKind = BUNDLE) -> Non
     staged.chmod(0o755)  # mkdtemp makes it private; a bundle is meant to be shared
     try:
         for name, source in files.items():
-            shutil.copyfile(source, staged / name)
+            try:
+                shutil.copyfile(source, staged / name)
+            except OSError as e:  # its filename may be the cache file read, not the folder that is full
+                raise FileSystemError.from_os_error(OSError(e.errno, e.strerror, str(staged / name))) from None
         if out.exists():
             retired = make_staging(out.parent, f".{out.name}.old-")
             out.rename(retired / out.name)

@@ -96,9 +96,12 @@ def mark_pareto(rows: list[dict]) -> None:
             and (o["p50_ms"] < row["p50_ms"] or o["accuracy"] > row["accuracy"]) for o in measured)
 
 
-def pick_smallest(rows: list[dict], budget: BudgetConfig, quality: str = "test accuracy") -> tuple[dict, str]:
+def pick_smallest(rows: list[dict], budget: BudgetConfig, quality: str = "test accuracy",
+                  sizes: str = "budget.sweep_widths/sweep_depths", latency_flag: str = "--max-latency-ms"
+                  ) -> tuple[dict, str]:
     """The fewest-parameter measured row meeting both budgets; else best effort or a clear error.
-    A row's "accuracy" is `quality`, named so in the messages."""
+    A row's "accuracy" is `quality`, named so in the messages; `sizes` and `latency_flag` are the
+    setting that lists the sizes and the flag of the latency budget, which the hints name."""
     measured = [r for r in rows if r["status"] == "measured"]
 
     def fast_enough(r):
@@ -117,7 +120,7 @@ def pick_smallest(rows: list[dict], budget: BudgetConfig, quality: str = "test a
         message = (f"every student size is estimated over the latency budget: the fastest, {fastest['size']}, at "
                    f"{fastest['estimate_ms']:.3f} ms vs {budget.max_latency_ms:g} ms "
                    f"(x{fastest['estimate_ms'] / budget.max_latency_ms:.1f})")
-        raise BudgetExceededError(message, "raise --max-latency-ms, add smaller sizes to budget.sweep_widths, "
+        raise BudgetExceededError(message, f"raise {latency_flag}, add smaller sizes to {sizes}, "
                                            "or raise budget.estimate_slack")
     fastest = min(measured, key=lambda r: r["p50_ms"])
     best = max(measured, key=lambda r: r["accuracy"])
@@ -133,8 +136,8 @@ def pick_smallest(rows: list[dict], budget: BudgetConfig, quality: str = "test a
                         "the latency budget")
     message = "no student size meets the budgets; " + "; ".join(failures)
     if not budget.ship_best_effort:
-        raise BudgetExceededError(message, "relax a budget, widen budget.sweep_widths/sweep_depths, "
-                                           "or set budget.ship_best_effort = true")
+        raise BudgetExceededError(message, f"relax a budget, add sizes to {sizes}, or ship the closest with "
+                                           "--ship-best-effort")
     fast = [r for r in measured if fast_enough(r)]
     chosen = max(fast, key=lambda r: r["accuracy"]) if fast else fastest
     return chosen, f"best effort ({message}): shipping {chosen['size']}"
@@ -175,6 +178,7 @@ class LayerSweep:
     row: Callable[[dict[str, Any]], dict[str, Any]]  # manifest -> params, size_bytes, and p50_ms or a status
     quality: Callable[[dict[str, Any]], tuple[str, float]]  # manifest -> (what the quality budget measures, its figure)
     latency: str  # what a row's p50_ms is
+    latency_flag: str = "--max-latency-ms"  # the command's flag for the latency budget, named in hints
 
 
 def sweep_layers(sweep: LayerSweep, layer_counts: list[int], budget: BudgetConfig, out: Path,
@@ -197,7 +201,7 @@ def sweep_layers(sweep: LayerSweep, layer_counts: list[int], budget: BudgetConfi
             measure, quality = sweep.quality(manifests[size])
             rows.append({"size": size, "layers": layers, **sweep.row(manifests[size]), "accuracy": quality})
         mark_pareto(rows)
-        chosen, why = pick_smallest(rows, budget, measure)
+        chosen, why = pick_smallest(rows, budget, measure, "--sweep-layers", sweep.latency_flag)
         chosen["chosen"] = True
         progress(why)
         report = {"budgets": {"max_latency_ms": budget.max_latency_ms or None, "min_quality": budget.min_accuracy or None},

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_distill.errors import ConfigError, EdgeDistillError, ModelError, describe
-from edge_distill.files import read_json, regular_file
+from edge_distill.files import MAX_CONFIG_BYTES, read_json, regular_file
 from edge_distill.schema import Bool, Int, ListOf, MapOf, Obj, Str, check
 
 MAX_TOKENIZED_CHARS = 100_000  # far past 512 tokens of any language
@@ -76,16 +76,17 @@ MODULES = ListOf(Obj({"type": Str()}, expected='an object with a "type" string')
 FOLDER_HINT = "save the model with transformers' save_pretrained (and sentence-transformers' save for its pooling)"
 
 
-def read_config(folder: Path) -> dict:
+def read_config(folder: Path, hint: str = FOLDER_HINT) -> dict:
     """config.json of a teacher folder, checked (TEACHER_CONFIG) and refused where it names code
     of its own (`auto_map`): transformers would import the folder's Python files to build it, and
-    edge-distill never runs a teacher folder's code."""
+    edge-distill never runs a teacher folder's code. Both files are bounded in size before they are
+    parsed (files.MAX_CONFIG_BYTES). `hint`: what the caller's command takes as a teacher."""
     path = folder / "config.json"
-    config = check(read_json(path, "teacher folder", error=ModelError), TEACHER_CONFIG, str(path), ModelError,
-                   FOLDER_HINT)
+    config = check(read_json(path, "teacher folder", MAX_CONFIG_BYTES, ModelError), TEACHER_CONFIG, str(path),
+                   ModelError, hint)
     tokenizer_config = folder / "tokenizer_config.json"
-    for name, found in (("config.json", config), ("tokenizer_config.json", read_json(tokenizer_config, "teacher folder",
-                                                                                   error=ModelError)
+    for name, found in (("config.json", config), ("tokenizer_config.json",
+                                                  read_json(tokenizer_config, "teacher folder", MAX_CONFIG_BYTES, ModelError)
                                                   if tokenizer_config.exists() else {})):
         if isinstance(found, dict) and "auto_map" in found:
             raise ModelError(f"teacher folder {folder}: {name} has 'auto_map', which makes transformers run the "
@@ -94,7 +95,7 @@ def read_config(folder: Path) -> dict:
     labels = config.get("id2label") or {}
     if any(not key.isascii() or not key.isdigit() for key in labels):
         raise ModelError(f"{path}: 'id2label' keys must be class indices 0, 1, ..., got "
-                         f"{', '.join(repr(k) for k in list(labels)[:4])}", FOLDER_HINT)
+                         f"{', '.join(repr(k) for k in list(labels)[:4])}", hint)
     return config
 
 

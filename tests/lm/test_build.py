@@ -250,3 +250,19 @@ def test_a_generator_bundle_is_timed_on_the_device_over_ssh(built, server, tiny_
     assert json.loads((tmp_path / "dist" / "device_benchmark.json").read_text()) == device
     sweep = invoke(*args, "--remote", "device", "--min-agreement", 0.5)
     assert sweep.exit_code == 2 and "--remote: a budget sweep times its students here" in sweep.output
+
+
+@pytest.mark.slow
+def test_a_cache_on_a_full_disk_is_one_line_naming_it_not_a_crash(tiny_llama, tiny_text, tmp_path, small_disk):
+    """The teacher's targets are written memory-mapped: on a sparse file, a disk that fills up killed
+    the process with SIGBUS (exit 135) and no message. A new process, as a user runs it."""
+    import sys
+
+    disk = small_disk
+    (disk / "filler").write_bytes(b"\0" * 160 * 1024)  # the targets (~200 KB) no longer fit
+    args = [str(a) for a in tiny_args(tiny_llama, tiny_text, tmp_path)[:-1]] + [str(disk / "cache")]
+    done = subprocess.run([sys.executable, "-c", "from edge_distill.cli import main; main()", *args],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 3, done.stderr
+    assert f"Error: {disk / 'cache'}" in done.stderr and "No space left on device" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "dist").exists()

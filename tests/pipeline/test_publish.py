@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_distill.errors import InputFileError
+from edge_distill.errors import FileSystemError, InputFileError
 from edge_distill.pipeline.publish import check_out, publish
 from tests import handmade
 from tests.test_cli import assert_user_error, invoke
@@ -60,23 +60,11 @@ def test_a_folder_without_our_marker_is_refused_even_when_it_has_a_files_table(t
         check_out(out)
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 256 KiB tmpfs (root only): real ENOSPC and EROFS, not simulated ones."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)],
-                      capture_output=True).returncode != 0:
-        pytest.skip("mounting a tmpfs needs root (CI runs as root)")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
 def test_a_full_disk_is_one_line_and_leaves_nothing_half_written(small_disk, tmp_path):
     big = tmp_path / "big.bin"
     big.write_bytes(b"\0" * 1024 * 1024)
-    with pytest.raises(OSError):
-        publish({"model.onnx": big}, small_disk / "dist")
+    with pytest.raises(FileSystemError, match=f"{small_disk} \\(while writing model.onnx\\): No space left on device"):
+        publish({"model.onnx": big}, small_disk / "dist")  # the full folder named, not big.bin being read
     assert list(small_disk.iterdir()) == []  # the staging folder went with the failure
     result = invoke("data", "--profile", "rpi4", "--cache-dir", str(small_disk / "cache"))
     assert_user_error(result, 3, "No space left on device", "free space")
@@ -110,3 +98,14 @@ def test_a_killed_publish_leaves_nothing_that_outlives_the_next(tmp_path):
     new = handmade.bundle(tmp_path / "new")
     publish({name: new / name for name in ("manifest.json", "model.onnx")}, tmp_path / "dist")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dist", "new"]
+
+
+def test_an_out_or_cache_inside_a_bundle_is_refused_before_anything_is_written(tiny_bundle, tmp_path):
+    bundle = tmp_path / "dist"
+    shutil.copytree(tiny_bundle, bundle)
+    before = snapshot(bundle)
+    with pytest.raises(InputFileError, match="inside the edge-distill bundle"):
+        check_out(bundle / "again")
+    result = invoke("data", "-p", "rpi4", "--cache-dir", str(bundle / "cache"))
+    assert_user_error(result, 3, "inside the edge-distill bundle", "choose a --cache-dir outside it")
+    assert snapshot(bundle) == before and invoke("verify", str(bundle)).exit_code == 0

@@ -86,8 +86,10 @@ class TeacherStage(ConfiguredStage):
                  f"{len(dataset.x['train'])} labeled + {len(dataset.x['transfer'])} transfer samples")
         x_train, _ = dataset.training_set()
         # Written to disk a batch at a time; the distill stage memory-maps it.
-        logits = np.lib.format.open_memmap(out / "teacher_logits.npy", mode="w+", dtype=np.float32,
-                                           shape=(len(teachers.teachers), len(x_train), classes))  # (M, N, K)
+        from edge_distill.files import allocated_memmap
+
+        logits = allocated_memmap(out / "teacher_logits.npy", np.float32,
+                                  (len(teachers.teachers), len(x_train), classes))  # (M, N, K)
         with progress_bar(progress, len(teachers.teachers) * len(x_train), "teacher outputs") as bar:
             for member, teacher in enumerate(teachers.teachers):
                 teacher.logits(x_train, advance=bar.update, out=logits[member])

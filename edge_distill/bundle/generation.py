@@ -1,0 +1,255 @@
+"""The generator kind of bundle (edge-distill llm) as every command that uses one reads it.
+
+`generation_checks` are the kind's cheap checks: no decoding, only reading. `verify` lists them
+beside its other checks. `generate`, `bench` and emulation run them before any use, through
+`open_generator`, which refuses the bundle at the first failure. So a bundle `verify` refuses is
+never run by another command. The checks:
+- generation.json: bounded in size, typed (finite sampling values, a chat template that is a
+  string, a list of named templates as transformers writes them, or null), and agreeing with the
+  manifest on eos ids and max_length;
+- tokenizer.json: bounded in size, and read by the tokenizers library without failing (its Rust
+  panics included);
+- the vocabulary: the tokenizer's ids, the eos ids and the golden ids all lie inside the model's
+  logits;
+- the golden generations: as many as golden.count and golden.prompts say, of the stated shapes,
+  and the golden prompts tokenize to their stored ids.
+
+Needs numpy and tokenizers; no torch, no onnx.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_distill.bundle.integrity import Check
+from edge_distill.bundle.reader import Bundle, inside
+from edge_distill.errors import BundleError, InputFileError, describe
+from edge_distill.files import read_json
+from edge_distill.schema import Bool, Either, Int, ListOf, Null, Num, Obj, Str, check
+
+MAX_SETTINGS_BYTES = 4 * 1024**2  # generation.json: the largest chat templates are tens of KB
+MAX_TOKENIZER_BYTES = 64 * 1024**2  # tokenizer.json: Gemma 3's 262k-token vocabulary is 33 MB
+MAX_TEMPLATE_CHARS = 1_000_000
+TEMPLATE = Obj({"name": Str(nonempty=True), "template": Str(max_length=MAX_TEMPLATE_CHARS)},
+               required={"name", "template"}, expected='an object with "name" and "template" strings')
+SETTINGS = Obj({
+    "eos_token_ids": ListOf(Int(0), min_length=1, max_length=64),
+    "max_length": Int(1, 10_000_000),
+    # transformers writes a chat model's templates as one string, or as a list of named ones.
+    "chat_template": Either(Null(), Str(max_length=MAX_TEMPLATE_CHARS), ListOf(TEMPLATE, min_length=1, max_length=64)),
+    "sampling": Obj({"temperature": Num(min=0), "top_k": Int(0), "top_p": Num(positive=True)}),
+    "add_special_tokens": Bool(),
+    "do_sample": Bool(),
+}, required={"eos_token_ids", "max_length"})
+REBUILD = "rebuild the bundle with edge-distill llm"
+
+
+@dataclass
+class Generator:
+    """A generator bundle whose cheap checks passed: its settings and its tokenizer, read once."""
+
+    bundle: Bundle
+    settings: dict[str, Any]
+    tokenizer: Any  # tokenizers.Tokenizer
+    vocab_size: int  # the model's logits
+
+    @property
+    def path(self) -> Path:
+        return self.bundle.path
+
+    @property
+    def max_length(self) -> int:
+        return self.settings["max_length"]
+
+    @property
+    def eos_token_ids(self) -> tuple[int, ...]:
+        return tuple(self.settings["eos_token_ids"])
+
+    @property
+    def settings_path(self) -> Path:
+        return self.path / self.bundle.manifest["generation"]["settings"]
+
+    def chat_template(self) -> str | None:
+        """The template a chat is rendered with: the string, or the one named "default" of a list."""
+        template = self.settings.get("chat_template")
+        if not isinstance(template, list):
+            return template
+        named = {entry["name"]: entry["template"] for entry in template}
+        if "default" not in named:
+            raise BundleError(f"{self.settings_path}: chat_template holds templates named {', '.join(named)}, "
+                              "none named 'default'", "rename the one to use 'default', or rebuild the bundle")
+        return named["default"]
+
+    def encode(self, text: str) -> list[int]:
+        """`text`'s ids as the bundle's tokenizer gives them (special tokens as generation.json says)."""
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise InputFileError(f"the prompt is not valid UTF-8 (position {e.start})",
+                                 "give the prompt as UTF-8 text") from None
+        return tokenizer_call(self.path / self.bundle.manifest["generation"]["tokenizer"], self.tokenizer.encode, text,
+                              add_special_tokens=bool(self.settings.get("add_special_tokens", True))).ids
+
+    def decode(self, ids: list[int]) -> str:
+        return tokenizer_call(self.path / self.bundle.manifest["generation"]["tokenizer"], self.tokenizer.decode, ids)
+
+    def golden_prompts(self) -> list[list[int]]:
+        arrays = self.bundle.golden()
+        return [row[:n].tolist() for row, n in zip(arrays["prompt_ids"], arrays["prompt_lengths"])]
+
+    @property
+    def atol(self) -> float:
+        return float(self.bundle.manifest["golden"]["tolerance"]["first_logits_atol"])
+
+
+def tokenizer_call(path: Path, method, *args, **kwargs):
+    """A tokenizers call, its failures (Rust panics are BaseExceptions) one BundleError naming the file."""
+    try:
+        return method(*args, **kwargs)
+    except BaseException as e:  # noqa: B036 - pyo3's PanicException derives from BaseException
+        if isinstance(e, (KeyboardInterrupt, SystemExit)):
+            raise
+        raise BundleError(f"{path}: the tokenizers library failed ({describe(e, 200)})", REBUILD) from None
+
+
+def open_generator(path: Path) -> Generator:
+    """The generator bundle at `path`, refused (one BundleError) unless its integrity and the kind's
+    cheap checks pass: what `generate`, `bench` and emulation run a generator bundle through."""
+    bundle = Bundle.open_checked(path)
+    if not bundle.generates:
+        raise BundleError(f"{path}: not a text generator bundle (its golden kind is "
+                          f"{bundle.manifest['golden'].get('kind', 'classifier')!r})", "build one with edge-distill llm")
+    checks, generator = generation_checks(bundle)
+    failed = [c for c in checks if not c.passed]
+    if failed:
+        raise BundleError(f"{path}: refused: {failed[0].name}: {failed[0].detail}"
+                          + (f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""),
+                          f"edge-distill verify {path} lists every check; {REBUILD}")
+    assert generator is not None
+    return generator
+
+
+def generation_checks(bundle: Bundle, need_tokenizer: bool = True) -> tuple[list[Check], Generator | None]:
+    """The kind's cheap checks, in order, and the Generator where every one passed. Without
+    `need_tokenizer` (verify on a device with numpy and onnxruntime only), the tokenizer's checks
+    pass as not made where the tokenizers package is not installed."""
+    from importlib.util import find_spec
+
+    manifest, section = bundle.manifest, bundle.manifest["generation"]
+    settings, problem = _settings(bundle)
+    checks = [Check("generation settings", problem is None, problem or f"{section['settings']}: eos ids "
+                    f"{settings['eos_token_ids']}, max_length {settings['max_length']}, as the manifest says")]
+    if not need_tokenizer and find_spec("tokenizers") is None:
+        tokenizer, problem = None, None
+        checks.append(Check("tokenizer", True, "not checked here: the tokenizers package is not installed"))
+    else:
+        tokenizer, problem = _tokenizer(bundle)
+        checks.append(Check("tokenizer", problem is None,
+                            problem or f"{section['tokenizer']}: {tokenizer.get_vocab_size(True):,} tokens"))
+    if problem is not None or not checks[0].passed:
+        return checks, None
+    vocab_size = _model_vocabulary(manifest)
+    arrays, problem = _golden(bundle, vocab_size)
+    checks.append(Check("golden generations", problem is None,
+                        problem or f"{manifest['golden']['count']} prompts of {arrays['greedy_ids'].shape[1]} tokens"))
+    largest = tokenizer.get_vocab_size(with_added_tokens=True) - 1 if tokenizer is not None else -1
+    beyond = ([f"the tokenizer's id {largest}"] if vocab_size and largest >= vocab_size else []) + \
+             [f"eos id {i}" for i in settings["eos_token_ids"] if vocab_size and i >= vocab_size]
+    checks.append(Check("vocabulary", not beyond, f"{', '.join(beyond)} beyond the model's {vocab_size:,} logits"
+                        if beyond else f"every id within the model's {vocab_size:,} logits"))
+    if problem is None and tokenizer is not None:
+        checks.append(_golden_tokenization(bundle, tokenizer, arrays))
+    if not all(c.passed for c in checks):
+        return checks, None
+    return checks, Generator(bundle, settings, tokenizer, vocab_size)
+
+
+def _settings(bundle: Bundle) -> tuple[dict[str, Any], str | None]:
+    section = bundle.manifest["generation"]
+    path = inside(bundle.path, section["settings"])
+    if path is None or section["settings"] not in bundle.manifest["files"]:
+        return {}, "generation.settings is not a file the bundle lists"
+    try:
+        settings = read_json(path, max_bytes=MAX_SETTINGS_BYTES, error=BundleError)
+        check(settings, SETTINGS, str(path), BundleError)
+    except BundleError as e:
+        return {}, e.message
+    top_p = settings.get("sampling", {}).get("top_p", 1.0)
+    disagree = [f"{key} {settings[key]} (manifest: {section[key]})" for key in ("eos_token_ids", "max_length")
+                if settings[key] != section[key]]
+    if disagree:
+        return {}, f"{section['settings']} disagrees with the manifest: {'; '.join(disagree)}"
+    if top_p > 1:
+        return {}, f"{section['settings']}: 'sampling.top_p' must be in (0, 1], got {top_p}"
+    return settings, None
+
+
+def _tokenizer(bundle: Bundle):
+    section = bundle.manifest["generation"]
+    path = inside(bundle.path, section["tokenizer"])
+    if path is None or section["tokenizer"] not in bundle.manifest["files"]:
+        return None, "generation.tokenizer is not a file the bundle lists"
+    size = path.stat().st_size
+    if size > MAX_TOKENIZER_BYTES:
+        return None, f"{section['tokenizer']}: {size:,} bytes, more than the {MAX_TOKENIZER_BYTES:,} a tokenizer may hold"
+    try:
+        from tokenizers import Tokenizer
+    except ImportError:
+        return None, "the tokenizers package is not installed (pip install tokenizers)"
+    try:
+        tokenizer = tokenizer_call(path, Tokenizer.from_file, str(path))
+        tokenizer_call(path, tokenizer.encode, "Hello, world.")  # a tokenizer that fails on every input fails here
+    except BundleError as e:
+        return None, e.message
+    return tokenizer, None
+
+
+def _model_vocabulary(manifest: dict[str, Any]) -> int:
+    """The size of the model's logits as the manifest states it (verify checks the model agrees)."""
+    logits = next((t for t in manifest["outputs"] if t["name"] == "logits"), manifest["outputs"][0])
+    size = logits["shape"][-1] if logits["shape"] else 0
+    return size if isinstance(size, int) else 0
+
+
+def _golden(bundle: Bundle, vocab_size: int):
+    golden = bundle.manifest["golden"]
+    try:
+        arrays = bundle.golden()
+    except BundleError as e:
+        return None, e.message
+    prompts, lengths = arrays["prompt_ids"], arrays["prompt_lengths"]
+    count = len(prompts)
+    texts = golden.get("prompts")
+    if not (golden.get("count") == count == len(lengths) == len(arrays["greedy_ids"]) == len(arrays["first_logits"])):
+        return None, (f"golden.count is {golden.get('count')}, golden.npz holds {count} prompts, "
+                      f"{len(arrays['greedy_ids'])} generations")
+    if not isinstance(texts, list) or len(texts) != count or not all(isinstance(t, str) for t in texts):
+        return None, "golden.prompts is not one string per stored prompt"
+    if prompts.ndim != 2 or arrays["greedy_ids"].ndim != 2 or lengths.ndim != 1 \
+            or not ((lengths >= 1) & (lengths <= prompts.shape[1])).all():
+        return None, "golden prompt_ids, prompt_lengths and greedy_ids are not of matching shapes"
+    if vocab_size and (arrays["first_logits"].ndim != 2 or arrays["first_logits"].shape[1] != vocab_size):
+        return None, (f"golden first_logits have {arrays['first_logits'].shape[1:]} values per prompt, the model "
+                      f"{vocab_size}")
+    used = np.concatenate([np.concatenate([row[:n] for row, n in zip(prompts, lengths)]), arrays["greedy_ids"].ravel()])
+    if used.size and (used.min() < 0 or (vocab_size and used.max() >= vocab_size)):
+        return None, f"golden ids hold {int(used.min() if used.min() < 0 else used.max())}, outside the model's vocabulary"
+    return arrays, None
+
+
+def _golden_tokenization(bundle: Bundle, tokenizer, arrays) -> Check:
+    """The golden prompts tokenize to the stored ids: what an app's tokenizer must match."""
+    texts = bundle.manifest["golden"]["prompts"]
+    stored = [row[:n].tolist() for row, n in zip(arrays["prompt_ids"], arrays["prompt_lengths"])]
+    path = bundle.path / bundle.manifest["generation"]["tokenizer"]
+    try:
+        produced = [e.ids for e in tokenizer_call(path, tokenizer.encode_batch, texts)]
+    except BundleError as e:
+        return Check("golden tokenization", False, e.message)
+    same = sum(a == b for a, b in zip(produced, stored))
+    return Check("golden tokenization", same == len(stored), f"{same}/{len(stored)} golden prompts tokenize to their "
+                 "stored ids")
