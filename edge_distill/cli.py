@@ -681,7 +681,8 @@ def estimate(model: Path, profile: str, batch: int, shapes: tuple[str, ...], mea
     config = load_config(profile, settings=given)
     if calibration is not None and not measure:
         raise ConfigError("--calibration: only --measure runs the model", "add --measure, or leave --calibration out")
-    result = estimate_model(model, config, batch, dict(parse_shape(text) for text in shapes), measure, calibration)
+    result = estimate_model(model, config, batch, dict(parse_shape(text) for text in shapes), measure, calibration,
+                            progress=_progress(as_json))
     text = estimate_table(result) + (f"\n{result['measured_on']}" if measure else "")
     _emit(result, as_json, text)
 

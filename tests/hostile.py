@@ -68,6 +68,9 @@ def _samples(w: Path) -> None:
     handmade.three_input_samples(w / "huge-audio.npz", audio=np.full((30, 16), 3e38, np.float32))
     handmade.three_input_samples(w / "bool-audio.npz", audio=np.ones((30, 16), bool))
     handmade.three_input_samples(w / "float-labels.npz", y=np.zeros(30, np.float32))
+    handmade.three_input_samples(w / "empty-labels.npz", y=np.zeros(0, np.int64))
+    handmade.three_input_samples(w / "int-audio.npz", audio=np.ones((30, 16), np.int64))  # pixels not yet preprocessed
+    Image.fromarray(np.full((8, 8), 128, np.uint8)).save(w / "gray.png")
     (w / "samples-with-fifo").mkdir()
     handmade.three_input_samples(w / "samples-with-fifo" / "a.npz")
     os.mkfifo(w / "samples-with-fifo" / "b.npz")
@@ -155,6 +158,26 @@ def _bundles(w: Path) -> None:
         manifest["files"] |= {name: {"sha256": sha256(folder / name)} for name in ("tokenizer.json", "golden_text.json")}
 
     variant("text-without-ids", text_section)
+
+    def labels_metadata(text: str):
+        def change(manifest, folder):
+            import onnx
+
+            model = onnx.load(str(folder / "model.onnx"))
+            for prop in model.metadata_props:
+                if prop.key == "edge_distill.labels":
+                    prop.value = text
+            onnx.save(model, str(folder / "model.onnx"))
+            manifest["files"]["model.onnx"]["sha256"] = manifest["model"]["sha256"] = sha256(folder / "model.onnx")
+        return change
+
+    # Issue 34's leftovers from the last round: each was a traceback.
+    variant("empty-labels", lambda m, f: m.update(labels=[]))
+    variant("fewer-labels", lambda m, f: m.update(labels=m["labels"][:1]))
+    variant("labels-metadata-not-json", labels_metadata("zero, one, two"))
+    variant("symbolic-input", lambda m, f: m["inputs"][0].update(shape=["batch", 1, "height", 8]))
+    variant("no-color-mode", lambda m, f: (m["preprocessing"].pop("color_mode"),
+                                           m.update(raw_input={"kind": "image file (PNG, JPEG)", "resize": "PIL bilinear"})))
     (variant("deep") / "manifest.json").write_text('{"a": ' + "[" * 200_000 + "]" * 200_000 + "}")
     (variant("fifo-manifest") / "manifest.json").unlink()
     os.mkfifo(w / "bundles" / "fifo-manifest" / "manifest.json")

@@ -36,11 +36,12 @@ MAX_TOKENIZER_BYTES = 64 * 1024**2  # tokenizer.json: Gemma 3's 262k-token vocab
 MAX_TEMPLATE_CHARS = 1_000_000
 TEMPLATE = Obj({"name": Str(nonempty=True), "template": Str(max_length=MAX_TEMPLATE_CHARS)},
                required={"name", "template"}, expected='an object with "name" and "template" strings')
+TEMPLATES = ListOf(TEMPLATE, min_length=1, max_length=64, expected='a list of {"name", "template"} objects')
 SETTINGS = Obj({
     "eos_token_ids": ListOf(Int(0), min_length=1, max_length=64),
     "max_length": Int(1, 10_000_000),
     # transformers writes a chat model's templates as one string, or as a list of named ones.
-    "chat_template": Either(Null(), Str(max_length=MAX_TEMPLATE_CHARS), ListOf(TEMPLATE, min_length=1, max_length=64)),
+    "chat_template": Either(Null(), Str(max_length=MAX_TEMPLATE_CHARS), TEMPLATES),
     "sampling": Obj({"temperature": Num(min=0), "top_k": Int(0), "top_p": Num(positive=True)}),
     "add_special_tokens": Bool(),
     "do_sample": Bool(),

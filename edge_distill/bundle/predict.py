@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_distill.bundle.reader import Bundle, normalize
+from edge_distill.bundle.reader import Bundle, normalize, rebuild_hint
 from edge_distill.config import BenchmarkConfig
 from edge_distill.data.readers import IMAGE_SUFFIXES, decode_image
 from edge_distill.errors import BundleError, DataError, EdgeDistillError, InputFileError
@@ -25,6 +25,9 @@ def predict_inputs(bundle_path: Path, inputs: list[str], top: int = 3) -> list[d
     bad input never stops the others. The bundle itself is vouched for first (an error for all)."""
     bundle = Bundle.open_checked(bundle_path)
     if bundle.generates:
+        from edge_distill.bundle.generation import open_generator
+
+        open_generator(bundle_path)  # a damaged generator is named as such first
         raise BundleError(f"{bundle_path}: a text generator bundle: it continues a prompt rather than predicting",
                           f'edge-distill generate {bundle_path} "your prompt"')
     session = open_session(bundle.model_path, what=f"{bundle_path}: the model")
@@ -61,7 +64,17 @@ def _classifier_predictor(bundle: Bundle, session, top: int):
     """An image file or raw .npy sample -> the top classes and the logits."""
     manifest = bundle.manifest
     pre, raw_input = bundle.section("preprocessing"), manifest.get("raw_input", {})
-    sample_shape = [int(d) for d in manifest["inputs"][0]["shape"][1:]]
+    where, hint = bundle.path / "manifest.json", rebuild_hint(manifest)
+    sample_shape = manifest["inputs"][0]["shape"][1:]
+    if not all(isinstance(d, int) for d in sample_shape):
+        raise BundleError(f"{where}: 'inputs[0].shape' is {manifest['inputs'][0]['shape']}: a classifier's sample "
+                          "shape must be fixed, only its batch size may be a name", hint)
+    classes = session.get_outputs()[0].shape[-1]
+    if not isinstance(classes, int) or len(manifest["labels"]) != classes:
+        raise BundleError(f"{where}: 'labels' holds {len(manifest['labels'])} name(s), the model scores "
+                          f"{classes if isinstance(classes, int) else 'an unstated number of'} classes", hint)
+    if str(raw_input.get("kind", "")).startswith("image file"):
+        bundle.section("preprocessing", "color_mode")  # how an image file becomes the raw sample
 
     def predict(item: str) -> dict[str, Any]:
         file = Path(item)

@@ -47,6 +47,11 @@ def verify_bundle(path: Path, providers: list[str] | None = None) -> list[Check]
         checks += check_golden(bundle, session)
     if "text" in bundle.manifest:
         checks.append(check_text_tokenizer(path, bundle.manifest, bundle.golden()))
+    if str(bundle.manifest.get("raw_input", {}).get("kind", "")).startswith("image file"):
+        stated = "color_mode" in bundle.manifest.get("preprocessing", {})
+        checks.append(Check("image conversion stated", stated, "preprocessing.color_mode says how an image file "
+                            "becomes the raw sample" if stated else "preprocessing.color_mode is missing: an app "
+                            "cannot know how to convert an image file"))
     return checks
 
 
@@ -139,8 +144,12 @@ def check_spec(session, manifest: dict[str, Any]) -> list[Check]:
         checks.append(Check(f"model {kind}", got == expected,
                             shown if got == expected else f"model has {shown}, manifest says {wanted}"))
     labels = session.get_modelmeta().custom_metadata_map.get(METADATA_PREFIX + "labels")
-    ok = labels is not None and json.loads(labels) == manifest["labels"]
-    checks.append(Check("model metadata labels", ok, "match manifest" if ok else "model metadata_props labels differ or are absent"))
+    try:
+        ok = labels is not None and json.loads(labels) == manifest["labels"]
+        why = "model metadata_props labels differ or are absent"
+    except ValueError:
+        ok, why = False, f"model metadata_props {METADATA_PREFIX}labels is not JSON: {labels[:60]!r}"
+    checks.append(Check("model metadata labels", ok, "match manifest" if ok else why))
     return checks
 
 

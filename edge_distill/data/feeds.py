@@ -113,7 +113,9 @@ def _samples(array: np.ndarray, tensor: TensorSpec, shape: tuple[int, ...], path
     """(N, *shape) from one input's array."""
     wanted = np.dtype(tensor.dtype)
     real = np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating) or array.dtype == np.bool_
-    if not real or (np.issubdtype(wanted, np.integer) and not np.issubdtype(array.dtype, np.integer)) \
+    # Only the same kind of number: an integer array for a float input is most often pixels or counts
+    # not yet preprocessed as the model was trained (README, "Optimize a model you already have").
+    if not real or np.issubdtype(wanted, np.integer) != np.issubdtype(array.dtype, np.integer) \
             or (wanted == np.bool_) != (array.dtype == np.bool_):
         raise DataError(f"{path}: '{tensor.name}' is {array.dtype}, the model's input is {wanted}",
                         f"save '{tensor.name}' as {wanted}")  # complex values would lose their imaginary part
@@ -173,7 +175,7 @@ def load_labels(path: Path, key: str, samples: int) -> np.ndarray:
                                 f"save the class indices with the samples: np.savez(path, ..., {key}=labels)")
             parts.append(f[key])
     labels = np.concatenate([part.reshape(-1) for part in parts])
-    if not np.issubdtype(labels.dtype, np.integer) or len(labels) % samples:
+    if not np.issubdtype(labels.dtype, np.integer) or not len(labels) or len(labels) % samples:
         raise DataError(f"--labels {key}: {len(labels)} {labels.dtype} value(s) for {samples} samples; expected "
                         "integer class indices, one per sample (or the same number per sample)",
                         f"save '{key}' as an integer array of length {samples}")

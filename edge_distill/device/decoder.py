@@ -134,7 +134,8 @@ def follow(decoder: Decoder, prompt: list[int], expected: list[int], atol: float
                 return {"same": False, "exact": False, "first_logits": first, "step": step, "margin": margin,
                         "chosen": top, "expected": int(token)}
             exact = False
-        state = decoder.advance(state, np.asarray([[token]], dtype=np.int64))
+        if step + 1 < len(expected):
+            state = decoder.advance(state, np.asarray([[token]], dtype=np.int64))
     return {"same": True, "exact": exact, "first_logits": first}
 
 
@@ -199,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"decoder: {args.model.name}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__}",
               file=sys.stderr)
         return 3
-    result = {"tokens": tokens, **({"golden": golden} if expected else {}), "timing": timing, "onnxruntime": ort.__version__, "peak_rss_mb": peak_rss_mb(),
+    result = {"tokens": tokens, **({"golden": golden} if expected else {}), "timing": timing,
+              "vocab_size": decoder.vocab_size, "layers": decoder.layers, "onnxruntime": ort.__version__, "peak_rss_mb": peak_rss_mb(),
               "host": describe_host(), "threads": args.threads or None}
     print(json.dumps(result) if args.json else "\n".join([" ".join(map(str, row)) for row in tokens]
                                                           + [str(t) for t in timing]))

@@ -234,7 +234,8 @@ def bench_generator(path: Path, target: RemoteTarget | None, progress=lambda _: 
     if target is None:
         threads = usable_threads(threads)
     prompts = generator.golden_prompts()
-    args = ["--prompt-ids", ";".join(",".join(map(str, p)) for p in prompts), "--new-tokens", "1",
+    args = ["--prompt-ids", ";".join(",".join(map(str, p)) for p in prompts), "--new-tokens",
+            str(golden["greedy_ids"].shape[1]),  # also the decode steps timed after each prompt length
             "--expect-ids", ";".join(",".join(map(str, row)) for row in golden["greedy_ids"].tolist()),
             "--atol", repr(generator.atol), "--threads", str(threads), "--time", "64,256"]
     if target is None:
@@ -250,6 +251,11 @@ def bench_generator(path: Path, target: RemoteTarget | None, progress=lambda _: 
         result = run_remote_generation(target, opened.model_path, args, progress)
     rows = result["golden"]
     failures = [describe_divergence(i, row, generator.atol) for i, row in enumerate(rows) if not row["same"]]
+    # The model that ran is the one the manifest describes (a near tie passes any model of tiny logits).
+    layers = sum(1 for t in opened.manifest["inputs"] if t["name"].startswith("past_key_values.")) // 2
+    if (result["vocab_size"], result["layers"]) != (generator.vocab_size, layers):
+        failures.insert(0, f"the model has {result['layers']} layer(s) and {result['vocab_size']:,} logits, the "
+                           f"manifest says {layers} and {generator.vocab_size:,}")
     return {"bundle": str(opened.path), "where": target.destination if target else "local",
             "device": result.get("host"), "threads": threads, "generation": result["timing"],
             "peak_rss_mb": result["peak_rss_mb"], "model_sha256": opened.section("model", "sha256"),

@@ -110,10 +110,10 @@ def _folder_facts(folder: Path) -> TeacherFacts:
 
 def _template(template: Any, where: Path) -> str | list | None:
     """A chat template as transformers keeps it: a string, or a list of named ones."""
-    from edge_distill.bundle.generation import TEMPLATE
-    from edge_distill.schema import Either, ListOf, Null, Obj, Str, check
+    from edge_distill.bundle.generation import MAX_TEMPLATE_CHARS, TEMPLATES
+    from edge_distill.schema import Either, Null, Obj, Str, check
 
-    schema = Obj({"chat_template": Either(Null(), Str(max_length=10**6), ListOf(TEMPLATE, min_length=1, max_length=64))})
+    schema = Obj({"chat_template": Either(Null(), Str(max_length=MAX_TEMPLATE_CHARS), TEMPLATES)})
     return check({"chat_template": template}, schema, f"--teacher {where}", ModelError,
                  "fix or remove the chat template")["chat_template"]
 

@@ -433,7 +433,7 @@ def estimate_table(estimate: dict) -> str:
 
 
 def estimate_model(model: Path, config: BuildConfig, batch: int = 1, shapes: dict[str, list[int]] | None = None,
-                   measure: bool = False, calibration: Path | None = None) -> dict:
+                   measure: bool = False, calibration: Path | None = None, progress=lambda _: None) -> dict:
     """`edge-distill estimate`: the estimate for the profile's device and threads; with `measure`,
     also p50 measured here with the profile's benchmark settings, and measured / estimate. The
     measurement runs on the first sample of `calibration` (data/feeds.py) where given, else on
@@ -458,6 +458,9 @@ def estimate_model(model: Path, config: BuildConfig, batch: int = 1, shapes: dic
         feed = {t.name: np.zeros(fixed[t.name], np.dtype(t.dtype)) for t in inputs}
     bench = config.benchmark
     check_providers(bench.providers, bench.allow_cpu_fallback)
+    # A model can run for hours (a Loop whose count is an input): the user learns the bound before the wait.
+    progress(f"timing {model.name} here: at least {bench.timed_runs} runs and {bench.min_seconds:g} s, stopped after "
+             f"the time limit of {bench.time_limit_s:g} s (--time-limit)")
     with onnxruntime_errors(f"estimate --measure {model.name} on {'zeros' if calibration is None else calibration}",
                             "time a real sample with --calibration SAMPLES.npz (zeros can send a model down a branch "
                             "it never takes)" if calibration is None else
