@@ -40,6 +40,7 @@ def test_a_template_that_fails_or_runs_past_its_bounds_is_one_line(template, wor
         render_chat(template, "hi", WHERE)
 
 
+@pytest.mark.slow  # waits out the bound
 def test_a_template_that_never_ends_is_stopped_within_its_time_bound():
     started = time.perf_counter()
     with pytest.raises(BundleError, match=f"did not finish rendering in {RENDER_SECONDS:g} s"):

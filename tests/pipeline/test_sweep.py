@@ -50,7 +50,7 @@ def test_pareto_front():
 def test_impossible_budget_says_which_failed_and_by_how_much(budget, message):
     with pytest.raises(BudgetExceededError, match=message) as e:
         pick_smallest(SWEEP, budget)
-    assert "\n" not in e.value.message and "ship_best_effort" in e.value.hint
+    assert "\n" not in e.value.message and "--ship-best-effort" in e.value.hint and "budget.sweep_widths" in e.value.hint
 
 
 def test_best_effort_ships_the_most_accurate_fast_enough_size():
