@@ -95,6 +95,7 @@ def _teachers(w: Path) -> None:
     teacher("tokenizer-not-json", write("tokenizer.json", "not json"))
     teacher("tokenizer-truncated", lambda f: (f / "tokenizer.json").write_text((f / "tokenizer.json").read_text()[:500]))
     teacher("tokenizer-fifo", fifo("tokenizer.json"))
+    teacher("tokenizer-huge", write("tokenizer.json", " " * (65 * 1024**2)))
     teacher("generation-config-not-json", write("generation_config.json", "{eos: 2"))
     teacher("chat-template-number", write("tokenizer_config.json", json.dumps({"chat_template": 5})))
     teacher("chat-template-list-of-numbers", write("tokenizer_config.json", json.dumps({"chat_template": [1, 2]})))

@@ -54,6 +54,7 @@ TEACHERS = [
     ("tokenizer-not-json", 4, ["tokenizer.json: not a tokenizer the tokenizers library reads"]),
     ("tokenizer-truncated", 4, ["tokenizer.json: not a tokenizer the tokenizers library reads", "EOF"]),
     ("tokenizer-fifo", 4, ["tokenizer.json: is a FIFO"]),
+    ("tokenizer-huge", 4, ["tokenizer.json: 68,157,440 bytes, more than the 67,108,864"]),
     ("generation-config-not-json", 4, ["generation_config.json: not valid JSON"]),
     ("chat-template-number", 4, ["'chat_template' must be null or a string or a list", "got 5"]),
     ("chat-template-list-of-numbers", 4, ["'chat_template' must be null or a string or a list"]),

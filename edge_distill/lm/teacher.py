@@ -97,6 +97,11 @@ def _folder_facts(folder: Path) -> TeacherFacts:
     if (folder / "chat_template.jinja").exists():
         template = read_text(folder / "chat_template.jinja", "--teacher", MAX_CONFIG_BYTES, ModelError)
     path = regular_file(folder / "tokenizer.json", "--teacher", ModelError)
+    from edge_distill.bundle.generation import MAX_TOKENIZER_BYTES
+
+    if path.stat().st_size > MAX_TOKENIZER_BYTES:  # the tokenizers library holds it at several times its size
+        raise ModelError(f"--teacher {path}: {path.stat().st_size:,} bytes, more than the {MAX_TOKENIZER_BYTES:,} a "
+                         "tokenizer may hold", "check the file: Gemma 3's 262k-token tokenizer.json is 33 MB")
     with tokenizer_errors(f"{path}: not a tokenizer the tokenizers library reads"):
         from tokenizers import Tokenizer
 

@@ -89,3 +89,14 @@ def test_real_sweep_ships_the_smallest_fitting_size(tiny_cache, tmp_path):
     assert "w2-d1" in json.loads((tmp_path / "dist" / "sweep.json").read_text())["chosen"]
     assert manifest["config"]["student"]["width"] == 2
     ET.parse(tmp_path / "dist" / "sweep.svg")
+
+
+def test_a_layer_sweep_that_fits_nothing_names_its_own_flags():
+    """llm's "nothing fits" named the image build's budget.sweep_widths; a layer sweep names its flags."""
+    from edge_distill.errors import BudgetExceededError
+
+    rows = [{"size": "2-layer", "status": "measured", "params": 10, "p50_ms": 9.0, "accuracy": 0.2, "estimate_ms": 9.0}]
+    with pytest.raises(BudgetExceededError) as e:
+        pick_smallest(rows, BudgetConfig(max_latency_ms=1.0, min_accuracy=0.0), "agreement with the teacher",
+                      "--sweep-layers", "--max-ms-per-token")
+    assert "--sweep-layers" in e.value.hint and "budget.sweep_widths" not in e.value.hint
