@@ -33,7 +33,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parents[1]))
 
 from edge_distill.device.runner import describe_host  # noqa: E402
-from edge_distill.lm.build import LMBuildSettings, LMData  # noqa: E402
+from edge_distill.lm.settings import LMBuildSettings, LMData  # noqa: E402
 from edge_distill.lm.quantize import held_out_quality  # noqa: E402
 from edge_distill.lm.student import DIVERGENCES, LMTrainingSettings  # noqa: E402
 from edge_distill.lm.teacher import default_teacher  # noqa: E402

@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).parents[1]))  # tests.handmade: the text-l
 
 from edge_distill.config import load_config  # noqa: E402
 from edge_distill.device.runner import describe_host  # noqa: E402
-from edge_distill.measure.estimate import estimate_model  # noqa: E402
-from edge_distill.pipeline.optimize import optimize_model  # noqa: E402
+from edge_distill.measure.harness import estimate_model  # noqa: E402
+from edge_distill.pipeline.stages.optimize import optimize_model  # noqa: E402
 from tests.handmade import rapidocr_models, text_images  # noqa: E402
 
 MODELS = {"cls": ("ch_ppocr_mobile_v2.0_cls_infer", (48, 192), 60), "rec": ("ch_PP-OCRv4_rec_infer", (48, 320), 60),

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).parents[1]))
 
 from benchmarks.int8_distillation import host_has_vnni, ocr_lines  # noqa: E402
 from edge_distill.config import load_config  # noqa: E402
-from edge_distill.pipeline.optimize import optimize_model  # noqa: E402
+from edge_distill.pipeline.stages.optimize import optimize_model  # noqa: E402
 from tests import handmade  # noqa: E402
 
 MOST = 32

@@ -72,7 +72,7 @@ def optimize_bundle(config: BuildConfig, model: Path, calibration: Path, out: Pa
                     labels: str | None = None, force: bool = False, progress: Progress = log_progress) -> dict:
     """`edge-distill optimize`: an ONNX model made int8 within the budget, measured and published
     at `out`; returns the manifest (with the stages' records under "steps")."""
-    from edge_distill.pipeline.optimize import optimize_model
+    from edge_distill.pipeline.stages.optimize import optimize_model
 
     return optimize_model(config, model, calibration, shapes or {}, out, min_snr_db, progress, labels,
                           cache_dir=cache_dir, force=force)
@@ -80,10 +80,10 @@ def optimize_bundle(config: BuildConfig, model: Path, calibration: Path, out: Pa
 
 def text_bundle(settings, out: Path, *, cache_dir: Path, force: bool = False, remotes=(),
                 progress: Progress = log_progress) -> dict:
-    """`edge-distill text` (settings: text.build.TextBuildSettings): the student distilled, made
+    """`edge-distill text` (settings: text.settings.TextBuildSettings): the student distilled, made
     int8, judged and published at `out`, then benchmarked on the devices given; returns the manifest
     (with "steps", and "device_benchmark" where devices were given)."""
-    from edge_distill.text.build import build_text_bundle
+    from edge_distill.pipeline.stages.text import build_text_bundle
 
     manifest = build_text_bundle(settings, out, cache_dir, force, progress)
     device = bench_on_devices(out, remotes, progress)
@@ -92,10 +92,10 @@ def text_bundle(settings, out: Path, *, cache_dir: Path, force: bool = False, re
 
 def generator_bundle(settings, out: Path, *, cache_dir: Path, force: bool = False, remotes=(),
                      progress: Progress = log_progress) -> dict:
-    """`edge-distill llm` (settings: lm.build.LMBuildSettings): the student distilled, exported with
+    """`edge-distill llm` (settings: lm.settings.LMBuildSettings): the student distilled, exported with
     its KV cache, quantized by measured quality and published at `out`, then its decoding timed on
     the devices given; returns the manifest (with "steps", and "device_benchmark" where devices were given)."""
-    from edge_distill.lm.build import build_generator_bundle
+    from edge_distill.pipeline.stages.llm import build_generator_bundle
 
     manifest = build_generator_bundle(settings, out, cache_dir, force, progress)
     device = bench_on_devices(out, remotes, progress)

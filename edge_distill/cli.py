@@ -397,7 +397,7 @@ def text(task, teacher_folder, text, labeled, out, layers, embedding_rank, epoch
     from edge_distill.config import load_config
     from edge_distill.device.runner import usable_threads
     from edge_distill.api import text_bundle
-    from edge_distill.text.build import DEFAULT_TRAINING, FINE_TUNE, TextBuildSettings
+    from edge_distill.text.settings import DEFAULT_TRAINING, FINE_TUNE, TextBuildSettings
     from edge_distill.text.bundle import render_text_summary
 
     config = load_config(profile) if profile else None
@@ -421,7 +421,7 @@ def text(task, teacher_folder, text, labeled, out, layers, embedding_rank, epoch
                           "--remote HOST on the bundle it ships")
     from edge_distill.config import BudgetConfig
     from edge_distill.pipeline.sweep import layer_sweep_table
-    from edge_distill.text.sweep import build_text_for_budget
+    from edge_distill.pipeline.stages.text import build_text_for_budget
 
     budget = BudgetConfig(max_latency_ms=max_latency_ms or 0.0, min_accuracy=min_quality or 0.0,
                           ship_best_effort=ship_best_effort)
@@ -486,7 +486,7 @@ def llm(teacher, text, out, layers, vocab, kd, divergence, on_policy_share, init
     from edge_distill.api import generator_bundle
     from edge_distill.config import load_config
     from edge_distill.device.runner import usable_threads
-    from edge_distill.lm.build import LMBuildSettings
+    from edge_distill.lm.settings import LMBuildSettings
     from edge_distill.lm.bundle import render_variants
     from edge_distill.lm.student import LMTrainingSettings
 
@@ -504,7 +504,7 @@ def llm(teacher, text, out, layers, vocab, kd, divergence, on_policy_share, init
                           "--remote HOST on the bundle it ships")
     if sweep:
         from edge_distill.config import BudgetConfig
-        from edge_distill.lm.build import build_generator_for_budget
+        from edge_distill.pipeline.stages.llm import build_generator_for_budget
         from edge_distill.pipeline.sweep import layer_sweep_table
 
         budget = BudgetConfig(max_latency_ms=max_ms_per_token or 0.0, min_accuracy=min_agreement or 0.0,
@@ -673,7 +673,8 @@ def estimate(model: Path, profile: str, batch: int, shapes: tuple[str, ...], mea
     """Roofline latency estimate of MODEL.onnx for a device, per node and in total."""
     from edge_distill.config import Setting, load_config
     from edge_distill.onnx_model import parse_shape
-    from edge_distill.measure.estimate import estimate_model, estimate_table
+    from edge_distill.measure.estimate import estimate_table
+    from edge_distill.measure.harness import estimate_model
 
     flags = {field: flag for flag, field, _, _ in BENCHMARK_FLAGS}
     given = [Setting(f"benchmark.{field}", value, f"--{flags[field]}")

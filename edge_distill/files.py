@@ -115,7 +115,6 @@ def allocated_memmap(path: Path, dtype, shape: tuple[int, ...]):
         with open(path, "r+b") as f:
             os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
     except OSError as e:
-        del array
-        path.unlink(missing_ok=True)
+        path.unlink(missing_ok=True)  # the mapping goes with `array`, which nothing returns
         raise OSError(e.errno, e.strerror, str(path)) from None
     return array

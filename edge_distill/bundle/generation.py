@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from edge_distill.bundle.integrity import Check
-from edge_distill.bundle.reader import Bundle, inside
+from edge_distill.bundle.integrity import Check, inside
+from edge_distill.bundle.reader import Bundle
 from edge_distill.errors import BundleError, InputFileError, describe
 from edge_distill.files import read_json
 from edge_distill.schema import Bool, Either, Int, ListOf, Null, Num, Obj, Str, check

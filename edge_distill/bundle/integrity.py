@@ -19,6 +19,19 @@ from edge_distill.files import is_regular_file
 from edge_distill.hashing import sha256
 
 
+# Files a bundle folder holds beside those manifest["files"] hashes: the manifest itself, and what
+# `build` writes after it (a size sweep's report, figures measured on the device over SSH).
+UNHASHED_FILES = ("manifest.json", "sweep.json", "sweep.svg", "device_benchmark.json")
+
+
+def inside(bundle: Path, relative: str) -> Path | None:
+    """The file a manifest path names, or None if it would leave the bundle (absolute, .., symlink)."""
+    if Path(relative).is_absolute():
+        return None
+    target = (bundle / relative).resolve()
+    return target if target.is_relative_to(bundle.resolve()) else None
+
+
 @dataclass
 class Check:
     name: str
@@ -28,7 +41,6 @@ class Check:
 
 def integrity_checks(bundle: Path, manifest: dict[str, Any], model: Path) -> list[Check]:
     """Files, then (once their bytes are vouched for) the model's external data."""
-    from edge_distill.bundle.reader import inside
 
     checks = check_files(bundle, manifest)
     model_path = inside(bundle, manifest["model"]["file"])
@@ -40,7 +52,6 @@ def integrity_checks(bundle: Path, manifest: dict[str, Any], model: Path) -> lis
 
 
 def check_files(bundle: Path, manifest: dict[str, Any]) -> list[Check]:
-    from edge_distill.bundle.reader import inside
 
     checks = []
     for name, record in sorted(manifest["files"].items()):
@@ -64,7 +75,6 @@ def check_unlisted(bundle: Path, manifest: dict[str, Any]) -> Check:
     """Files in the bundle folder that the manifest neither hashes nor names as unhashed (a stray .so,
     an edited copy), and any symlink, fail it: a bundle carries only what it vouches for. The walk
     never follows a symlink (`extra -> /` is one entry, named, not the whole disk)."""
-    from edge_distill.bundle.reader import UNHASHED_FILES
 
     listed = set(manifest["files"]) | set(UNHASHED_FILES)
     unlisted, links = [], []
@@ -84,7 +94,6 @@ def check_unlisted(bundle: Path, manifest: dict[str, Any]) -> Check:
 
 def check_external_data(bundle: Path, model: Path, manifest: dict[str, Any]) -> Check:
     """ONNX external-data locations must stay inside the bundle and be hashed in the manifest."""
-    from edge_distill.bundle.reader import inside
 
     root = bundle.resolve()
     try:

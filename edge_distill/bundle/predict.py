@@ -14,7 +14,8 @@ import numpy as np
 
 from edge_distill.bundle.reader import Bundle, normalize, rebuild_hint
 from edge_distill.config import BenchmarkConfig
-from edge_distill.data.readers import IMAGE_SUFFIXES, decode_image
+from edge_distill.data.readers import IMAGE_SUFFIXES
+from edge_distill.data.samples import decode_image
 from edge_distill.errors import BundleError, DataError, EdgeDistillError, InputFileError
 from edge_distill.files import regular_file
 from edge_distill.sessions import open_session, run_session

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from edge_distill.bundle.integrity import inside, integrity_checks
 from edge_distill.errors import BundleError
 from edge_distill.files import read_json
 from edge_distill.schema import Either, Int, ListOf, MapOf, Null, Num, Obj, Str, check
@@ -25,9 +26,6 @@ GOLDEN_ARRAYS = ("inputs", "logits", "top1")
 RAW_GOLDEN = "raw_inputs"
 # A generator's golden generations (edge-distill llm, lm/bundle.py).
 GENERATION_ARRAYS = ("prompt_ids", "prompt_lengths", "greedy_ids", "first_logits")
-# Files a bundle folder holds beside those manifest["files"] hashes: the manifest itself, and what
-# `build` writes after it (a size sweep's report, figures measured on the device over SSH).
-UNHASHED_FILES = ("manifest.json", "sweep.json", "sweep.svg", "device_benchmark.json")
 METADATA_PREFIX = "edge_distill."
 
 
@@ -57,8 +55,6 @@ class Bundle:
         """The bundle, refused unless every integrity check passes (bundle/integrity.py: hashes,
         paths inside, no unlisted file, no symlink, external data): what every command that runs,
         copies or reports a bundle's files opens it with."""
-        from edge_distill.bundle.integrity import integrity_checks
-
         bundle = cls.open(path)
         failed = [c for c in integrity_checks(path, bundle.manifest, bundle.model_path) if not c.passed]
         if failed:
@@ -214,14 +210,6 @@ def cut_at(tokenizer, max_length: int):
     tokenizer.enable_truncation(max_length)
     tokenizer.no_padding()
     return tokenizer
-
-
-def inside(bundle: Path, relative: str) -> Path | None:
-    """The file a manifest path names, or None if it would leave the bundle (absolute, .., symlink)."""
-    if Path(relative).is_absolute():
-        return None
-    target = (bundle / relative).resolve()
-    return target if target.is_relative_to(bundle.resolve()) else None
 
 
 def load_golden(bundle: Path, golden: dict[str, Any]) -> dict[str, np.ndarray]:

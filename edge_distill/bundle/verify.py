@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 
 from edge_distill.bundle.integrity import Check, integrity_checks
-from edge_distill.bundle.reader import METADATA_PREFIX, RAW_GOLDEN, Bundle, inside, normalize, read_tokenizer
+from edge_distill.bundle.integrity import inside
+from edge_distill.bundle.reader import METADATA_PREFIX, RAW_GOLDEN, Bundle, normalize, read_tokenizer
 from edge_distill.errors import BundleError, describe
 from edge_distill.files import read_json
 from edge_distill.schema import Int, ListOf, Obj, Str, check

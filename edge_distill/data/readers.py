@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from edge_distill.config import DataConfig
-from edge_distill.data.samples import ImageFiles
+from edge_distill.data.samples import ImageFiles, channel_sums, decode_image
 from edge_distill.errors import DataError, InputFileError
 from edge_distill.files import regular_file
 
@@ -151,7 +151,7 @@ def read_image_folder(path: Path, cfg: DataConfig, progress=lambda _: None) -> R
             split += [split_name] * len(found)
     if not files:
         raise DataError(f"{path}: no PNG or JPEG images in the class folders")
-    x = _lazy_images(files, cfg).measured(progress)
+    x = measured(_lazy_images(files, cfg), progress)
     return RawData(x, np.asarray(targets, dtype=np.int64), classes, 1.0 / 255.0,
                    np.asarray(split) if given else None, image_contract(cfg, tuple(x.sample_shape[1:])))
 
@@ -161,33 +161,19 @@ def _image_files(folder: Path) -> list[Path]:
     return [regular_file(f, error=DataError) for f in sorted(folder.iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
 
 
-def decode_image(file: Path, color_mode: str, size: tuple[int, ...] = ()) -> np.ndarray:
-    """One image file as training (and `edge-distill predict`) reads it: decoded by PIL, converted
-    (COLOR_CONVERSION), resized bilinearly to `size` = (H, W) when given: (H, W) or (H, W, 3) float32."""
-    from PIL import Image, UnidentifiedImageError
+def measured(images: ImageFiles, progress=lambda _: None) -> ImageFiles:
+    """Every file decoded once (through the data loader's workers): a broken or odd-sized file
+    stops the build here, and each file's pixel sums are kept."""
+    from edge_distill.data.loader import in_order
+    from edge_distill.progress import progress_bar
 
-    try:
-        with Image.open(file) as img:
-            img = _eight_bit(img).convert("L" if color_mode == "grayscale" else "RGB")
-            if size:
-                img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR)
-            return np.asarray(img, dtype=np.float32)
-    except Image.DecompressionBombError as e:
-        raise DataError(f"{file}: refused: {e}", "remove the file, or downscale it if it is a real image") from None
-    except (UnidentifiedImageError, OSError) as e:
-        raise DataError(f"{file}: cannot read image ({e})", "remove or replace the file") from None
-
-
-def _eight_bit(img):
-    """A 16- or 32-bit integer image scaled to 8 bits as PIL's 8-bit modes hold it: PIL's own
-    convert("L") clips such pixels at 255, which turns a 16-bit PNG white."""
-    from PIL import Image
-
-    if img.mode not in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
-        return img
-    pixels = np.asarray(img, dtype=np.float64)
-    top = 65535.0 if img.mode.startswith("I;16") or pixels.max() <= 65535 else float(np.iinfo(np.int32).max)
-    return Image.fromarray(np.round(np.clip(pixels, 0, top) * (255.0 / top)).astype(np.uint8), mode="L")
+    sums = []
+    with progress_bar(progress, len(images), "reading images") as bar:
+        for batch in in_order(images):
+            sums.append(channel_sums(batch.numpy()))
+            bar.update(len(batch))
+    return ImageFiles(images.files, images.color_mode, images.size, images.sample_shape, images.normalization,
+                      np.concatenate(sums))
 
 
 def _lazy_images(files: list[Path], cfg: DataConfig) -> ImageFiles:
@@ -212,7 +198,7 @@ def read_transfer(cfg: DataConfig, sample_shape: tuple[int, ...], pixel_scale: f
         if not files:
             raise DataError(f"data.transfer: {path} holds no PNG or JPEG images",
                             "put the unlabeled images directly in that folder (no class subfolders)")
-        x, scale = _lazy_images(files, cfg).measured(progress), 1.0 / 255.0
+        x, scale = measured(_lazy_images(files, cfg), progress), 1.0 / 255.0
         if scale != pixel_scale:  # labeled arrays on another scale: decode now and rescale below
             x = np.asarray(x)
     elif path.suffix == ".npz":

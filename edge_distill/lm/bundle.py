@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from edge_distill import __version__
-from edge_distill.lm.build import LMBuildSettings, LMData
+from edge_distill.lm.settings import LMBuildSettings, LMData
 
 GENERATION_FILES = ("model.onnx", "tokenizer.json", "generation.json", "golden.npz", "golden.json", "README.md")
 # int4/int8 kernels differ across CPUs (accuracy level 4's int8 dot products, NEON against AVX):

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_distill.device.runner import describe_host, measure_latency, predict_classes, usable_threads
-from edge_distill.config import BenchmarkConfig, DeviceConfig
+from edge_distill.config import BenchmarkConfig, BuildConfig, DeviceConfig
 from edge_distill.progress import progress_bar
 
 
@@ -117,3 +117,45 @@ def add_estimates(report: dict, models: dict[str, Path], device: DeviceConfig, b
         metric["estimate_ms"] = estimate["estimate_ms"]
         if report["host"]["arch"] == device.arch:
             metric["measured_over_estimate"] = metric["latency_ms"]["p50"] / estimate["estimate_ms"]
+
+
+def estimate_model(model: Path, config: BuildConfig, batch: int = 1, shapes: dict[str, list[int]] | None = None,
+                   measure: bool = False, calibration: Path | None = None, progress=lambda _: None) -> dict:
+    """`edge-distill estimate`: the estimate for the profile's device and threads; with `measure`,
+    also p50 measured here with the profile's benchmark settings, and measured / estimate. The
+    measurement runs on the first sample of `calibration` (data/feeds.py) where given, else on
+    zeros: a model that branches on an input's value (a sample rate) needs a real one."""
+    from edge_distill.measure.estimate import estimate_latency
+    from edge_distill.onnx_model import fix_shapes, load_onnx, model_tensors
+
+    load_onnx(model)  # a clear error for a file that is not a model
+    result = estimate_latency(model, config.device, config.benchmark.threads, batch, shapes=shapes)
+    if not measure:
+        return result
+    from edge_distill.sessions import onnxruntime_errors
+
+    inputs, _ = model_tensors(load_onnx(model), str(model))
+    fixed = fix_shapes(inputs, shapes or {}, str(model), batch)
+    if calibration is not None:
+        from edge_distill.data.feeds import load_feeds
+
+        feed = load_feeds(calibration, inputs, fixed)[0]
+    else:  # zeros of each input's dtype and fixed shape: the estimate's own shapes, any number of inputs
+        feed = {t.name: np.zeros(fixed[t.name], np.dtype(t.dtype)) for t in inputs}
+    bench = config.benchmark
+    check_providers(bench.providers, bench.allow_cpu_fallback)
+    # A model can run for hours (a Loop whose count is an input): the user learns the bound before the wait.
+    progress(f"timing {model.name} here: at least {bench.timed_runs} runs and {bench.min_seconds:g} s, stopped after "
+             f"the time limit of {bench.time_limit_s:g} s (--time-limit)")
+    with onnxruntime_errors(f"estimate --measure {model.name} on {'zeros' if calibration is None else calibration}",
+                            "time a real sample with --calibration SAMPLES.npz (zeros can send a model down a branch "
+                            "it never takes)" if calibration is None else
+                            "check the model with onnxruntime directly, or re-export it"):
+        latency = measure_latency(model, feed, provider_specs(bench), result["threads"], bench.warmup_runs,
+                                  bench.timed_runs, bench.cold_start_runs, bench.min_seconds,
+                                  require_first=not bench.allow_cpu_fallback, time_limit_s=bench.time_limit_s)
+    host = describe_host()
+    return result | {"measured_p50_ms": latency["p50"], "measured_on": measurement_note(host, config.device),
+                     # a ratio to another machine's figure means nothing
+                     "measured_over_estimate": latency["p50"] / result["estimate_ms"]
+                     if host["arch"] == config.device.arch else None}

@@ -4,7 +4,6 @@ and the new one appears whole or not at all (built beside it, then renamed into 
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from collections.abc import Callable
@@ -23,7 +22,7 @@ class OutputKind:
 
 
 def _bundle_files(folder: Path) -> set[str] | None:
-    from edge_distill.bundle.reader import UNHASHED_FILES
+    from edge_distill.bundle.integrity import UNHASHED_FILES
 
     manifest = _read_json_object(folder / "manifest.json")
     generator = manifest.get("generator") if manifest else None

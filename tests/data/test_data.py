@@ -162,7 +162,7 @@ def test_a_predefined_npz_split_is_used_as_given(tmp_path):
 def test_16_bit_pngs_are_scaled_to_8_bits_not_clipped_white(tmp_path):
     from PIL import Image
 
-    from edge_distill.data.readers import decode_image
+    from edge_distill.data.samples import decode_image
 
     ramp = (np.arange(64, dtype=np.uint32).reshape(8, 8) * 1040).astype(np.uint16)  # 0 .. 65520
     Image.fromarray(ramp).save(tmp_path / "ramp.png")

@@ -36,7 +36,7 @@ def test_a_bundle_of_any_inputs_is_benched_on_the_device_with_every_golden_outpu
     """An `edge-distill optimize` bundle (three inputs, one an int64 scalar): the device runs the
     golden feeds and every output lands within the bundle's tolerance."""
     from edge_distill.config import load_config
-    from edge_distill.pipeline.optimize import optimize_model
+    from edge_distill.pipeline.stages.optimize import optimize_model
     from tests import handmade
 
     optimize_model(load_config("x86-avx512", None, ["quantize.search_min_seconds=0.05"]),

@@ -67,7 +67,7 @@ def tiny_text(tmp_path_factory) -> Path:
 
 def tiny_settings(teacher: Path, text: Path, **training):
     """Build settings small enough for seconds: 16-token windows, a 2-layer student."""
-    from edge_distill.lm.build import LMBuildSettings
+    from edge_distill.lm.settings import LMBuildSettings
     from edge_distill.lm.student import LMTrainingSettings
 
     return LMBuildSettings(teacher=teacher, text=text, context=16, train_windows=64, held_out_windows=8, new_tokens=8,

@@ -74,7 +74,7 @@ def test_sequence_kd_trains_the_student_on_the_teachers_continuations(tmp_path, 
     the teacher's samples, with the teacher's top-k at every position of it; the student reads those."""
     import torch
 
-    from edge_distill.lm.build import LMData
+    from edge_distill.lm.settings import LMData
     from edge_distill.lm.teacher import TeacherSource, load_teacher
     from edge_distill.pipeline.runner import run_stages
     from edge_distill.pipeline.stages.llm import llm_stages

@@ -183,7 +183,7 @@ def test_measure_feeds_every_input_at_its_estimated_shape(tmp_path):
     """--measure on a model with three inputs (one an int64 scalar): zeros of each input's dtype
     and fixed shape, timed here, with the ratio to the estimate."""
     from edge_distill.config import load_config
-    from edge_distill.measure.estimate import estimate_model
+    from edge_distill.measure.harness import estimate_model
 
     model = handmade.three_input_model(tmp_path / "vad.onnx")
     result = estimate_model(model, load_config("x86-avx512", None, ["benchmark.min_seconds=0.05"]), measure=True)

@@ -12,7 +12,7 @@ from edge_distill.bundle.verify import verify_bundle
 from edge_distill.config import load_config
 from edge_distill.export.budget import Judgement
 from edge_distill.export.selection import choose
-from edge_distill.pipeline.optimize import optimize_model
+from edge_distill.pipeline.stages.optimize import optimize_model
 from tests import handmade
 from tests.test_cli import invoke
 

