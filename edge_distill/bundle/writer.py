@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import platform
 from collections.abc import Mapping
-from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,12 +13,11 @@ from edge_distill import __version__
 from edge_distill.bundle.reader import METADATA_PREFIX, SCHEMA_VERSION
 from edge_distill.bundle.report import write_reports
 from edge_distill.config import PROFILE_SECTIONS, BuildConfig
-from edge_distill.hashing import sha256
+from edge_distill.hashing import library_versions, sha256
 
 if TYPE_CHECKING:
     from edge_distill.export.budget import Budget, Judgement
 
-VERSIONED_LIBRARIES = ("torch", "onnx", "onnxscript", "onnxruntime", "onnxsim", "numpy")
 BUNDLE_FILES = ("model.onnx", "golden.npz", "golden.json", "README.md",  # all hashed in manifest["files"]
                 "report.json", "report.csv", "report.md", "report.html")
 GOLDEN_COUNT = 16
@@ -201,7 +198,7 @@ def build_manifest(config: BuildConfig, model: Path, reports: dict[str, Any], go
             "distillation": reports["distill"],
             "export": reports["export"],
         },
-        "versions": {name: metadata.version(name) for name in VERSIONED_LIBRARIES} | {"python": platform.python_version()},
+        "versions": library_versions(),
         "metrics": benchmark["metrics"],
         "warnings": benchmark.get("warnings", []),
         "measurement": {k: benchmark[k] for k in ("host", "measured_on", "method", "date") if k in benchmark},
@@ -460,7 +457,6 @@ def io_manifest(config: BuildConfig, source: Path, model: Path, fixed: dict[str,
     from edge_distill.export.budget import default_opset
     from edge_distill.onnx_model import model_tensors
     from edge_distill.onnx_model import load_onnx
-    from edge_distill.hashing import sha256
     from edge_distill.measure.harness import measurement_note
 
     inputs, outputs = model_tensors(load_onnx(model), "the shipped model")
@@ -496,6 +492,5 @@ def io_manifest(config: BuildConfig, source: Path, model: Path, fixed: dict[str,
                         "candidates": timing["rows"],
                         "measured_on": (f"measured on the device ({timing['where']})" if timing["where"] != "this host"
                                         else measurement_note(timing["host"], config.device))},
-        "versions": {name: metadata.version(name) for name in ("onnx", "onnxruntime", "onnxsim", "numpy")}
-                    | {"python": platform.python_version()},
+        "versions": library_versions(),
     }

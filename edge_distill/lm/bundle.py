@@ -62,13 +62,11 @@ def write_golden_generations(model: Path, tokenizer_path: Path, prompts: list[st
 
 def write_generator_bundle(inputs: dict[str, Path], settings: LMBuildSettings, data: LMData, out: Path) -> None:
     """The bundle's files in `out` from the llm stages' files (`inputs`)."""
-    import platform
-    from importlib import metadata
 
     from edge_distill.bundle.reader import SCHEMA_VERSION
     from edge_distill.bundle.writer import label_model, profile_section, write_manifest
     from edge_distill.device.runner import describe_host
-    from edge_distill.hashing import sha256
+    from edge_distill.hashing import library_versions, sha256
     from edge_distill.measure.harness import measurement_note
     from edge_distill.onnx_model import load_onnx, model_tensors
 
@@ -118,8 +116,7 @@ def write_generator_bundle(inputs: dict[str, Path], settings: LMBuildSettings, d
                                "the share of held-out positions where the top-1 next token is the teacher's; "
                                "time to first token (a prefill) and decode tokens/s at batch 1, medians of 3 "
                                "rounds in a process of its own"},
-        "versions": {name: metadata.version(name) for name in ("onnx", "onnxruntime", "tokenizers", "transformers")}
-                    | {"python": platform.python_version()},
+        "versions": library_versions(),
     }
     (out / "README.md").write_text(render_model_card(manifest))
     manifest["files"] = {name: {"sha256": sha256(out / name), "size_bytes": (out / name).stat().st_size}

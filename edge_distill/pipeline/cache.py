@@ -20,7 +20,6 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -28,23 +27,11 @@ from edge_distill.errors import InputFileError
 from edge_distill.hashing import sha256
 from edge_distill.pipeline.staging import make_staging, remove_leftovers, staging_folder
 
-# Versions that can change what a stage produces.
-KEY_LIBRARIES = ("edge-distill", "torch", "onnx", "onnxscript", "onnxruntime", "onnxsim", "numpy", "scikit-learn")
 RECORD = "stage.json"  # the entry's description and its outputs' hashes; its mtime is the last use
 STAGING_PREFIX = ".tmp-"
 MARKER = "CACHEDIR.TAG"
 MARKER_TEXT = ("Signature: 8a477f597d28d172789f06886806bc55\n"
                "# This folder is an edge-distill stage cache; `edge-distill cache clean` manages it.\n")
-
-
-def library_versions() -> dict[str, str]:
-    versions = {}
-    for name in KEY_LIBRARIES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = "absent"
-    return versions
 
 
 @dataclass

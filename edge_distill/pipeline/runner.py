@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edge_distill.files import regular_file
-from edge_distill.hashing import hash_path
-from edge_distill.pipeline.cache import StageCache, library_versions
+from edge_distill.hashing import hash_path, library_versions
+from edge_distill.pipeline.cache import StageCache
 from edge_distill.pipeline.stage import Stage
 from edge_distill.progress import Progress
 

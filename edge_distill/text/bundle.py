@@ -54,16 +54,14 @@ def write_text_bundle(student: dict[str, Path], data: TextData, settings: TextBu
     """The bundle's files in `out`: model.onnx (int8), tokenizer.json, golden vectors (the io kind
     `verify` and `bench` run anywhere, plus golden_text.json: the strings and their ids, for
     checking a tokenizer) and manifest.json. `student`: the text-student stage's files."""
-    import platform
     import shutil
-    from importlib import metadata
 
     from edge_distill.bundle.reader import SCHEMA_VERSION, read_tokenizer
     from edge_distill.bundle.writer import label_model, profile_section, write_io_golden, write_manifest
     from edge_distill.device.runner import describe_host
     from edge_distill.onnx_model import model_tensors
     from edge_distill.onnx_model import load_onnx
-    from edge_distill.hashing import sha256
+    from edge_distill.hashing import library_versions, sha256
     from edge_distill.measure.harness import measurement_note
 
     report = json.loads(student["student.json"].read_text())
@@ -120,8 +118,7 @@ def write_text_bundle(student: dict[str, Path], data: TextData, settings: TextBu
         "measurement": {"host": host, "how": "p50 at batch 1 per sequence length, teacher and "
                         "student timed side by side in interleaved rounds with ONNX Runtime",
                         **({"measured_on": measurement_note(host, settings.profile.device)} if settings.profile else {})},
-        "versions": {name: metadata.version(name) for name in ("onnx", "onnxruntime", "tokenizers", "transformers")}
-                    | {"python": platform.python_version()},
+        "versions": library_versions(),
         "files": {name: {"sha256": sha256(out / name), "size_bytes": (out / name).stat().st_size}
                   for name in ("model.onnx", "tokenizer.json", "golden.npz", "golden.json", "golden_text.json")},
     }

@@ -215,3 +215,28 @@ def test_a_cache_an_older_edge_distill_made_is_adopted_by_the_next_build(tmp_pat
     run = run_pipeline(tiny_config(), cache.root, target="data")
     assert run.steps[0].cached and StageCache(cache.root).is_ours()
     assert StageCache(cache.root).clean(remove_all=True)["removed_entries"]
+
+
+def test_an_upgraded_library_reruns_what_it_made_and_every_manifest_names_the_same_libraries(tmp_path, spy,
+                                                                                              monkeypatch):
+    """One list (hashing.LIBRARIES) keys the cache and fills the manifests: an upgrade of
+    transformers, tokenizers or gguf, which make the text and llm teachers' outputs, reran nothing
+    while the key listed only the image build's libraries."""
+    from importlib import metadata
+
+    from edge_distill.hashing import LIBRARIES, library_versions
+
+    assert {"transformers", "tokenizers", "gguf", "onnxruntime-genai"} <= set(LIBRARIES)
+    run_pipeline(tiny_config(), tmp_path / "cache", target="data")
+    version = metadata.version
+    monkeypatch.setattr(metadata, "version", lambda name: "99.0" if name == "tokenizers" else version(name))
+    assert library_versions()["tokenizers"] == "99.0"
+    run_pipeline(tiny_config(), tmp_path / "cache", target="data")
+    assert spy == ["data", "data"]
+
+
+def test_a_bundle_records_the_one_library_list(tiny_bundle):
+    from edge_distill.hashing import library_versions
+
+    manifest = json.loads((tiny_bundle / "manifest.json").read_text())
+    assert manifest["versions"] == library_versions()
