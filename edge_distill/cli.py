@@ -395,17 +395,15 @@ def text(task, teacher_folder, text, labeled, out, layers, embedding_rank, epoch
     """Distil a transformer (sentence embeddings or a classifier) into a small int8 ONNX model with its
     tokenizer, as a bundle."""
     from edge_distill.config import load_config
-    from edge_distill.device.runner import usable_threads
     from edge_distill.api import text_bundle
     from edge_distill.text.settings import DEFAULT_TRAINING, FINE_TUNE, TextBuildSettings
     from edge_distill.text.bundle import render_text_summary
 
     config = load_config(profile) if profile else None
-    threads = threads or (usable_threads(config.benchmark.threads) if config else 2)
     settings = TextBuildSettings(task=task, teacher_folder=teacher_folder, text=text, labeled=labeled,
                                  max_length=max_length, layers=layers, embedding_rank=embedding_rank, profile=config,
-                                 fine_tune=dataclasses.replace(FINE_TUNE, epochs=fine_tune_epochs),
-                                 distill=dataclasses.replace(DEFAULT_TRAINING[task], threads=threads,
+                                 fine_tune=dataclasses.replace(FINE_TUNE, epochs=fine_tune_epochs), threads=threads,
+                                 distill=dataclasses.replace(DEFAULT_TRAINING[task],
                                                              epochs=epochs or DEFAULT_TRAINING[task].epochs))
     targets = _remote_targets(remote, ssh_config, remote_python, connect_timeout, command_timeout)
     if max_latency_ms is None and min_quality is None:
@@ -485,18 +483,15 @@ def llm(teacher, text, out, layers, vocab, kd, divergence, on_policy_share, init
     weight-only int4/int8 or dynamic int8 chosen by measured quality, with its tokenizer, as a bundle."""
     from edge_distill.api import generator_bundle
     from edge_distill.config import load_config
-    from edge_distill.device.runner import usable_threads
     from edge_distill.lm.settings import LMBuildSettings
     from edge_distill.lm.bundle import render_variants
     from edge_distill.lm.student import LMTrainingSettings
 
     config = load_config(profile) if profile else None
-    threads = threads or (usable_threads(config.benchmark.threads) if config else 2)
     settings = LMBuildSettings(teacher=teacher, text=text, context=context, train_windows=train_windows,
-                               max_perplexity_increase=max_perplexity_increase, profile=config,
+                               max_perplexity_increase=max_perplexity_increase, profile=config, threads=threads,
                                training=LMTrainingSettings(layers=layers, vocab=vocab, kd=kd, divergence=divergence,
-                                                           on_policy_share=on_policy_share, init=init, epochs=epochs,
-                                                           threads=threads))
+                                                           on_policy_share=on_policy_share, init=init, epochs=epochs))
     targets = _remote_targets(remote, ssh_config, remote_python, connect_timeout, command_timeout)
     sweep = max_ms_per_token is not None or min_agreement is not None
     if sweep and targets:

@@ -22,3 +22,32 @@ def test_too_little_text_leaves_nothing_behind(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "t.txt"]
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["CACHEDIR.TAG", "sequence"]
     assert not list((tmp_path / "cache" / "sequence").iterdir())  # no staging left, no entry
+
+
+@pytest.mark.parametrize("command, entry", [("text", "text_bundle"), ("llm", "generator_bundle")])
+def test_the_cli_and_the_api_make_the_same_settings_from_a_profile(command, entry, monkeypatch, tmp_path):
+    """The thread count is resolved in the settings, once: through the API, text and llm timed at 2
+    threads where the CLI took the profile's (issue 36)."""
+    import dataclasses
+
+    from edge_distill import api
+    from edge_distill.config import load_config
+    from edge_distill.device.runner import usable_threads
+    from edge_distill.lm.settings import LMBuildSettings
+    from edge_distill.text.settings import TextBuildSettings
+    from tests.test_cli import invoke
+
+    given = {}
+
+    def capture(settings, *args, **kwargs):
+        given["settings"] = settings
+        raise SystemExit(0)
+
+    monkeypatch.setattr(api, entry, capture)
+    invoke(command, "--profile", "cuda", "--out", str(tmp_path / "out"))  # 1 thread: the old default was 2
+    profile = load_config("cuda")
+    made = TextBuildSettings(profile=profile) if command == "text" else LMBuildSettings(profile=profile)
+    assert dataclasses.asdict(given["settings"]) == dataclasses.asdict(made)
+    assert made.threads == usable_threads(profile.benchmark.threads)
+    training = [made.distill, made.fine_tune] if command == "text" else [made.training]
+    assert {t.threads for t in training} == {made.threads}

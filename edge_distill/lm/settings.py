@@ -5,6 +5,7 @@ and the bundle writer (lm/bundle.py) all read them here."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,8 +32,16 @@ class LMBuildSettings:
     max_perplexity_increase: float = 0.10  # a quantized variant within this of fp32's perplexity may ship
     new_tokens: int = 16  # greedy tokens per golden prompt
     profile: BuildConfig | None = None  # the device: its threads; None: any CPU
+    # torch's and ONNX Runtime's threads here, for training and timing alike (it sets `training`'s);
+    # None: the profile's benchmark.threads at most this host's cores, or 2.
+    threads: int | None = None
 
     def __post_init__(self):
+        from edge_distill.device.runner import usable_threads
+
+        threads = self.threads or (usable_threads(self.profile.benchmark.threads) if self.profile else 2)
+        object.__setattr__(self, "threads", threads)
+        object.__setattr__(self, "training", dataclasses.replace(self.training, threads=threads))
         for key in ("context", "train_windows", "held_out_windows", "top_k", "new_tokens"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"--{key.replace('_', '-')} {getattr(self, key)}: must be at least 1")
@@ -43,10 +52,6 @@ class LMBuildSettings:
         if self.max_perplexity_increase < 0:
             raise ConfigError(f"--max-perplexity-increase {self.max_perplexity_increase}: must be 0 or more",
                               "e.g. 0.1 for 10%")
-
-    @property
-    def threads(self) -> int:
-        return self.training.threads
 
 
 @dataclass(frozen=True)

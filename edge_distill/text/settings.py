@@ -40,12 +40,20 @@ class TextBuildSettings:
     fine_tune: TextTrainingSettings = FINE_TUNE  # a classification teacher made here from an encoder
     benchmark_seconds: float = 1.0  # timed running per sequence length
     profile: BuildConfig | None = None  # the device: its sequence lengths and threads; None: any CPU
+    # torch's and ONNX Runtime's threads here, for training and timing alike (it sets `distill` and
+    # `fine_tune`'s); None: the profile's benchmark.threads at most this host's cores, or 2.
+    threads: int | None = None
 
     def __post_init__(self):
+        from edge_distill.device.runner import usable_threads
+
         if self.task not in TASKS:
             raise ConfigError(f"text task {self.task!r}: unknown", f"choose one of {', '.join(TASKS)}")
-        if self.distill is None:
-            object.__setattr__(self, "distill", DEFAULT_TRAINING[self.task])
+        threads = self.threads or (usable_threads(self.profile.benchmark.threads) if self.profile else 2)
+        object.__setattr__(self, "threads", threads)
+        object.__setattr__(self, "distill", dataclasses.replace(self.distill or DEFAULT_TRAINING[self.task],
+                                                                threads=threads))
+        object.__setattr__(self, "fine_tune", dataclasses.replace(self.fine_tune, threads=threads))
         if self.labeled is not None and self.task != "classification":
             raise ConfigError("--labeled: labeled text is for the classification task", "add --task classification")
 
