@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 
 try:
-    from edge_distill.device.runner import describe_host, peak_rss_mb
+    from edge_distill.device.runner import create_session, describe_host, peak_rss_mb
 except ImportError:  # on a device, beside runner.py (device/remote.py copies both)
-    from runner import describe_host, peak_rss_mb
+    from runner import create_session, describe_host, peak_rss_mb
 
 PAST = re.compile(r"past_key_values\.(\d+)\.(key|value)$")
 
@@ -184,12 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--atol", type=float, default=0.0, help="logit margin within which a different choice ties")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    options = ort.SessionOptions()
-    if args.threads:
-        options.intra_op_num_threads, options.inter_op_num_threads = args.threads, 1
-    options.log_severity_level = 3
     try:
-        decoder = Decoder(ort.InferenceSession(str(args.model), options, providers=["CPUExecutionProvider"]))
+        decoder = Decoder(create_session(args.model, threads=args.threads or None))
         prompts = [[int(t) for t in prompt.split(",")] for prompt in args.prompt_ids.split(";")]
         tokens = [greedy(decoder, prompt, args.new_tokens)[0] for prompt in prompts]
         expected = [[int(t) for t in row.split(",")] for row in args.expect_ids.split(";")] if args.expect_ids else []

@@ -39,10 +39,13 @@ CPU_MODELS = {"Cortex-A72": ("0xd08", "cortex-a72"), "Cortex-A76": ("0xd0b", "co
 QEMU = "qemu-aarch64-static"
 
 # Each row of every input:NAME array is one run; outputs are stacked as output:NAME.
+# The session comes from runner.py, copied beside the model as `bench --remote` copies it.
 GUEST_SCRIPT = """
-import json, sys
+import json, os, sys
+sys.path.insert(0, os.path.dirname(sys.argv[1]))
 import numpy as np, onnxruntime as ort
-session = ort.InferenceSession(sys.argv[1], providers=["CPUExecutionProvider"])
+from runner import create_session
+session = create_session(sys.argv[1])
 arrays = np.load(sys.argv[2])
 names = [key.split(":", 1)[1] for key in arrays.files]
 outputs = [o.name for o in session.get_outputs()]
@@ -118,10 +121,13 @@ def run_emulated(model: Path, inputs: dict[str, np.ndarray], cpu: str, root: Pat
                  ) -> tuple[dict[str, np.ndarray], dict]:
     """({output:NAME: stacked outputs}, the guest's versions): `model` run by aarch64 onnxruntime
     under qemu once per row of the `inputs` arrays (input:NAME, one row per run)."""
+    from edge_distill.device import runner
+
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         np.savez(tmp / "inputs.npz", **inputs)
         shutil.copyfile(model, tmp / "model.onnx")
+        shutil.copyfile(runner.__file__, tmp / "runner.py")
         done = _run_guest(cpu, root, ["-c", GUEST_SCRIPT, str(tmp / "model.onnx"), str(tmp / "inputs.npz"),
                                       str(tmp / "outputs.npz")])
         with np.load(tmp / "outputs.npz") as produced:

@@ -56,23 +56,30 @@ class TimeLimit:
             self._timer.cancel()
 
 
+OPTIMIZATION_LEVELS = {"basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+                       "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+                       "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
+
+
 def create_session(model: Path | bytes, providers: list | None = None, threads: int | None = None,
                    require_first: bool = True, config: dict[str, str] | None = None,
-                   optimized_to: Path | None = None) -> ort.InferenceSession:
-    """Every onnxruntime session edge-distill opens, here or on a device: all graph optimizations;
-    intra-op threads pinned to `threads` where given (one inter-op thread); onnxruntime's own
-    warnings quiet unless EDGE_DISTILL_DEBUG is set (`--debug`); session `config` entries (e.g.
-    session.disable_quant_qdq); the optimized graph written to `optimized_to` where given.
-    `providers` as onnxruntime takes them: names or (name, options) pairs, the CPU by default.
-    Unless `require_first` is off, a session that fell back from the first provider is an error:
-    its figures would not be that provider's."""
+                   optimized_to: Path | None = None, level: str = "all",
+                   log_level: int | None = None) -> ort.InferenceSession:
+    """Every onnxruntime session edge-distill opens, here or on a device: graph optimizations at
+    `level` ("basic", "extended" or "all"); intra-op threads pinned to `threads` where given (one
+    inter-op thread); onnxruntime's own warnings at `log_level`, by default quiet unless
+    EDGE_DISTILL_DEBUG is set (`--debug`); session `config` entries (e.g. session.disable_quant_qdq);
+    the optimized graph written to `optimized_to` where given. `providers` as onnxruntime takes
+    them: names or (name, options) pairs, the CPU by default. Unless `require_first` is off, a
+    session that fell back from the first provider is an error: its figures would not be that
+    provider's."""
     providers = providers or ["CPUExecutionProvider"]
     options = ort.SessionOptions()
     if threads is not None:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 2 if os.environ.get("EDGE_DISTILL_DEBUG") else 3
+    options.graph_optimization_level = OPTIMIZATION_LEVELS[level]
+    options.log_severity_level = log_level if log_level is not None else 2 if os.environ.get("EDGE_DISTILL_DEBUG") else 3
     for key, value in (config or {}).items():
         options.add_session_config_entry(key, value)
     if optimized_to is not None:

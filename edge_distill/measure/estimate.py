@@ -131,22 +131,15 @@ def ort_optimized(model: onnx.ModelProto, level: str) -> tuple[onnx.ModelProto |
     contrib kernels; "all" adds this CPU's layout conversions."""
     import tempfile
 
-    import onnxruntime as ort
-
+    from edge_distill.device.runner import create_session
     from edge_distill.errors import describe
 
-    levels = {"basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-              "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-              "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
     with tempfile.TemporaryDirectory() as tmp:
         source, optimized = Path(tmp) / "model.onnx", Path(tmp) / "optimized.onnx"
         onnx.save(model, str(source))
-        options = ort.SessionOptions()
-        options.graph_optimization_level = levels[level]
-        options.optimized_model_filepath = str(optimized)
-        options.log_severity_level = 3  # ORT warns that an ALL-level model fits only this CPU: known, intended
         try:
-            ort.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
+            # log_level 3: ORT warns that an ALL-level model fits only this CPU: known, intended.
+            create_session(source, optimized_to=optimized, level=level, log_level=3)
             return onnx.load(str(optimized)), f"ONNX Runtime's optimized graph ({level} optimizations)"
         except Exception as e:
             return None, f"the file's nodes (ONNX Runtime cannot load it: {describe(e, 120)})"
