@@ -47,13 +47,13 @@ def make_model(path: Path) -> None:
     import torch
 
     from edge_distill.export.onnx_export import export_onnx
-    from edge_distill.export.quantize import prepare_for_quantization
+    from edge_distill.export.quantize import prepare
     from edge_distill.models.families import MobileNet
 
     torch.manual_seed(0)
     sample = torch.randn(2, 3, 96, 96).numpy()
     export_onnx(MobileNet((3, 96, 96), 10, 24, 3).eval(), sample, path.with_suffix(".raw.onnx"), opset=18)
-    prepare_for_quantization(path.with_suffix(".raw.onnx"), path)
+    prepare(path.with_suffix(".raw.onnx"), path)
 
 
 def main() -> None:

@@ -31,7 +31,8 @@ from edge_distill.device.runner import compare_latency, describe_host  # noqa: E
 from edge_distill.text.corpus import default_corpus, retrieval_pairs, training_texts  # noqa: E402
 from edge_distill.text.distill import TextTrainingSettings, distill_embeddings  # noqa: E402
 from edge_distill.text.export import check_text_parity, export_text_encoder  # noqa: E402
-from edge_distill.text.quantize import quantize_dynamic_int8, quantize_static_int8  # noqa: E402
+from edge_distill.export.quantize import apply_recipe, quantize_model_on_feeds  # noqa: E402
+from edge_distill.text.settings import INT8, STATIC_INT8  # noqa: E402
 from edge_distill.text.retrieval import mean_cosine, retrieval_scores  # noqa: E402
 from edge_distill.text.student import StudentShape, student_from_teacher  # noqa: E402
 from edge_distill.text.build import length_feed, onnx_outputs  # noqa: E402
@@ -84,7 +85,7 @@ def main() -> None:
             log(f"{name}: recall@10 {scores['recall@10']:.4f}, nDCG@10 {scores['ndcg@10']:.4f}")
 
         export_text_encoder(teacher.model, teacher.pooling, teacher.tokenizer, work / "teacher_fp32.onnx")
-        quantize_dynamic_int8(work / "teacher_fp32.onnx", work / "teacher_int8.onnx")
+        apply_recipe(INT8, work / "teacher_fp32.onnx", work / "teacher_int8.onnx")
         judge("teacher fp32", work / "teacher_fp32.onnx", teacher.tokenizer, reference, teacher.parameters)
         judge("teacher int8", work / "teacher_int8.onnx", teacher.tokenizer,
               onnx_outputs(work / "teacher_int8.onnx", teacher.tokenizer, task, args.threads), teacher.parameters)
@@ -105,9 +106,9 @@ def main() -> None:
             fp32 = work / f"student{layers}_fp32.onnx"
             export_text_encoder(student, teacher.pooling, tokenizer, fp32)
             parity = check_text_parity(student, teacher.pooling, tokenizer, fp32, documents[:8])
-            quantize_dynamic_int8(fp32, work / f"student{layers}_int8.onnx")
+            apply_recipe(INT8, fp32, work / f"student{layers}_int8.onnx")
             calibration = [length_feed(tokenizer, text, min(128, max(8, len(text) // 4))) for text in texts[:64]]
-            quantize_static_int8(fp32, work / f"student{layers}_qdq.onnx", calibration, work)
+            quantize_model_on_feeds(fp32, work / f"student{layers}_qdq.onnx", calibration, STATIC_INT8, work)
             extra = {"layers_from_teacher": report["layers_from_teacher"], "vocabulary": report["vocabulary"],
                      "train_seconds": training["seconds"], "loss_per_epoch": training["loss_per_epoch"]}
             judge(f"{name} fp32", fp32, tokenizer, onnx_outputs(fp32, tokenizer, task, args.threads),

@@ -91,3 +91,18 @@ def test_files_stay_readable_in_one_sitting():
 def test_sessions_are_made_in_no_new_place():
     sites = {p.relative_to(PACKAGE).as_posix() for p in PACKAGE.rglob("*.py") if "InferenceSession(" in p.read_text()}
     assert sites <= SESSION_SITES, f"a new InferenceSession( site: {sites - SESSION_SITES}; use create_session"
+
+
+def test_one_module_calls_onnx_runtimes_quantizers():
+    """Static, dynamic and weight-only int8 and the pre-processing, for every pipeline, go through
+    export/quantize.py. Elsewhere only ORT's helpers are read: the QDQ debugging that ranks nodes
+    (export/sensitivity.py) and the integer ranges of a type (distill/qdq_distill.py)."""
+    helpers = {"onnxruntime.quantization.qdq_loss_debug", "onnxruntime.quantization.quant_utils"}
+    importers = set()
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [node.module] if isinstance(node, ast.ImportFrom) and node.module else \
+                [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
+            if any(name.startswith("onnxruntime.quantization") and name not in helpers for name in names):
+                importers.add(path.relative_to(PACKAGE).as_posix())
+    assert importers == {"export/quantize.py"}

@@ -83,27 +83,15 @@ def prepare(fp32: Path, config: BuildConfig, work: Path, notes: list[str], progr
             ) -> tuple[Path, bool]:
     """(ONNX Runtime's pre-processed model, per channel). Per-channel QDQ needs opset 13; symbolic
     shape inference is skipped (noted) where it fails on a real graph."""
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    from edge_distill.export.onnx_io import quiet_libraries
+    from edge_distill.export.quantize import prepare as ort_prepare
 
     q = config.quantize
     per_channel, source, opset = q.per_channel, fp32, default_opset(fp32)
     if per_channel and q.format == "QDQ" and opset < 13:
         # Per-channel DequantizeLinear (its `axis`) exists from opset 13; ORT's quantizer writes it anyway.
         source, per_channel = _opset_13_or_per_tensor(fp32, opset, work, notes, progress)
-    source, prepared = source.absolute(), work.absolute() / "prepared.onnx"  # the block runs in a scratch folder
-    try:
-        with quiet_libraries(scratch_in=work):
-            quant_pre_process(str(source), str(prepared))
-    except Exception as e:
-        notes.append(f"ONNX Runtime's symbolic shape inference failed ({describe(e, 200)}): pre-processed without it")
-        progress("symbolic shape inference failed on this graph: pre-processing without it")
-        try:
-            with quiet_libraries(scratch_in=work):
-                quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
-        except Exception as again:
-            raise QuantizeError(f"pre-processing {fp32.name} for quantization failed: {describe(again)}") from None
+    prepared = work / "prepared.onnx"
+    ort_prepare(source, prepared, notes, progress)
     return prepared, per_channel
 
 
@@ -113,26 +101,23 @@ def quantize_feeds(prepared: Path, feeds: list[dict], config: BuildConfig, per_c
     float, and only `op_types` quantized where given (else every op ONNX Runtime can); the If
     branches the samples take included (export/branches.py). Extra options ONNX Runtime needed
     (export/quantize.quantize_static_retrying) are noted."""
+    import dataclasses
+
     import onnx
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType
 
     from edge_distill.device.runner import create_session
     from edge_distill.export.branches import quantize_branches
-    from edge_distill.export.onnx_io import quiet_libraries
-    from edge_distill.export.quantize import FeedReader, count_ops, quantize_static_retrying
+    from edge_distill.export.quantize import QuantRecipe, count_ops, quantize_on_feeds
 
     q = config.quantize
-    prepared, dst = prepared.absolute(), dst.absolute()  # quiet_libraries runs the block in a scratch folder
+    prepared, dst = prepared.absolute(), dst.absolute()
+    profile_recipe = dataclasses.replace(QuantRecipe.from_config(q), op_types=tuple(op_types or ()))
 
     def recipe(source: Path, samples: list[dict], out: Path, exclude: list[str] = ()) -> dict:
         """The recipe on `source`; the extra options ONNX Runtime needed."""
         try:
-            with quiet_libraries(scratch_in=dst.parent):
-                extra = quantize_static_retrying(
-                    source, out, FeedReader(samples), quant_format=QuantFormat[q.format], per_channel=per_channel,
-                    reduce_range=q.reduce_range, activation_type=QuantType[q.activation_type],
-                    weight_type=QuantType[q.weight_type], calibrate_method=CalibrationMethod[q.calibrate_method],
-                    nodes_to_exclude=list(exclude), op_types_to_quantize=list(op_types) if op_types else None)
+            extra = quantize_on_feeds(dataclasses.replace(profile_recipe, exclude_nodes=tuple(exclude)), source, out,
+                                      samples, per_channel)
         except Exception as e:
             raise QuantizeError(f"quantizing {source.name} failed: {describe(e, 2000)}",
                                 "try another profile's format (--set quantize.format=QOperator) or "

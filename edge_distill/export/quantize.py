@@ -1,8 +1,13 @@
-"""Post-training quantization with onnxruntime.quantization: recipes, streamed calibration, apply.
+"""Post-training quantization: the one module that calls ONNX Runtime's quantizers
+(onnxruntime.quantization: quant_pre_process, quantize_static, quantize_dynamic, the MatMulNBits
+weight-only quantizer) for every pipeline.
 
-A `QuantRecipe` is one way to turn the fp32 student into a deployable model (fp32 as is, static
-int8 QDQ/QOperator, dynamic int8, fp16). The profile names one recipe; the search in `search.py`
-tries many and keeps the fastest that stays inside the accuracy budget.
+A `QuantRecipe` is one way to turn a float model into a deployable one: fp32 as is, static int8
+(QDQ or QOperator, calibrated), dynamic int8, weight-only int8/int4 (MatMulNBits), fp16. `prepare`
+is the one pre-processing step; `apply_recipe` applies a recipe and counts the quantized nodes
+itself, refusing a model that would be "int8" in name only. Build's profile names one recipe and
+its search in `search.py` tries many; optimize (`budget.py`) calibrates on feeds of any inputs;
+text ships dynamic int8; llm's variants are weight-only and dynamic recipes.
 """
 
 from __future__ import annotations
@@ -10,7 +15,6 @@ from __future__ import annotations
 import collections
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +31,7 @@ from onnxruntime.quantization import (
 )
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from edge_distill.config import QuantizeConfig
+from edge_distill.export.recipe import QuantRecipe
 from edge_distill.errors import ConfigError, QuantizeError, describe
 from edge_distill.export.graphs import all_nodes, ordered_nodes
 from edge_distill.export.onnx_io import quiet_libraries
@@ -35,7 +39,6 @@ from edge_distill.onnx_model import load_onnx
 from edge_distill.progress import progress_bar
 
 QUANT_OPS = ("QuantizeLinear", "DequantizeLinear")
-SHORT_TYPES = {"QUInt8": "U8", "QInt8": "S8"}
 
 
 class ArrayCalibrationReader(CalibrationDataReader):
@@ -74,51 +77,26 @@ class FeedReader(CalibrationDataReader):
         self.position = 0
 
 
-@dataclass(frozen=True)
-class QuantRecipe:
-    kind: str  # "fp32" | "static" | "dynamic" | "fp16"
-    format: str = "QDQ"
-    per_channel: bool = True
-    activation_type: str = "QUInt8"
-    weight_type: str = "QInt8"
-    calibrate_method: str = "MinMax"
-    reduce_range: bool = False
-    exclude_nodes: tuple[str, ...] = ()  # kept in float
-
-    @classmethod
-    def from_config(cls, cfg: QuantizeConfig) -> "QuantRecipe":
-        """The single static int8 recipe a profile asks for."""
-        return cls("static", cfg.format, cfg.per_channel, cfg.activation_type, cfg.weight_type,
-                   cfg.calibrate_method, cfg.reduce_range, tuple(cfg.exclude_nodes))
-
-    @property
-    def name(self) -> str:
-        if self.kind in ("fp32", "fp16"):
-            return self.kind
-        types = SHORT_TYPES[self.activation_type] + SHORT_TYPES[self.weight_type]
-        if self.kind == "dynamic":
-            parts = ["dynamic", SHORT_TYPES[self.weight_type], "pc" if self.per_channel else "pt"]
-        else:
-            parts = [self.format, types, "pc" if self.per_channel else "pt", self.calibrate_method]
-        if self.reduce_range:
-            parts.append("rr")
-        if self.exclude_nodes:
-            parts.append(f"float{len(self.exclude_nodes)}")
-        return "-".join(parts)
-
-    def keep_in_float(self, nodes: tuple[str, ...]) -> "QuantRecipe":
-        return replace(self, exclude_nodes=tuple(dict.fromkeys(self.exclude_nodes + nodes)))
-
-
-def prepare_for_quantization(src: Path, dst: Path) -> None:
-    """ORT's recommended pre-processing: symbolic shape inference and graph optimization."""
+def prepare(src: Path, dst: Path, notes: list[str] | None = None, progress: Callable[[str], None] = lambda _: None
+            ) -> None:
+    """ONNX Runtime's recommended pre-processing (symbolic shape inference, graph optimization), the
+    one step every recipe starts from; where its symbolic shape inference fails on a real graph,
+    without it, noted in `notes`."""
     load_onnx(src)
     source, target = src.absolute(), dst.absolute()  # before quiet_libraries changes the current folder
     try:
-        with quiet_libraries(scratch_in=dst.parent):
+        with quiet_libraries(scratch_in=target.parent):
             quant_pre_process(str(source), str(target))
+        return
     except Exception as e:
-        raise QuantizeError(f"pre-processing {src.name} for quantization failed: {describe(e)}") from e
+        if notes is not None:
+            notes.append(f"ONNX Runtime's symbolic shape inference failed ({describe(e, 200)}): pre-processed without it")
+        progress("symbolic shape inference failed on this graph: pre-processing without it")
+    try:
+        with quiet_libraries(scratch_in=target.parent):
+            quant_pre_process(str(source), str(target), skip_symbolic_shape=True)
+    except Exception as e:
+        raise QuantizeError(f"pre-processing {src.name} for quantization failed: {describe(e)}") from None
 
 
 class StreamedCalibration:
@@ -176,9 +154,29 @@ def quantize_static_retrying(source: Path, dst: Path, reader: CalibrationDataRea
         return extra
 
 
-def apply_recipe(recipe: QuantRecipe, prepared: Path, dst: Path, calibration: StreamedCalibration | None) -> dict:
-    """Write `prepared` transformed by `recipe` to `dst`; returns op counts (and the extra options
-    ONNX Runtime needed, where it did)."""
+def static_options(recipe: QuantRecipe, per_channel: bool | None = None) -> dict:
+    """quantize_static's keyword arguments for a static recipe (`per_channel` where the caller had to
+    change it: per-channel QDQ needs opset 13)."""
+    return {"quant_format": QuantFormat[recipe.format],
+            "per_channel": recipe.per_channel if per_channel is None else per_channel,
+            "reduce_range": recipe.reduce_range, "activation_type": QuantType[recipe.activation_type],
+            "weight_type": QuantType[recipe.weight_type], "calibrate_method": CalibrationMethod[recipe.calibrate_method],
+            "nodes_to_exclude": list(recipe.exclude_nodes),
+            "op_types_to_quantize": list(recipe.op_types) if recipe.op_types else None}
+
+
+def quantize_on_feeds(recipe: QuantRecipe, source: Path, dst: Path, feeds, per_channel: bool | None = None) -> dict:
+    """A static recipe calibrated on `feeds` (a sequence of {input name: array}: a model with any
+    inputs); returns the extra options ONNX Runtime needed ({} or the int32-bias retry's)."""
+    source, dst = source.absolute(), dst.absolute()  # quiet_libraries runs the block in a scratch folder
+    with quiet_libraries(scratch_in=dst.parent):
+        return quantize_static_retrying(source, dst, FeedReader(feeds), **static_options(recipe, per_channel))
+
+
+def apply_recipe(recipe: QuantRecipe, prepared: Path, dst: Path, calibration: StreamedCalibration | None = None) -> dict:
+    """Write `prepared` transformed by `recipe` to `dst`; returns its op counts and quantized nodes
+    (and the extra options ONNX Runtime needed, where it did). A recipe that quantizes and leaves no
+    quantized node (the model's compute in ops it skips) is a QuantizeError: never int8 in name only."""
     check_node_names(prepared, recipe.exclude_nodes)
     prepared, dst = prepared.absolute(), dst.absolute()  # quiet_libraries runs the block in a scratch folder
     extra: dict = {}
@@ -188,20 +186,22 @@ def apply_recipe(recipe: QuantRecipe, prepared: Path, dst: Path, calibration: St
                 shutil.copyfile(prepared, dst)
             elif recipe.kind == "static":
                 extra = quantize_static_retrying(
-                    prepared, dst, None,
-                    quant_format=QuantFormat[recipe.format],
-                    per_channel=recipe.per_channel,
-                    reduce_range=recipe.reduce_range,
-                    activation_type=QuantType[recipe.activation_type],
-                    weight_type=QuantType[recipe.weight_type],
-                    calibrate_method=CalibrationMethod[recipe.calibrate_method],
-                    calibration_cache_path=calibration.ranges_file(recipe.calibrate_method),
-                    nodes_to_exclude=list(recipe.exclude_nodes),
-                )
+                    prepared, dst, None, **static_options(recipe),
+                    calibration_cache_path=calibration.ranges_file(recipe.calibrate_method))
             elif recipe.kind == "dynamic":
                 quantize_dynamic(str(prepared), str(dst), per_channel=recipe.per_channel,
                                  reduce_range=recipe.reduce_range, weight_type=QuantType[recipe.weight_type],
-                                 nodes_to_exclude=list(recipe.exclude_nodes))
+                                 nodes_to_exclude=list(recipe.exclude_nodes),
+                                 op_types_to_quantize=list(recipe.op_types) if recipe.op_types else None)
+            elif recipe.kind == "weight_only":
+                from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+                quantizer = MatMulNBitsQuantizer(onnx.load(str(prepared)), bits=recipe.bits, block_size=recipe.block_size,
+                                                 is_symmetric=True, accuracy_level=recipe.accuracy_level,
+                                                 op_types_to_quantize=recipe.op_types or ("MatMul",),
+                                                 nodes_to_exclude=list(recipe.exclude_nodes))
+                quantizer.process()
+                quantizer.model.save_model_to_file(str(dst), use_external_data_format=False)
             elif recipe.kind == "fp16":
                 from onnxruntime.transformers.float16 import convert_float_to_float16
 
@@ -213,16 +213,36 @@ def apply_recipe(recipe: QuantRecipe, prepared: Path, dst: Path, calibration: St
     except QuantizeError:
         raise
     except Exception as e:
-        raise QuantizeError(f"quantizing with {recipe.name} failed: {describe(e)}",
+        raise QuantizeError(f"quantizing {prepared.name} with {recipe.name} failed: {describe(e, 2000)}",
                             'try quantize.format = "QDQ" or quantize.calibrate_method = "MinMax"') from e
-    return {"recipe": recipe.name, "op_counts": count_ops(onnx.load(str(dst)))} | ({"extra_options": extra} if extra else {})
+    return recipe_report(recipe, dst) | ({"extra_options": extra} if extra else {})
+
+
+def recipe_report(recipe: QuantRecipe, model: Path) -> dict:
+    """{recipe, op_counts, quantized_nodes} of a model `recipe` made; a quantizing recipe's model
+    without any quantized node is refused."""
+    op_counts = count_ops(onnx.load(str(model)))
+    quantized = quantized_node_count(op_counts)
+    if quantized == 0 and recipe.kind in ("static", "dynamic", "weight_only"):
+        raise QuantizeError(f"{recipe.name} left {model.name} without any quantized node",
+                            "check that the model has Conv/Gemm/MatMul layers ONNX Runtime quantizes")
+    return {"recipe": recipe.name, "op_counts": op_counts, "quantized_nodes": quantized}
+
+
+def quantize_model_on_feeds(src: Path, dst: Path, feeds, recipe: QuantRecipe, workdir: Path) -> dict:
+    """Pre-process, then a static recipe calibrated on `feeds` ({input name: array} each: a model
+    with any inputs); returns its report."""
+    prepared = workdir / f"{src.stem}-prepared.onnx"
+    prepare(src, prepared)
+    extra = quantize_on_feeds(recipe, prepared, dst, feeds)
+    return recipe_report(recipe, dst) | ({"extra_options": extra} if extra else {})
 
 
 def quantize_model(src: Path, dst: Path, calibration_x: np.ndarray, recipe: QuantRecipe, workdir: Path,
                    progress: Callable[[str], None] = lambda _: None) -> dict:
     """Pre-process, calibrate (streamed) and apply one recipe."""
     prepared = workdir / "prepared.onnx"
-    prepare_for_quantization(src, prepared)
+    prepare(src, prepared, progress=progress)
     calibration = StreamedCalibration(prepared, calibration_x, workdir, progress=progress) if recipe.kind == "static" else None
     report = apply_recipe(recipe, prepared, dst, calibration)
     return {**report, "calibration_samples": len(calibration_x) if calibration else 0}
@@ -257,6 +277,7 @@ def count_ops(model: onnx.ModelProto) -> dict[str, int]:
 
 
 def quantized_node_count(op_counts: dict[str, int]) -> int:
-    """QuantizeLinear/DequantizeLinear (QDQ) plus QLinear*/ConvInteger-style (QOperator) nodes."""
+    """QuantizeLinear/DequantizeLinear (QDQ), QLinear*/ConvInteger-style (QOperator), dynamic and
+    weight-only (MatMulNBits) nodes."""
     return sum(n for op, n in op_counts.items() if op in QUANT_OPS or op.startswith("QLinear") or "Integer" in op
-               or op.startswith("DynamicQuantize"))
+               or op.startswith("DynamicQuantize") or op in ("MatMulNBits", "GatherBlockQuantized"))

@@ -20,8 +20,7 @@ from edge_distill.export.quantize import (
     StreamedCalibration,
     apply_recipe,
     check_node_names,
-    prepare_for_quantization,
-    quantized_node_count,
+    prepare,
 )
 from edge_distill.export.sensitivity import layer_sensitivity, sensitivity_table
 
@@ -97,7 +96,7 @@ def search_quantization(
     """Measure every candidate; returns the report with `rows`, `sensitivity`, `winner`,
     `best_int8` (rows whose `file` lies in `workdir`) and `why`."""
     prepared = workdir / "prepared.onnx"
-    prepare_for_quantization(fp32_model, prepared)
+    prepare(fp32_model, prepared, progress=progress)
     check_node_names(prepared, tuple(cfg.exclude_nodes))  # a typo is the user's error, not a failed recipe
     calibration = StreamedCalibration(prepared, calibration_x, workdir, progress=progress)
     threads = usable_threads(bench.threads)
@@ -120,7 +119,7 @@ def search_quantization(
             "accuracy": accuracy,
             "accuracy_drop": round(100.0 * (reference["accuracy"] - accuracy), 4),
             "size_bytes": path.stat().st_size,
-            "quantized_nodes": quantized_node_count(report["op_counts"]),
+            "quantized_nodes": report["quantized_nodes"],
         }
 
     recipes = candidate_recipes(cfg, device, bench.providers)

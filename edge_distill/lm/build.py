@@ -160,13 +160,14 @@ def quantize_and_judge(inputs, settings: LMBuildSettings, out: Path, progress) -
     paths = {"fp32": inputs["decoder_fp32.onnx"]} | {name: out / f"decoder_{name}.onnx" for name in VARIANTS[1:]}
     rows, fp32_top1 = {}, None
     for name, path in paths.items():
+        made = {}
         if name != "fp32":
             progress(f"quantize: {name}")
-            make_variant(name, paths["fp32"], path)
+            made = make_variant(name, paths["fp32"], path)  # refused where it quantized no node
         quality, top1 = held_out_quality(path, held_out, teacher_top1, settings.threads)
         fp32_top1 = top1 if fp32_top1 is None else fp32_top1
         timed = time_in_own_process(path, settings.threads)
-        rows[name] = {"size_bytes": path.stat().st_size, **quality,
+        rows[name] = {"size_bytes": path.stat().st_size, **quality, "quantized_nodes": made.get("quantized_nodes", 0),
                       "agreement_with_fp32": float((top1 == fp32_top1).mean()),
                       "decode_tokens_per_s": timed["timing"][0]["decode_tokens_per_s"], **timed}
         progress(f"quantize: {name}: perplexity {quality['perplexity']:.2f}, "

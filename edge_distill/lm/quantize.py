@@ -1,7 +1,7 @@
 """Weight-only and dynamic quantization of a KV-cache decoder, each variant judged by measured
 quality and speed, and the one to ship chosen by a stated rule.
 
-Variants (ONNX Runtime's own tools):
+Variants (ONNX Runtime's own tools, as recipes export/quantize.py applies: RECIPES):
 - fp32: the export;
 - int8_weights / int4_weights: MatMulNBits (onnxruntime.quantization.matmul_nbits_quantizer, RTN,
   symmetric, blocks of 32), weights 8 or 4 bits, activations fp32 (accuracy level 4 lets the
@@ -30,36 +30,25 @@ from typing import Any
 
 import numpy as np
 
-from edge_distill.errors import QuantizeError, describe
+from edge_distill.errors import QuantizeError
+from edge_distill.export.recipe import QuantRecipe
 
 VARIANTS = ("fp32", "int8_weights", "int4_weights", "int8_dynamic")
-NBITS = {"int8_weights": 8, "int4_weights": 4}
-BLOCK_SIZE = 32
 SPEED_TIE = 0.05
 PROMPT_LENGTHS = (64, 256)
 NEW_TOKENS = 32
+# Each variant's recipe (export/quantize.py applies them, and counts their quantized nodes).
+RECIPES = {"int8_weights": QuantRecipe("weight_only", bits=8, block_size=32),
+           "int4_weights": QuantRecipe("weight_only", bits=4, block_size=32),
+           "int8_dynamic": QuantRecipe("dynamic", per_channel=False, op_types=("MatMul", "Gather"))}
 
 
-def make_variant(name: str, fp32: Path, out: Path) -> None:
-    """Write variant `name` of the fp32 decoder to `out`."""
-    from edge_distill.export.onnx_io import quiet_libraries
+def make_variant(name: str, fp32: Path, out: Path) -> dict[str, Any]:
+    """Write variant `name` of the fp32 decoder to `out`; returns its recipe, op counts and
+    quantized nodes."""
+    from edge_distill.export.quantize import apply_recipe
 
-    if name == "int8_dynamic":
-        from edge_distill.text.quantize import quantize_dynamic_int8
-
-        return quantize_dynamic_int8(fp32, out)
-    import onnx
-    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
-
-    fp32, out = fp32.absolute(), out.absolute()  # quiet_libraries runs the block in a scratch folder
-    try:
-        with quiet_libraries(scratch_in=out.parent):
-            quantizer = MatMulNBitsQuantizer(onnx.load(str(fp32)), bits=NBITS[name], block_size=BLOCK_SIZE,
-                                             is_symmetric=True, accuracy_level=4, op_types_to_quantize=("MatMul",))
-            quantizer.process()
-            quantizer.model.save_model_to_file(str(out), use_external_data_format=False)
-    except Exception as e:
-        raise QuantizeError(f"{name} of {fp32.name} failed: {describe(e, 2000)}") from None
+    return apply_recipe(RECIPES[name], fp32, out)
 
 
 def held_out_quality(model: Path, held_out: np.ndarray, teacher_top1: np.ndarray, threads: int,

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from edge_distill.text.distill import TextTrainingSettings
-from edge_distill.text.settings import GOLDEN_COUNT, TextBuildSettings, TextData
+from edge_distill.text.settings import GOLDEN_COUNT, INT8, TextBuildSettings, TextData
 
 def text_data(settings: TextBuildSettings, folder: Path) -> tuple[TextData, Any]:
     """(what the student trains on and is judged by, the labeled task a teacher without a
@@ -128,7 +128,7 @@ def make_student(folder: Path, settings: TextBuildSettings, data: TextData, targ
     from edge_distill.pipeline.staging import staging_folder
     from edge_distill.text.distill import distill_embeddings, distill_logits
     from edge_distill.text.export import check_text_parity, export_text_encoder
-    from edge_distill.text.quantize import quantize_dynamic_int8
+    from edge_distill.export.quantize import apply_recipe
     from edge_distill.text.student import StudentShape, student_from_teacher
     from edge_distill.text.teacher import load_teacher
 
@@ -154,7 +154,7 @@ def make_student(folder: Path, settings: TextBuildSettings, data: TextData, targ
         export_text_encoder(teacher.model, pooling, teacher.tokenizer, teacher_onnx)
         export_text_encoder(student, pooling, tokenizer, staged / "student_fp32.onnx")
         parity = check_text_parity(student, pooling, tokenizer, staged / "student_fp32.onnx", data.held_out[:8])
-        quantize_dynamic_int8(staged / "student_fp32.onnx", staged / "student_int8.onnx")
+        quantization = apply_recipe(INT8, staged / "student_fp32.onnx", staged / "student_int8.onnx")
         models = {"teacher_fp32": teacher_onnx, "student_fp32": staged / "student_fp32.onnx",
                   "student_int8": staged / "student_int8.onnx"}
         progress(f"judging on {len(data.held_out)} held-out texts")
@@ -173,7 +173,7 @@ def make_student(folder: Path, settings: TextBuildSettings, data: TextData, targ
             latency[str(length)] = {name: timed[name].get("p50", timed[name].get("error")) for name in models}
     (staged / "student.json").write_text(json.dumps({
         "student": report, "training": training, "parity_max_abs_diff": parity, "quality": quality,
-        "size_bytes": sizes, "p50_ms": latency, "threads": settings.distill.threads,
+        "size_bytes": sizes, "p50_ms": latency, "threads": settings.distill.threads, "quantization": quantization,
         "pooling": None if pooling is None else dataclasses.asdict(pooling), "max_length": settings.max_length,
         "teacher": {"folder": str(folder), "parameters": teacher.parameters,
                     "model_type": teacher.model.config.model_type}}, indent=2))

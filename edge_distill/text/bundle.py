@@ -92,6 +92,7 @@ def write_text_bundle(student: dict[str, Path], data: TextData, settings: TextBu
         "runtime": {"intra_op_threads": settings.distill.threads, "why": "the threads it was timed with here"},
         "model": {"file": "model.onnx", "sha256": sha256(model), "precision": "int8",
                   "quantization": "dynamic int8 (MatMul, Gather)", "parameters": report["student"]["parameters"],
+                  "quantized_nodes": report["quantization"]["quantized_nodes"],
                   "teacher_parameters": report["student"]["teacher_parameters"],
                   "layers_from_teacher": report["student"]["layers_from_teacher"],
                   "vocabulary": report["student"]["vocabulary"],

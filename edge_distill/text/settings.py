@@ -11,6 +11,7 @@ from pathlib import Path
 
 from edge_distill.config import BenchmarkConfig, BuildConfig
 from edge_distill.errors import ConfigError
+from edge_distill.export.recipe import QuantRecipe
 from edge_distill.text.distill import TextTrainingSettings
 
 TASKS = ("embedding", "classification")
@@ -22,6 +23,10 @@ DEFAULT_RANK = {"embedding": None, "classification": 128}
 DEFAULT_TRAINING = {"embedding": TextTrainingSettings(), "classification": TextTrainingSettings(epochs=5)}
 FINE_TUNE = TextTrainingSettings(epochs=4, batch_size=16, learning_rate=1e-4)  # --fine-tune-epochs
 GOLDEN_COUNT = 8
+# The student's int8 (export/quantize.QuantRecipe's fields): dynamic, its MatMul and the embedding
+# Gather; measured 11% faster than static QDQ at 128 tokens at the same recall@10 (README, "Text").
+INT8 = QuantRecipe("dynamic", per_channel=False, op_types=("MatMul", "Gather"))
+STATIC_INT8 = QuantRecipe("static", "QDQ", per_channel=True, op_types=("MatMul", "Gather"))  # the alternative measured
 STUDENT_FILES = ("student_fp32.onnx", "student_int8.onnx", "tokenizer.json", "student.json")
 TEACHER_FILES = ("teacher/config.json", "teacher/model.safetensors", "teacher/tokenizer.json", "fine_tune.json")
 

@@ -16,7 +16,7 @@ from edge_distill.export.quantize import (
     StreamedCalibration,
     apply_recipe,
     count_ops,
-    prepare_for_quantization,
+    prepare,
     quantize_model,
     quantized_node_count,
 )
@@ -32,7 +32,7 @@ def fp32(tmp_path_factory):
     work = tmp_path_factory.mktemp("quant")
     x = np.random.default_rng(0).standard_normal((48, 1, 8, 8)).astype(np.float32)
     export_onnx(model, x, work / "fp32.onnx", opset=18)
-    prepare_for_quantization(work / "fp32.onnx", work / "prepared.onnx")
+    prepare(work / "fp32.onnx", work / "prepared.onnx")
     return work, x
 
 

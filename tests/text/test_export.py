@@ -6,7 +6,8 @@ import onnx
 import pytest
 
 from edge_distill.text.export import check_text_parity, export_text_encoder
-from edge_distill.text.quantize import quantize_dynamic_int8, quantize_static_int8
+from edge_distill.export.quantize import apply_recipe, quantize_model_on_feeds
+from edge_distill.text.settings import INT8, STATIC_INT8
 from edge_distill.text.teacher import batch_ids, load_teacher
 from tests.text.conftest import SENTENCES
 
@@ -33,8 +34,8 @@ def test_dynamic_and_static_int8_run_and_stay_close_to_float(tiny_bert, tmp_path
     export_text_encoder(teacher.model, teacher.pooling, teacher.tokenizer, fp32)
     ids, mask = batch_ids(teacher.tokenizer, SENTENCES)
     feeds = [{"input_ids": ids[i : i + 1], "attention_mask": mask[i : i + 1]} for i in range(len(SENTENCES))]
-    quantize_dynamic_int8(fp32, tmp_path / "dynamic.onnx")
-    quantize_static_int8(fp32, tmp_path / "static.onnx", feeds, tmp_path)
+    assert apply_recipe(INT8, fp32, tmp_path / "dynamic.onnx")["quantized_nodes"] > 0
+    assert quantize_model_on_feeds(fp32, tmp_path / "static.onnx", feeds, STATIC_INT8, tmp_path)["quantized_nodes"] > 0
     reference = ort.InferenceSession(str(fp32)).run(None, {"input_ids": ids, "attention_mask": mask})[0]
     for name in ("dynamic", "static"):
         model = onnx.load(str(tmp_path / f"{name}.onnx"))

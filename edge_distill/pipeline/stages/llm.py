@@ -125,7 +125,7 @@ class LMExport(_LMStage):
 class LMQuantize(_LMStage):
     name = "llm-quantize"
     description = "Make the weight-only int8/int4 and dynamic int8 variants; judge and time each; choose one."
-    version = 1
+    version = 2  # 2: each variant's quantized nodes counted (export/quantize.apply_recipe)
     inputs = ("decoder_fp32.onnx", "held_out.npy", "teacher_top1.npy", "teacher.json")
     outputs = (*DECODERS[1:], "variants.json")
 

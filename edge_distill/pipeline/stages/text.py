@@ -85,7 +85,7 @@ class TextStudent(_TextStage):
     description = ("Make the student from the teacher's layers and the text's vocabulary, distil it, export it, "
                    "make it int8, and judge and time it against the teacher.")
     # 2: tokenizer.json never pads; 3: positions cut to max_length, classification; 4: student_int8.onnx
-    version = 4
+    version = 5  # 5: student.json records the int8 recipe and its quantized nodes
     inputs = ("teacher_outputs.npy",)
     outputs = STUDENT_FILES
     trains = True
