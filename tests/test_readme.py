@@ -183,7 +183,7 @@ def brightness_teacher(path: Path, channels: int) -> None:
         [helper.make_node("GlobalAveragePool", ["x"], ["pooled"]),
          helper.make_node("Flatten", ["pooled"], ["flat"]),
          helper.make_node("Gemm", ["flat", "w", "b"], ["logits"], transB=1)],
-        "brightness", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", channels, "h", "w"])],
+        "brightness", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", channels, 16, 16])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 2])], [weight, bias])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
