@@ -419,7 +419,10 @@ def estimate_table(estimate: dict) -> str:
                  + (f"; Warning: {covered['note']}" if covered["note"] else ""))
     if "measured_p50_ms" in estimate:
         ratio = estimate["measured_over_estimate"]
-        lines.append(f"measured p50 {estimate['measured_p50_ms']:.4f} ms; " + (
+        threads = estimate.get("measured_threads", estimate["threads"])
+        lines.append(f"measured p50 {estimate['measured_p50_ms']:.4f} ms at {threads} thread(s)"
+                     + (f" (this host's cores; the estimate is for {estimate['threads']})"
+                        if threads != estimate["threads"] else "") + "; " + (
             f"measured / estimate = {ratio:.2f}" if ratio is not None
             else "no ratio: this host is not of the device's architecture"))
     return "\n".join(lines)

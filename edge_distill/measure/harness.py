@@ -145,17 +145,20 @@ def estimate_model(model: Path, config: BuildConfig, batch: int = 1, shapes: dic
     bench = config.benchmark
     check_providers(bench.providers, bench.allow_cpu_fallback)
     # A model can run for hours (a Loop whose count is an input): the user learns the bound before the wait.
-    progress(f"timing {model.name} here: at least {bench.timed_runs} runs and {bench.min_seconds:g} s, stopped after "
-             f"the time limit of {bench.time_limit_s:g} s (--time-limit)")
+    measured_threads = usable_threads(result["threads"])
+    progress(f"timing {model.name} here at {measured_threads} thread(s): at least {bench.timed_runs} runs and "
+             f"{bench.min_seconds:g} s, stopped after the time limit of {bench.time_limit_s:g} s (--time-limit)")
     with onnxruntime_errors(f"estimate --measure {model.name} on {'zeros' if calibration is None else calibration}",
                             "time a real sample with --calibration SAMPLES.npz (zeros can send a model down a branch "
                             "it never takes)" if calibration is None else
                             "check the model with onnxruntime directly, or re-export it"):
-        latency = measure_latency(model, feed, provider_specs(bench), result["threads"], bench.warmup_runs,
+        # Here, at most this host's cores: more threads than cores would time contention, not the model.
+        latency = measure_latency(model, feed, provider_specs(bench), measured_threads, bench.warmup_runs,
                                   bench.timed_runs, bench.cold_start_runs, bench.min_seconds,
                                   require_first=not bench.allow_cpu_fallback, time_limit_s=bench.time_limit_s)
     host = describe_host()
-    return result | {"measured_p50_ms": latency["p50"], "measured_on": measurement_note(host, config.device),
+    return result | {"measured_p50_ms": latency["p50"], "measured_threads": measured_threads,
+                     "measured_on": measurement_note(host, config.device),
                      # a ratio to another machine's figure means nothing
                      "measured_over_estimate": latency["p50"] / result["estimate_ms"]
                      if host["arch"] == config.device.arch else None}

@@ -191,6 +191,21 @@ def test_measure_feeds_every_input_at_its_estimated_shape(tmp_path):
     assert (result["measured_over_estimate"] is None) == (__import__("platform").machine() != "x86_64")
 
 
+def test_a_measurement_here_never_runs_more_threads_than_this_host_has(tmp_path):
+    """rpi4 estimates for 4 threads; timed on a host with fewer cores, it runs at most as many as
+    the host has (more would time contention), and the table says so."""
+    from edge_distill.config import load_config
+    from edge_distill.device.runner import usable_cores
+    from edge_distill.measure.estimate import estimate_table
+    from edge_distill.measure.harness import estimate_model
+
+    model = handmade.three_input_model(tmp_path / "vad.onnx")
+    result = estimate_model(model, load_config("rpi4", None, ["benchmark.min_seconds=0.05"]), measure=True)
+    assert result["threads"] == 4 and result["measured_threads"] == min(4, usable_cores())
+    if usable_cores() < 4:
+        assert f"at {usable_cores()} thread(s) (this host's cores; the estimate is for 4)" in estimate_table(result)
+
+
 def branches():
     """(then: x (1, 4) @ w (4, 4), 16 MACs; else: Relu of x)"""
     matmul = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["then_out"])], "then", [],
