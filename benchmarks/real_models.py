@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).parents[1]))  # tests.handmade: the text-l
 from edge_distill.config import load_config  # noqa: E402
 from edge_distill.device.runner import describe_host  # noqa: E402
 from edge_distill.measure.harness import estimate_model  # noqa: E402
-from edge_distill.pipeline.stages.optimize import optimize_model  # noqa: E402
+from edge_distill.api import optimize_bundle  # noqa: E402
 from tests.handmade import rapidocr_models, text_images  # noqa: E402
 
 MODELS = {"cls": ("ch_ppocr_mobile_v2.0_cls_infer", (48, 192), 60), "rec": ("ch_PP-OCRv4_rec_infer", (48, 320), 60),
@@ -52,9 +52,10 @@ def main() -> None:
             samples = Path(tmp) / f"{short}.npz"
             np.savez(samples, x=text_images(count, height, width), y=np.arange(count) % 2)
             shape = (1, 3, height, width)
-            manifest = optimize_model(config, folder / f"{name}.onnx", samples, {"x": shape}, Path(tmp) / short,
-                                      args.min_snr, progress=lambda line: print(f"{short}: {line}", flush=True),
-                                      labels="y" if short in LABELLED else None)
+            manifest = optimize_bundle(config, folder / f"{name}.onnx", samples, Path(tmp) / short,
+                                       cache_dir=Path(tmp) / "cache", shapes={"x": shape}, min_snr_db=args.min_snr,
+                                       labels="y" if short in LABELLED else None,
+                                       progress=lambda line: print(f"{short}: {line}", flush=True))
             metrics = {m["variant"]: m for m in manifest["metrics"]}
             estimate = estimate_model(folder / f"{name}.onnx", config, 1, {"x": shape}, measure=True)
             (fidelity,) = metrics["int8"]["fidelity"].values()

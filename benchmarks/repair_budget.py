@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).parents[1]))
 
 from benchmarks.int8_distillation import host_has_vnni, ocr_lines  # noqa: E402
 from edge_distill.config import load_config  # noqa: E402
-from edge_distill.pipeline.stages.optimize import optimize_model  # noqa: E402
+from edge_distill.api import optimize_bundle  # noqa: E402
 from tests import handmade  # noqa: E402
 
 MOST = 32
@@ -54,8 +54,8 @@ def main() -> None:
                 cases[short] = (ocr / f"{name}.onnx", tmp / f"{short}.npz", {"x": (1, 3, *size)})
         for short, (model, samples, shapes) in cases.items():
             lines: list[str] = []
-            optimize_model(config, model, samples, shapes, tmp / f"{short}-bundle", 40.0, progress=lines.append,
-                           cache_dir=tmp / "cache")
+            optimize_bundle(config, model, samples, tmp / f"{short}-bundle",
+                            cache_dir=tmp / "cache", shapes=shapes, min_snr_db=40.0, progress=lines.append)
             plain = next(re.search(r"SNR (-?[\d.]+) dB", line).group(1) for line in lines
                          if line.startswith("int8 over budget"))
             tries = {0: float(plain)} | {int(m.group(1)): float(m.group(2)) for line in lines

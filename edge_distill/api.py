@@ -1,20 +1,31 @@
 """The library entry points behind the commands, one typed call each: `build_bundle`,
-`optimize_bundle`, `text_bundle` and `sequence_distillation` from settings to a published output
-folder (each a list of stages on pipeline/runner); `verify`, `predict` and `bench` on a bundle. The
-CLI parses flags into these arguments and renders what they return, nothing more."""
+`optimize_bundle`, `text_bundle`, `generator_bundle` and `sequence_distillation` from settings to
+a published output folder (each pipeline's stages from pipeline/stages/, run and published by
+pipeline/runner.run_and_publish, whose one caller this module is); `generate`, `verify`,
+`predict` and `bench` on a bundle. The CLI parses flags into these arguments and renders what
+they return, nothing more."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from edge_distill.config import BuildConfig
-from edge_distill.pipeline.build import build
-from edge_distill.pipeline.runner import PipelineRun
+from edge_distill.errors import ConfigError
+from edge_distill.pipeline.build import planned_stages
 from edge_distill.pipeline.publish import SEQUENCE_OUTPUT
-from edge_distill.progress import Progress, log_progress
+from edge_distill.pipeline.runner import PipelineRun, run_and_publish
 from edge_distill.pipeline.sweep import build_for_budget
+from edge_distill.progress import Progress, log_progress
+
+if TYPE_CHECKING:
+    from edge_distill.device.remote import RemoteTarget
+    from edge_distill.lm.settings import LMBuildSettings
+    from edge_distill.text.settings import TextBuildSettings
 
 
 @dataclass
@@ -30,7 +41,7 @@ def build_bundle(
     out: Path,
     cache_dir: Path,
     force: bool = False,
-    remotes=(),  # device.remote.RemoteTarget's: also benchmark the bundle on these devices, in parallel
+    remotes: tuple[RemoteTarget, ...] = (),  # also benchmark the bundle on these devices, in parallel
     progress: Progress = log_progress,
 ) -> BuildResult:
     """Build and publish the bundle (sweeping student sizes when `budget.sweep`), then benchmark it
@@ -40,12 +51,13 @@ def build_bundle(
     if config.budget.sweep:
         run, sweep = build_for_budget(config, out, cache_dir, force=force, progress=progress)
     else:
-        run = build(config, out, cache_dir, force=force, progress=progress)
+        run = run_and_publish(planned_stages(config), out, cache_dir, force, progress).run
     device = bench_on_devices(out, remotes, progress)
     return BuildResult(run, json.loads((out / "manifest.json").read_text()), sweep, device)
 
 
-def bench_on_devices(out: Path, remotes=(), progress: Progress = log_progress) -> dict | None:
+def bench_on_devices(out: Path, remotes: tuple[RemoteTarget, ...] = (), progress: Progress = log_progress
+                     ) -> dict | None:
     """A published bundle benchmarked on the devices given (device.remote.RemoteTarget's): one
     device's report (its failure an error), or with several, one row per device (device.fleet; a
     failed device is a row); written beside the bundle as device_benchmark.json. None without devices."""
@@ -72,34 +84,74 @@ def optimize_bundle(config: BuildConfig, model: Path, calibration: Path, out: Pa
                     labels: str | None = None, force: bool = False, progress: Progress = log_progress) -> dict:
     """`edge-distill optimize`: an ONNX model made int8 within the budget, measured and published
     at `out`; returns the manifest (with the stages' records under "steps")."""
-    from edge_distill.pipeline.stages.optimize import optimize_model
+    from edge_distill.pipeline.optimize import OptimizeSettings
+    from edge_distill.pipeline.stages.optimize import optimize_stages
 
-    return optimize_model(config, model, calibration, shapes or {}, out, min_snr_db, progress, labels,
-                          cache_dir=cache_dir, force=force)
+    settings = OptimizeSettings(config, model, calibration, dict(shapes or {}), min_snr_db, labels)
+    manifest = run_and_publish(optimize_stages(settings, cache_dir), out, cache_dir, force, progress).report()
+    progress(f"int8: {manifest['judgement']['summary']}")
+    return manifest
 
 
-def text_bundle(settings, out: Path, *, cache_dir: Path, force: bool = False, remotes=(),
-                progress: Progress = log_progress) -> dict:
-    """`edge-distill text` (settings: text.settings.TextBuildSettings): the student distilled, made
-    int8, judged and published at `out`, then benchmarked on the devices given; returns the manifest
+def text_bundle(settings: TextBuildSettings, out: Path, *, cache_dir: Path, force: bool = False,
+                remotes: tuple[RemoteTarget, ...] = (), progress: Progress = log_progress) -> dict:
+    """`edge-distill text`: the student distilled, made int8, judged and published at `out` (with a
+    budget, one per `settings.sweep_layers` and the smallest that fits, with "sweep"), then
+    benchmarked on the devices given; returns the manifest (with "steps", and "device_benchmark"
+    where devices were given)."""
+    from edge_distill.pipeline.stages.text import text_pipeline, text_row
+    from edge_distill.text.bundle import quality_of
+
+    def one(settings: TextBuildSettings, folder: Path) -> dict:
+        return run_and_publish(text_pipeline(settings, progress), folder, cache_dir, force, progress).report()
+
+    if settings.budget is None:
+        manifest = one(settings, out)
+    else:
+        manifest = _layer_sweep(settings, out, remotes, lambda layers: dataclasses.replace(settings, layers=layers),
+                                one, text_row, quality_of, "the int8 student at the longest length timed, batch 1",
+                                "--max-latency-ms", progress)
+    device = bench_on_devices(out, remotes, progress)
+    return manifest | ({"device_benchmark": device} if device is not None else {})
+
+
+def generator_bundle(settings: LMBuildSettings, out: Path, *, cache_dir: Path, force: bool = False,
+                     remotes: tuple[RemoteTarget, ...] = (), progress: Progress = log_progress) -> dict:
+    """`edge-distill llm`: the student distilled, exported with its KV cache, quantized by measured
+    quality and published at `out` (with a budget, one per `settings.sweep_layers` and the smallest
+    that fits, with "sweep"), then its decoding timed on the devices given; returns the manifest
     (with "steps", and "device_benchmark" where devices were given)."""
-    from edge_distill.pipeline.stages.text import build_text_bundle
+    from edge_distill.pipeline.stages.llm import generator_quality, generator_row, llm_pipeline
 
-    manifest = build_text_bundle(settings, out, cache_dir, force, progress)
+    def one(settings: LMBuildSettings, folder: Path) -> dict:
+        return run_and_publish(llm_pipeline(settings), folder, cache_dir, force, progress).report()
+
+    def with_layers(layers: int) -> LMBuildSettings:
+        return dataclasses.replace(settings, training=dataclasses.replace(settings.training, layers=layers))
+
+    if settings.budget is None:
+        manifest = one(settings, out)
+    else:
+        manifest = _layer_sweep(settings, out, remotes, with_layers, one, generator_row, generator_quality,
+                                "ms per decoded token of the shipped variant at batch 1 (1000 / its median tokens/s)",
+                                "--max-ms-per-token", progress)
     device = bench_on_devices(out, remotes, progress)
     return manifest | ({"device_benchmark": device} if device is not None else {})
 
 
-def generator_bundle(settings, out: Path, *, cache_dir: Path, force: bool = False, remotes=(),
-                     progress: Progress = log_progress) -> dict:
-    """`edge-distill llm` (settings: lm.settings.LMBuildSettings): the student distilled, exported with
-    its KV cache, quantized by measured quality and published at `out`, then its decoding timed on
-    the devices given; returns the manifest (with "steps", and "device_benchmark" where devices were given)."""
-    from edge_distill.pipeline.stages.llm import build_generator_bundle
+def _layer_sweep(settings, out: Path, remotes, with_layers: Callable[[int], Any], one: Callable[[Any, Path], dict],
+                 row: Callable[[dict], dict], quality: Callable[[dict], tuple[str, float]], latency: str,
+                 latency_flag: str, progress: Progress) -> dict:
+    """A student per layer count in `settings.sweep_layers` (pipeline/sweep.sweep_layers), the
+    smallest within `settings.budget` published at `out`; its manifest with the sweep under "sweep"."""
+    from edge_distill.pipeline.sweep import LayerSweep, sweep_layers
 
-    manifest = build_generator_bundle(settings, out, cache_dir, force, progress)
-    device = bench_on_devices(out, remotes, progress)
-    return manifest | ({"device_benchmark": device} if device is not None else {})
+    if remotes:
+        raise ConfigError("--remote: a budget sweep times its students here",
+                          "run edge-distill bench BUNDLE --remote HOST on the bundle it ships")
+    sweep = LayerSweep(lambda layers, folder: one(with_layers(layers), folder), row, quality, latency, latency_flag)
+    manifest, report = sweep_layers(sweep, list(settings.sweep_layers), settings.budget, out, progress)
+    return manifest | {"sweep": report}
 
 
 def generate(bundle: Path, prompt: str, sampling=None, chat: bool = False):
@@ -149,7 +201,6 @@ def sequence_distillation(out: Path, settings, text: Path | None = None, progres
                           cache_dir: Path, force: bool = False) -> dict:
     """The sequence stage (settings: distill.sequence.SequenceSettings) on the runner, published at
     `out`; an `out` that is not an earlier sequence output is refused before any training."""
-    from edge_distill.pipeline.runner import run_and_publish
     from edge_distill.pipeline.stages.sequence import SequenceStage
 
     run_and_publish([SequenceStage(settings, text)], out, cache_dir, force, progress, SEQUENCE_OUTPUT)

@@ -50,10 +50,10 @@ def calibration() -> np.ndarray:
 @pytest.fixture(scope="session")
 def tiny_bundle(tiny_cache, tmp_path_factory) -> Path:
     """A published tiny bundle; copy it before changing anything in it."""
-    from edge_distill.pipeline.build import build
+    from edge_distill.api import build_bundle
 
     out = tmp_path_factory.mktemp("bundle") / "dist"
-    build(tiny_config(), out, tiny_cache)
+    build_bundle(tiny_config(), out, tiny_cache)
     return out
 
 

@@ -106,3 +106,11 @@ def test_one_module_calls_onnx_runtimes_quantizers():
             if any(name.startswith("onnxruntime.quantization") and name not in helpers for name in names):
                 importers.add(path.relative_to(PACKAGE).as_posix())
     assert importers == {"export/quantize.py"}
+
+
+def test_api_is_the_one_module_that_runs_and_publishes_a_pipeline():
+    """Each pipeline's stages are assembled in pipeline/stages/; api.py runs them (pipeline/runner's
+    run_and_publish) and is what the commands call."""
+    callers = {p.relative_to(PACKAGE).as_posix() for p in PACKAGE.rglob("*.py")
+               if "run_and_publish(" in p.read_text() and p.name != "runner.py"}
+    assert callers == {"api.py"}

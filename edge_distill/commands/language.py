@@ -8,7 +8,6 @@ from pathlib import Path
 
 import click
 
-from edge_distill.errors import ConfigError
 from edge_distill.commands.options import (
     DEFAULT_CACHE, FiniteFloat, emit, exit_if_any_device_failed, json_option, layer_counts, layer_sweep_options,
     on_devices, progress_for, remote_options, remote_targets, show_warnings,
@@ -59,33 +58,26 @@ def text(task, teacher_folder, text, labeled, out, layers, embedding_rank, epoch
     from edge_distill.text.settings import DEFAULT_TRAINING, FINE_TUNE, TextBuildSettings
     from edge_distill.text.bundle import render_text_summary
 
+    from edge_distill.config import BudgetConfig
+    from edge_distill.pipeline.sweep import layer_sweep_table
+
     config = load_config(profile) if profile else None
+    budget = None if max_latency_ms is None and min_quality is None else BudgetConfig(
+        max_latency_ms=max_latency_ms or 0.0, min_accuracy=min_quality or 0.0, ship_best_effort=ship_best_effort)
     settings = TextBuildSettings(task=task, teacher_folder=teacher_folder, text=text, labeled=labeled,
                                  max_length=max_length, layers=layers, embedding_rank=embedding_rank, profile=config,
                                  fine_tune=dataclasses.replace(FINE_TUNE, epochs=fine_tune_epochs), threads=threads,
                                  distill=dataclasses.replace(DEFAULT_TRAINING[task],
-                                                             epochs=epochs or DEFAULT_TRAINING[task].epochs))
+                                                             epochs=epochs or DEFAULT_TRAINING[task].epochs),
+                                 budget=budget, sweep_layers=tuple(layer_counts(sweep_layers)))
     targets = remote_targets(remote, ssh_config, remote_python, connect_timeout, command_timeout)
-    if max_latency_ms is None and min_quality is None:
-        manifest = text_bundle(settings, out, cache_dir=cache_dir, force=force, remotes=targets,
-                               progress=progress_for(as_json, quiet))
-        emit(manifest, as_json, "\n".join([render_text_summary(manifest, out), *on_devices(manifest.get("device_benchmark"))]))
-        show_warnings(manifest["warnings"])
-        if manifest.get("device_benchmark") and "devices" in manifest["device_benchmark"]:
-            exit_if_any_device_failed(manifest["device_benchmark"])
-        return
-    if targets:
-        raise ConfigError("--remote: a text budget sweep times its students here", "run edge-distill bench BUNDLE "
-                          "--remote HOST on the bundle it ships")
-    from edge_distill.config import BudgetConfig
-    from edge_distill.pipeline.sweep import layer_sweep_table
-    from edge_distill.pipeline.stages.text import build_text_for_budget
-
-    budget = BudgetConfig(max_latency_ms=max_latency_ms or 0.0, min_accuracy=min_quality or 0.0,
-                          ship_best_effort=ship_best_effort)
-    manifest, report = build_text_for_budget(settings, layer_counts(sweep_layers), budget, out, cache_dir, force, progress_for(as_json, quiet))
-    emit(manifest | {"sweep": report}, as_json, layer_sweep_table(report) + "\n\n" + render_text_summary(manifest, out))
+    manifest = text_bundle(settings, out, cache_dir=cache_dir, force=force, remotes=targets,
+                           progress=progress_for(as_json, quiet))
+    emit(manifest, as_json, "\n".join([*([layer_sweep_table(manifest["sweep"]), ""] if "sweep" in manifest else []),
+                                       render_text_summary(manifest, out), *on_devices(manifest.get("device_benchmark"))]))
     show_warnings(manifest["warnings"])
+    if manifest.get("device_benchmark") and "devices" in manifest["device_benchmark"]:
+        exit_if_any_device_failed(manifest["device_benchmark"])
 
 
 @click.command()
@@ -136,29 +128,22 @@ def llm(teacher, text, out, layers, vocab, kd, divergence, on_policy_share, init
     from edge_distill.lm.bundle import render_variants
     from edge_distill.lm.student import LMTrainingSettings
 
+    from edge_distill.config import BudgetConfig
+    from edge_distill.pipeline.sweep import layer_sweep_table
+
     config = load_config(profile) if profile else None
+    budget = None if max_ms_per_token is None and min_agreement is None else BudgetConfig(
+        max_latency_ms=max_ms_per_token or 0.0, min_accuracy=min_agreement or 0.0, ship_best_effort=ship_best_effort)
     settings = LMBuildSettings(teacher=teacher, text=text, context=context, train_windows=train_windows,
                                max_perplexity_increase=max_perplexity_increase, profile=config, threads=threads,
                                training=LMTrainingSettings(layers=layers, vocab=vocab, kd=kd, divergence=divergence,
-                                                           on_policy_share=on_policy_share, init=init, epochs=epochs))
+                                                           on_policy_share=on_policy_share, init=init, epochs=epochs),
+                               budget=budget, sweep_layers=tuple(layer_counts(sweep_layers)))
     targets = remote_targets(remote, ssh_config, remote_python, connect_timeout, command_timeout)
-    sweep = max_ms_per_token is not None or min_agreement is not None
-    if sweep and targets:
-        raise ConfigError("--remote: a budget sweep times its students here", "run edge-distill bench BUNDLE "
-                          "--remote HOST on the bundle it ships")
-    if sweep:
-        from edge_distill.config import BudgetConfig
-        from edge_distill.pipeline.stages.llm import build_generator_for_budget
-        from edge_distill.pipeline.sweep import layer_sweep_table
-
-        budget = BudgetConfig(max_latency_ms=max_ms_per_token or 0.0, min_accuracy=min_agreement or 0.0,
-                              ship_best_effort=ship_best_effort)
-        manifest, report = build_generator_for_budget(settings, layer_counts(sweep_layers), budget, out, cache_dir,
-                                                      force, progress_for(as_json, quiet))
-        manifest |= {"sweep": report}
-    else:
-        manifest = generator_bundle(settings, out, cache_dir=cache_dir, force=force, remotes=targets,
-                                    progress=progress_for(as_json, quiet))
+    manifest = generator_bundle(settings, out, cache_dir=cache_dir, force=force, remotes=targets,
+                                progress=progress_for(as_json, quiet))
+    report = manifest.get("sweep")
+    sweep = report is not None
     model = manifest["model"]
     emit(manifest, as_json, "\n".join([*([layer_sweep_table(report), ""] if sweep else []), render_variants(manifest),
                                         *([manifest["measurement"]["measured_on"]] if "measured_on" in

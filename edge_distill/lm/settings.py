@@ -10,7 +10,7 @@ import functools
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge_distill.config import BuildConfig
+from edge_distill.config import BudgetConfig, BuildConfig
 from edge_distill.errors import ConfigError
 from edge_distill.lm.student import LMTrainingSettings
 
@@ -35,6 +35,10 @@ class LMBuildSettings:
     # torch's and ONNX Runtime's threads here, for training and timing alike (it sets `training`'s);
     # None: the profile's benchmark.threads at most this host's cores, or 2.
     threads: int | None = None
+    # A budget (ms per decoded token and/or agreement with the teacher): a student is built for each
+    # of `sweep_layers`, and the smallest that fits ships (api.generator_bundle); None: one student.
+    budget: BudgetConfig | None = None
+    sweep_layers: tuple[int, ...] = (2, 4, 6)
 
     def __post_init__(self):
         from edge_distill.device.runner import usable_threads

@@ -9,7 +9,7 @@ from edge_distill.config import BuildConfig
 from edge_distill.errors import ConfigError, InputFileError, did_you_mean
 from edge_distill.files import regular_file
 from edge_distill.pipeline.registry import ARTIFACTS, PRODUCER, STAGE_NAMES, STAGES
-from edge_distill.pipeline.runner import PipelineRun, run_and_publish, run_stages
+from edge_distill.pipeline.runner import PipelineRun, run_stages
 from edge_distill.progress import Progress
 
 
@@ -70,12 +70,3 @@ def run_pipeline(
 ) -> PipelineRun:
     """Run the stages `target` needs. `provided` maps artifact names to the user's own files."""
     return run_stages(planned_stages(config, target, provided), cache_dir, force, provided, progress)
-
-
-def build(
-    config: BuildConfig, out: Path, cache_dir: Path, force: bool = False, progress: Progress = lambda _: None
-) -> PipelineRun:
-    """The whole chain, then the bundle published at `out` (checked first, so a bad `out` costs no training)."""
-    run = run_and_publish(planned_stages(config), out, cache_dir, force, progress)
-    progress(f"bundle written to {out}")
-    return run

@@ -5,6 +5,7 @@ and committed. `build`, `optimize`, `text` and `sequence` differ only in their l
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -79,17 +80,39 @@ def run_stages(stages: Sequence[Stage], cache_dir: Path, force: bool = False, pr
     return run
 
 
+@dataclass
+class PipelineResult:
+    """A pipeline run and the output it published."""
+    run: PipelineRun
+    out: Path
+    manifest: dict | None  # the published bundle's manifest; None for an output without one (sequence)
+
+    @property
+    def steps(self) -> list[dict]:
+        """Each stage's record: name, cache key, whether it came from the cache, its seconds."""
+        return [dataclasses.asdict(step) for step in self.run.steps]
+
+    def report(self) -> dict:
+        """The manifest with the stages' records under "steps" (what --json prints)."""
+        return (self.manifest or {}) | {"steps": self.steps}
+
+
 def run_and_publish(stages: Sequence[Stage], out: Path, cache_dir: Path, force: bool = False,
-                    progress: Progress = lambda _: None, kind=None) -> PipelineRun:
+                    progress: Progress = lambda _: None, kind=None) -> PipelineResult:
     """What every command that makes an output folder does: check `out` before any stage runs, run
     `stages`, publish the last stage's files at `out` (kind: pipeline.publish.OutputKind, a bundle
-    by default)."""
+    by default). api.py is its one caller: each pipeline's stages come from pipeline/stages/."""
+    import json
+
     from edge_distill.pipeline.publish import BUNDLE, check_out, publish
 
-    check_out(out, kind or BUNDLE)
+    kind = kind or BUNDLE
+    check_out(out, kind)
     run = run_stages(stages, cache_dir, force, progress=progress)
-    publish(run.outputs(type(stages[-1])), out, kind or BUNDLE)
-    return run
+    publish(run.outputs(type(stages[-1])), out, kind)
+    manifest = json.loads((out / "manifest.json").read_text()) if kind is BUNDLE else None
+    progress(f"{kind.what} written to {out}")
+    return PipelineResult(run, out, manifest)
 
 
 def _external_files(stage: Stage) -> dict[str, Path]:

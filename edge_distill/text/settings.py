@@ -9,7 +9,7 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge_distill.config import BenchmarkConfig, BuildConfig
+from edge_distill.config import BenchmarkConfig, BudgetConfig, BuildConfig
 from edge_distill.errors import ConfigError
 from edge_distill.export.recipe import QuantRecipe
 from edge_distill.text.distill import TextTrainingSettings
@@ -48,6 +48,10 @@ class TextBuildSettings:
     # torch's and ONNX Runtime's threads here, for training and timing alike (it sets `distill` and
     # `fine_tune`'s); None: the profile's benchmark.threads at most this host's cores, or 2.
     threads: int | None = None
+    # A budget (latency and/or quality): a student is built for each of `sweep_layers`, and the
+    # smallest that fits ships (api.text_bundle); None: one student of `layers`.
+    budget: BudgetConfig | None = None
+    sweep_layers: tuple[int, ...] = (1, 2, 3)
 
     def __post_init__(self):
         from edge_distill.device.runner import usable_threads

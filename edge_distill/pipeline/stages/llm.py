@@ -5,13 +5,8 @@ so a no-op rebuild reads neither the text nor the teacher."""
 from __future__ import annotations
 
 
-import dataclasses
-import json
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-from edge_distill.config import BudgetConfig
 from edge_distill.errors import ConfigError
 from edge_distill.lm.settings import CONTINUATION_FILES, LMBuildSettings, LMData
 from edge_distill.lm.quantize import VARIANTS
@@ -167,19 +162,12 @@ def llm_stages(settings: LMBuildSettings, source: TeacherSource, data: LMData) -
                                                         LMPackage)]
 
 
-def build_generator_bundle(settings: LMBuildSettings, out: Path, cache_dir: Path, force: bool = False,
-                           progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
-    """Run the llm stages (`out` checked before any) and publish the bundle; returns
-    the manifest, with the stages' records under "steps"."""
-    from edge_distill.pipeline.runner import run_and_publish
-
+def llm_pipeline(settings: LMBuildSettings) -> list[Stage]:
+    """The llm stages of one build, for its teacher (the default where none is given)."""
     source = TeacherSource(settings.teacher) if settings.teacher else default_teacher()
     if not source.path.exists():
         raise ConfigError(f"--teacher {source.path}: not found", FOLDER_HINT)
-    run = run_and_publish(llm_stages(settings, source, LMData(settings.text)), out, cache_dir, force, progress)
-    manifest = json.loads((out / "manifest.json").read_text())
-    progress(f"bundle written to {out}")
-    return manifest | {"steps": [dataclasses.asdict(step) for step in run.steps]}
+    return llm_stages(settings, source, LMData(settings.text))
 
 
 def generator_row(manifest: dict[str, Any]) -> dict[str, Any]:
@@ -192,23 +180,3 @@ def generator_row(manifest: dict[str, Any]) -> dict[str, Any]:
 def generator_quality(manifest: dict[str, Any]) -> tuple[str, float]:
     return "agreement with the teacher", manifest["metrics"]["variants"][manifest["model"]["precision"]][
         "agreement_with_teacher"]
-
-
-def build_generator_for_budget(settings: LMBuildSettings, layer_counts: list[int], budget: BudgetConfig, out: Path,
-                               cache_dir: Path, force: bool = False, progress: Callable[[str], None] = lambda _: None
-                               ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """A generator per student layer count (the teacher's targets shared through the cache), the
-    smallest meeting the budgets (time per decoded token, next-token agreement with the teacher)
-    published with sweep.json and sweep.svg (pipeline/sweep.sweep_layers). Returns the shipped
-    manifest and the sweep report."""
-    from edge_distill.pipeline.sweep import LayerSweep, sweep_layers
-
-    def build(layers: int, folder: Path) -> dict[str, Any]:
-        training = dataclasses.replace(settings.training, layers=layers)
-        return build_generator_bundle(dataclasses.replace(settings, training=training), folder, cache_dir, force,
-                                      progress)
-
-    sweep = LayerSweep(build, generator_row, generator_quality,
-                       "ms per decoded token of the shipped variant at batch 1 (1000 / its median tokens/s)",
-                       "--max-ms-per-token")
-    return sweep_layers(sweep, layer_counts, budget, out, progress)

@@ -10,11 +10,8 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from typing import Any
 
-from edge_distill.config import BuildConfig
 from edge_distill.pipeline.optimize import OptimizeSettings, Samples, load_samples
-from edge_distill.progress import Progress
 from edge_distill.pipeline.stage import Stage
 
 
@@ -162,20 +159,3 @@ def optimize_stages(settings: OptimizeSettings, cache_dir: Path) -> list:
 
     samples = functools.cache(lambda: load_samples(settings))
     return [stage(settings, cache_dir, samples) for stage in OPTIMIZE_STAGES]
-
-
-def optimize_model(config: BuildConfig, model_path: Path, calibration: Path, shapes: dict[str, tuple[int, ...]],
-                   out: Path, min_snr_db: float, progress: Progress = lambda _: None,
-                   labels: str | None = None, *, cache_dir: Path, force: bool = False) -> dict[str, Any]:
-    """Simplify, quantize, judge, measure and package `model_path` into `out` (checked first);
-    returns the manifest. Each step is a stage-cache entry in `cache_dir`: an unchanged rerun
-    reuses them, and a killed run's staging goes with the next run."""
-    import json
-
-    from edge_distill.pipeline.runner import run_and_publish
-
-    settings = OptimizeSettings(config, model_path, calibration, dict(shapes), min_snr_db, labels)
-    run = run_and_publish(optimize_stages(settings, cache_dir), out, cache_dir, force, progress)
-    manifest = json.loads((out / "manifest.json").read_text())
-    progress(f"int8: {manifest['judgement']['summary']}; bundle written to {out}")
-    return manifest | {"steps": [dataclasses.asdict(step) for step in run.steps]}

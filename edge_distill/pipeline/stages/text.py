@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from edge_distill import __version__
-from edge_distill.config import BudgetConfig
 from edge_distill.errors import ConfigError
 from edge_distill.pipeline.stage import Stage
 from edge_distill.text.settings import STUDENT_FILES, TEACHER_FILES, TextBuildSettings, TextData, default_teacher_folder
@@ -132,11 +130,9 @@ def text_stages(settings: TextBuildSettings, folder: Path, data: TextData, fine_
     return [stage(settings, folder, data, fine_tune_on) for stage in stages]
 
 
-def build_text_bundle(settings: TextBuildSettings, out: Path, cache_dir: Path, force: bool = False,
-                      progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
-    """Read the text, run the text stages (`out` checked before any) and publish the bundle; returns
-    the manifest, with the stages' records under "steps"."""
-    from edge_distill.pipeline.runner import run_and_publish
+def text_pipeline(settings: TextBuildSettings, progress: Callable[[str], None] = lambda _: None) -> list[Stage]:
+    """The text stages of one build, after their prelude: the teacher folder found and checked (every
+    file it reads, code refused) and the text read and split, before any work."""
     from edge_distill.text.build import text_data
     from edge_distill.text.teacher import check_teacher_folder
 
@@ -144,13 +140,10 @@ def build_text_bundle(settings: TextBuildSettings, out: Path, cache_dir: Path, f
     if not folder.is_dir():
         raise ConfigError(f"--teacher-folder {folder}: not found, or not a folder",
                           "give a local model folder with config.json, the weights and tokenizer.json")
-    check_teacher_folder(folder)  # every file it reads checked (and code refused) before any work
+    check_teacher_folder(folder)
     data, fine_tune_on = text_data(settings, folder)
     progress(f"text: {data.source}: {len(data.texts)} training texts, {len(data.held_out)} held-out texts")
-    run = run_and_publish(text_stages(settings, folder, data, fine_tune_on), out, cache_dir, force, progress)
-    manifest = json.loads((out / "manifest.json").read_text())
-    progress(f"bundle written to {out}")
-    return manifest | {"steps": [dataclasses.asdict(step) for step in run.steps]}
+    return text_stages(settings, folder, data, fine_tune_on)
 
 
 def text_row(manifest: dict[str, Any]) -> dict[str, Any]:
@@ -160,17 +153,3 @@ def text_row(manifest: dict[str, Any]) -> dict[str, Any]:
     return {"params": manifest["model"]["parameters"], "size_bytes": manifest["metrics"]["size_bytes"]["student_int8"],
             "length": int(length),
             **({"status": "measured", "p50_ms": p50} if isinstance(p50, float) else {"status": f"not timed: {p50}"})}
-
-
-def build_text_for_budget(settings: TextBuildSettings, layer_counts: list[int], budget: BudgetConfig, out: Path,
-                          cache_dir: Path, force: bool = False,
-                          progress: Callable[[str], None] = lambda _: None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Build a student per layer count, pick, publish. Returns the shipped manifest and the sweep report."""
-    from edge_distill.pipeline.sweep import LayerSweep, sweep_layers
-    from edge_distill.text.bundle import quality_of
-
-    def build(layers: int, folder: Path) -> dict[str, Any]:
-        return build_text_bundle(dataclasses.replace(settings, layers=layers), folder, cache_dir, force, progress)
-
-    sweep = LayerSweep(build, text_row, quality_of, "the int8 student at the longest length timed, batch 1")
-    return sweep_layers(sweep, layer_counts, budget, out, progress)
