@@ -78,3 +78,7 @@ for command in COMMANDS:
     main.add_command(command)
 for stage in STAGES:  # `edge-distill quantize` and the other build stages, each a command of its own
     main.add_command(build.stage_command(stage))
+
+
+if __name__ == "__main__":  # `python -m edge_distill.cli`, as the two-node test starts it
+    main()

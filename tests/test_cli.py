@@ -194,3 +194,14 @@ def test_teacher_file_and_checkpoint_together(tmp_path, tiny_cache):
     result = invoke("teacher", "--profile", "rpi4", "--cache-dir", str(tiny_cache), "--teacher-file", str(teacher),
                     "--teacher-checkpoint", str(tmp_path / "w.pt"), *tiny_args())
     assert_user_error(result, 2, "teacher.file and teacher.checkpoint both name a teacher")
+
+
+def test_the_cli_runs_as_a_module_too():
+    """`python -m edge_distill.cli` is how the two-node test starts a node; a module without its
+    __main__ line runs nothing and exits 0."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "edge_distill.cli", "profiles", "--json"], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0 and "rpi4" in done.stdout, done.stderr
