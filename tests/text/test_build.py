@@ -187,3 +187,18 @@ def test_a_text_bundle_is_benchmarked_on_the_device_named(built, server, tmp_pat
     assert device["where"] == "device" and device["golden_within_tolerance"] and device["latency_ms"]["p50"] > 0
     assert json.loads((tmp_path / "b" / "device_benchmark.json").read_text())["where"] == "device"
     assert "plan: all 3 stage(s) cached" in result.stderr
+
+
+def test_a_sweeps_budget_is_not_part_of_a_students_cache_key(tmp_path):
+    """Each student of a sweep is the text-student stage with its own layers: the budget and the
+    layer list that chose it must not change its key, or every new budget would retrain every size."""
+    from edge_distill.config import BudgetConfig
+    from edge_distill.pipeline.stages.text import TextStudent
+    from edge_distill.text.settings import TextBuildSettings, TextData
+
+    data = TextData("texts", ["a b", "c d"], ["e f"], ["e f"])
+    plain = TextStudent(TextBuildSettings(layers=2), tmp_path, data, None).params()
+    swept = TextStudent(TextBuildSettings(layers=2, budget=BudgetConfig(max_latency_ms=1.0), sweep_layers=(1, 2)),
+                        tmp_path, data, None).params()
+    assert plain == swept
+    assert TextStudent(TextBuildSettings(layers=1), tmp_path, data, None).params() != plain

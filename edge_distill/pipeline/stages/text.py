@@ -90,8 +90,11 @@ class TextStudent(_TextStage):
     reads_teacher = True
 
     def params(self):
+        # Not what a student is made of: where things are, how it is timed, and a sweep's budget (each
+        # student of a sweep is this stage with its own `layers`; `threads` is in `distill`).
         settings = {k: v for k, v in dataclasses.asdict(self.settings).items()
-                    if k not in ("teacher_folder", "text", "labeled", "benchmark_seconds", "profile")}
+                    if k not in ("teacher_folder", "text", "labeled", "benchmark_seconds", "profile", "budget",
+                                 "sweep_layers", "threads")}
         data = self.data
         return {**self.text_params(), "held_out": digest(data.held_out), "settings": settings,
                 "lengths": list(self.settings.lengths),
