@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 
 from edge_distill.bundle.integrity import Check, inside
-from edge_distill.bundle.reader import Bundle
-from edge_distill.errors import BundleError, InputFileError, describe
+from edge_distill.bundle.reader import Bundle, tokenizer_errors
+from edge_distill.errors import BundleError, InputFileError
 from edge_distill.files import read_json
 from edge_distill.schema import Bool, Either, Int, ListOf, Null, Num, Obj, Str, check
 
@@ -55,8 +55,9 @@ class Generator:
 
     bundle: Bundle
     settings: dict[str, Any]
-    tokenizer: Any  # tokenizers.Tokenizer
+    tokenizer: Any  # tokenizers.Tokenizer, or None where verify runs without the tokenizers package
     vocab_size: int  # the model's logits
+    golden: dict[str, np.ndarray]  # the golden generations, read (and checked) once
 
     @property
     def path(self) -> Path:
@@ -92,29 +93,23 @@ class Generator:
         except UnicodeEncodeError as e:
             raise InputFileError(f"the prompt is not valid UTF-8 (position {e.start})",
                                  "give the prompt as UTF-8 text") from None
-        return tokenizer_call(self.path / self.bundle.manifest["generation"]["tokenizer"], self.tokenizer.encode, text,
-                              add_special_tokens=bool(self.settings.get("add_special_tokens", True))).ids
+        with tokenizer_errors(str(self.tokenizer_path), BundleError, REBUILD):
+            return self.tokenizer.encode(text, add_special_tokens=bool(self.settings.get("add_special_tokens", True))).ids
 
     def decode(self, ids: list[int]) -> str:
-        return tokenizer_call(self.path / self.bundle.manifest["generation"]["tokenizer"], self.tokenizer.decode, ids)
+        with tokenizer_errors(str(self.tokenizer_path), BundleError, REBUILD):
+            return self.tokenizer.decode(ids)
+
+    @property
+    def tokenizer_path(self) -> Path:
+        return self.path / self.bundle.manifest["generation"]["tokenizer"]
 
     def golden_prompts(self) -> list[list[int]]:
-        arrays = self.bundle.golden()
-        return [row[:n].tolist() for row, n in zip(arrays["prompt_ids"], arrays["prompt_lengths"])]
+        return [row[:n].tolist() for row, n in zip(self.golden["prompt_ids"], self.golden["prompt_lengths"])]
 
     @property
     def atol(self) -> float:
         return float(self.bundle.manifest["golden"]["tolerance"]["first_logits_atol"])
-
-
-def tokenizer_call(path: Path, method, *args, **kwargs):
-    """A tokenizers call, its failures (Rust panics are BaseExceptions) one BundleError naming the file."""
-    try:
-        return method(*args, **kwargs)
-    except BaseException as e:  # noqa: B036 - pyo3's PanicException derives from BaseException
-        if isinstance(e, (KeyboardInterrupt, SystemExit)):
-            raise
-        raise BundleError(f"{path}: the tokenizers library failed ({describe(e, 200)})", REBUILD) from None
 
 
 def open_generator(path: Path) -> Generator:
@@ -166,7 +161,7 @@ def generation_checks(bundle: Bundle, need_tokenizer: bool = True) -> tuple[list
         checks.append(_golden_tokenization(bundle, tokenizer, arrays))
     if not all(c.passed for c in checks):
         return checks, None
-    return checks, Generator(bundle, settings, tokenizer, vocab_size)
+    return checks, Generator(bundle, settings, tokenizer, vocab_size, arrays)
 
 
 def _settings(bundle: Bundle) -> tuple[dict[str, Any], str | None]:
@@ -202,8 +197,9 @@ def _tokenizer(bundle: Bundle):
     except ImportError:
         return None, "the tokenizers package is not installed (pip install tokenizers)"
     try:
-        tokenizer = tokenizer_call(path, Tokenizer.from_file, str(path))
-        tokenizer_call(path, tokenizer.encode, "Hello, world.")  # a tokenizer that fails on every input fails here
+        with tokenizer_errors(str(path), BundleError, REBUILD):
+            tokenizer = Tokenizer.from_file(str(path))
+            tokenizer.encode("Hello, world.")  # a tokenizer that fails on every input fails here
     except BundleError as e:
         return None, e.message
     return tokenizer, None
@@ -248,7 +244,8 @@ def _golden_tokenization(bundle: Bundle, tokenizer, arrays) -> Check:
     stored = [row[:n].tolist() for row, n in zip(arrays["prompt_ids"], arrays["prompt_lengths"])]
     path = bundle.path / bundle.manifest["generation"]["tokenizer"]
     try:
-        produced = [e.ids for e in tokenizer_call(path, tokenizer.encode_batch, texts)]
+        with tokenizer_errors(str(path), BundleError, REBUILD):
+            produced = [e.ids for e in tokenizer.encode_batch(texts)]
     except BundleError as e:
         return Check("golden tokenization", False, e.message)
     same = sum(a == b for a, b in zip(produced, stored))

@@ -97,7 +97,7 @@ def _text_predictor(bundle: Bundle, session, top: int):
     from importlib.util import find_spec
 
     from edge_distill.bundle.reader import read_tokenizer
-    from edge_distill.text.teacher import tokenizer_errors
+    from edge_distill.bundle.reader import tokenizer_errors
 
     if find_spec("tokenizers") is None:
         raise InputFileError("predict on a text bundle needs the tokenizers package",

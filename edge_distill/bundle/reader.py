@@ -7,6 +7,9 @@ no onnx), like device/runner.py.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from edge_distill.bundle.integrity import inside, integrity_checks
-from edge_distill.errors import BundleError
+from edge_distill.errors import BundleError, EdgeDistillError, ModelError, describe
 from edge_distill.files import read_json
 from edge_distill.schema import Either, Int, ListOf, MapOf, Null, Num, Obj, Str, check
 
@@ -203,6 +206,42 @@ def read_tokenizer(path: Path, max_length: int):
     from tokenizers import Tokenizer
 
     return cut_at(Tokenizer.from_file(str(path)), max_length)
+
+
+@contextmanager
+def tokenizer_errors(what: str, error: type[EdgeDistillError] = ModelError,
+                     hint: str = "check tokenizer.json (its pre-tokenizer pattern, its vocabulary) and the text"
+                     ) -> Iterator[None]:
+    """The tokenizers library's failures as one `error` naming `what`: its Rust panics derive from
+    BaseException (pyo3's PanicException), which `except Exception` misses. Every tokenizer read or
+    run (a teacher's, a text bundle's, a generator bundle's) goes through it."""
+    try:
+        with _native_stderr_discarded():
+            yield
+    except (KeyboardInterrupt, SystemExit, GeneratorExit, EdgeDistillError):
+        raise
+    except BaseException as e:  # noqa: B036 - PanicException is a BaseException
+        raise error(f"{what}: the tokenizers library failed ({describe(e)})", hint) from None
+
+
+@contextmanager
+def _native_stderr_discarded() -> Iterator[None]:
+    """File descriptor 2 pointed away for the block: a Rust panic prints its message and (with
+    RUST_BACKTRACE) a backtrace straight to it, past Python; the exception carries the message."""
+    import sys
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with tempfile.TemporaryFile() as sink:
+            os.dup2(sink.fileno(), 2)
+            try:
+                yield
+            finally:
+                os.dup2(saved, 2)
+    finally:
+        os.close(saved)
 
 
 def cut_at(tokenizer, max_length: int):

@@ -117,7 +117,7 @@ def check_generation(bundle: Bundle, providers: list[str] | None = None) -> list
     checks += check_spec(session, bundle.manifest)
     if not all(c.passed for c in checks):
         return checks
-    arrays, atol = bundle.golden(), generator.atol
+    arrays, atol = generator.golden, generator.atol
     try:
         runs = [follow(decoder, prompt, expected.tolist(), atol)
                 for prompt, expected in zip(generator.golden_prompts(), arrays["greedy_ids"])]

@@ -10,7 +10,7 @@ import click
 
 from edge_distill.commands.options import (
     DEFAULT_CACHE, FiniteFloat, emit, exit_if_any_device_failed, json_option, layer_counts, layer_sweep_options,
-    on_devices, progress_for, remote_options, remote_targets, show_warnings,
+    on_devices, progress_for, remote_options, remote_targets, show_warnings, sweep_budget,
 )
 
 
@@ -58,12 +58,10 @@ def text(task, teacher_folder, text, labeled, out, layers, embedding_rank, epoch
     from edge_distill.text.settings import DEFAULT_TRAINING, FINE_TUNE, TextBuildSettings
     from edge_distill.text.bundle import render_text_summary
 
-    from edge_distill.config import BudgetConfig
     from edge_distill.pipeline.sweep import layer_sweep_table
 
     config = load_config(profile) if profile else None
-    budget = None if max_latency_ms is None and min_quality is None else BudgetConfig(
-        max_latency_ms=max_latency_ms or 0.0, min_accuracy=min_quality or 0.0, ship_best_effort=ship_best_effort)
+    budget = sweep_budget(max_latency_ms, min_quality, ship_best_effort)
     settings = TextBuildSettings(task=task, teacher_folder=teacher_folder, text=text, labeled=labeled,
                                  max_length=max_length, layers=layers, embedding_rank=embedding_rank, profile=config,
                                  fine_tune=dataclasses.replace(FINE_TUNE, epochs=fine_tune_epochs), threads=threads,
@@ -128,12 +126,10 @@ def llm(teacher, text, out, layers, vocab, kd, divergence, on_policy_share, init
     from edge_distill.lm.bundle import render_variants
     from edge_distill.lm.student import LMTrainingSettings
 
-    from edge_distill.config import BudgetConfig
     from edge_distill.pipeline.sweep import layer_sweep_table
 
     config = load_config(profile) if profile else None
-    budget = None if max_ms_per_token is None and min_agreement is None else BudgetConfig(
-        max_latency_ms=max_ms_per_token or 0.0, min_accuracy=min_agreement or 0.0, ship_best_effort=ship_best_effort)
+    budget = sweep_budget(max_ms_per_token, min_agreement, ship_best_effort)
     settings = LMBuildSettings(teacher=teacher, text=text, context=context, train_windows=train_windows,
                                max_perplexity_increase=max_perplexity_increase, profile=config, threads=threads,
                                training=LMTrainingSettings(layers=layers, vocab=vocab, kd=kd, divergence=divergence,

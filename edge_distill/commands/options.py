@@ -251,3 +251,12 @@ def exit_if_any_device_failed(report: dict) -> None:
             click.echo(f"Hint: {row['hint']}", err=True)
     if failed:
         sys.exit(RemoteError.exit_code)
+
+
+def sweep_budget(latency_ms: float | None, quality: float | None, ship_best_effort: bool):
+    """A layer sweep's budget from its two flags (config.BudgetConfig), or None when neither is given."""
+    from edge_distill.config import BudgetConfig
+
+    if latency_ms is None and quality is None:
+        return None
+    return BudgetConfig(max_latency_ms=latency_ms or 0.0, min_accuracy=quality or 0.0, ship_best_effort=ship_best_effort)

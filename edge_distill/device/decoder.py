@@ -187,8 +187,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         decoder = Decoder(create_session(args.model, threads=args.threads or None))
         prompts = [[int(t) for t in prompt.split(",")] for prompt in args.prompt_ids.split(";")]
-        tokens = [greedy(decoder, prompt, args.new_tokens)[0] for prompt in prompts]
         expected = [[int(t) for t in row.split(",")] for row in args.expect_ids.split(";")] if args.expect_ids else []
+        # Given the stored tokens, decoding along them is the check; a free greedy run would repeat it.
+        tokens = [] if expected else [greedy(decoder, prompt, args.new_tokens)[0] for prompt in prompts]
         golden = [{k: v for k, v in follow(decoder, prompt, row, args.atol).items() if k != "first_logits"}
                   for prompt, row in zip(prompts, expected)]
         timing = [time_generation(decoder, int(n), args.new_tokens) for n in args.time.split(",") if n]

@@ -225,7 +225,7 @@ def _verify_generation_emulated(bundle: Path, root: Path | None, cpu: str) -> di
 
     generator = open_generator(bundle)
     prompts = generator.golden_prompts()
-    expected = generator.bundle.golden()["greedy_ids"].tolist()
+    expected = generator.golden["greedy_ids"].tolist()
     rows, guest = generate_emulated(generator.bundle.model_path, prompts, expected, generator.atol, cpu, root)
     same = sum(row["same"] for row in rows)
     failed = [describe_divergence(i, row, generator.atol) for i, row in enumerate(rows) if not row["same"]]

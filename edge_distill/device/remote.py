@@ -229,7 +229,7 @@ def bench_generator(path: Path, target: RemoteTarget | None, progress=lambda _: 
     from edge_distill.device.decoder import describe_divergence
 
     generator = open_generator(path)
-    opened, golden = generator.bundle, generator.bundle.golden()
+    opened, golden = generator.bundle, generator.golden
     threads = (overrides or {}).get("threads") or opened.manifest["runtime"]["intra_op_threads"]
     if target is None:
         threads = usable_threads(threads)

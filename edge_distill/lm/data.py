@@ -23,7 +23,7 @@ from edge_distill.progress import Progress, progress_bar
 
 def token_stream(tokenizer, passages: list[str], eos_id: int) -> np.ndarray:
     """The passages' tokens, each passage followed by the end-of-sequence token (int32)."""
-    from edge_distill.text.teacher import tokenizer_errors
+    from edge_distill.bundle.reader import tokenizer_errors
 
     with tokenizer_errors("tokenizing the text"):
         encoded = tokenizer.encode_batch(passages, add_special_tokens=False)

@@ -72,7 +72,8 @@ def teacher_facts(source: TeacherSource) -> TeacherFacts:
 
 
 def _folder_facts(folder: Path) -> TeacherFacts:
-    from edge_distill.text.teacher import read_config, tokenizer_errors
+    from edge_distill.bundle.reader import tokenizer_errors
+    from edge_distill.text.teacher import read_config
 
     if not folder.is_dir():
         raise ConfigError(f"--teacher {folder}: not found, or neither a folder nor a .gguf file", FOLDER_HINT)
@@ -198,7 +199,8 @@ class LoadedTeacher:
 @functools.cache  # the check of the text and the teacher pass read it once
 def load_tokenizer(source: TeacherSource):
     """The teacher's tokenizer (a tokenizers.Tokenizer): tokenizer.json, or the GGUF file's."""
-    from edge_distill.text.teacher import offline, tokenizer_errors
+    from edge_distill.bundle.reader import tokenizer_errors
+    from edge_distill.text.teacher import offline
 
     offline()
     if not source.gguf:

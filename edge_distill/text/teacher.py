@@ -7,14 +7,14 @@ when its modules.json has a Normalize step. Never a hub download: transformers r
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from edge_distill.errors import ConfigError, EdgeDistillError, ModelError, describe
+from edge_distill.bundle.reader import tokenizer_errors
+from edge_distill.errors import ConfigError, ModelError, describe
 from edge_distill.files import MAX_CONFIG_BYTES, read_json, regular_file
 from edge_distill.schema import Bool, Int, ListOf, MapOf, Obj, Str, check
 
@@ -169,38 +169,6 @@ def load_teacher(folder: Path, max_length: int = 128, classifier: bool = False,
     return TextTeacher(folder, model, cut_at(tokenizer, max_length), pooling, max_length)
 
 
-@contextmanager
-def tokenizer_errors(what: str) -> Iterator[None]:
-    """The tokenizers library's failures as one ModelError naming `what`: its Rust panics derive
-    from BaseException (pyo3's PanicException), which `except Exception` misses."""
-    try:
-        with _native_stderr_discarded():
-            yield
-    except (KeyboardInterrupt, SystemExit, GeneratorExit, EdgeDistillError):
-        raise
-    except BaseException as e:  # noqa: B036 - PanicException is a BaseException
-        raise ModelError(f"{what}: the tokenizers library failed ({describe(e)})",
-                         "check tokenizer.json (its pre-tokenizer pattern, its vocabulary) and the text") from None
-
-
-@contextmanager
-def _native_stderr_discarded() -> Iterator[None]:
-    """File descriptor 2 pointed away for the block: a Rust panic prints its message and (with
-    RUST_BACKTRACE) a backtrace straight to it, past Python; the exception carries the message."""
-    import sys
-    import tempfile
-
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with tempfile.TemporaryFile() as sink:
-            os.dup2(sink.fileno(), 2)
-            try:
-                yield
-            finally:
-                os.dup2(saved, 2)
-    finally:
-        os.close(saved)
 
 
 def encode_texts(tokenizer, texts: list[str], what: str = "tokenizing the text") -> list:
