@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).parents[1]))  # tests.handmade: the text-l
 
 from edge_distill.config import load_config  # noqa: E402
 from edge_distill.device.runner import compare_latency, describe_host  # noqa: E402
-from edge_distill.distill.qdq_distill import DistillSettings, distill_int8  # noqa: E402
+from edge_distill.export.qdq_distill import DistillSettings, distill_int8  # noqa: E402
 from edge_distill.errors import QuantizeError  # noqa: E402
 from edge_distill.export.budget import COMPUTE_OPS, prepare, quantize_feeds  # noqa: E402
 from edge_distill.sessions import run_model  # noqa: E402

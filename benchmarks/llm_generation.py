@@ -33,7 +33,13 @@ sys.path.insert(0, str(Path(__file__).parents[1]))
 
 from edge_distill.device.runner import describe_host  # noqa: E402
 from edge_distill.lm.quantize import NEW_TOKENS, PROMPT_LENGTHS, held_out_quality, make_variant, \
-    time_in_own_process  # noqa: E402
+    peak_memory_in_own_process, time_side_by_side  # noqa: E402
+
+
+def time_in_own_process(model: Path, threads: int) -> dict:
+    """One model's timing (5 rounds after a warm-up) and peak memory, each in a process of its own."""
+    return {"timing": time_side_by_side({"model": model}, threads)["model"],
+            "peak_rss_mb": peak_memory_in_own_process(model, threads)}
 
 
 def log(message: str) -> None:

@@ -23,7 +23,7 @@ from edge_distill.pipeline.sweep import build_for_budget
 from edge_distill.progress import Progress, log_progress
 
 if TYPE_CHECKING:
-    from edge_distill.device.remote import RemoteTarget
+    from edge_distill.targets.remote import RemoteTarget
     from edge_distill.lm.settings import LMBuildSettings
     from edge_distill.text.settings import TextBuildSettings
 
@@ -46,7 +46,7 @@ def build_bundle(
 ) -> BuildResult:
     """Build and publish the bundle (sweeping student sizes when `budget.sweep`), then benchmark it
     on the devices given: one device's report (its failure an error), or with several, one row per
-    device (device.fleet; a failed device is a row). Both paths check `out` before any stage runs."""
+    device (targets.fleet; a failed device is a row). Both paths check `out` before any stage runs."""
     sweep = None
     if config.budget.sweep:
         run, sweep = build_for_budget(config, out, cache_dir, force=force, progress=progress)
@@ -58,16 +58,16 @@ def build_bundle(
 
 def bench_on_devices(out: Path, remotes: tuple[RemoteTarget, ...] = (), progress: Progress = log_progress
                      ) -> dict | None:
-    """A published bundle benchmarked on the devices given (device.remote.RemoteTarget's): one
-    device's report (its failure an error), or with several, one row per device (device.fleet; a
+    """A published bundle benchmarked on the devices given (targets.remote.RemoteTarget's): one
+    device's report (its failure an error), or with several, one row per device (targets.fleet; a
     failed device is a row); written beside the bundle as device_benchmark.json. None without devices."""
     device = None
     if len(remotes) == 1:
-        from edge_distill.device.remote import bench_bundle
+        from edge_distill.targets.remote import bench_bundle
 
         device = bench_bundle(out, remotes[0], progress=progress)
     elif remotes:
-        from edge_distill.device.fleet import Device, bench_fleet
+        from edge_distill.targets.fleet import Device, bench_fleet
 
         device = bench_fleet(out, [Device(target.destination, target) for target in remotes], progress)
     if device is not None:
@@ -95,7 +95,8 @@ def optimize_bundle(config: BuildConfig, model: Path, calibration: Path, out: Pa
 
 def text_bundle(settings: TextBuildSettings, out: Path, *, cache_dir: Path, force: bool = False,
                 remotes: tuple[RemoteTarget, ...] = (), progress: Progress = log_progress) -> dict:
-    """`edge-distill text`: the student distilled, made int8, judged and published at `out` (with a
+    """`edge-distill text`: the student distilled, made int8, judged, timed against float (the
+    quicker within the quality budget ships) and published at `out` (with a
     budget, one per `settings.sweep_layers` and the smallest that fits, with "sweep"), then
     benchmarked on the devices given; returns the manifest (with "steps", and "device_benchmark"
     where devices were given)."""
@@ -109,7 +110,7 @@ def text_bundle(settings: TextBuildSettings, out: Path, *, cache_dir: Path, forc
         manifest = one(settings, out)
     else:
         manifest = _layer_sweep(settings, out, remotes, lambda layers: dataclasses.replace(settings, layers=layers),
-                                one, text_row, quality_of, "the int8 student at the longest length timed, batch 1",
+                                one, text_row, quality_of, "the shipped student at the longest length timed, batch 1",
                                 "--max-latency-ms", progress)
     device = bench_on_devices(out, remotes, progress)
     return manifest | ({"device_benchmark": device} if device is not None else {})
@@ -169,7 +170,7 @@ def verify(bundle: Path, emulate: str | None = None, progress: Progress = log_pr
 
     checks = verify_bundle(bundle)
     if emulate and all(c.passed for c in checks):
-        from edge_distill.device.emulate import emulated_check
+        from edge_distill.targets.emulate import emulated_check
 
         progress("running the golden inputs on aarch64 onnxruntime under qemu")
         checks.append(emulated_check(bundle))
@@ -187,8 +188,8 @@ def bench(bundle: Path, remotes=(), inventory: Path | None = None, overrides: di
           connect_timeout: float = 10.0, command_timeout: float = 600.0, progress: Progress = log_progress) -> dict:
     """A bundle's model timed with its profile's settings (`overrides` on top): here, on one
     device, or on several in parallel (repeated remotes and/or an inventory file: one row each)."""
-    from edge_distill.device.fleet import Device, bench_fleet, read_inventory
-    from edge_distill.device.remote import bench_bundle
+    from edge_distill.targets.fleet import Device, bench_fleet, read_inventory
+    from edge_distill.targets.remote import bench_bundle
 
     if inventory is None and len(remotes) <= 1:
         return bench_bundle(bundle, (list(remotes) or [None])[0], progress=progress, overrides=overrides)

@@ -1,16 +1,13 @@
 """Typed build configuration: defaults < device profile < config file < --set overrides.
 
-Every key is validated against the dataclasses below; an error names the key, the file (or
-`--set`) it came from, what was expected, and the closest valid key.
+Every key is validated against the dataclasses below (typed_fields.build_dataclass); an error
+names the key, the file (or `--set`) it came from, what was expected, and the closest valid key.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
-import re
 import tomllib
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,29 +15,12 @@ from typing import Any
 from edge_distill.errors import ConfigError, did_you_mean
 from edge_distill.files import regular_file
 from edge_distill.profiles.catalog import profile_path
+from edge_distill.typed_fields import at_least, between, build_dataclass, choice, positive_ints
 
 
 # The built-in model families: models/families.FAMILIES builds them (a test keeps the two equal;
 # this module stays free of torch).
 FAMILY_NAMES = ("convnet", "mobilenet", "mobilenetv3", "resnet")
-
-
-def _choice(default: str, *choices: str) -> Any:
-    return field(default=default, metadata={"choices": choices})
-
-
-def _at_least(default: float, minimum: float) -> Any:
-    return field(default=default, metadata={"min": minimum})
-
-
-def _between(default: float, low: float, high: float) -> Any:
-    return field(default=default, metadata={"min": low, "max": high})
-
-
-def _positive_ints(default: list[int], lengths: tuple[int, ...] | None = None, example: str = "") -> Any:
-    """A list of positive integers; `lengths` lists the allowed lengths (None: any non-empty)."""
-    return field(default_factory=lambda: list(default),
-                 metadata={"item_min": 1, "lengths": lengths, **({"example": example} if example else {})})
 
 
 @dataclass(frozen=True)
@@ -49,31 +29,31 @@ class DeviceConfig:
 
     name: str = "host"
     description: str = ""
-    arch: str = _choice("x86_64", "x86_64", "aarch64")
+    arch: str = choice("x86_64", "x86_64", "aarch64")
     cpu: str = ""
     # [user@]host of the device: `build` and `optimize` then time float against int8 there, and
     # `build` benchmarks the bundle there, over SSH. Never starting with "-": ssh would read it as an option.
     host: str = field(default="", metadata={"pattern": (r"[^-\s][^\s]*|", "[user@]host, not starting with '-'")})
     ssh_config: str = ""  # ssh config file for host (default: OpenSSH's own)
     python: str = "python3"  # Python on the device, with numpy and onnxruntime
-    connect_timeout_s: int = _at_least(10, 1)  # for ssh to connect
-    command_timeout_s: int = _at_least(600, 1)  # for each command on the device
+    connect_timeout_s: int = at_least(10, 1)  # for ssh to connect
+    command_timeout_s: int = at_least(600, 1)  # for each command on the device
     # ISA features of the device's own architecture (ISA_FEATURES); the search adds reduce_range
     # recipes on x86 without a VNNI feature, where u8s8 int8 can saturate.
     isa: list[str] = field(default_factory=list, metadata={"example": '["neon", "dotprod"]'})
     # Roofline figures for `edge-distill estimate`, whole chip, with where they come from.
-    cores: int = _at_least(4, 1)
-    peak_fp32_gflops: float = _at_least(100.0, 1e-3)
-    peak_int8_gops: float = _at_least(400.0, 1e-3)
-    memory_bandwidth_gbs: float = _at_least(20.0, 1e-3)
+    cores: int = at_least(4, 1)
+    peak_fp32_gflops: float = at_least(100.0, 1e-3)
+    peak_int8_gops: float = at_least(400.0, 1e-3)
+    memory_bandwidth_gbs: float = at_least(20.0, 1e-3)
     # A model whose weights fit in the last-level cache streams them from there on warm runs.
-    cache_bytes: int = _at_least(0, 0)  # 0: assume DRAM always
-    cache_bandwidth_gbs: float = _at_least(100.0, 1e-3)
-    dispatch_us_per_node: float = _at_least(1.5, 0.0)  # ONNX Runtime's fixed cost per compute kernel and run
+    cache_bytes: int = at_least(0, 0)  # 0: assume DRAM always
+    cache_bandwidth_gbs: float = at_least(100.0, 1e-3)
+    dispatch_us_per_node: float = at_least(1.5, 0.0)  # ONNX Runtime's fixed cost per compute kernel and run
     # A light kernel (elementwise, reshaping: run on the calling thread, not handed to the thread
     # pool) costs this share of a compute kernel's dispatch: 0.18 / 1.19 us measured on x86.
-    light_dispatch_share: float = _between(0.15, 0.0, 1.0)
-    run_overhead_us: float = _at_least(5.0, 0.0)  # fixed cost of one session.run call
+    light_dispatch_share: float = between(0.15, 0.0, 1.0)
+    run_overhead_us: float = at_least(5.0, 0.0)  # fixed cost of one session.run call
     peak_sources: list[str] = field(default_factory=list)
 
     @property
@@ -90,19 +70,19 @@ class DataConfig:
     """Where samples come from and how they are split."""
 
     source: str = "digits"  # "digits" (embedded) or a path: an image folder or an .npz file
-    val_fraction: float = _between(0.15, 0.05, 0.5)
-    test_fraction: float = _between(0.2, 0.05, 0.5)
-    color_mode: str = _choice("grayscale", "grayscale", "rgb")  # image folders only
-    image_size: list[int] = _positive_ints([], (0, 2), "[96, 96]")  # [H, W] for image folders; [] keeps size
+    val_fraction: float = between(0.15, 0.05, 0.5)
+    test_fraction: float = between(0.2, 0.05, 0.5)
+    color_mode: str = choice("grayscale", "grayscale", "rgb")  # image folders only
+    image_size: list[int] = positive_ints([], (0, 2), "[96, 96]")  # [H, W] for image folders; [] keeps size
     # .npz only: "auto" reads (N, L) as 1-D signals and (N, H, W) / (N, C, H, W) as images;
     # "NCL" reads (N, C, L) as signals with C channels.
-    layout: str = _choice("auto", "auto", "NCL")
+    layout: str = choice("auto", "auto", "NCL")
     # Unlabeled transfer data the teacher labels with soft targets: an image folder without class
     # subfolders, or an .npz with an `x` array.
     transfer: str = ""
     # Keep only this many labeled training samples (stratified); the rest of the train split
     # joins the transfer set without labels. 0 keeps every label.
-    labeled_samples: int = _at_least(0, 0)
+    labeled_samples: int = at_least(0, 0)
 
 
 @dataclass(frozen=True)
@@ -111,12 +91,12 @@ class TeacherInputConfig:
     fed the same samples, converted (e.g. [teacher.input] size = [224, 224], pixel_scale = 0.003921569,
     mean = [0.485, 0.456, 0.406], std = [0.229, 0.224, 0.225], channels = "gray_to_rgb"). Unset: as the data."""
 
-    size: list[int] = _positive_ints([], (0, 2), "[224, 224]")  # [H, W], resized bilinearly
-    pixel_scale: float = _at_least(0.0, 0.0)  # 0: the data's
+    size: list[int] = positive_ints([], (0, 2), "[224, 224]")  # [H, W], resized bilinearly
+    pixel_scale: float = at_least(0.0, 0.0)  # 0: the data's
     mean: list[float] = field(default_factory=list)  # per teacher channel; []: the data's
     std: list[float] = field(default_factory=list, metadata={"item_min": 1e-12})
     # "reversed": RGB data to a BGR teacher; "gray_to_rgb": one data channel repeated for a 3-channel teacher.
-    channels: str = _choice("as_data", "as_data", "reversed", "gray_to_rgb")
+    channels: str = choice("as_data", "as_data", "reversed", "gray_to_rgb")
 
     @property
     def given(self) -> bool:
@@ -134,16 +114,16 @@ class TeacherConfig:
     file: str = ""
     ensemble: list[str] = field(default_factory=list)  # more teacher files; their soft targets are combined
     ensemble_weights: list[float] = field(default_factory=list)  # main teacher first; [] = plain mean
-    family: str = _choice("convnet", *FAMILY_NAMES)  # built-in architecture
-    width: int = _at_least(64, 1)
-    depth: int = _between(3, 1, 4)
-    epochs: int = _at_least(30, 1)
-    batch_size: int = _at_least(64, 1)
-    lr: float = _at_least(2e-3, 0.0)
+    family: str = choice("convnet", *FAMILY_NAMES)  # built-in architecture
+    width: int = at_least(64, 1)
+    depth: int = between(3, 1, 4)
+    epochs: int = at_least(30, 1)
+    batch_size: int = at_least(64, 1)
+    lr: float = at_least(2e-3, 0.0)
     input: TeacherInputConfig = field(default_factory=TeacherInputConfig)
     # Before distilling, every teacher's validation accuracy must reach this floor (0: chance plus
     # 15% of the way from chance to perfect, e.g. 0.235 for 10 classes); false skips the check.
-    min_accuracy: float = _between(0.0, 0.0, 1.0)
+    min_accuracy: float = between(0.0, 0.0, 1.0)
     check_accuracy: bool = True
 
 
@@ -152,9 +132,9 @@ class StudentConfig:
     """The student: the built-in ConvNet sized by width/depth, or the user's factory."""
 
     factory: str = ""
-    family: str = _choice("convnet", *FAMILY_NAMES)
-    width: int = _at_least(16, 1)
-    depth: int = _between(2, 1, 4)
+    family: str = choice("convnet", *FAMILY_NAMES)
+    width: int = at_least(16, 1)
+    depth: int = between(2, 1, 4)
 
 
 @dataclass(frozen=True)
@@ -162,20 +142,20 @@ class DistillConfig:
     """Hinton KD: alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE(student, y), plus
     the optional methods below (docs/distillation.md says when to use each)."""
 
-    temperature: float = _at_least(4.0, 1e-3)
-    alpha: float = _between(0.9, 0.0, 1.0)
-    epochs: int = _at_least(80, 1)
-    batch_size: int = _at_least(64, 1)
-    lr: float = _at_least(5e-3, 0.0)
+    temperature: float = at_least(4.0, 1e-3)
+    alpha: float = between(0.9, 0.0, 1.0)
+    epochs: int = at_least(80, 1)
+    batch_size: int = at_least(64, 1)
+    lr: float = at_least(5e-3, 0.0)
     # Feature KD: student layer -> teacher layer, e.g. {"features.5" = "features.11"}.
     hint_layers: dict[str, str] = field(default_factory=dict, metadata={"example": '{"features.5" = "features.11"}'})
-    hint_weight: float = _at_least(1.0, 0.0)  # FitNets MSE through a learned 1x1 adapter
-    attention_weight: float = _at_least(0.0, 0.0)  # attention transfer on the same layer pairs
+    hint_weight: float = at_least(1.0, 0.0)  # FitNets MSE through a learned 1x1 adapter
+    attention_weight: float = at_least(0.0, 0.0)  # attention transfer on the same layer pairs
     # Self-distillation: born-again generations (each distills from the one before), and
     # auxiliary heads on these student layers taught by the student's own final head.
-    generations: int = _at_least(1, 1)
+    generations: int = at_least(1, 1)
     self_heads: list[str] = field(default_factory=list)
-    self_head_weight: float = _at_least(1.0, 0.0)
+    self_head_weight: float = at_least(1.0, 0.0)
     # Progressive distillation: teacher -> assistants (in order) -> student, e.g. [{width = 32, depth = 2}].
     assistants: list[dict] = field(default_factory=list, metadata={"table": {"width": int, "depth": int},
                                                                     "example": "[{width = 32, depth = 2}]"})
@@ -184,31 +164,31 @@ class DistillConfig:
     augment: bool = False
     # Teacher outputs: "cached" computes them once (and the stage cache keeps them across builds),
     # "per_step" on every batch; "auto" caches unless augmentation or feature hints need them live.
-    teacher_outputs: str = _choice("auto", "auto", "cached", "per_step")
-    nproc: int = _at_least(1, 1)  # processes under torchrun (DistributedDataParallel, gloo on CPU), per node
+    teacher_outputs: str = choice("auto", "auto", "cached", "per_step")
+    nproc: int = at_least(1, 1)  # processes under torchrun (DistributedDataParallel, gloo on CPU), per node
     # Several machines: every node runs the same build with its node_rank; node 0 listens at rendezvous.
-    nnodes: int = _at_least(1, 1)
-    node_rank: int = _at_least(0, 0)
+    nnodes: int = at_least(1, 1)
+    node_rank: int = at_least(0, 0)
     rendezvous: str = field(default="", metadata={"pattern": (r"([^\s:]+:\d+)?", "HOST:PORT of node 0, e.g. 10.0.0.1:29500")})
     # torch threads per training process (teacher and student); 0: this machine's cores divided among
     # the processes. Set, never left to torch: oversubscribed threads on a shared 2-core host made a
     # training step 10x slower.
-    threads: int = _at_least(0, 0)
+    threads: int = at_least(0, 0)
     # Worker processes per training process that decode image files for the data loader; -1: this
     # machine's cores divided among the processes; 0: decode in the training process. (Arrays in
     # memory are always sliced in the training process.) Never changes what is trained.
-    loader_workers: int = _at_least(-1, -1)
+    loader_workers: int = at_least(-1, -1)
     # Quantization-aware distillation after KD: fake-quant fine-tuning in the profile's int8 scheme.
-    qat_epochs: int = _at_least(0, 0)
-    qat_lr: float = _at_least(5e-4, 0.0)
+    qat_epochs: int = at_least(0, 0)
+    qat_lr: float = at_least(5e-4, 0.0)
 
 
 @dataclass(frozen=True)
 class ExportConfig:
-    opset: int = _between(18, 13, 23)  # 18: the torch.onnx (dynamo) exporter's native opset
-    parity_rtol: float = _at_least(1e-3, 0.0)
-    parity_atol: float = _at_least(1e-4, 0.0)
-    parity_samples: int = _at_least(64, 1)
+    opset: int = between(18, 13, 23)  # 18: the torch.onnx (dynamo) exporter's native opset
+    parity_rtol: float = at_least(1e-3, 0.0)
+    parity_atol: float = at_least(1e-4, 0.0)
+    parity_samples: int = at_least(64, 1)
 
 
 @dataclass(frozen=True)
@@ -218,25 +198,25 @@ class SimplifyConfig:
 
 @dataclass(frozen=True)
 class QuantizeConfig:
-    format: str = _choice("QDQ", "QDQ", "QOperator")
+    format: str = choice("QDQ", "QDQ", "QOperator")
     per_channel: bool = True
-    activation_type: str = _choice("QUInt8", "QUInt8", "QInt8")
-    weight_type: str = _choice("QInt8", "QInt8", "QUInt8")
-    calibrate_method: str = _choice("MinMax", "MinMax", "Entropy", "Percentile")
-    calibration_samples: int = _at_least(256, 1)
+    activation_type: str = choice("QUInt8", "QUInt8", "QInt8")
+    weight_type: str = choice("QInt8", "QInt8", "QUInt8")
+    calibrate_method: str = choice("MinMax", "MinMax", "Entropy", "Percentile")
+    calibration_samples: int = at_least(256, 1)
     reduce_range: bool = False  # 7-bit weights, for x86 CPUs without VNNI
     exclude_nodes: list[str] = field(default_factory=list)  # node names kept in float
     # Search: try every recipe the device can run, ship the fastest within the accuracy budget.
     search: bool = False
-    max_accuracy_drop: float = _at_least(1.0, 0.0)  # percentage points of val accuracy vs the fp32 student
+    max_accuracy_drop: float = at_least(1.0, 0.0)  # percentage points of val accuracy vs the fp32 student
     require_int8: bool = False  # if no int8 recipe fits the budget: error (true) or ship fp32 (false)
-    fallback_max_nodes: int = _at_least(4, 0)  # most sensitive nodes kept in float to repair a recipe
-    search_min_seconds: float = _at_least(1.0, 0.0)  # timed running per candidate, over 5 interleaved rounds
-    # Quantization-aware distillation of int8 against the float model (distill/qdq_distill.py):
+    fallback_max_nodes: int = at_least(4, 0)  # most sensitive nodes kept in float to repair a recipe
+    search_min_seconds: float = at_least(1.0, 0.0)  # timed running per candidate, over 5 interleaved rounds
+    # Quantization-aware distillation of int8 against the float model (export/qdq_distill.py):
     # optimize --distill, or when post-training int8 misses the budget and distill is on.
     distill: bool = False
-    distill_epochs: int = _at_least(8, 1)
-    distill_max_seconds: float = _at_least(900.0, 1.0)  # training stops past this, keeping what it learned
+    distill_epochs: int = at_least(8, 1)
+    distill_max_seconds: float = at_least(900.0, 1.0)  # training stops past this, keeping what it learned
 
 
 @dataclass(frozen=True)
@@ -245,31 +225,31 @@ class BenchmarkConfig:
     # Per provider, options as onnxruntime takes them, e.g. {CUDAExecutionProvider = {device_id = 0}}.
     provider_options: dict[str, dict] = field(default_factory=dict)
     allow_cpu_fallback: bool = False  # run on the CPU when the providers are missing (always recorded)
-    threads: int = _at_least(1, 1)
-    batch_size: int = _between(1, 1, 4096)  # latency of one call at this batch; larger ones do not fit a device
-    warmup_runs: int = _at_least(20, 0)
-    timed_runs: int = _at_least(300, 1)  # at least this many timed runs...
-    min_seconds: float = _at_least(2.0, 0.0)  # ...and at least this long
-    cold_start_runs: int = _at_least(3, 1)
+    threads: int = at_least(1, 1)
+    batch_size: int = between(1, 1, 4096)  # latency of one call at this batch; larger ones do not fit a device
+    warmup_runs: int = at_least(20, 0)
+    timed_runs: int = at_least(300, 1)  # at least this many timed runs...
+    min_seconds: float = at_least(2.0, 0.0)  # ...and at least this long
+    cold_start_runs: int = at_least(3, 1)
     # A measurement (one model at one setting) is stopped past this many seconds: a model whose
     # loops never end, or a device that crawls, fails with this limit named instead of hanging.
-    time_limit_s: float = _at_least(600.0, 1.0)
+    time_limit_s: float = at_least(600.0, 1.0)
     # Text bundles: the sequence lengths (tokens) timed, none longer than the model reads.
-    sequence_lengths: list[int] = _positive_ints([16, 64, 128], example="[16, 64, 128]")
+    sequence_lengths: list[int] = positive_ints([16, 64, 128], example="[16, 64, 128]")
 
 
 @dataclass(frozen=True)
 class BudgetConfig:
     """Device budgets; 0 means no budget. Recorded next to the measured figures."""
 
-    max_latency_ms: float = _at_least(0.0, 0.0)
-    max_size_bytes: int = _at_least(0, 0)
-    min_accuracy: float = _between(0.0, 0.0, 1.0)  # test accuracy of the shipped model
+    max_latency_ms: float = at_least(0.0, 0.0)
+    max_size_bytes: int = at_least(0, 0)
+    min_accuracy: float = between(0.0, 0.0, 1.0)  # test accuracy of the shipped model
     # Budget-driven build: sweep student sizes, ship the smallest that meets the budgets.
     sweep: bool = False
-    sweep_widths: list[int] = _positive_ints([4, 8, 16, 32], example="[8, 16]")
-    sweep_depths: list[int] = _positive_ints([1, 2, 3], example="[1, 2]")
-    estimate_slack: float = _at_least(2.0, 1.0)  # skip sizes whose estimate exceeds slack x latency budget
+    sweep_widths: list[int] = positive_ints([4, 8, 16, 32], example="[8, 16]")
+    sweep_depths: list[int] = positive_ints([1, 2, 3], example="[1, 2]")
+    estimate_slack: float = at_least(2.0, 1.0)  # skip sizes whose estimate exceeds slack x latency budget
     ship_best_effort: bool = False  # when no size meets both budgets: ship the closest (true) or nothing
 
 
@@ -386,7 +366,7 @@ def load_config(
         for part in reversed(setting.key.split(".")):
             nested = {part: nested}
         _merge(merged, nested, setting.origin, origins, [])
-    config = _build(BuildConfig, merged, origins, [])
+    config = build_dataclass(BuildConfig, merged, origins, [])
     _check_isa(config.device, origins)
     return config
 
@@ -401,7 +381,7 @@ def _check_isa(device: DeviceConfig, origins: dict[str, str]) -> None:
 
 def config_from_dict(raw: dict[str, Any]) -> BuildConfig:
     """The inverse of BuildConfig.to_dict (e.g. to hand a resolved config to worker processes)."""
-    return _build(BuildConfig, raw, {}, [])
+    return build_dataclass(BuildConfig, raw, {}, [])
 
 
 def _merge(into: dict, new: dict, origin: str, origins: dict[str, str], prefix: list[str]) -> None:
@@ -421,89 +401,3 @@ def _record_origin(origins: dict[str, str], path: list[str], value: Any, origin:
             _record_origin(origins, path + [key], sub, origin)
 
 
-def _build(cls: type, raw: dict[str, Any], origins: dict[str, str], prefix: list[str]) -> Any:
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    hints = typing.get_type_hints(cls)
-    values = {}
-    for key, value in raw.items():
-        path = prefix + [key]
-        dotted = ".".join(path)
-        if key not in fields:
-            where = origins.get(dotted, "config")
-            kind = "section" if not prefix else "key"
-            raise ConfigError(f"{where}: unknown {kind} '{dotted}'", did_you_mean(key, fields))
-        expected = hints[key]
-        if dataclasses.is_dataclass(expected):
-            if not isinstance(value, dict):
-                raise ConfigError(f"{origins.get(dotted, 'config')}: '{dotted}' must be a table [{dotted}]")
-            values[key] = _build(expected, value, origins, path)
-        else:
-            values[key] = _check_value(dotted, value, expected, fields[key].metadata, origins)
-    return cls(**values)
-
-
-def _check_value(dotted: str, value: Any, expected: Any, meta: Any, origins: dict[str, str]) -> Any:
-    where = origins.get(dotted, "config")
-    origin = typing.get_origin(expected)
-    if origin is dict:
-        value_type = typing.get_origin(typing.get_args(expected)[1]) or typing.get_args(expected)[1]
-        if not isinstance(value, dict) or not all(_is_type(v, value_type) for v in value.values()):
-            what = "table of tables" if value_type is dict else f"table of {value_type.__name__} values"
-            raise ConfigError(f"{where}: '{dotted}' must be a {what}, got {value!r}", _example(meta))
-        return dict(value)
-    if origin is list:
-        (item_type,) = typing.get_args(expected)
-        if not isinstance(value, list) or not all(_is_type(v, item_type) for v in value):
-            raise ConfigError(f"{where}: '{dotted}' must be a list of {item_type.__name__}, got {value!r}", _example(meta))
-        for i, item in enumerate(value):
-            if "table" in meta:
-                _check_table(f"{dotted}[{i}]", item, meta["table"], where, _example(meta))
-            if item_type is float and not math.isfinite(item):
-                raise ConfigError(f"{where}: '{dotted}[{i}]' = {item!r} is not a finite number")
-            if "item_min" in meta and item < meta["item_min"]:
-                raise ConfigError(f"{where}: '{dotted}[{i}]' = {item!r} is below the minimum {meta['item_min']}",
-                                  _example(meta))
-        if "lengths" in meta:
-            lengths = meta["lengths"]
-            if (lengths is None and not value) or (lengths is not None and len(value) not in lengths):
-                expected_len = "at least 1" if lengths is None else " or ".join(map(str, lengths))
-                raise ConfigError(f"{where}: '{dotted}' has {len(value)} item(s), expected {expected_len}",
-                                  _example(meta))
-        return [float(v) for v in value] if item_type is float else list(value)
-    if not _is_type(value, expected):
-        raise ConfigError(f"{where}: '{dotted}' must be {expected.__name__}, got {value!r}")
-    if expected is float:
-        value = float(value)
-        if not math.isfinite(value):
-            raise ConfigError(f"{where}: '{dotted}' = {value!r} is not a finite number", "give a real number")
-    if "pattern" in meta and not re.fullmatch(meta["pattern"][0], value):
-        raise ConfigError(f"{where}: '{dotted}' = {value!r} is not valid: expected {meta['pattern'][1]}")
-    if "choices" in meta and value not in meta["choices"]:
-        raise ConfigError(f"{where}: '{dotted}' = {value!r} is not valid", did_you_mean(str(value), meta["choices"]))
-    if "min" in meta and value < meta["min"]:
-        raise ConfigError(f"{where}: '{dotted}' = {value!r} is below the minimum {meta['min']}")
-    if "max" in meta and value > meta["max"]:
-        raise ConfigError(f"{where}: '{dotted}' = {value!r} is above the maximum {meta['max']}")
-    return value
-
-
-def _example(meta: Any) -> str | None:
-    return f"e.g. {meta['example']}" if "example" in meta else None
-
-
-def _check_table(dotted: str, item: dict, keys: dict[str, type], where: str, hint: str | None) -> None:
-    """A small inline table such as {width = 32, depth = 2}: exactly these keys, positive integers."""
-    for key in item:
-        if key not in keys:
-            raise ConfigError(f"{where}: unknown key '{key}' in '{dotted}'", did_you_mean(key, keys))
-    for key, kind in keys.items():
-        if key not in item or not _is_type(item[key], kind) or item[key] < 1:
-            raise ConfigError(f"{where}: '{dotted}.{key}' must be a positive integer, got {item.get(key)!r}", hint)
-
-
-def _is_type(value: Any, expected: type) -> bool:
-    if expected is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if expected is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, expected)

@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from edge_distill.device.remote import RemoteTarget
+from edge_distill.targets.remote import RemoteTarget
 
 SSHD = shutil.which("sshd") or ("/usr/sbin/sshd" if os.path.exists("/usr/sbin/sshd") else None)
 INSTALLED = SSHD is not None and shutil.which("ssh") is not None

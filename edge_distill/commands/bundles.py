@@ -136,8 +136,8 @@ def bench(bundle, remote, ssh_config, remote_python, connect_timeout, command_ti
     --remote, or --devices FILE) are measured in parallel and shown one row each.
     """
     from edge_distill.api import bench as bench_bundle
-    from edge_distill.device.fleet import render_fleet
-    from edge_distill.device.remote import render_bench
+    from edge_distill.targets.fleet import render_fleet
+    from edge_distill.targets.remote import render_bench
 
     targets = remote_targets(remote, ssh_config, remote_python, connect_timeout, command_timeout)
     report = bench_bundle(bundle, targets, inventory, benchmark_overrides(settings), connect_timeout, command_timeout,

@@ -40,7 +40,11 @@ from edge_distill.commands.options import (
 @click.option("--threads", type=click.IntRange(min=1),
               help="torch and ONNX Runtime threads (default: the profile's benchmark.threads, at most this host's "
                    "cores; 2 without --profile).")
-@click.option("--profile", "-p", help="Device profile: its sequence lengths and threads, recorded in the bundle.")
+@click.option("--max-quality-drop", type=FiniteFloat(min=0),
+              help="The int8 student ships only within this many points of the float student's held-out figure, "
+                   "and only where measured faster (default: the profile's quantize.max_accuracy_drop, 1.0).")
+@click.option("--profile", "-p", help="Device profile: its sequence lengths, threads, providers and device (timed over "
+                                      "SSH with device.host), recorded in the bundle.")
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=DEFAULT_CACHE, show_default=True)
 @click.option("--force", is_flag=True, help="Recompute the teacher's outputs and the student.")
 @layer_sweep_options("--max-latency-ms", "Latency budget (int8 student's p50 at the longest length)", "--min-quality",
@@ -49,10 +53,10 @@ from edge_distill.commands.options import (
 @remote_options(many=True)
 @json_option
 def text(task, teacher_folder, text, labeled, out, layers, embedding_rank, epochs, fine_tune_epochs, max_length, threads,
-         profile, cache_dir, force, max_latency_ms, min_quality, sweep_layers, ship_best_effort, quiet, remote, ssh_config,
+         max_quality_drop, profile, cache_dir, force, max_latency_ms, min_quality, sweep_layers, ship_best_effort, quiet, remote, ssh_config,
          remote_python, connect_timeout, command_timeout, as_json):
-    """Distil a transformer (sentence embeddings or a classifier) into a small int8 ONNX model with its
-    tokenizer, as a bundle."""
+    """Distil a transformer (sentence embeddings or a classifier) into a small ONNX model with its
+    tokenizer, as a bundle: int8 where measured faster than float within the quality budget."""
     from edge_distill.config import load_config
     from edge_distill.api import text_bundle
     from edge_distill.text.settings import DEFAULT_TRAINING, FINE_TUNE, TextBuildSettings
@@ -67,7 +71,8 @@ def text(task, teacher_folder, text, labeled, out, layers, embedding_rank, epoch
                                  fine_tune=dataclasses.replace(FINE_TUNE, epochs=fine_tune_epochs), threads=threads,
                                  distill=dataclasses.replace(DEFAULT_TRAINING[task],
                                                              epochs=epochs or DEFAULT_TRAINING[task].epochs),
-                                 budget=budget, sweep_layers=tuple(layer_counts(sweep_layers)))
+                                 budget=budget, sweep_layers=tuple(layer_counts(sweep_layers)),
+                                 max_quality_drop=max_quality_drop)
     targets = remote_targets(remote, ssh_config, remote_python, connect_timeout, command_timeout)
     manifest = text_bundle(settings, out, cache_dir=cache_dir, force=force, remotes=targets,
                            progress=progress_for(as_json, quiet))

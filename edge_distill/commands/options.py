@@ -179,8 +179,8 @@ def device_settings(hosts, ssh_config, remote_python, connect_timeout, command_t
 
 
 def remote_targets(hosts, ssh_config, remote_python, connect_timeout, command_timeout) -> list:
-    """A device.remote.RemoteTarget per host given (None and empty entries dropped)."""
-    from edge_distill.device.remote import RemoteTarget
+    """A targets.remote.RemoteTarget per host given (None and empty entries dropped)."""
+    from edge_distill.targets.remote import RemoteTarget
 
     hosts = [hosts] if isinstance(hosts, str) or hosts is None else list(hosts)
     return [RemoteTarget(host, ssh_config, remote_python, connect_timeout, command_timeout) for host in hosts if host]
@@ -207,8 +207,8 @@ def load_build_config(profile, config_file, overrides, data, teacher, teacher_ch
 
 def on_devices(report: dict | None) -> list[str]:
     """The device figures after a build's table: one device's, or a row per device."""
-    from edge_distill.device.fleet import render_fleet
-    from edge_distill.device.remote import render_bench
+    from edge_distill.targets.fleet import render_fleet
+    from edge_distill.targets.remote import render_bench
 
     if not report:
         return []

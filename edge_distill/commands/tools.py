@@ -60,7 +60,7 @@ def emulator() -> None:
 @click.option("--root", type=click.Path(path_type=Path), help="Where to keep it (default: ~/.cache/edge-distill).")
 def emulator_setup(root: Path | None) -> None:
     """Download Debian's arm64 Python 3.11 and the aarch64 numpy/onnxruntime wheels, once."""
-    from edge_distill.device.emulate import default_root, setup_userland
+    from edge_distill.targets.emulate import default_root, setup_userland
 
     setup_userland(root or default_root(), progress=progress_for())
 

@@ -13,12 +13,13 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 try:
     from edge_distill.device.runner import create_session, describe_host, peak_rss_mb
-except ImportError:  # on a device, beside runner.py (device/remote.py copies both)
+except ImportError:  # on a device, beside runner.py (targets/remote.py copies both)
     from runner import create_session, describe_host, peak_rss_mb
 
 PAST = re.compile(r"past_key_values\.(\d+)\.(key|value)$")
@@ -145,23 +146,40 @@ def describe_divergence(index: int, row: dict, atol: float) -> str:
             f"ahead by {row['margin']:.3g} in logit (tolerance {atol:.3g})")
 
 
-def time_generation(decoder: Decoder, prompt_length: int, new_tokens: int, rounds: int = 3) -> dict[str, float]:
+def time_generation(decoder: Decoder, prompt_length: int, new_tokens: int, rounds: int = 3) -> dict[str, Any]:
     """Time to first token (the prefill of a `prompt_length`-token prompt) and decode tokens/s over
     `new_tokens` greedy steps after it, at batch 1: the median of `rounds` (after one warm-up)."""
-    prompt = np.asarray([(np.arange(prompt_length) * 7919 + 11) % decoder.vocab_size], dtype=np.int64)
-    first, rates = [], []
-    for round_ in range(rounds + 1):
+    return time_side_by_side([decoder], prompt_length, new_tokens, rounds)[0]
+
+
+def time_side_by_side(decoders: list[Decoder], prompt_length: int, new_tokens: int, rounds: int = 5
+                      ) -> list[dict[str, Any]]:
+    """time_generation's figures for each decoder, timed in interleaved rounds: one warm-up each,
+    then each round visits every decoder in a rotated order, so a drift of the machine's speed hits
+    all alike. round_decode_tokens_per_s: each round's figure, for a comparison that must hold round
+    by round (measure/speed.quickest_beyond_noise)."""
+    vocab = min(decoder.vocab_size for decoder in decoders)
+    prompt = np.asarray([(np.arange(prompt_length) * 7919 + 11) % vocab], dtype=np.int64)
+
+    def once(decoder: Decoder) -> tuple[float, float]:
         started = time.perf_counter()
         state = decoder.start(prompt)
         prefilled = time.perf_counter()
         for _ in range(new_tokens):
             state = decoder.advance(state, np.asarray([[int(np.argmax(state.logits[0]))]], dtype=np.int64))
-        finished = time.perf_counter()
-        if round_:  # the first round warms the session up
-            first.append((prefilled - started) * 1e3)
-            rates.append(new_tokens / (finished - prefilled))
-    return {"prompt_tokens": prompt_length, "time_to_first_token_ms": float(np.median(first)),
-            "new_tokens": new_tokens, "decode_tokens_per_s": float(np.median(rates))}
+        return (prefilled - started) * 1e3, new_tokens / (time.perf_counter() - prefilled)
+
+    for decoder in decoders:  # warms each session up
+        once(decoder)
+    first, rates = [[] for _ in decoders], [[] for _ in decoders]
+    for round_ in range(rounds):
+        for index in [(round_ + k) % len(decoders) for k in range(len(decoders))]:
+            ttft, rate = once(decoders[index])
+            first[index].append(ttft)
+            rates[index].append(rate)
+    return [{"prompt_tokens": prompt_length, "time_to_first_token_ms": float(np.median(first[i])),
+             "new_tokens": new_tokens, "decode_tokens_per_s": float(np.median(rates[i])),
+             "round_decode_tokens_per_s": [float(rate) for rate in rates[i]]} for i in range(len(decoders))]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -182,6 +200,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--expect-ids", default="", help="each prompt's golden greedy tokens (as --prompt-ids): "
                         "decode along them and report where the model's choice differs beyond --atol")
     parser.add_argument("--atol", type=float, default=0.0, help="logit margin within which a different choice ties")
+    parser.add_argument("--versus", type=Path, nargs="*", metavar="MODEL",
+                        help="with --time: time these models too, side by side with the first in interleaved "
+                             "rounds (5), each by its file name under side_by_side")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     try:
@@ -192,12 +213,20 @@ def main(argv: list[str] | None = None) -> int:
         tokens = [] if expected else [greedy(decoder, prompt, args.new_tokens)[0] for prompt in prompts]
         golden = [{k: v for k, v in follow(decoder, prompt, row, args.atol).items() if k != "first_logits"}
                   for prompt, row in zip(prompts, expected)]
-        timing = [time_generation(decoder, int(n), args.new_tokens) for n in args.time.split(",") if n]
+        lengths = [int(n) for n in args.time.split(",") if n]
+        if args.versus is not None:
+            others = [Decoder(create_session(path, threads=args.threads or None)) for path in args.versus]
+            rows = [time_side_by_side([decoder, *others], n, args.new_tokens) for n in lengths]
+            side_by_side = {path.name: [row[i] for row in rows] for i, path in enumerate([args.model, *args.versus])}
+            timing = side_by_side[args.model.name]
+        else:
+            timing = [time_generation(decoder, n, args.new_tokens) for n in lengths]
     except Exception as e:  # one line, not a traceback: over SSH it is all the user sees
         print(f"decoder: {args.model.name}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__}",
               file=sys.stderr)
         return 3
     result = {"tokens": tokens, **({"golden": golden} if expected else {}), "timing": timing,
+              **({"side_by_side": side_by_side} if args.versus is not None else {}),
               "vocab_size": decoder.vocab_size, "layers": decoder.layers, "onnxruntime": ort.__version__, "peak_rss_mb": peak_rss_mb(),
               "host": describe_host(), "threads": args.threads or None}
     print(json.dumps(result) if args.json else "\n".join([" ".join(map(str, row)) for row in tokens]

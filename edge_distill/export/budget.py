@@ -242,7 +242,7 @@ def distill_attempt(ptq: tuple[Path, dict, Judgement], fp32: Path, calibrate_on:
     import torch
 
     from edge_distill.device.runner import usable_threads
-    from edge_distill.distill.qdq_distill import DistillSettings, distill_int8
+    from edge_distill.export.qdq_distill import DistillSettings, distill_int8
     from edge_distill.hashing import sha256
     from edge_distill.hashing import library_versions
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from edge_distill.config import BenchmarkConfig, DeviceConfig, QuantizeConfig
 from edge_distill.errors import QuantizeError
+from edge_distill.measure.speed import quickest_beyond_noise
 
 if TYPE_CHECKING:
     from edge_distill.export.budget import Judgement
@@ -46,7 +47,7 @@ def measured_choice(fp32_model: Path, int8_model: Path, recipe: str, x_val: np.n
     int8 regardless with quantize.require_int8."""
     import onnx
 
-    from edge_distill.device.remote import fastest as fastest_row
+    from edge_distill.targets.remote import fastest as fastest_row
     from edge_distill.device.runner import predict_classes, usable_threads
     from edge_distill.export.budget import Judgement
     from edge_distill.measure.harness import provider_specs
@@ -118,12 +119,12 @@ def quantize_and_select(fp32_model: Path, calibration: np.ndarray, x_val: np.nda
 
 def time_candidates(models: dict[str, Path], feed: dict[str, np.ndarray], bench: BenchmarkConfig, device: DeviceConfig,
                     seconds: float, progress: Callable[[str], None]) -> dict[str, Any]:
-    """Float and int8 timed side by side (device.remote.time_side_by_side), `seconds` each: on the
+    """Float and int8 timed side by side (targets.remote.time_side_by_side), `seconds` each: on the
     device over SSH, each at 1, 2, 4, ... up to the profile's threads; else here, at those counts
     that fit this host's cores where it has the device's architecture, or at the profile's count
     only, for the record, where it has not. {"where", "for_device": whether the figures stand for
     the device, "host", "threads", "rows"}."""
-    from edge_distill.device.remote import device_target, time_side_by_side
+    from edge_distill.targets.remote import device_target, time_side_by_side
     from edge_distill.device.runner import thread_candidates, usable_threads
     from edge_distill.measure.harness import provider_specs
     from edge_distill.sessions import onnxruntime_errors
@@ -144,7 +145,7 @@ def time_candidates(models: dict[str, Path], feed: dict[str, np.ndarray], bench:
 def choose(judgement: Judgement, timing: dict, device_arch: str) -> tuple[str, int, str]:
     """(precision "int8" | "fp32", intra-op threads, why): the fastest candidate the budget allows
     where the timing stands for the device; else the profile's int8 recipe when within budget."""
-    from edge_distill.device.remote import fastest
+    from edge_distill.targets.remote import fastest
 
     rows = [row for row in timing["rows"] if "p50" in row]
     int8_error = next((row["error"] for row in timing["rows"] if row["variant"] == "int8" and "error" in row), None)
@@ -189,22 +190,3 @@ def choose(judgement: Judgement, timing: dict, device_arch: str) -> tuple[str, i
                                          f"{shown(int8_best)} vs float {shown(best)}{tie}; {judgement.summary}")
     return "fp32", best["threads"], (f"int8 measured slower than float on {where}: its best {shown(int8_best)} "
                                      f"vs float {shown(best)}{tie}; {judgement.summary}")
-
-
-def quickest_beyond_noise(rows: list[dict]) -> tuple[dict, dict]:
-    """(the row to ship, the quickest row). The quickest beats another row only where it was
-    quicker in every interleaved round (round_p50s; with 5 rounds, a 1 in 32 chance if the two
-    were equal); otherwise they are tied, and a tie goes to float, the simpler variant, then to
-    fewer threads. Rows without rounds compare by p50 alone."""
-    quickest = min(rows, key=lambda row: row["p50"])
-
-    def tied(row: dict) -> bool:
-        ours, theirs = quickest.get("round_p50s"), row.get("round_p50s")
-        if row is quickest:
-            return True
-        if not ours or not theirs or len(ours) != len(theirs):
-            return row["p50"] == quickest["p50"]
-        return not all(a < b for a, b in zip(ours, theirs))
-
-    chosen = min((row for row in rows if tied(row)), key=lambda row: (row["variant"] != "fp32", row["threads"]))
-    return chosen, quickest

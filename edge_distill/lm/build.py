@@ -150,11 +150,12 @@ def export_student(inputs, out: Path, progress) -> None:
 
 
 def quantize_and_judge(inputs, settings: LMBuildSettings, out: Path, progress) -> None:
-    """llm-quantize: each variant made, its held-out quality measured, timed in a process of its own;
-    the one to ship chosen (lm/quantize.py)."""
+    """llm-quantize: each variant made, its held-out quality and peak memory measured; all timed side
+    by side in interleaved rounds in a process of their own; the one to ship chosen (lm/quantize.py)."""
     import numpy as np
 
-    from edge_distill.lm.quantize import VARIANTS, choose_variant, held_out_quality, make_variant, time_in_own_process
+    from edge_distill.lm.quantize import (VARIANTS, choose_variant, held_out_quality, make_variant,
+                                          peak_memory_in_own_process, time_side_by_side)
 
     held_out, teacher_top1 = np.load(inputs["held_out.npy"]), np.load(inputs["teacher_top1.npy"])
     paths = {"fp32": inputs["decoder_fp32.onnx"]} | {name: out / f"decoder_{name}.onnx" for name in VARIANTS[1:]}
@@ -166,12 +167,16 @@ def quantize_and_judge(inputs, settings: LMBuildSettings, out: Path, progress) -
             made = make_variant(name, paths["fp32"], path)  # refused where it quantized no node
         quality, top1 = held_out_quality(path, held_out, teacher_top1, settings.threads)
         fp32_top1 = top1 if fp32_top1 is None else fp32_top1
-        timed = time_in_own_process(path, settings.threads)
         rows[name] = {"size_bytes": path.stat().st_size, **quality, "quantized_nodes": made.get("quantized_nodes", 0),
                       "agreement_with_fp32": float((top1 == fp32_top1).mean()),
-                      "decode_tokens_per_s": timed["timing"][0]["decode_tokens_per_s"], **timed}
-        progress(f"quantize: {name}: perplexity {quality['perplexity']:.2f}, "
-                 f"{rows[name]['decode_tokens_per_s']:.0f} tokens/s")
+                      "peak_rss_mb": peak_memory_in_own_process(path, settings.threads)}
+        progress(f"quantize: {name}: perplexity {quality['perplexity']:.2f}, peak memory "
+                 f"{rows[name]['peak_rss_mb'] or 0:.0f} MB")
+    progress(f"quantize: timing {', '.join(paths)} side by side in interleaved rounds")
+    for name, timing in time_side_by_side(paths, settings.threads).items():
+        rows[name] |= {"decode_tokens_per_s": timing[0]["decode_tokens_per_s"],
+                       "round_decode_tokens_per_s": timing[0]["round_decode_tokens_per_s"], "timing": timing}
+        progress(f"quantize: {name}: {rows[name]['decode_tokens_per_s']:.0f} tokens/s")
     chosen, why = choose_variant(rows, settings.max_perplexity_increase)
     (out / "variants.json").write_text(json.dumps({"variants": rows, "chosen": chosen, "why": why,
                                                    "threads": settings.threads,

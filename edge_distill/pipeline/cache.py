@@ -2,7 +2,7 @@
 
 An entry records the sha256 of each output it holds and is verified before reuse: a truncated or
 edited file is a miss that reruns the stage, never an input trusted downstream. The first use of a
-cache by any pipeline removes the staging folders a killed run left (pipeline/staging.py).
+cache by any pipeline removes the staging folders a killed run left (staging.py).
 
 A cache folder is provably ours before anything in it is removed: its root holds CACHEDIR.TAG
 (the Cache Directory Tagging spec, so backup tools skip it too), written when edge-distill creates
@@ -25,7 +25,7 @@ from typing import Any
 
 from edge_distill.errors import InputFileError
 from edge_distill.hashing import sha256
-from edge_distill.pipeline.staging import make_staging, remove_leftovers, staging_folder
+from edge_distill.staging import make_staging, remove_leftovers, staging_folder
 
 RECORD = "stage.json"  # the entry's description and its outputs' hashes; its mtime is the last use
 STAGING_PREFIX = ".tmp-"

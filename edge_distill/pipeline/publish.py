@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge_distill.errors import FileSystemError, InputFileError
-from edge_distill.pipeline.staging import make_staging, remove_leftovers
+from edge_distill.staging import make_staging, remove_leftovers
 
 
 @dataclass(frozen=True)

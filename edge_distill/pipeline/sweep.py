@@ -185,7 +185,7 @@ def sweep_layers(sweep: LayerSweep, layer_counts: list[int], budget: BudgetConfi
                  progress: Progress) -> tuple[dict[str, Any], dict[str, Any]]:
     """Build a student per layer count (each its own cached build), pick the smallest meeting the
     budgets, publish it with sweep.json and sweep.svg. Returns the shipped manifest and the report."""
-    from edge_distill.pipeline.staging import staging_folder
+    from edge_distill.staging import staging_folder
 
     check_out(out)
     if not layer_counts:

@@ -13,8 +13,13 @@ What each stage calls is here:
 
   text-classifier  teacher/..., fine_tune.json      fine_tune_teacher (classification, a folder without a head)
   text-teacher     teacher_outputs.npy              teacher_outputs
-  text-student     student_fp32.onnx, model.onnx,   make_student (made from the teacher, distilled, exported,
-                   tokenizer.json, student.json       int8, judged and timed)
+  text-teacher-export  teacher_fp32.onnx             export_teacher
+  text-student     student_fp32.onnx,               make_student (made from the teacher, distilled, exported)
+                   tokenizer.json, student.json
+  text-quantize    student_int8.onnx, judged.json   quantize_and_judge (the int8 recipe; teacher, float and
+                                                      int8 judged on held-out text)
+  text-benchmark   timing.json                      time_and_choose (float or int8, and the threads, by
+                                                      export/selection.choose; each length timed)
   text-package     the bundle's files               write_text_bundle
 """
 
@@ -119,16 +124,29 @@ def teacher_outputs(folder: Path, settings: TextBuildSettings, texts: list[str],
                                                          None if classifier else teacher.pooling, texts, progress=progress))
 
 
-def make_student(folder: Path, settings: TextBuildSettings, data: TextData, targets: Path, staged: Path,
-             progress) -> None:
-    """Make, distill, export, quantize (dynamic int8) and judge the student; write STUDENT_FILES."""
+def export_teacher(folder: Path, settings: TextBuildSettings, staged: Path, progress) -> None:
+    """The teacher as ONNX (teacher_fp32.onnx): what the student is judged and timed against."""
     import torch
+
+    from edge_distill.text.export import export_text_encoder
+    from edge_distill.text.teacher import load_teacher
+
+    torch.set_num_threads(settings.distill.threads)
+    classifier = settings.task == "classification"
+    teacher = load_teacher(folder, settings.max_length, classifier=classifier)
+    progress(f"exporting the teacher ({teacher.parameters:,} parameters) to ONNX")
+    export_text_encoder(teacher.model, None if classifier else teacher.pooling, teacher.tokenizer,
+                        staged / "teacher_fp32.onnx")
+
+
+def make_student(folder: Path, settings: TextBuildSettings, data: TextData, targets: Path, staged: Path,
+                 progress) -> None:
+    """Make, distill and export the student, checked against PyTorch; write STUDENT_FILES."""
+    import torch
+
     from edge_distill.bundle.reader import read_tokenizer
-    from edge_distill.device.runner import compare_latency
-    from edge_distill.pipeline.staging import staging_folder
     from edge_distill.text.distill import distill_embeddings, distill_logits
     from edge_distill.text.export import check_text_parity, export_text_encoder
-    from edge_distill.export.quantize import apply_recipe
     from edge_distill.text.student import StudentShape, student_from_teacher
     from edge_distill.text.teacher import load_teacher
 
@@ -149,34 +167,112 @@ def make_student(folder: Path, settings: TextBuildSettings, data: TextData, targ
     else:
         training = distill_embeddings(student, tokenizer, pooling, data.texts, np.load(targets), settings.distill,
                                       progress)
-    with staging_folder(staged, ".scratch-") as tmp:  # the teacher's ONNX file is not part of the entry
-        teacher_onnx = tmp / "teacher_fp32.onnx"
-        export_text_encoder(teacher.model, pooling, teacher.tokenizer, teacher_onnx)
-        export_text_encoder(student, pooling, tokenizer, staged / "student_fp32.onnx")
-        parity = check_text_parity(student, pooling, tokenizer, staged / "student_fp32.onnx", data.held_out[:8])
-        quantization = apply_recipe(INT8, staged / "student_fp32.onnx", staged / "student_int8.onnx")
-        models = {"teacher_fp32": teacher_onnx, "student_fp32": staged / "student_fp32.onnx",
-                  "student_int8": staged / "student_int8.onnx"}
-        progress(f"judging on {len(data.held_out)} held-out texts")
-        # Each model as an app runs it: ONNX Runtime, one text at a time, its own tokenizer.
-        outputs = {name: onnx_outputs(path, teacher.tokenizer if name == "teacher_fp32" else tokenizer, data.held_out,
-                                      settings.distill.threads) for name, path in models.items()}
-        quality = {name: _quality(data, values, outputs["teacher_fp32"]) for name, values in outputs.items()}
-        sizes = {name: path.stat().st_size for name, path in models.items()}
-        latency = {}
-        for length in settings.lengths:
-            progress(f"timing teacher and student side by side at length {length}")
-            # The student's ids are valid for the teacher too: its vocabulary holds them.
-            feed = length_feed(tokenizer, " ".join(data.held_out[:8]), length)
-            timed = compare_latency(models, feed, ["CPUExecutionProvider"], settings.distill.threads,
-                                    settings.benchmark_seconds)
-            latency[str(length)] = {name: timed[name].get("p50", timed[name].get("error")) for name in models}
+    export_text_encoder(student, pooling, tokenizer, staged / "student_fp32.onnx")
+    parity = check_text_parity(student, pooling, tokenizer, staged / "student_fp32.onnx", data.held_out[:8])
     (staged / "student.json").write_text(json.dumps({
-        "student": report, "training": training, "parity_max_abs_diff": parity, "quality": quality,
-        "size_bytes": sizes, "p50_ms": latency, "threads": settings.distill.threads, "quantization": quantization,
+        "student": report, "training": training, "parity_max_abs_diff": parity,
         "pooling": None if pooling is None else dataclasses.asdict(pooling), "max_length": settings.max_length,
         "teacher": {"folder": str(folder), "parameters": teacher.parameters,
                     "model_type": teacher.model.config.model_type}}, indent=2))
+
+
+def quantize_and_judge(folder: Path, settings: TextBuildSettings, data: TextData, inputs: dict[str, Path],
+                       staged: Path, progress) -> None:
+    """The int8 student by the text recipe (its quantized nodes counted), and teacher, float and
+    int8 judged on the held-out text as an app runs them (ONNX Runtime, one text at a time, each its
+    own tokenizer); judged.json holds the figures and whether int8 keeps the float student's within
+    settings.max_quality_drop points."""
+    from edge_distill.bundle.reader import cut_at, read_tokenizer
+    from edge_distill.export.quantize import apply_recipe
+    from edge_distill.text.teacher import check_teacher_folder
+
+    quantization = apply_recipe(INT8, inputs["student_fp32.onnx"], staged / "student_int8.onnx")
+    models = {"teacher_fp32": inputs["teacher_fp32.onnx"], "student_fp32": inputs["student_fp32.onnx"],
+              "student_int8": staged / "student_int8.onnx"}
+    tokenizers = {"teacher_fp32": cut_at(check_teacher_folder(folder)[1], settings.max_length),
+                  "student": read_tokenizer(inputs["tokenizer.json"], settings.max_length)}
+    progress(f"judging teacher, float and int8 student on {len(data.held_out)} held-out texts")
+    outputs = {name: onnx_outputs(path, tokenizers.get(name, tokenizers["student"]), data.held_out,
+                                  settings.distill.threads) for name, path in models.items()}
+    quality = {name: _quality(data, values, outputs["teacher_fp32"]) for name, values in outputs.items()}
+    judgement = int8_judgement(quality, settings.max_quality_drop)
+    progress(f"int8: {judgement.summary}")
+    (staged / "judged.json").write_text(json.dumps({
+        "quantization": quantization, "quality": quality,
+        "size_bytes": {name: path.stat().st_size for name, path in models.items()},
+        "judgement": {"ok": judgement.ok, "score": judgement.score, "summary": judgement.summary}}, indent=2))
+
+
+def int8_judgement(quality: dict[str, dict[str, float]], max_drop: float):
+    """export/budget.Judgement of the int8 student against the float one, on the task's figure
+    (text/bundle.quality_figure), in points: within `max_drop` or not."""
+    from edge_distill.export.budget import Judgement
+    from edge_distill.text.bundle import quality_figure
+
+    measure, float_figure = quality_figure(quality["student_fp32"])
+    int8_figure = quality_figure(quality["student_int8"])[1]
+    drop = 100.0 * (float_figure - int8_figure)
+    ok = drop <= max_drop
+    return Judgement(ok, -drop, f"{measure} {int8_figure:.4f} vs float {float_figure:.4f}, {drop:+.2f} points lost "
+                                f"({'within' if ok else 'over'} the {max_drop:g}-point budget)", {}, None)
+
+
+def time_and_choose(settings: TextBuildSettings, data: TextData, inputs: dict[str, Path], staged: Path,
+                    progress) -> None:
+    """What ships and at how many threads, by the rule `build` and `optimize` ship by
+    (export/selection: float and int8 timed side by side at 1, 2, 4, ... threads at the longest
+    sequence length, on the device over SSH or here, then `choose`); then teacher and student timed
+    side by side at each sequence length at that thread count (timing.json). Where nothing can
+    measure for the device (another architecture, no device.host), the table is timed at the
+    profile's threads (at most this host's cores) and `choose` reads its rows, for the record."""
+    from edge_distill.bundle.reader import read_tokenizer
+    from edge_distill.device.runner import usable_threads
+    from edge_distill.export.budget import Judgement
+    from edge_distill.export.selection import choose, time_candidates
+    from edge_distill.measure.harness import provider_specs
+    from edge_distill.sessions import onnxruntime_errors
+    from edge_distill.targets.remote import device_target, time_side_by_side
+
+    tokenizer = read_tokenizer(inputs["tokenizer.json"], settings.max_length)
+    text = " ".join(data.held_out[:8])
+    bench, device = settings.benchmark, settings.device
+    judged = json.loads(inputs["judged.json"].read_text())["judgement"]
+    judgement = Judgement(judged["ok"], judged["score"], judged["summary"], {}, None)
+    # The student's ids are valid for the teacher too: its vocabulary holds them.
+    feeds = {length: length_feed(tokenizer, text, length) for length in settings.lengths}
+    candidates = {"fp32": inputs["student_fp32.onnx"], "int8": inputs["student_int8.onnx"]}
+    models = {"teacher_fp32": inputs["teacher_fp32.onnx"], "student_fp32": candidates["fp32"],
+              "student_int8": candidates["int8"]}
+
+    def time_lengths(threads: int) -> dict[int, dict]:
+        rows = {}
+        for length, feed in feeds.items():
+            progress(f"timing teacher and student side by side at length {length}, {threads} thread(s)")
+            with onnxruntime_errors(f"timing at length {length}"):
+                rows[length] = time_side_by_side(models, feed, [threads], provider_specs(bench),
+                                                 settings.benchmark_seconds, device_target(device),
+                                                 not bench.allow_cpu_fallback, progress, bench.time_limit_s)
+        return rows
+
+    longest = settings.lengths[-1]
+    if device_target(device) is not None or device.is_host_arch:  # measured for the device: 1, 2, 4, ... threads
+        timing = time_candidates(candidates, feeds[longest], bench, device, settings.benchmark_seconds, progress)
+        precision, threads, why = choose(judgement, timing, device.arch)
+        by_length = time_lengths(threads)
+    else:  # for the record only: the table's own rows at the longest length serve the choice
+        by_length = time_lengths(usable_threads(bench.threads))
+        timing = by_length[longest] | {"for_device": False, "threads": [usable_threads(bench.threads)], "rows": [
+            row | {"variant": row["variant"].removeprefix("student_")}
+            for row in by_length[longest]["rows"] if row["variant"] != "teacher_fp32"]}
+        precision, threads, why = choose(judgement, timing, device.arch)
+    progress(f"shipping student_{precision} at {threads} thread(s): {why}")
+    latency = {str(length): {row["variant"]: row.get("p50", row.get("error")) for row in timed["rows"]}
+               for length, timed in by_length.items()}
+    (staged / "timing.json").write_text(json.dumps({
+        "variant": f"student_{precision}", "threads": threads, "why": why, "p50_ms": latency,
+        "choice": {"where": timing["where"], "host": timing["host"], "for_device": timing["for_device"],
+                   "length": longest, "candidates": timing["rows"], "judgement": judged["summary"]}},
+        indent=2))
 
 
 def _quality(data: TextData, outputs: np.ndarray, teacher: np.ndarray) -> dict[str, float]:

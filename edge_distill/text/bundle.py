@@ -19,7 +19,7 @@ KEPT_QUALITY_WARNING = 0.95  # a student keeping less of its teacher's quality g
 
 
 def quality_warnings(manifest: dict[str, Any]) -> list[dict[str, str]]:
-    """A warning where the int8 student keeps less than KEPT_QUALITY_WARNING of the teacher's
+    """A warning where the shipped student keeps less than KEPT_QUALITY_WARNING of the teacher's
     quality, with what to try next."""
 
     measure, student = quality_of(manifest)
@@ -28,7 +28,7 @@ def quality_warnings(manifest: dict[str, Any]) -> list[dict[str, str]]:
         return []
     layers = len(manifest["model"]["layers_from_teacher"])
     return [{"kind": "quality_kept", "message": (
-        f"the int8 student keeps {student / teacher:.0%} of the teacher's {measure} ({student:.3f} against "
+        f"the {manifest['model']['precision']} student keeps {student / teacher:.0%} of the teacher's {measure} ({student:.3f} against "
         f"{teacher:.3f}), below {KEPT_QUALITY_WARNING:.0%}: try --layers {layers + 1}, more --epochs or more "
         "training text, or a budget sweep (--min-quality)")}]
 
@@ -51,35 +51,38 @@ def golden_text_feeds(tokenizer, strings: list[str]) -> tuple[list[dict[str, np.
 
 
 def write_text_bundle(student: dict[str, Path], data: TextData, settings: TextBuildSettings, out: Path) -> None:
-    """The bundle's files in `out`: model.onnx (int8), tokenizer.json, golden vectors (the io kind
+    """The bundle's files in `out`: model.onnx (the float or int8 student text-benchmark chose), tokenizer.json, golden vectors (the io kind
     `verify` and `bench` run anywhere, plus golden_text.json: the strings and their ids, for
-    checking a tokenizer) and manifest.json. `student`: the text-student stage's files."""
+    checking a tokenizer) and manifest.json. `student`: the files of the stages before."""
     import shutil
 
     from edge_distill.bundle.reader import SCHEMA_VERSION, read_tokenizer
     from edge_distill.bundle.writer import label_model, profile_section, write_io_golden, write_manifest
-    from edge_distill.device.runner import describe_host
     from edge_distill.onnx_model import model_tensors
     from edge_distill.onnx_model import load_onnx
     from edge_distill.hashing import library_versions, sha256
     from edge_distill.measure.harness import measurement_note
 
     report = json.loads(student["student.json"].read_text())
+    judged = json.loads(student["judged.json"].read_text())
+    timing = json.loads(student["timing.json"].read_text())
+    variant = timing["variant"]
+    precision = variant.removeprefix("student_")
     tokenizer = read_tokenizer(student["tokenizer.json"], settings.max_length)
     classifier = settings.task == "classification"
     task = "text-classification" if classifier else "sentence-embedding"
     strings = data.golden
     feeds, ids = golden_text_feeds(tokenizer, strings)
-    inputs, outputs = model_tensors(load_onnx(student["student_int8.onnx"]), "the student")
+    inputs, outputs = model_tensors(load_onnx(student[f"{variant}.onnx"]), "the student")
     model = out / "model.onnx"
-    label_model(student["student_int8.onnx"], model, precision="int8", task=task, labels=json.dumps(data.names or []))
+    label_model(student[f"{variant}.onnx"], model, precision=precision, task=task, labels=json.dumps(data.names or []))
     golden = write_io_golden(model, feeds, outputs, out)
     golden["source"] = (f"{'held-out labeled texts' if classifier else 'held-out retrieval queries'}, "
                         "padded to the longest with a mask of zeros")
     (out / "golden_text.json").write_text(json.dumps({"texts": strings, "input_ids": ids}, ensure_ascii=False)
                                           + "\n", encoding="utf-8")
     shutil.copyfile(student["tokenizer.json"], out / "tokenizer.json")
-    host = describe_host()
+    host, where = timing["choice"]["host"], timing["choice"]["where"]
     profile = (profile_section(settings.profile) if settings.profile else
                {"name": None, "device": "any CPU", "benchmark": dataclasses.asdict(settings.benchmark)})
     profile["benchmark"] = dataclasses.asdict(settings.benchmark)  # the threads it was timed with here
@@ -89,10 +92,11 @@ def write_text_bundle(student: dict[str, Path], data: TextData, settings: TextBu
         "task": task,
         # The settings `edge-distill bench` times the bundle with, here or on a device.
         "profile": profile,
-        "runtime": {"intra_op_threads": settings.distill.threads, "why": "the threads it was timed with here"},
-        "model": {"file": "model.onnx", "sha256": sha256(model), "precision": "int8",
-                  "quantization": "dynamic int8 (MatMul, Gather)", "parameters": report["student"]["parameters"],
-                  "quantized_nodes": report["quantization"]["quantized_nodes"],
+        "runtime": {"intra_op_threads": timing["threads"], "why": timing["why"]},
+        "model": {"file": "model.onnx", "sha256": sha256(model), "precision": precision, "variant": variant,
+                  "why": timing["why"], "parameters": report["student"]["parameters"],
+                  **({"quantization": "dynamic int8 (MatMul, Gather)",
+                      "quantized_nodes": judged["quantization"]["quantized_nodes"]} if precision == "int8" else {}),
                   "teacher_parameters": report["student"]["teacher_parameters"],
                   "layers_from_teacher": report["student"]["layers_from_teacher"],
                   "vocabulary": report["student"]["vocabulary"],
@@ -111,14 +115,17 @@ def write_text_bundle(student: dict[str, Path], data: TextData, settings: TextBu
         "golden": golden,
         "teacher": report["teacher"],
         "training": {"data": data.source, **report["training"]},
-        "metrics": {"quality": report["quality"], "size_bytes": report["size_bytes"], "p50_ms": report["p50_ms"],
-                    "threads": report["threads"], "parity_max_abs_diff": report["parity_max_abs_diff"],
+        "metrics": {"quality": judged["quality"], "size_bytes": judged["size_bytes"], "p50_ms": timing["p50_ms"],
+                    "threads": timing["threads"], "parity_max_abs_diff": report["parity_max_abs_diff"],
+                    "int8_judgement": judged["judgement"]["summary"], "choice": timing["choice"],
                     "task": (f"{len(data.held_out)} held-out labeled texts: accuracy, and agreement with the "
                              "teacher's class" if classifier else
                              "each held-out passage's summary retrieves the rest of it among all others")},
-        "measurement": {"host": host, "how": "p50 at batch 1 per sequence length, teacher and "
-                        "student timed side by side in interleaved rounds with ONNX Runtime",
-                        **({"measured_on": measurement_note(host, settings.profile.device)} if settings.profile else {})},
+        "measurement": {"host": host, "where": where,
+                        "how": "p50 at batch 1 per sequence length, teacher and student timed side by side in "
+                               "interleaved rounds with ONNX Runtime at the shipped thread count",
+                        **({"measured_on": f"measured on the device ({where})" if where != "this host" else
+                            measurement_note(host, settings.profile.device)} if settings.profile else {})},
         "versions": library_versions(),
         "files": {name: {"sha256": sha256(out / name), "size_bytes": (out / name).stat().st_size}
                   for name in ("model.onnx", "tokenizer.json", "golden.npz", "golden.json", "golden_text.json")},
@@ -153,6 +160,7 @@ def render_text_summary(manifest: dict[str, Any], out: Path) -> str:
     return "\n".join(lines + [f"{what}; p50 in ms at batch 1, {metrics['threads']} thread(s).",
                               f"Student: {model['parameters']:,} parameters, "
                               f"{model['teacher_parameters'] / model['parameters']:.1f}x fewer than the teacher's.",
+                              f"Ships {model['variant']} at {metrics['threads']} thread(s): {model['why']}",
                               f"Bundle: {out}"])
 
 
@@ -161,10 +169,16 @@ def _ms(value) -> str:
     return f"{value:8.3f}" if isinstance(value, float) else f"{'-':>8s}"
 
 
-def quality_of(manifest: dict[str, Any], model: str = "student_int8") -> tuple[str, float]:
-    """(what the quality budget measures, the figure of `model`: the int8 student unless named) for a text bundle."""
-    quality = manifest["metrics"]["quality"][model]
-    if manifest["task"] == "text-classification":
+def quality_of(manifest: dict[str, Any], model: str | None = None) -> tuple[str, float]:
+    """(what the quality budget measures, the figure of `model`: the shipped student unless named)
+    for a text bundle."""
+    return quality_figure(manifest["metrics"]["quality"][model or manifest["model"]["variant"]])
+
+
+def quality_figure(quality: dict[str, float]) -> tuple[str, float]:
+    """(the measure, the figure) a text model is judged by: test accuracy for a classifier, else
+    held-out recall@10 where there is a retrieval task, else the cosine to the teacher."""
+    if "accuracy" in quality:
         return "test accuracy", quality["accuracy"]
     if quality.get("queries"):
         return "held-out recall@10", quality["recall@10"]

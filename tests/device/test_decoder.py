@@ -61,3 +61,26 @@ def test_a_near_tie_broken_the_other_way_passes_and_a_real_difference_is_named()
     assert not far["same"] and (far["step"], far["chosen"], far["expected"]) == (1, 0, 1)
     assert describe_divergence(2, far, 0.44) == ("prompt 3 step 2: token 0 instead of 1, ahead by 2 in logit "
                                                  "(tolerance 0.44)")
+
+
+def test_decoders_timed_side_by_side_visit_each_other_in_rotated_rounds():
+    """One warm-up each, then 5 rounds that each visit every decoder, the first visit rotating: a
+    drift of the machine's speed hits every model alike."""
+    from edge_distill.device.decoder import time_side_by_side
+
+    visits = []
+
+    class Logged(Scripted):
+        vocab_size = 3
+
+        def __init__(self, name):
+            super().__init__([[0, 5, 1]] * 3)
+            self.name = name
+
+        def start(self, ids):
+            visits.append(self.name)
+            return super().start(ids)
+
+    rows = time_side_by_side([Logged("a"), Logged("b")], prompt_length=4, new_tokens=2)
+    assert visits == ["a", "b"] + ["a", "b", "b", "a"] * 2 + ["a", "b"]
+    assert all(len(row["round_decode_tokens_per_s"]) == 5 and row["decode_tokens_per_s"] > 0 for row in rows)

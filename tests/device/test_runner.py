@@ -81,7 +81,7 @@ def test_bench_takes_the_runners_settings_from_the_command_line(tmp_path):
 
 
 def run_runner(*args: str) -> subprocess.CompletedProcess:
-    from edge_distill.device.remote import RUNNER
+    from edge_distill.targets.remote import RUNNER
 
     return subprocess.run([sys.executable, str(RUNNER), *args], capture_output=True, text=True)
 

@@ -143,6 +143,15 @@ def test_selection_ships_fp32_when_nothing_beats_it():
     assert winner["name"] == "fp32" and best_int8["name"] == "QDQ" and why.startswith("fp32 ships")
 
 
+def test_a_recipe_quicker_by_its_median_but_not_in_every_round_ties_with_fp32_and_fp32_ships():
+    fp32 = row("fp32", "fp32", 0.0, 0.50) | {"round_p50s": [0.50, 0.49, 0.51, 0.50, 0.50]}
+    noisy = row("QDQ", "static", 0.1, 0.48) | {"round_p50s": [0.47, 0.52, 0.48, 0.48, 0.47]}
+    winner, _, why = select_recipe([fp32, noisy], max_drop=1.0, require_int8=False)
+    assert winner["name"] == "fp32" and "tied with QDQ" in why
+    steady = noisy | {"round_p50s": [0.47, 0.48, 0.48, 0.48, 0.47]}
+    assert select_recipe([fp32, steady], max_drop=1.0, require_int8=False)[0]["name"] == "QDQ"
+
+
 def test_budget_nothing_meets_errors_or_ships_fp32_as_configured():
     rows = [row("fp32", "fp32", 0.0, 1.0), row("QDQ", "static", 2.0, 0.2), row("QOp", "static", 1.5, 0.3)]
     with pytest.raises(QuantizeError, match=r"no int8 recipe stays within .* 0.5 points; the closest, QOp, drops 1.50"):

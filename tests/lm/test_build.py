@@ -107,6 +107,9 @@ def test_the_bundle_verifies_generates_and_reruns_from_the_cache(built, tiny_lla
     assert [step["cached"] for step in manifest["steps"]] == [False] * 5
     assert set(manifest["metrics"]["variants"]) == {"fp32", "int8_weights", "int4_weights", "int8_dynamic"}
     assert manifest["model"]["precision"] in manifest["metrics"]["variants"]
+    # Every variant timed side by side in the same 5 interleaved rounds, and its memory on its own.
+    assert all(len(row["round_decode_tokens_per_s"]) == 5 and row["peak_rss_mb"]
+               for row in manifest["metrics"]["variants"].values())
     bundle = folder / "dist"
     assert invoke("verify", bundle).exit_code == 0
 

@@ -180,7 +180,7 @@ def test_on_a_host_of_the_devices_architecture_the_faster_of_int8_and_fp32_ships
         pytest.skip("needs an x86-64 host for the x86-avx512 profile")
     run = run_pipeline(tiny_config("quantize.search_min_seconds=0.1", profile="x86-avx512"), tiny_cache, "quantize")
     selected = json.loads(run.artifacts["quantize.json"].read_text())["selected"]
-    from edge_distill.export.selection import quickest_beyond_noise
+    from edge_distill.measure.speed import quickest_beyond_noise
 
     candidates, accuracy = selected["measured"]["candidates"], selected["measured"]["accuracy"]
     assert {(row["variant"], row["threads"]) for row in candidates} == \

@@ -45,7 +45,7 @@ def test_three_inputs_with_an_int64_scalar_become_a_verified_bundle(tmp_path, op
 
 
 def test_bench_times_the_bundle_here_and_checks_every_golden_output(tmp_path):
-    from edge_distill.device.remote import bench_bundle, render_bench
+    from edge_distill.targets.remote import bench_bundle, render_bench
 
     optimize_bundle(load_config("x86-avx512", None, QUICK), handmade.three_input_model(tmp_path / "vad.onnx"),
                     handmade.three_input_samples(tmp_path / "samples.npz"), tmp_path / "bundle",

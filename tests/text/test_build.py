@@ -1,6 +1,7 @@
 """`edge-distill text` end to end on the tiny teacher and a small text file: a bundle verify passes
 (model, golden vectors, tokenization), a no-op rebuild from the cache, and one-line errors."""
 
+import dataclasses
 import json
 import os
 import shutil
@@ -61,9 +62,14 @@ def test_a_text_bundle_verifies_and_a_rebuild_reads_the_cache(built):
     assert all(c.passed for c in checks.values()) and "golden tokenization" in checks
     written = (bundle / "manifest.json").read_text()  # names and hashes travel, this machine's paths do not
     assert str(bundle.parent) not in written and manifest["teacher"]["folder"] == Path(args[2]).name
+    # rpi4 is aarch64: this host cannot measure for it, so the int8 student ships where the quality
+    # budget allows, timed here at the profile's threads (at most this host's cores) for the record.
+    judged = manifest["metrics"]["int8_judgement"]
+    assert manifest["model"]["variant"] == ("student_int8" if "within" in judged else "student_fp32"), judged
+    assert not manifest["metrics"]["choice"]["for_device"] and manifest["runtime"]["intra_op_threads"] == 2
     again = run_in(bundle.parent / "again", *args)  # a new process, as a user reruns it
-    assert "plan: all 3 stage(s) cached" in again.stderr and "torch not imported" in again.stderr
-    from edge_distill.device.remote import bench_bundle
+    assert "plan: all 6 stage(s) cached" in again.stderr and "torch not imported" in again.stderr
+    from edge_distill.targets.remote import bench_bundle
 
     report = bench_bundle(bundle, None, overrides={"min_seconds": 0.05, "timed_runs": 5})
     assert report["golden_within_tolerance"] and report["threads"] == 2 and report["latency_ms"]["p50"] > 0
@@ -186,7 +192,53 @@ def test_a_text_bundle_is_benchmarked_on_the_device_named(built, server, tmp_pat
     device = json.loads(result.stdout)["device_benchmark"]
     assert device["where"] == "device" and device["golden_within_tolerance"] and device["latency_ms"]["p50"] > 0
     assert json.loads((tmp_path / "b" / "device_benchmark.json").read_text())["where"] == "device"
-    assert "plan: all 3 stage(s) cached" in result.stderr
+    assert "plan: all 6 stage(s) cached" in result.stderr
+
+
+def cli_settings(args: list[str], **changes):
+    """The TextBuildSettings the `built` command's flags make, through the API's own defaults."""
+    from edge_distill.config import load_config
+    from edge_distill.text.settings import DEFAULT_TRAINING, TextBuildSettings
+
+    flag = {name: args[args.index(name) + 1] for name in ("--teacher-folder", "--text", "--layers", "--max-length")}
+    settings = {"teacher_folder": Path(flag["--teacher-folder"]), "text": Path(flag["--text"]),
+                "layers": int(flag["--layers"]), "max_length": int(flag["--max-length"]),
+                "distill": dataclasses.replace(DEFAULT_TRAINING["embedding"], epochs=1), "profile": load_config("rpi4")}
+    return TextBuildSettings(**(settings | changes))
+
+
+def test_the_api_makes_the_clis_bundle_from_the_same_profile(built, tmp_path):
+    """Defaults (threads from the profile, clamped here; the quality budget) are resolved in the
+    settings, so the API, given what the flags say, makes the CLI's bundle: every stage a cache hit."""
+    from edge_distill.api import text_bundle
+
+    args, manifest, _ = built
+    lines = []
+    made = text_bundle(cli_settings(args), tmp_path / "b", cache_dir=Path(args[args.index("--cache-dir") + 1]),
+                       progress=lines.append)
+    assert "plan: all 6 stage(s) cached" in lines and made["model"] == manifest["model"]
+    assert made["runtime"] == manifest["runtime"]
+
+
+def test_a_timing_change_times_again_without_retraining(built, tmp_path):
+    """Another device (x86-avx512: this host's architecture, so float and int8 are timed at 1 and 2
+    threads and the quicker within budget ships) reruns the timing and the package, not the student."""
+    from edge_distill.api import text_bundle
+    from edge_distill.config import load_config
+
+    args, _, _ = built
+    lines = []
+    made = text_bundle(cli_settings(args, profile=load_config("x86-avx512"), benchmark_seconds=0.05),
+                       tmp_path / "b", cache_dir=Path(args[args.index("--cache-dir") + 1]), progress=lines.append)
+    ran = [line.split("] ")[1] for line in lines if line.startswith("[") and "cached" not in line]
+    assert ran == ["text-benchmark: running", "text-package: running"], lines
+    choice = made["metrics"]["choice"]
+    assert choice["for_device"] and {row["threads"] for row in choice["candidates"]} == {1, 2}
+    assert all(len(row["round_p50s"]) == 5 for row in choice["candidates"])
+    shipped = made["model"]["variant"]
+    assert made["runtime"]["intra_op_threads"] in (1, 2) and made["model"]["why"] == made["runtime"]["why"]
+    assert (shipped == "student_int8") == ("x faster than float's best" in made["model"]["why"]), made["model"]["why"]
+    assert all(c.passed for c in verify_bundle(tmp_path / "b"))
 
 
 def test_a_sweeps_budget_is_not_part_of_a_students_cache_key(tmp_path):

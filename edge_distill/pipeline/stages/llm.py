@@ -120,7 +120,8 @@ class LMExport(_LMStage):
 class LMQuantize(_LMStage):
     name = "llm-quantize"
     description = "Make the weight-only int8/int4 and dynamic int8 variants; judge and time each; choose one."
-    version = 2  # 2: each variant's quantized nodes counted (export/quantize.apply_recipe)
+    # 2: each variant's quantized nodes counted (export/quantize.apply_recipe)
+    version = 3  # 3: timed side by side in interleaved rounds, chosen by quickest_beyond_noise
     inputs = ("decoder_fp32.onnx", "held_out.npy", "teacher_top1.npy", "teacher.json")
     outputs = (*DECODERS[1:], "variants.json")
 

@@ -12,7 +12,8 @@ from typing import Any
 from edge_distill import __version__
 from edge_distill.errors import ConfigError
 from edge_distill.pipeline.stage import Stage
-from edge_distill.text.settings import STUDENT_FILES, TEACHER_FILES, TextBuildSettings, TextData, default_teacher_folder
+from edge_distill.text.settings import (INT8, STUDENT_FILES, TEACHER_FILES, TextBuildSettings, TextData,
+                                        default_teacher_folder)
 
 
 def digest(texts: list[str]) -> str:
@@ -78,12 +79,28 @@ class TextTeacher(_TextStage):
         teacher_outputs(self.teacher_folder(inputs), self.settings, self.data.texts, out, progress)
 
 
+class TextTeacherExport(_TextStage):
+    name = "text-teacher-export"
+    description = "Export the teacher as ONNX, the reference the student is judged and timed against."
+    version = 1
+    outputs = ("teacher_fp32.onnx",)
+    reads_teacher = True
+
+    def params(self):
+        return {"task": self.settings.task, "max_length": self.settings.max_length, "version": __version__}
+
+    def run(self, inputs, out, progress):
+        from edge_distill.text.build import export_teacher
+
+        export_teacher(self.teacher_folder(inputs), self.settings, out, progress)
+
+
 class TextStudent(_TextStage):
     name = "text-student"
-    description = ("Make the student from the teacher's layers and the text's vocabulary, distil it, export it, "
-                   "make it int8, and judge and time it against the teacher.")
-    # 2: tokenizer.json never pads; 3: positions cut to max_length, classification; 4: student_int8.onnx
-    version = 5  # 5: student.json records the int8 recipe and its quantized nodes
+    description = "Make the student from the teacher's layers and the text's vocabulary, distil it and export it."
+    # 2: tokenizer.json never pads; 3: positions cut to max_length, classification; 4: student_int8.onnx;
+    # 5: the int8 recipe recorded
+    version = 6  # 6: int8, judging and timing are stages of their own
     inputs = ("teacher_outputs.npy",)
     outputs = STUDENT_FILES
     trains = True
@@ -96,9 +113,8 @@ class TextStudent(_TextStage):
                     if k not in ("teacher_folder", "text", "labeled", "benchmark_seconds", "profile", "budget",
                                  "sweep_layers", "threads")}
         data = self.data
-        return {**self.text_params(), "held_out": digest(data.held_out), "settings": settings,
-                "lengths": list(self.settings.lengths),
-                "labels": digest([repr([data.labels, data.held_out_labels, data.names])])}
+        return {**self.text_params(), "held_out": digest(data.held_out[:8]), "settings": settings,
+                "labels": digest([repr([data.labels, data.names])])}
 
     def run(self, inputs, out, progress):
         from edge_distill.text.build import make_student
@@ -106,11 +122,51 @@ class TextStudent(_TextStage):
         make_student(self.teacher_folder(inputs), self.settings, self.data, inputs["teacher_outputs.npy"], out, progress)
 
 
+class TextQuantize(_TextStage):
+    name = "text-quantize"
+    description = "Make the student int8 (the recipe's quantized nodes counted); judge teacher, float and int8 on held-out text."
+    version = 1
+    inputs = (*STUDENT_FILES, "teacher_fp32.onnx")
+    outputs = ("student_int8.onnx", "judged.json")
+    reads_teacher = True  # its tokenizer, for the teacher's figures
+
+    def params(self):
+        data = self.data
+        return {"recipe": INT8.name, "max_quality_drop": self.settings.max_quality_drop,
+                "held_out": digest(data.held_out), "queries": data.queries,
+                "labels": digest([repr([data.held_out_labels, data.names])]), "version": __version__}
+
+    def run(self, inputs, out, progress):
+        from edge_distill.text.build import quantize_and_judge
+
+        quantize_and_judge(self.teacher_folder(inputs), self.settings, self.data, inputs, out, progress)
+
+
+class TextBenchmark(_TextStage):
+    name = "text-benchmark"
+    description = ("Time float against int8 side by side at each thread count and choose what ships; time teacher "
+                   "and student at each sequence length.")
+    version = 1
+    inputs = ("teacher_fp32.onnx", "student_fp32.onnx", "student_int8.onnx", "tokenizer.json", "judged.json")
+    outputs = ("timing.json",)
+
+    def params(self):
+        settings = self.settings
+        return {"lengths": list(settings.lengths), "benchmark": dataclasses.asdict(settings.benchmark),
+                "device": dataclasses.asdict(settings.device), "seconds": settings.benchmark_seconds,
+                "text": digest(self.data.held_out[:8]), "version": __version__}
+
+    def run(self, inputs, out, progress):
+        from edge_distill.text.build import time_and_choose
+
+        time_and_choose(self.settings, self.data, inputs, out, progress)
+
+
 class TextPackage(_TextStage):
     name = "text-package"
     description = "Write the bundle: the int8 student labelled, tokenizer.json, golden vectors and strings, the manifest."
-    version = 1
-    inputs = STUDENT_FILES
+    version = 2  # 2: ships the measured choice, float or int8
+    inputs = (*STUDENT_FILES, "student_int8.onnx", "judged.json", "timing.json")
     outputs = ("model.onnx", "tokenizer.json", "golden.npz", "golden.json", "golden_text.json", "manifest.json")
 
     def params(self):
@@ -127,7 +183,7 @@ class TextPackage(_TextStage):
 
 def text_stages(settings: TextBuildSettings, folder: Path, data: TextData, fine_tune_on) -> list[Stage]:
     """The stages of a text build; the classifier stage only where the teacher has no classification head."""
-    stages = [TextTeacher, TextStudent, TextPackage]
+    stages = [TextTeacher, TextTeacherExport, TextStudent, TextQuantize, TextBenchmark, TextPackage]
     if fine_tune_on is not None:
         stages.insert(0, TextClassifier)
     return [stage(settings, folder, data, fine_tune_on) for stage in stages]
@@ -150,9 +206,10 @@ def text_pipeline(settings: TextBuildSettings, progress: Callable[[str], None] =
 
 
 def text_row(manifest: dict[str, Any]) -> dict[str, Any]:
-    """A text student's sweep row: its int8 model's size and p50 at the longest length timed."""
+    """A text student's sweep row: its shipped model's size and p50 at the longest length timed."""
+    shipped = manifest["model"]["variant"]
     length = list(manifest["metrics"]["p50_ms"])[-1]
-    p50 = manifest["metrics"]["p50_ms"][length]["student_int8"]
-    return {"params": manifest["model"]["parameters"], "size_bytes": manifest["metrics"]["size_bytes"]["student_int8"],
+    p50 = manifest["metrics"]["p50_ms"][length][shipped]
+    return {"params": manifest["model"]["parameters"], "size_bytes": manifest["metrics"]["size_bytes"][shipped],
             "length": int(length),
             **({"status": "measured", "p50_ms": p50} if isinstance(p50, float) else {"status": f"not timed: {p50}"})}

@@ -21,11 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_distill.device import decoder, runner
 from edge_distill.device.runner import usable_threads
 from edge_distill.errors import ConfigError, RemoteError
 
-RUNNER = Path(__file__).with_name("runner.py")  # copied to the device as it is: it imports no edge_distill
-DECODER = Path(__file__).with_name("decoder.py")  # copied beside it for generator bundles: it imports only the runner
+RUNNER = Path(runner.__file__)  # copied to the device as it is: it imports no edge_distill
+DECODER = Path(decoder.__file__)  # copied beside it for generator bundles: it imports only the runner
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ import shutil
 import numpy as np
 import pytest
 
-from edge_distill.device import emulate
+from edge_distill.targets import emulate
 from edge_distill.errors import EmulationError
 
 ready = shutil.which(emulate.QEMU) and (emulate.default_root() / "edge-distill-userland.json").is_file()

@@ -1,4 +1,4 @@
-"""Quantization-aware distillation of a QDQ ONNX model (distill/qdq_distill.py): the torch twin
+"""Quantization-aware distillation of a QDQ ONNX model (export/qdq_distill.py): the torch twin
 computes what ONNX Runtime's QDQ reference arithmetic computes, training lowers the error on held
 samples, the written model runs on ONNX Runtime's int8 kernels, and an op it cannot train is one
 clear refusal."""
@@ -11,7 +11,7 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from edge_distill.config import load_config
-from edge_distill.distill.qdq_distill import DistillSettings, QdqModule, distill_int8
+from edge_distill.export.qdq_distill import DistillSettings, QdqModule, distill_int8
 from edge_distill.errors import QuantizeError
 from edge_distill.export.budget import prepare, quantize_feeds
 from edge_distill.sessions import run_model

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_distill.device.remote import bench_bundle, run_remote_benchmark
+from edge_distill.targets.remote import bench_bundle, run_remote_benchmark
 from edge_distill.errors import RemoteError
 from tests.sshd import INSTALLED, free_port, keygen
 
@@ -66,7 +66,7 @@ def test_optimize_times_float_and_int8_on_the_device_at_each_thread_count(server
     assert {(row["variant"], row["threads"]) for row in measurement["candidates"]} == \
         {(variant, threads) for variant in ("fp32", "int8") for threads in (1, 2, 4)}
     # The project's rule on the measured rows: quicker beyond noise, else the tie to float and fewer threads.
-    from edge_distill.export.selection import quickest_beyond_noise
+    from edge_distill.measure.speed import quickest_beyond_noise
 
     shipped, _ = quickest_beyond_noise([row for row in measurement["candidates"]
                                         if row["variant"] == "fp32" or manifest["judgement"]["int8_within_budget"]])

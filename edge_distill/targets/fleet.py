@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edge_distill.config import read_toml
-from edge_distill.device.remote import RemoteTarget, bench_bundle
+from edge_distill.targets.remote import RemoteTarget, bench_bundle
 from edge_distill.errors import ConfigError, EdgeDistillError
 from edge_distill.schema import Obj, Str, check, shown
 
