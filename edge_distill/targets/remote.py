@@ -209,14 +209,19 @@ def bench_bundle(bundle: Path, target: RemoteTarget | None, progress=lambda _: N
               "provider": result["provider"], "threads": result["threads"], "batch": result["batch"],
               "settings": {key: settings[key] for key in BENCH_FLAGS}, "latency_ms": result["latency_ms"],
               "model_sha256": opened.section("model", "sha256")}
+    # The golden check fails `bench` as a failed check fails `verify` (commands: exit 1), every kind alike.
     if any_io:  # every output within the bundle's tolerance, on the device
         atol = opened.section("golden", "tolerance", "atol")
         diffs = result["golden_max_abs_diff"]
-        return report | {"golden_max_abs_diff": diffs, "golden_atol": atol,
-                         "golden_within_tolerance": all(diffs[name] <= atol[name] for name in diffs),
-                         "golden_samples": opened.section("golden", "count")}
-    agreement = float(np.mean(np.asarray(result["top1"]) == golden["top1"]))
-    return report | {"golden_top1_agreement": agreement, "golden_samples": len(golden["top1"])}
+        failures = [f"output {name}: max abs diff {diff:.3g} over the tolerance {atol[name]:.3g}"
+                    for name, diff in diffs.items() if not diff <= atol[name]]
+        return report | {"golden_max_abs_diff": diffs, "golden_atol": atol, "golden_within_tolerance": not failures,
+                         "golden_samples": opened.section("golden", "count"), "golden_failures": failures,
+                         "golden_passed": not failures}
+    same = np.asarray(result["top1"]) == golden["top1"]
+    failures = [] if same.all() else [f"golden top-1: {int(same.sum())}/{same.size} samples give the stored class"]
+    return report | {"golden_top1_agreement": float(same.mean()), "golden_samples": len(golden["top1"]),
+                     "golden_failures": failures, "golden_passed": not failures}
 
 
 def bench_generator(path: Path, target: RemoteTarget | None, progress=lambda _: None, overrides: dict | None = None
@@ -342,4 +347,5 @@ def render_bench(report: dict) -> str:
          f"golden outputs on the device ({report['golden_samples']} samples): " + ", ".join(
              f"{name} max abs diff {diff:.3g} (tolerance {report['golden_atol'][name]:.3g})"
              for name, diff in report["golden_max_abs_diff"].items())),
+        *(f"FAIL  {failure}" for failure in report.get("golden_failures", [])),
     ])

@@ -98,6 +98,10 @@ def test_verify_fails_a_golden_output_that_no_longer_matches(tmp_path):
     (tmp_path / "bundle" / "manifest.json").write_text(json.dumps(manifest))
     checks = {c.name: c for c in verify_bundle(tmp_path / "bundle")}
     assert not checks["golden scores"].passed and checks["golden state_out"].passed
+    # bench fails it too, as verify does: exit 1, naming the output, after the figures.
+    benched = invoke("bench", str(tmp_path / "bundle"), "--min-seconds", "0.05", "--runs", "5")
+    assert benched.exit_code == 1 and "the golden check failed: output scores: max abs diff" in benched.stderr
+    assert "p50" in benched.stdout and "FAIL  output scores" in benched.stdout
 
 
 def judged(ok: bool):
