@@ -211,7 +211,7 @@ def text_images(count: int, height: int, width: int, seed: int = 0) -> np.ndarra
 
 def bundle(folder: Path) -> Path:
     """A bundle `verify` passes: the linear classifier, golden vectors and a manifest hashing them."""
-    from edge_distill.bundle.writer import write_golden
+    from edge_distill.bundle.kinds.classifier import write_golden
 
     folder.mkdir(parents=True)
     model = linear_classifier(folder / "model.onnx")

@@ -5,7 +5,7 @@ test_hostile_input.py: each row runs through the CLI, plain and with --json, and
 exit code and one line holding its words, with no traceback, no code run and nothing written.
 
 A damaged generator bundle is refused by every command through the generator kind's cheap checks
-(bundle/generation.py): `verify` fails the check (exit 1), the others refuse before using the
+(bundle/kinds/generation.py): `verify` fails the check (exit 1), the others refuse before using the
 bundle (exit 3)."""
 
 from __future__ import annotations

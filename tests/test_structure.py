@@ -10,7 +10,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).parents[1] / "edge_distill"
 MAX_LINES = 450
 # Files still over MAX_LINES, each at most its size today; a file leaves this list by shrinking.
-OVER_MAX_LINES = {"bundle/writer.py": 501}
+OVER_MAX_LINES: dict[str, int] = {}
 # device/runner.py is copied to devices as one self-contained file (numpy and onnxruntime only), so it
 # may stay whole; it is held at this size.
 SELF_CONTAINED = {"device/runner.py": 500}

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge_distill.bundle.generation import open_generator
+from edge_distill.bundle.kinds.generation import open_generator
 from edge_distill.errors import BundleError, ConfigError, InputFileError, describe
 
 
@@ -24,7 +24,7 @@ def generate_text(path: Path, prompt: str, sampling: Sampling = Sampling(), thre
                   chat: bool = False) -> Iterator[str]:
     """The text after `prompt` (with `chat`, the assistant's answer to it as the user's message),
     piece by piece as tokens are chosen. The bundle (its integrity and the generator kind's cheap
-    checks, bundle/generation.py), the prompt and the settings are checked before this returns;
+    checks, bundle/kinds/generation.py), the prompt and the settings are checked before this returns;
     the model runs as the pieces are taken."""
     from edge_distill.bundle.chat import render_chat
     from edge_distill.device.decoder import Decoder

@@ -26,7 +26,7 @@ def predict_inputs(bundle_path: Path, inputs: list[str], top: int = 3) -> list[d
     bad input never stops the others. The bundle itself is vouched for first (an error for all)."""
     bundle = Bundle.open_checked(bundle_path)
     if bundle.generates:
-        from edge_distill.bundle.generation import open_generator
+        from edge_distill.bundle.kinds.generation import open_generator
 
         open_generator(bundle_path)  # a damaged generator is named as such first
         raise BundleError(f"{bundle_path}: a text generator bundle: it continues a prompt rather than predicting",

@@ -97,11 +97,11 @@ def check_text_tokenizer(bundle: Path, manifest: dict[str, Any], arrays: dict[st
 
 
 def check_generation(bundle: Bundle, providers: list[str] | None = None) -> list[Check]:
-    """A generator bundle: the kind's cheap checks (bundle/generation.py), the model loads as a
+    """A generator bundle: the kind's cheap checks (bundle/kinds/generation.py), the model loads as a
     KV-cache decoder of the stated inputs and outputs, and decoding along each golden prompt's stored
     greedy tokens, every step's choice is the stored one or within the logit tolerance of it (a near
     tie: device/decoder.follow); its first-step logits within the tolerance."""
-    from edge_distill.bundle.generation import generation_checks
+    from edge_distill.bundle.kinds.generation import generation_checks
     from edge_distill.device.decoder import Decoder, describe_divergence, follow
     from edge_distill.errors import ModelError
     from edge_distill.sessions import open_session

@@ -26,7 +26,7 @@ def build(cache_dir, force, as_json, quiet, out, max_latency_ms, min_accuracy, s
           remote_python, connect_timeout, command_timeout, **config_args):
     """Run every stage and write the bundle: model.onnx, manifest.json, golden vectors, README.md."""
     from edge_distill.api import build_bundle
-    from edge_distill.bundle.writer import metrics_table
+    from edge_distill.bundle.kinds.classifier import metrics_table
     from edge_distill.pipeline.sweep import sweep_table
 
     budgets = [("budget.max_latency_ms", max_latency_ms, "--max-latency-ms"),

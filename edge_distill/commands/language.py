@@ -47,7 +47,7 @@ from edge_distill.commands.options import (
                                       "SSH with device.host), recorded in the bundle.")
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=DEFAULT_CACHE, show_default=True)
 @click.option("--force", is_flag=True, help="Recompute the teacher's outputs and the student.")
-@layer_sweep_options("--max-latency-ms", "Latency budget (int8 student's p50 at the longest length)", "--min-quality",
+@layer_sweep_options("--max-latency-ms", "Latency budget (the shipped student's p50 at the longest length)", "--min-quality",
                      "test accuracy (classification) or held-out recall@10 (embeddings)", "1,2,3")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 @remote_options(many=True)
@@ -128,7 +128,7 @@ def llm(teacher, text, out, layers, vocab, kd, divergence, on_policy_share, init
     from edge_distill.api import generator_bundle
     from edge_distill.config import load_config
     from edge_distill.lm.settings import LMBuildSettings
-    from edge_distill.lm.bundle import render_variants
+    from edge_distill.bundle.kinds.generation import render_variants
     from edge_distill.lm.student import LMTrainingSettings
 
     from edge_distill.pipeline.sweep import layer_sweep_table

@@ -98,7 +98,7 @@ def _folder_facts(folder: Path) -> TeacherFacts:
     if (folder / "chat_template.jinja").exists():
         template = read_text(folder / "chat_template.jinja", "--teacher", MAX_CONFIG_BYTES, ModelError)
     path = regular_file(folder / "tokenizer.json", "--teacher", ModelError)
-    from edge_distill.bundle.generation import MAX_TOKENIZER_BYTES
+    from edge_distill.bundle.kinds.generation import MAX_TOKENIZER_BYTES
 
     if path.stat().st_size > MAX_TOKENIZER_BYTES:  # the tokenizers library holds it at several times its size
         raise ModelError(f"--teacher {path}: {path.stat().st_size:,} bytes, more than the {MAX_TOKENIZER_BYTES:,} a "
@@ -116,7 +116,7 @@ def _folder_facts(folder: Path) -> TeacherFacts:
 
 def _template(template: Any, where: Path) -> str | list | None:
     """A chat template as transformers keeps it: a string, or a list of named ones."""
-    from edge_distill.bundle.generation import MAX_TEMPLATE_CHARS, TEMPLATES
+    from edge_distill.bundle.kinds.generation import MAX_TEMPLATE_CHARS, TEMPLATES
     from edge_distill.schema import Either, Null, Obj, Str, check
 
     schema = Obj({"chat_template": Either(Null(), Str(max_length=MAX_TEMPLATE_CHARS), TEMPLATES)})

@@ -220,7 +220,7 @@ def verify_emulated(bundle: Path, root: Path | None = None) -> dict:
 def _verify_generation_emulated(bundle: Path, root: Path | None, cpu: str) -> dict:
     """A generator's golden prompts decoded along their stored greedy tokens on aarch64: each step's
     choice the stored one, or within the logit tolerance of it (device/decoder.follow)."""
-    from edge_distill.bundle.generation import open_generator
+    from edge_distill.bundle.kinds.generation import open_generator
     from edge_distill.device.decoder import describe_divergence
 
     generator = open_generator(bundle)

@@ -89,7 +89,7 @@ def bench_fleet(bundle: Path, devices: list[Device], progress=lambda _: None, ov
 
     # Once, before any device is reached: a refused bundle is one error, not a row each.
     if Bundle.open_checked(bundle).generates:
-        from edge_distill.bundle.generation import open_generator
+        from edge_distill.bundle.kinds.generation import open_generator
 
         open_generator(bundle)
 

@@ -227,11 +227,11 @@ def bench_bundle(bundle: Path, target: RemoteTarget | None, progress=lambda _: N
 def bench_generator(path: Path, target: RemoteTarget | None, progress=lambda _: None, overrides: dict | None = None
                     ) -> dict:
     """A generator bundle on the device (or here), after the kind's cheap checks here
-    (bundle/generation.py): device/decoder.py decodes its golden prompts along their stored greedy
+    (bundle/kinds/generation.py): device/decoder.py decodes its golden prompts along their stored greedy
     tokens there (each step's choice the stored one, or within the logit tolerance: a near tie),
     and times prefills of 64 and 256 tokens and 32 decode steps after them; its peak memory.
     `golden_passed` is False where any prompt diverged beyond the tolerance."""
-    from edge_distill.bundle.generation import open_generator
+    from edge_distill.bundle.kinds.generation import open_generator
     from edge_distill.device.decoder import describe_divergence
 
     generator = open_generator(path)

@@ -1,6 +1,6 @@
-"""A text bundle's files (`text-package`, pipeline/stages/text.py) through the one bundle writer
-(bundle/writer: the labelled model, the io golden vectors, the profile section, the checked
-manifest), plus what only text has: tokenizer.json, the golden strings with their ids, the text
+"""A text bundle's files (`text-package`, pipeline/stages/text.py) in the one envelope
+(bundle/writer: the labelled model, the profile section, finish_bundle) with the io kind's golden
+vectors and the text kind's model card (bundle/kinds/), plus what only text has: tokenizer.json, the golden strings with their ids, the text
 section, and a warning where the student keeps too little of the teacher's quality."""
 
 from __future__ import annotations
@@ -56,11 +56,13 @@ def write_text_bundle(student: dict[str, Path], data: TextData, settings: TextBu
     checking a tokenizer) and manifest.json. `student`: the files of the stages before."""
     import shutil
 
-    from edge_distill.bundle.reader import SCHEMA_VERSION, read_tokenizer
-    from edge_distill.bundle.writer import label_model, profile_section, write_io_golden, write_manifest
+    from edge_distill.bundle.kinds.io import write_io_golden
+    from edge_distill.bundle.kinds.text import render_card
+    from edge_distill.bundle.reader import read_tokenizer
+    from edge_distill.bundle.writer import finish_bundle, label_model, profile_section
     from edge_distill.onnx_model import model_tensors
     from edge_distill.onnx_model import load_onnx
-    from edge_distill.hashing import library_versions, sha256
+    from edge_distill.hashing import sha256
     from edge_distill.measure.harness import measurement_note
 
     report = json.loads(student["student.json"].read_text())
@@ -87,7 +89,6 @@ def write_text_bundle(student: dict[str, Path], data: TextData, settings: TextBu
                {"name": None, "device": "any CPU", "benchmark": dataclasses.asdict(settings.benchmark)})
     profile["benchmark"] = dataclasses.asdict(settings.benchmark)  # the threads it was timed with here
     manifest = {
-        "schema_version": SCHEMA_VERSION,
         "generator": {"name": "edge-distill", "version": __version__, "command": "text"},
         "task": task,
         # The settings `edge-distill bench` times the bundle with, here or on a device.
@@ -126,12 +127,10 @@ def write_text_bundle(student: dict[str, Path], data: TextData, settings: TextBu
                                "interleaved rounds with ONNX Runtime at the shipped thread count",
                         **({"measured_on": f"measured on the device ({where})" if where != "this host" else
                             measurement_note(host, settings.profile.device)} if settings.profile else {})},
-        "versions": library_versions(),
-        "files": {name: {"sha256": sha256(out / name), "size_bytes": (out / name).stat().st_size}
-                  for name in ("model.onnx", "tokenizer.json", "golden.npz", "golden.json", "golden_text.json")},
     }
     manifest["warnings"] = quality_warnings(manifest)
-    write_manifest(manifest, out / "manifest.json")
+    finish_bundle(manifest, out, ("model.onnx", "tokenizer.json", "golden.npz", "golden.json", "golden_text.json"),
+                  render_card)
 
 
 def render_text_summary(manifest: dict[str, Any], out: Path) -> str:

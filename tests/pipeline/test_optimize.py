@@ -39,6 +39,9 @@ def test_three_inputs_with_an_int64_scalar_become_a_verified_bundle(tmp_path, op
     assert manifest["model"]["precision"] in ("fp32", "int8") and manifest["model"]["why"]
     if opset < 13:  # per-channel QDQ needs opset 13: the int8 variant was converted, and says so
         assert any("converted to opset 13" in note for note in manifest["model"]["notes"])
+    card = (tmp_path / "bundle" / "README.md").read_text()  # the io kind's model card, hashed with the rest
+    assert "README.md" in manifest["files"] and manifest["model"]["sha256"] in card
+    assert "| `audio` | float32 |" in card and f"Shipped: {manifest['model']['precision']}" in card
     with np.load(tmp_path / "bundle" / "golden.npz") as golden:
         assert golden["input:sr"].dtype == np.int64 and golden["input:sr"].shape == (6,)  # the held-out fifth
         assert golden["output:state_out"].shape == (6, 1, 8)

@@ -60,6 +60,10 @@ def test_a_text_bundle_verifies_and_a_rebuild_reads_the_cache(built):
     assert all(manifest["metrics"]["p50_ms"][n][m] > 0 for n in ("16", "32") for m in ("teacher_fp32", "student_int8"))
     checks = {c.name: c for c in verify_bundle(bundle)}
     assert all(c.passed for c in checks.values()) and "golden tokenization" in checks
+    card = (bundle / "README.md").read_text()  # the text kind's model card, hashed with the rest
+    assert "README.md" in manifest["files"] and manifest["model"]["sha256"] in card
+    assert f"Shipped: {manifest['model']['variant']}" in card and "| `input_ids` | int64 |" in card
+    assert args[2] not in card and str(bundle.parent) not in card  # this machine's paths stay here
     written = (bundle / "manifest.json").read_text()  # names and hashes travel, this machine's paths do not
     assert str(bundle.parent) not in written and manifest["teacher"]["folder"] == Path(args[2]).name
     # rpi4 is aarch64: this host cannot measure for it, so the int8 student ships where the quality

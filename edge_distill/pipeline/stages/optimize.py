@@ -117,18 +117,19 @@ class OptimizeSelect(_OptimizeStage):
 
 class OptimizePackage(_OptimizeStage):
     name = "optimize-package"
-    description = "Write the bundle: the shipped model labelled, golden vectors from held-out samples, the manifest."
-    version = 1
+    description = ("Write the bundle: the shipped model labelled, golden vectors from held-out samples, the model card, "
+                   "the manifest.")
+    version = 2  # 2: README.md, the io kind's model card
     inputs = ("fp32.onnx", "int8.onnx", "simplify.json", "quantize.json", "selection.json")
-    outputs = ("model.onnx", "golden.npz", "golden.json", "manifest.json")
+    outputs = ("model.onnx", "golden.npz", "golden.json", "README.md", "manifest.json")
 
     def params(self):
         return {**self.settings.sample_params(), "config": self.settings.config.to_dict()}
 
     def run(self, inputs, out, progress):
-        from edge_distill.bundle.writer import io_manifest, label_model, write_io_golden, write_manifest
+        from edge_distill.bundle.kinds.io import BUNDLE_FILES, io_manifest, render_card, write_io_golden
+        from edge_distill.bundle.writer import finish_bundle, label_model
         from edge_distill.export.budget import Judgement
-        from edge_distill.hashing import sha256
         from edge_distill.pipeline.optimize import GOLDEN_COUNT
 
         s = self.settings
@@ -145,9 +146,7 @@ class OptimizePackage(_OptimizeStage):
                                samples.budget, judgement, selection["threads"],
                                {"precision": selection["shipped"], "why": selection["why"],
                                 "quantization": quantized["recipe"], "notes": notes})
-        manifest["files"] = {name: {"sha256": sha256(out / name), "size_bytes": (out / name).stat().st_size}
-                             for name in ("model.onnx", "golden.npz", "golden.json")}
-        write_manifest(manifest, out / "manifest.json")
+        finish_bundle(manifest, out, BUNDLE_FILES, render_card)
 
 
 OPTIMIZE_STAGES = (OptimizeSimplify, OptimizeQuantize, OptimizeSelect, OptimizePackage)

@@ -8,7 +8,7 @@ from edge_distill.pipeline.stages.base import ConfiguredStage
 class PackageStage(ConfiguredStage):
     name = "package"
     description = "Assemble model.onnx, manifest.json and README.md (in the cache; `build` publishes them)."
-    version = 2
+    version = 3  # 3: the manifest names its command (build)
     inputs = ("shipped_model.onnx", "dataset.npz", "dataset.json", "teacher.json", "distill.json", "export.json",
               "simplify.json", "quantize.json", "benchmark.json")
     outputs = ("model.onnx", "manifest.json", "README.md", "golden.npz", "golden.json",
@@ -18,6 +18,6 @@ class PackageStage(ConfiguredStage):
         return {"config": self.config.to_dict()}
 
     def run(self, inputs, out, progress):
-        from edge_distill.bundle.writer import write_bundle
+        from edge_distill.bundle.kinds.classifier import write_bundle
 
         write_bundle(self.config, inputs, out)

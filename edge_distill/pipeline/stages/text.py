@@ -164,10 +164,12 @@ class TextBenchmark(_TextStage):
 
 class TextPackage(_TextStage):
     name = "text-package"
-    description = "Write the bundle: the int8 student labelled, tokenizer.json, golden vectors and strings, the manifest."
-    version = 2  # 2: ships the measured choice, float or int8
+    description = ("Write the bundle: the chosen student labelled, tokenizer.json, golden vectors and strings, the "
+                   "model card, the manifest.")
+    version = 2  # 2: ships the measured choice, float or int8; README.md
     inputs = (*STUDENT_FILES, "student_int8.onnx", "judged.json", "timing.json")
-    outputs = ("model.onnx", "tokenizer.json", "golden.npz", "golden.json", "golden_text.json", "manifest.json")
+    outputs = ("model.onnx", "tokenizer.json", "golden.npz", "golden.json", "golden_text.json", "README.md",
+               "manifest.json")
 
     def params(self):
         return {"source": self.data.source, "golden": self.data.golden, "held_out": len(self.data.held_out),

@@ -14,11 +14,13 @@ never run by another command. The checks:
 - the golden generations: as many as golden.count and golden.prompts say, of the stated shapes,
   and the golden prompts tokenize to their stored ids.
 
-Needs numpy and tokenizers; no torch, no onnx.
+Also what only this kind writes: the golden generations (`write_golden_generations`) and the
+model card (`render_card`). Needs numpy and tokenizers (onnxruntime to write); no torch, no onnx.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,7 @@ import numpy as np
 
 from edge_distill.bundle.integrity import Check, inside
 from edge_distill.bundle.reader import Bundle, tokenizer_errors
+from edge_distill.bundle.writer import GOLDEN_ATOL_SHARE
 from edge_distill.errors import BundleError, InputFileError
 from edge_distill.files import read_json
 from edge_distill.schema import Bool, Either, Int, ListOf, Null, Num, Obj, Str, check
@@ -251,3 +254,77 @@ def _golden_tokenization(bundle: Bundle, tokenizer, arrays) -> Check:
     same = sum(a == b for a, b in zip(produced, stored))
     return Check("golden tokenization", same == len(stored), f"{same}/{len(stored)} golden prompts tokenize to their "
                  "stored ids")
+
+
+def write_golden_generations(model: Path, tokenizer_path: Path, prompts: list[str], new_tokens: int, out: Path,
+                             threads: int) -> dict[str, Any]:
+    """Each prompt's ids (tokenizer.json, special tokens as it adds them), greedy tokens and first-step
+    logits from the shipped model, as golden.npz and its JSON copy; returns the manifest's `golden`."""
+    from tokenizers import Tokenizer
+
+    from edge_distill.device.decoder import Decoder, greedy
+    from edge_distill.sessions import open_session
+
+    tokenizer = Tokenizer.from_file(str(tokenizer_path))
+    ids = [tokenizer.encode(prompt).ids for prompt in prompts]
+    decoder = Decoder(open_session(model, "the shipped model", threads=threads))
+    runs = [greedy(decoder, row, new_tokens) for row in ids]
+    longest = max(map(len, ids))
+    arrays = {"prompt_ids": np.asarray([row + [-1] * (longest - len(row)) for row in ids], dtype=np.int64),
+              "prompt_lengths": np.asarray([len(row) for row in ids], dtype=np.int64),
+              "greedy_ids": np.asarray([tokens for tokens, _ in runs], dtype=np.int64),
+              "first_logits": np.stack([logits for _, logits in runs]).astype(np.float32)}
+    np.savez(out / "golden.npz", **arrays)
+    (out / "golden.json").write_text(json.dumps({name: a.tolist() for name, a in arrays.items()}) + "\n")
+    return {"kind": "generation", "npz": "golden.npz", "json": "golden.json", "count": len(prompts),
+            "arrays": {name: {"shape": list(a.shape), "dtype": a.dtype.name} for name, a in arrays.items()},
+            "prompts": prompts, "new_tokens": new_tokens,
+            "tolerance": {"first_logits_atol": GOLDEN_ATOL_SHARE * float(np.abs(arrays["first_logits"]).max()),
+                          "greedy_ids": "exact",
+                          "why": f"{GOLDEN_ATOL_SHARE:.1%} of the largest |logit|: quantized kernels differ slightly "
+                                 "across CPUs"},
+            "source": "openings of held-out passages; prompt_ids padded with -1 to the longest; outputs from "
+                      "ONNX Runtime's CPU provider on the build machine"}
+
+
+def render_card(manifest: dict[str, Any]) -> str:
+    model, teacher = manifest["model"], manifest["teacher"]
+    return "\n".join([
+        f"# On-device text generator ({model['precision']} ONNX, {model['parameters']:,} parameters)",
+        "",
+        f"Distilled by edge-distill {manifest['generator']['version']} from {teacher['source']} "
+        f"({teacher['parameters']:,} parameters) on {manifest['training']['data']}.",
+        "",
+        "## How to run it",
+        manifest["generation"]["how"] + ".",
+        "",
+        f"Stop at any of the ids {manifest['generation']['eos_token_ids']}, or at {manifest['generation']['max_length']} "
+        "tokens in all. `edge-distill generate . \"prompt\"` does it here.",
+        "",
+        "## Measured figures",
+        "",
+        render_variants(manifest),
+        "",
+        f"Shipped: {model['precision']}: {model['why']}.",
+        "",
+        f"`model.onnx` sha256: `{model['sha256']}`",
+        "",
+    ])
+
+
+def render_variants(manifest: dict[str, Any]) -> str:
+    """The table `edge-distill llm` prints: each variant's file, quality and speed."""
+    metrics = manifest["metrics"]
+    lines = [f"teacher perplexity on {metrics['held_out_tokens']:,} held-out tokens: "
+             f"{metrics['teacher']['perplexity']:.2f}",
+             f"{'variant':13s} {'file MB':>8s} {'ppl':>7s} {'agree':>6s} {'vs fp32':>7s} {'TTFT@64':>8s} "
+             f"{'TTFT@256':>8s} {'tok/s':>7s} {'peak MB':>8s}"]
+    for name, row in metrics["variants"].items():
+        ttft = {t["prompt_tokens"]: t["time_to_first_token_ms"] for t in row["timing"]}
+        lines.append(f"{name:13s} {row['size_bytes'] / 2**20:8.2f} {row['perplexity']:7.2f} "
+                     f"{row['agreement_with_teacher']:6.3f} {row['agreement_with_fp32']:7.3f} "
+                     + " ".join(f"{ttft.get(n, float('nan')):8.1f}" for n in (64, 256))
+                     + f" {row['decode_tokens_per_s']:7.1f} {row['peak_rss_mb'] or 0:8.0f}")
+    lines.append(f"agree: next-token top-1 agreement with the teacher; TTFT in ms; batch 1, {metrics['threads']} "
+                 "thread(s)")
+    return "\n".join(lines)
