@@ -25,19 +25,14 @@ def predict_inputs(bundle_path: Path, inputs: list[str], top: int = 3) -> list[d
     """For each input, {"input": it, ...its prediction} or {"input": it, "error": one line}: a
     bad input never stops the others. The bundle itself is vouched for first (an error for all)."""
     bundle = Bundle.open_checked(bundle_path)
-    if bundle.generates:
+    if bundle.kind == "generation":
         from edge_distill.bundle.kinds.generation import open_generator
 
         open_generator(bundle_path)  # a damaged generator is named as such first
         raise BundleError(f"{bundle_path}: a text generator bundle: it continues a prompt rather than predicting",
                           f'edge-distill generate {bundle_path} "your prompt"')
     session = open_session(bundle.model_path, what=f"{bundle_path}: the model")
-    if "text" in bundle.manifest:
-        predict_one = _text_predictor(bundle, session, top)
-    elif bundle.any_io:
-        predict_one = _feeds_predictor(bundle, session)
-    else:
-        predict_one = _classifier_predictor(bundle, session, top)
+    predict_one = PREDICTORS[bundle.kind](bundle, session, top)
     results = []
     for item in inputs:
         try:
@@ -185,3 +180,8 @@ def render_predictions(results: list[dict[str, Any]]) -> str:
                                                           for name, value in r["outputs"].items())
 
     return "\n".join(f"{r['input']}: {line(r)}" for r in results)
+
+
+# Each kind's predictor (but a generator's, which `generate` runs): (bundle, session, top) -> one input's prediction.
+PREDICTORS = {"text": _text_predictor, "io": lambda bundle, session, top: _feeds_predictor(bundle, session),
+              "classifier": _classifier_predictor}

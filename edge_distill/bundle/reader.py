@@ -75,9 +75,16 @@ class Bundle:
         return load_golden(self.path, self.manifest["golden"])
 
     @property
-    def generates(self) -> bool:
-        """Whether it is a text generator (a KV-cache decoder with golden generations)."""
-        return self.manifest["golden"].get("kind") == "generation"
+    def kind(self) -> str:
+        """The bundle's kind (bundle/kinds/), the one place that tells them apart: "generation" (a
+        KV-cache decoder with golden generations), "text" (io golden vectors and a `text` section:
+        a tokenizer to check), "io" (golden vectors of any inputs and outputs) or "classifier"."""
+        golden = self.manifest["golden"].get("kind")
+        if golden == "generation":
+            return "generation"
+        if golden == "io":
+            return "text" if "text" in self.manifest else "io"
+        return "classifier"
 
     @property
     def any_io(self) -> bool:

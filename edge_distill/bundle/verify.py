@@ -31,7 +31,7 @@ def verify_bundle(path: Path, providers: list[str] | None = None) -> list[Check]
     """Run every check; a bundle that cannot be read at all raises BundleError instead."""
     bundle = Bundle.open(path)
     checks = integrity_checks(path, bundle.manifest, bundle.model_path)
-    if bundle.generates and all(c.passed for c in checks):
+    if bundle.kind == "generation" and all(c.passed for c in checks):
         checks += check_generation(bundle, providers)
         return checks
     if not all(c.passed for c in checks):
@@ -46,7 +46,7 @@ def verify_bundle(path: Path, providers: list[str] | None = None) -> list[Check]
     checks += check_spec(session, bundle.manifest)
     if all(c.passed for c in checks):  # golden inputs fit only the model the manifest describes
         checks += check_golden(bundle, session)
-    if "text" in bundle.manifest:
+    if bundle.kind == "text":
         checks.append(check_text_tokenizer(path, bundle.manifest, bundle.golden()))
     if str(bundle.manifest.get("raw_input", {}).get("kind", "")).startswith("image file"):
         stated = "color_mode" in bundle.manifest.get("preprocessing", {})

@@ -190,7 +190,7 @@ def verify_emulated(bundle: Path, root: Path | None = None) -> dict:
     # The model's own arithmetic, QDQ computed in float, is what aarch64's exact int8 kernels reproduce.
     # This host's int8 kernels are no reference: x86-64 without VNNI sums u8 x s8 pairs in saturating
     # int16 (MLAS's AVX2 path), off by up to 0.08 on the tiny bundle where aarch64 is off by 0.
-    if opened.generates:
+    if opened.kind == "generation":
         return _verify_generation_emulated(bundle, root, cpu)
     session = create_session(model, config={"session.disable_quant_qdq": "1"})
     if opened.any_io:

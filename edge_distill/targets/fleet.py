@@ -88,7 +88,7 @@ def bench_fleet(bundle: Path, devices: list[Device], progress=lambda _: None, ov
     from edge_distill.bundle.reader import Bundle
 
     # Once, before any device is reached: a refused bundle is one error, not a row each.
-    if Bundle.open_checked(bundle).generates:
+    if Bundle.open_checked(bundle).kind == "generation":
         from edge_distill.bundle.kinds.generation import open_generator
 
         open_generator(bundle)

@@ -183,7 +183,7 @@ def bench_bundle(bundle: Path, target: RemoteTarget | None, progress=lambda _: N
     from edge_distill.config import BenchmarkConfig
 
     opened = Bundle.open_checked(bundle)
-    if opened.generates:
+    if opened.kind == "generation":
         return bench_generator(bundle, target, progress, overrides)
     golden = opened.golden()
     any_io = opened.any_io

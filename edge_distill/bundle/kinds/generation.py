@@ -119,7 +119,7 @@ def open_generator(path: Path) -> Generator:
     """The generator bundle at `path`, refused (one BundleError) unless its integrity and the kind's
     cheap checks pass: what `generate`, `bench` and emulation run a generator bundle through."""
     bundle = Bundle.open_checked(path)
-    if not bundle.generates:
+    if bundle.kind != "generation":
         raise BundleError(f"{path}: not a text generator bundle (its golden kind is "
                           f"{bundle.manifest['golden'].get('kind', 'classifier')!r})", "build one with edge-distill llm")
     checks, generator = generation_checks(bundle)
