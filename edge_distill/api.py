@@ -1,9 +1,11 @@
 """The library entry points behind the commands, one typed call each: `build_bundle`,
 `optimize_bundle`, `text_bundle`, `generator_bundle` and `sequence_distillation` from settings to
 a published output folder (each pipeline's stages from pipeline/stages/, run and published by
-pipeline/runner.run_and_publish, whose one caller this module is); `generate`, `verify`,
-`predict` and `bench` on a bundle. The CLI parses flags into these arguments and renders what
-they return, nothing more."""
+pipeline/runner.run_and_publish, whose one caller this module is), and `run_stage`, one build
+stage with what it needs; `generate`, `verify`, `predict` and `bench` on a bundle; `estimate` on
+a model; `cache_info`, `cache_clean`, `profiles`, `profile` and `setup_emulator`. The commands
+(edge_distill/commands/) parse flags into these arguments and render what they return, nothing
+more."""
 
 from __future__ import annotations
 
@@ -206,3 +208,65 @@ def sequence_distillation(out: Path, settings, text: Path | None = None, progres
 
     run_and_publish([SequenceStage(settings, text)], out, cache_dir, force, progress, SEQUENCE_OUTPUT)
     return json.loads((out / "sequence.json").read_text())
+
+
+def run_stage(config: BuildConfig, cache_dir: Path, stage: str, *, force: bool = False,
+              provided: dict[str, Path] | None = None, progress: Progress = log_progress) -> PipelineRun:
+    """One build stage (`edge-distill quantize`, ...) with the earlier stages it needs, from the
+    cache where unchanged; `provided`: the user's own files for upstream artifacts."""
+    from edge_distill.pipeline.build import run_pipeline
+
+    return run_pipeline(config, cache_dir, stage, force=force, provided=provided or {}, progress=progress)
+
+
+def estimate(model: Path, config: BuildConfig, batch: int = 1, shapes: dict[str, tuple[int, ...]] | None = None,
+             measure: bool = False, calibration: Path | None = None, progress: Progress = log_progress) -> dict:
+    """The roofline latency estimate of `model` on the profile's device, per node and in total; with
+    `measure`, also its p50 here (on the first sample of `calibration`, or zeros)."""
+    from edge_distill.measure.harness import estimate_model
+
+    if calibration is not None and not measure:
+        raise ConfigError("--calibration: only --measure runs the model", "add --measure, or leave --calibration out")
+    return estimate_model(model, config, batch, dict(shapes or {}), measure, calibration, progress=progress)
+
+
+def cache_info(cache_dir: Path) -> dict:
+    """Entries, size and last use per stage of the stage cache (nothing is created)."""
+    from edge_distill.pipeline.cache import StageCache
+
+    return StageCache(cache_dir).info()
+
+
+def cache_clean(cache_dir: Path, remove_all: bool = False, unused_days: float | None = None) -> dict:
+    """Staging folders of interrupted runs and damaged entries removed; with `remove_all` every
+    entry, with `unused_days` those no run has used for that long."""
+    from edge_distill.pipeline.cache import StageCache
+
+    return StageCache(cache_dir).clean(remove_all, unused_days)
+
+
+def profiles() -> dict[str, str]:
+    """The shipped device profiles: name -> the device's description."""
+    from edge_distill.config import load_config
+    from edge_distill.profiles.catalog import list_profiles
+
+    return {name: load_config(name).device.description for name in list_profiles()}
+
+
+def profile(name: str) -> dict:
+    """A profile's resolved sections (a shipped name or a .toml file): name, device, export,
+    quantize, benchmark and budget."""
+    from edge_distill.config import PROFILE_SECTIONS, load_config
+
+    resolved = load_config(name).to_dict()
+    return {"name": resolved["profile"], **{section: resolved[section] for section in PROFILE_SECTIONS}}
+
+
+def setup_emulator(root: Path | None = None, progress: Progress = log_progress) -> Path:
+    """Debian's arm64 Python and the aarch64 numpy/onnxruntime wheels that `verify --emulate
+    aarch64` runs under qemu, fetched once into `root`; returns the folder."""
+    from edge_distill.targets.emulate import default_root, setup_userland
+
+    root = root or default_root()
+    setup_userland(root, progress=progress)
+    return root

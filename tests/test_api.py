@@ -51,3 +51,16 @@ def test_the_cli_and_the_api_make_the_same_settings_from_a_profile(command, entr
     assert made.threads == usable_threads(profile.benchmark.threads)
     training = [made.distill, made.fine_tune] if command == "text" else [made.training]
     assert {t.threads for t in training} == {made.threads}
+
+
+def test_the_tool_commands_library_calls_answer_without_writing(tmp_path):
+    from edge_distill import api
+    from edge_distill.config import load_config
+    from edge_distill.errors import ConfigError
+
+    info = api.cache_info(tmp_path / "cache")
+    assert info["entries"] == 0 and not (tmp_path / "cache").exists()  # reading a cache never makes one
+    assert "rpi4" in api.profiles() and api.profile("rpi4")["device"]["arch"] == "aarch64"
+    assert set(api.profile("rpi4")) == {"name", "device", "export", "quantize", "benchmark", "budget"}
+    with pytest.raises(ConfigError, match="only --measure runs the model"):
+        api.estimate(tmp_path / "m.onnx", load_config("rpi4"), calibration=tmp_path / "c.npz")

@@ -129,3 +129,19 @@ def test_api_is_the_one_module_that_runs_and_publishes_a_pipeline():
     callers = {p.relative_to(PACKAGE).as_posix() for p in PACKAGE.rglob("*.py")
                if "run_and_publish(" in p.read_text() and p.name != "runner.py"}
     assert callers == {"api.py"}
+
+
+def test_commands_reach_the_library_through_api_only():
+    """The click commands parse and render: what they call of the library beside api.py is a
+    settings class or constant, a flag parser, a config loader or a renderer, never the work."""
+    import re
+
+    allowed = re.compile(r"[A-Z].*|render.*|.*_table|parse_.*|load_config")
+    called = set()
+    for path in [*(PACKAGE / "commands").glob("*.py"), PACKAGE / "cli.py"]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("edge_distill.") and \
+                    node.module not in ("edge_distill.api", "edge_distill.errors", "edge_distill.progress") and \
+                    not node.module.startswith("edge_distill.commands"):
+                called |= {f"{node.module}.{alias.name}" for alias in node.names if not allowed.fullmatch(alias.name)}
+    assert called == set(), f"commands that do work beside api.py: {sorted(called)}"

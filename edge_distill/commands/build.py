@@ -61,11 +61,12 @@ def stage_command(stage) -> click.Command:
     @click.option("--input", "provided", multiple=True, metavar="ARTIFACT=PATH",
                   help="Use your own file for an upstream artifact, e.g. student_fp32.onnx=model.onnx.")
     def command(cache_dir, force, as_json, quiet, provided, **config_args):
-        from edge_distill.pipeline.build import parse_provided, run_pipeline
+        from edge_distill.api import run_stage
+        from edge_distill.pipeline.build import parse_provided
 
         config = load_build_config(**config_args)
-        run = run_pipeline(config, cache_dir, stage.name, force=force, provided=parse_provided(provided),
-                           progress=progress_for(as_json, quiet))
+        run = run_stage(config, cache_dir, stage.name, force=force, provided=parse_provided(provided),
+                        progress=progress_for(as_json, quiet))
         outputs = run.steps[-1].outputs
         emit({"stage": stage.name, "outputs": outputs, "steps": [dataclasses.asdict(s) for s in run.steps]}, as_json,
               "\n".join(f"{artifact}: {path}" for artifact, path in outputs.items()))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from edge_distill.errors import ConfigError
+
 from edge_distill.commands.options import (
     BENCHMARK_FLAGS, DEFAULT_CACHE, FINITE_AT_LEAST_0, benchmark_options, benchmark_overrides, device_settings,
     emit, exit_if_any_device_failed, exit_if_golden_failed, json_option, progress_for, remote_options,
@@ -165,18 +165,16 @@ def bench(bundle, remote, ssh_config, remote_python, connect_timeout, command_ti
 def estimate(model: Path, profile: str, batch: int, shapes: tuple[str, ...], measure: bool,
              calibration: Path | None, as_json: bool, **settings) -> None:
     """Roofline latency estimate of MODEL.onnx for a device, per node and in total."""
+    from edge_distill.api import estimate as estimate_latency
     from edge_distill.config import Setting, load_config
-    from edge_distill.onnx_model import parse_shape
     from edge_distill.measure.estimate import estimate_table
-    from edge_distill.measure.harness import estimate_model
+    from edge_distill.onnx_model import parse_shape
 
     flags = {field: flag for flag, field, _, _ in BENCHMARK_FLAGS}
     given = [Setting(f"benchmark.{field}", value, f"--{flags[field]}")
              for field, value in benchmark_overrides(settings).items()]
     config = load_config(profile, settings=given)
-    if calibration is not None and not measure:
-        raise ConfigError("--calibration: only --measure runs the model", "add --measure, or leave --calibration out")
-    result = estimate_model(model, config, batch, dict(parse_shape(text) for text in shapes), measure, calibration,
-                            progress=progress_for(as_json))
+    result = estimate_latency(model, config, batch, dict(parse_shape(text) for text in shapes), measure, calibration,
+                              progress=progress_for(as_json))
     text = estimate_table(result) + (f"\n{result['measured_on']}" if measure else "")
     emit(result, as_json, text)

@@ -27,9 +27,9 @@ def _human_bytes(size: int) -> str:
 @json_option
 def cache_info(cache_dir: Path, as_json: bool) -> None:
     """Entries, size and last use per stage."""
-    from edge_distill.pipeline.cache import StageCache
+    from edge_distill.api import cache_info as read_cache_info
 
-    info = StageCache(cache_dir).info()
+    info = read_cache_info(cache_dir)
     rows = [f"{stage:<10} {row['entries']:>4} entries  {_human_bytes(row['size_bytes']):>10}  "
             f"oldest unused for {row['oldest_use_days']:g} day(s)" for stage, row in sorted(info["stages"].items())]
     emit(info, as_json, "\n".join([*rows, f"{cache_dir}: {info['entries']} entries, "
@@ -44,9 +44,9 @@ def cache_info(cache_dir: Path, as_json: bool) -> None:
 @json_option
 def cache_clean(cache_dir: Path, remove_all: bool, unused_days: float | None, as_json: bool) -> None:
     """Remove staging folders of interrupted builds and damaged entries; with --all or --older-than, more."""
-    from edge_distill.pipeline.cache import StageCache
+    from edge_distill.api import cache_clean as clean_cache
 
-    report = StageCache(cache_dir).clean(remove_all, unused_days)
+    report = clean_cache(cache_dir, remove_all, unused_days)
     emit(report, as_json, f"removed {len(report['removed_entries'])} entries and {report['removed_staging']} "
                            f"staging folder(s), freed {_human_bytes(report['freed_bytes'])}")
 
@@ -60,9 +60,9 @@ def emulator() -> None:
 @click.option("--root", type=click.Path(path_type=Path), help="Where to keep it (default: ~/.cache/edge-distill).")
 def emulator_setup(root: Path | None) -> None:
     """Download Debian's arm64 Python 3.11 and the aarch64 numpy/onnxruntime wheels, once."""
-    from edge_distill.targets.emulate import default_root, setup_userland
+    from edge_distill.api import setup_emulator
 
-    setup_userland(root or default_root(), progress=progress_for())
+    setup_emulator(root, progress=progress_for())
 
 
 @click.group(invoke_without_command=True)
@@ -72,10 +72,9 @@ def profiles(ctx: click.Context, as_json: bool) -> None:
     """List the shipped device profiles."""
     if ctx.invoked_subcommand is not None:
         return
-    from edge_distill.config import load_config
-    from edge_distill.profiles.catalog import list_profiles
+    from edge_distill.api import profiles as shipped_profiles
 
-    rows = {name: load_config(name).device.description for name in list_profiles()}
+    rows = shipped_profiles()
     emit(rows, as_json, "\n".join(f"{name:<15} {description}" for name, description in rows.items()))
 
 
@@ -84,12 +83,11 @@ def profiles(ctx: click.Context, as_json: bool) -> None:
 @json_option
 def profiles_show(name: str, as_json: bool) -> None:
     """Print a profile's resolved values (a shipped name or a .toml file)."""
-    from edge_distill.config import PROFILE_SECTIONS, load_config
+    from edge_distill.api import profile
 
-    resolved = load_config(name).to_dict()
-    shown = {"name": resolved["profile"], **{section: resolved[section] for section in PROFILE_SECTIONS}}
+    shown = profile(name)
     lines = [f"profile: {shown['name']}"]
-    for section in PROFILE_SECTIONS:
+    for section in (key for key in shown if key != "name"):
         lines.append(f"[{section}]")
         lines += [f"  {key} = {json.dumps(value)}" for key, value in shown[section].items()]
     emit(shown, as_json, "\n".join(lines))
