@@ -25,6 +25,9 @@ from edge_distill.pipeline.sweep import build_for_budget
 from edge_distill.progress import Progress, log_progress
 
 if TYPE_CHECKING:
+    from edge_distill.bundle.generate import Sampling
+    from edge_distill.bundle.integrity import Check
+    from edge_distill.distill.sequence import SequenceSettings
     from edge_distill.targets.remote import RemoteTarget
     from edge_distill.lm.settings import LMBuildSettings
     from edge_distill.text.settings import TextBuildSettings
@@ -157,7 +160,7 @@ def _layer_sweep(settings, out: Path, remotes, with_layers: Callable[[int], Any]
     return manifest | {"sweep": report}
 
 
-def generate(bundle: Path, prompt: str, sampling=None, chat: bool = False):
+def generate(bundle: Path, prompt: str, sampling: Sampling | None = None, chat: bool = False):
     """The text a generator bundle continues `prompt` with (with `chat`, answers it with), piece by
     piece (bundle.generate)."""
     from edge_distill.bundle.generate import Sampling, generate_text
@@ -165,7 +168,7 @@ def generate(bundle: Path, prompt: str, sampling=None, chat: bool = False):
     return generate_text(bundle, prompt, sampling or Sampling(), chat=chat)
 
 
-def verify(bundle: Path, emulate: str | None = None, progress: Progress = log_progress) -> list:
+def verify(bundle: Path, emulate: str | None = None, progress: Progress = log_progress) -> list[Check]:
     """The checks of a bundle (bundle.integrity.Check): files, model, golden outputs; with
     `emulate="aarch64"` also the golden outputs on aarch64 onnxruntime under qemu."""
     from edge_distill.bundle.verify import verify_bundle
@@ -179,14 +182,15 @@ def verify(bundle: Path, emulate: str | None = None, progress: Progress = log_pr
     return checks
 
 
-def predict(bundle: Path, inputs: list[str], top: int = 3) -> list[dict]:
+def predict(bundle: Path, inputs: list[str], top: int = 3) -> list[dict[str, Any]]:
     """Reference outputs for raw inputs of any kind of bundle (bundle.predict.predict_inputs)."""
     from edge_distill.bundle.predict import predict_inputs
 
     return predict_inputs(bundle, inputs, top)
 
 
-def bench(bundle: Path, remotes=(), inventory: Path | None = None, overrides: dict | None = None,
+def bench(bundle: Path, remotes: tuple[RemoteTarget, ...] = (), inventory: Path | None = None,
+          overrides: dict[str, Any] | None = None,
           connect_timeout: float = 10.0, command_timeout: float = 600.0, progress: Progress = log_progress) -> dict:
     """A bundle's model timed with its profile's settings (`overrides` on top): here, on one
     device, or on several in parallel (repeated remotes and/or an inventory file: one row each)."""
@@ -200,14 +204,15 @@ def bench(bundle: Path, remotes=(), inventory: Path | None = None, overrides: di
     return bench_fleet(bundle, devices, progress, overrides)
 
 
-def sequence_distillation(out: Path, settings, text: Path | None = None, progress: Progress = log_progress, *,
-                          cache_dir: Path, force: bool = False) -> dict:
-    """The sequence stage (settings: distill.sequence.SequenceSettings) on the runner, published at
-    `out`; an `out` that is not an earlier sequence output is refused before any training."""
+def sequence_distillation(out: Path, settings: SequenceSettings, text: Path | None = None,
+                          progress: Progress = log_progress, *, cache_dir: Path, force: bool = False) -> dict:
+    """The sequence stage on the runner, published at `out`; an `out` that is not an earlier
+    sequence output is refused before any training. Returns sequence.json with the stage's record
+    under "steps", as every pipeline's report has them."""
     from edge_distill.pipeline.stages.sequence import SequenceStage
 
-    run_and_publish([SequenceStage(settings, text)], out, cache_dir, force, progress, SEQUENCE_OUTPUT)
-    return json.loads((out / "sequence.json").read_text())
+    result = run_and_publish([SequenceStage(settings, text)], out, cache_dir, force, progress, SEQUENCE_OUTPUT)
+    return json.loads((out / "sequence.json").read_text()) | {"steps": result.steps}
 
 
 def run_stage(config: BuildConfig, cache_dir: Path, stage: str, *, force: bool = False,

@@ -226,7 +226,6 @@ def time_and_choose(settings: TextBuildSettings, data: TextData, inputs: dict[st
     measure for the device (another architecture, no device.host), the table is timed at the
     profile's threads (at most this host's cores) and `choose` reads its rows, for the record."""
     from edge_distill.bundle.reader import read_tokenizer
-    from edge_distill.device.runner import usable_threads
     from edge_distill.export.budget import Judgement
     from edge_distill.export.selection import choose, time_candidates
     from edge_distill.measure.harness import provider_specs
@@ -260,8 +259,8 @@ def time_and_choose(settings: TextBuildSettings, data: TextData, inputs: dict[st
         precision, threads, why = choose(judgement, timing, device.arch)
         by_length = time_lengths(threads)
     else:  # for the record only: the table's own rows at the longest length serve the choice
-        by_length = time_lengths(usable_threads(bench.threads))
-        timing = by_length[longest] | {"for_device": False, "threads": [usable_threads(bench.threads)], "rows": [
+        by_length = time_lengths(bench.threads)  # the settings' threads: resolved once, at most this host's cores
+        timing = by_length[longest] | {"for_device": False, "threads": [bench.threads], "rows": [
             row | {"variant": row["variant"].removeprefix("student_")}
             for row in by_length[longest]["rows"] if row["variant"] != "teacher_fp32"]}
         precision, threads, why = choose(judgement, timing, device.arch)
