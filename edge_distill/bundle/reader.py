@@ -77,14 +77,14 @@ class Bundle:
     @property
     def kind(self) -> str:
         """The bundle's kind (bundle/kinds/), the one place that tells them apart: "generation" (a
-        KV-cache decoder with golden generations), "text" (io golden vectors and a `text` section:
-        a tokenizer to check), "io" (golden vectors of any inputs and outputs) or "classifier"."""
+        KV-cache decoder with golden generations), "text" (a `text` section: a tokenizer to check
+        against io golden vectors), "io" (golden vectors of any inputs and outputs) or "classifier"."""
         golden = self.manifest["golden"].get("kind")
         if golden == "generation":
             return "generation"
-        if golden == "io":
-            return "text" if "text" in self.manifest else "io"
-        return "classifier"
+        if "text" in self.manifest:  # its tokenizer is checked, whatever its golden vectors hold
+            return "text"
+        return "io" if golden == "io" else "classifier"
 
     @property
     def any_io(self) -> bool:
