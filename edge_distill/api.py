@@ -27,7 +27,7 @@ from edge_distill.progress import Progress, log_progress
 if TYPE_CHECKING:
     from edge_distill.bundle.generate import Sampling
     from edge_distill.bundle.integrity import Check
-    from edge_distill.distill.sequence import SequenceSettings
+    from edge_distill.distill.sequence_settings import SequenceSettings
     from edge_distill.targets.remote import RemoteTarget
     from edge_distill.lm.settings import LMBuildSettings
     from edge_distill.text.settings import TextBuildSettings

@@ -3,7 +3,7 @@
 import pytest
 
 from edge_distill.api import sequence_distillation
-from edge_distill.distill.sequence import SequenceSettings
+from edge_distill.distill.sequence_settings import SequenceSettings
 from edge_distill.errors import DataError, InputFileError
 
 
@@ -65,12 +65,3 @@ def test_the_tool_commands_library_calls_answer_without_writing(tmp_path):
     with pytest.raises(ConfigError, match="only --measure runs the model"):
         api.estimate(tmp_path / "m.onnx", load_config("rpi4"), calibration=tmp_path / "c.npz")
 
-
-@pytest.mark.slow  # trains and exports two tiny GRUs
-def test_sequence_reports_its_stage_as_every_pipeline_does(tmp_path):
-    (tmp_path / "text.txt").write_text("the quick brown fox jumps over the lazy dog. " * 40)
-    settings = SequenceSettings(steps=2, teacher_hidden=8, student_hidden=4)
-    report = sequence_distillation(tmp_path / "seq", settings, tmp_path / "text.txt", cache_dir=tmp_path / "cache")
-    assert [step["stage"] for step in report["steps"]] == ["sequence"] and not report["steps"][0]["cached"]
-    again = sequence_distillation(tmp_path / "seq", settings, tmp_path / "text.txt", cache_dir=tmp_path / "cache")
-    assert again["steps"][0]["cached"] and again["models"] == report["models"]

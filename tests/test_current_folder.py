@@ -3,6 +3,7 @@ afterwards), and an unchanged rerun of build, optimize or text reads every stage
 without importing torch (run as a user runs it: a new process)."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -93,7 +94,13 @@ def test_training_commands_write_nothing_into_the_current_folder(tmp_path):
     (tmp_path / "text.txt").write_text("the quick brown fox jumps over the lazy dog. " * 40)
     run_in(tmp_path / "build", "build", "--profile", "rpi4", *tiny_args(), "--out", str(tmp_path / "dist"),
            "--cache-dir", str(tmp_path / "cache"))
-    run_in(tmp_path / "sequence", "sequence", "--text", str(tmp_path / "text.txt"), "--steps", "2",
-           "--teacher-hidden", "8", "--student-hidden", "4", "--out", str(tmp_path / "seq"),
-           "--cache-dir", str(tmp_path / "cache"))
+    sequence = ["sequence", "--text", str(tmp_path / "text.txt"), "--steps", "2", "--teacher-hidden", "8",
+                "--student-hidden", "4", "--out", str(tmp_path / "seq"), "--cache-dir", str(tmp_path / "cache"), "--json"]
+    report = json.loads(run_in(tmp_path / "sequence", *sequence).stdout)
     assert (tmp_path / "dist" / "manifest.json").is_file() and (tmp_path / "seq" / "student.onnx").is_file()
+    # --json carries the stage's record, as every pipeline's does; 1,800 characters: a split shorter
+    # than one 256-character window is measured as one window, not as NaN.
+    assert [step["stage"] for step in report["steps"]] == ["sequence"] and not report["steps"][0]["cached"]
+    assert all(math.isfinite(figures["held_out_bits_per_char"]) for figures in report["models"].values())
+    again = run_in(tmp_path / "sequence-again", *sequence)  # a no-op rerun reads the cache, without torch
+    assert json.loads(again.stdout)["steps"][0]["cached"] and "torch not imported" in again.stderr

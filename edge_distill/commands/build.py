@@ -88,7 +88,7 @@ def stage_command(stage) -> click.Command:
 def sequence(out, text, steps, teacher_hidden, student_hidden, seed, cache_dir, force, as_json):
     """Sequence distillation: a small character-level GRU from a larger one (token-level KD), as ONNX."""
     from edge_distill.api import sequence_distillation
-    from edge_distill.distill.sequence import SequenceSettings
+    from edge_distill.distill.sequence_settings import SequenceSettings
 
     settings = SequenceSettings(teacher_hidden=teacher_hidden, student_hidden=student_hidden, steps=steps, seed=seed)
     report = sequence_distillation(out, settings, text, progress=progress_for(as_json), cache_dir=cache_dir, force=force)

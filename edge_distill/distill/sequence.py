@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -22,10 +22,10 @@ from edge_distill.distill.losses import token_kd_loss
 from edge_distill.distill.trainer import Optimization
 from edge_distill.errors import DataError, ModelError
 from edge_distill.export.onnx_export import check_export_parity, export_onnx
+from edge_distill.distill.sequence_settings import SequenceSettings
 from edge_distill.models.loading import count_params
 
 
-OUTPUTS = ("student.onnx", "vocab.json", "sequence.json")
 
 
 def read_corpus(path: Path | None = None) -> str:
@@ -56,19 +56,6 @@ class CharGRU(nn.Module):
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:  # (B, L) int64 -> (B, L, V)
         return self.out(self.rnn(self.embed(tokens))[0])
-
-
-@dataclass(frozen=True)
-class SequenceSettings:
-    teacher_hidden: int = 256
-    student_hidden: int = 48
-    steps: int = 400
-    batch_size: int = 32
-    length: int = 64
-    lr: float = 3e-3
-    temperature: float = 1.0
-    alpha: float = 0.5
-    seed: int = 0
 
 
 def encode(text: str) -> tuple[np.ndarray, list[str]]:
@@ -118,6 +105,7 @@ def train_char_model(
 def bits_per_character(model: nn.Module, tokens: np.ndarray, length: int = 256) -> float:
     """Cross-entropy of the next character in bits, over consecutive windows of held-out text."""
     model.eval()
+    length = min(length, len(tokens) - 1)  # a short split is one window, not none (a mean of nothing is NaN)
     count = (len(tokens) - 1) // length
     window = torch.from_numpy(tokens[: count * length + 1])
     inputs = window[:-1].reshape(count, length)
@@ -132,6 +120,7 @@ def kl_to_teacher_bits(student: nn.Module, teacher: nn.Module, tokens: np.ndarra
     how far the student's predictions are from the teacher's."""
     student.eval()
     teacher.eval()
+    length = min(length, len(tokens) - 1)
     count = (len(tokens) - 1) // length
     inputs = torch.from_numpy(tokens[: count * length]).reshape(count, length)
     log_t, log_s = F.log_softmax(teacher(inputs), -1), F.log_softmax(student(inputs), -1)  # (B, L, V)
@@ -170,7 +159,7 @@ def _free_output_length(path: Path) -> None:
 def distill_sequence(out: Path, settings: SequenceSettings, text_path: Path | None = None, opset: int = 18,
                      progress: Callable[[str], None] = lambda _: None) -> dict:
     """Teacher, scratch student and KD student on the same text; the KD student exported to ONNX.
-    Writes OUTPUTS into the folder `out`; returns the report. (`edge_distill.api` publishes them.)"""
+    Writes sequence_settings.OUTPUTS into the folder `out`; returns the report. (`edge_distill.api` publishes them.)"""
     text = read_corpus(text_path)
     tokens, vocab = encode(text)
     # Contiguous 80/10/10 splits: validation picks each model's best step, the test text reports.

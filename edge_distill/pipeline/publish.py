@@ -33,7 +33,7 @@ def _bundle_files(folder: Path) -> set[str] | None:
 
 
 def _sequence_files(folder: Path) -> set[str] | None:
-    from edge_distill.distill.sequence import OUTPUTS
+    from edge_distill.distill.sequence_settings import OUTPUTS
 
     report = _read_json_object(folder / "sequence.json")
     return set(OUTPUTS) if report and isinstance(report.get("models"), dict) else None

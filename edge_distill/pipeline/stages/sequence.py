@@ -17,7 +17,7 @@ class SequenceStage(Stage):
     trains = True
 
     def __init__(self, settings, text: Path | None):
-        self.settings, self.text = settings, text  # settings: distill.sequence.SequenceSettings
+        self.settings, self.text = settings, text  # settings: distill.sequence_settings.SequenceSettings
 
     def params(self):
         # The default text is scikit-learn's installed descriptions: its version is in every key.
