@@ -30,8 +30,6 @@ import numpy as np
 from edge_distill.config import BuildConfig
 from edge_distill.errors import DataError
 
-GOLDEN_COUNT = 8
-
 
 @dataclass(frozen=True)
 class OptimizeSettings:

@@ -32,8 +32,9 @@ from typing import Any
 
 import numpy as np
 
+from edge_distill.bundle.kinds.io import GOLDEN_COUNT
 from edge_distill.text.distill import TextTrainingSettings
-from edge_distill.text.settings import GOLDEN_COUNT, INT8, TextBuildSettings, TextData
+from edge_distill.text.settings import INT8, TextBuildSettings, TextData
 
 def text_data(settings: TextBuildSettings, folder: Path) -> tuple[TextData, Any]:
     """(what the student trains on and is judged by, the labeled task a teacher without a

@@ -22,7 +22,6 @@ DEFAULT_RANK = {"embedding": None, "classification": 128}
 # more epochs than the embedding student needs (README, "Text classification").
 DEFAULT_TRAINING = {"embedding": TextTrainingSettings(), "classification": TextTrainingSettings(epochs=5)}
 FINE_TUNE = TextTrainingSettings(epochs=4, batch_size=16, learning_rate=1e-4)  # --fine-tune-epochs
-GOLDEN_COUNT = 8
 # The student's int8 (export/quantize.QuantRecipe's fields): dynamic, its MatMul and the embedding
 # Gather; measured 11% faster than static QDQ at 128 tokens at the same recall@10 (README, "Text").
 INT8 = QuantRecipe("dynamic", per_channel=False, op_types=("MatMul", "Gather"))

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 # Hashed in manifest["files"] with README.md.
 BUNDLE_FILES = ("model.onnx", "golden.npz", "golden.json")
+GOLDEN_COUNT = 8  # held-out feeds in the golden vectors (optimize's samples, text's strings)
 
 
 def write_io_golden(model: Path, feeds: list[dict], outputs, out: Path) -> dict[str, Any]:

@@ -127,10 +127,9 @@ class OptimizePackage(_OptimizeStage):
         return {**self.settings.sample_params(), "config": self.settings.config.to_dict()}
 
     def run(self, inputs, out, progress):
-        from edge_distill.bundle.kinds.io import BUNDLE_FILES, io_manifest, render_card, write_io_golden
+        from edge_distill.bundle.kinds.io import BUNDLE_FILES, GOLDEN_COUNT, io_manifest, render_card, write_io_golden
         from edge_distill.bundle.writer import finish_bundle, label_model
         from edge_distill.export.budget import Judgement
-        from edge_distill.pipeline.optimize import GOLDEN_COUNT
 
         s = self.settings
         samples = self.samples()
