@@ -207,11 +207,19 @@ def check_manifest_shape(manifest: dict[str, Any], path: Path) -> None:
         need(tolerance_ok(atol), "golden.tolerance.logits_atol", "a finite number >= 0")
 
 
+MAX_TOKENIZER_BYTES = 64 * 1024**2  # tokenizer.json: Gemma 3's 262k-token vocabulary is 33 MB
+
+
 def read_tokenizer(path: Path, max_length: int):
     """A text bundle's tokenizer.json as its app runs it: cut at `max_length`, never padded
-    (`verify`, `predict`, and the text build that writes it). Needs the tokenizers package."""
+    (`verify`, `predict`, and the text build that writes it); at most MAX_TOKENIZER_BYTES, since the
+    tokenizers library holds it at several times its size. Needs the tokenizers package."""
     from tokenizers import Tokenizer
 
+    size = path.stat().st_size
+    if size > MAX_TOKENIZER_BYTES:
+        raise BundleError(f"{path}: {size:,} bytes, more than the {MAX_TOKENIZER_BYTES:,} a tokenizer may hold",
+                          "rebuild the bundle with edge-distill text")
     return cut_at(Tokenizer.from_file(str(path)), max_length)
 
 

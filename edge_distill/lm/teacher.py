@@ -98,7 +98,7 @@ def _folder_facts(folder: Path) -> TeacherFacts:
     if (folder / "chat_template.jinja").exists():
         template = read_text(folder / "chat_template.jinja", "--teacher", MAX_CONFIG_BYTES, ModelError)
     path = regular_file(folder / "tokenizer.json", "--teacher", ModelError)
-    from edge_distill.bundle.kinds.generation import MAX_TOKENIZER_BYTES
+    from edge_distill.bundle.reader import MAX_TOKENIZER_BYTES
 
     if path.stat().st_size > MAX_TOKENIZER_BYTES:  # the tokenizers library holds it at several times its size
         raise ModelError(f"--teacher {path}: {path.stat().st_size:,} bytes, more than the {MAX_TOKENIZER_BYTES:,} a "

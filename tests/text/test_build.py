@@ -258,3 +258,21 @@ def test_a_sweeps_budget_is_not_part_of_a_students_cache_key(tmp_path):
                         tmp_path, data, None).params()
     assert plain == swept
     assert TextStudent(TextBuildSettings(layers=1), tmp_path, data, None).params() != plain
+
+
+def test_a_tokenizer_past_the_bound_is_refused_before_it_is_read(built, tmp_path):
+    """A text bundle's tokenizer.json is read by the tokenizers library at several times its size:
+    past 64 MB (the generator kind's bound too) verify fails it and predict stops in one line."""
+    from edge_distill.hashing import sha256
+
+    bundle = tmp_path / "b"
+    shutil.copytree(built[2], bundle)
+    (bundle / "tokenizer.json").write_text(" " * (65 * 1024**2))
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["files"]["tokenizer.json"] = {"sha256": sha256(bundle / "tokenizer.json"),
+                                           "size_bytes": (bundle / "tokenizer.json").stat().st_size}
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    checks = {c.name: c for c in verify_bundle(bundle)}
+    assert not checks["golden tokenization"].passed and "a tokenizer may hold" in checks["golden tokenization"].detail
+    predicted = invoke("predict", str(bundle), "how do I read a file")
+    assert predicted.exit_code != 0 and "a tokenizer may hold" in predicted.output and "Traceback" not in predicted.output

@@ -28,14 +28,13 @@ from typing import Any
 import numpy as np
 
 from edge_distill.bundle.integrity import Check, inside
-from edge_distill.bundle.reader import Bundle, tokenizer_errors
+from edge_distill.bundle.reader import MAX_TOKENIZER_BYTES, Bundle, tokenizer_errors
 from edge_distill.bundle.writer import GOLDEN_ATOL_SHARE
 from edge_distill.errors import BundleError, InputFileError
 from edge_distill.files import read_json
 from edge_distill.schema import Bool, Either, Int, ListOf, Null, Num, Obj, Str, check
 
 MAX_SETTINGS_BYTES = 4 * 1024**2  # generation.json: the largest chat templates are tens of KB
-MAX_TOKENIZER_BYTES = 64 * 1024**2  # tokenizer.json: Gemma 3's 262k-token vocabulary is 33 MB
 MAX_TEMPLATE_CHARS = 1_000_000
 TEMPLATE = Obj({"name": Str(nonempty=True), "template": Str(max_length=MAX_TEMPLATE_CHARS)},
                required={"name", "template"}, expected='an object with "name" and "template" strings')
