@@ -76,9 +76,12 @@ class TextBuildSettings:
 
     @property
     def benchmark(self) -> BenchmarkConfig:
-        """How the bundle is timed: the profile's settings at the threads used here."""
+        """How the student is timed: the profile's settings, at the threads used here; on the
+        device over SSH (the profile names device.host), at the profile's own threads, as build
+        times there (this host's cores say nothing of the device's)."""
         profile = self.profile.benchmark if self.profile else BenchmarkConfig()
-        return dataclasses.replace(profile, threads=self.distill.threads)
+        over_ssh = self.profile is not None and bool(self.profile.device.host)
+        return dataclasses.replace(profile, threads=profile.threads if over_ssh else self.distill.threads)
 
     @property
     def device(self) -> DeviceConfig:
