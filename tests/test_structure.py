@@ -5,6 +5,7 @@ they are, so that a change can only lower them."""
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 PACKAGE = Path(__file__).parents[1] / "edge_distill"
@@ -28,6 +29,7 @@ def module_name(path: Path) -> str:
     return ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(".__init__")
 
 
+@functools.cache
 def import_graph() -> dict[str, set[str]]:
     """Every module of the package -> the modules of the package it imports (in functions too)."""
     files = {module_name(p): p for p in PACKAGE.rglob("*.py")}

@@ -40,6 +40,8 @@ from edge_distill.commands.options import (
 @click.option("--threads", type=click.IntRange(min=1),
               help="torch and ONNX Runtime threads (default: the profile's benchmark.threads, at most this host's "
                    "cores; 2 without --profile).")
+@click.option("--benchmark-seconds", type=FiniteFloat(min=0.01), default=1.0, show_default=True,
+              help="How long each model is timed, per sequence length and per thread count tried.")
 @click.option("--max-quality-drop", type=FiniteFloat(min=0),
               help="The int8 student ships only within this many points of the float student's held-out figure, "
                    "and only where measured faster (default: the profile's quantize.max_accuracy_drop, 1.0).")
@@ -53,7 +55,7 @@ from edge_distill.commands.options import (
 @remote_options(many=True)
 @json_option
 def text(task, teacher_folder, text, labeled, out, layers, embedding_rank, epochs, fine_tune_epochs, max_length, threads,
-         max_quality_drop, profile, cache_dir, force, max_latency_ms, min_quality, sweep_layers, ship_best_effort, quiet, remote, ssh_config,
+         benchmark_seconds, max_quality_drop, profile, cache_dir, force, max_latency_ms, min_quality, sweep_layers, ship_best_effort, quiet, remote, ssh_config,
          remote_python, connect_timeout, command_timeout, as_json):
     """Distil a transformer (sentence embeddings or a classifier) into a small ONNX model with its
     tokenizer, as a bundle: int8 where measured faster than float within the quality budget."""
@@ -72,7 +74,7 @@ def text(task, teacher_folder, text, labeled, out, layers, embedding_rank, epoch
                                  distill=dataclasses.replace(DEFAULT_TRAINING[task],
                                                              epochs=epochs or DEFAULT_TRAINING[task].epochs),
                                  budget=budget, sweep_layers=tuple(layer_counts(sweep_layers)),
-                                 max_quality_drop=max_quality_drop)
+                                 max_quality_drop=max_quality_drop, benchmark_seconds=benchmark_seconds)
     targets = remote_targets(remote, ssh_config, remote_python, connect_timeout, command_timeout)
     manifest = text_bundle(settings, out, cache_dir=cache_dir, force=force, remotes=targets,
                            progress=progress_for(as_json, quiet))

@@ -31,7 +31,8 @@ def built(tiny_bert, tmp_path_factory):
     """(the command's arguments, its JSON manifest, the bundle): one build for the module."""
     folder = tmp_path_factory.mktemp("text-build")
     args = ["text", "--teacher-folder", str(tiny_bert), "--text", str(passages(folder)), "--layers", "2",
-            "--epochs", "1", "--max-length", "32", "--profile", "rpi4", "--cache-dir", str(folder / "cache"),
+            "--epochs", "1", "--max-length", "32", "--profile", "rpi4", "--benchmark-seconds", "0.2",
+            "--cache-dir", str(folder / "cache"),
             "--out", str(folder / "b")]
     here = folder / "here"  # the user's current folder: left as it was
     here.mkdir()
@@ -204,9 +205,11 @@ def cli_settings(args: list[str], **changes):
     from edge_distill.config import load_config
     from edge_distill.text.settings import DEFAULT_TRAINING, TextBuildSettings
 
-    flag = {name: args[args.index(name) + 1] for name in ("--teacher-folder", "--text", "--layers", "--max-length")}
+    flag = {name: args[args.index(name) + 1] for name in ("--teacher-folder", "--text", "--layers", "--max-length",
+                                                          "--benchmark-seconds")}
     settings = {"teacher_folder": Path(flag["--teacher-folder"]), "text": Path(flag["--text"]),
                 "layers": int(flag["--layers"]), "max_length": int(flag["--max-length"]),
+                "benchmark_seconds": float(flag["--benchmark-seconds"]),
                 "distill": dataclasses.replace(DEFAULT_TRAINING["embedding"], epochs=1), "profile": load_config("rpi4")}
     return TextBuildSettings(**(settings | changes))
 
