@@ -1,5 +1,6 @@
-"""`edge-distill text`: a transformer distilled into a small int8 ONNX model with its tokenizer,
-judged on held-out text, and shipped as a bundle `verify` checks. Two tasks:
+"""`edge-distill text`: a transformer distilled into a small ONNX model with its tokenizer (int8
+where measured faster than float within the quality budget), judged on held-out text, and shipped
+as a bundle `verify` checks. Two tasks:
 
 - embedding: a sentence-embedding teacher; the student reproduces its embeddings of unlabeled
   text; judged on a held-out retrieval task.
@@ -11,16 +12,17 @@ Its stages (pipeline/stages/text.py, which also assembles and runs them) run on 
 rebuild with nothing changed reads them all from the cache; its settings are in text/settings.py.
 What each stage calls is here:
 
-  text-classifier  teacher/..., fine_tune.json      fine_tune_teacher (classification, a folder without a head)
-  text-teacher     teacher_outputs.npy              teacher_outputs
-  text-teacher-export  teacher_fp32.onnx             export_teacher
-  text-student     student_fp32.onnx,               make_student (made from the teacher, distilled, exported)
-                   tokenizer.json, student.json
-  text-quantize    student_int8.onnx, judged.json   quantize_and_judge (the int8 recipe; teacher, float and
-                                                      int8 judged on held-out text)
-  text-benchmark   timing.json                      time_and_choose (float or int8, and the threads, by
-                                                      export/selection.choose; each length timed)
-  text-package     the bundle's files               write_text_bundle
+  text-classifier      teacher/..., fine_tune.json     fine_tune_teacher (classification, a folder
+                                                       without a head)
+  text-teacher         teacher_outputs.npy             teacher_outputs
+  text-teacher-export  teacher_fp32.onnx               export_teacher
+  text-student         student_fp32.onnx,              make_student (made from the teacher, distilled,
+                       tokenizer.json, student.json    exported)
+  text-quantize        student_int8.onnx, judged.json  quantize_and_judge (the int8 recipe; teacher,
+                                                       float and int8 judged on held-out text)
+  text-benchmark       timing.json                     time_and_choose (float or int8, and the threads,
+                                                       by export/selection.choose; each length timed)
+  text-package         the bundle's files              write_text_bundle (text/bundle.py)
 """
 
 from __future__ import annotations
