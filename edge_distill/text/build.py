@@ -246,18 +246,20 @@ def time_and_choose(settings: TextBuildSettings, data: TextData, inputs: dict[st
     models = {"teacher_fp32": inputs["teacher_fp32.onnx"], "student_fp32": candidates["fp32"],
               "student_int8": candidates["int8"]}
 
+    remote = device_target(device)
+
     def time_lengths(threads: int) -> dict[int, dict]:
         rows = {}
         for length, feed in feeds.items():
             progress(f"timing teacher and student side by side at length {length}, {threads} thread(s)")
             with onnxruntime_errors(f"timing at length {length}"):
                 rows[length] = time_side_by_side(models, feed, [threads], provider_specs(bench),
-                                                 settings.benchmark_seconds, device_target(device),
-                                                 not bench.allow_cpu_fallback, progress, bench.time_limit_s)
+                                                 settings.benchmark_seconds, remote, not bench.allow_cpu_fallback,
+                                                 progress, bench.time_limit_s)
         return rows
 
     longest = settings.lengths[-1]
-    if device_target(device) is not None or device.is_host_arch:  # measured for the device: 1, 2, 4, ... threads
+    if remote is not None or device.is_host_arch:  # measured for the device: 1, 2, 4, ... threads
         timing = time_candidates(candidates, feeds[longest], bench, device, settings.benchmark_seconds, progress)
         precision, threads, why = choose(judgement, timing, device.arch)
         by_length = time_lengths(threads)

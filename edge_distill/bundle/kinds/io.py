@@ -108,6 +108,12 @@ def tensor_lines(tensors: list[dict[str, Any]]) -> list[str]:
                    + (f" {shape(t.get('fixed_shape', t['shape']))} |" if fixed else "") for t in tensors]
 
 
+def tensor_sections(manifest: dict[str, Any]) -> list[str]:
+    """A model card's "Inputs" and "Outputs" sections (the io and text kinds' cards)."""
+    return ["## Inputs", "", *tensor_lines(manifest["inputs"]), "",
+            "## Outputs", "", *tensor_lines(manifest["outputs"]), ""]
+
+
 def render_card(manifest: dict[str, Any]) -> str:
     """The README.md of an optimize bundle, in plain words, from the manifest alone."""
     model, device = manifest["model"], manifest["profile"]["device"]
@@ -127,8 +133,7 @@ def render_card(manifest: dict[str, Any]) -> str:
         f"`{manifest['profile']['name']}`) from `{model['source']['file']}` (sha256 `{model['source']['sha256']}`, "
         f"opset {model['source']['opset']}).",
         "",
-        "## Inputs", "", *tensor_lines(manifest["inputs"]), "",
-        "## Outputs", "", *tensor_lines(manifest["outputs"]), "",
+        *tensor_sections(manifest),
         "## How to run it",
         f"ONNX Runtime with `{measurement['provider']}`, `SessionOptions.intra_op_num_threads = "
         f"{manifest['runtime']['intra_op_threads']}` ({manifest['runtime']['why']}).",

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from edge_distill.bundle.kinds.io import tensor_lines
+from edge_distill.bundle.kinds.io import tensor_sections
 
 
 def render_card(manifest: dict[str, Any]) -> str:
@@ -38,8 +38,7 @@ def render_card(manifest: dict[str, Any]) -> str:
         f"{text['how'][0].upper()}{text['how'][1:]}. At most {text['max_length']} tokens; ONNX Runtime with "
         f"`SessionOptions.intra_op_num_threads = {manifest['runtime']['intra_op_threads']}`.",
         "",
-        "## Inputs", "", *tensor_lines(manifest["inputs"]), "",
-        "## Outputs", "", *tensor_lines(manifest["outputs"]), "",
+        *tensor_sections(manifest),
         "## Measured figures",
         f"{metrics['task'][0].upper()}{metrics['task'][1:]}; p50 at batch 1, {metrics['threads']} thread(s), teacher "
         "and student timed side by side."
