@@ -118,12 +118,35 @@ def fix_shapes(inputs: list[TensorSpec], shapes: dict[str, tuple[int, ...]], whe
     return fixed
 
 
+# Ops ONNX Runtime registers in the default ONNX domain though ONNX has no schema for them;
+# onnxruntime-genai's builder writes them (lm/export.py). The checker is run with them set apart.
+ORT_ONNX_DOMAIN_OPS = frozenset({"SimplifiedLayerNormalization"})
+
+
+def check_onnx(model: onnx.ModelProto) -> None:
+    """onnx.checker.check_model, with ORT_ONNX_DOMAIN_OPS moved to a domain of their own in a copy
+    (the checker skips domains it does not know) so everything else is still checked."""
+    if any(node.op_type in ORT_ONNX_DOMAIN_OPS and not node.domain for node in model.graph.node):
+        model = copy_of(model)
+        for node in model.graph.node:
+            if node.op_type in ORT_ONNX_DOMAIN_OPS and not node.domain:
+                node.domain = "onnxruntime.onnx_domain"
+        model.opset_import.add(domain="onnxruntime.onnx_domain", version=1)
+    onnx.checker.check_model(model)
+
+
+def copy_of(model: onnx.ModelProto) -> onnx.ModelProto:
+    copied = onnx.ModelProto()
+    copied.CopyFrom(model)
+    return copied
+
+
 def load_onnx(path: Path) -> onnx.ModelProto:
     """Load and check an ONNX model; any failure names the file."""
     regular_file(path)
     try:
         model = onnx.load(str(path))
-        onnx.checker.check_model(model)
+        check_onnx(model)
     except Exception as e:
         raise InputFileError(f"{path}: not a valid ONNX model ({describe(e, 200)})", "re-export it with torch.onnx.export") from None
     return model

@@ -232,16 +232,22 @@ def _generator_bundles(w: Path, good: Path) -> None:
     variant("manifest-vocabulary-disagrees", lambda m, f: m["outputs"][0].update(shape=["batch", "sequence", 400]))
 
     def model_of_other_vocabulary(manifest: dict, folder: Path) -> None:
-        """A decoder of 320 tokens where the tokenizer and the manifest say 300."""
-        import torch
-        from transformers import LlamaConfig, LlamaForCausalLM
+        """A decoder of 320 tokens where the tokenizer and the manifest say 300: the shipped one with
+        its ids spread over 320 (the graph edit a cut-vocabulary student gets)."""
+        import onnx
 
-        from edge_distill.lm.export import export_decoder
+        from edge_distill.lm.export import cut_vocabulary
 
-        torch.manual_seed(1)
-        config = LlamaConfig(vocab_size=320, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                             num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                             tie_word_embeddings=True)
-        export_decoder(LlamaForCausalLM(config).eval(), folder / "model.onnx")
+        model = onnx.load(str(folder / "model.onnx"))
+        for node in model.graph.node:  # its own vocabulary edit renamed, to take a second one
+            node.name = node.name.replace("vocabulary/", "first/")
+            node.input[:] = [name.replace("vocabulary/", "first/") for name in node.input]
+            node.output[:] = [name.replace("vocabulary/", "first/") for name in node.output]
+        for weight in model.graph.initializer:
+            weight.name = weight.name.replace("vocabulary.", "first.")
+        for node in model.graph.node:
+            node.input[:] = [name.replace("vocabulary.", "first.") for name in node.input]
+        cut_vocabulary(model, np.arange(299), 320)
+        onnx.save(model, str(folder / "model.onnx"))
 
     variant("model-of-other-vocabulary", model_of_other_vocabulary)

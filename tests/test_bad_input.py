@@ -131,8 +131,8 @@ CASES = [
     # verify: malformed manifests are one line (exit 3); a damaged bundle fails its checks (exit 1)
     ("verify-not-a-folder", "verify {w}/notes.txt", 3, ["notes.txt: not a folder"]),
     ("llm-teacher-missing", "llm --teacher {w}/absent --out {w}/out", 2, ["--teacher", "absent: not found"]),
-    ("llm-negative-perplexity-budget", "llm --max-perplexity-increase -1 --out {w}/out", 2,
-     ["--max-perplexity-increase", "-1"]),
+    ("llm-perplexity-budget-below-the-teacher", "llm --max-perplexity-ratio 0.5 --out {w}/out", 2,
+     ["--max-perplexity-ratio", "0.5"]),
     ("llm-on-policy-share-above-one", "llm --kd on-policy --on-policy-share 1.5 --out {w}/out", 2,
      ["--on-policy-share", "1.5"]),
     ("llm-unknown-divergence", "llm --kd on-policy --divergence kl --out {w}/out", 2, ["--divergence", "'kl'"]),

@@ -111,8 +111,9 @@ def text(task, teacher_folder, text, labeled, out, layers, embedding_rank, epoch
 @click.option("--context", type=click.IntRange(min=2), default=128, show_default=True, help="Tokens per training window.")
 @click.option("--train-windows", type=click.IntRange(min=1), default=2048, show_default=True,
               help="Training windows the teacher scores, at most.")
-@click.option("--max-perplexity-increase", type=FiniteFloat(min=0), default=0.10, show_default=True,
-              help="A quantized variant may ship within this share of fp32's held-out perplexity.")
+@click.option("--max-perplexity-ratio", type=FiniteFloat(min=1), default=1.5, show_default=True,
+              help="A candidate (the student at fp32, int8 or int4, or the teacher at int8 or int4) may ship within "
+                   "this multiple of the teacher's fp32 held-out perplexity; the quickest of those ships.")
 @click.option("--threads", type=click.IntRange(min=1), help="Threads to train and time with (default: the profile's, or 2).")
 @click.option("--profile", "-p", help="Device profile: its threads, recorded in the bundle.")
 @layer_sweep_options("--max-ms-per-token", "Decode budget (ms per token, batch 1)", "--min-agreement",
@@ -123,10 +124,11 @@ def text(task, teacher_folder, text, labeled, out, layers, embedding_rank, epoch
 @remote_options(many=True)
 @json_option
 def llm(teacher, text, out, layers, vocab, kd, divergence, on_policy_share, init, epochs, context, train_windows,
-        max_perplexity_increase, threads, profile, max_ms_per_token, min_agreement, sweep_layers, ship_best_effort,
+        max_perplexity_ratio, threads, profile, max_ms_per_token, min_agreement, sweep_layers, ship_best_effort,
         cache_dir, force, quiet, remote, ssh_config, remote_python, connect_timeout, command_timeout, as_json):
-    """Distil a causal language model into a small on-device generator: a KV-cache ONNX decoder,
-    weight-only int4/int8 or dynamic int8 chosen by measured quality, with its tokenizer, as a bundle."""
+    """Distil a causal language model into a small on-device generator: a KV-cache ONNX decoder
+    (onnxruntime-genai's builder), the student or the teacher itself at fp32, int8 or int4 weights,
+    chosen by measured perplexity and speed, with its tokenizer, as a bundle."""
     from edge_distill.api import generator_bundle
     from edge_distill.config import load_config
     from edge_distill.lm.settings import LMBuildSettings
@@ -138,7 +140,7 @@ def llm(teacher, text, out, layers, vocab, kd, divergence, on_policy_share, init
     config = load_config(profile) if profile else None
     budget = sweep_budget(max_ms_per_token, min_agreement, ship_best_effort)
     settings = LMBuildSettings(teacher=teacher, text=text, context=context, train_windows=train_windows,
-                               max_perplexity_increase=max_perplexity_increase, profile=config, threads=threads,
+                               max_perplexity_ratio=max_perplexity_ratio, profile=config, threads=threads,
                                training=LMTrainingSettings(layers=layers, vocab=vocab, kd=kd, divergence=divergence,
                                                            on_policy_share=on_policy_share, init=init, epochs=epochs),
                                budget=budget, sweep_layers=tuple(layer_counts(sweep_layers)))
@@ -152,9 +154,11 @@ def llm(teacher, text, out, layers, vocab, kd, divergence, on_policy_share, init
                                         *([manifest["measurement"]["measured_on"]] if "measured_on" in
                                           manifest["measurement"] else []),
                                         f"Shipped: {model['precision']}: {model['why']}.",
-                                        f"Student: {model['parameters']:,} parameters, "
-                                        f"{model['teacher_parameters'] / model['parameters']:.1f}x fewer than the teacher's.",
+                                        f"Student: {model['parameters']:,} parameters, {model['teacher_parameters'] / model['parameters']:.1f}x "
+                                        "fewer than the teacher's." if model["source"] == "student" else
+                                        "The teacher ships: no student was quicker within the perplexity budget.",
                                         f"Bundle: {out}", *on_devices(manifest.get("device_benchmark"))]))
+    show_warnings(manifest["warnings"])
     if manifest.get("device_benchmark") and "devices" in manifest["device_benchmark"]:
         exit_if_any_device_failed(manifest["device_benchmark"])
 

@@ -23,6 +23,14 @@ except ImportError:  # on a device, beside runner.py (targets/remote.py copies b
     from runner import create_session, describe_host, peak_rss_mb
 
 PAST = re.compile(r"past_key_values\.(\d+)\.(key|value)$")
+PROMPT_LENGTHS = (64, 256)  # the prompts a generator is timed at
+
+
+def prompt_lengths(max_length: int, new_tokens: int) -> tuple[int, ...]:
+    """PROMPT_LENGTHS that leave room for `new_tokens` within `max_length` (the decoder's rotary
+    table ends at its context length), or the longest prompt that does."""
+    room = max(max_length - new_tokens, 1)
+    return tuple(length for length in PROMPT_LENGTHS if length <= room) or (room,)
 
 
 @dataclass
@@ -40,20 +48,23 @@ class Decoder:
         self.session = session
         inputs = {spec.name: spec for spec in session.get_inputs()}
         past = sorted((int(m[1]), m[2] == "value", name) for name in inputs if (m := PAST.match(name)))
-        missing = {"input_ids", "attention_mask", "position_ids"} - set(inputs)
+        missing = {"input_ids", "attention_mask"} - set(inputs)
         if missing or not past:
             raise ValueError(f"not a KV-cache decoder: no {', '.join(sorted(missing)) or 'past_key_values.*'} input")
         self.past_names = [name for *_, name in past]
         self.layers = len(past) // 2
         shape = inputs[self.past_names[0]].shape
         self.kv_heads, self.head_dim = int(shape[1]), int(shape[3])
-        self.output_names = [o.name for o in session.get_outputs()]
-        self.vocab_size = int(session.get_outputs()[0].shape[-1])
+        # Each present in the order of its past (the builder lists all keys, then all values).
+        self.output_names = ["logits", *(name.replace("past_key_values.", "present.") for name in self.past_names)]
+        # onnxruntime-genai's builder computes positions from the mask inside the graph; a graph
+        # traced from transformers takes them as an input.
+        self.takes_positions = "position_ids" in inputs
+        self.vocab_size = int(next(o for o in session.get_outputs() if o.name == "logits").shape[-1])
 
-    def start(self, ids: np.ndarray, mask: np.ndarray | None = None) -> State:
-        """The prefill: `ids` (batch x sequence, int64), left-padded where `mask` has 0s."""
-        mask = np.ones_like(ids) if mask is None else mask.astype(np.int64)
-        return self._run(ids, mask, self._empty_past(ids.shape[0]))
+    def start(self, ids: np.ndarray) -> State:
+        """The prefill: `ids` (batch x sequence, int64), every row as long (no padding)."""
+        return self._run(ids, np.ones_like(ids), self._empty_past(ids.shape[0]))
 
     def logits(self, ids: np.ndarray) -> np.ndarray:
         """Every position's next-token logits (batch x sequence x vocabulary) of one prefill."""
@@ -61,9 +72,13 @@ class Decoder:
 
     def prefill_feed(self, ids: np.ndarray) -> dict[str, np.ndarray]:
         """The inputs of a prefill of unpadded `ids` (batch x sequence, int64)."""
-        return {"input_ids": ids, "attention_mask": np.ones_like(ids),
-                "position_ids": np.broadcast_to(np.arange(ids.shape[1]), ids.shape).astype(np.int64),
-                **dict(zip(self.past_names, self._empty_past(ids.shape[0])))}
+        return self._feed(ids, np.ones_like(ids), self._empty_past(ids.shape[0]))
+
+    def _feed(self, ids: np.ndarray, mask: np.ndarray, past: list[np.ndarray]) -> dict[str, np.ndarray]:
+        feed = {"input_ids": ids, "attention_mask": mask, **dict(zip(self.past_names, past))}
+        if self.takes_positions:
+            feed["position_ids"] = np.maximum(np.cumsum(mask, axis=1) - 1, 0)[:, -ids.shape[1]:].astype(np.int64)
+        return feed
 
     def _empty_past(self, batch: int) -> list[np.ndarray]:
         """Past keys and values of length 0: what a prefill feeds."""
@@ -74,10 +89,7 @@ class Decoder:
         return self._run(ids, np.concatenate([state.mask, np.ones_like(ids)], axis=1), state.past)
 
     def _run(self, ids: np.ndarray, mask: np.ndarray, past: list[np.ndarray]) -> State:
-        positions = np.maximum(np.cumsum(mask, axis=1) - 1, 0)[:, -ids.shape[1]:]
-        feed = {"input_ids": ids, "attention_mask": mask, "position_ids": positions.astype(np.int64),
-                **dict(zip(self.past_names, past))}
-        logits, *present = self.session.run(self.output_names, feed)
+        logits, *present = self.session.run(self.output_names, self._feed(ids, mask, past))
         return State(logits[:, -1], present, mask)
 
     def generate(self, prompt: list[int], max_new_tokens: int, eos_ids: tuple[int, ...] = (),

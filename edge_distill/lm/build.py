@@ -1,5 +1,5 @@
 """`edge-distill llm`: a pretrained causal language model distilled into a small on-device
-generator: a KV-cache ONNX decoder, weight-only or dynamic int8/int4 chosen by measured quality,
+generator: a KV-cache ONNX decoder, weight-only int8/int4 or fp32 chosen by measured quality,
 with its tokenizer, generation settings and golden generations, in a bundle `verify` re-runs.
 
 Its stages (pipeline/stages/llm.py, which also assembles and runs them) run on the one runner;
@@ -9,10 +9,14 @@ its settings and text are in lm/settings.py. What each stage calls is here:
                 teacher_top1.npy, tokenizer.json, teacher.json    top-k targets, held-out perplexity
   llm-teacher-text  teacher_text*.npy                         kd "sequence" only: the teacher's own
                                                                 continuations of the windows' openings
+  llm-teacher-export  decoder_teacher_int{8,4}_weights.onnx    the teacher at 8 and 4 bits (the same builder):
+                teacher_genai_config.json                       the candidates a student must beat
   llm-student   student/{config.json, model.safetensors,       the student made from the teacher's
                 vocab.npy}, student.json                        layers and the text's tokens, distilled
-  llm-export    decoder_fp32.onnx, export.json                 the KV-cache decoder, checked against PyTorch
-  llm-quantize  decoder_<variant>.onnx, variants.json          each variant judged and timed; one chosen
+  llm-export    decoder_fp32.onnx, genai_config.json,          the KV-cache decoder (onnxruntime-genai's
+                export.json                                     builder), checked against PyTorch
+  llm-quantize  decoder_<variant>.onnx, variants.json          int8/int4 weights by the same builder; each
+                                                                variant judged and timed; one chosen
   llm-package   the bundle's files                             write_generator_bundle
 """
 
@@ -132,53 +136,106 @@ def distil_student(source: TeacherSource, training: LMTrainingSettings, inputs, 
 
 
 def export_student(inputs, out: Path, progress) -> None:
-    """llm-export: the KV-cache decoder, checked against PyTorch on a held-out prompt."""
+    """llm-export: the student's fp32 KV-cache decoder by onnxruntime-genai's builder, with
+    genai_config.json, checked against PyTorch on a held-out prompt."""
     import numpy as np
 
-    from edge_distill.lm.export import check_parity, export_decoder
+    from edge_distill.lm.export import build_decoder, check_parity
+    from edge_distill.lm.settings import GENAI_CONFIG
     from edge_distill.lm.student import load_student
 
     vocab_size = json.loads(inputs["teacher.json"].read_text())["vocab_size"]
-    student, kept = load_student(inputs["student/config.json"].parent)
-    export_decoder(student, out / "decoder_fp32.onnx", kept, vocab_size)
+    folder = inputs["student/config.json"].parent
+    student, kept = load_student(folder)
+    genai = build_decoder(folder, inputs["tokenizer.json"], out / "decoder_fp32.onnx", "fp32", kept, vocab_size,
+                          progress)
+    (out / GENAI_CONFIG).write_text(json.dumps(genai, indent=2))
     prompt = np.load(inputs["held_out.npy"])[0, :16].tolist()
     parity = check_parity(student, out / "decoder_fp32.onnx", prompt, kept)
     progress(f"export: prefill and {parity['steps']} decode steps match PyTorch (max |logit| diff "
              f"{max(parity['prefill'], parity['decode']):.1e})")
-    (out / "export.json").write_text(json.dumps({"parity": parity, "exporter": "torch.onnx.export(dynamo=False)"},
-                                                indent=2))
+    from importlib.metadata import version
+
+    (out / "export.json").write_text(json.dumps(
+        {"parity": parity, "exporter": f"onnxruntime-genai {version('onnxruntime-genai')} model builder"}, indent=2))
+
+
+def export_teacher(source: TeacherSource, inputs, out: Path, progress) -> None:
+    """llm-teacher-export: the teacher itself at 8 and 4 bits by the same builder, whole vocabulary:
+    the user's simplest alternative, on the same table as the students (lm/quantize.choose_variant)."""
+    import tempfile
+
+    from edge_distill.lm.quantize import TEACHER_VARIANTS, make_variant
+    from edge_distill.lm.settings import GENAI_CONFIG
+
+    with tempfile.TemporaryDirectory(prefix=".teacher-", dir=out) as scratch:
+        folder = plain_teacher_folder(source, Path(scratch))
+        report = {}
+        for name in TEACHER_VARIANTS:
+            progress(f"teacher: {name} by onnxruntime-genai's builder")
+            report[name] = make_variant(name, folder, inputs["tokenizer.json"], out / f"decoder_{name}.onnx")
+    (out / f"teacher_{GENAI_CONFIG}").write_text(json.dumps(report[TEACHER_VARIANTS[0]].pop("genai_config"), indent=2))
+    for name in TEACHER_VARIANTS[1:]:
+        report[name].pop("genai_config")
+    (out / "teacher_export.json").write_text(json.dumps(report, indent=2))
+
+
+def plain_teacher_folder(source: TeacherSource, scratch: Path) -> Path:
+    """The teacher as a transformers folder the builder reads: its own, or a GGUF teacher
+    dequantized to fp32 and saved in `scratch`."""
+    if not source.gguf:
+        return source.path
+    from edge_distill.lm.teacher import load_teacher
+
+    model = load_teacher(source).model
+    config = model.config.to_dict()
+    config.pop("quantization_config", None)  # dequantized from GGUF: saved as plain fp32 weights
+    plain = type(model)(type(model.config).from_dict(config))
+    plain.load_state_dict(model.state_dict())
+    plain.save_pretrained(str(scratch / "teacher"), safe_serialization=True)
+    return scratch / "teacher"
 
 
 def quantize_and_judge(inputs, settings: LMBuildSettings, out: Path, progress) -> None:
-    """llm-quantize: each variant made, its held-out quality and peak memory measured; all timed side
-    by side in interleaved rounds in a process of their own; the one to ship chosen (lm/quantize.py)."""
+    """llm-quantize: the student's int8/int4 variants made; every candidate (the student's variants
+    and the teacher's) judged on the held-out windows, its peak memory measured, all timed side by
+    side in interleaved rounds in a process of their own; the one to ship chosen (lm/quantize.py)."""
     import numpy as np
 
-    from edge_distill.lm.quantize import (VARIANTS, choose_variant, held_out_quality, make_variant,
-                                          peak_memory_in_own_process, time_side_by_side)
+    from edge_distill.device.decoder import prompt_lengths
+    from edge_distill.lm.quantize import (NEW_TOKENS, TEACHER_VARIANTS, VARIANTS, choose_variant, held_out_quality,
+                                          make_variant, peak_memory_in_own_process, time_side_by_side)
+    from edge_distill.lm.student import load_vocabulary
 
     held_out, teacher_top1 = np.load(inputs["held_out.npy"]), np.load(inputs["teacher_top1.npy"])
-    paths = {"fp32": inputs["decoder_fp32.onnx"]} | {name: out / f"decoder_{name}.onnx" for name in VARIANTS[1:]}
+    teacher = json.loads(inputs["teacher.json"].read_text())
+    vocab_size, lengths = teacher["vocab_size"], prompt_lengths(teacher["context_length"], NEW_TOKENS)
+    folder = inputs["student/config.json"].parent
+    paths = {"fp32": inputs["decoder_fp32.onnx"]} | {name: out / f"decoder_{name}.onnx" for name in VARIANTS[1:]} | {
+        name: inputs[f"decoder_{name}.onnx"] for name in TEACHER_VARIANTS}
+    made = {name: json.loads(inputs["teacher_export.json"].read_text())[name] for name in TEACHER_VARIANTS}
     rows, fp32_top1 = {}, None
     for name, path in paths.items():
-        made = {}
-        if name != "fp32":
-            progress(f"quantize: {name}")
-            made = make_variant(name, paths["fp32"], path)  # refused where it quantized no node
+        if name in VARIANTS[1:]:
+            progress(f"quantize: {name} by onnxruntime-genai's builder")
+            made[name] = make_variant(name, folder, inputs["tokenizer.json"], path, load_vocabulary(folder), vocab_size)
         quality, top1 = held_out_quality(path, held_out, teacher_top1, settings.threads)
         fp32_top1 = top1 if fp32_top1 is None else fp32_top1
-        rows[name] = {"size_bytes": path.stat().st_size, **quality, "quantized_nodes": made.get("quantized_nodes", 0),
-                      "agreement_with_fp32": float((top1 == fp32_top1).mean()),
-                      "peak_rss_mb": peak_memory_in_own_process(path, settings.threads)}
-        progress(f"quantize: {name}: perplexity {quality['perplexity']:.2f}, peak memory "
+        rows[name] = {"model": "teacher" if name in TEACHER_VARIANTS else "student", "size_bytes": path.stat().st_size,
+                      **quality, "quantized_nodes": made.get(name, {}).get("quantized_nodes", 0),
+                      **({} if name in TEACHER_VARIANTS else {"agreement_with_fp32": float((top1 == fp32_top1).mean())}),
+                      "peak_rss_mb": peak_memory_in_own_process(path, settings.threads, max(lengths))}
+        progress(f"judge: {name}: perplexity {quality['perplexity']:.2f}, peak memory "
                  f"{rows[name]['peak_rss_mb'] or 0:.0f} MB")
-    progress(f"quantize: timing {', '.join(paths)} side by side in interleaved rounds")
-    for name, timing in time_side_by_side(paths, settings.threads).items():
+    progress(f"time: {', '.join(paths)} side by side in interleaved rounds")
+    for name, timing in time_side_by_side(paths, settings.threads, lengths).items():
         rows[name] |= {"decode_tokens_per_s": timing[0]["decode_tokens_per_s"],
                        "round_decode_tokens_per_s": timing[0]["round_decode_tokens_per_s"], "timing": timing}
-        progress(f"quantize: {name}: {rows[name]['decode_tokens_per_s']:.0f} tokens/s")
-    chosen, why = choose_variant(rows, settings.max_perplexity_increase)
+        progress(f"time: {name}: {rows[name]['decode_tokens_per_s']:.0f} tokens/s")
+    teacher_perplexity = teacher["held_out"]["perplexity"]
+    chosen, why = choose_variant(rows, teacher_perplexity, settings.max_perplexity_ratio)
     (out / "variants.json").write_text(json.dumps({"variants": rows, "chosen": chosen, "why": why,
                                                    "threads": settings.threads,
-                                                   "max_perplexity_increase": settings.max_perplexity_increase},
+                                                   "teacher_perplexity": teacher_perplexity,
+                                                   "max_perplexity_ratio": settings.max_perplexity_ratio},
                                                   indent=2))

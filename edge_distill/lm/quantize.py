@@ -1,15 +1,18 @@
-"""Weight-only and dynamic quantization of a KV-cache decoder, each variant judged by measured
-quality and speed, and the one to ship chosen by a stated rule.
+"""Weight-only quantization of a KV-cache decoder, each variant judged by measured quality and
+speed, and the one to ship chosen by a stated rule.
 
-Variants (ONNX Runtime's own tools, as recipes export/quantize.py applies: RECIPES):
-- fp32: the export;
-- int8_weights / int4_weights: MatMulNBits (onnxruntime.quantization.matmul_nbits_quantizer, RTN,
-  symmetric, blocks of 32), weights 8 or 4 bits, activations fp32 (accuracy level 4 lets the
-  kernel run int8 dot products on them, as onnxruntime-genai's CPU models do). Its other 4-bit
-  algorithms lost more on the default SmolLM2 student (benchmarks/llm_weight_only.py: perplexity
-  +10.8% RTN symmetric, +16.2% k-quant, +17.8% RTN asymmetric, +119.5% HQQ);
-- int8_dynamic: quantize_dynamic, MatMul and the embedding Gather int8, activations quantized per
-  run.
+Variants, each written by onnxruntime-genai's model builder from the same transformers folder
+(lm/export.build_decoder), so every one has the same fused graph:
+- fp32;
+- int8_weights / int4_weights: MatMulNBits (RTN, symmetric, blocks of 32), weights 8 or 4 bits,
+  activations fp32 (accuracy level 4 lets the kernel run int8 dot products on them); a tied
+  embedding quantized once, read by GatherBlockQuantized and shared with the output layer.
+  ORT's other 4-bit algorithms lost more on the default SmolLM2 student
+  (benchmarks/llm_weight_only.py: perplexity +10.8% RTN symmetric, +16.2% k-quant, +17.8% RTN
+  asymmetric, +119.5% HQQ).
+The dynamic int8 variant of earlier versions (quantize_dynamic on MatMul and Gather) is gone: on
+the traced graph it was slower than int4 and worse than int8 weights, and the builder's fused
+graph has no plain MatMul weights left for it.
 
 Quality: held-out perplexity over the teacher's whole vocabulary, and next-token top-1 agreement
 with the teacher and with fp32. Speed: time to first token and decode tokens/s at batch 1, every
@@ -17,10 +20,13 @@ variant timed side by side in interleaved rounds in one process of its own (devi
 on a device); memory: each variant's peak in a process of its own, generating after the longest
 prompt.
 
-The rule (measure/speed.quickest_beyond_noise, the one speed rule of every pipeline): among the
-variants whose perplexity is within `max_perplexity_increase` of fp32's, the quickest decode, where
-it was quicker in every interleaved round; otherwise the variants it did not beat are tied with it,
-and a tie goes to the smaller file (a generator's memory is the device's scarcest resource).
+The candidates are the student's variants and the teacher itself at 8 and 4 bits (the same
+builder, the teacher's whole vocabulary): a user's simplest alternative, which a student must beat
+to ship. The rule (measure/speed.quickest_beyond_noise, the one speed rule of every pipeline):
+among the candidates whose perplexity is within `max_ratio` times the teacher's fp32 perplexity,
+the quickest decode, where it was quicker in every interleaved round; otherwise the candidates it
+did not beat are tied with it, and a tie goes to the smaller file (a generator's memory is the
+device's scarcest resource). Where none is within, the closest to the teacher ships, with a warning.
 """
 
 from __future__ import annotations
@@ -36,21 +42,26 @@ import numpy as np
 from edge_distill.errors import QuantizeError
 from edge_distill.export.recipe import QuantRecipe
 
-VARIANTS = ("fp32", "int8_weights", "int4_weights", "int8_dynamic")
-PROMPT_LENGTHS = (64, 256)
+VARIANTS = ("fp32", "int8_weights", "int4_weights")  # the student's
+TEACHER_VARIANTS = ("teacher_int8_weights", "teacher_int4_weights")
 NEW_TOKENS = 32
-# Each variant's recipe (export/quantize.py applies them, and counts their quantized nodes).
+# What the builder does for each quantized variant, as the recipe that names and checks it.
 RECIPES = {"int8_weights": QuantRecipe("weight_only", bits=8, block_size=32),
-           "int4_weights": QuantRecipe("weight_only", bits=4, block_size=32),
-           "int8_dynamic": QuantRecipe("dynamic", per_channel=False, op_types=("MatMul", "Gather"))}
+           "int4_weights": QuantRecipe("weight_only", bits=4, block_size=32)}
+BUILDER_PRECISION = {"fp32": "fp32", "int8_weights": "int8", "int4_weights": "int4"}
 
 
-def make_variant(name: str, fp32: Path, out: Path) -> dict[str, Any]:
-    """Write variant `name` of the fp32 decoder to `out`; returns its recipe, op counts and
-    quantized nodes."""
-    from edge_distill.export.quantize import apply_recipe
+def make_variant(name: str, folder: Path, tokenizer: Path, out: Path, kept: np.ndarray | None = None,
+                 vocab_size: int | None = None) -> dict[str, Any]:
+    """Write variant `name` (of VARIANTS or TEACHER_VARIANTS) of the transformers model in `folder` to
+    `out`; returns its recipe, op counts, quantized nodes (a variant without any is refused) and the
+    builder's genai_config.json for it."""
+    from edge_distill.export.quantize import recipe_report
+    from edge_distill.lm.export import build_decoder
 
-    return apply_recipe(RECIPES[name], fp32, out)
+    kind = name.removeprefix("teacher_")
+    config = build_decoder(folder, tokenizer, out, BUILDER_PRECISION[kind], kept, vocab_size)
+    return recipe_report(RECIPES[kind], out) | {"genai_config": config}
 
 
 def held_out_quality(model: Path, held_out: np.ndarray, teacher_top1: np.ndarray, threads: int,
@@ -74,18 +85,17 @@ def held_out_quality(model: Path, held_out: np.ndarray, teacher_top1: np.ndarray
             "agreement_with_teacher": float((predicted == teacher_top1).mean())}, predicted
 
 
-def time_side_by_side(models: dict[str, Path], threads: int, prompt_lengths=PROMPT_LENGTHS,
-                      new_tokens: int = NEW_TOKENS) -> dict[str, list[dict[str, Any]]]:
+def time_side_by_side(models: dict[str, Path], threads: int, lengths: tuple[int, ...], new_tokens: int = NEW_TOKENS) -> dict[str, list[dict[str, Any]]]:
     """device/decoder.py run as a script (as on a device) timing every model in interleaved rounds:
     {name: its timing rows, one per prompt length, with each round's decode tokens/s}."""
     first, *others = models.values()
     result = _decoder_script([first, "--versus", *others, "--prompt-ids", "1", "--new-tokens", str(new_tokens),
-                              "--threads", str(threads), "--time", ",".join(map(str, prompt_lengths))],
+                              "--threads", str(threads), "--time", ",".join(map(str, lengths))],
                              f"timing {', '.join(models)}")
     return {name: result["side_by_side"][path.name] for name, path in models.items()}
 
 
-def peak_memory_in_own_process(model: Path, threads: int, prompt_length: int = max(PROMPT_LENGTHS),
+def peak_memory_in_own_process(model: Path, threads: int, prompt_length: int,
                                new_tokens: int = NEW_TOKENS) -> float | None:
     """The peak resident memory (MB) of device/decoder.py generating `new_tokens` after a
     `prompt_length`-token prompt with `model`, in a process of its own: what an app holds."""
@@ -103,13 +113,17 @@ def _decoder_script(args: list, what: str) -> dict[str, Any]:
     return json.loads(done.stdout)
 
 
-def choose_variant(rows: dict[str, dict[str, Any]], max_perplexity_increase: float) -> tuple[str, str]:
-    """(the variant to ship, why), by the rule in this module's docstring. Each row: perplexity,
+def choose_variant(rows: dict[str, dict[str, Any]], teacher_perplexity: float, max_ratio: float) -> tuple[str, str]:
+    """(the candidate to ship, why), by the rule in this module's docstring. Each row: perplexity,
     size_bytes, decode_tokens_per_s and round_decode_tokens_per_s (at the shortest prompt)."""
     from edge_distill.measure.speed import quickest_beyond_noise
 
-    limit = rows["fp32"]["perplexity"] * (1 + max_perplexity_increase)
+    limit = teacher_perplexity * max_ratio
     within = {name: row for name, row in rows.items() if row["perplexity"] <= limit}
+    if not within:  # nothing keeps enough: the closest to the teacher, said so (a warning in the manifest)
+        closest = min(rows, key=lambda name: rows[name]["perplexity"])
+        return closest, (f"no candidate within {max_ratio:g}x the teacher's perplexity {teacher_perplexity:.2f}: "
+                         f"the closest, at {rows[closest]['perplexity'] / teacher_perplexity:.2f}x")
     # As time per decoded token, lower is better, the shape quickest_beyond_noise compares.
     timed = [{"variant": name, "threads": 0, "size_bytes": row["size_bytes"],
               "p50": 1e3 / row["decode_tokens_per_s"],
@@ -122,6 +136,6 @@ def choose_variant(rows: dict[str, dict[str, Any]], max_perplexity_increase: flo
         f"; tied with {quickest['variant']} ({rows[quickest['variant']]['decode_tokens_per_s']:.0f} tokens/s), "
         "which was not quicker in every interleaved round: the smaller file wins a tie")
     why = (f"{rows[chosen]['decode_tokens_per_s']:.0f} tokens/s, perplexity {rows[chosen]['perplexity']:.2f} "
-           f"within {max_perplexity_increase:.0%} of fp32's {rows['fp32']['perplexity']:.2f}" + tie
-           + (f"; {', '.join(outside)} beyond the perplexity budget" if outside else ""))
+           f"({rows[chosen]['perplexity'] / teacher_perplexity:.2f}x the teacher's fp32 {teacher_perplexity:.2f}, "
+           f"within {max_ratio:g}x)" + tie + (f"; {', '.join(outside)} beyond the perplexity budget" if outside else ""))
     return chosen, why

@@ -16,6 +16,8 @@ from edge_distill.lm.student import LMTrainingSettings
 
 GOLDEN_PROMPTS = 4
 CONTINUATION_FILES = ("teacher_text.npy", "teacher_text_topk_ids.npy", "teacher_text_topk_logprobs.npy")
+GENAI_CONFIG = "genai_config.json"  # what onnxruntime-genai's runtime reads beside the decoder
+GENAI_TOKENIZER_CONFIG = "tokenizer_config.json"  # and beside tokenizer.json
 CONTINUATION_BATCH = 64  # windows the teacher continues at once: 10 ms a token on SmolLM2 here, 14 at 16
 GOLDEN_PROMPT_CHARS = 60
 
@@ -29,7 +31,9 @@ class LMBuildSettings:
     held_out_windows: int = 64
     top_k: int = 32  # of the teacher's next-token distribution kept per position
     training: LMTrainingSettings = LMTrainingSettings()
-    max_perplexity_increase: float = 0.10  # a quantized variant within this of fp32's perplexity may ship
+    # A candidate (a student variant, or the teacher at 8 or 4 bits) ships only within this multiple of
+    # the teacher's fp32 held-out perplexity: the quickest beyond noise of those that are.
+    max_perplexity_ratio: float = 1.5
     new_tokens: int = 16  # greedy tokens per golden prompt
     profile: BuildConfig | None = None  # the device: its threads; None: any CPU
     # torch's and ONNX Runtime's threads here, for training and timing alike (it sets `training`'s);
@@ -53,9 +57,9 @@ class LMBuildSettings:
             raise ConfigError(f"--context {self.context}: --kd {self.training.kd} continues each window's first "
                               f"{self.training.prompt_tokens} tokens, which leaves no room for the continuation",
                               f"use --context {2 * self.training.prompt_tokens} or more")
-        if self.max_perplexity_increase < 0:
-            raise ConfigError(f"--max-perplexity-increase {self.max_perplexity_increase}: must be 0 or more",
-                              "e.g. 0.1 for 10%")
+        if self.max_perplexity_ratio < 1:
+            raise ConfigError(f"--max-perplexity-ratio {self.max_perplexity_ratio}: must be 1 or more (a multiple of "
+                              "the teacher's perplexity)", "e.g. 1.5")
 
 
 @dataclass(frozen=True)

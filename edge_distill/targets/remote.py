@@ -229,10 +229,11 @@ def bench_generator(path: Path, target: RemoteTarget | None, progress=lambda _: 
     """A generator bundle on the device (or here), after the kind's cheap checks here
     (bundle/kinds/generation.py): device/decoder.py decodes its golden prompts along their stored greedy
     tokens there (each step's choice the stored one, or within the logit tolerance: a near tie),
-    and times prefills of 64 and 256 tokens and 32 decode steps after them; its peak memory.
+    and times prefills of 64 and 256 tokens (those within the bundle's max_length) and the golden
+    length's decode steps after them; its peak memory.
     `golden_passed` is False where any prompt diverged beyond the tolerance."""
     from edge_distill.bundle.kinds.generation import open_generator
-    from edge_distill.device.decoder import describe_divergence
+    from edge_distill.device.decoder import describe_divergence, prompt_lengths
 
     generator = open_generator(path)
     opened, golden = generator.bundle, generator.golden
@@ -243,7 +244,8 @@ def bench_generator(path: Path, target: RemoteTarget | None, progress=lambda _: 
     args = ["--prompt-ids", ";".join(",".join(map(str, p)) for p in prompts), "--new-tokens",
             str(golden["greedy_ids"].shape[1]),  # also the decode steps timed after each prompt length
             "--expect-ids", ";".join(",".join(map(str, row)) for row in golden["greedy_ids"].tolist()),
-            "--atol", repr(generator.atol), "--threads", str(threads), "--time", "64,256"]
+            "--atol", repr(generator.atol), "--threads", str(threads), "--time",
+            ",".join(map(str, prompt_lengths(generator.max_length, golden["greedy_ids"].shape[1])))]
     if target is None:
         import sys
 

@@ -27,19 +27,20 @@ def tiny_tokenizer():
     return tokenizer
 
 
-def tiny_llama_folder(folder: Path, layers: int = 4, eos: bool = True, seed: int = 0) -> Path:
+def tiny_llama_folder(folder: Path, layers: int = 4, eos: bool = True, seed: int = 0, hidden_size: int = 64) -> Path:
+    """Heads of 16 (hidden_size 64, 4 heads): onnxruntime's CPU attention needs a multiple of 16."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
     tokenizer = tiny_tokenizer()
-    config = LlamaConfig(vocab_size=tokenizer.get_vocab_size(), hidden_size=32, intermediate_size=64,
+    config = LlamaConfig(vocab_size=tokenizer.get_vocab_size(), hidden_size=hidden_size, intermediate_size=2 * hidden_size,
                          num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
                          max_position_embeddings=256, tie_word_embeddings=True, bos_token_id=1,
                          eos_token_id=2 if eos else None)
     model = LlamaForCausalLM(config)
     with torch.no_grad():  # logits of a real model's scale, so greedy choices are clear
-        model.lm_head.weight.mul_(20)
+        model.lm_head.weight.mul_(20 * (32 / hidden_size) ** 0.5)
     model.save_pretrained(str(folder))
     folder.joinpath("generation_config.json").unlink(missing_ok=True)
     if not eos:

@@ -81,8 +81,8 @@ def test_sequence_kd_trains_the_student_on_the_teachers_continuations(tmp_path, 
 
     settings = tiny_settings(tiny_llama, tiny_text, kd="sequence", prompt_tokens=4)
     stages = llm_stages(settings, TeacherSource(tiny_llama), LMData(tiny_text))
-    assert [stage.name for stage in stages[:3]] == ["llm-teacher", "llm-teacher-text", "llm-student"]
-    files = run_stages(stages[:3], tmp_path / "cache").artifacts
+    assert [stage.name for stage in stages[:4]] == ["llm-teacher", "llm-teacher-text", "llm-teacher-export", "llm-student"]
+    files = run_stages([stages[0], stages[1], stages[3]], tmp_path / "cache").artifacts  # not the teacher's export
     text, continued, ids = (np.load(files[name]) for name in ("train.npy", "teacher_text.npy", "teacher_text_topk_ids.npy"))
     assert continued.shape == text.shape and (continued[:, :4] == text[:, :4]).all()
     assert (continued[:, 4:] != text[:, 4:]).mean() > 0.5
@@ -104,8 +104,9 @@ def built(tmp_path_factory, tiny_llama, tiny_text):
 @pytest.mark.slow
 def test_the_bundle_verifies_generates_and_reruns_from_the_cache(built, tiny_llama, tiny_text, tmp_path):
     folder, manifest = built
-    assert [step["cached"] for step in manifest["steps"]] == [False] * 5
-    assert set(manifest["metrics"]["variants"]) == {"fp32", "int8_weights", "int4_weights", "int8_dynamic"}
+    assert [step["cached"] for step in manifest["steps"]] == [False] * 6
+    assert set(manifest["metrics"]["variants"]) == {"fp32", "int8_weights", "int4_weights", "teacher_int8_weights",
+                                                    "teacher_int4_weights"}
     assert manifest["model"]["precision"] in manifest["metrics"]["variants"]
     # Every variant timed side by side in the same 5 interleaved rounds, and its memory on its own.
     assert all(len(row["round_decode_tokens_per_s"]) == 5 and row["peak_rss_mb"]
@@ -130,12 +131,12 @@ def test_the_bundle_verifies_generates_and_reruns_from_the_cache(built, tiny_lla
     assert predicted.exit_code == 3 and "a text generator bundle" in predicted.output
     not_chat = invoke("generate", bundle, "The fox", "--chat")
     assert not_chat.exit_code == 3 and "no chat_template: the teacher is not a chat model" in not_chat.output
-    too_long = invoke("generate", bundle, "fox " * 200)
-    assert too_long.exit_code != 0 and "generates at most 32 in all" in too_long.output
+    too_long = invoke("generate", bundle, "fox " * 300)  # the tiny teacher's context: 256 tokens
+    assert too_long.exit_code != 0 and "generates at most 256 in all" in too_long.output
 
     # A rerun reads every stage from the cache, in a new process that never imports torch.
     again = run_in(tmp_path / "here", *map(str, tiny_args(tiny_llama, tiny_text, folder)))
-    assert "plan: all 5 stage(s) cached" in again.stderr and "torch not imported" in again.stderr
+    assert "plan: all 6 stage(s) cached" in again.stderr and "torch not imported" in again.stderr
 
     # A golden id the model does not generate fails verify's greedy check (the hashes vouched for).
     tampered = tmp_path / "tampered"
@@ -171,6 +172,33 @@ def test_a_budget_sweeps_student_layers_and_ships_the_smallest_that_fits(tmp_pat
     result = invoke(*base, "--max-ms-per-token", 0.000001, "--out", tmp_path / "none")
     assert result.exit_code != 0 and "latency: the fastest, 1-layer, has p50" in result.output
     assert result.stderr.count("llm-student: cached") == 2 and not (tmp_path / "none").exists()
+
+
+@pytest.mark.slow
+def test_onnxruntime_genai_decodes_the_golden_prompts_to_the_same_ids(built):
+    """The bundle is also an onnxruntime-genai model folder (genai_config.json, tokenizer_config.json):
+    genai's own generator and tokenizer, as its Java and Objective-C APIs use them, give the golden ids."""
+    og = pytest.importorskip("onnxruntime_genai", reason='pip install -e ".[llm]"')
+    bundle = built[0] / "dist"
+    model = og.Model(str(bundle))
+    with np.load(bundle / "golden.npz") as golden:
+        for prompt_ids, length, expected in zip(golden["prompt_ids"], golden["prompt_lengths"], golden["greedy_ids"]):
+            prompt = prompt_ids[:length]
+            params = og.GeneratorParams(model)
+            params.set_search_options(max_length=int(length) + len(expected), do_sample=False)
+            generator = og.Generator(model, params)
+            generator.append_tokens(prompt.astype(np.int32))
+            tokens = []
+            while not generator.is_done():
+                generator.generate_next_token()
+                tokens.append(int(generator.get_next_tokens()[0]))
+            eos = built[1]["generation"]["eos_token_ids"]
+            until_eos = next((i + 1 for i, t in enumerate(expected) if t in eos), len(expected))
+            assert tokens[:until_eos] == expected.tolist()[:until_eos]
+    prompt = built[1]["golden"]["prompts"][0]
+    from tokenizers import Tokenizer
+
+    assert list(og.Tokenizer(model).encode(prompt)) == Tokenizer.from_file(str(bundle / "tokenizer.json")).encode(prompt).ids
 
 
 @pytest.mark.node

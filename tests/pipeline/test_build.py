@@ -116,7 +116,9 @@ def test_quantization_search_ships_the_selected_recipe(tiny_cache, tmp_path):
     assert selected["recipe"] in candidates and len(candidates) >= 20
     winner = candidates[selected["recipe"]]
     fastest = min((r for r in candidates.values() if r["error"] is None), key=lambda r: r["p50_ms"])
-    assert winner is fastest  # a 100-point budget admits everything
+    # A 100-point budget admits everything: the fastest wins, unless it was not quicker in every
+    # interleaved round, which is a tie the rule gives to fp32 (measure/speed.quickest_beyond_noise).
+    assert winner is fastest or (winner["kind"] == "fp32" and f"tied with {fastest['name']}" in selected["why"])
     assert manifest["model"]["variant"] == {"fp32": "student_fp32"}.get(winner["kind"], "student_int8")
     shipped = next(m for m in manifest["metrics"] if m["variant"] == manifest["model"]["variant"])
     assert shipped["size_bytes"] == (tmp_path / "dist" / "model.onnx").stat().st_size

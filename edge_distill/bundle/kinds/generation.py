@@ -306,24 +306,77 @@ def render_card(manifest: dict[str, Any]) -> str:
         "",
         f"Shipped: {model['precision']}: {model['why']}.",
         "",
+        "![decode speed against perplexity](frontier.svg)",
+        "",
+        *(["## Warnings", "", *(f"- {w['message']}" for w in manifest.get("warnings", [])), ""]
+          if manifest.get("warnings") else []),
         f"`model.onnx` sha256: `{model['sha256']}`",
         "",
     ])
 
 
-def render_variants(manifest: dict[str, Any]) -> str:
-    """The table `edge-distill llm` prints: each variant's file, quality and speed."""
+def frontier_svg(manifest: dict[str, Any]) -> str:
+    """Decode speed (x) against perplexity as a multiple of the teacher's (y) for every candidate:
+    the frontier joined by a line, the budget dashed, the shipped one ringed."""
+    from html import escape
+
     metrics = manifest["metrics"]
-    lines = [f"teacher perplexity on {metrics['held_out_tokens']:,} held-out tokens: "
-             f"{metrics['teacher']['perplexity']:.2f}",
-             f"{'variant':13s} {'file MB':>8s} {'ppl':>7s} {'agree':>6s} {'vs fp32':>7s} {'TTFT@64':>8s} "
-             f"{'TTFT@256':>8s} {'tok/s':>7s} {'peak MB':>8s}"]
-    for name, row in metrics["variants"].items():
+    rows, teacher = metrics["variants"], metrics["teacher"]["perplexity"]
+    budget, frontier = metrics["max_perplexity_ratio"], metrics.get("frontier", [])
+    width, height, margin = 640, 400, 60
+    speeds = [row["decode_tokens_per_s"] for row in rows.values()]
+    ratios = [row["perplexity"] / teacher for row in rows.values()] + [budget, 1.0]
+    x_top, y_top = max(speeds) * 1.15, max(ratios) * 1.1
+
+    def at(speed: float, ratio: float) -> tuple[float, float]:
+        return (margin + speed / x_top * (width - 2 * margin),
+                height - margin - (ratio - 1.0) / max(y_top - 1.0, 1e-9) * (height - 2 * margin))
+
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" '
+             'font-size="12">', f'<rect width="{width}" height="{height}" fill="white"/>',
+             f'<line x1="{margin}" y1="{height - margin}" x2="{width - margin}" y2="{height - margin}" stroke="black"/>',
+             f'<line x1="{margin}" y1="{margin}" x2="{margin}" y2="{height - margin}" stroke="black"/>',
+             f'<text x="{width / 2}" y="{height - 20}" text-anchor="middle">decode tokens/s (batch 1, '
+             f'{metrics["threads"]} thread(s))</text>',
+             f'<text x="16" y="{height / 2}" transform="rotate(-90 16 {height / 2})" text-anchor="middle">'
+             'perplexity / teacher fp32</text>']
+    _, budget_y = at(0, budget)
+    parts.append(f'<line x1="{margin}" y1="{budget_y:.1f}" x2="{width - margin}" y2="{budget_y:.1f}" stroke="gray" '
+                 f'stroke-dasharray="4 4"/><text x="{width - margin}" y="{budget_y - 4:.1f}" text-anchor="end" '
+                 f'fill="gray">budget {budget:g}x</text>')
+    line = " ".join("{:.1f},{:.1f}".format(*at(rows[name]["decode_tokens_per_s"], rows[name]["perplexity"] / teacher))
+                    for name in sorted(frontier, key=lambda name: rows[name]["decode_tokens_per_s"]))
+    if line:
+        parts.append(f'<polyline points="{line}" fill="none" stroke="#1f77b4"/>')
+    for name, row in rows.items():
+        x, y = at(row["decode_tokens_per_s"], row["perplexity"] / teacher)
+        colour = "#d62728" if row.get("model") == "teacher" else "#1f77b4"
+        parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="4" fill="{colour}"/>'
+                     f'<text x="{x + 6:.1f}" y="{y - 6:.1f}">{escape(name)}</text>')
+        if name == manifest["model"]["precision"]:
+            parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="9" fill="none" stroke="black"/>')
+    parts.append("</svg>")
+    return "\n".join(parts) + "\n"
+
+
+def render_variants(manifest: dict[str, Any]) -> str:
+    """The table `edge-distill llm` prints: each candidate's file, quality and speed, the teacher's
+    own beside the student's, and which lie on the frontier of speed against perplexity."""
+    metrics = manifest["metrics"]
+    teacher = metrics["teacher"]["perplexity"]
+    frontier = metrics.get("frontier", [])
+    lines = [f"teacher fp32 perplexity on {metrics['held_out_tokens']:,} held-out tokens: {teacher:.2f}; "
+             f"budget {metrics['max_perplexity_ratio']:g}x",
+             f"{'candidate':21s} {'file MB':>8s} {'ppl':>7s} {'x teach':>7s} {'agree':>6s} {'TTFT@64':>8s} "
+             f"{'TTFT@256':>8s} {'tok/s':>7s} {'peak MB':>8s}  frontier"]
+    for name, row in sorted(metrics["variants"].items(), key=lambda item: -item[1]["decode_tokens_per_s"]):
         ttft = {t["prompt_tokens"]: t["time_to_first_token_ms"] for t in row["timing"]}
-        lines.append(f"{name:13s} {row['size_bytes'] / 2**20:8.2f} {row['perplexity']:7.2f} "
-                     f"{row['agreement_with_teacher']:6.3f} {row['agreement_with_fp32']:7.3f} "
+        shipped = " (ships)" if name == manifest["model"]["precision"] else ""
+        lines.append(f"{name:21s} {row['size_bytes'] / 2**20:8.2f} {row['perplexity']:7.2f} "
+                     f"{row['perplexity'] / teacher:7.2f} {row['agreement_with_teacher']:6.3f} "
                      + " ".join(f"{ttft.get(n, float('nan')):8.1f}" for n in (64, 256))
-                     + f" {row['decode_tokens_per_s']:7.1f} {row['peak_rss_mb'] or 0:8.0f}")
+                     + f" {row['decode_tokens_per_s']:7.1f} {row['peak_rss_mb'] or 0:8.0f}  "
+                     + ("yes" if name in frontier else "") + shipped)
     lines.append(f"agree: next-token top-1 agreement with the teacher; TTFT in ms; batch 1, {metrics['threads']} "
-                 "thread(s)")
+                 "thread(s); frontier: no other candidate is both quicker and closer to the teacher")
     return "\n".join(lines)

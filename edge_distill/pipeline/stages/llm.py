@@ -8,8 +8,9 @@ from __future__ import annotations
 from typing import Any
 
 from edge_distill.errors import ConfigError
-from edge_distill.lm.settings import CONTINUATION_FILES, LMBuildSettings, LMData
-from edge_distill.lm.quantize import VARIANTS
+from edge_distill.lm.settings import (CONTINUATION_FILES, GENAI_CONFIG, GENAI_TOKENIZER_CONFIG, LMBuildSettings,
+                                      LMData)
+from edge_distill.lm.quantize import TEACHER_VARIANTS, VARIANTS
 from edge_distill.lm.teacher import FOLDER_HINT, TeacherSource, default_teacher
 from edge_distill.pipeline.stage import Stage
 
@@ -17,6 +18,7 @@ TEACHER_FILES = ("train.npy", "held_out.npy", "teacher_topk_ids.npy", "teacher_t
                  "teacher_top1.npy", "tokenizer.json", "teacher.json")
 STUDENT_FILES = ("student/config.json", "student/model.safetensors", "student/vocab.npy", "student.json")
 DECODERS = tuple(f"decoder_{name}.onnx" for name in VARIANTS)
+TEACHER_DECODERS = tuple(f"decoder_{name}.onnx" for name in TEACHER_VARIANTS)
 
 
 class _LMStage(Stage):
@@ -78,6 +80,23 @@ class LMTeacherText(_LMStage):
         write_continuations(self.source, self.settings, inputs, out, progress)
 
 
+class LMTeacherExport(_LMStage):
+    name = "llm-teacher-export"
+    description = "The teacher itself at 8 and 4 bits (onnxruntime-genai's builder): the candidates a student must beat."
+    version = 1
+    inputs = ("tokenizer.json",)
+    outputs = (*TEACHER_DECODERS, f"teacher_{GENAI_CONFIG}", "teacher_export.json")
+    reads_teacher = True
+
+    def params(self):
+        return {}
+
+    def run(self, inputs, out, progress):
+        from edge_distill.lm.build import export_teacher
+
+        export_teacher(self.source, inputs, out, progress)
+
+
 class LMStudent(_LMStage):
     name = "llm-student"
     description = "Make the student from the teacher's layers and the text's tokens, and distil it."
@@ -103,10 +122,11 @@ class LMStudent(_LMStage):
 
 class LMExport(_LMStage):
     name = "llm-export"
-    description = "Export the student as a KV-cache ONNX decoder; check a prefill and 32 decode steps against PyTorch."
-    version = 1
-    inputs = (*STUDENT_FILES, "teacher.json", "held_out.npy")
-    outputs = ("decoder_fp32.onnx", "export.json")
+    description = ("Export the student as a KV-cache ONNX decoder with onnxruntime-genai's builder; check a prefill "
+                   "and 32 decode steps against PyTorch.")
+    version = 2  # 2: onnxruntime-genai's model builder, not a traced forward
+    inputs = (*STUDENT_FILES, "teacher.json", "held_out.npy", "tokenizer.json")
+    outputs = ("decoder_fp32.onnx", GENAI_CONFIG, "export.json")
 
     def params(self):
         return {}
@@ -119,14 +139,18 @@ class LMExport(_LMStage):
 
 class LMQuantize(_LMStage):
     name = "llm-quantize"
-    description = "Make the weight-only int8/int4 and dynamic int8 variants; judge and time each; choose one."
+    description = ("Make the student's weight-only int8/int4 variants with the same builder; judge and time them and "
+                   "the teacher's; choose one.")
     # 2: each variant's quantized nodes counted (export/quantize.apply_recipe)
-    version = 3  # 3: timed side by side in interleaved rounds, chosen by quickest_beyond_noise
-    inputs = ("decoder_fp32.onnx", "held_out.npy", "teacher_top1.npy", "teacher.json")
+    # 3: timed side by side in interleaved rounds, chosen by quickest_beyond_noise
+    # 4: the variants by onnxruntime-genai's builder from the student's folder, the teacher's beside them
+    version = 4
+    inputs = (*STUDENT_FILES, "decoder_fp32.onnx", *TEACHER_DECODERS, "teacher_export.json", "held_out.npy",
+              "teacher_top1.npy", "teacher.json", "tokenizer.json")
     outputs = (*DECODERS[1:], "variants.json")
 
     def params(self):
-        return {"max_perplexity_increase": self.settings.max_perplexity_increase, "threads": self.settings.threads}
+        return {"max_perplexity_ratio": self.settings.max_perplexity_ratio, "threads": self.settings.threads}
 
     def run(self, inputs, out, progress):
         from edge_distill.lm.build import quantize_and_judge
@@ -136,11 +160,13 @@ class LMQuantize(_LMStage):
 
 class LMPackage(_LMStage):
     name = "llm-package"
-    description = "Write the bundle: the chosen decoder, tokenizer.json, generation settings, golden generations, manifest."
-    version = 1
-    inputs = (*DECODERS, "variants.json", "tokenizer.json", "teacher.json", "student.json", "export.json")
-    outputs = ("model.onnx", "tokenizer.json", "generation.json", "golden.npz", "golden.json", "README.md",
-               "manifest.json")
+    description = ("Write the bundle: the chosen decoder, tokenizer.json, generation settings, genai_config.json, "
+                   "golden generations, manifest.")
+    version = 2  # 2: genai_config.json
+    inputs = (*DECODERS, *TEACHER_DECODERS, "variants.json", "tokenizer.json", "teacher.json", "student.json",
+              "export.json", GENAI_CONFIG, f"teacher_{GENAI_CONFIG}", "student/vocab.npy")
+    outputs = ("model.onnx", "tokenizer.json", "generation.json", GENAI_CONFIG, GENAI_TOKENIZER_CONFIG, "golden.npz",
+               "golden.json", "frontier.svg", "README.md", "manifest.json")
 
     def external_files(self):
         return self.text_files()  # the golden prompts are held-out passages
@@ -159,8 +185,8 @@ class LMPackage(_LMStage):
 def llm_stages(settings: LMBuildSettings, source: TeacherSource, data: LMData) -> list[Stage]:
     """The stages in order; the teacher's continuations only for sequence-level KD."""
     sequence = (LMTeacherText,) if settings.training.kd == "sequence" else ()
-    return [stage(settings, source, data) for stage in (LMTeacher, *sequence, LMStudent, LMExport, LMQuantize,
-                                                        LMPackage)]
+    return [stage(settings, source, data) for stage in (LMTeacher, *sequence, LMTeacherExport, LMStudent, LMExport,
+                                                        LMQuantize, LMPackage)]
 
 
 def llm_pipeline(settings: LMBuildSettings) -> list[Stage]:
