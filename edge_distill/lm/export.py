@@ -108,7 +108,11 @@ def _run_builder(folder: Path, given: Path, built: Path, precision: str, cache: 
     try:
         with quiet_libraries(scratch_in=built.parent) as chatter:
             try:
-                options = parse_extra_options(None, str(given), str(built), precision, "cpu", str(cache), None)
+                # A sliding window's cache as plain past-in, present-out tensors, not the fixed-size
+                # ring the builder writes for genai's own loop: every runtime can feed it.
+                options = parse_extra_options(None, str(given), str(built), precision, "cpu", str(cache),
+                                              ["windowed_kv_cache=false"])
+                _flatten_rope(options["hf_details"]["hf_config"])
                 create_model(None, str(given), str(built), precision, "cpu", str(cache), **options)
             except Exception as e:  # the builder's own: an architecture or setting it does not export
                 raise _builder_error(folder, precision, f"{chatter.getvalue()}\n{describe(e, 300)}") from None
@@ -116,6 +120,16 @@ def _run_builder(folder: Path, given: Path, built: Path, precision: str, cache: 
         logging.disable(logging.NOTSET)
     if not (built / "model.onnx").exists():
         raise _builder_error(folder, precision, chatter.getvalue())
+
+
+def _flatten_rope(config) -> None:
+    """transformers 5 keeps Gemma 3's rotary settings per layer type ({"full_attention": {...},
+    "sliding_attention": {...}}); the builder reads them as transformers 4 wrote them: one
+    rope_parameters for the global layers, rope_local_base_freq for the sliding ones."""
+    rope = getattr(config, "rope_parameters", None)
+    if isinstance(rope, dict) and "full_attention" in rope and "sliding_attention" in rope:
+        config.rope_local_base_freq = rope["sliding_attention"]["rope_theta"]
+        config.rope_parameters = dict(rope["full_attention"])
 
 
 def _builder_error(folder: Path, precision: str, output: str) -> Exception:
@@ -200,6 +214,16 @@ def check_parity(model, path: Path, prompt: list[int], kept: np.ndarray | None =
     from edge_distill.sessions import open_session
 
     decoder = Decoder(open_session(path, "the exported decoder"))
+    try:
+        return _follow_reference(decoder, model, prompt, kept, steps)
+    except (ExportParityError, OSError):
+        raise
+    except Exception as e:  # onnxruntime's own, on a graph the builder wrote for another runtime
+        raise ModelError(f"the exported decoder does not run in onnxruntime: {describe(e, 300)}",
+                         "report this with the teacher's config.json") from None
+
+
+def _follow_reference(decoder, model, prompt: list[int], kept: np.ndarray | None, steps: int) -> dict[str, float]:
     sequence, worst = list(prompt), {"prefill": 0.0, "decode": 0.0}
     state = decoder.start(np.asarray([prompt], dtype=np.int64))
     for step in range(steps + 1):

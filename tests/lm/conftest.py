@@ -51,6 +51,44 @@ def tiny_llama_folder(folder: Path, layers: int = 4, eos: bool = True, seed: int
     return folder
 
 
+# Every architecture edge-distill llm exports (lm/teacher.ARCHITECTURES), as a tiny random model:
+# the settings each needs beyond the shared ones (Llama 3's rotary scaling on the llama one; the
+# sliding windows, soft-capping and scaled queries of the Gemmas; Qwen2's q/k/v biases come with it).
+ARCHITECTURE_SETTINGS = {
+    "llama": {"rope_parameters": {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 32.0, "low_freq_factor": 1.0,
+                                  "high_freq_factor": 4.0, "original_max_position_embeddings": 64}},
+    "mistral": {"sliding_window": 64},
+    "qwen2": {},
+    "qwen3": {"head_dim": 16},
+    "gemma": {"head_dim": 16},
+    "gemma2": {"head_dim": 16, "query_pre_attn_scalar": 16, "sliding_window": 8, "final_logit_softcapping": 30.0,
+               "attn_logit_softcapping": 50.0},
+    "gemma3_text": {"head_dim": 16, "query_pre_attn_scalar": 16, "sliding_window": 8},
+    "phi3": {"original_max_position_embeddings": 256},
+}
+
+
+def tiny_model_folder(folder: Path, model_type: str, layers: int = 4, seed: int = 0) -> Path:
+    """A random `model_type` causal LM with heads of 16, saved as save_pretrained saves a real one,
+    with the tiny tokenizer."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    tokenizer = tiny_tokenizer()
+    config = AutoConfig.for_model(model_type, vocab_size=tokenizer.get_vocab_size(), hidden_size=64,
+                                  intermediate_size=128, num_hidden_layers=layers, num_attention_heads=4,
+                                  num_key_value_heads=2, max_position_embeddings=256, tie_word_embeddings=True,
+                                  bos_token_id=1, eos_token_id=2, pad_token_id=0, **ARCHITECTURE_SETTINGS[model_type])
+    model = AutoModelForCausalLM.from_config(config)
+    with torch.no_grad():  # logits of a real model's scale, so greedy choices are clear
+        model.get_output_embeddings().weight.mul_(14)
+    model.save_pretrained(str(folder))
+    folder.joinpath("generation_config.json").unlink(missing_ok=True)
+    tokenizer.save(str(folder / "tokenizer.json"))
+    return folder
+
+
 @pytest.fixture(scope="session")
 def tiny_llama(tmp_path_factory) -> Path:
     """A four-layer random Llama folder; copy it before changing anything in it."""
