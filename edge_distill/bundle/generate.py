@@ -13,11 +13,13 @@ from edge_distill.errors import BundleError, ConfigError, InputFileError, descri
 
 @dataclass(frozen=True)
 class Sampling:
-    max_new_tokens: int = 64
+    max_new_tokens: int = 64  # at most the bundle's max_length (the model's context) less the prompt
     temperature: float = 0.0  # 0: greedy
     top_k: int = 0
     top_p: float = 1.0
     seed: int | None = None
+    repetition_penalty: float = 1.0  # above 1: tokens already in the prompt or the text made less likely
+    stop: tuple[str, ...] = ()  # the text ends before the first of these it would hold (not included)
 
 
 def generate_text(path: Path, prompt: str, sampling: Sampling = Sampling(), threads: int | None = None,
@@ -30,8 +32,12 @@ def generate_text(path: Path, prompt: str, sampling: Sampling = Sampling(), thre
     from edge_distill.device.decoder import Decoder
     from edge_distill.sessions import open_session
 
-    if sampling.max_new_tokens < 1 or not sampling.temperature >= 0 or not 0 < sampling.top_p <= 1:
-        raise ConfigError("--max-new-tokens must be at least 1, --temperature at least 0, --top-p in (0, 1]")
+    if sampling.max_new_tokens < 1 or not sampling.temperature >= 0 or not 0 < sampling.top_p <= 1 \
+            or not 0 < sampling.repetition_penalty < float("inf"):
+        raise ConfigError("--max-new-tokens must be at least 1, --temperature at least 0, --top-p in (0, 1], "
+                          "--repetition-penalty above 0")
+    if any(not stop for stop in sampling.stop):
+        raise ConfigError("--stop: an empty string would stop before the first token", "give the text to stop at")
     generator = open_generator(path)
     if chat:
         prompt = render_chat(generator.chat_template(), prompt, generator.settings_path)
@@ -49,21 +55,38 @@ def generate_text(path: Path, prompt: str, sampling: Sampling = Sampling(), thre
         raise BundleError(f"{model}: its logits hold {decoder.vocab_size:,} tokens, the manifest says "
                           f"{generator.vocab_size:,}", f"edge-distill verify {path} lists every check")
     tokens = decoder.generate(ids, min(sampling.max_new_tokens, room), generator.eos_token_ids,
-                              sampling.temperature, sampling.top_k, sampling.top_p, sampling.seed)
-    return _pieces(tokens, generator, model)
+                              sampling.temperature, sampling.top_k, sampling.top_p, sampling.seed,
+                              sampling.repetition_penalty)
+    return _pieces(tokens, generator, model, sampling.stop)
 
 
-def _pieces(tokens: Iterator[int], generator, model: Path) -> Iterator[str]:
+def _held_back(text: str, stop: tuple[str, ...]) -> int:
+    """How many characters at the end of `text` could be the start of a stop string."""
+    return max((n for s in stop for n in range(min(len(s) - 1, len(text)), 0, -1) if text.endswith(s[:n])), default=0)
+
+
+def _pieces(tokens: Iterator[int], generator, model: Path, stop: tuple[str, ...] = ()) -> Iterator[str]:
     """The text of `tokens` as it grows: whole characters only (a token that ends inside a UTF-8
-    sequence waits for the next)."""
+    sequence waits for the next), and up to the first stop string (text that may begin one is held
+    back until it does or does not)."""
     chosen, shown = [], ""
     try:
         for token in tokens:
             chosen.append(token)
             text = generator.decode(chosen)
-            if not text.endswith("\ufffd") and len(text) > len(shown):
-                yield text[len(shown):]
-                shown = text
+            if text.endswith("\ufffd"):
+                continue
+            found = [text.find(s) for s in stop if s in text]
+            if found:
+                if min(found) > len(shown):
+                    yield text[len(shown):min(found)]
+                return
+            ready = len(text) - _held_back(text, stop)
+            if ready > len(shown):
+                yield text[len(shown):ready]
+                shown = text[:ready]
+        if len(text := generator.decode(chosen)) > len(shown) and not text.endswith("\ufffd"):
+            yield text[len(shown):]  # what was held back for a stop string that never came
     except BundleError:
         raise
     except Exception as e:  # onnxruntime's own error types

@@ -171,14 +171,20 @@ def llm(teacher, text, out, layers, vocab, kd, divergence, on_policy_share, init
 @click.option("--top-k", type=click.IntRange(min=0), default=0, show_default=True, help="Sample from the k most likely (0: all).")
 @click.option("--top-p", type=FiniteFloat(0, 1, min_open=True), default=1.0, show_default=True, help="Nucleus sampling.")
 @click.option("--seed", type=int, help="For sampling: the same seed gives the same text.")
+@click.option("--repetition-penalty", type=FiniteFloat(min=0, min_open=True), default=1.0, show_default=True,
+              help="Above 1: tokens already in the prompt or the text are made less likely (CTRL's penalty, as "
+                   "transformers applies it).")
+@click.option("--stop", multiple=True, help="End the text before this string (repeatable; not included).")
 @click.option("--chat", is_flag=True, help="Answer PROMPT as a user's message, through the bundle's chat template.")
 @json_option
-def generate(bundle, prompt, max_new_tokens, temperature, top_k, top_p, seed, chat, as_json):
+def generate(bundle, prompt, max_new_tokens, temperature, top_k, top_p, seed, repetition_penalty, stop, chat,
+             as_json):
     """Continue PROMPT with a generator bundle (edge-distill llm), streaming the text as it is made."""
     from edge_distill.api import generate as generate_text
     from edge_distill.bundle.generate import Sampling
 
-    pieces = generate_text(bundle, prompt, Sampling(max_new_tokens, temperature, top_k, top_p, seed), chat)
+    pieces = generate_text(bundle, prompt, Sampling(max_new_tokens, temperature, top_k, top_p, seed,
+                                                    repetition_penalty, tuple(stop)), chat)
     if as_json:
         emit({"bundle": str(bundle), "prompt": prompt, "text": "".join(pieces)}, True, "")
         return

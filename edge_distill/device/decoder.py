@@ -93,17 +93,34 @@ class Decoder:
         return State(logits[:, -1], present, mask)
 
     def generate(self, prompt: list[int], max_new_tokens: int, eos_ids: tuple[int, ...] = (),
-                 temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, seed: int | None = None) -> Iterator[int]:
+                 temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, seed: int | None = None,
+                 repetition_penalty: float = 1.0) -> Iterator[int]:
         """The next tokens after `prompt`, one at a time, until an end-of-sequence token (not yielded)
-        or `max_new_tokens`: greedy at temperature 0, else sampled (top-k, then nucleus top-p)."""
+        or `max_new_tokens`: greedy at temperature 0, else sampled (top-k, then nucleus top-p); with
+        `repetition_penalty` above 1, every token already in the prompt or the text made less likely
+        (penalize_repeats)."""
         rng = np.random.default_rng(seed)
         state = self.start(np.asarray([prompt], dtype=np.int64))
+        seen = np.unique(np.asarray(prompt, dtype=np.int64))
         for _ in range(max_new_tokens):
-            token = choose(state.logits[0], temperature, top_k, top_p, rng)
+            logits = penalize_repeats(state.logits[0], seen, repetition_penalty)
+            token = choose(logits, temperature, top_k, top_p, rng)
             if token in eos_ids:
                 return
             yield token
+            seen = np.union1d(seen, [token])
             state = self.advance(state, np.asarray([[token]], dtype=np.int64))
+
+
+def penalize_repeats(logits: np.ndarray, seen: np.ndarray, penalty: float) -> np.ndarray:
+    """The repetition penalty of CTRL (Keskar et al. 2019), as transformers and onnxruntime-genai
+    apply it: each seen token's logit divided by `penalty` where positive, multiplied where negative."""
+    if penalty == 1.0 or not len(seen):
+        return logits
+    logits = logits.copy()
+    picked = logits[seen]
+    logits[seen] = np.where(picked > 0, picked / penalty, picked * penalty)
+    return logits
 
 
 def choose(logits: np.ndarray, temperature: float, top_k: int, top_p: float, rng: np.random.Generator) -> int:

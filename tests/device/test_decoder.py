@@ -84,3 +84,54 @@ def test_decoders_timed_side_by_side_visit_each_other_in_rotated_rounds():
     rows = time_side_by_side([Logged("a"), Logged("b")], prompt_length=4, new_tokens=2)
     assert visits == ["a", "b"] + ["a", "b", "b", "a"] * 2 + ["a", "b"]
     assert all(len(row["round_decode_tokens_per_s"]) == 5 and row["decode_tokens_per_s"] > 0 for row in rows)
+
+
+def test_the_repetition_penalty_divides_positive_logits_and_multiplies_negative_ones_of_seen_tokens():
+    """As transformers' RepetitionPenaltyLogitsProcessor does: a seen token is made less likely either way."""
+    from edge_distill.device.decoder import penalize_repeats
+
+    logits = np.asarray([2.0, -1.0, 3.0, 0.5], np.float32)
+    penalized = penalize_repeats(logits, np.asarray([0, 1]), 2.0)
+    assert penalized.tolist() == [1.0, -2.0, 3.0, 0.5] and logits.tolist() == [2.0, -1.0, 3.0, 0.5]
+    assert penalize_repeats(logits, np.asarray([0, 1]), 1.0) is logits
+
+
+def test_a_repetition_penalty_breaks_a_greedy_loop():
+    """A model that always prefers the token it just saw repeats it greedily, and not with a penalty."""
+    from edge_distill.device.decoder import Decoder, State
+
+    class Echo(Decoder):
+        def __init__(self):
+            pass
+
+        def start(self, ids):
+            return self._after(int(ids[0, -1]))
+
+        def advance(self, state, ids):
+            return self._after(int(ids[0, 0]))
+
+        def _after(self, token):
+            logits = np.full(6, 1.0, np.float32)
+            logits[token] = 3.0
+            logits[(token + 1) % 6] = 2.0
+            return State(logits[None], [], np.ones((1, 1), np.int64))
+
+    assert list(Echo().generate([4], 4)) == [4, 4, 4, 4]
+    assert list(Echo().generate([4], 4, repetition_penalty=2.0)) == [5, 0, 1, 2]
+
+
+class Spelled:
+    """Decodes ids to the letters they index: a tokenizer whose every token is one character."""
+    decode = staticmethod(lambda ids: "".join("abcdefghijklmnopqrstuvwxyz "[i] for i in ids))
+
+
+def test_stop_strings_end_the_text_before_them_and_hold_back_what_may_begin_one():
+    from edge_distill.bundle.generate import _pieces
+
+    text = [7, 4, 11, 11, 14, 26, 25, 25, 26, 3, 0, 24]  # "hello zz day"
+    pieces = list(_pieces(iter(text), Spelled, None, ("zz d", "xyz")))
+    assert "".join(pieces) == "hello "
+    assert "".join(_pieces(iter(text), Spelled, None, ("zq",))) == "hello zz day"  # held back "z", then let go
+    assert "".join(_pieces(iter(text), Spelled, None, ())) == "hello zz day"
+    # "o" may begin "o z": held back until "hello " shows whether it does; it does, and never shows.
+    assert list(_pieces(iter(text), Spelled, None, ("o z",))) == ["h", "e", "l", "l"]

