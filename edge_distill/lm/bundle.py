@@ -17,6 +17,7 @@ import numpy as np
 from edge_distill import __version__
 from edge_distill.lm.settings import GENAI_CONFIG, GENAI_TOKENIZER_CONFIG, LMBuildSettings, LMData
 
+GENAI_MAX_LENGTH = 1024
 GENERATION_FILES = ("model.onnx", "tokenizer.json", "generation.json", GENAI_CONFIG, GENAI_TOKENIZER_CONFIG,
                     "golden.npz", "golden.json", "frontier.svg")  # + README.md
 
@@ -98,8 +99,11 @@ def genai_settings(built: dict[str, Any], generation: dict[str, Any], teacher: d
     model = built["model"] | {"eos_token_id": generation["eos_token_ids"], "pad_token_id": generation["eos_token_ids"][0],
                               "context_length": min(teacher["context_length"] or generation["max_length"],
                                                     built["model"]["context_length"])}
-    search = built["search"] | {"do_sample": False, "max_length": generation["max_length"], "top_k": 1,
-                                "top_p": 1.0, "temperature": 1.0, "repetition_penalty": 1.0}
+    # genai allocates the KV cache for search.max_length up front (past_present_share_buffer): at a
+    # teacher's whole context that is 1.2 GB for Gemma 3 270M, so the default search stops at
+    # GENAI_MAX_LENGTH and an app asks for more per request (context_length stays the model's).
+    search = built["search"] | {"do_sample": False, "max_length": min(generation["max_length"], GENAI_MAX_LENGTH),
+                                "top_k": 1, "top_p": 1.0, "temperature": 1.0, "repetition_penalty": 1.0}
     return built | {"model": model, "search": search}
 
 
