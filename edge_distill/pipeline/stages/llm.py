@@ -124,7 +124,7 @@ class LMExport(_LMStage):
     name = "llm-export"
     description = ("Export the student as a KV-cache ONNX decoder with onnxruntime-genai's builder; check a prefill "
                    "and 32 decode steps against PyTorch.")
-    version = 2  # 2: onnxruntime-genai's model builder, not a traced forward
+    version = 3  # 2: onnxruntime-genai's model builder, not a traced forward; 3: one int32 vocabulary table
     inputs = (*STUDENT_FILES, "teacher.json", "held_out.npy", "tokenizer.json")
     outputs = ("decoder_fp32.onnx", GENAI_CONFIG, "export.json")
 
@@ -144,7 +144,7 @@ class LMQuantize(_LMStage):
     # 2: each variant's quantized nodes counted (export/quantize.apply_recipe)
     # 3: timed side by side in interleaved rounds, chosen by quickest_beyond_noise
     # 4: the variants by onnxruntime-genai's builder from the student's folder, the teacher's beside them
-    version = 4
+    version = 5  # 5: one int32 vocabulary table
     inputs = (*STUDENT_FILES, "decoder_fp32.onnx", *TEACHER_DECODERS, "teacher_export.json", "held_out.npy",
               "teacher_top1.npy", "teacher.json", "tokenizer.json")
     outputs = (*DECODERS[1:], "variants.json")
