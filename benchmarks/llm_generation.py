@@ -32,7 +32,6 @@ import tempfile
 import time
 from pathlib import Path
 
-
 sys.path.insert(0, str(Path(__file__).parents[1]))
 
 from edge_distill.device.decoder import prompt_lengths  # noqa: E402
