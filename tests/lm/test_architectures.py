@@ -1,7 +1,8 @@
 """Every architecture `edge-distill llm` accepts (lm/teacher.ARCHITECTURES), as a tiny random model
 built end to end: teacher, student, onnxruntime-genai's builder, parity, bundle; then the bundle
-verifies, generates, decodes its golden prompts through onnxruntime-genai, in onnxruntime-node and on
-aarch64 under emulation. A refusal names the architectures that work."""
+verifies, generates, decodes its golden prompts through onnxruntime-genai and in onnxruntime-node,
+and (one of each family, EMULATED) on aarch64 under emulation. A refusal names the architectures
+that work."""
 
 from __future__ import annotations
 
@@ -86,8 +87,14 @@ def test_onnxruntime_node_gives_the_golden_tokens_for_each_architecture(architec
     assert json.loads(done.stdout)["generationMatch"] == 4
 
 
+# Under qemu each takes 7 s; CI's 25 minutes hold one of each family of the builder's own classes:
+# Llama's (llama, mistral), Qwen 3's (q/k norms), Gemma's (scaled embeddings, sliding windows, and
+# Gemma 2's soft-capping) and Phi-3's.
+EMULATED = ("llama", "qwen3", "gemma2", "gemma3_text", "phi3")
+
+
 @pytest.mark.arm
-@pytest.mark.parametrize("architecture", ARCHITECTURES)
+@pytest.mark.parametrize("architecture", EMULATED)
 def test_aarch64_gives_the_golden_tokens_for_each_architecture(architecture, bundles):
     bundle, _ = bundles(architecture)
     result = invoke("verify", bundle, "--emulate", "aarch64", "--json")
