@@ -7,7 +7,8 @@ A `QuantRecipe` is one way to turn a float model into a deployable one: fp32 as 
 is the one pre-processing step; `apply_recipe` applies a recipe and counts the quantized nodes
 itself, refusing a model that would be "int8" in name only. Build's profile names one recipe and
 its search in `search.py` tries many; optimize (`budget.py`) calibrates on feeds of any inputs;
-text ships dynamic int8; llm's variants are weight-only and dynamic recipes.
+text ships dynamic int8; llm's variants are written by onnxruntime-genai's builder and named and checked
+by weight-only recipes (lm/quantize.py).
 """
 
 from __future__ import annotations
