@@ -340,6 +340,11 @@ def frontier_svg(manifest: dict[str, Any]) -> str:
              f'{metrics["threads"]} thread(s))</text>',
              f'<text x="16" y="{height / 2}" transform="rotate(-90 16 {height / 2})" text-anchor="middle">'
              'perplexity / teacher fp32</text>']
+    for share in (0.0, 0.25, 0.5, 0.75, 1.0):  # tick labels: tokens/s below, multiples of the teacher beside
+        x, _ = at(x_top * share, 1.0)
+        _, y = at(0, 1.0 + (y_top - 1.0) * share)
+        parts.append(f'<text x="{x:.1f}" y="{height - margin + 16}" text-anchor="middle">{x_top * share:.0f}</text>'
+                     f'<text x="{margin - 6}" y="{y + 4:.1f}" text-anchor="end">{1.0 + (y_top - 1.0) * share:.2f}x</text>')
     _, budget_y = at(0, budget)
     parts.append(f'<line x1="{margin}" y1="{budget_y:.1f}" x2="{width - margin}" y2="{budget_y:.1f}" stroke="gray" '
                  f'stroke-dasharray="4 4"/><text x="{width - margin}" y="{budget_y - 4:.1f}" text-anchor="end" '

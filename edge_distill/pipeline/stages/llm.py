@@ -162,7 +162,7 @@ class LMPackage(_LMStage):
     name = "llm-package"
     description = ("Write the bundle: the chosen decoder, tokenizer.json, generation settings, genai_config.json, "
                    "golden generations, manifest.")
-    version = 2  # 2: genai_config.json
+    version = 3  # 2: genai_config.json; 3: frontier.svg with tick labels
     inputs = (*DECODERS, *TEACHER_DECODERS, "variants.json", "tokenizer.json", "teacher.json", "student.json",
               "export.json", GENAI_CONFIG, f"teacher_{GENAI_CONFIG}", "student/vocab.npy")
     outputs = ("model.onnx", "tokenizer.json", "generation.json", GENAI_CONFIG, GENAI_TOKENIZER_CONFIG, "golden.npz",
