@@ -9,8 +9,8 @@ from pathlib import Path
 import click
 
 from edge_distill.commands.options import (
-    DEFAULT_CACHE, FiniteFloat, emit, exit_if_any_device_failed, json_option, layer_counts, layer_sweep_options,
-    on_devices, progress_for, remote_options, remote_targets, show_warnings, sweep_budget,
+    DEFAULT_CACHE, FiniteFloat, emit, exit_if_any_device_failed, json_option, launch_options, layer_counts,
+    layer_sweep_options, on_devices, progress_for, remote_options, remote_targets, show_warnings, sweep_budget,
 )
 
 
@@ -118,6 +118,7 @@ def text(task, teacher_folder, text, labeled, out, layers, embedding_rank, epoch
                    "this multiple of the teacher's fp32 held-out perplexity; the quickest of those ships.")
 @click.option("--threads", type=click.IntRange(min=1), help="Threads to train and time with (default: the profile's, or 2).")
 @click.option("--profile", "-p", help="Device profile: its threads, recorded in the bundle.")
+@launch_options
 @layer_sweep_options("--max-ms-per-token", "Decode budget (ms per token, batch 1)", "--min-agreement",
                      "next-token top-1 agreement with the teacher on held-out text", "2,4,6")
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=DEFAULT_CACHE, show_default=True)
@@ -126,7 +127,7 @@ def text(task, teacher_folder, text, labeled, out, layers, embedding_rank, epoch
 @remote_options(many=True)
 @json_option
 def llm(teacher, text, out, layers, vocab, kd, divergence, on_policy_share, init, epochs, context, train_windows,
-        held_out_windows, max_perplexity_ratio, threads, profile, max_ms_per_token, min_agreement, sweep_layers, ship_best_effort,
+        held_out_windows, max_perplexity_ratio, threads, profile, nproc, nnodes, node_rank, rendezvous, max_ms_per_token, min_agreement, sweep_layers, ship_best_effort,
         cache_dir, force, quiet, remote, ssh_config, remote_python, connect_timeout, command_timeout, as_json):
     """Distil a causal language model into a small on-device generator: a KV-cache ONNX decoder
     (onnxruntime-genai's builder), the student or the teacher itself at fp32, int8 or int4 weights,
@@ -135,8 +136,8 @@ def llm(teacher, text, out, layers, vocab, kd, divergence, on_policy_share, init
     from edge_distill.config import load_config
     from edge_distill.lm.settings import LMBuildSettings
     from edge_distill.bundle.kinds.generation import render_variants
+    from edge_distill.distill.distributed import Launch
     from edge_distill.lm.student import LMTrainingSettings
-
     from edge_distill.pipeline.sweep import layer_sweep_table
 
     config = load_config(profile) if profile else None
@@ -146,7 +147,8 @@ def llm(teacher, text, out, layers, vocab, kd, divergence, on_policy_share, init
                                max_perplexity_ratio=max_perplexity_ratio, profile=config, threads=threads,
                                training=LMTrainingSettings(layers=layers, vocab=vocab, kd=kd, divergence=divergence,
                                                            on_policy_share=on_policy_share, init=init, epochs=epochs),
-                               budget=budget, sweep_layers=tuple(layer_counts(sweep_layers)))
+                               budget=budget, sweep_layers=tuple(layer_counts(sweep_layers)),
+                               launch=Launch(nproc or 1, nnodes or 1, node_rank or 0, rendezvous or ""))
     targets = remote_targets(remote, ssh_config, remote_python, connect_timeout, command_timeout)
     manifest = generator_bundle(settings, out, cache_dir=cache_dir, force=force, remotes=targets,
                                 progress=progress_for(as_json, quiet))

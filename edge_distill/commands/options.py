@@ -61,6 +61,23 @@ def emit(payload: dict, as_json: bool, text: str) -> None:
     click.echo(json.dumps(payload, indent=2, default=str) if as_json else text)
 
 
+# Where the student trains: torchrun processes (one per GPU where there are GPUs) on one or more nodes.
+LAUNCH_OPTIONS = (
+    click.option("--nproc", type=click.IntRange(min=1),
+                 help="Train the student in N processes under torchrun (DDP), per node: one per GPU, or CPU shares."),
+    click.option("--nnodes", type=click.IntRange(min=1), help="Train on N machines (every one runs this command)."),
+    click.option("--node-rank", type=click.IntRange(min=0), help="This machine's number, 0..nnodes-1."),
+    click.option("--rendezvous", metavar="HOST:PORT", help="Node 0's address and a free port, the same on every node."),
+)
+
+
+def launch_options(fn):
+    """--nproc, --nnodes, --node-rank, --rendezvous (distill/distributed.Launch)."""
+    for option in reversed(LAUNCH_OPTIONS):
+        fn = option(fn)
+    return fn
+
+
 def config_options(fn):
     """Options shared by `build` and every stage command."""
     options = [
@@ -74,10 +91,7 @@ def config_options(fn):
                      help="A whole teacher: TorchScript, torch.export (.pt2) or ONNX file, used as it is."),
         click.option("--transfer", type=click.Path(path_type=Path),
                      help="Unlabeled transfer data: an image folder (no class folders) or an .npz with x."),
-        click.option("--nproc", type=click.IntRange(min=1), help="Distill in N processes under torchrun (DDP), per node."),
-        click.option("--nnodes", type=click.IntRange(min=1), help="Distill on N machines (every one runs this command)."),
-        click.option("--node-rank", type=click.IntRange(min=0), help="This machine's number, 0..nnodes-1."),
-        click.option("--rendezvous", metavar="HOST:PORT", help="Node 0's address and a free port, the same on every node."),
+        *LAUNCH_OPTIONS,
         click.option("--student", help="Student factory 'package.module:function' (default: built-in ConvNet)."),
         click.option("--search-quantization", is_flag=True, default=None,
                       help="Try every quantization recipe; ship the fastest within the accuracy budget."),

@@ -14,7 +14,8 @@ from edge_distill.config import DistillConfig
 from edge_distill.distill.augment import Augment, augmentation_kind
 from edge_distill.distill.losses import combine_teachers
 from edge_distill.distill.teachers import TeacherEnsemble, from_module
-from edge_distill.distill.trainer import Distillation, FitHistory, FitSettings, fit, world
+from edge_distill.distill.distributed import world
+from edge_distill.distill.trainer import Distillation, FitHistory, FitSettings, fit
 from edge_distill.models.loading import count_params
 
 

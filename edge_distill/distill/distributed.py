@@ -1,34 +1,82 @@
-"""Student training under torchrun: `distill.nproc` processes, DistributedDataParallel over gloo
-(CPU) or nccl (CUDA), the same config; each worker calls `student.train_student`, rank 0 writes
-the outputs.
+"""Training under torchrun, for every pipeline that trains: `Launch.nproc` processes per node on
+`Launch.nnodes` nodes, DistributedDataParallel over gloo (CPU) or nccl (CUDA). Each worker runs one
+of `WORKERS` (the image student, the language-model student) on the same spec; each node's first
+process writes the outputs.
 
 The launch passes the rendezvous address explicitly (127.0.0.1 and a free port, with
 --local-addr): `torchrun --standalone` resolves the host name, and hangs where it does not resolve.
 It is (and the log prints it)
     python -m torch.distributed.run --nnodes 1 --nproc-per-node N --master-addr 127.0.0.1 \
         --master-port <free> --local-addr 127.0.0.1 -m edge_distill.distill.distributed SPEC.json
-with SPEC.json holding the resolved config, the stage's input files and its output folder.
+with SPEC.json naming the worker and holding what it reads: its settings, the stage's input files
+and its output folder.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from edge_distill import errors
-from edge_distill.config import BuildConfig, config_from_dict
 from edge_distill.progress import Progress
 
-# Lines rank 0 prints for the launching process: progress, and a user error as JSON.
+# Lines a node's first process prints for the launching process: progress, and a user error as JSON.
 PROGRESS_PREFIX = "edge-distill progress: "
 ERROR_PREFIX = "edge-distill error: "
+
+# What a worker may run: name -> "module:function", called as function(spec, progress, writer) in
+# every process, after the process group is up.
+WORKERS = {
+    "image-student": "edge_distill.distill.student:train_student_worker",
+    "llm-student": "edge_distill.lm.build:distil_student_worker",
+}
+
+
+@dataclass(frozen=True)
+class Launch:
+    """Where training runs: `nproc` processes on each of `nnodes` nodes; this one is `node_rank`,
+    and node 0 listens at `rendezvous` (HOST:PORT, the same on every node) when there are several."""
+    nproc: int = 1
+    nnodes: int = 1
+    node_rank: int = 0
+    rendezvous: str = ""
+
+    @property
+    def processes(self) -> int:
+        return self.nproc * self.nnodes
+
+    def check(self, config_keys: bool = False) -> None:
+        """One-line errors for a launch that cannot meet, before any work; named as the build's
+        config keys (distill.node_rank = 2) or as flags (--node-rank 2)."""
+        def named(key: str, value) -> str:
+            return f"distill.{key} = {value!r}" if config_keys else f"--{key.replace('_', '-')} {value}"
+
+        if self.node_rank >= self.nnodes:
+            raise errors.ConfigError(f"{named('node_rank', self.node_rank)} with {named('nnodes', self.nnodes)}",
+                                     f"number the nodes 0..{self.nnodes - 1}")
+        if self.nnodes > 1 and not re.fullmatch(r"[^\s:]+:\d+", self.rendezvous):
+            raise errors.ConfigError(f"{named('nnodes', self.nnodes)} needs {'distill.rendezvous' if config_keys else '--rendezvous'}, "
+                                     f"node 0's HOST:PORT (given {self.rendezvous!r})",
+                                     "e.g. --rendezvous 10.0.0.1:29500, the same on every node")
+
+
+def check_gpus(launch: Launch) -> None:
+    """Where there are GPUs, each process trains on its own (NCCL takes one process per GPU): more
+    processes than GPUs is one line. Imports torch: call it only when training will run."""
+    gpus = cuda_device_count() if launch.processes > 1 else 0
+    if gpus and launch.nproc > gpus:
+        raise errors.ConfigError(f"--nproc {launch.nproc}: this machine has {gpus} GPU(s), and each process trains "
+                                 "on its own", f"use --nproc {gpus} or less")
 
 
 def _free_port() -> int:
@@ -37,34 +85,31 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch_command(config: BuildConfig, spec: Path) -> list[str]:
+def launch_command(launch: Launch, spec: Path) -> list[str]:
     """The torchrun launch: one node on 127.0.0.1 and a free port, or node `node_rank` of `nnodes`
     meeting at node 0's `rendezvous` (static rendezvous: every node gives the same HOST:PORT)."""
-    cfg = config.distill
-    if cfg.nnodes > 1:
-        host, port = cfg.rendezvous.rsplit(":", 1)
-        where = ["--nnodes", str(cfg.nnodes), "--node-rank", str(cfg.node_rank), "--master-addr", host,
+    if launch.nnodes > 1:
+        host, port = launch.rendezvous.rsplit(":", 1)
+        where = ["--nnodes", str(launch.nnodes), "--node-rank", str(launch.node_rank), "--master-addr", host,
                  "--master-port", port]
     else:
         where = ["--nnodes", "1", "--master-addr", "127.0.0.1", "--master-port", str(_free_port()),
                  "--local-addr", "127.0.0.1"]
-    return [sys.executable, "-m", "torch.distributed.run", *where, "--nproc-per-node", str(cfg.nproc),
+    return [sys.executable, "-m", "torch.distributed.run", *where, "--nproc-per-node", str(launch.nproc),
             "-m", "edge_distill.distill.distributed", str(spec)]
 
 
-def run_distributed(config: BuildConfig, inputs: Mapping[str, Path], out: Path, progress: Progress) -> None:
-    """`train_student` in `config.distill.nproc` processes on this node, of `nnodes` (`inputs`: its
-    dataset.npz, teacher.model and teacher_logits.npy); this node's first process fills `out` with
-    the student every node shares."""
-    nproc = config.distill.nproc * config.distill.nnodes
+def run_distributed(worker: str, spec: dict[str, Any], launch: Launch, progress: Progress) -> None:
+    """`WORKERS[worker]` in `launch.nproc` processes on this node, of `launch.nnodes`, each given
+    `spec` (JSON: settings, input and output paths as strings)."""
+    check_gpus(launch)
     with tempfile.TemporaryDirectory() as tmp:
-        spec = Path(tmp) / "spec.json"
-        spec.write_text(json.dumps({"config": config.to_dict(), "inputs": {k: str(v) for k, v in inputs.items()},
-                                    "out": str(out)}))
-        command = launch_command(config, spec)
-        progress(f"distill: {nproc} processes on {config.distill.nnodes} node(s) under torchrun (DistributedDataParallel, "
-                 f"{'nccl' if _cuda() else 'gloo'}): {' '.join(command[1:])}")
-        env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))  # train_student sets torch's
+        path = Path(tmp) / "spec.json"
+        path.write_text(json.dumps({"worker": worker, **spec}))
+        command = launch_command(launch, path)
+        progress(f"{worker}: {launch.processes} processes on {launch.nnodes} node(s) under torchrun "
+                 f"(DistributedDataParallel, {'nccl' if cuda_available() else 'gloo'}): {' '.join(command[1:])}")
+        env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))  # the workers set torch's
         with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) as proc:
             tail: list[str] = []
             reported: list[str] = []
@@ -82,14 +127,59 @@ def run_distributed(config: BuildConfig, inputs: Mapping[str, Path], out: Path, 
                 except json.JSONDecodeError:  # not expected (one write() per line), but never a traceback
                     continue
                 raise getattr(errors, error["type"], errors.EdgeDistillError)(error["message"], error["hint"])
-            raise errors.ModelError(f"torchrun with {nproc} processes failed (exit {proc.returncode}): "
-                                    + " | ".join(tail[-4:]), "run with distill.nproc = 1 to see the error directly")
+            raise errors.ModelError(f"torchrun with {launch.processes} processes failed (exit {proc.returncode}): "
+                                    + " | ".join(tail[-4:]), "run with one process (--nproc 1) to see the error directly")
 
 
-def _cuda() -> bool:
+def world() -> tuple[int, int]:
+    """(rank, world size): (0, 1) outside torchrun."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def cuda_available() -> bool:
     import torch
 
     return torch.cuda.is_available()
+
+
+def cuda_device_count() -> int:
+    """GPUs torch can use here (0 without CUDA)."""
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def training_device():
+    """The torch device this process trains on: its own GPU under torchrun (LOCAL_RANK), the GPU
+    outside it, else the CPU."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def training_precision(device) -> str:
+    """"bf16" autocast on a GPU that supports it (Ampere and later); "fp32" elsewhere, the CPU
+    included (bf16 matmuls on a CPU without AMX are slower than fp32, not faster)."""
+    import torch
+
+    return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+
+
+def autocast(device):
+    """The forward passes' autocast context for `device` (training_precision)."""
+    import contextlib
+
+    import torch
+
+    if training_precision(device) == "bf16":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def _say(line: str) -> None:
@@ -101,18 +191,19 @@ def _say(line: str) -> None:
 def main(spec_path: str) -> int:
     import torch.distributed as dist
 
-    from edge_distill.distill.student import train_student
-
     spec = json.loads(Path(spec_path).read_text())
-    dist.init_process_group("nccl" if _cuda() else "gloo")
+    module, function = WORKERS[spec["worker"]].split(":")
+    work = getattr(importlib.import_module(module), function)
+    if cuda_available():
+        import torch
+
+        torch.cuda.set_device(training_device())
+    dist.init_process_group("nccl" if cuda_available() else "gloo")
     # Each node's first process writes this node's copy of the outputs (the same on every node).
     writer = int(os.environ.get("LOCAL_RANK", "0")) == 0
-    inputs = {k: Path(v) for k, v in spec["inputs"].items()}
     out = Path(spec["out"]) if writer else Path(tempfile.mkdtemp())
     try:
-        train_student(config_from_dict(spec["config"]), inputs["dataset.npz"], inputs["teacher.model"],
-                      inputs["teacher_logits.npy"], out,
-                      lambda message: _say(PROGRESS_PREFIX + message) if writer else None, writer=writer)
+        work({**spec, "out": str(out)}, lambda message: _say(PROGRESS_PREFIX + message) if writer else None, writer)
         # Leave together: a process that tears its connections down while a peer is still in its
         # last collective makes gloo abort that peer (SIGABRT).
         dist.barrier()

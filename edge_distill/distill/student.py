@@ -46,7 +46,8 @@ def train_student(config: BuildConfig, dataset_path: Path, teacher_model: Path, 
     from edge_distill.distill.chain import Link, train_chain
     from edge_distill.distill.methods import describe_methods
     from edge_distill.distill.teachers import load_teachers, teacher_input
-    from edge_distill.distill.trainer import accuracy, set_torch_threads, world
+    from edge_distill.distill.distributed import world
+    from edge_distill.distill.trainer import accuracy, set_torch_threads
     from edge_distill.models.loading import build_from_config, count_params
 
     cfg = config.distill
@@ -127,3 +128,12 @@ def _broadcast_report(report: dict) -> dict:
     shared = [report]
     dist.broadcast_object_list(shared, src=0)
     return shared[0]
+
+
+def train_student_worker(spec: dict, progress: Callable[[str], None], writer: bool) -> None:
+    """One torchrun worker of the distill stage (distill/distributed.WORKERS["image-student"])."""
+    from edge_distill.config import config_from_dict
+
+    inputs = {k: Path(v) for k, v in spec["inputs"].items()}
+    train_student(config_from_dict(spec["config"]), inputs["dataset.npz"], inputs["teacher.model"],
+                  inputs["teacher_logits.npy"], Path(spec["out"]), progress, writer=writer)

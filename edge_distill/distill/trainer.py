@@ -20,6 +20,7 @@ from torch import nn
 from edge_distill.data.loader import read_batches
 from edge_distill.device.runner import usable_cores
 from edge_distill.distill.augment import Augment
+from edge_distill.distill.distributed import world
 from edge_distill.distill.losses import attention_loss, hard_loss, hint_loss, kd_loss
 from edge_distill.distill.teachers import TeacherEnsemble, predict_batched
 from edge_distill.errors import ConfigError, did_you_mean
@@ -224,13 +225,6 @@ def set_torch_threads(requested: int, processes: int = 1) -> int:
     threads = requested or max(1, usable_cores() // processes)
     torch.set_num_threads(threads)
     return threads
-
-
-def world() -> tuple[int, int]:
-    """(rank, world size): (0, 1) outside torchrun."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 def fit(

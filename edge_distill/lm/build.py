@@ -69,6 +69,8 @@ def score_with_teacher(source: TeacherSource, settings: LMBuildSettings, data: L
     from edge_distill.lm.data import teacher_held_out, write_teacher_targets
     from edge_distill.lm.teacher import load_teacher, tokenizer_json
 
+    from edge_distill.distill.distributed import training_device
+
     torch.set_num_threads(settings.threads)
     progress(f"llm: {data.source}: {len(data.train)} training passages, {len(data.held_out)} held-out passages")
     teacher = load_teacher(source)
@@ -76,9 +78,13 @@ def score_with_teacher(source: TeacherSource, settings: LMBuildSettings, data: L
     np.save(out / "train.npy", train)
     np.save(out / "held_out.npy", held_out)
     progress(f"teacher: scoring {train.size - len(train):,} training tokens (top {settings.top_k})")
-    write_teacher_targets(teacher.model, train, settings.top_k, 8, out / "teacher_topk_ids.npy",
-                          out / "teacher_topk_logprobs.npy", progress)
-    perplexity, top1 = teacher_held_out(teacher.model, held_out, 8)
+    try:
+        teacher.model.to(training_device())  # a GPU where there is one; the CPU again for later stages
+        write_teacher_targets(teacher.model, train, settings.top_k, 8, out / "teacher_topk_ids.npy",
+                              out / "teacher_topk_logprobs.npy", progress)
+        perplexity, top1 = teacher_held_out(teacher.model, held_out, 8)
+    finally:
+        teacher.model.to("cpu")
     np.save(out / "teacher_top1.npy", top1)
     (out / "tokenizer.json").write_text(tokenizer_json(teacher.tokenizer), encoding="utf-8")
     facts = teacher.facts
@@ -99,17 +105,25 @@ def write_continuations(source: TeacherSource, settings: LMBuildSettings, inputs
     from edge_distill.lm.data import write_teacher_continuations
     from edge_distill.lm.teacher import load_teacher
 
+    from edge_distill.distill.distributed import training_device
+
     torch.set_num_threads(settings.threads)
     train = np.load(inputs["train.npy"], mmap_mode="r")
     progress(f"teacher: continuing {len(train):,} windows from their first {settings.training.prompt_tokens} tokens")
-    write_teacher_continuations(load_teacher(source).model, train, settings.training.prompt_tokens, settings.top_k,
-                                CONTINUATION_BATCH, settings.training.seed,
-                                tuple(out / name for name in CONTINUATION_FILES), progress)
+    teacher = load_teacher(source).model
+    try:
+        write_teacher_continuations(teacher.to(training_device()), train, settings.training.prompt_tokens,
+                                    settings.top_k, CONTINUATION_BATCH, settings.training.seed,
+                                    tuple(out / name for name in CONTINUATION_FILES), progress)
+    finally:
+        teacher.to("cpu")  # load_teacher's copy, shared with later stages
 
 
-def distil_student(source: TeacherSource, training: LMTrainingSettings, inputs, out: Path, progress) -> None:
+def distil_student(source: TeacherSource, training: LMTrainingSettings, inputs, out: Path, progress,
+                   writer: bool = True) -> None:
     """llm-student: the student made from the teacher and the text's tokens, distilled on the text
-    (or, kd "sequence", on the teacher's continuations of it)."""
+    (or, kd "sequence", on the teacher's continuations of it). Under torchrun every process trains
+    (the same weights, DistributedDataParallel) and the `writer` writes."""
     import numpy as np
 
     from edge_distill.lm.student import kept_vocabulary, make_student, parameter_count, save_student, train_student
@@ -128,11 +142,24 @@ def distil_student(source: TeacherSource, training: LMTrainingSettings, inputs, 
     train, *targets = (np.load(inputs[name], mmap_mode="r") for name in names)
     report = train_student(student, train, tuple(targets), kept, teacher_report["vocab_size"], training, progress,
                            teacher=teacher if training.kd == "on-policy" else None)
+    if not writer:
+        return
     save_student(student, kept, out / "student")
     report |= {"trained_on": "the teacher's continuations" if training.kd == "sequence" else "the text",
                "parameters": parameter_count(student), "layers": training.layers, "vocabulary": len(kept),
                "teacher_parameters": teacher_report["parameters"], "settings": dataclasses.asdict(training)}
     (out / "student.json").write_text(json.dumps(report, indent=2))
+
+
+def distil_student_worker(spec: dict, progress, writer: bool) -> None:
+    """One torchrun worker of llm-student (distill/distributed.WORKERS["llm-student"]): the node's
+    threads shared among its processes."""
+    import os
+
+    training = LMTrainingSettings(**spec["training"])
+    share = max(1, training.threads // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    distil_student(TeacherSource(Path(spec["teacher"])), dataclasses.replace(training, threads=share),
+                   {name: Path(path) for name, path in spec["inputs"].items()}, Path(spec["out"]), progress, writer)
 
 
 def export_student(inputs, out: Path, progress) -> None:

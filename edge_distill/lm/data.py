@@ -76,15 +76,20 @@ def write_teacher_targets(model, train: np.ndarray, top_k: int, batch_size: int,
     into memory-mapped .npy files."""
     import torch
 
+    from edge_distill.distill.distributed import autocast
+
+    device = model.device  # a GPU's where the teacher is on one (lm/build.score_with_teacher)
     n, context = train.shape[0], train.shape[1] - 1
     ids = allocated_memmap(ids_path, np.int32, (n, context, top_k))
     logprobs = allocated_memmap(logprobs_path, np.float16, (n, context, top_k))
     with progress_bar(progress, n * context, "teacher targets (tokens)") as bar, torch.no_grad():
         for start in range(0, n, batch_size):
-            batch = torch.from_numpy(train[start:start + batch_size, :-1].astype(np.int64))
-            values, indices = model(batch).logits.float().log_softmax(-1).topk(top_k, dim=-1)
-            ids[start:start + len(batch)] = indices.numpy()
-            logprobs[start:start + len(batch)] = values.numpy()
+            batch = torch.from_numpy(train[start:start + batch_size, :-1].astype(np.int64)).to(device)
+            with autocast(device):
+                logits = model(batch).logits
+            values, indices = logits.float().log_softmax(-1).topk(top_k, dim=-1)
+            ids[start:start + len(batch)] = indices.cpu().numpy()
+            logprobs[start:start + len(batch)] = values.cpu().numpy()
             bar.update(batch.numel())
             if not bar.active:
                 progress(f"teacher targets: {min(start + batch_size, n)}/{n} windows")
@@ -106,13 +111,18 @@ def write_teacher_continuations(model, train: np.ndarray, prompt_tokens: int, to
     n, width = train.shape
     files = [allocated_memmap(path, dtype, shape) for path, dtype, shape in zip(
         paths, (np.int32, np.int32, np.float16), ((n, width), (n, width - 1, top_k), (n, width - 1, top_k)))]
-    generator = torch.Generator().manual_seed(seed)
+    from edge_distill.distill.distributed import autocast
+
+    device = model.device
+    generator = torch.Generator(device).manual_seed(seed)
     with progress_bar(progress, n * (width - prompt_tokens), "teacher continuations (tokens)") as bar:
         for start in range(0, n, batch_size):
-            prompt = torch.from_numpy(train[start:start + batch_size, :prompt_tokens].astype(np.int64))
-            tokens, (logprobs, ids) = sample_continuation(model, prompt, width - prompt_tokens, generator, top_k=top_k)
+            prompt = torch.from_numpy(train[start:start + batch_size, :prompt_tokens].astype(np.int64)).to(device)
+            with autocast(device):
+                tokens, (logprobs, ids) = sample_continuation(model, prompt, width - prompt_tokens, generator,
+                                                              top_k=top_k)
             for file, values in zip(files, (tokens, ids, logprobs)):
-                file[start:start + len(prompt)] = values.numpy()
+                file[start:start + len(prompt)] = values.cpu().numpy()
             bar.update(len(prompt) * (width - prompt_tokens))
             if not bar.active:
                 progress(f"teacher continuations: {min(start + batch_size, n)}/{n} windows")
@@ -121,14 +131,15 @@ def write_teacher_continuations(model, train: np.ndarray, prompt_tokens: int, to
 
 
 def teacher_held_out(model, held_out: np.ndarray, batch_size: int) -> tuple[float, np.ndarray]:
-    """(the teacher's perplexity on the held-out windows, its top-1 next token at each position)."""
+    """(the teacher's perplexity on the held-out windows, its top-1 next token at each position), in
+    fp32 on any device: the yardstick every candidate's perplexity is a multiple of."""
     import torch
 
     nll, top1 = [], []
     with torch.no_grad():
         for start in range(0, len(held_out), batch_size):
-            batch = torch.from_numpy(held_out[start:start + batch_size].astype(np.int64))
+            batch = torch.from_numpy(held_out[start:start + batch_size].astype(np.int64)).to(model.device)
             logprobs = model(batch[:, :-1]).logits.float().log_softmax(-1)
-            nll.append(-logprobs.gather(-1, batch[:, 1:, None])[..., 0].numpy())
-            top1.append(logprobs.argmax(-1).numpy().astype(np.int32))
+            nll.append(-logprobs.gather(-1, batch[:, 1:, None])[..., 0].cpu().numpy())
+            top1.append(logprobs.argmax(-1).cpu().numpy().astype(np.int32))
     return float(np.exp(np.concatenate(nll).mean())), np.concatenate(top1)

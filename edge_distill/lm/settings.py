@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge_distill.config import BudgetConfig, BuildConfig
+from edge_distill.distill.distributed import Launch
 from edge_distill.errors import ConfigError
 from edge_distill.lm.student import LMTrainingSettings
 
@@ -43,6 +44,9 @@ class LMBuildSettings:
     # of `sweep_layers`, and the smallest that fits ships (api.generator_bundle); None: one student.
     budget: BudgetConfig | None = None
     sweep_layers: tuple[int, ...] = (2, 4, 6)
+    # The student's training in several processes under torchrun (on GPUs where there are: one each),
+    # on one node or several; None of it changes the other stages.
+    launch: Launch = Launch()
 
     def __post_init__(self):
         from edge_distill.device.runner import usable_threads
@@ -57,6 +61,7 @@ class LMBuildSettings:
             raise ConfigError(f"--context {self.context}: --kd {self.training.kd} continues each window's first "
                               f"{self.training.prompt_tokens} tokens, which leaves no room for the continuation",
                               f"use --context {2 * self.training.prompt_tokens} or more")
+        self.launch.check()
         if self.max_perplexity_ratio < 1:
             raise ConfigError(f"--max-perplexity-ratio {self.max_perplexity_ratio}: must be 1 or more (a multiple of "
                               "the teacher's perplexity)", "e.g. 1.5")

@@ -162,7 +162,7 @@ def sample_continuation(model, prompt, length: int, generator, banned: int | Non
         tokens = prompt
         for step in range(length):
             if banned is not None:
-                logprobs = logprobs.index_fill(-1, torch.tensor([banned]), float("-inf"))
+                logprobs = logprobs.index_fill(-1, torch.tensor([banned], device=logprobs.device), float("-inf"))
             chosen = torch.multinomial(logprobs.exp(), 1, generator=generator)
             tokens = torch.cat([tokens, chosen], 1)
             if step < length - 1:
@@ -209,12 +209,24 @@ def train_student(student, train: np.ndarray, targets: tuple[np.ndarray, np.ndar
     import torch
     import torch.nn.functional as F
 
+    from edge_distill.distill.distributed import autocast, training_device, training_precision, world
+
     torch.manual_seed(settings.seed)
     torch.set_num_threads(settings.threads)
-    mapping = torch.from_numpy(student_map(kept, vocab_size))
-    kept_t, unkept = torch.from_numpy(kept), torch.from_numpy(np.setdiff1d(np.arange(vocab_size), kept))
+    rank, size = world()
+    device = training_device()
+    student.to(device)
+    if teacher is not None:
+        teacher.to(device)
+    # Under torchrun each process takes its share of every global batch, and DistributedDataParallel
+    # averages the gradients: the same steps and schedule as one process.
+    net = student if size == 1 else torch.nn.parallel.DistributedDataParallel(
+        student, device_ids=[device.index] if device.type == "cuda" else None)
+    mapping = torch.from_numpy(student_map(kept, vocab_size)).to(device)
+    kept_t = torch.from_numpy(kept).to(device)
+    unkept = torch.from_numpy(np.setdiff1d(np.arange(vocab_size), kept)).to(device)
     beta = DIVERGENCES[settings.divergence]
-    sampler = torch.Generator().manual_seed(settings.seed)
+    sampler = torch.Generator(device).manual_seed(settings.seed + rank)
     optimizer = torch.optim.AdamW(student.parameters(), lr=settings.learning_rate, weight_decay=0.0)
     per_epoch = math.ceil(len(train) / settings.batch_size)
     total = per_epoch * settings.epochs
@@ -227,26 +239,34 @@ def train_student(student, train: np.ndarray, targets: tuple[np.ndarray, np.ndar
         for epoch in range(settings.epochs):
             shuffled = order.permutation(len(train))
             for step, start in enumerate(range(0, len(train), settings.batch_size)):
-                batch = np.sort(shuffled[start:start + settings.batch_size])  # ascending: memory-mapped reads
-                text = torch.from_numpy(train[batch].astype(np.int64))
+                on_policy = settings.kd == "on-policy" and order.random() < settings.on_policy_share
+                # This process's share, ascending (memory-mapped reads); a last batch too small to
+                # give every process a window is dropped by all of them.
+                batch = np.sort(shuffled[start:start + settings.batch_size])[rank::size]
+                if len(shuffled[start:start + settings.batch_size]) < size:
+                    bar.update(1)
+                    continue
+                text = torch.from_numpy(train[batch].astype(np.int64)).to(device)
                 window = mapping[text]
-                if settings.kd == "on-policy" and order.random() < settings.on_policy_share:
+                if on_policy:
                     prompt = settings.prompt_tokens
-                    sampled, _ = sample_continuation(student, window[:, :prompt], window.shape[1] - prompt, sampler,
-                                                     banned=len(kept))
-                    with torch.no_grad():  # the teacher reads the text's own opening: its ids left out too
-                        read = torch.cat([text[:, :prompt], kept_t[sampled[:, prompt:-1]]], 1)
-                        scored = teacher(input_ids=read).logits.float().log_softmax(-1)
-                    logq = student(input_ids=sampled[:, :-1]).logits.float().log_softmax(-1)
+                    with autocast(device):
+                        sampled, _ = sample_continuation(student, window[:, :prompt], window.shape[1] - prompt,
+                                                         sampler, banned=len(kept))
+                        with torch.no_grad():  # the teacher reads the text's own opening: its ids left out too
+                            read = torch.cat([text[:, :prompt], kept_t[sampled[:, prompt:-1]]], 1)
+                            scored = teacher(input_ids=read).logits.float().log_softmax(-1)
+                        logq = net(input_ids=sampled[:, :-1]).logits.float().log_softmax(-1)
                     loss = generalized_jsd(logq[:, prompt - 1:], teacher_in_student_space(
                         scored[:, prompt - 1:], kept_t, unkept), beta)
                     on_policy_batches += 1
                 else:
-                    logq = student(input_ids=window[:, :-1]).logits.float().log_softmax(-1)
+                    with autocast(device):
+                        logq = net(input_ids=window[:, :-1]).logits.float().log_softmax(-1)
                     loss = F.nll_loss(logq.flatten(0, 1), window[:, 1:].flatten())
                     if settings.kd != "none" and settings.alpha > 0:
-                        ids = mapping[torch.from_numpy(targets[0][batch].astype(np.int64))]
-                        p = torch.from_numpy(targets[1][batch].astype(np.float32)).exp()
+                        ids = mapping[torch.from_numpy(targets[0][batch].astype(np.int64)).to(device)]
+                        p = torch.from_numpy(targets[1][batch].astype(np.float32)).to(device).exp()
                         kd = -(p * logq.gather(-1, ids)).sum(-1) / p.sum(-1)
                         loss = settings.alpha * kd.mean() + (1 - settings.alpha) * loss
                 optimizer.zero_grad(set_to_none=True)
@@ -259,9 +279,14 @@ def train_student(student, train: np.ndarray, targets: tuple[np.ndarray, np.ndar
                 if not bar.active and step % 50 == 0:
                     progress(f"student: epoch {epoch + 1}/{settings.epochs}, batch {step}/{per_epoch}, "
                              f"loss {np.mean(losses[-20:]):.3f}")
-    student.eval()
-    return {"steps": total, "on_policy_steps": on_policy_batches, "final_loss": float(np.mean(losses[-20:])),
-            "seconds": round(time.perf_counter() - started, 1), "tokens_per_epoch": int(train[:, 1:].size)}
+    student.eval().to("cpu")
+    if teacher is not None:
+        teacher.to("cpu")
+    return {"steps": total, "on_policy_steps": on_policy_batches, "first_loss": losses[0] if losses else None,
+            "final_loss": float(np.mean(losses[-20:])),
+            "seconds": round(time.perf_counter() - started, 1), "tokens_per_epoch": int(train[:, 1:].size),
+            "processes": size, "device": device.type,
+            "precision": training_precision(device)}
 
 
 def save_student(student, kept: np.ndarray, folder: Path) -> None:

@@ -1,10 +1,13 @@
 """The student: the tokens it keeps, the layers it takes, and training that learns."""
 
+import json
+
 import numpy as np
 import pytest
 
 from edge_distill.errors import ConfigError
 from edge_distill.lm.student import LMTrainingSettings, kept_vocabulary, layer_choice, student_map
+from tests.lm.conftest import tiny_settings
 
 
 def test_kept_vocabulary_is_the_most_frequent_tokens_plus_eos():
@@ -173,3 +176,69 @@ def test_the_students_cache_key_holds_only_the_settings_its_kd_reads():
     assert token.key() != LMTrainingSettings(kd="token", alpha=0.9).key()
     assert LMTrainingSettings(kd="sequence").key() != LMTrainingSettings(kd="sequence", prompt_tokens=8).key()
     assert LMTrainingSettings(kd="on-policy").key() != LMTrainingSettings(kd="on-policy", divergence="reverse").key()
+
+
+@pytest.mark.slow  # two torchrun processes import torch and transformers: about 20 s here
+@pytest.mark.parametrize("kd", ["token", "on-policy"])
+def test_two_torchrun_processes_train_the_student_one_process_trains(tiny_llama, tiny_text, tmp_path, kd):
+    """`llm --nproc 2`: DistributedDataParallel over gloo on 127.0.0.1, each process half of every
+    batch. The student is close to the one-process student (same steps, same schedule): far closer
+    than either is to where training started."""
+    import dataclasses
+
+    import numpy as np
+    from safetensors.torch import load_file
+
+    from edge_distill.distill.distributed import Launch
+    from edge_distill.lm.student import make_student
+    from edge_distill.lm.teacher import TeacherSource, load_teacher
+    from edge_distill.pipeline.runner import run_stages
+    from edge_distill.pipeline.stages.llm import llm_pipeline
+
+    students = {}
+    for processes in (1, 2):
+        settings = dataclasses.replace(tiny_settings(tiny_llama, tiny_text, kd=kd, epochs=2, prompt_tokens=8),
+                                       launch=Launch(nproc=processes))
+        stages = [s for s in llm_pipeline(settings) if s.name in ("llm-teacher", "llm-student")]
+        run = run_stages(stages, tmp_path / "cache")
+        report = json.loads(run.artifacts["student.json"].read_text())
+        assert report["processes"] == processes and report["device"] == "cpu" and report["precision"] == "fp32"
+        students[processes] = load_file(run.artifacts["student/model.safetensors"])
+    kept = np.load(run.artifacts["student/vocab.npy"])
+    start = make_student(load_teacher(TeacherSource(tiny_llama)).model, kept, settings.training).state_dict()
+
+    def furthest(a, b):
+        return max((a[k] - b[k]).abs().max().item() for k in a)
+
+    gap, moved = furthest(students[1], students[2]), furthest(students[1], start)
+    # Not the same bits: each process sums half a batch (and, on-policy, samples its own continuations).
+    # Unsynchronized processes would each keep half the batches' updates: a gap near `moved` / 2.
+    assert 0 < gap < 0.1 * moved, (gap, moved)
+
+
+@pytest.mark.gpu
+def test_the_student_trains_on_the_gpu_where_there_is_one(tiny_llama, tiny_text, tmp_path):
+    """With CUDA, the teacher scores and the student trains on the GPU (bf16 autocast where the GPU
+    has it); the student saved is on the CPU and learned as the CPU one does."""
+    import dataclasses
+
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU for torch here")
+    from safetensors.torch import load_file
+
+    from edge_distill.distill.distributed import Launch
+    from edge_distill.pipeline.runner import run_stages
+    from edge_distill.pipeline.stages.llm import llm_pipeline
+
+    settings = tiny_settings(tiny_llama, tiny_text, epochs=2)
+    run = run_stages([s for s in llm_pipeline(settings) if s.name in ("llm-teacher", "llm-student")], tmp_path / "a")
+    report = json.loads(run.artifacts["student.json"].read_text())
+    assert report["device"] == "cuda" and report["precision"] == ("bf16" if torch.cuda.is_bf16_supported() else "fp32")
+    assert report["final_loss"] < 0.9 * report["first_loss"]
+    assert all(t.device.type == "cpu" for t in load_file(run.artifacts["student/model.safetensors"]).values())
+    # More processes than GPUs: one line, before any work.
+    many = dataclasses.replace(settings, launch=Launch(nproc=torch.cuda.device_count() + 1))
+    with pytest.raises(ConfigError, match="GPU"):
+        run_stages([s for s in llm_pipeline(many) if s.name in ("llm-teacher", "llm-student")], tmp_path / "b")
+    assert not (tmp_path / "b").exists()

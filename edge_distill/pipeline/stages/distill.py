@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 
-from edge_distill.errors import ConfigError
 from edge_distill.pipeline.stages.base import ConfiguredStage, architecture, factory_files, teacher_files
 
 
@@ -46,21 +45,25 @@ class DistillStage(ConfiguredStage):
 
         check_methods(self.config)
         teacher_outputs_mode(self.config.distill)
-        cfg = self.config.distill
-        if cfg.node_rank >= cfg.nnodes:
-            raise ConfigError(f"distill.node_rank = {cfg.node_rank} with distill.nnodes = {cfg.nnodes}",
-                              f"number the nodes 0..{cfg.nnodes - 1}")
-        if cfg.nnodes > 1 and not cfg.rendezvous:
-            raise ConfigError(f"distill.nnodes = {cfg.nnodes} needs distill.rendezvous, node 0's HOST:PORT",
-                              "e.g. --rendezvous 10.0.0.1:29500, the same on every node")
+        launch(self.config).check(config_keys=True)
 
     def run(self, inputs, out, progress):
         if self.config.distill.nproc > 1 or self.config.distill.nnodes > 1:
             from edge_distill.distill.distributed import run_distributed
 
-            run_distributed(self.config, inputs, out, progress)
+            run_distributed("image-student", {"config": self.config.to_dict(), "out": str(out),
+                                              "inputs": {k: str(v) for k, v in inputs.items()}},
+                            launch(self.config), progress)
         else:
             from edge_distill.distill.student import train_student
 
             train_student(self.config, inputs["dataset.npz"], inputs["teacher.model"], inputs["teacher_logits.npy"],
                           out, progress)
+
+
+def launch(config):
+    """The build's torchrun launch, from its distill section."""
+    from edge_distill.distill.distributed import Launch
+
+    cfg = config.distill
+    return Launch(cfg.nproc, cfg.nnodes, cfg.node_rank, cfg.rendezvous)

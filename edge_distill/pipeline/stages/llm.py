@@ -112,9 +112,27 @@ class LMStudent(_LMStage):
             self.inputs = (*type(self).inputs, *CONTINUATION_FILES)
 
     def params(self):
-        return {"training": self.settings.training.key()}
+        # Several processes train the same steps on shares of each batch: close to one process's
+        # student, not the same bits. Where they run (node rank, rendezvous) changes nothing.
+        processes = self.settings.launch.processes
+        return {"training": self.settings.training.key(), **({"processes": processes} if processes > 1 else {})}
+
+    def check_inputs(self):
+        from edge_distill.distill.distributed import check_gpus
+
+        check_gpus(self.settings.launch)
 
     def run(self, inputs, out, progress):
+        if self.settings.launch.processes > 1:
+            import dataclasses
+
+            from edge_distill.distill.distributed import run_distributed
+
+            run_distributed("llm-student", {"teacher": str(self.source.path), "out": str(out),
+                                            "training": dataclasses.asdict(self.settings.training),
+                                            "inputs": {k: str(v) for k, v in inputs.items()}},
+                            self.settings.launch, progress)
+            return
         from edge_distill.lm.build import distil_student
 
         distil_student(self.source, self.settings.training, inputs, out, progress)
