@@ -47,6 +47,7 @@ from edge_distill.commands.options import (
                    "and only where measured faster (default: the profile's quantize.max_accuracy_drop, 1.0).")
 @click.option("--profile", "-p", help="Device profile: its sequence lengths, threads, providers and device (timed over "
                                       "SSH with device.host), recorded in the bundle.")
+@launch_options
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=DEFAULT_CACHE, show_default=True)
 @click.option("--force", is_flag=True, help="Recompute the teacher's outputs and the student.")
 @layer_sweep_options("--max-latency-ms", "Latency budget (the shipped student's p50 at the longest length)", "--min-quality",
@@ -55,16 +56,16 @@ from edge_distill.commands.options import (
 @remote_options(many=True)
 @json_option
 def text(task, teacher_folder, text, labeled, out, layers, embedding_rank, epochs, fine_tune_epochs, max_length, threads,
-         benchmark_seconds, max_quality_drop, profile, cache_dir, force, max_latency_ms, min_quality, sweep_layers, ship_best_effort, quiet, remote, ssh_config,
+         benchmark_seconds, max_quality_drop, profile, nproc, nnodes, node_rank, rendezvous, cache_dir, force, max_latency_ms, min_quality, sweep_layers, ship_best_effort, quiet, remote, ssh_config,
          remote_python, connect_timeout, command_timeout, as_json):
     """Distil a transformer (sentence embeddings or a classifier) into a small ONNX model with its
     tokenizer, as a bundle: int8 where measured faster than float within the quality budget."""
-    from edge_distill.config import load_config
     from edge_distill.api import text_bundle
-    from edge_distill.text.settings import DEFAULT_TRAINING, FINE_TUNE, TextBuildSettings
-    from edge_distill.text.bundle import render_text_summary
-
+    from edge_distill.config import load_config
+    from edge_distill.distill.distributed import Launch
     from edge_distill.pipeline.sweep import layer_sweep_table
+    from edge_distill.text.bundle import render_text_summary
+    from edge_distill.text.settings import DEFAULT_TRAINING, FINE_TUNE, TextBuildSettings
 
     config = load_config(profile) if profile else None
     budget = sweep_budget(max_latency_ms, min_quality, ship_best_effort)
@@ -74,7 +75,8 @@ def text(task, teacher_folder, text, labeled, out, layers, embedding_rank, epoch
                                  distill=dataclasses.replace(DEFAULT_TRAINING[task],
                                                              epochs=epochs or DEFAULT_TRAINING[task].epochs),
                                  budget=budget, sweep_layers=tuple(layer_counts(sweep_layers)),
-                                 max_quality_drop=max_quality_drop, benchmark_seconds=benchmark_seconds)
+                                 max_quality_drop=max_quality_drop, benchmark_seconds=benchmark_seconds,
+                                 launch=Launch(nproc or 1, nnodes or 1, node_rank or 0, rendezvous or ""))
     targets = remote_targets(remote, ssh_config, remote_python, connect_timeout, command_timeout)
     manifest = text_bundle(settings, out, cache_dir=cache_dir, force=force, remotes=targets,
                            progress=progress_for(as_json, quiet))

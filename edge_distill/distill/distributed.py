@@ -1,6 +1,6 @@
 """Training under torchrun, for every pipeline that trains: `Launch.nproc` processes per node on
 `Launch.nnodes` nodes, DistributedDataParallel over gloo (CPU) or nccl (CUDA). Each worker runs one
-of `WORKERS` (the image student, the language-model student) on the same spec; each node's first
+of `WORKERS` (the image, language-model or text student) on the same spec; each node's first
 process writes the outputs.
 
 The launch passes the rendezvous address explicitly (127.0.0.1 and a free port, with
@@ -39,6 +39,7 @@ ERROR_PREFIX = "edge-distill error: "
 WORKERS = {
     "image-student": "edge_distill.distill.student:train_student_worker",
     "llm-student": "edge_distill.lm.build:distil_student_worker",
+    "text-student": "edge_distill.text.build:make_student_worker",
 }
 
 

@@ -121,7 +121,10 @@ def teacher_outputs(folder: Path, settings: TextBuildSettings, texts: list[str],
 
     torch.set_num_threads(settings.distill.threads)
     classifier = settings.task == "classification"
+    from edge_distill.distill.distributed import training_device
+
     teacher = load_teacher(folder, settings.max_length, classifier=classifier)
+    teacher.model.to(training_device())  # a GPU where there is one
     progress(f"running the teacher ({teacher.parameters:,} parameters) on {len(texts)} texts")
     np.save(staged / "teacher_outputs.npy", text_outputs(teacher.model, teacher.tokenizer,
                                                          None if classifier else teacher.pooling, texts, progress=progress))
@@ -143,8 +146,10 @@ def export_teacher(folder: Path, settings: TextBuildSettings, staged: Path, prog
 
 
 def make_student(folder: Path, settings: TextBuildSettings, data: TextData, targets: Path, staged: Path,
-                 progress) -> None:
-    """Make, distill and export the student, checked against PyTorch; write STUDENT_FILES."""
+                 progress, writer: bool = True) -> None:
+    """Make, distill and export the student, checked against PyTorch; write STUDENT_FILES. Under
+    torchrun every process makes and trains it (the same weights, DistributedDataParallel) and the
+    `writer` exports and writes."""
     import torch
 
     from edge_distill.bundle.reader import read_tokenizer
@@ -170,6 +175,8 @@ def make_student(folder: Path, settings: TextBuildSettings, data: TextData, targ
     else:
         training = distill_embeddings(student, tokenizer, pooling, data.texts, np.load(targets), settings.distill,
                                       progress)
+    if not writer:
+        return
     export_text_encoder(student, pooling, tokenizer, staged / "student_fp32.onnx")
     parity = check_text_parity(student, pooling, tokenizer, staged / "student_fp32.onnx", data.held_out[:8])
     (staged / "student.json").write_text(json.dumps({
@@ -177,6 +184,20 @@ def make_student(folder: Path, settings: TextBuildSettings, data: TextData, targ
         "pooling": None if pooling is None else dataclasses.asdict(pooling), "max_length": settings.max_length,
         "teacher": {"folder": str(folder), "parameters": teacher.parameters,
                     "model_type": teacher.model.config.model_type}}, indent=2))
+
+
+def make_student_worker(spec: dict, progress, writer: bool) -> None:
+    """One torchrun worker of text-student (distill/distributed.WORKERS["text-student"]): the
+    settings that make the student, the node's threads shared among its processes."""
+    import os
+
+    from edge_distill.text.distill import TextTrainingSettings
+
+    training = TextTrainingSettings(**spec["distill"])
+    share = max(1, training.threads // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    settings = TextBuildSettings(**spec["settings"], distill=dataclasses.replace(training, threads=share), threads=share)
+    make_student(Path(spec["teacher"]), settings, TextData(**spec["data"]), Path(spec["targets"]), Path(spec["out"]),
+                 progress, writer)
 
 
 def quantize_and_judge(folder: Path, settings: TextBuildSettings, data: TextData, inputs: dict[str, Path],

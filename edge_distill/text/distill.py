@@ -47,11 +47,21 @@ def embedding_loss(student, teacher, mse_weight: float = 1.0):
 def train_text_model(model, tokenizer, texts: list[str], loss_of: Callable, settings: TextTrainingSettings,
                      progress: Callable[[str], None] = lambda _: None) -> dict:
     """Train `model` (torch) in place; `loss_of(model, ids, mask, rows)` is a batch's loss, `rows`
-    the batch's indices into `texts`. Returns the loss per epoch and the time spent."""
+    the batch's indices into `texts` (its tensors on the training device). On a GPU where there is
+    one (bf16 autocast where it has it); under torchrun each process takes its share of every batch
+    and DistributedDataParallel averages the gradients. Returns the loss per epoch and the time spent."""
     import torch
+
+    from edge_distill.distill.distributed import autocast, training_device, training_precision, world
 
     torch.manual_seed(settings.seed)
     torch.set_num_threads(settings.threads)
+    rank, size = world()
+    device = training_device()
+    model.to(device)
+    # find_unused_parameters: an encoder's pooler is not part of the embedding loss.
+    net = model if size == 1 else torch.nn.parallel.DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True)
     rng = np.random.default_rng(settings.seed)
     by_length = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     batches = [by_length[i : i + settings.batch_size] for i in range(0, len(texts), settings.batch_size)]
@@ -61,27 +71,32 @@ def train_text_model(model, tokenizer, texts: list[str], loss_of: Callable, sett
     model.train()
     losses, started = [], time.perf_counter()
     for epoch in range(settings.epochs):
-        total = 0.0
+        total, seen = 0.0, 0
         # A bar on a terminal; else a line every 50 batches, so a slow epoch is never silent.
         with progress_bar(progress, len(batches), f"epoch {epoch + 1}/{settings.epochs}") as bar:
             for number, batch in enumerate(rng.permutation(len(batches))):
-                rows = batches[batch]
-                ids, mask = (torch.from_numpy(a) for a in batch_ids(tokenizer, [texts[i] for i in rows]))
-                loss = loss_of(model, ids, mask, torch.as_tensor(rows))
+                if len(batches[batch]) < size:  # too small to give every process a text: skipped by all
+                    bar.update(1)
+                    continue
+                rows = batches[batch][rank::size]
+                ids, mask = (torch.from_numpy(a).to(device) for a in batch_ids(tokenizer, [texts[i] for i in rows]))
+                with autocast(device):
+                    loss = loss_of(net, ids, mask, torch.as_tensor(rows, device=device))
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
                 schedule.step()
-                total += loss.item() * len(rows)
+                total, seen = total + loss.item() * len(rows), seen + len(rows)
                 bar.update(1, loss=f"{loss.item():.4f}")
                 if number % 50 == 0 and not bar.active:
                     progress(f"epoch {epoch + 1}/{settings.epochs}, batch {number + 1}/{len(batches)}: "
                              f"loss {loss.item():.4f}")
-        losses.append(total / len(texts))
+        losses.append(total / max(seen, 1))
         progress(f"epoch {epoch + 1}/{settings.epochs}: mean loss {losses[-1]:.4f}")
-    model.eval()
+    model.eval().to("cpu")
     return {"loss_per_epoch": losses, "seconds": time.perf_counter() - started, "steps": steps,
-            "texts": len(texts), **dataclasses.asdict(settings)}
+            "texts": len(texts), "processes": size, "device": device.type, "precision": training_precision(device),
+            **dataclasses.asdict(settings)}
 
 
 def distill_embeddings(student, tokenizer, pooling: Pooling, texts: list[str], targets: np.ndarray,
@@ -92,8 +107,8 @@ def distill_embeddings(student, tokenizer, pooling: Pooling, texts: list[str], t
     targets = torch.from_numpy(targets)
 
     def loss_of(model, ids, mask, rows):
-        embedded = pool(model(input_ids=ids, attention_mask=mask).last_hidden_state, mask, pooling)
-        return embedding_loss(embedded, targets[rows], settings.mse_weight)
+        embedded = pool(model(input_ids=ids, attention_mask=mask).last_hidden_state.float(), mask, pooling)
+        return embedding_loss(embedded, targets[rows.cpu()].to(ids.device), settings.mse_weight)
 
     return train_text_model(student, tokenizer, texts, loss_of, settings, progress)
 
@@ -109,8 +124,10 @@ def distill_logits(student, tokenizer, texts: list[str], teacher_logits: np.ndar
     teacher_logits, labels = torch.from_numpy(teacher_logits), torch.from_numpy(labels)
 
     def loss_of(model, ids, mask, rows):
-        logits = model(input_ids=ids, attention_mask=mask).logits
-        return kd_loss(logits, teacher_logits[rows], labels[rows], settings.temperature, settings.alpha)
+        logits = model(input_ids=ids, attention_mask=mask).logits.float()
+        rows = rows.cpu()
+        return kd_loss(logits, teacher_logits[rows].to(ids.device), labels[rows].to(ids.device), settings.temperature,
+                       settings.alpha)
 
     return train_text_model(student, tokenizer, texts, loss_of, settings, progress)
 
@@ -125,6 +142,6 @@ def fine_tune(model, tokenizer, texts: list[str], labels: np.ndarray, settings: 
     labels = torch.from_numpy(labels)
 
     def loss_of(model, ids, mask, rows):
-        return hard_loss(model(input_ids=ids, attention_mask=mask).logits, labels[rows])
+        return hard_loss(model(input_ids=ids, attention_mask=mask).logits.float(), labels[rows.cpu()].to(ids.device))
 
     return train_text_model(model, tokenizer, texts, loss_of, settings, progress)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge_distill.config import BenchmarkConfig, BudgetConfig, BuildConfig, DeviceConfig, QuantizeConfig
+from edge_distill.distill.distributed import Launch
 from edge_distill.errors import ConfigError
 from edge_distill.export.recipe import QuantRecipe
 from edge_distill.text.distill import TextTrainingSettings
@@ -55,6 +56,8 @@ class TextBuildSettings:
     # (accuracy, recall@10, or 100 x cosine to the teacher), and only where measured faster; None:
     # the profile's quantize.max_accuracy_drop (1.0 by default).
     max_quality_drop: float | None = None
+    # The student's training in several processes under torchrun (on GPUs where there are: one each).
+    launch: Launch = Launch()
 
     def __post_init__(self):
         from edge_distill.device.runner import usable_threads
@@ -71,6 +74,7 @@ class TextBuildSettings:
                            else self.max_quality_drop)
         if self.max_quality_drop < 0 or self.max_quality_drop != self.max_quality_drop:
             raise ConfigError(f"max_quality_drop {self.max_quality_drop}: not a number of points >= 0")
+        self.launch.check()
         if self.labeled is not None and self.task != "classification":
             raise ConfigError("--labeled: labeled text is for the classification task", "add --task classification")
 

@@ -214,14 +214,19 @@ def text_outputs(model, tokenizer, pooling: Pooling | None, texts: list[str], ba
     returned in the order given."""
     import torch
 
+    from edge_distill.distill.distributed import autocast
+
+    device = model.device  # a GPU's where the model is on one
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     out = None
     with torch.no_grad():
         for start in range(0, len(texts), batch_size):
             rows = order[start : start + batch_size]
-            ids, mask = (torch.from_numpy(a) for a in batch_ids(tokenizer, [texts[i] for i in rows]))
-            outputs = model(input_ids=ids, attention_mask=mask)
-            values = (outputs.logits if pooling is None else pool(outputs.last_hidden_state, mask, pooling)).numpy()
+            ids, mask = (torch.from_numpy(a).to(device) for a in batch_ids(tokenizer, [texts[i] for i in rows]))
+            with autocast(device):
+                outputs = model(input_ids=ids, attention_mask=mask)
+            values = (outputs.logits.float() if pooling is None else
+                      pool(outputs.last_hidden_state.float(), mask, pooling)).cpu().numpy()
             if out is None:
                 out = np.zeros((len(texts), values.shape[1]), np.float32)
             out[rows] = values

@@ -99,3 +99,79 @@ def test_the_default_classifier_student_of_the_real_minilm_has_over_8x_fewer_par
     _, _, report = student_from_teacher(teacher, texts, StudentShape(1, 1, DEFAULT_RANK["classification"]))
     assert report["teacher_parameters"] == 22_717_451 and report["vocabulary"] == 5_985
     assert report["teacher_parameters"] / report["parameters"] >= 8  # 8.1x: 2,792,459
+
+
+@pytest.mark.slow  # two torchrun processes import torch and transformers: about 20 s here
+def test_two_torchrun_processes_train_the_student_one_process_trains(tiny_bert, tmp_path):
+    """`text --nproc 2`: DistributedDataParallel over gloo on 127.0.0.1, each process half of every
+    batch: the exported student is close to the one-process student, far closer than to where
+    training started."""
+    import dataclasses
+    import shutil
+
+    import onnx
+    from onnx import numpy_helper
+
+    from edge_distill.distill.distributed import Launch
+    from edge_distill.pipeline.runner import run_stages
+    from edge_distill.pipeline.stages.text import text_pipeline
+    from edge_distill.text.distill import TextTrainingSettings
+    from edge_distill.text.settings import TextBuildSettings
+    from tests.text.test_build import passages
+
+    def weights(path):
+        return {t.name: numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer}
+
+    # Without dropout: its masks differ with the batch's split, and would move the weights as far as
+    # training does in these few steps.
+    teacher = tmp_path / "teacher"
+    shutil.copytree(tiny_bert, teacher)
+    config = json.loads((teacher / "config.json").read_text())
+    (teacher / "config.json").write_text(json.dumps(config | {"hidden_dropout_prob": 0.0,
+                                                              "attention_probs_dropout_prob": 0.0}))
+    students, losses = {}, {}
+    for processes in (1, 2):
+        settings = TextBuildSettings(teacher_folder=teacher, text=passages(tmp_path), layers=2, max_length=32,
+                                     distill=TextTrainingSettings(epochs=2, batch_size=8, learning_rate=1e-3),
+                                     launch=Launch(nproc=processes))
+        stages = [s for s in text_pipeline(settings) if s.name in ("text-teacher", "text-student")]
+        run = run_stages(stages, tmp_path / "cache")
+        report = json.loads(run.artifacts["student.json"].read_text())["training"]
+        assert report["processes"] == processes and report["device"] == "cpu" and report["precision"] == "fp32"
+        students[processes], losses[processes] = weights(run.artifacts["student_fp32.onnx"]), report["loss_per_epoch"]
+    untrained = dataclasses.replace(settings, distill=TextTrainingSettings(epochs=1, learning_rate=1e-12),
+                                    launch=Launch())
+    run = run_stages([s for s in text_pipeline(untrained) if s.name in ("text-teacher", "text-student")],
+                     tmp_path / "cache")
+    start = weights(run.artifacts["student_fp32.onnx"])
+
+    def furthest(a, b):
+        return max(float(np.abs(a[k] - b[k]).max()) for k in a if k in b and a[k].dtype.kind == "f")
+
+    gap, moved = furthest(students[1], students[2]), furthest(students[1], start)
+    assert 0 < gap < 0.1 * moved, (gap, moved)
+    assert losses[2][-1] < losses[2][0] and abs(losses[2][-1] - losses[1][-1]) < 0.1 * losses[1][0]
+
+
+@pytest.mark.gpu
+def test_the_student_trains_on_the_gpu_where_there_is_one(tiny_bert, tmp_path):
+    """With CUDA, the teacher's outputs and the student's training run on the GPU (bf16 autocast where
+    the GPU has it), and the student exported from it matches PyTorch as on the CPU."""
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU for torch here")
+    from edge_distill.pipeline.runner import run_stages
+    from edge_distill.pipeline.stages.text import text_pipeline
+    from edge_distill.text.distill import TextTrainingSettings
+    from edge_distill.text.settings import TextBuildSettings
+    from tests.text.test_build import passages
+
+    settings = TextBuildSettings(teacher_folder=tiny_bert, text=passages(tmp_path), layers=2, max_length=32,
+                                 distill=TextTrainingSettings(epochs=2, batch_size=8, learning_rate=1e-3))
+    run = run_stages([s for s in text_pipeline(settings) if s.name in ("text-teacher", "text-student")],
+                     tmp_path / "cache")
+    report = json.loads(run.artifacts["student.json"].read_text())
+    training = report["training"]
+    assert training["device"] == "cuda" and training["precision"] == ("bf16" if torch.cuda.is_bf16_supported()
+                                                                       else "fp32")
+    assert training["loss_per_epoch"][-1] < training["loss_per_epoch"][0] and report["parity_max_abs_diff"] < 1e-4

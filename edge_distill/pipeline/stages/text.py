@@ -111,12 +111,33 @@ class TextStudent(_TextStage):
         # student of a sweep is this stage with its own `layers`; `threads` is in `distill`).
         settings = {k: v for k, v in dataclasses.asdict(self.settings).items()
                     if k not in ("teacher_folder", "text", "labeled", "benchmark_seconds", "profile", "budget",
-                                 "sweep_layers", "threads")}
+                                 "sweep_layers", "threads", "launch")}
         data = self.data
+        # Several processes train the same steps on shares of each batch: close to one process's
+        # student, not the same bits.
+        processes = self.settings.launch.processes
         return {**self.text_params(), "held_out": digest(data.held_out[:8]), "settings": settings,
-                "labels": digest([repr([data.labels, data.names])])}
+                "labels": digest([repr([data.labels, data.names])]),
+                **({"processes": processes} if processes > 1 else {})}
+
+    def check_inputs(self):
+        from edge_distill.distill.distributed import check_gpus
+
+        check_gpus(self.settings.launch)
 
     def run(self, inputs, out, progress):
+        if self.settings.launch.processes > 1:
+            from edge_distill.distill.distributed import run_distributed
+
+            s = self.settings
+            made_of = {"task": s.task, "max_length": s.max_length, "layers": s.layers,
+                       "min_token_count": s.min_token_count, "embedding_rank": s.embedding_rank}
+            run_distributed("text-student", {"teacher": str(self.teacher_folder(inputs)), "settings": made_of,
+                                             "distill": dataclasses.asdict(s.distill),
+                                             "data": dataclasses.asdict(self.data),
+                                             "targets": str(inputs["teacher_outputs.npy"]), "out": str(out)},
+                            s.launch, progress)
+            return
         from edge_distill.text.build import make_student
 
         make_student(self.teacher_folder(inputs), self.settings, self.data, inputs["teacher_outputs.npy"], out, progress)
