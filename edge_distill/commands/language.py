@@ -96,7 +96,10 @@ def text(task, teacher_folder, text, labeled, out, layers, embedding_rank, epoch
                    "standard library's docstrings and pydoc topics).")
 @click.option("--out", "-o", type=click.Path(path_type=Path), default=Path("dist/llm"), show_default=True)
 @click.option("--layers", type=click.IntRange(min=1), default=6, show_default=True,
-              help="Teacher layers the student keeps: its first ones and its last.")
+              help="Teacher layers the student keeps (which: --layer-choice).")
+@click.option("--layer-choice", type=click.Choice(["first-last", "influence"]), default="first-last", show_default=True,
+              help="first-last: the teacher's first layers and its last; influence: its layers that change the text's "
+                   "hidden states most (block influence, 1 - cosine between a layer's input and output).")
 @click.option("--vocab", type=click.IntRange(min=0), default=8192, show_default=True,
               help="Tokens the student keeps, the text's most frequent (0: every token the text uses twice).")
 @click.option("--kd", type=click.Choice(["token", "sequence", "on-policy", "none"]), default="token", show_default=True,
@@ -109,7 +112,11 @@ def text(task, teacher_folder, text, labeled, out, layers, embedding_rank, epoch
               help="--kd on-policy: the share of batches the student samples (GKD's lambda).")
 @click.option("--init", type=click.Choice(["teacher", "random"]), default="teacher", show_default=True,
               help="Start from the teacher's layers, or from random weights.")
-@click.option("--epochs", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Training epochs (with --patience: at most).")
+@click.option("--patience", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Early stopping: judge the student after each epoch on 5%% of the training windows kept back, keep "
+                   "the best epoch, stop after N epochs without gain (0: off).")
 @click.option("--context", type=click.IntRange(min=2), default=128, show_default=True, help="Tokens per training window.")
 @click.option("--train-windows", type=click.IntRange(min=1), default=2048, show_default=True,
               help="Training windows the teacher scores, at most.")
@@ -128,7 +135,7 @@ def text(task, teacher_folder, text, labeled, out, layers, embedding_rank, epoch
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 @remote_options(many=True)
 @json_option
-def llm(teacher, text, out, layers, vocab, kd, divergence, on_policy_share, init, epochs, context, train_windows,
+def llm(teacher, text, out, layers, layer_choice, vocab, kd, divergence, on_policy_share, init, epochs, patience, context, train_windows,
         held_out_windows, max_perplexity_ratio, threads, profile, nproc, nnodes, node_rank, rendezvous, max_ms_per_token, min_agreement, sweep_layers, ship_best_effort,
         cache_dir, force, quiet, remote, ssh_config, remote_python, connect_timeout, command_timeout, as_json):
     """Distil a causal language model into a small on-device generator: a KV-cache ONNX decoder
@@ -147,8 +154,9 @@ def llm(teacher, text, out, layers, vocab, kd, divergence, on_policy_share, init
     settings = LMBuildSettings(teacher=teacher, text=text, context=context, train_windows=train_windows,
                                held_out_windows=held_out_windows,
                                max_perplexity_ratio=max_perplexity_ratio, profile=config, threads=threads,
-                               training=LMTrainingSettings(layers=layers, vocab=vocab, kd=kd, divergence=divergence,
-                                                           on_policy_share=on_policy_share, init=init, epochs=epochs),
+                               training=LMTrainingSettings(layers=layers, layer_choice=layer_choice, vocab=vocab, kd=kd,
+                                                           divergence=divergence, on_policy_share=on_policy_share,
+                                                           init=init, epochs=epochs, patience=patience),
                                budget=budget, sweep_layers=tuple(layer_counts(sweep_layers)),
                                launch=Launch(nproc or 1, nnodes or 1, node_rank or 0, rendezvous or ""))
     targets = remote_targets(remote, ssh_config, remote_python, connect_timeout, command_timeout)

@@ -126,7 +126,8 @@ def distil_student(source: TeacherSource, training: LMTrainingSettings, inputs, 
     (the same weights, DistributedDataParallel) and the `writer` writes."""
     import numpy as np
 
-    from edge_distill.lm.student import kept_vocabulary, make_student, parameter_count, save_student, train_student
+    from edge_distill.lm.student import (INFLUENCE_WINDOWS, block_influence, kept_vocabulary, layer_choice,
+                                         make_student, parameter_count, save_student, train_student)
     from edge_distill.lm.teacher import load_teacher
 
     teacher_report = json.loads(inputs["teacher.json"].read_text())
@@ -134,9 +135,11 @@ def distil_student(source: TeacherSource, training: LMTrainingSettings, inputs, 
     kept = kept_vocabulary(np.asarray(text), teacher_report["vocab_size"], training.vocab, training.min_token_count,
                            tuple(teacher_report["eos_ids"]))
     teacher = load_teacher(source).model
-    student = make_student(teacher, kept, training)
-    progress(f"student: {training.layers} layer(s), {len(kept):,} of {teacher_report['vocab_size']:,} tokens, "
-             f"{parameter_count(student):,} parameters")
+    influence = block_influence(teacher, text[:INFLUENCE_WINDOWS]) if training.layer_choice == "influence" else None
+    layers = layer_choice(teacher.config.num_hidden_layers, training.layers, influence)
+    student = make_student(teacher, kept, training, layers)
+    progress(f"student: {training.layers} layer(s) of the teacher's ({', '.join(map(str, layers))}), {len(kept):,} of "
+             f"{teacher_report['vocab_size']:,} tokens, {parameter_count(student):,} parameters")
     names = CONTINUATION_FILES if training.kd == "sequence" else \
         ("train.npy", "teacher_topk_ids.npy", "teacher_topk_logprobs.npy")
     train, *targets = (np.load(inputs[name], mmap_mode="r") for name in names)
@@ -146,7 +149,9 @@ def distil_student(source: TeacherSource, training: LMTrainingSettings, inputs, 
         return
     save_student(student, kept, out / "student")
     report |= {"trained_on": "the teacher's continuations" if training.kd == "sequence" else "the text",
-               "parameters": parameter_count(student), "layers": training.layers, "vocabulary": len(kept),
+               "parameters": parameter_count(student), "layers": training.layers, "layers_from_teacher": layers,
+               **({"block_influence": [round(float(v), 5) for v in influence]} if influence is not None else {}),
+               "vocabulary": len(kept),
                "teacher_parameters": teacher_report["parameters"], "settings": dataclasses.asdict(training)}
     (out / "student.json").write_text(json.dumps(report, indent=2))
 

@@ -39,6 +39,9 @@ from edge_distill.progress import Progress, progress_bar
 
 KD_MODES = ("token", "sequence", "on-policy", "none")
 INITS = ("teacher", "random")
+LAYER_CHOICES = ("first-last", "influence")
+INFLUENCE_WINDOWS = 16  # training windows the teacher reads to measure its layers' block influence
+VALIDATION_SHARE = 0.05  # early stopping: training windows kept back to judge each epoch (at least 8)
 DIVERGENCES = {"forward": 0.0, "jsd": 0.5, "reverse": 1.0}  # the generalized JSD's beta (trl's convention)
 
 
@@ -48,6 +51,12 @@ class LMTrainingSettings:
     vocab: int = 8192  # at most this many of the teacher's tokens, the most frequent in the text; 0: all
     min_token_count: int = 2  # a token kept must occur this often in the training windows
     init: str = "teacher"  # or "random": the same architecture, new weights
+    # Which teacher layers: "first-last" (the first layers - 1 and the last) or "influence" (the
+    # `layers` with the largest block influence on the text, ShortGPT's measure: 1 - cos(in, out)).
+    layer_choice: str = "first-last"
+    # Early stopping: 0 trains every epoch; N > 0 judges the student after each epoch on training
+    # windows kept back (VALIDATION_SHARE), keeps the best epoch's weights, and stops after N without gain.
+    patience: int = 0
     kd: str = "token"  # or "sequence", "on-policy", "none"
     alpha: float = 0.5  # weight of the teacher's distribution; 1 - alpha on the true next token
     prompt_tokens: int = 32  # kd "sequence"/"on-policy": the text's opening a continuation starts from
@@ -68,9 +77,11 @@ class LMTrainingSettings:
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in unused}
 
     def __post_init__(self):
-        for key, allowed in (("kd", KD_MODES), ("init", INITS), ("divergence", tuple(DIVERGENCES))):
+        for key, allowed in (("kd", KD_MODES), ("init", INITS), ("divergence", tuple(DIVERGENCES)),
+                             ("layer_choice", LAYER_CHOICES)):
             if getattr(self, key) not in allowed:
-                raise ConfigError(f"--{key} {getattr(self, key)!r}: unknown", f"choose one of {', '.join(allowed)}")
+                raise ConfigError(f"--{key.replace('_', '-')} {getattr(self, key)!r}: unknown",
+                                  f"choose one of {', '.join(allowed)}")
         if self.layers < 1:
             raise ConfigError(f"--layers {self.layers}: at least 1", "give the student's layer count, e.g. --layers 4")
         if not 0.0 <= self.alpha <= 1.0:
@@ -79,6 +90,8 @@ class LMTrainingSettings:
             raise ConfigError(f"--on-policy-share {self.on_policy_share}: expected a share from 0 to 1", "e.g. 0.5")
         if self.prompt_tokens < 1:
             raise ConfigError(f"--prompt-tokens {self.prompt_tokens}: at least 1", "e.g. --prompt-tokens 32")
+        if self.patience < 0:
+            raise ConfigError(f"--patience {self.patience}: 0 (off) or more epochs", "e.g. --patience 1")
         if self.epochs < 1 or self.batch_size < 1 or self.learning_rate <= 0:
             raise ConfigError("--epochs, --batch-size and --learning-rate must be positive")
 
@@ -100,21 +113,52 @@ def student_map(kept: np.ndarray, vocab_size: int) -> np.ndarray:
     return to_student
 
 
-def layer_choice(teacher_layers: int, layers: int) -> list[int]:
-    """Which teacher layers the student starts from: the first `layers - 1` and the last. Each kept
-    layer then reads what it read in the teacher, but at the one seam before the last."""
+def layer_choice(teacher_layers: int, layers: int, influence: np.ndarray | None = None) -> list[int]:
+    """Which teacher layers the student starts from, ascending: the first `layers - 1` and the last
+    (each kept layer then reads what it read in the teacher, but at the one seam before the last);
+    or, given each layer's block `influence`, the `layers` most influential."""
     if layers > teacher_layers:
         raise ConfigError(f"--layers {layers}: the teacher has {teacher_layers}", f"use --layers {teacher_layers} or less")
+    if influence is not None:
+        return sorted(int(i) for i in np.argsort(-influence, kind="stable")[:layers])
     return [*range(layers - 1), teacher_layers - 1] if layers > 1 else [0]
 
 
-def make_student(teacher, kept: np.ndarray, settings: LMTrainingSettings):
+def block_influence(teacher, windows: np.ndarray) -> np.ndarray:
+    """Each teacher layer's block influence on `windows` (ShortGPT, Men et al. 2024): 1 - the mean
+    cosine similarity between the hidden state a layer reads and the one it writes, over every
+    position. A layer that barely turns its input matters little."""
+    import torch
+
+    cosines: list[list[float]] = [[] for _ in teacher.model.layers]
+
+    def hook(index):
+        def measure(module, args, kwargs, output):
+            read = args[0] if args else kwargs["hidden_states"]  # (B, T, H)
+            written = output[0] if isinstance(output, tuple) else output
+            cosines[index].append(torch.nn.functional.cosine_similarity(read.float(), written.float(), -1).mean().item())
+        return measure
+
+    handles = [layer.register_forward_hook(hook(i), with_kwargs=True) for i, layer in enumerate(teacher.model.layers)]
+    try:
+        with torch.no_grad():
+            teacher(input_ids=torch.from_numpy(np.asarray(windows, dtype=np.int64)))
+    finally:
+        for handle in handles:
+            handle.remove()
+    cosines = [float(np.mean(c)) for c in cosines]
+    return 1.0 - np.asarray(cosines)
+
+
+def make_student(teacher, kept: np.ndarray, settings: LMTrainingSettings, layers: list[int] | None = None):
     """The student model (same class as the teacher's), its rows for `kept` plus one "other" row,
-    its layers copied from the teacher's (or random, init "random")."""
+    its layers copied from the teacher's `layers` (default: layer_choice's first and last), or
+    random (init "random")."""
     import torch
 
     torch.manual_seed(settings.seed)
-    layers = layer_choice(teacher.config.num_hidden_layers, settings.layers)  # before a model of that size is made
+    if layers is None:  # before a model of that size is made
+        layers = layer_choice(teacher.config.num_hidden_layers, settings.layers)
     config = teacher.config.to_dict()
     config.pop("quantization_config", None)  # a GGUF teacher's: the student is plain fp32
     config.update(num_hidden_layers=settings.layers, vocab_size=len(kept) + 1)
@@ -201,11 +245,35 @@ def teacher_in_student_space(teacher_logp, kept, unkept):
     return torch.cat([teacher_logp[..., kept], other], -1).clamp_min(-30.0)
 
 
+def held_back_windows(windows: int, settings: LMTrainingSettings) -> int:
+    """How many of the last training windows early stopping keeps back to judge each epoch (0 without)."""
+    return min(windows // 2, max(8, int(VALIDATION_SHARE * windows))) if settings.patience else 0
+
+
+def student_perplexity(student, windows: np.ndarray, kept: np.ndarray, vocab_size: int, batch_size: int = 8) -> float:
+    """The student's perplexity on `windows` of teacher ids over the teacher's whole vocabulary, as
+    its exported decoder scores them: a token left out gets the "other" row's probability split evenly."""
+    import torch
+
+    mapping = torch.from_numpy(student_map(kept, vocab_size))
+    device = next(student.parameters()).device
+    share = math.log(vocab_size - len(kept)) if vocab_size > len(kept) else 0.0
+    nll, count = 0.0, 0
+    with torch.no_grad():
+        for start in range(0, len(windows), batch_size):
+            ids = mapping[torch.from_numpy(np.asarray(windows[start:start + batch_size], dtype=np.int64))].to(device)
+            logq = student(input_ids=ids[:, :-1]).logits.float().log_softmax(-1)
+            picked = -logq.gather(-1, ids[:, 1:, None])[..., 0] + (ids[:, 1:] == len(kept)) * share
+            nll, count = nll + picked.sum().item(), count + picked.numel()
+    return math.exp(nll / count)
+
+
 def train_student(student, train: np.ndarray, targets: tuple[np.ndarray, np.ndarray] | None, kept: np.ndarray,
                   vocab_size: int, settings: LMTrainingSettings, progress: Progress, teacher=None) -> dict[str, Any]:
     """Train in place on the windows (N, context + 1) of teacher ids; `targets` the teacher's top-k
     (ids, log-probabilities) per position, memory-mapped (every kd but "none"); `teacher` the model
-    itself (kd "on-policy"). Returns the report."""
+    itself (kd "on-policy"). With `settings.patience`, the last held_back_windows are judged after
+    each epoch instead of trained on, and the best epoch's weights are kept. Returns the report."""
     import torch
     import torch.nn.functional as F
 
@@ -228,17 +296,20 @@ def train_student(student, train: np.ndarray, targets: tuple[np.ndarray, np.ndar
     beta = DIVERGENCES[settings.divergence]
     sampler = torch.Generator(device).manual_seed(settings.seed + rank)
     optimizer = torch.optim.AdamW(student.parameters(), lr=settings.learning_rate, weight_decay=0.0)
-    per_epoch = math.ceil(len(train) / settings.batch_size)
+    held_back = held_back_windows(len(train), settings)
+    trained_on = len(train) - held_back
+    per_epoch = math.ceil(trained_on / settings.batch_size)
     total = per_epoch * settings.epochs
     warmup = max(1, int(settings.warmup_share * total))
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup) * 0.5 * (
         1 + math.cos(math.pi * min(1.0, step / total))))
     order = np.random.default_rng(settings.seed)
     losses, on_policy_batches, started = [], 0, time.perf_counter()
+    judged, best = [], None  # early stopping: each epoch's held-back perplexity; the best weights
     with progress_bar(progress, total, "student (batches)") as bar:
         for epoch in range(settings.epochs):
-            shuffled = order.permutation(len(train))
-            for step, start in enumerate(range(0, len(train), settings.batch_size)):
+            shuffled = order.permutation(trained_on)
+            for step, start in enumerate(range(0, trained_on, settings.batch_size)):
                 on_policy = settings.kd == "on-policy" and order.random() < settings.on_policy_share
                 # This process's share, ascending (memory-mapped reads); a last batch too small to
                 # give every process a window is dropped by all of them.
@@ -279,6 +350,18 @@ def train_student(student, train: np.ndarray, targets: tuple[np.ndarray, np.ndar
                 if not bar.active and step % 50 == 0:
                     progress(f"student: epoch {epoch + 1}/{settings.epochs}, batch {step}/{per_epoch}, "
                              f"loss {np.mean(losses[-20:]):.3f}")
+            if held_back:
+                student.eval()
+                judged.append(student_perplexity(student, train[trained_on:], kept, vocab_size))
+                student.train()
+                if judged[-1] == min(judged):
+                    best = {k: v.detach().clone() for k, v in student.state_dict().items()}
+                progress(f"student: epoch {epoch + 1}: perplexity {judged[-1]:.2f} on {held_back} held-back windows")
+                if epoch - int(np.argmin(judged)) >= settings.patience:
+                    bar.update(per_epoch * (settings.epochs - epoch - 1))
+                    break
+    if best is not None:
+        student.load_state_dict(best)
     student.eval().to("cpu")
     if teacher is not None:
         teacher.to("cpu")
@@ -286,6 +369,9 @@ def train_student(student, train: np.ndarray, targets: tuple[np.ndarray, np.ndar
             "final_loss": float(np.mean(losses[-20:])),
             "seconds": round(time.perf_counter() - started, 1), "tokens_per_epoch": int(train[:, 1:].size),
             "processes": size, "device": device.type,
+            **({"early_stopping": {"held_back_windows": held_back, "perplexity_per_epoch": judged,
+                                   "best_epoch": int(np.argmin(judged)) + 1, "epochs_run": len(judged)}}
+               if held_back else {}),
             "precision": training_precision(device)}
 
 

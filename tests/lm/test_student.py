@@ -29,6 +29,55 @@ def test_layers_are_the_first_ones_and_the_last():
         layer_choice(30, 31)
 
 
+def test_layers_by_influence_are_the_most_influential_in_order():
+    influence = np.asarray([0.9, 0.01, 0.3, 0.02, 0.5])
+    assert layer_choice(5, 3, influence) == [0, 2, 4]
+    assert layer_choice(5, 1, influence) == [0]
+
+
+def test_block_influence_measures_how_far_each_layer_turns_its_input(tiny_llama):
+    """ShortGPT's block influence, 1 - cos(a layer's input, its output): zero for a layer made to
+    pass its input through (its output projections zeroed), above zero for the others."""
+    import copy
+
+    import torch
+
+    from edge_distill.lm.student import block_influence
+    from edge_distill.lm.teacher import TeacherSource, load_teacher
+
+    teacher = copy.deepcopy(load_teacher(TeacherSource(tiny_llama)).model)
+    with torch.no_grad():  # layer 2 adds nothing to the residual stream
+        teacher.model.layers[2].self_attn.o_proj.weight.zero_()
+        teacher.model.layers[2].mlp.down_proj.weight.zero_()
+    influence = block_influence(teacher, np.random.default_rng(0).integers(3, 200, size=(4, 17)))
+    assert influence.shape == (4,) and abs(influence[2]) < 1e-7 and (np.delete(influence, 2) > 1e-4).all()
+
+
+def test_early_stopping_keeps_the_best_epochs_student_judged_on_held_back_windows(tiny_llama, tiny_text):
+    """--patience: the last windows are judged after each epoch, not trained on; training stops
+    after `patience` epochs without gain, and the student returned is the best epoch's (its
+    perplexity on those windows is the lowest judged)."""
+    from edge_distill.lm.data import split_windows
+    from edge_distill.lm.student import make_student, student_perplexity, train_student
+    from edge_distill.lm.teacher import TeacherSource, load_teacher, load_tokenizer
+    from edge_distill.text.corpus import read_passages
+
+    source = TeacherSource(tiny_llama)
+    passages = read_passages(tiny_text)
+    train, _ = split_windows(load_tokenizer(source), passages, passages, 2, 16, 64, 8, "test")
+    teacher = load_teacher(source).model
+    kept = np.arange(teacher.config.vocab_size - 20)
+    settings = LMTrainingSettings(layers=2, kd="none", epochs=12, patience=1, learning_rate=2e-2)
+    student = make_student(teacher, kept, settings)
+    report = train_student(student, train, None, kept, teacher.config.vocab_size, settings, lambda _: None)
+    stopped = report["early_stopping"]
+    assert stopped["held_back_windows"] == 8 and len(stopped["perplexity_per_epoch"]) == stopped["epochs_run"]
+    # A learning rate this high overfits 56 windows within a few epochs: training stopped early.
+    assert stopped["epochs_run"] < 12 and stopped["epochs_run"] - stopped["best_epoch"] == 1
+    best = min(stopped["perplexity_per_epoch"])
+    assert student_perplexity(student, train[-8:], kept, teacher.config.vocab_size) == pytest.approx(best, rel=1e-4)
+
+
 def test_bad_training_settings_name_the_flag():
     with pytest.raises(ConfigError, match="--kd 'sequences'"):
         LMTrainingSettings(kd="sequences")
@@ -38,6 +87,10 @@ def test_bad_training_settings_name_the_flag():
         LMTrainingSettings(divergence="kl")
     with pytest.raises(ConfigError, match="--on-policy-share"):
         LMTrainingSettings(on_policy_share=2.0)
+    with pytest.raises(ConfigError, match="--layer-choice 'middle': unknown"):
+        LMTrainingSettings(layer_choice="middle")
+    with pytest.raises(ConfigError, match="--patience -1"):
+        LMTrainingSettings(patience=-1)
 
 
 def test_student_starts_from_the_teachers_layers_and_rows(tiny_llama):
