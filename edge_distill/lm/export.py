@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -178,17 +177,16 @@ def cut_vocabulary(model, kept: np.ndarray, vocab_size: int) -> None:
     the teacher's `vocab_size` ids by a GatherElements (each left-out id reads the lowered other row)."""
     from onnx import TensorProto, helper, numpy_helper
 
-    from edge_distill.lm.student import student_map
+    from edge_distill.lm.student import other_share, student_map
 
     graph = model.graph
     rows = len(kept)  # the other row's index
-    unkept = vocab_size - rows
     constants = {"vocabulary.to_student": student_map(kept, vocab_size).astype(np.int32),
                  "vocabulary.axes": np.asarray([0, 1], np.int64), "vocabulary.last": np.asarray([2], np.int64),
                  "vocabulary.zero": np.asarray([0], np.int64), "vocabulary.two": np.asarray([2], np.int64),
                  "vocabulary.rows": np.asarray([rows], np.int64), "vocabulary.end": np.asarray([rows + 1], np.int64),
                  "vocabulary.size": np.asarray([vocab_size], np.int64),
-                 "vocabulary.share": np.asarray(math.log(unkept) if unkept else 0.0, np.float32)}
+                 "vocabulary.share": np.asarray(other_share(kept, vocab_size), np.float32)}
     graph.initializer.extend(numpy_helper.from_array(value, name) for name, value in constants.items())
     for node in graph.node:
         node.input[:] = ["vocabulary/student_ids" if name == "input_ids" else name for name in node.input]
@@ -221,15 +219,14 @@ def reference_logits(model, sequence: list[int], kept: np.ndarray | None, vocab_
     """transformers' next-token logits after `sequence` (teacher ids), over the teacher's vocabulary."""
     import torch
 
-    from edge_distill.lm.student import student_map
+    from edge_distill.lm.student import other_share, student_map
 
     with torch.no_grad():
         if kept is None:
             return model(input_ids=torch.tensor([sequence])).logits[0, -1].float().numpy()
         to_student = student_map(kept, vocab_size)
         rows = model(input_ids=torch.from_numpy(to_student[sequence])[None]).logits[0, -1].float().numpy()
-    unkept = vocab_size - len(kept)
-    share = np.full(vocab_size, math.log(unkept) if unkept else 0.0, dtype=np.float32)
+    share = np.full(vocab_size, other_share(kept, vocab_size), dtype=np.float32)
     share[kept] = 0.0
     return rows[to_student] - share
 

@@ -113,6 +113,13 @@ def student_map(kept: np.ndarray, vocab_size: int) -> np.ndarray:
     return to_student
 
 
+def other_share(kept: np.ndarray, vocab_size: int) -> float:
+    """The log of how many teacher ids share the "other" row: what each of them loses from that
+    row's log-probability, the row's probability being split evenly among them."""
+    left_out = vocab_size - len(kept)
+    return math.log(left_out) if left_out else 0.0
+
+
 def layer_choice(teacher_layers: int, layers: int, influence: np.ndarray | None = None) -> list[int]:
     """Which teacher layers the student starts from, ascending: the first `layers - 1` and the last
     (each kept layer then reads what it read in the teacher, but at the one seam before the last);
@@ -257,7 +264,7 @@ def student_perplexity(student, windows: np.ndarray, kept: np.ndarray, vocab_siz
 
     mapping = torch.from_numpy(student_map(kept, vocab_size))
     device = next(student.parameters()).device
-    share = math.log(vocab_size - len(kept)) if vocab_size > len(kept) else 0.0
+    share = other_share(kept, vocab_size)
     nll, count = 0.0, 0
     with torch.no_grad():
         for start in range(0, len(windows), batch_size):
