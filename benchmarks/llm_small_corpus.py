@@ -10,7 +10,7 @@ judged the same way. A row is a set of training settings that differ from the de
 - the default: the first five layers and the last, 2 epochs, token-level KD;
 - `--layer-choice influence`: the layers with the largest block influence on the text (ShortGPT);
 - more epochs with early stopping on held-back training windows (`--patience`);
-- sequence-level KD on the teacher's own continuations of the text;
+- sequence-level KD on the teacher's own continuations of the text, instead of it or added to it;
 - fewer and more layers.
 
 The corpus is yours (`--text`, a passage per line), or, with none given, the embedded default. The
@@ -49,6 +49,7 @@ ROWS = {  # name: the training settings that differ from the default's (6 layers
     "early-stopping": {"epochs": 8, "patience": 1},
     "influence+early-stopping": {"layer_choice": "influence", "epochs": 8, "patience": 1},
     "sequence-kd": {"kd": "sequence"},
+    "token+sequence-kd": {"kd": "token+sequence"},
     "4-layers": {"layers": 4},
     "10-layers+early-stopping": {"layers": 10, "epochs": 8, "patience": 1},
 }

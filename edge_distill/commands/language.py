@@ -102,9 +102,10 @@ def text(task, teacher_folder, text, labeled, out, layers, embedding_rank, epoch
                    "hidden states most (block influence, 1 - cosine between a layer's input and output).")
 @click.option("--vocab", type=click.IntRange(min=0), default=8192, show_default=True,
               help="Tokens the student keeps, the text's most frequent (0: every token the text uses twice).")
-@click.option("--kd", type=click.Choice(["token", "sequence", "on-policy", "none"]), default="token", show_default=True,
+@click.option("--kd", type=click.Choice(["token", "sequence", "token+sequence", "on-policy", "none"]), default="token",
+              show_default=True,
               help="token: the teacher's top-k next-token distributions on the text; sequence: the same on the "
-                   "teacher's own continuations of the text; on-policy: GKD, the student's own samples scored by the "
+                   "teacher's own continuations of the text; token+sequence: on both; on-policy: GKD, the student's own samples scored by the "
                    "teacher on --on-policy-share of the batches; none: the true next token only.")
 @click.option("--divergence", type=click.Choice(["forward", "reverse", "jsd"]), default="jsd", show_default=True,
               help="--kd on-policy: forward KL, reverse KL, or the Jensen-Shannon divergence between them.")

@@ -7,7 +7,7 @@ its settings and text are in lm/settings.py. What each stage calls is here:
 
   llm-teacher   train.npy, held_out.npy, teacher_topk_*.npy,   the text as token windows; the teacher's
                 teacher_top1.npy, tokenizer.json, teacher.json    top-k targets, held-out perplexity
-  llm-teacher-text  teacher_text*.npy                         kd "sequence" only: the teacher's own
+  llm-teacher-text  teacher_text*.npy                         kd "sequence", "token+sequence": the teacher's own
                                                                 continuations of the windows' openings
   llm-teacher-export  decoder_teacher_int{8,4}_weights.onnx    the teacher at 8 and 4 bits (the same builder):
                 teacher_genai_config.json                       the candidates a student must beat
@@ -140,15 +140,20 @@ def distil_student(source: TeacherSource, training: LMTrainingSettings, inputs, 
     student = make_student(teacher, kept, training, layers)
     progress(f"student: {training.layers} layer(s) of the teacher's ({', '.join(map(str, layers))}), {len(kept):,} of "
              f"{teacher_report['vocab_size']:,} tokens, {parameter_count(student):,} parameters")
-    names = CONTINUATION_FILES if training.kd == "sequence" else \
-        ("train.npy", "teacher_topk_ids.npy", "teacher_topk_logprobs.npy")
-    train, *targets = (np.load(inputs[name], mmap_mode="r") for name in names)
+    text_files = ("train.npy", "teacher_topk_ids.npy", "teacher_topk_logprobs.npy")
+    train, *targets = (np.load(inputs[name], mmap_mode="r") for name in
+                       (CONTINUATION_FILES if training.kd == "sequence" else text_files))
+    if training.kd == "token+sequence":  # the teacher's text added to the user's (in memory: top-k, not logits)
+        more = [np.load(inputs[name], mmap_mode="r") for name in CONTINUATION_FILES]
+        # the user's text last: early stopping holds back the last windows (lm/student.held_back_windows)
+        train, *targets = (np.concatenate([b, a]) for a, b in zip((train, *targets), more))
     report = train_student(student, train, tuple(targets), kept, teacher_report["vocab_size"], training, progress,
                            teacher=teacher if training.kd == "on-policy" else None)
     if not writer:
         return
     save_student(student, kept, out / "student")
-    report |= {"trained_on": "the teacher's continuations" if training.kd == "sequence" else "the text",
+    report |= {"trained_on": {"sequence": "the teacher's continuations",
+                              "token+sequence": "the text and the teacher's continuations"}.get(training.kd, "the text"),
                "parameters": parameter_count(student), "layers": training.layers, "layers_from_teacher": layers,
                **({"block_influence": [round(float(v), 5) for v in influence]} if influence is not None else {}),
                "vocabulary": len(kept),

@@ -57,7 +57,7 @@ class LMBuildSettings:
         for key in ("context", "train_windows", "held_out_windows", "top_k", "new_tokens"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"--{key.replace('_', '-')} {getattr(self, key)}: must be at least 1")
-        if self.training.kd in ("sequence", "on-policy") and self.training.prompt_tokens >= self.context:
+        if self.training.kd in ("sequence", "token+sequence", "on-policy") and self.training.prompt_tokens >= self.context:
             raise ConfigError(f"--context {self.context}: --kd {self.training.kd} continues each window's first "
                               f"{self.training.prompt_tokens} tokens, which leaves no room for the continuation",
                               f"use --context {2 * self.training.prompt_tokens} or more")

@@ -15,6 +15,8 @@ Distillation (`kd`):
   cross-entropy by `alpha`;
 - "sequence": sequence-level KD (Kim & Rush 2016; TinyStories): the same loss, on the teacher's
   own continuations of each window's opening instead of the text (lm/data.write_teacher_continuations);
+- "token+sequence": the same loss on both, the text's windows and the teacher's continuations of
+  them (twice the windows a epoch: the teacher's text added to the user's);
 - "on-policy": GKD (Agarwal et al. 2024, trl's GKDTrainer): on a share `on_policy_share` of the
   batches the student samples its own continuation of the window's opening and the teacher scores
   it; the loss is the generalized JSD between the two distributions at each sampled position
@@ -37,7 +39,8 @@ import numpy as np
 from edge_distill.errors import ConfigError
 from edge_distill.progress import Progress, progress_bar
 
-KD_MODES = ("token", "sequence", "on-policy", "none")
+KD_MODES = ("token", "sequence", "token+sequence", "on-policy", "none")
+CONTINUING = ("sequence", "token+sequence")  # the kd modes that train on the teacher's continuations
 INITS = ("teacher", "random")
 LAYER_CHOICES = ("first-last", "influence")
 INFLUENCE_WINDOWS = 16  # training windows the teacher reads to measure its layers' block influence
@@ -57,7 +60,7 @@ class LMTrainingSettings:
     # Early stopping: 0 trains every epoch; N > 0 judges the student after each epoch on training
     # windows kept back (VALIDATION_SHARE), keeps the best epoch's weights, and stops after N without gain.
     patience: int = 0
-    kd: str = "token"  # or "sequence", "on-policy", "none"
+    kd: str = "token"  # or "sequence", "token+sequence", "on-policy", "none"
     alpha: float = 0.5  # weight of the teacher's distribution; 1 - alpha on the true next token
     prompt_tokens: int = 32  # kd "sequence"/"on-policy": the text's opening a continuation starts from
     divergence: str = "jsd"  # kd "on-policy": "forward", "reverse" or "jsd" (beta 0.5)
@@ -73,7 +76,7 @@ class LMTrainingSettings:
         """The settings that shape the student (its stage's cache key): the on-policy ones only for
         kd "on-policy", the opening's length only where a continuation starts from it."""
         unused = () if self.kd == "on-policy" else ("divergence", "on_policy_share") + (
-            () if self.kd == "sequence" else ("prompt_tokens",))
+            () if self.kd in CONTINUING else ("prompt_tokens",))
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in unused}
 
     def __post_init__(self):

@@ -1,6 +1,7 @@
 """`edge-distill llm` end to end on a tiny random Llama: the bundle verifies, generates, reruns as a
 no-op; bad input is one line and writes nothing."""
 
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -90,6 +91,14 @@ def test_sequence_kd_trains_the_student_on_the_teachers_continuations(tmp_path, 
         logits = load_teacher(TeacherSource(tiny_llama)).model(torch.from_numpy(continued[:8, :-1].astype(np.int64))).logits
     assert (logits.topk(ids.shape[-1], -1).indices.numpy()[..., 0] == ids[:8, :, 0]).all()
     assert json.loads(files["student.json"].read_text())["trained_on"] == "the teacher's continuations"
+    # token+sequence: the same continuations (the same key) added to the text: twice the steps.
+    both = dataclasses.replace(settings, training=dataclasses.replace(settings.training, kd="token+sequence"))
+    stages = llm_stages(both, TeacherSource(tiny_llama), LMData(tiny_text))
+    run = run_stages([stages[0], stages[1], stages[3]], tmp_path / "cache")
+    assert [step.cached for step in run.steps] == [True, True, False]
+    report = json.loads(run.artifacts["student.json"].read_text())
+    assert report["trained_on"] == "the text and the teacher's continuations"
+    assert report["steps"] == 2 * json.loads(files["student.json"].read_text())["steps"]
 
 
 @pytest.fixture(scope="module")

@@ -228,6 +228,8 @@ def test_the_students_cache_key_holds_only_the_settings_its_kd_reads():
     assert token.key() == LMTrainingSettings(kd="token", divergence="reverse", prompt_tokens=8).key()
     assert token.key() != LMTrainingSettings(kd="token", alpha=0.9).key()
     assert LMTrainingSettings(kd="sequence").key() != LMTrainingSettings(kd="sequence", prompt_tokens=8).key()
+    assert LMTrainingSettings(kd="token+sequence").key() != LMTrainingSettings(kd="token+sequence",
+                                                                                prompt_tokens=8).key()
     assert LMTrainingSettings(kd="on-policy").key() != LMTrainingSettings(kd="on-policy", divergence="reverse").key()
 
 

@@ -11,6 +11,7 @@ from edge_distill.errors import ConfigError
 from edge_distill.lm.settings import (CONTINUATION_FILES, GENAI_CONFIG, GENAI_TOKENIZER_CONFIG, LMBuildSettings,
                                       LMData)
 from edge_distill.lm.quantize import TEACHER_VARIANTS, VARIANTS
+from edge_distill.lm.student import CONTINUING
 from edge_distill.lm.teacher import FOLDER_HINT, TeacherSource, default_teacher
 from edge_distill.pipeline.stage import Stage
 
@@ -108,7 +109,7 @@ class LMStudent(_LMStage):
 
     def __init__(self, settings: LMBuildSettings, source: TeacherSource, data: LMData):
         super().__init__(settings, source, data)
-        if settings.training.kd == "sequence":
+        if settings.training.kd in CONTINUING:
             self.inputs = (*type(self).inputs, *CONTINUATION_FILES)
 
     def params(self):
@@ -202,7 +203,7 @@ class LMPackage(_LMStage):
 
 def llm_stages(settings: LMBuildSettings, source: TeacherSource, data: LMData) -> list[Stage]:
     """The stages in order; the teacher's continuations only for sequence-level KD."""
-    sequence = (LMTeacherText,) if settings.training.kd == "sequence" else ()
+    sequence = (LMTeacherText,) if settings.training.kd in CONTINUING else ()
     return [stage(settings, source, data) for stage in (LMTeacher, *sequence, LMTeacherExport, LMStudent, LMExport,
                                                         LMQuantize, LMPackage)]
 
