@@ -11,7 +11,7 @@ judged the same way. A row is a set of training settings that differ from the de
 - `--layer-choice influence`: the layers with the largest block influence on the text (ShortGPT);
 - more epochs with early stopping on held-back training windows (`--patience`);
 - sequence-level KD on the teacher's own continuations of the text, instead of it or added to it;
-- fewer and more layers.
+- fewer and more layers (4, 10, and 15: half the teacher's).
 
 The corpus is yours (`--text`, a passage per line), or, with none given, the embedded default. The
 one this was run on, which nothing here was tuned on, is the Debian package `fortunes` (fortune-mod's
@@ -52,6 +52,7 @@ ROWS = {  # name: the training settings that differ from the default's (6 layers
     "token+sequence-kd": {"kd": "token+sequence"},
     "4-layers": {"layers": 4},
     "10-layers+early-stopping": {"layers": 10, "epochs": 8, "patience": 1},
+    "15-layers": {"layers": 15},
 }
 
 
