@@ -42,7 +42,7 @@ SHRINK = {
     "edge-distill text --task classification --out dist/text-classifier":
         "--labeled labeled.jsonl --text passages.txt --fine-tune-epochs 1",
     # 21 min cold: 32 training windows, a 2-layer student of the same default teacher (SmolLM2).
-    "edge-distill llm --out dist/llm": "--train-windows 32 --held-out-windows 16 --layers 2",
+    "edge-distill llm --out dist/llm": "--train-windows 32 --held-out-windows 16 --layers 2 --timing-rounds 2",
     # 8 min here: the 12 default sizes; two of them (the data and the teacher come from the cache).
     "edge-distill build --profile rpi4 --max-latency-ms 2 --min-accuracy 0.97":
         "--set budget.sweep_widths=[8,16] --set budget.sweep_depths=[2]",

@@ -123,6 +123,8 @@ def text(task, teacher_folder, text, labeled, out, layers, embedding_rank, epoch
               help="Training windows the teacher scores, at most.")
 @click.option("--held-out-windows", type=click.IntRange(min=2), default=64, show_default=True,
               help="Held-out windows every candidate is judged on, at most.")
+@click.option("--timing-rounds", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Interleaved rounds in which every candidate is timed; one is quicker only where it was in each.")
 @click.option("--max-perplexity-ratio", type=FiniteFloat(min=1), default=1.5, show_default=True,
               help="A candidate (the student at fp32, int8 or int4, or the teacher at int8 or int4) may ship within "
                    "this multiple of the teacher's fp32 held-out perplexity; the quickest of those ships.")
@@ -137,7 +139,7 @@ def text(task, teacher_folder, text, labeled, out, layers, embedding_rank, epoch
 @remote_options(many=True)
 @json_option
 def llm(teacher, text, out, layers, layer_choice, vocab, kd, divergence, on_policy_share, init, epochs, patience, context, train_windows,
-        held_out_windows, max_perplexity_ratio, threads, profile, nproc, nnodes, node_rank, rendezvous, max_ms_per_token, min_agreement, sweep_layers, ship_best_effort,
+        held_out_windows, timing_rounds, max_perplexity_ratio, threads, profile, nproc, nnodes, node_rank, rendezvous, max_ms_per_token, min_agreement, sweep_layers, ship_best_effort,
         cache_dir, force, quiet, remote, ssh_config, remote_python, connect_timeout, command_timeout, as_json):
     """Distil a causal language model into a small on-device generator: a KV-cache ONNX decoder
     (onnxruntime-genai's builder), the student or the teacher itself at fp32, int8 or int4 weights,
@@ -153,7 +155,7 @@ def llm(teacher, text, out, layers, layer_choice, vocab, kd, divergence, on_poli
     config = load_config(profile) if profile else None
     budget = sweep_budget(max_ms_per_token, min_agreement, ship_best_effort)
     settings = LMBuildSettings(teacher=teacher, text=text, context=context, train_windows=train_windows,
-                               held_out_windows=held_out_windows,
+                               held_out_windows=held_out_windows, timing_rounds=timing_rounds,
                                max_perplexity_ratio=max_perplexity_ratio, profile=config, threads=threads,
                                training=LMTrainingSettings(layers=layers, layer_choice=layer_choice, vocab=vocab, kd=kd,
                                                            divergence=divergence, on_policy_share=on_policy_share,

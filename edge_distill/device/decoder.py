@@ -231,7 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--atol", type=float, default=0.0, help="logit margin within which a different choice ties")
     parser.add_argument("--versus", type=Path, nargs="*", metavar="MODEL",
                         help="with --time: time these models too, side by side with the first in interleaved "
-                             "rounds (5), each by its file name under side_by_side")
+                             "rounds (--rounds), each by its file name under side_by_side")
+    parser.add_argument("--rounds", type=int, default=5, help="with --versus: the interleaved rounds")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     try:
@@ -245,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         lengths = [int(n) for n in args.time.split(",") if n]
         if args.versus is not None:
             others = [Decoder(create_session(path, threads=args.threads or None)) for path in args.versus]
-            rows = [time_side_by_side([decoder, *others], n, args.new_tokens) for n in lengths]
+            rows = [time_side_by_side([decoder, *others], n, args.new_tokens, args.rounds) for n in lengths]
             side_by_side = {path.name: [row[i] for row in rows] for i, path in enumerate([args.model, *args.versus])}
             timing = side_by_side[args.model.name]
         else:

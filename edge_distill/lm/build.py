@@ -265,7 +265,7 @@ def quantize_and_judge(inputs, settings: LMBuildSettings, out: Path, progress) -
         progress(f"judge: {name}: perplexity {quality['perplexity']:.2f}, peak memory "
                  f"{rows[name]['peak_rss_mb'] or 0:.0f} MB")
     progress(f"time: {', '.join(paths)} side by side in interleaved rounds")
-    for name, timing in time_side_by_side(paths, settings.threads, lengths).items():
+    for name, timing in time_side_by_side(paths, settings.threads, lengths, rounds=settings.timing_rounds).items():
         rows[name] |= {"decode_tokens_per_s": timing[0]["decode_tokens_per_s"],
                        "round_decode_tokens_per_s": timing[0]["round_decode_tokens_per_s"], "timing": timing}
         progress(f"time: {name}: {rows[name]['decode_tokens_per_s']:.0f} tokens/s")

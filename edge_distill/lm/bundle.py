@@ -176,7 +176,8 @@ def write_generator_bundle(inputs: dict[str, Path], settings: LMBuildSettings, d
                         "how": "perplexity over the teacher's whole vocabulary on held-out windows; agreement: "
                                "the share of held-out positions where the top-1 next token is the teacher's; "
                                "time to first token (a prefill) and decode tokens/s at batch 1: every variant "
-                               "timed side by side in 5 interleaved rounds (medians) in one process of their own; "
+                               f"timed side by side in {settings.timing_rounds} interleaved rounds (medians) in one "
+                               "process of their own; "
                                "peak memory of each generating in a process of its own"},
     }
     (out / "frontier.svg").write_text(frontier_svg(manifest), encoding="utf-8")

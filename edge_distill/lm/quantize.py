@@ -85,12 +85,13 @@ def held_out_quality(model: Path, held_out: np.ndarray, teacher_top1: np.ndarray
             "agreement_with_teacher": float((predicted == teacher_top1).mean())}, predicted
 
 
-def time_side_by_side(models: dict[str, Path], threads: int, lengths: tuple[int, ...], new_tokens: int = NEW_TOKENS) -> dict[str, list[dict[str, Any]]]:
-    """device/decoder.py run as a script (as on a device) timing every model in interleaved rounds:
-    {name: its timing rows, one per prompt length, with each round's decode tokens/s}."""
+def time_side_by_side(models: dict[str, Path], threads: int, lengths: tuple[int, ...], new_tokens: int = NEW_TOKENS,
+                      rounds: int = 5) -> dict[str, list[dict[str, Any]]]:
+    """device/decoder.py run as a script (as on a device) timing every model in `rounds` interleaved
+    rounds: {name: its timing rows, one per prompt length, with each round's decode tokens/s}."""
     first, *others = models.values()
     result = _decoder_script([first, "--versus", *others, "--prompt-ids", "1", "--new-tokens", str(new_tokens),
-                              "--threads", str(threads), "--time", ",".join(map(str, lengths))],
+                              "--threads", str(threads), "--time", ",".join(map(str, lengths)), "--rounds", str(rounds)],
                              f"timing {', '.join(models)}")
     return {name: result["side_by_side"][path.name] for name, path in models.items()}
 

