@@ -116,7 +116,7 @@ def text(task, teacher_folder, text, labeled, out, layers, embedding_rank, epoch
 @click.option("--epochs", type=click.IntRange(min=1), default=2, show_default=True,
               help="Training epochs (with --patience: at most).")
 @click.option("--patience", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Early stopping: judge the student after each epoch on 5%% of the training windows kept back, keep "
+              help="Early stopping: judge the student after each epoch on 5% of the training windows kept back, keep "
                    "the best epoch, stop after N epochs without gain (0: off).")
 @click.option("--context", type=click.IntRange(min=2), default=128, show_default=True, help="Tokens per training window.")
 @click.option("--train-windows", type=click.IntRange(min=1), default=2048, show_default=True,
