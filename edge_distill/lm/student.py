@@ -2,7 +2,9 @@
 
 Smaller three ways (each a setting):
 - fewer layers, taken from the teacher: its first ones and its last (measured on SmolLM2, 4 of 30
-  layers, the same training: held-out perplexity 181 against 190 for layers spread evenly);
+  layers, the same training: held-out perplexity 181 against 190 for layers spread evenly), or
+  those with the largest block influence on the text (`layer_choice` "influence": 250 against 271
+  for the first five and the last, 6 layers, on a small outside corpus; benchmarks/llm_small_corpus.py);
 - a vocabulary cut to the tokens the training text uses: SmolLM2's embedding matrix alone is 28M
   of its 135M parameters. The tokens left out share one "other" row; the exported decoder gives
   each of them the other row's probability split evenly (lm/export.py), so the student still
@@ -16,7 +18,7 @@ Distillation (`kd`):
 - "sequence": sequence-level KD (Kim & Rush 2016; TinyStories): the same loss, on the teacher's
   own continuations of each window's opening instead of the text (lm/data.write_teacher_continuations);
 - "token+sequence": the same loss on both, the text's windows and the teacher's continuations of
-  them (twice the windows a epoch: the teacher's text added to the user's);
+  them (twice the windows an epoch: the teacher's text added to the user's);
 - "on-policy": GKD (Agarwal et al. 2024, trl's GKDTrainer): on a share `on_policy_share` of the
   batches the student samples its own continuation of the window's opening and the teacher scores
   it; the loss is the generalized JSD between the two distributions at each sampled position
@@ -156,8 +158,7 @@ def block_influence(teacher, windows: np.ndarray) -> np.ndarray:
     finally:
         for handle in handles:
             handle.remove()
-    cosines = [float(np.mean(c)) for c in cosines]
-    return 1.0 - np.asarray(cosines)
+    return 1.0 - np.asarray([np.mean(per_batch) for per_batch in cosines])
 
 
 def make_student(teacher, kept: np.ndarray, settings: LMTrainingSettings, layers: list[int] | None = None):
