@@ -141,6 +141,11 @@ def world() -> tuple[int, int]:
     return 0, 1
 
 
+def threads_per_process(threads: int) -> int:
+    """A node's `threads` shared among its torchrun processes (LOCAL_WORLD_SIZE), at least 1 each."""
+    return max(1, threads // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+
+
 def cuda_available() -> bool:
     import torch
 

@@ -164,10 +164,10 @@ def distil_student(source: TeacherSource, training: LMTrainingSettings, inputs, 
 def distil_student_worker(spec: dict, progress, writer: bool) -> None:
     """One torchrun worker of llm-student (distill/distributed.WORKERS["llm-student"]): the node's
     threads shared among its processes."""
-    import os
+    from edge_distill.distill.distributed import threads_per_process
 
     training = LMTrainingSettings(**spec["training"])
-    share = max(1, training.threads // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    share = threads_per_process(training.threads)
     distil_student(TeacherSource(Path(spec["teacher"])), dataclasses.replace(training, threads=share),
                    {name: Path(path) for name, path in spec["inputs"].items()}, Path(spec["out"]), progress, writer)
 

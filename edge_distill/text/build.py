@@ -119,10 +119,10 @@ def teacher_outputs(folder: Path, settings: TextBuildSettings, texts: list[str],
 
     from edge_distill.text.teacher import load_teacher, text_outputs
 
-    torch.set_num_threads(settings.distill.threads)
-    classifier = settings.task == "classification"
     from edge_distill.distill.distributed import training_device
 
+    torch.set_num_threads(settings.distill.threads)
+    classifier = settings.task == "classification"
     teacher = load_teacher(folder, settings.max_length, classifier=classifier)
     teacher.model.to(training_device())  # a GPU where there is one
     progress(f"running the teacher ({teacher.parameters:,} parameters) on {len(texts)} texts")
@@ -189,12 +189,11 @@ def make_student(folder: Path, settings: TextBuildSettings, data: TextData, targ
 def make_student_worker(spec: dict, progress, writer: bool) -> None:
     """One torchrun worker of text-student (distill/distributed.WORKERS["text-student"]): the
     settings that make the student, the node's threads shared among its processes."""
-    import os
-
+    from edge_distill.distill.distributed import threads_per_process
     from edge_distill.text.distill import TextTrainingSettings
 
     training = TextTrainingSettings(**spec["distill"])
-    share = max(1, training.threads // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    share = threads_per_process(training.threads)
     settings = TextBuildSettings(**spec["settings"], distill=dataclasses.replace(training, threads=share), threads=share)
     make_student(Path(spec["teacher"]), settings, TextData(**spec["data"]), Path(spec["targets"]), Path(spec["out"]),
                  progress, writer)
