@@ -324,10 +324,11 @@ def train_student(student, train: np.ndarray, targets: tuple[np.ndarray, np.ndar
                 on_policy = settings.kd == "on-policy" and order.random() < settings.on_policy_share
                 # This process's share, ascending (memory-mapped reads); a last batch too small to
                 # give every process a window is dropped by all of them.
-                batch = np.sort(shuffled[start:start + settings.batch_size])[rank::size]
-                if len(shuffled[start:start + settings.batch_size]) < size:
+                global_batch = shuffled[start:start + settings.batch_size]
+                if len(global_batch) < size:
                     bar.update(1)
                     continue
+                batch = np.sort(global_batch)[rank::size]
                 text = torch.from_numpy(train[batch].astype(np.int64)).to(device)
                 window = mapping[text]
                 if on_policy:

@@ -47,7 +47,7 @@ def embedding_loss(student, teacher, mse_weight: float = 1.0):
 def train_text_model(model, tokenizer, texts: list[str], loss_of: Callable, settings: TextTrainingSettings,
                      progress: Callable[[str], None] = lambda _: None) -> dict:
     """Train `model` (torch) in place; `loss_of(model, ids, mask, rows)` is a batch's loss, `rows`
-    the batch's indices into `texts` (its tensors on the training device). On a GPU where there is
+    the batch's indices into `texts` (ids and mask on the training device, rows on the CPU). On a GPU where there is
     one (bf16 autocast where it has it); under torchrun each process takes its share of every batch
     and DistributedDataParallel averages the gradients. Returns the loss per epoch and the time spent."""
     import torch
@@ -81,7 +81,7 @@ def train_text_model(model, tokenizer, texts: list[str], loss_of: Callable, sett
                 rows = batches[batch][rank::size]
                 ids, mask = (torch.from_numpy(a).to(device) for a in batch_ids(tokenizer, [texts[i] for i in rows]))
                 with autocast(device):
-                    loss = loss_of(net, ids, mask, torch.as_tensor(rows, device=device))
+                    loss = loss_of(net, ids, mask, torch.as_tensor(rows))
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
@@ -108,7 +108,7 @@ def distill_embeddings(student, tokenizer, pooling: Pooling, texts: list[str], t
 
     def loss_of(model, ids, mask, rows):
         embedded = pool(model(input_ids=ids, attention_mask=mask).last_hidden_state.float(), mask, pooling)
-        return embedding_loss(embedded, targets[rows.cpu()].to(ids.device), settings.mse_weight)
+        return embedding_loss(embedded, targets[rows].to(ids.device), settings.mse_weight)
 
     return train_text_model(student, tokenizer, texts, loss_of, settings, progress)
 
@@ -125,7 +125,6 @@ def distill_logits(student, tokenizer, texts: list[str], teacher_logits: np.ndar
 
     def loss_of(model, ids, mask, rows):
         logits = model(input_ids=ids, attention_mask=mask).logits.float()
-        rows = rows.cpu()
         return kd_loss(logits, teacher_logits[rows].to(ids.device), labels[rows].to(ids.device), settings.temperature,
                        settings.alpha)
 
@@ -142,6 +141,6 @@ def fine_tune(model, tokenizer, texts: list[str], labels: np.ndarray, settings: 
     labels = torch.from_numpy(labels)
 
     def loss_of(model, ids, mask, rows):
-        return hard_loss(model(input_ids=ids, attention_mask=mask).logits.float(), labels[rows.cpu()].to(ids.device))
+        return hard_loss(model(input_ids=ids, attention_mask=mask).logits.float(), labels[rows].to(ids.device))
 
     return train_text_model(model, tokenizer, texts, loss_of, settings, progress)
